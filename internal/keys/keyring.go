@@ -1,0 +1,204 @@
+package keys
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+)
+
+// Keyring is a Manager backed by a local file of AES-256 key-encryption
+// keys, one per tenant, for the embedded default and for single-host
+// installs. The file is created with mode 0600 and refused if group or
+// others can read it. A tenant's KEK is created on first use.
+//
+// Losing the file loses every recording sealed under it: back it up.
+type Keyring struct {
+	path string
+	mu   struct {
+		sync.Mutex
+		file keyringFile
+	}
+}
+
+var _ Manager = (*Keyring)(nil)
+
+type keyringFile struct {
+	Format int                    `json:"format"`
+	KEKs   map[string][]keyringKE `json:"keks"`
+}
+
+type keyringKE struct {
+	Version uint32 `json:"version"`
+	Key     []byte `json:"key"`
+}
+
+// OpenKeyring opens the keyring file at path, creating it if it does not
+// exist.
+func OpenKeyring(path string) (*Keyring, error) {
+	k := &Keyring{path: path}
+	k.mu.file = keyringFile{Format: 1, KEKs: map[string][]keyringKE{}}
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("keys: keyring dir: %w", err)
+		}
+		if err := k.saveLocked(); err != nil {
+			return nil, err
+		}
+		return k, nil
+	case err != nil:
+		return nil, fmt.Errorf("keys: keyring: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("keys: keyring %s has mode %v; it must be readable by its owner only (chmod 600)", path, st.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("keys: keyring: %w", err)
+	}
+	if err := json.Unmarshal(b, &k.mu.file); err != nil {
+		return nil, fmt.Errorf("keys: keyring %s is corrupt: %w", path, err)
+	}
+	if k.mu.file.Format != 1 {
+		return nil, fmt.Errorf("keys: keyring %s has unknown format %d", path, k.mu.file.Format)
+	}
+	if k.mu.file.KEKs == nil {
+		k.mu.file.KEKs = map[string][]keyringKE{}
+	}
+	return k, nil
+}
+
+// Kind implements Manager.
+func (*Keyring) Kind() string { return "local-keyring" }
+
+func (k *Keyring) saveLocked() error {
+	b, err := json.MarshalIndent(k.mu.file, "", "  ")
+	if err != nil {
+		return fmt.Errorf("keys: keyring: %w", err)
+	}
+	tmp := k.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("keys: keyring: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("keys: keyring: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("keys: keyring: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("keys: keyring: %w", err)
+	}
+	if err := os.Rename(tmp, k.path); err != nil {
+		return fmt.Errorf("keys: keyring: %w", err)
+	}
+	return nil
+}
+
+// kek returns the tenant's current KEK, creating version 1 if create is set.
+func (k *Keyring) kek(tenant string, version uint32, create bool) (keyringKE, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	ks := k.mu.file.KEKs[tenant]
+	if len(ks) == 0 {
+		if !create {
+			return keyringKE{}, fmt.Errorf("%w %q", ErrUnknownTenant, tenant)
+		}
+		key := make([]byte, DEKSize)
+		if _, err := rand.Read(key); err != nil {
+			return keyringKE{}, fmt.Errorf("keys: %w", err)
+		}
+		ks = []keyringKE{{Version: 1, Key: key}}
+		k.mu.file.KEKs[tenant] = ks
+		if err := k.saveLocked(); err != nil {
+			delete(k.mu.file.KEKs, tenant)
+			return keyringKE{}, err
+		}
+	}
+	if version == 0 {
+		return ks[len(ks)-1], nil
+	}
+	for _, e := range ks {
+		if e.Version == version {
+			return e, nil
+		}
+	}
+	return keyringKE{}, fmt.Errorf("%w: tenant %q has no KEK version %d", ErrUnwrap, tenant, version)
+}
+
+func keyringAAD(tenant string, version uint32) []byte {
+	return []byte("verbatim-keyring\x00" + tenant + "\x00" + strconv.FormatUint(uint64(version), 10))
+}
+
+func keyringAEAD(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("keys: %w", err)
+	}
+	return cipher.NewGCM(block)
+}
+
+// GenerateDataKey implements Manager.
+func (k *Keyring) GenerateDataKey(_ context.Context, tenant string) (DataKey, error) {
+	if err := ValidateTenant(tenant); err != nil {
+		return DataKey{}, err
+	}
+	kek, err := k.kek(tenant, 0, true)
+	if err != nil {
+		return DataKey{}, err
+	}
+	aead, err := keyringAEAD(kek.Key)
+	if err != nil {
+		return DataKey{}, err
+	}
+	dek := make([]byte, DEKSize)
+	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+DEKSize+aead.Overhead())
+	if _, err := rand.Read(dek); err != nil {
+		return DataKey{}, fmt.Errorf("keys: %w", err)
+	}
+	if _, err := rand.Read(nonce); err != nil {
+		return DataKey{}, fmt.Errorf("keys: %w", err)
+	}
+	ct := aead.Seal(nonce, nonce, dek, keyringAAD(tenant, kek.Version))
+	return DataKey{Plaintext: dek, Wrapped: Wrapped{KEKName: "local:" + tenant, KEKVersion: kek.Version, Ciphertext: ct}}, nil
+}
+
+// UnwrapDataKey implements Manager.
+func (k *Keyring) UnwrapDataKey(_ context.Context, tenant string, w Wrapped) ([]byte, error) {
+	if err := ValidateTenant(tenant); err != nil {
+		return nil, err
+	}
+	if w.KEKName != "local:"+tenant {
+		return nil, fmt.Errorf("%w: wrapped by %q, not tenant %q's key", ErrUnwrap, w.KEKName, tenant)
+	}
+	kek, err := k.kek(tenant, w.KEKVersion, false)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := keyringAEAD(kek.Key)
+	if err != nil {
+		return nil, err
+	}
+	if len(w.Ciphertext) < aead.NonceSize()+aead.Overhead() {
+		return nil, fmt.Errorf("%w: ciphertext is %d bytes", ErrUnwrap, len(w.Ciphertext))
+	}
+	n := aead.NonceSize()
+	dek, err := aead.Open(nil, w.Ciphertext[:n], w.Ciphertext[n:], keyringAAD(tenant, kek.Version))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnwrap, err)
+	}
+	return dek, nil
+}

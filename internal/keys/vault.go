@@ -1,0 +1,181 @@
+package keys
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	vault "github.com/hashicorp/vault/api"
+)
+
+// VaultConfig configures a Vault Transit key manager.
+type VaultConfig struct {
+	// Address of Vault, e.g. "https://vault.example:8200". Required.
+	Address string
+	// Token authenticates to Vault. Required. It is never logged.
+	Token string
+	// Mount is the Transit engine's mount path. Default "transit".
+	Mount string
+	// KeyPrefix is prepended to the tenant to name its Transit key.
+	// Default "verbatim-tenant-".
+	KeyPrefix string
+	// CreateKeys lets the manager create a tenant's Transit key (type
+	// aes256-gcm96) on first use. Off by default: production Vault policies
+	// usually let Verbatim use keys, not create them.
+	CreateKeys bool
+}
+
+func (c *VaultConfig) setDefaults() {
+	if c.Mount == "" {
+		c.Mount = "transit"
+	}
+	if c.KeyPrefix == "" {
+		c.KeyPrefix = "verbatim-tenant-"
+	}
+}
+
+// Validate reports missing settings.
+func (c VaultConfig) Validate() error {
+	var errs []error
+	if c.Address == "" {
+		errs = append(errs, errors.New("keys: vault address is required"))
+	}
+	if c.Token == "" {
+		errs = append(errs, errors.New("keys: vault token is required"))
+	}
+	return errors.Join(errs...)
+}
+
+// String redacts the token.
+func (c VaultConfig) String() string {
+	return fmt.Sprintf("VaultConfig{Address:%s Mount:%s KeyPrefix:%s Token:REDACTED}", c.Address, c.Mount, c.KeyPrefix)
+}
+
+// Vault is a Manager that uses Vault's Transit engine: the tenant's KEK never
+// leaves Vault; Verbatim asks Transit for a data key (datakey/plaintext) and
+// to decrypt wrapped ones.
+type Vault struct {
+	cfg VaultConfig
+	c   *vault.Client
+}
+
+var _ Manager = (*Vault)(nil)
+
+// NewVault returns a Transit key manager.
+func NewVault(cfg VaultConfig) (*Vault, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	vc := vault.DefaultConfig()
+	if vc.Error != nil {
+		return nil, fmt.Errorf("keys: vault config: %w", vc.Error)
+	}
+	vc.Address = cfg.Address
+	c, err := vault.NewClient(vc)
+	if err != nil {
+		return nil, fmt.Errorf("keys: vault client: %w", err)
+	}
+	c.SetToken(cfg.Token)
+	return &Vault{cfg: cfg, c: c}, nil
+}
+
+// Kind implements Manager.
+func (*Vault) Kind() string { return "vault-transit" }
+
+func (v *Vault) keyName(tenant string) string { return v.cfg.KeyPrefix + tenant }
+
+// GenerateDataKey implements Manager.
+func (v *Vault) GenerateDataKey(ctx context.Context, tenant string) (DataKey, error) {
+	if err := ValidateTenant(tenant); err != nil {
+		return DataKey{}, err
+	}
+	name := v.keyName(tenant)
+	path := v.cfg.Mount + "/datakey/plaintext/" + name
+	body := map[string]any{"bits": DEKSize * 8}
+	s, err := v.c.Logical().WriteWithContext(ctx, path, body)
+	if err != nil && v.cfg.CreateKeys && isMissingKey(err) {
+		if _, cerr := v.c.Logical().WriteWithContext(ctx, v.cfg.Mount+"/keys/"+name, map[string]any{"type": "aes256-gcm96"}); cerr != nil {
+			return DataKey{}, fmt.Errorf("keys: create transit key %s: %w", name, cerr)
+		}
+		s, err = v.c.Logical().WriteWithContext(ctx, path, body)
+	}
+	if err != nil {
+		if isMissingKey(err) {
+			return DataKey{}, fmt.Errorf("%w %q: transit key %s: %w", ErrUnknownTenant, tenant, name, err)
+		}
+		return DataKey{}, fmt.Errorf("keys: transit datakey %s: %w", name, err)
+	}
+	if s == nil || s.Data == nil {
+		return DataKey{}, fmt.Errorf("keys: transit datakey %s: empty response", name)
+	}
+	pt, _ := s.Data["plaintext"].(string)
+	ct, _ := s.Data["ciphertext"].(string)
+	dek, err := base64.StdEncoding.DecodeString(pt)
+	if err != nil || len(dek) != DEKSize {
+		return DataKey{}, fmt.Errorf("keys: transit datakey %s: bad plaintext (%d bytes)", name, len(dek))
+	}
+	ver, err := transitVersion(ct)
+	if err != nil {
+		return DataKey{}, err
+	}
+	return DataKey{Plaintext: dek, Wrapped: Wrapped{KEKName: name, KEKVersion: ver, Ciphertext: []byte(ct)}}, nil
+}
+
+// UnwrapDataKey implements Manager.
+func (v *Vault) UnwrapDataKey(ctx context.Context, tenant string, w Wrapped) ([]byte, error) {
+	if err := ValidateTenant(tenant); err != nil {
+		return nil, err
+	}
+	name := v.keyName(tenant)
+	if w.KEKName != name {
+		return nil, fmt.Errorf("%w: wrapped by %q, not tenant %q's key %q", ErrUnwrap, w.KEKName, tenant, name)
+	}
+	s, err := v.c.Logical().WriteWithContext(ctx, v.cfg.Mount+"/decrypt/"+name, map[string]any{"ciphertext": string(w.Ciphertext)})
+	if err != nil {
+		var re *vault.ResponseError
+		if errors.As(err, &re) && re.StatusCode == http.StatusBadRequest {
+			return nil, fmt.Errorf("%w: transit %s: %w", ErrUnwrap, name, err)
+		}
+		return nil, fmt.Errorf("keys: transit decrypt %s: %w", name, err)
+	}
+	if s == nil || s.Data == nil {
+		return nil, fmt.Errorf("keys: transit decrypt %s: empty response", name)
+	}
+	pt, _ := s.Data["plaintext"].(string)
+	dek, err := base64.StdEncoding.DecodeString(pt)
+	if err != nil || len(dek) != DEKSize {
+		return nil, fmt.Errorf("%w: transit %s returned %d bytes", ErrUnwrap, name, len(dek))
+	}
+	return dek, nil
+}
+
+func isMissingKey(err error) bool {
+	var re *vault.ResponseError
+	if !errors.As(err, &re) {
+		return false
+	}
+	for _, e := range re.Errors {
+		if strings.Contains(e, "not found") {
+			return true
+		}
+	}
+	return false
+}
+
+// transitVersion reads N from a "vault:vN:..." ciphertext.
+func transitVersion(ct string) (uint32, error) {
+	parts := strings.SplitN(ct, ":", 3)
+	if len(parts) != 3 || parts[0] != "vault" || !strings.HasPrefix(parts[1], "v") {
+		return 0, fmt.Errorf("keys: unexpected transit ciphertext format")
+	}
+	n, err := strconv.ParseUint(parts[1][1:], 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("keys: transit ciphertext version: %w", err)
+	}
+	return uint32(n), nil
+}

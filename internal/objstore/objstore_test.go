@@ -1,0 +1,129 @@
+package objstore_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/verbatimrec/verbatim/internal/objstore"
+	"github.com/verbatimrec/verbatim/internal/stacktest"
+)
+
+// testStore is the contract every Store must meet. prefix keeps runs apart
+// on a shared bucket.
+func testStore(t *testing.T, s objstore.Store, prefix string) {
+	ctx := context.Background()
+	body := []byte(strings.Repeat("sealed recording bytes ", 1000))
+	sum := sha256.Sum256(body)
+
+	// Round trip with a declared digest.
+	key := prefix + "/demo/2026/11/22/call-1/rec-1"
+	info, err := s.Put(ctx, key, bytes.NewReader(body), int64(len(body)), objstore.PutOptions{SHA256: sum[:]})
+	if err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	if info.Size != int64(len(body)) || !bytes.Equal(info.SHA256, sum[:]) {
+		t.Fatalf("Put info = %+v", info)
+	}
+	rc, ginfo, err := s.Get(ctx, key)
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("Get returned %d bytes (err %v), want %d", len(got), err, len(body))
+	}
+	if !bytes.Equal(ginfo.SHA256, sum[:]) {
+		t.Fatalf("Get SHA256 = %x, want %x", ginfo.SHA256, sum)
+	}
+
+	// Unretained objects can be deleted, and are then gone.
+	if err := s.Delete(ctx, key); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if _, _, err := s.Get(ctx, key); !errors.Is(err, objstore.ErrNotFound) {
+		t.Fatalf("Get after delete: %v, want ErrNotFound", err)
+	}
+	if _, _, err := s.Get(ctx, prefix+"/never-written"); !errors.Is(err, objstore.ErrNotFound) {
+		t.Fatalf("Get missing: %v, want ErrNotFound", err)
+	}
+
+	// A wrong declared digest stores nothing.
+	bad := sha256.Sum256([]byte("other"))
+	bkey := prefix + "/demo/bad-digest"
+	if _, err := s.Put(ctx, bkey, bytes.NewReader(body), int64(len(body)), objstore.PutOptions{SHA256: bad[:]}); !errors.Is(err, objstore.ErrChecksum) {
+		t.Fatalf("Put with wrong digest: %v, want ErrChecksum", err)
+	}
+	if _, _, err := s.Get(ctx, bkey); !errors.Is(err, objstore.ErrNotFound) {
+		t.Fatalf("object with wrong digest was kept: %v", err)
+	}
+
+	// A retained object: its delete is refused and the bytes stay.
+	lkey := prefix + "/demo/locked"
+	until := time.Now().Add(2 * time.Minute).Truncate(time.Second)
+	if _, err := s.Put(ctx, lkey, bytes.NewReader(body), int64(len(body)), objstore.PutOptions{SHA256: sum[:], RetainUntil: until}); err != nil {
+		t.Fatalf("Put locked: %v", err)
+	}
+	err = s.Delete(ctx, lkey)
+	if !errors.Is(err, objstore.ErrRetained) {
+		t.Fatalf("Delete of locked object: %v, want ErrRetained", err)
+	}
+	t.Logf("delete of locked object refused: %v", err)
+	rc, linfo, err := s.Get(ctx, lkey)
+	if err != nil {
+		t.Fatalf("Get locked after refused delete: %v", err)
+	}
+	got, _ = io.ReadAll(rc)
+	rc.Close()
+	if !bytes.Equal(got, body) {
+		t.Fatal("locked object changed")
+	}
+	if !linfo.RetainUntil.Equal(until.UTC()) {
+		t.Fatalf("RetainUntil = %v, want %v", linfo.RetainUntil, until.UTC())
+	}
+
+	for _, k := range []string{"", "/abs", "a/../b", "a//b", "a\\b", "trail/"} {
+		if _, err := s.Put(ctx, k, bytes.NewReader(nil), 0, objstore.PutOptions{}); err == nil {
+			t.Fatalf("Put accepted invalid key %q", k)
+		}
+	}
+}
+
+func TestFS(t *testing.T) {
+	s, err := objstore.NewFS(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	testStore(t, s, "t")
+}
+
+// TestS3 runs the contract against the local stack's MinIO bucket, which
+// has object lock: the locked object's delete is refused by the server.
+func TestS3(t *testing.T) {
+	cfg := objstore.S3Config{
+		Endpoint:  stacktest.Env(t, "VERBATIM_S3_ENDPOINT"),
+		Bucket:    stacktest.Env(t, "VERBATIM_S3_BUCKET"),
+		AccessKey: stacktest.Env(t, "VERBATIM_S3_ACCESS_KEY"),
+		SecretKey: stacktest.Env(t, "VERBATIM_S3_SECRET_KEY"),
+		Insecure:  os.Getenv("VERBATIM_S3_INSECURE") == "true",
+	}
+	ctx := context.Background()
+	s, err := objstore.NewS3(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testStore(t, s, "test-"+time.Now().UTC().Format("20060102T150405.000000000"))
+
+	bad := cfg
+	bad.SecretKey = "wrong"
+	if _, err := objstore.NewS3(ctx, bad); err == nil {
+		t.Fatal("wrong secret key accepted")
+	}
+}

@@ -1,0 +1,187 @@
+package objstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// S3Config configures an S3 store. Only the S3 API is used (object lock,
+// checksums), so any compatible server works.
+type S3Config struct {
+	// Endpoint is host:port, e.g. "s3.eu-west-1.amazonaws.com". Required.
+	Endpoint string
+	// Bucket must exist with object lock enabled. Required.
+	Bucket string
+	// AccessKey and SecretKey are static credentials. Required.
+	AccessKey, SecretKey string
+	// Region, default "us-east-1".
+	Region string
+	// Insecure uses plain HTTP; for the loopback dev stack only.
+	Insecure bool
+}
+
+// Validate reports missing settings.
+func (c S3Config) Validate() error {
+	var errs []error
+	if c.Endpoint == "" {
+		errs = append(errs, errors.New("objstore: s3 endpoint is required"))
+	}
+	if c.Bucket == "" {
+		errs = append(errs, errors.New("objstore: s3 bucket is required"))
+	}
+	if c.AccessKey == "" || c.SecretKey == "" {
+		errs = append(errs, errors.New("objstore: s3 access key and secret key are required"))
+	}
+	return errors.Join(errs...)
+}
+
+// String redacts the secret key.
+func (c S3Config) String() string {
+	return fmt.Sprintf("S3Config{Endpoint:%s Bucket:%s AccessKey:%s SecretKey:REDACTED}", c.Endpoint, c.Bucket, c.AccessKey)
+}
+
+// S3 is a Store on an S3 bucket with object lock. Retained objects are put
+// in COMPLIANCE mode, which not even the bucket owner can shorten.
+type S3 struct {
+	cfg S3Config
+	c   *minio.Client
+}
+
+var _ Store = (*S3)(nil)
+
+const metaSHA256 = "Verbatim-Sha256"
+
+// NewS3 returns an S3 store and checks that the bucket has object lock.
+func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1"
+	}
+	c, err := minio.New(cfg.Endpoint, &minio.Options{
+		Creds:  credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Secure: !cfg.Insecure,
+		Region: cfg.Region,
+		// Stream the SHA-256 checksum as a trailer instead of buffering.
+		TrailingHeaders: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("objstore: s3 client: %w", err)
+	}
+	enabled, _, _, _, err := c.GetObjectLockConfig(ctx, cfg.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("objstore: bucket %s: object lock config: %w", cfg.Bucket, err)
+	}
+	if enabled != "Enabled" {
+		return nil, fmt.Errorf("objstore: bucket %s does not have object lock enabled", cfg.Bucket)
+	}
+	return &S3{cfg: cfg, c: c}, nil
+}
+
+// Put implements Store. The SHA-256 is sent as the S3 checksum, so the
+// server rejects a body that does not match it.
+func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (Info, error) {
+	if err := ValidateKey(key); err != nil {
+		return Info{}, err
+	}
+	po := minio.PutObjectOptions{
+		ContentType:      opts.ContentType,
+		Checksum:         minio.ChecksumSHA256,
+		DisableMultipart: true,
+	}
+	if opts.SHA256 != nil {
+		po.UserMetadata = map[string]string{metaSHA256: hex.EncodeToString(opts.SHA256)}
+	}
+	if !opts.RetainUntil.IsZero() {
+		po.Mode = minio.Compliance
+		po.RetainUntilDate = opts.RetainUntil.UTC()
+	}
+	h := sha256.New()
+	ui, err := s.c.PutObject(ctx, s.cfg.Bucket, key, io.TeeReader(r, h), size, po)
+	if err != nil {
+		return Info{}, fmt.Errorf("objstore: put %s: %w", key, classify(err))
+	}
+	sum := h.Sum(nil)
+	if opts.SHA256 != nil && !bytes.Equal(sum, opts.SHA256) {
+		// The bytes read differ from the declared digest: remove the new
+		// version unless it is already locked.
+		_ = s.c.RemoveObject(ctx, s.cfg.Bucket, key, minio.RemoveObjectOptions{VersionID: ui.VersionID})
+		return Info{}, fmt.Errorf("%w: %s: got %x, declared %x", ErrChecksum, key, sum, opts.SHA256)
+	}
+	return Info{Key: key, Size: ui.Size, SHA256: sum, RetainUntil: opts.RetainUntil.UTC()}, nil
+}
+
+// Get implements Store.
+func (s *S3) Get(ctx context.Context, key string) (io.ReadCloser, Info, error) {
+	if err := ValidateKey(key); err != nil {
+		return nil, Info{}, err
+	}
+	obj, err := s.c.GetObject(ctx, s.cfg.Bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, Info{}, fmt.Errorf("objstore: get %s: %w", key, classify(err))
+	}
+	st, err := obj.Stat()
+	if err != nil {
+		obj.Close()
+		return nil, Info{}, fmt.Errorf("objstore: get %s: %w", key, classify(err))
+	}
+	info := Info{Key: key, Size: st.Size}
+	if v := st.UserMetadata[metaSHA256]; v != "" {
+		info.SHA256, _ = hex.DecodeString(v)
+	}
+	if st.ChecksumSHA256 != "" && info.SHA256 == nil {
+		info.SHA256, _ = base64.StdEncoding.DecodeString(st.ChecksumSHA256)
+	}
+	if _, until, err := s.c.GetObjectRetention(ctx, s.cfg.Bucket, key, st.VersionID); err == nil && until != nil {
+		info.RetainUntil = until.UTC()
+	}
+	return obj, info, nil
+}
+
+// Delete implements Store. It deletes the current version itself (not just
+// adding a delete marker), which object lock refuses while it is retained.
+func (s *S3) Delete(ctx context.Context, key string) error {
+	if err := ValidateKey(key); err != nil {
+		return err
+	}
+	st, err := s.c.StatObject(ctx, s.cfg.Bucket, key, minio.StatObjectOptions{})
+	if err != nil {
+		return fmt.Errorf("objstore: delete %s: %w", key, classify(err))
+	}
+	if err := s.c.RemoveObject(ctx, s.cfg.Bucket, key, minio.RemoveObjectOptions{VersionID: st.VersionID}); err != nil {
+		// Object lock refusals are AccessDenied on S3 and MinIO alike; tell
+		// them from missing permissions by the object's retention.
+		if _, until, rerr := s.c.GetObjectRetention(ctx, s.cfg.Bucket, key, st.VersionID); rerr == nil && until != nil && until.After(time.Now()) {
+			return fmt.Errorf("%w: %s until %s: %w", ErrRetained, key, until.UTC().Format(time.RFC3339), err)
+		}
+		return fmt.Errorf("objstore: delete %s: %w", key, classify(err))
+	}
+	return nil
+}
+
+// classify maps S3 error codes onto the package's sentinels.
+func classify(err error) error {
+	var er minio.ErrorResponse
+	if !errors.As(err, &er) {
+		return err
+	}
+	switch {
+	case er.Code == "NoSuchKey" || er.StatusCode == http.StatusNotFound:
+		return fmt.Errorf("%w (%s)", ErrNotFound, er.Code)
+	case er.Code == "XAmzContentChecksumMismatch" || er.Code == "BadDigest":
+		return fmt.Errorf("%w: %s", ErrChecksum, er.Message)
+	}
+	return err
+}

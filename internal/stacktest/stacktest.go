@@ -1,0 +1,24 @@
+// Package stacktest gates integration tests on the real local stack
+// (deploy/local). Tests call Env for each setting they need: without
+// VERBATIM_INTEGRATION=1 the test is skipped; with it, a missing setting
+// fails the test, so a misconfigured CI run cannot pass by skipping.
+package stacktest
+
+import (
+	"os"
+	"testing"
+)
+
+// Env returns the value of the environment variable name, skipping the test
+// when integration tests are off and failing it when the variable is unset.
+func Env(t testing.TB, name string) string {
+	t.Helper()
+	if os.Getenv("VERBATIM_INTEGRATION") != "1" {
+		t.Skip("integration test: run `make test`, or source .stack/env.sh and set VERBATIM_INTEGRATION=1")
+	}
+	v := os.Getenv(name)
+	if v == "" {
+		t.Fatalf("VERBATIM_INTEGRATION=1 but %s is not set: source the env.sh that `make up` writes", name)
+	}
+	return v
+}
