@@ -1,0 +1,167 @@
+// Package search is the ClickHouse projection that makes calls searchable.
+// Its tables are disposable: dropping them and replaying the topics rebuilds
+// them. Rows are versioned (ReplacingMergeTree) and read with FINAL, so a
+// replayed event never adds a row to query results.
+//
+// The schema works on ClickHouse 18.16 (Debian 12's package) and on current
+// releases: DateTime, not DateTime64; no Nullable in sort keys; and INSERTs
+// always name their columns, which clickhouse-go's native protocol needs
+// on 18.16.
+package search
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// Config says how to reach ClickHouse.
+type Config struct {
+	// Addr is host:port of the native protocol. Required.
+	Addr string
+	// Database, default "verbatim"; created by Migrate.
+	Database string
+	// User and Password authenticate; Password is never logged.
+	User, Password string
+}
+
+func (c *Config) setDefaults() {
+	if c.Database == "" {
+		c.Database = "verbatim"
+	}
+	if c.User == "" {
+		c.User = "default"
+	}
+}
+
+// Validate reports missing settings.
+func (c Config) Validate() error {
+	if c.Addr == "" {
+		return errors.New("search: clickhouse address is required")
+	}
+	return nil
+}
+
+// Open connects to ClickHouse.
+func Open(ctx context.Context, cfg Config) (driver.Conn, string, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, "", err
+	}
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr:        []string{cfg.Addr},
+		Auth:        clickhouse.Auth{Username: cfg.User, Password: cfg.Password},
+		DialTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("search: clickhouse: %w", err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close()
+		return nil, "", fmt.Errorf("search: clickhouse %s: %w", cfg.Addr, err)
+	}
+	return conn, cfg.Database, nil
+}
+
+// migrations are applied in order, once each; never edit a released one.
+// {db} is replaced by the database name.
+var migrations = []string{
+	`CREATE TABLE IF NOT EXISTS {db}.calls (
+		tenant String,
+		call_id String,
+		started_at DateTime,
+		ended_at DateTime,
+		duration_ms UInt64,
+		end_reason String,
+		source String,
+		version UInt64
+	) ENGINE = ReplacingMergeTree(version)
+	PARTITION BY toYYYYMM(started_at)
+	ORDER BY (tenant, call_id)`,
+	`CREATE TABLE IF NOT EXISTS {db}.participants (
+		tenant String,
+		call_id String,
+		participant_id String,
+		role String,
+		uri String,
+		number String,
+		display_name String,
+		started_at DateTime,
+		version UInt64
+	) ENGINE = ReplacingMergeTree(version)
+	PARTITION BY toYYYYMM(started_at)
+	ORDER BY (tenant, call_id, participant_id)`,
+	`CREATE TABLE IF NOT EXISTS {db}.recordings (
+		tenant String,
+		call_id String,
+		recording_id String,
+		object_key String,
+		format String,
+		duration_ms UInt64,
+		channels UInt8,
+		plaintext_sha256 String,
+		ciphertext_sha256 String,
+		key_id String,
+		stored_at DateTime,
+		version UInt64
+	) ENGINE = ReplacingMergeTree(version)
+	PARTITION BY toYYYYMM(stored_at)
+	ORDER BY (tenant, call_id, recording_id)`,
+}
+
+// Migrate creates the database and applies pending migrations. It is safe
+// to run at every start and from several processes: every statement is
+// idempotent.
+func Migrate(ctx context.Context, conn driver.Conn, db string) (applied int, err error) {
+	q := func(s string) string { return replaceDB(s, db) }
+	if err := conn.Exec(ctx, q("CREATE DATABASE IF NOT EXISTS {db}")); err != nil {
+		return 0, fmt.Errorf("search: create database %s: %w", db, err)
+	}
+	if err := conn.Exec(ctx, q(`CREATE TABLE IF NOT EXISTS {db}.schema_migrations (
+		version UInt32, applied_at DateTime) ENGINE = ReplacingMergeTree ORDER BY version`)); err != nil {
+		return 0, fmt.Errorf("search: schema_migrations: %w", err)
+	}
+	var current uint32
+	row := conn.QueryRow(ctx, q("SELECT toUInt32(count()) FROM (SELECT DISTINCT version FROM {db}.schema_migrations)"))
+	if err := row.Scan(&current); err != nil {
+		return 0, fmt.Errorf("search: read schema version: %w", err)
+	}
+	for i := int(current); i < len(migrations); i++ {
+		if err := conn.Exec(ctx, q(migrations[i])); err != nil {
+			return applied, fmt.Errorf("search: migration %d: %w", i+1, err)
+		}
+		// A batch, not INSERT ... VALUES: 18.16 only takes native inserts
+		// as data blocks.
+		b, err := conn.PrepareBatch(ctx, q("INSERT INTO {db}.schema_migrations (version, applied_at)"))
+		if err == nil {
+			err = b.Append(uint32(i+1), time.Now())
+		}
+		if err == nil {
+			err = b.Send()
+		}
+		if err != nil {
+			return applied, fmt.Errorf("search: record migration %d: %w", i+1, err)
+		}
+		applied++
+	}
+	return applied, nil
+}
+
+func replaceDB(s, db string) string {
+	out := make([]byte, 0, len(s)+len(db))
+	for i := 0; i < len(s); i++ {
+		if i+4 <= len(s) && s[i:i+4] == "{db}" {
+			out = append(out, '`')
+			out = append(out, db...)
+			out = append(out, '`')
+			i += 3
+			continue
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
+}
