@@ -1,0 +1,168 @@
+// Command verbatim is Verbatim's single binary: one subcommand per role.
+// Only this package reads flags and environment variables.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/verbatimrec/verbatim/internal/devstack"
+	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/projections/search"
+	"github.com/verbatimrec/verbatim/schemas"
+)
+
+const usage = `usage: verbatim <command> [flags]
+
+Commands:
+  dev       run the embedded default: Kafka broker, object store and keyring
+            in one process (ClickHouse optional); --check runs a self-check
+  topics    list the v1 topic catalogue, or create the topics (--create)
+  version   print the version
+
+Run 'verbatim <command> -h' for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "verbatim:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	switch args[0] {
+	case "dev":
+		return runDev(ctx, args[1:], stdout, stderr)
+	case "topics":
+		return runTopics(ctx, args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, version())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return "verbatim " + bi.Main.Version + " " + s.Value
+			}
+		}
+		return "verbatim " + bi.Main.Version
+	}
+	return "verbatim (unknown version)"
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data", envOr("VERBATIM_DATA", ".verbatim"), "data directory: broker log, objects, keyring (env VERBATIM_DATA)")
+	port := fs.Int("kafka-port", 19092, "loopback port of the embedded Kafka broker (0: any free port)")
+	chAddr := fs.String("clickhouse", os.Getenv("VERBATIM_CLICKHOUSE_ADDR"), "ClickHouse native address host:port, to migrate the search schema (env VERBATIM_CLICKHOUSE_ADDR; empty: no search)")
+	check := fs.Bool("check", false, "run the self-check and exit instead of serving")
+	tenant := fs.String("tenant", "demo", "tenant for --check")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	s, err := devstack.Start(ctx, devstack.Config{DataDir: *dataDir, KafkaPort: *port, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	fmt.Fprintf(stdout, "Verbatim embedded default\n")
+	fmt.Fprintf(stdout, "  kafka     %s (embedded, log in %s)\n", strings.Join(s.Brokers, ","), s.KafkaDir)
+	fmt.Fprintf(stdout, "  objects   %s\n", s.ObjectsDir)
+	fmt.Fprintf(stdout, "  keyring   %s (0600: back it up; losing it loses every recording)\n", s.KeyringPath)
+	if *chAddr != "" {
+		conn, db, err := search.Open(ctx, search.Config{Addr: *chAddr,
+			User: os.Getenv("VERBATIM_CLICKHOUSE_USER"), Password: os.Getenv("VERBATIM_CLICKHOUSE_PASSWORD")})
+		if err != nil {
+			return err
+		}
+		n, err := search.Migrate(ctx, conn, db)
+		conn.Close()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "  search    ClickHouse %s, database %s (%d migrations applied)\n", *chAddr, db, n)
+	} else {
+		fmt.Fprintf(stdout, "  search    off (pass --clickhouse host:port)\n")
+	}
+	if *check {
+		fmt.Fprintln(stdout, "self-check:")
+		if err := s.SelfCheck(ctx, stdout, *tenant); err != nil {
+			return fmt.Errorf("self-check failed: %w", err)
+		}
+		fmt.Fprintln(stdout, "self-check passed")
+		return nil
+	}
+	fmt.Fprintln(stdout, "running; Ctrl-C to stop")
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "stopping; flushing the broker log")
+	return nil
+}
+
+func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("topics", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	brokers := fs.String("brokers", envOr("VERBATIM_KAFKA_BROKERS", "127.0.0.1:19092"), "Kafka seed brokers, comma separated (env VERBATIM_KAFKA_BROKERS)")
+	create := fs.Bool("create", false, "create missing topics on the brokers")
+	rf := fs.Int("replication-factor", 1, "replication factor for created topics (3 in production)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *create {
+		cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(*brokers, ","), ClientID: "verbatim-topics"})
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		if err := kafkaclient.EnsureTopics(ctx, cl, schemas.Topics(), int16(*rf)); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "topics present on %s\n", *brokers)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TOPIC\tKEY\tPARTITIONS\tCLEANUP\tRETENTION\tVALUE")
+	for _, t := range schemas.Topics() {
+		ret := "forever"
+		if t.Retention > 0 {
+			ret = t.Retention.String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", t.Name, t.Key, t.Partitions, t.Cleanup, ret, t.Message)
+	}
+	return tw.Flush()
+}
