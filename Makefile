@@ -1,0 +1,49 @@
+# Verbatim. The two commands: `make demo` (needs only Go) and `make test`
+# (real Kafka, ClickHouse, MinIO and Vault on loopback; also Java 17 and Maven).
+GO ?= go
+STACK := deploy/local/stack.sh
+
+.PHONY: all build demo test up status down env schemas schemas-check schemas-baseline fmt vet clean clean-stack
+
+all: build
+
+build:
+	$(GO) build -o bin/verbatim ./cmd/verbatim
+
+## demo: run the embedded default end to end (no external service)
+demo: build
+	./bin/verbatim dev --check --data .verbatim/demo --kafka-port 0
+
+## test: start the local stack, run unit + integration tests (-race), schema and compose checks
+test:
+	deploy/local/test.sh
+
+## up / status / down: the local stack (see deploy/README.md)
+up:
+	$(STACK) up
+status:
+	$(STACK) status
+down:
+	$(STACK) down
+env:
+	@$(STACK) env
+
+## schemas: regenerate Go code from schemas/proto
+schemas:
+	cd schemas && PATH="$$(../deploy/tools/tools.sh):$$PATH" buf generate
+schemas-check:
+	schemas/check.sh
+## schemas-baseline: accept the current protos as the compatibility baseline
+schemas-baseline:
+	cd schemas && PATH="$$(../deploy/tools/tools.sh):$$PATH" buf build -o baseline/v1.binpb
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+vet:
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin .verbatim
+## clean-stack: stop the stack and delete its data and generated credentials
+clean-stack: down
+	rm -rf .stack

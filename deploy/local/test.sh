@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# `make test`: everything against the real local stack.
+#   1. format and vet
+#   2. start the local stack (deploy/local/stack.sh up); stop it afterwards
+#      if this run started it
+#   3. unit and integration tests with -race; integration tests use the real
+#      Kafka, ClickHouse, MinIO and Vault and fail (not skip) if one is missing
+#   4. schema checks (lint, breaking changes, stale generated code)
+#   5. docker-compose.yml validation
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cd "$repo"
+stack=$here/stack.sh
+export VERBATIM_STACK_DIR=${VERBATIM_STACK_DIR:-$repo/.stack}
+step() { printf '\n==> %s\n' "$*"; }
+
+step "gofmt and go vet"
+bad=$(gofmt -l $(git ls-files '*.go'))
+[ -z "$bad" ] || { echo "gofmt needed: $bad" >&2; exit 1; }
+go vet ./...
+
+step "local stack"
+started=0
+if ! "$stack" status >/dev/null 2>&1; then
+	started=1
+	trap '"$stack" down' EXIT
+fi
+"$stack" up
+"$stack" status
+# shellcheck disable=SC1091
+. "$VERBATIM_STACK_DIR/env.sh"
+export VERBATIM_INTEGRATION=1
+
+step "unit and integration tests (-race, real services)"
+go test -race -count=1 -v ./... 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)' | tee "$VERBATIM_STACK_DIR/go-test.log"
+status=${PIPESTATUS[0]}
+[ "$status" -eq 0 ] || { echo "go test failed" >&2; exit "$status"; }
+
+step "schema checks"
+schemas/check.sh
+
+step "docker-compose.yml"
+command -v docker-compose >/dev/null || {
+	s=""; [ "$(id -u)" -eq 0 ] || s=sudo
+	$s env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null 2>&1 ||
+		{ $s apt-get update -qq && $s env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }
+}
+# The compose file takes credentials from the environment; use the stack's.
+VERBATIM_MINIO_USER=$VERBATIM_S3_ACCESS_KEY VERBATIM_MINIO_PASSWORD=$VERBATIM_S3_SECRET_KEY \
+	VERBATIM_VAULT_TOKEN=$VERBATIM_VAULT_TOKEN \
+	docker-compose -f docker-compose.yml config -q
+echo "docker-compose.yml valid"
+
+[ $started -eq 1 ] && step "stopping the stack this run started"
+echo "make test: all checks passed"
