@@ -1,0 +1,104 @@
+package schemas_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/verbatimrec/verbatim/schemas"
+)
+
+func TestEnvelopeRoundTrip(t *testing.T) {
+	in := schemas.Envelope{ID: "0b6f4d8e-1", Type: "verbatim.v1.CallEnded", SchemaVersion: 1, Tenant: "demo", CallID: "c-1",
+		OccurredAt: time.Date(2026, 11, 22, 10, 0, 0, 123456789, time.UTC), Producer: "verbatim-ingest/h1",
+		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+	h := in.AppendHeaders(nil)
+	out, err := schemas.ParseHeaders(append(h, kgo.RecordHeader{Key: "x-other", Value: []byte("ignored")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out != in {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", out, in)
+	}
+	var ct string
+	for _, x := range h {
+		if x.Key == schemas.HeaderContentType {
+			ct = string(x.Value)
+		}
+	}
+	if ct != schemas.ContentType {
+		t.Fatalf("content-type %q", ct)
+	}
+}
+
+func TestEnvelopeRejects(t *testing.T) {
+	for name, h := range map[string][]kgo.RecordHeader{
+		"empty":       nil,
+		"no tenant":   {{Key: "ce_id", Value: []byte("1")}, {Key: "ce_type", Value: []byte("t")}, {Key: "ce_schemaversion", Value: []byte("1")}, {Key: "ce_time", Value: []byte("2026-11-22T10:00:00Z")}},
+		"bad time":    {{Key: "ce_time", Value: []byte("yesterday")}},
+		"bad version": {{Key: "ce_schemaversion", Value: []byte("v1")}},
+	} {
+		_, err := schemas.ParseHeaders(h)
+		if !errors.Is(err, schemas.ErrEnvelope) {
+			t.Errorf("%s: got %v, want ErrEnvelope", name, err)
+		}
+	}
+	_, err := schemas.ParseHeaders(nil)
+	if !strings.Contains(err.Error(), "ce_tenant") {
+		t.Errorf("error does not name the missing header: %v", err)
+	}
+}
+
+func TestTopicCatalogue(t *testing.T) {
+	seen := map[string]bool{}
+	for _, tp := range schemas.Topics() {
+		if seen[tp.Name] || !strings.HasSuffix(tp.Name, ".v1") || tp.Partitions < 1 || tp.Key == "" {
+			t.Errorf("bad topic %+v", tp)
+		}
+		seen[tp.Name] = true
+		c := tp.Configs()
+		if tp.Name == schemas.TopicKeys && c["cleanup.policy"] != "compact" {
+			t.Errorf("keys topic must be compacted: %v", c)
+		}
+		if tp.Name == schemas.TopicMedia && c["retention.ms"] != "604800000" {
+			t.Errorf("media retention.ms = %s", c["retention.ms"])
+		}
+		if tp.Name == schemas.TopicAudit && c["retention.ms"] != "-1" {
+			t.Errorf("audit must be kept forever: %v", c)
+		}
+	}
+	if len(seen) != 7 {
+		t.Fatalf("%d topics, want 7", len(seen))
+	}
+}
+
+func FuzzParseHeaders(f *testing.F) {
+	e := schemas.Envelope{ID: "1", Type: "verbatim.v1.CallStarted", SchemaVersion: 1, Tenant: "demo", OccurredAt: time.Unix(0, 0)}
+	var seed []byte
+	for _, h := range e.AppendHeaders(nil) {
+		seed = append(seed, h.Key...)
+		seed = append(seed, 0)
+		seed = append(seed, h.Value...)
+		seed = append(seed, 0)
+	}
+	f.Add(seed)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		parts := strings.Split(string(b), "\x00")
+		var hs []kgo.RecordHeader
+		for i := 0; i+1 < len(parts); i += 2 {
+			hs = append(hs, kgo.RecordHeader{Key: parts[i], Value: []byte(parts[i+1])})
+		}
+		got, err := schemas.ParseHeaders(hs)
+		if err != nil {
+			return
+		}
+		// Whatever parses must survive a round trip.
+		again, err := schemas.ParseHeaders(got.AppendHeaders(nil))
+		if err != nil || again.ID != got.ID || again.Tenant != got.Tenant || !again.OccurredAt.Equal(got.OccurredAt) {
+			t.Fatalf("round trip of %+v: %+v, %v", got, again, err)
+		}
+	})
+}
