@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
 )
 
 // Header names of the record envelope. They follow the CloudEvents Kafka
@@ -135,4 +136,22 @@ func ParseHeaders(headers []kgo.RecordHeader) (Envelope, error) {
 		return e, errors.Join(errs...)
 	}
 	return e, e.Validate()
+}
+
+// NewRecord encodes m as a record for topic with key, setting env.Type to
+// m's message name and env.SchemaVersion to SchemaVersion when unset. It
+// validates the envelope, so no record leaves without tenant and id.
+func NewRecord(topic string, key []byte, env Envelope, m proto.Message) (*kgo.Record, error) {
+	env.Type = string(m.ProtoReflect().Descriptor().FullName())
+	if env.SchemaVersion == 0 {
+		env.SchemaVersion = SchemaVersion
+	}
+	if err := env.Validate(); err != nil {
+		return nil, err
+	}
+	val, err := proto.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("schemas: encode %s: %w", env.Type, err)
+	}
+	return &kgo.Record{Topic: topic, Key: key, Value: val, Headers: env.AppendHeaders(nil)}, nil
 }

@@ -69,13 +69,12 @@ func (s *Stack) SelfCheck(ctx context.Context, w io.Writer, tenant string) error
 		return fmt.Errorf("selfcheck: begin transaction: %w", err)
 	}
 	for _, e := range events {
-		val, err := proto.Marshal(e.msg)
+		rec, err := schemas.NewRecord(e.topic, []byte(e.key), schemas.Envelope{ID: newID(), Tenant: tenant, CallID: callID,
+			OccurredAt: now, Producer: "verbatim-dev/selfcheck"}, e.msg)
 		if err != nil {
 			return err
 		}
-		env := schemas.Envelope{ID: newID(), Type: string(e.msg.ProtoReflect().Descriptor().FullName()), SchemaVersion: schemas.SchemaVersion,
-			Tenant: tenant, CallID: callID, OccurredAt: now, Producer: "verbatim-dev/selfcheck"}
-		prod.Produce(ctx, &kgo.Record{Topic: e.topic, Key: []byte(e.key), Value: val, Headers: env.AppendHeaders(nil)}, nil)
+		prod.Produce(ctx, rec, nil)
 	}
 	if err := prod.Flush(ctx); err != nil {
 		return fmt.Errorf("selfcheck: flush: %w", err)

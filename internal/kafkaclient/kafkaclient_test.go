@@ -69,16 +69,14 @@ func testTransactions(t *testing.T, brokers []string, suffix string) {
 	produce := func(callID string, commit bool) {
 		t.Helper()
 		ev := &verbatimv1.CallStarted{CallId: callID, StartedAt: timestamppb.Now(), DataKeyId: "dk-" + callID}
-		val, err := proto.Marshal(ev)
+		rec, err := schemas.NewRecord(calls, []byte(callID), schemas.Envelope{ID: "ev-" + callID, Tenant: "demo",
+			CallID: callID, OccurredAt: time.Now(), Producer: "test"}, ev)
 		if err != nil {
 			t.Fatal(err)
 		}
-		env := schemas.Envelope{ID: "ev-" + callID, Type: string(ev.ProtoReflect().Descriptor().FullName()),
-			SchemaVersion: schemas.SchemaVersion, Tenant: "demo", CallID: callID, OccurredAt: time.Now(), Producer: "test"}
 		if err := prod.BeginTransaction(); err != nil {
 			t.Fatal(err)
 		}
-		rec := &kgo.Record{Key: []byte(callID), Value: val, Headers: env.AppendHeaders(nil)}
 		if err := prod.ProduceSync(ctx, rec).FirstErr(); err != nil {
 			t.Fatalf("produce: %v", err)
 		}
@@ -95,15 +93,7 @@ func testTransactions(t *testing.T, brokers []string, suffix string) {
 		t.Fatal(err)
 	}
 	defer cons.Close()
-	var got []*kgo.Record
-	for len(got) == 0 {
-		fs := cons.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			t.Fatalf("no committed record consumed: %v", err)
-		}
-		fs.EachError(func(_ string, _ int32, err error) { t.Fatalf("fetch: %v", err) })
-		got = append(got, fs.Records()...)
-	}
+	got := consumeAtLeast(ctx, t, cons, 1)
 	if len(got) != 1 || string(got[0].Key) != "committed-call" {
 		keys := make([]string, len(got))
 		for i, r := range got {
@@ -139,4 +129,20 @@ func TestTransactionsKfake(t *testing.T) {
 func TestTransactionsKafka(t *testing.T) {
 	brokers := strings.Split(stacktest.Env(t, "VERBATIM_KAFKA_BROKERS"), ",")
 	testTransactions(t, brokers, "."+time.Now().UTC().Format("20060102T150405"))
+}
+
+// consumeAtLeast polls cl until it has at least n records, failing the test
+// when ctx ends first.
+func consumeAtLeast(ctx context.Context, t *testing.T, cl *kgo.Client, n int) []*kgo.Record {
+	t.Helper()
+	var got []*kgo.Record
+	for len(got) < n {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			t.Fatalf("consumed %d of %d records: %v", len(got), n, err)
+		}
+		fs.EachError(func(_ string, _ int32, err error) { t.Fatalf("fetch: %v", err) })
+		got = append(got, fs.Records()...)
+	}
+	return got
 }

@@ -94,18 +94,15 @@ func testConsumeTransformProduce(t *testing.T, brokers []string, suffix string) 
 	}
 	defer cons.Close()
 	got := map[string]int{}
-	total := 0
-	for total < n {
-		fs := cons.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("output has %d of %d records: %v", total, n, ctx.Err())
-		}
-		fs.EachRecord(func(r *kgo.Record) { got[string(r.Value)]++; total++ })
-	}
+	recs := consumeAtLeast(ctx, t, cons, n)
 	// Anything more within two seconds is a duplicate.
 	pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
 	defer pcancel()
-	cons.PollFetches(pctx).EachRecord(func(r *kgo.Record) { got[string(r.Value)]++; total++ })
+	recs = append(recs, cons.PollFetches(pctx).Records()...)
+	for _, r := range recs {
+		got[string(r.Value)]++
+	}
+	total := len(recs)
 	if total != n || len(got) != n {
 		t.Fatalf("output has %d records (%d distinct), want %d exactly once: %v", total, len(got), n, got)
 	}
