@@ -1,0 +1,228 @@
+// Package pcapread reads pcap and pcapng captures (pure Go, gopacket's
+// pcapgo) and decodes each frame down to its UDP or TCP payload without
+// allocating per packet. Frames it cannot use are counted by reason, never
+// fatal; a truncated file ends the read with ErrTruncated after every
+// complete frame before the damage has been returned.
+package pcapread
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+)
+
+// ErrTruncated is returned by Next when the capture ends inside a frame or
+// its header: the file was cut or corrupted. Frames before it were valid.
+var ErrTruncated = errors.New("pcapread: capture truncated or corrupt")
+
+// Transport protocols of a Packet.
+const (
+	UDP = 17
+	TCP = 6
+)
+
+// Packet is one decoded frame. Payload aliases the reader's buffer and is
+// valid only until the next call to Next.
+type Packet struct {
+	// Frame is the 1-based frame number in the file, as Wireshark counts.
+	Frame   uint64
+	Time    time.Time
+	Src     netip.AddrPort
+	Dst     netip.AddrPort
+	Proto   uint8 // UDP or TCP
+	Payload []byte
+	// TCPSeq is the TCP sequence number, for stream reassembly.
+	TCPSeq uint32
+}
+
+// Stats counts what a Reader saw. Every frame lands in exactly one of
+// Decoded or a skip reason.
+type Stats struct {
+	Frames       uint64
+	Decoded      uint64
+	NotIP        uint64 // ARP, LLDP, other link protocols
+	NotUDPOrTCP  uint64 // ICMP and others
+	Fragments    uint64 // IP fragments (not reassembled yet)
+	Malformed    uint64 // headers that do not parse
+	LastMalformed string
+}
+
+type packetSource interface {
+	ZeroCopyReadPacketData() ([]byte, gopacket.CaptureInfo, error)
+}
+
+// Reader decodes packets from one capture file. Not safe for concurrent use.
+type Reader struct {
+	src      packetSource
+	link     layers.LinkType
+	stats    Stats
+	parser   *gopacket.DecodingLayerParser
+	ipParser *gopacket.DecodingLayerParser
+	eth      layers.Ethernet
+	dot1q    layers.Dot1Q
+	sll      layers.LinuxSLL
+	sll2     layers.LinuxSLL2
+	loop     layers.Loopback
+	ip4      layers.IPv4
+	ip6      layers.IPv6
+	udp      layers.UDP
+	tcp      layers.TCP
+	payload  gopacket.Payload
+	decoded  []gopacket.LayerType
+	pkt      Packet
+}
+
+// Open sniffs the format (pcap or pcapng, either byte order, micro- or
+// nanosecond) and returns a Reader.
+func Open(r io.Reader) (*Reader, error) {
+	br := bufio.NewReaderSize(r, 1<<16)
+	magic, err := br.Peek(4)
+	if err != nil {
+		return nil, fmt.Errorf("pcapread: not a capture file: %w", err)
+	}
+	rd := &Reader{decoded: make([]gopacket.LayerType, 0, 8)}
+	if binary.LittleEndian.Uint32(magic) == 0x0A0D0D0A {
+		ng, err := pcapgo.NewNgReader(br, pcapgo.NgReaderOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("pcapread: pcapng: %w", err)
+		}
+		rd.src, rd.link = ng, ng.LinkType()
+	} else {
+		p, err := pcapgo.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("pcapread: not a pcap or pcapng file: %w", err)
+		}
+		rd.src, rd.link = p, p.LinkType()
+	}
+	var first gopacket.LayerType
+	switch rd.link {
+	case layers.LinkTypeEthernet:
+		first = layers.LayerTypeEthernet
+	case layers.LinkTypeLinuxSLL:
+		first = layers.LayerTypeLinuxSLL
+	case layers.LinkTypeLinuxSLL2:
+		first = layers.LayerTypeLinuxSLL2
+	case layers.LinkTypeNull, layers.LinkTypeLoop:
+		first = layers.LayerTypeLoopback
+	case layers.LinkTypeRaw, layers.LinkTypeIPv4:
+		first = layers.LayerTypeIPv4
+	default:
+		return nil, fmt.Errorf("pcapread: unsupported link type %v", rd.link)
+	}
+	dl := []gopacket.DecodingLayer{&rd.eth, &rd.dot1q, &rd.sll, &rd.sll2, &rd.loop, &rd.ip4, &rd.ip6, &rd.udp, &rd.tcp, &rd.payload}
+	rd.parser = gopacket.NewDecodingLayerParser(first, dl...)
+	rd.parser.IgnoreUnsupported = true
+	rd.ipParser = gopacket.NewDecodingLayerParser(layers.LayerTypeIPv4, dl...)
+	rd.ipParser.IgnoreUnsupported = true
+	return rd, nil
+}
+
+// Stats returns the counters so far.
+func (r *Reader) Stats() Stats { return r.stats }
+
+// LinkType is the capture's link-layer type.
+func (r *Reader) LinkType() layers.LinkType { return r.link }
+
+// Next returns the next UDP or TCP packet. It returns io.EOF at the end of
+// a complete file and ErrTruncated (wrapped) at a damaged end.
+func (r *Reader) Next() (*Packet, error) {
+	for {
+		data, ci, err := r.src.ZeroCopyReadPacketData()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil, io.EOF
+			}
+			return nil, fmt.Errorf("%w after frame %d: %w", ErrTruncated, r.stats.Frames, err)
+		}
+		r.stats.Frames++
+		if r.decode(data) {
+			r.stats.Decoded++
+			r.pkt.Frame = r.stats.Frames
+			r.pkt.Time = ci.Timestamp
+			return &r.pkt, nil
+		}
+	}
+}
+
+func (r *Reader) malformed(err error) bool {
+	r.stats.Malformed++
+	r.stats.LastMalformed = fmt.Sprintf("frame %d: %v", r.stats.Frames, err)
+	return false
+}
+
+// decode fills r.pkt from one frame and reports whether it is UDP or TCP.
+func (r *Reader) decode(data []byte) bool {
+	r.decoded = r.decoded[:0]
+	if err := r.parser.DecodeLayers(data, &r.decoded); err != nil {
+		return r.malformed(err)
+	}
+	// PPPoE session frames (Ethernet type 0x8864) carry PPP; IPv4 is PPP
+	// protocol 0x0021. gopacket has no DecodingLayer for them.
+	if n := len(r.decoded); n > 0 && r.decoded[n-1] != layers.LayerTypeIPv4 && r.decoded[n-1] != layers.LayerTypeIPv6 &&
+		(r.eth.EthernetType == layers.EthernetTypePPPoESession) && !containsIP(r.decoded) {
+		p := r.eth.Payload
+		if len(p) < 8 || binary.BigEndian.Uint16(p[6:8]) != 0x0021 {
+			r.stats.NotIP++
+			return false
+		}
+		r.decoded = r.decoded[:0]
+		if err := r.ipParser.DecodeLayers(p[8:], &r.decoded); err != nil {
+			return r.malformed(err)
+		}
+	}
+	var haveIP bool
+	for _, lt := range r.decoded {
+		switch lt {
+		case layers.LayerTypeIPv4:
+			haveIP = true
+			if r.ip4.Flags&layers.IPv4MoreFragments != 0 || r.ip4.FragOffset != 0 {
+				r.stats.Fragments++
+				return false
+			}
+			a, _ := netip.AddrFromSlice(r.ip4.SrcIP.To4())
+			b, _ := netip.AddrFromSlice(r.ip4.DstIP.To4())
+			r.pkt.Src, r.pkt.Dst = netip.AddrPortFrom(a, 0), netip.AddrPortFrom(b, 0)
+		case layers.LayerTypeIPv6:
+			haveIP = true
+			a, _ := netip.AddrFromSlice(r.ip6.SrcIP)
+			b, _ := netip.AddrFromSlice(r.ip6.DstIP)
+			r.pkt.Src, r.pkt.Dst = netip.AddrPortFrom(a, 0), netip.AddrPortFrom(b, 0)
+		case layers.LayerTypeUDP:
+			r.pkt.Proto = UDP
+			r.pkt.Src = netip.AddrPortFrom(r.pkt.Src.Addr(), uint16(r.udp.SrcPort))
+			r.pkt.Dst = netip.AddrPortFrom(r.pkt.Dst.Addr(), uint16(r.udp.DstPort))
+			r.pkt.Payload = r.udp.Payload
+			return true
+		case layers.LayerTypeTCP:
+			r.pkt.Proto = TCP
+			r.pkt.Src = netip.AddrPortFrom(r.pkt.Src.Addr(), uint16(r.tcp.SrcPort))
+			r.pkt.Dst = netip.AddrPortFrom(r.pkt.Dst.Addr(), uint16(r.tcp.DstPort))
+			r.pkt.Payload = r.tcp.Payload
+			r.pkt.TCPSeq = r.tcp.Seq
+			return true
+		}
+	}
+	if haveIP {
+		r.stats.NotUDPOrTCP++
+	} else {
+		r.stats.NotIP++
+	}
+	return false
+}
+
+func containsIP(ls []gopacket.LayerType) bool {
+	for _, l := range ls {
+		if l == layers.LayerTypeIPv4 || l == layers.LayerTypeIPv6 {
+			return true
+		}
+	}
+	return false
+}

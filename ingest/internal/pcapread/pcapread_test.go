@@ -1,0 +1,200 @@
+package pcapread_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/verbatimrec/verbatim/ingest/internal/pcapread"
+	"github.com/verbatimrec/verbatim/internal/stacktest"
+)
+
+type summary struct {
+	sip, rtp6000, other int
+	firstSIP            string
+	stats               pcapread.Stats
+	err                 error
+}
+
+func readAll(t *testing.T, data []byte) summary {
+	t.Helper()
+	r, err := pcapread.Open(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s summary
+	for {
+		p, err := r.Next()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				s.err = err
+			}
+			break
+		}
+		switch {
+		case p.Src.Port() == 5060 || p.Dst.Port() == 5060:
+			s.sip++
+			if s.firstSIP == "" {
+				s.firstSIP = string(p.Payload[:min(len(p.Payload), 40)])
+			}
+		case p.Dst.Port() == 6000:
+			s.rtp6000++
+		default:
+			s.other++
+		}
+	}
+	s.stats = r.Stats()
+	return s
+}
+
+func TestG711Capture(t *testing.T) {
+	data, err := os.ReadFile(stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := readAll(t, data)
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	// MANIFEST: 852 frames; 10 SIP frames on 5060 (sipnab: "2 dialog(s) …
+	// 10 frame(s)"); 425 PCMU + 414 PCMA RTP packets to port 6000; and 3
+	// tiny FreeSWITCH socket wake-ups sent to its own media ports (frames
+	// 3, 431 and 436).
+	if s.stats.Frames != 852 || s.sip != 10 || s.rtp6000 != 425+414 || s.other != 3 {
+		t.Fatalf("frames %d, sip %d, to :6000 %d; stats %+v", s.stats.Frames, s.sip, s.rtp6000, s.stats)
+	}
+	if !strings.HasPrefix(s.firstSIP, "INVITE sip:") {
+		t.Fatalf("first SIP payload %q", s.firstSIP)
+	}
+
+	// Cut the file in the middle of a frame: every frame before the cut is
+	// returned, then a clear ErrTruncated.
+	cut := readAll(t, data[:len(data)/2+7])
+	if !errors.Is(cut.err, pcapread.ErrTruncated) {
+		t.Fatalf("truncated file: err %v, want ErrTruncated", cut.err)
+	}
+	if cut.stats.Frames < 300 || cut.sip < 4 {
+		t.Fatalf("truncated file lost the frames before the cut: %+v", cut.stats)
+	}
+	t.Logf("truncated at %d bytes: %d frames kept, then %v", len(data)/2+7, cut.stats.Frames, cut.err)
+}
+
+func TestPPPoE(t *testing.T) {
+	data, err := os.ReadFile(stacktest.SharedTestdata(t, "pcap/wireshark_DTMFsipinfo.pcap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := readAll(t, data)
+	if s.err != nil {
+		t.Fatal(s.err)
+	}
+	// 32 frames of SIP over PPPoE: 5 INVITEs, 2 CANCELs, 4 INFOs and their
+	// responses all decode down to UDP.
+	if s.stats.Frames != 32 || s.sip < 20 || !strings.HasPrefix(s.firstSIP, "INVITE ") {
+		t.Fatalf("PPPoE capture: sip %d, first %q, stats %+v", s.sip, s.firstSIP, s.stats)
+	}
+}
+
+func TestPcapng(t *testing.T) {
+	// A pcapng file written here, with one UDP frame and one ARP frame.
+	var buf bytes.Buffer
+	w, err := pcapgo.NewNgWriter(&buf, layers.LinkTypeEthernet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := gopacket.NewSerializeBuffer()
+	eth := &layers.Ethernet{SrcMAC: []byte{2, 0, 0, 0, 0, 1}, DstMAC: []byte{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv6}
+	ip := &layers.IPv6{Version: 6, NextHeader: layers.IPProtocolUDP, HopLimit: 64,
+		SrcIP: []byte{0x20, 1, 0xd, 0xb8, 15: 1}, DstIP: []byte{0x20, 1, 0xd, 0xb8, 15: 2}}
+	udp := &layers.UDP{SrcPort: 5060, DstPort: 5062}
+	_ = udp.SetNetworkLayerForChecksum(ip)
+	if err := gopacket.SerializeLayers(sb, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		eth, ip, udp, gopacket.Payload("OPTIONS sip:x SIP/2.0\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	frame := sb.Bytes()
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+	if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(frame), Length: len(frame)}, frame); err != nil {
+		t.Fatal(err)
+	}
+	arp := append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x06}, make([]byte, 28)...)
+	if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(arp), Length: len(arp)}, arp); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := pcapread.Open(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := r.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Src.String() != "[2001:db8::1]:5060" || p.Dst.Port() != 5062 || !p.Time.Equal(at) || !strings.HasPrefix(string(p.Payload), "OPTIONS") {
+		t.Fatalf("packet %+v", p)
+	}
+	if _, err := r.Next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("want EOF, got %v", err)
+	}
+	if st := r.Stats(); st.Frames != 2 || st.NotIP != 1 || st.Decoded != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestNotACapture(t *testing.T) {
+	for _, in := range []string{"", "hello world, not a pcap at all"} {
+		if _, err := pcapread.Open(strings.NewReader(in)); err == nil {
+			t.Fatalf("Open(%q) succeeded", in)
+		}
+	}
+}
+
+func BenchmarkNext(b *testing.B) {
+	data, err := os.ReadFile(stacktest.SharedTestdata(b, "pcap/wireshark_sip-rtp-g711.pcap"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	var n int
+	for b.Loop() {
+		r, _ := pcapread.Open(bytes.NewReader(data))
+		for {
+			if _, err := r.Next(); err != nil {
+				break
+			}
+			n++
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/packet")
+}
+
+func FuzzOpenNext(f *testing.F) {
+	for _, name := range []string{"pcap/wireshark_sip-rtp-g711.pcap", "pcap/wireshark_DTMFsipinfo.pcap"} {
+		data, err := os.ReadFile(stacktest.SharedTestdata(f, name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data[:min(len(data), 4096)])
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := pcapread.Open(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		for range 10000 {
+			if _, err := r.Next(); err != nil {
+				return
+			}
+		}
+	})
+}
