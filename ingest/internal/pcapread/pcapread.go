@@ -46,12 +46,12 @@ type Packet struct {
 // Stats counts what a Reader saw. Every frame lands in exactly one of
 // Decoded or a skip reason.
 type Stats struct {
-	Frames       uint64
-	Decoded      uint64
-	NotIP        uint64 // ARP, LLDP, other link protocols
-	NotUDPOrTCP  uint64 // ICMP and others
-	Fragments    uint64 // IP fragments (not reassembled yet)
-	Malformed    uint64 // headers that do not parse
+	Frames        uint64
+	Decoded       uint64
+	NotIP         uint64 // ARP, LLDP, other link protocols
+	NotUDPOrTCP   uint64 // ICMP and others
+	Fragments     uint64 // IP fragments (not reassembled yet)
+	Malformed     uint64 // headers that do not parse
 	LastMalformed string
 }
 
