@@ -1,0 +1,326 @@
+// Package sipdialog follows SIP INVITE dialogs seen passively on the wire:
+// who called whom, when the call was offered, answered and ended, and where
+// each side wants its RTP (from the SDP). It parses messages with sipgo and
+// SDP with pion/sdp. A malformed message is counted and reported; it never
+// stops the tracking of other calls.
+package sipdialog
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// State of a call.
+type State int
+
+// States, in the order a call moves through them.
+const (
+	StateOffered State = iota + 1
+	StateEstablished
+	StateEnded
+)
+
+// EndReason says how a call ended.
+type EndReason int
+
+// End reasons.
+const (
+	EndBye EndReason = iota + 1
+	EndCancel
+	EndRejected
+	EndTimeout
+	EndCaptureEnded
+)
+
+func (r EndReason) String() string {
+	switch r {
+	case EndBye:
+		return "bye"
+	case EndCancel:
+		return "cancel"
+	case EndRejected:
+		return "rejected"
+	case EndTimeout:
+		return "timeout"
+	case EndCaptureEnded:
+		return "capture-ended"
+	}
+	return "unknown"
+}
+
+// Party is one side of a call.
+type Party struct {
+	URI         string
+	User        string
+	DisplayName string
+	Tag         string
+	// Media is where this party receives RTP, from its latest SDP.
+	Media []Media
+	// Signalling is the address its messages came from.
+	Signalling netip.AddrPort
+}
+
+// Call is a tracked INVITE dialog.
+type Call struct {
+	CallID         string
+	Caller, Callee Party
+	State          State
+	InvitedAt      time.Time
+	AnsweredAt     time.Time
+	EndedAt        time.Time
+	LastActivity   time.Time
+	EndReason      EndReason
+	// FinalStatus is the final response code for rejected calls.
+	FinalStatus int
+	inviteCSeq  uint32
+	canceled    bool
+}
+
+// Duration is from answer to end (zero if never answered).
+func (c *Call) Duration() time.Duration {
+	if c.AnsweredAt.IsZero() || c.EndedAt.IsZero() {
+		return 0
+	}
+	return c.EndedAt.Sub(c.AnsweredAt)
+}
+
+// EventKind says what changed.
+type EventKind int
+
+// Event kinds.
+const (
+	EventStarted  EventKind = iota + 1 // first INVITE
+	EventAnswered                      // 2xx to the initial INVITE
+	EventUpdated                       // media changed (early media, re-INVITE)
+	EventEnded
+)
+
+// Event reports a change to a call. Call points at the tracker's record,
+// valid until the next call into the Tracker.
+type Event struct {
+	Kind EventKind
+	At   time.Time
+	Call *Call
+}
+
+// Stats counts messages.
+type Stats struct {
+	Messages  uint64
+	Malformed uint64
+	Ignored   uint64 // REGISTER, OPTIONS and others outside INVITE dialogs
+}
+
+// ErrMalformed wraps every parse failure Handle reports.
+var ErrMalformed = errors.New("sipdialog: malformed SIP message")
+
+// Tracker follows dialogs. Not safe for concurrent use: give each capture
+// one Tracker.
+type Tracker struct {
+	calls map[string]*Call
+	emit  func(Event)
+	stats Stats
+}
+
+// NewTracker returns a Tracker that reports changes to emit.
+func NewTracker(emit func(Event)) *Tracker {
+	return &Tracker{calls: map[string]*Call{}, emit: emit}
+}
+
+// Stats returns the counters so far.
+func (t *Tracker) Stats() Stats { return t.stats }
+
+// Call returns a tracked call by SIP Call-ID.
+func (t *Tracker) Call(callID string) (*Call, bool) {
+	c, ok := t.calls[callID]
+	return c, ok
+}
+
+// Calls returns every tracked call, in no particular order.
+func (t *Tracker) Calls() []*Call {
+	out := make([]*Call, 0, len(t.calls))
+	for _, c := range t.calls {
+		out = append(out, c)
+	}
+	return out
+}
+
+// Handle processes one SIP message seen at time at from src.
+func (t *Tracker) Handle(at time.Time, src netip.AddrPort, payload []byte) error {
+	t.stats.Messages++
+	msg, err := sip.ParseMessage(payload)
+	if err != nil {
+		t.stats.Malformed++
+		return fmt.Errorf("%w from %v: %w", ErrMalformed, src, err)
+	}
+	cid := msg.CallID()
+	cseq := msg.CSeq()
+	if cid == nil || cseq == nil || msg.From() == nil || msg.To() == nil {
+		t.stats.Malformed++
+		return fmt.Errorf("%w from %v: missing Call-ID, CSeq, From or To", ErrMalformed, src)
+	}
+	switch m := msg.(type) {
+	case *sip.Request:
+		return t.request(at, src, m, cid.Value(), cseq)
+	case *sip.Response:
+		return t.response(at, src, m, cid.Value(), cseq)
+	}
+	return nil
+}
+
+func (t *Tracker) request(at time.Time, src netip.AddrPort, r *sip.Request, callID string, cseq *sip.CSeqHeader) error {
+	c, known := t.calls[callID]
+	if !known {
+		if r.Method != sip.INVITE {
+			t.stats.Ignored++
+			return nil
+		}
+		c = &Call{CallID: callID, State: StateOffered, InvitedAt: at, inviteCSeq: cseq.SeqNo}
+		c.Caller = party(r.From().DisplayName, &r.From().Address, r.From().Params)
+		c.Callee = party(r.To().DisplayName, &r.To().Address, r.To().Params)
+		c.Caller.Signalling = src
+		t.calls[callID] = c
+		media, err := bodyMedia(r.Body())
+		c.Caller.Media = media
+		c.LastActivity = at
+		t.emit(Event{Kind: EventStarted, At: at, Call: c})
+		return err
+	}
+	c.LastActivity = at
+	if c.State == StateEnded {
+		return nil
+	}
+	switch r.Method {
+	case sip.INVITE:
+		if cseq.SeqNo <= c.inviteCSeq {
+			return nil // a retransmission, or the INVITE seen again on another hop
+		}
+		c.inviteCSeq = cseq.SeqNo
+		media, err := bodyMedia(r.Body())
+		if len(media) > 0 {
+			*t.side(c, r.From().Params) = withMedia(*t.side(c, r.From().Params), media)
+			t.emit(Event{Kind: EventUpdated, At: at, Call: c})
+		}
+		return err
+	case sip.ACK:
+		// With a late offer (INVITE without SDP, offer in the 2xx) the
+		// ACK carries the caller's answer.
+		media, err := bodyMedia(r.Body())
+		if len(media) > 0 {
+			side := t.side(c, r.From().Params)
+			*side = withMedia(*side, media)
+			t.emit(Event{Kind: EventUpdated, At: at, Call: c})
+		}
+		return err
+	case sip.CANCEL:
+		c.canceled = true
+	case sip.BYE:
+		t.end(c, at, EndBye, 0)
+	}
+	return nil
+}
+
+func (t *Tracker) response(at time.Time, src netip.AddrPort, r *sip.Response, callID string, cseq *sip.CSeqHeader) error {
+	c, ok := t.calls[callID]
+	if !ok {
+		t.stats.Ignored++
+		return nil
+	}
+	c.LastActivity = at
+	if cseq.MethodName != sip.INVITE || c.State == StateEnded {
+		return nil
+	}
+	media, err := bodyMedia(r.Body())
+	code := int(r.StatusCode)
+	switch {
+	case code < 200:
+		if len(media) > 0 && c.State == StateOffered { // early media (183)
+			c.Callee.Media = media
+			t.emit(Event{Kind: EventUpdated, At: at, Call: c})
+		}
+	case code < 300:
+		if c.State == StateOffered {
+			c.State = StateEstablished
+			c.AnsweredAt = at
+			if tag, ok := r.To().Params.Get("tag"); ok {
+				c.Callee.Tag = tag
+			}
+			c.Callee.Signalling = src
+			if len(media) > 0 {
+				c.Callee.Media = media
+			}
+			t.emit(Event{Kind: EventAnswered, At: at, Call: c})
+		} else if len(media) > 0 && cseq.SeqNo == c.inviteCSeq { // answer to a re-INVITE
+			responder := t.other(c, r.From().Params)
+			*responder = withMedia(*responder, media)
+			t.emit(Event{Kind: EventUpdated, At: at, Call: c})
+		}
+	default:
+		if c.State == StateOffered {
+			reason := EndRejected
+			if c.canceled && code == 487 {
+				reason = EndCancel
+			}
+			t.end(c, at, reason, code)
+		}
+	}
+	return err
+}
+
+// End ends an open call from outside signalling: media inactivity, or the
+// end of the capture. It does nothing to a call already ended.
+func (t *Tracker) End(c *Call, at time.Time, reason EndReason) {
+	t.end(c, at, reason, 0)
+}
+
+func (t *Tracker) end(c *Call, at time.Time, reason EndReason, status int) {
+	if c.State == StateEnded {
+		return
+	}
+	c.State = StateEnded
+	c.EndedAt = at
+	c.EndReason = reason
+	c.FinalStatus = status
+	t.emit(Event{Kind: EventEnded, At: at, Call: c})
+}
+
+// side returns the party whose From tag is given (the sender of a request).
+func (t *Tracker) side(c *Call, from sip.HeaderParams) *Party {
+	if tag, _ := from.Get("tag"); tag != "" && tag == c.Callee.Tag {
+		return &c.Callee
+	}
+	return &c.Caller
+}
+
+// other returns the party that is not the request's sender.
+func (t *Tracker) other(c *Call, from sip.HeaderParams) *Party {
+	if t.side(c, from) == &c.Caller {
+		return &c.Callee
+	}
+	return &c.Caller
+}
+
+func withMedia(p Party, m []Media) Party {
+	p.Media = m
+	return p
+}
+
+func party(display string, u *sip.Uri, params sip.HeaderParams) Party {
+	p := Party{URI: u.String(), User: u.User, DisplayName: display}
+	p.Tag, _ = params.Get("tag")
+	return p
+}
+
+func bodyMedia(body []byte) ([]Media, error) {
+	if len(body) == 0 {
+		return nil, nil
+	}
+	m, err := ParseSDP(body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	return m, nil
+}
