@@ -62,7 +62,7 @@ type Batcher struct {
 	maxSeq  uint16
 	cycles  uint64
 
-	hdr     rtp.Header
+	hdr rtp.Header
 }
 
 // New returns a Batcher sealing with s.
