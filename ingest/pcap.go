@@ -1,0 +1,424 @@
+package ingest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/verbatimrec/verbatim/ingest/internal/pcapread"
+	"github.com/verbatimrec/verbatim/ingest/internal/rtpbatch"
+	"github.com/verbatimrec/verbatim/ingest/internal/sipdialog"
+	"github.com/verbatimrec/verbatim/internal/keys"
+	"github.com/verbatimrec/verbatim/internal/seal"
+	"github.com/verbatimrec/verbatim/schemas"
+	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
+)
+
+// Producer is where ingest writes records; *kgo.Client satisfies it.
+type Producer interface {
+	Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error))
+	Flush(ctx context.Context) error
+}
+
+var _ Producer = (*kgo.Client)(nil)
+
+// Config configures capture ingestion.
+type Config struct {
+	// Tenant owns everything ingested. Required.
+	Tenant string
+	// Keys makes the per-call data keys. Required.
+	Keys keys.Manager
+	// Producer receives the records. Required.
+	Producer Producer
+	// RTPTimeout ends a call whose BYE never comes once neither SIP nor RTP
+	// has been seen for it this long (capture time). Default 30 s.
+	RTPTimeout time.Duration
+	// Producer name in the envelope. Default "verbatim-ingest".
+	Source string
+	// Logger for warnings. Default discard.
+	Logger *slog.Logger
+	// Progress, if set, is called about every ProgressEvery packets and
+	// at the end.
+	Progress      func(Report)
+	ProgressEvery uint64
+}
+
+func (c *Config) setDefaults() {
+	if c.RTPTimeout <= 0 {
+		c.RTPTimeout = 30 * time.Second
+	}
+	if c.Source == "" {
+		c.Source = "verbatim-ingest"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.ProgressEvery == 0 {
+		c.ProgressEvery = 100_000
+	}
+}
+
+// Validate reports missing settings.
+func (c Config) Validate() error {
+	var errs []error
+	if err := keys.ValidateTenant(c.Tenant); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Keys == nil {
+		errs = append(errs, errors.New("ingest: key manager is required"))
+	}
+	if c.Producer == nil {
+		errs = append(errs, errors.New("ingest: producer is required"))
+	}
+	return errors.Join(errs...)
+}
+
+// Report says what one capture produced and what was skipped, with reasons.
+type Report struct {
+	Pcap          pcapread.Stats
+	SIP           sipdialog.Stats
+	Calls         int
+	RTPPackets    uint64
+	Batches       uint64
+	UnmatchedUDP  uint64 // UDP that is neither SIP nor media of a known call
+	BadRTP        uint64 // too short or not version 2, on a known media port
+	Truncated     bool
+	LastSIPError  string
+	LastRTPError  string
+	Elapsed       time.Duration
+}
+
+type stream struct {
+	id      string
+	batcher *rtpbatch.Batcher
+}
+
+type call struct {
+	id      string
+	dialog  *sipdialog.Call
+	sealer  *seal.Sealer
+	streams map[netip.AddrPort]*stream // by RTP destination
+	ended   bool
+}
+
+type pcapIngest struct {
+	cfg     Config
+	ctx     context.Context //nolint:containedctx // lifetime of one Pcap call
+	calls   map[string]*call // by SIP Call-ID
+	byAddr  map[netip.AddrPort]*call
+	tracker *sipdialog.Tracker
+	report  Report
+	err     error
+	pending []sipdialog.Event
+}
+
+// Pcap ingests one pcap or pcapng capture: SIP dialogs become call events,
+// their RTP becomes sealed PacketBatch events, and every call gets a data
+// key on the keys topic first. Bad frames and messages are counted in the
+// Report and skipped; a truncated file ends the read and the report says so.
+// It returns when everything has been produced and flushed.
+func Pcap(ctx context.Context, cfg Config, r io.Reader) (Report, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return Report{}, err
+	}
+	start := time.Now()
+	rd, err := pcapread.Open(r)
+	if err != nil {
+		return Report{}, err
+	}
+	in := &pcapIngest{cfg: cfg, ctx: ctx, calls: map[string]*call{}, byAddr: map[netip.AddrPort]*call{}}
+	in.tracker = sipdialog.NewTracker(func(e sipdialog.Event) { in.pending = append(in.pending, e) })
+	var last time.Time
+	for in.err == nil {
+		p, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if errors.Is(err, pcapread.ErrTruncated) {
+			in.report.Truncated = true
+			cfg.Logger.Warn("capture truncated; keeping everything before the damage", "err", err)
+			break
+		}
+		if err != nil {
+			return in.report, err
+		}
+		if ctx.Err() != nil {
+			return in.report, ctx.Err()
+		}
+		in.packet(p)
+		if p.Time.Sub(last) >= time.Second {
+			in.expire(p.Time)
+			last = p.Time
+		}
+		if cfg.Progress != nil && rd.Stats().Frames%cfg.ProgressEvery == 0 {
+			in.report.Pcap, in.report.SIP, in.report.Elapsed = rd.Stats(), in.tracker.Stats(), time.Since(start)
+			cfg.Progress(in.report)
+		}
+	}
+	// The capture is over: no more packets can come, so every open call
+	// has timed out at its last activity.
+	for _, c := range in.tracker.Calls() {
+		if c.State != sipdialog.StateEnded {
+			in.tracker.End(c, c.LastActivity, sipdialog.EndTimeout)
+		}
+	}
+	in.drain()
+	if in.err == nil {
+		in.err = cfg.Producer.Flush(ctx)
+	}
+	in.report.Pcap, in.report.SIP, in.report.Calls, in.report.Elapsed = rd.Stats(), in.tracker.Stats(), len(in.calls), time.Since(start)
+	if cfg.Progress != nil {
+		cfg.Progress(in.report)
+	}
+	return in.report, in.err
+}
+
+func isSIP(p *pcapread.Packet) bool {
+	if p.Src.Port() == 5060 || p.Dst.Port() == 5060 {
+		return true
+	}
+	b := p.Payload
+	if len(b) < 8 {
+		return false
+	}
+	// Content detection for SIP on other ports: a status line or a method.
+	switch string(b[:4]) {
+	case "SIP/", "INVI", "ACK ", "BYE ", "CANC", "OPTI", "REGI", "INFO", "PRAC", "UPDA", "REFE", "NOTI", "SUBS", "MESS":
+		return true
+	}
+	return false
+}
+
+func (in *pcapIngest) packet(p *pcapread.Packet) {
+	if p.Proto != pcapread.UDP {
+		in.report.UnmatchedUDP++ // SIP over TCP comes with issue 4
+		return
+	}
+	if isSIP(p) {
+		if err := in.tracker.Handle(p.Time, p.Src, p.Payload); err != nil {
+			in.report.LastSIPError = fmt.Sprintf("frame %d: %v", p.Frame, err)
+			in.cfg.Logger.Warn("bad SIP message skipped", "frame", p.Frame, "err", err)
+		}
+		in.drain()
+		return
+	}
+	c, ok := in.byAddr[p.Dst]
+	if !ok || c.ended {
+		in.report.UnmatchedUDP++
+		return
+	}
+	s := c.streams[p.Dst]
+	done, err := s.batcher.Add(p.Time, p.Payload)
+	if err != nil {
+		in.report.BadRTP++
+		in.report.LastRTPError = fmt.Sprintf("frame %d: %v", p.Frame, err)
+		return
+	}
+	in.report.RTPPackets++
+	c.dialog.LastActivity = p.Time
+	if done != nil {
+		in.batch(c, done)
+	}
+}
+
+func (in *pcapIngest) expire(now time.Time) {
+	for _, c := range in.tracker.Calls() {
+		if c.State == sipdialog.StateEstablished && now.Sub(c.LastActivity) > in.cfg.RTPTimeout {
+			in.tracker.End(c, c.LastActivity, sipdialog.EndTimeout)
+		}
+	}
+	in.drain()
+}
+
+// drain turns the tracker's events into records.
+func (in *pcapIngest) drain() {
+	for len(in.pending) > 0 && in.err == nil {
+		e := in.pending[0]
+		in.pending = in.pending[1:]
+		switch e.Kind {
+		case sipdialog.EventStarted:
+			in.started(e)
+		case sipdialog.EventAnswered, sipdialog.EventUpdated:
+			in.updated(e)
+		case sipdialog.EventEnded:
+			in.ended(e)
+		}
+	}
+	in.pending = in.pending[:0]
+}
+
+// deterministicID derives a UUID-shaped id from its parts, so ingesting the
+// same capture twice yields the same call and event ids and downstream
+// deduplication works.
+func deterministicID(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	b := h.Sum(nil)[:16]
+	b[6] = b[6]&0x0f | 0x50
+	b[8] = b[8]&0x3f | 0x80
+	s := hex.EncodeToString(b)
+	return s[0:8] + "-" + s[8:12] + "-" + s[12:16] + "-" + s[16:20] + "-" + s[20:]
+}
+
+func (in *pcapIngest) produce(topic, key string, c *call, kind string, at time.Time, m proto.Message) {
+	env := schemas.Envelope{
+		ID:     deterministicID(c.id, kind, at.UTC().Format(time.RFC3339Nano)),
+		Tenant: in.cfg.Tenant, CallID: c.id, OccurredAt: at, Producer: in.cfg.Source,
+	}
+	rec, err := schemas.NewRecord(topic, []byte(key), env, m)
+	if err != nil {
+		in.err = err
+		return
+	}
+	in.cfg.Producer.Produce(in.ctx, rec, func(_ *kgo.Record, err error) {
+		if err != nil && in.err == nil {
+			in.err = fmt.Errorf("ingest: produce to %s: %w", topic, err)
+		}
+	})
+}
+
+func (in *pcapIngest) sealMsg(c *call, m proto.Message) *verbatimv1.Sealed {
+	b, err := proto.Marshal(m)
+	if err == nil {
+		var s *verbatimv1.Sealed
+		s, err = c.sealer.Seal(nil, string(m.ProtoReflect().Descriptor().FullName()), b)
+		if err == nil {
+			return s
+		}
+	}
+	in.err = fmt.Errorf("ingest: seal: %w", err)
+	return nil
+}
+
+func (in *pcapIngest) started(e sipdialog.Event) {
+	d := e.Call
+	c := &call{id: deterministicID(in.cfg.Tenant, d.CallID, d.InvitedAt.UTC().Format(time.RFC3339Nano)), dialog: d,
+		streams: map[netip.AddrPort]*stream{}}
+	dk, err := in.cfg.Keys.GenerateDataKey(in.ctx, in.cfg.Tenant)
+	if err != nil {
+		in.err = fmt.Errorf("ingest: data key for call %s: %w", c.id, err)
+		return
+	}
+	keyID := "dk-" + c.id
+	if c.sealer, err = seal.New(in.cfg.Tenant, keyID, dk.Plaintext); err != nil {
+		in.err = err
+		return
+	}
+	in.calls[d.CallID] = c
+	in.produce(schemas.TopicKeys, keyID, c, "key", e.At, &verbatimv1.DataKey{
+		KeyId: keyID, Tenant: in.cfg.Tenant, WrappedDek: dk.Wrapped.Ciphertext, KekName: dk.Wrapped.KEKName,
+		KekVersion: dk.Wrapped.KEKVersion, KeyManager: in.cfg.Keys.Kind(), CreatedAt: timestamppb.New(e.At),
+		Purpose: "call", CallId: c.id,
+	})
+	ev := &verbatimv1.CallStarted{
+		CallId: c.id, StartedAt: timestamppb.New(d.InvitedAt), Source: verbatimv1.CaptureSource_CAPTURE_SOURCE_PCAP_FILE,
+		DataKeyId:  keyID,
+		Signalling: in.sealMsg(c, &verbatimv1.SignallingIdentity{SipCallId: d.CallID, FromTag: d.Caller.Tag}),
+	}
+	ev.Participants, ev.Streams = in.parties(c)
+	in.produce(schemas.TopicCalls, c.id, c, "started", e.At, ev)
+}
+
+// parties describes the participants and their streams, and (re)maps the
+// RTP destinations to streams: what the caller sends goes to the callee's
+// SDP address, and the other way round.
+func (in *pcapIngest) parties(c *call) ([]*verbatimv1.Participant, []*verbatimv1.Stream) {
+	d := c.dialog
+	ps := []*verbatimv1.Participant{
+		{ParticipantId: "caller", Role: verbatimv1.ParticipantRole_PARTICIPANT_ROLE_CALLER,
+			Identity: in.sealMsg(c, &verbatimv1.ParticipantIdentity{Uri: d.Caller.URI, Number: d.Caller.User, DisplayName: d.Caller.DisplayName})},
+		{ParticipantId: "callee", Role: verbatimv1.ParticipantRole_PARTICIPANT_ROLE_CALLEE,
+			Identity: in.sealMsg(c, &verbatimv1.ParticipantIdentity{Uri: d.Callee.URI, Number: d.Callee.User, DisplayName: d.Callee.DisplayName})},
+	}
+	var ss []*verbatimv1.Stream
+	add := func(sender string, receiverMedia []sipdialog.Media) {
+		for i, m := range receiverMedia {
+			if m.Kind != "audio" || !m.Addr.IsValid() || m.Addr.Port() == 0 {
+				continue
+			}
+			id := fmt.Sprintf("%s-audio", sender)
+			if i > 0 {
+				id = fmt.Sprintf("%s-audio-%d", sender, i)
+			}
+			st := &verbatimv1.Stream{StreamId: id, ParticipantId: sender, Media: "audio", Transport: m.Transport,
+				Decodable: m.Transport == "RTP/AVP", Label: m.Label}
+			for _, k := range m.Codecs {
+				st.Codecs = append(st.Codecs, &verbatimv1.Codec{PayloadType: uint32(k.PayloadType), Name: k.Name,
+					ClockRate: k.ClockRate, Channels: k.Channels, Fmtp: k.Fmtp})
+			}
+			ss = append(ss, st)
+			if _, ok := c.streams[m.Addr]; !ok {
+				c.streams[m.Addr] = &stream{id: id, batcher: rtpbatch.New(rtpbatch.Config{CallID: c.id, StreamID: id}, c.sealer)}
+				in.byAddr[m.Addr] = c
+			}
+		}
+	}
+	add("caller", d.Callee.Media)
+	add("callee", d.Caller.Media)
+	return ps, ss
+}
+
+func (in *pcapIngest) updated(e sipdialog.Event) {
+	c, ok := in.calls[e.Call.CallID]
+	if !ok {
+		return
+	}
+	ev := &verbatimv1.CallUpdated{CallId: c.id, UpdatedAt: timestamppb.New(e.At), Reason: "answered"}
+	if e.Kind == sipdialog.EventUpdated {
+		ev.Reason = "media"
+	}
+	ev.Participants, ev.Streams = in.parties(c)
+	in.produce(schemas.TopicCalls, c.id, c, "updated-"+ev.Reason, e.At, ev)
+}
+
+func (in *pcapIngest) batch(c *call, pb *verbatimv1.PacketBatch) {
+	in.report.Batches++
+	in.produce(schemas.TopicMedia, c.id, c, fmt.Sprintf("batch-%s-%d", pb.GetStreamId(), pb.GetBatchIndex()),
+		time.Unix(0, pb.GetFirstArrivalUnixNano()), pb)
+}
+
+func (in *pcapIngest) ended(e sipdialog.Event) {
+	c, ok := in.calls[e.Call.CallID]
+	if !ok {
+		return
+	}
+	for addr, s := range c.streams {
+		pb, err := s.batcher.Flush()
+		if err != nil {
+			in.err = err
+			return
+		}
+		if pb != nil {
+			in.batch(c, pb)
+		}
+		if in.byAddr[addr] == c { // a later call may reuse the address
+			delete(in.byAddr, addr)
+		}
+	}
+	c.ended = true
+	d := e.Call
+	reason := map[sipdialog.EndReason]verbatimv1.EndReason{
+		sipdialog.EndBye: verbatimv1.EndReason_END_REASON_BYE, sipdialog.EndCancel: verbatimv1.EndReason_END_REASON_CANCEL,
+		sipdialog.EndRejected: verbatimv1.EndReason_END_REASON_REJECTED, sipdialog.EndTimeout: verbatimv1.EndReason_END_REASON_TIMEOUT,
+		sipdialog.EndCaptureEnded: verbatimv1.EndReason_END_REASON_CAPTURE_ENDED,
+	}[d.EndReason]
+	in.produce(schemas.TopicCalls, c.id, c, "ended", e.At, &verbatimv1.CallEnded{
+		CallId: c.id, EndedAt: timestamppb.New(d.EndedAt), Reason: reason,
+		Duration: durationpb.New(d.Duration()), SipStatus: uint32(d.FinalStatus),
+	})
+}

@@ -1,0 +1,170 @@
+package ingest_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/verbatimrec/verbatim/ingest"
+	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/internal/keys"
+	"github.com/verbatimrec/verbatim/internal/stacktest"
+	"github.com/verbatimrec/verbatim/schemas"
+	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
+)
+
+type ingested struct {
+	started map[string]*verbatimv1.CallStarted
+	ended   map[string]*verbatimv1.CallEnded
+	batches map[string][]*verbatimv1.PacketBatch // by call id
+	keys    int
+	records []*kgo.Record
+}
+
+func ingestFile(t *testing.T, name string, data []byte) (ingest.Report, ingested) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: cluster.ListenAddrs()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := kafkaclient.EnsureTopics(ctx, cl, schemas.Topics(), 1); err != nil {
+		t.Fatal(err)
+	}
+	kr, err := keys.OpenKeyring(filepath.Join(t.TempDir(), "keyring.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data == nil {
+		if data, err = os.ReadFile(stacktest.SharedTestdata(t, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := ingest.Pcap(ctx, ingest.Config{Tenant: "demo", Keys: kr, Producer: cl}, bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("Pcap: %v (report %+v)", err, rep)
+	}
+
+	out := ingested{started: map[string]*verbatimv1.CallStarted{}, ended: map[string]*verbatimv1.CallEnded{}, batches: map[string][]*verbatimv1.PacketBatch{}}
+	cons, err := kafkaclient.New(kafkaclient.Config{Brokers: cluster.ListenAddrs()},
+		kgo.ConsumeTopics(schemas.TopicCalls, schemas.TopicMedia, schemas.TopicKeys), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer pcancel()
+	for pctx.Err() == nil {
+		fs := cons.PollFetches(pctx)
+		for _, r := range fs.Records() {
+			out.records = append(out.records, r)
+			env, err := schemas.ParseHeaders(r.Headers)
+			if err != nil {
+				t.Fatalf("record without a valid envelope: %v", err)
+			}
+			switch env.Type {
+			case "verbatim.v1.CallStarted":
+				m := &verbatimv1.CallStarted{}
+				mustUnmarshal(t, r.Value, m)
+				out.started[m.GetCallId()] = m
+			case "verbatim.v1.CallEnded":
+				m := &verbatimv1.CallEnded{}
+				mustUnmarshal(t, r.Value, m)
+				out.ended[m.GetCallId()] = m
+			case "verbatim.v1.PacketBatch":
+				m := &verbatimv1.PacketBatch{}
+				mustUnmarshal(t, r.Value, m)
+				out.batches[m.GetCallId()] = append(out.batches[m.GetCallId()], m)
+			case "verbatim.v1.DataKey":
+				out.keys++
+			}
+		}
+	}
+	return rep, out
+}
+
+func mustUnmarshal(t *testing.T, b []byte, m proto.Message) {
+	t.Helper()
+	if err := proto.Unmarshal(b, m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPcapG711(t *testing.T) {
+	rep, out := ingestFile(t, "pcap/wireshark_sip-rtp-g711.pcap", nil)
+	t.Logf("report: %+v", rep)
+	if rep.Calls != 2 || len(out.started) != 2 || len(out.ended) != 2 || out.keys != 2 {
+		t.Fatalf("calls %d, started %d, ended %d, keys %d", rep.Calls, len(out.started), len(out.ended), out.keys)
+	}
+	var packets = map[string]uint32{}
+	for id, bs := range out.batches {
+		for _, b := range bs {
+			packets[id] += b.GetPacketCount()
+		}
+	}
+	var byBye, byTimeout int
+	for id, e := range out.ended {
+		d := e.GetDuration().AsDuration()
+		switch e.GetReason() {
+		case verbatimv1.EndReason_END_REASON_BYE:
+			byBye++
+			// 1-1966: 425 PCMU packets; the dialog lasts about 8.5 s.
+			if packets[id] != 425 || d < 8*time.Second || d > 9*time.Second {
+				t.Errorf("BYE call: %d packets, duration %v", packets[id], d)
+			}
+		case verbatimv1.EndReason_END_REASON_TIMEOUT:
+			byTimeout++
+			// 1-1968: no BYE; 414 PCMA packets; ends at its last packet.
+			if packets[id] != 414 || d < 8*time.Second || d > 9*time.Second {
+				t.Errorf("timed-out call: %d packets, duration %v", packets[id], d)
+			}
+		}
+	}
+	if byBye != 1 || byTimeout != 1 {
+		t.Fatalf("ended by BYE %d, by timeout %d", byBye, byTimeout)
+	}
+	// Nothing readable leaves the capture layer.
+	for _, r := range out.records {
+		for _, secret := range []string{"sip:", "sipp@", "1-1966@", "10.0.2.20", "FreeSWITCH"} {
+			if bytes.Contains(r.Value, []byte(secret)) || bytes.Contains(r.Key, []byte(secret)) {
+				t.Fatalf("record on %s holds plaintext %q", r.Topic, secret)
+			}
+		}
+	}
+}
+
+func TestPcapTruncatedAndCorrupt(t *testing.T) {
+	data, err := os.ReadFile(stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Corrupt one SIP message in place (the first INVITE's start line) and
+	// cut the file near the end.
+	bad := bytes.Clone(data)
+	i := bytes.Index(bad, []byte("INVITE sip:"))
+	copy(bad[i:], "XXXXXX\x00\x01\x02")
+	bad = bad[:len(bad)-1000]
+	rep, out := ingestFile(t, "", bad)
+	if !rep.Truncated || rep.SIP.Malformed == 0 || !strings.Contains(rep.LastSIPError, "malformed") {
+		t.Fatalf("report does not say what was wrong: %+v", rep)
+	}
+	// The second call is still recorded.
+	if len(out.started) != 1 || len(out.ended) != 1 {
+		t.Fatalf("started %d ended %d, want the second call", len(out.started), len(out.ended))
+	}
+}
