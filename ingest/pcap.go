@@ -86,17 +86,17 @@ func (c Config) Validate() error {
 
 // Report says what one capture produced and what was skipped, with reasons.
 type Report struct {
-	Pcap          pcapread.Stats
-	SIP           sipdialog.Stats
-	Calls         int
-	RTPPackets    uint64
-	Batches       uint64
-	UnmatchedUDP  uint64 // UDP that is neither SIP nor media of a known call
-	BadRTP        uint64 // too short or not version 2, on a known media port
-	Truncated     bool
-	LastSIPError  string
-	LastRTPError  string
-	Elapsed       time.Duration
+	Pcap         pcapread.Stats
+	SIP          sipdialog.Stats
+	Calls        int
+	RTPPackets   uint64
+	Batches      uint64
+	UnmatchedUDP uint64 // UDP that is neither SIP nor media of a known call
+	BadRTP       uint64 // too short or not version 2, on a known media port
+	Truncated    bool
+	LastSIPError string
+	LastRTPError string
+	Elapsed      time.Duration
 }
 
 type stream struct {
@@ -114,7 +114,7 @@ type call struct {
 
 type pcapIngest struct {
 	cfg     Config
-	ctx     context.Context //nolint:containedctx // lifetime of one Pcap call
+	ctx     context.Context  //nolint:containedctx // lifetime of one Pcap call
 	calls   map[string]*call // by SIP Call-ID
 	byAddr  map[netip.AddrPort]*call
 	tracker *sipdialog.Tracker
