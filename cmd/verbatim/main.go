@@ -27,6 +27,7 @@ const usage = `usage: verbatim <command> [flags]
 Commands:
   dev       run the embedded default: Kafka broker, object store and keyring
             in one process (ClickHouse optional); --check runs a self-check
+  ingest    ingest pcap FILE...: record the SIP/RTP calls in captures
   topics    list the v1 topic catalogue, or create the topics (--create)
   version   print the version
 
@@ -52,6 +53,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "dev":
 		return runDev(ctx, args[1:], stdout, stderr)
+	case "ingest":
+		return runIngest(ctx, args[1:], stdout, stderr)
 	case "topics":
 		return runTopics(ctx, args[1:], stdout, stderr)
 	case "version":

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/verbatimrec/verbatim/ingest"
+	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/internal/keys"
+)
+
+// keyFlags selects the key manager: Vault Transit when an address is given,
+// else the local keyring of the embedded default.
+type keyFlags struct {
+	vaultAddr, vaultToken, keyring *string
+}
+
+func addKeyFlags(fs *flag.FlagSet) keyFlags {
+	return keyFlags{
+		vaultAddr:  fs.String("vault-addr", os.Getenv("VERBATIM_VAULT_ADDR"), "Vault address for Transit keys (env VERBATIM_VAULT_ADDR); empty: use --keyring"),
+		vaultToken: fs.String("vault-token", "", "Vault token (default env VERBATIM_VAULT_TOKEN; prefer the environment)"),
+		keyring:    fs.String("keyring", filepath.Join(envOr("VERBATIM_DATA", ".verbatim"), "keyring.json"), "local keyring file, when no Vault is configured"),
+	}
+}
+
+func (k keyFlags) manager() (keys.Manager, error) {
+	if *k.vaultAddr != "" {
+		tok := *k.vaultToken
+		if tok == "" {
+			tok = os.Getenv("VERBATIM_VAULT_TOKEN")
+		}
+		return keys.NewVault(keys.VaultConfig{Address: *k.vaultAddr, Token: tok})
+	}
+	return keys.OpenKeyring(*k.keyring)
+}
+
+func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "pcap" {
+		return errors.New("usage: verbatim ingest pcap [flags] FILE...")
+	}
+	fs := flag.NewFlagSet("ingest pcap", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	brokers := fs.String("brokers", envOr("VERBATIM_KAFKA_BROKERS", "127.0.0.1:19092"), "Kafka seed brokers (env VERBATIM_KAFKA_BROKERS); the default is `verbatim dev`'s")
+	tenant := fs.String("tenant", envOr("VERBATIM_TENANT", "demo"), "tenant that owns the recordings")
+	timeout := fs.Duration("rtp-timeout", 30*time.Second, "end a call without BYE after this long without SIP or RTP")
+	kf := addKeyFlags(fs)
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return errors.New("ingest pcap: no capture file given")
+	}
+	km, err := kf.manager()
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(*brokers, ","), ClientID: "verbatim-ingest", Logger: log})
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+
+	var failed int
+	for _, name := range fs.Args() {
+		f, err := os.Open(name)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", name, err)
+			failed++
+			continue
+		}
+		rep, err := ingest.Pcap(ctx, ingest.Config{
+			Tenant: *tenant, Keys: km, Producer: cl, RTPTimeout: *timeout, Logger: log,
+			Source: "verbatim-ingest/" + filepath.Base(name),
+			Progress: func(r ingest.Report) {
+				fmt.Fprintf(stderr, "\r%s: %d packets, %d SIP messages, %.0f packets/s", name, r.Pcap.Frames, r.SIP.Messages,
+					float64(r.Pcap.Frames)/max(r.Elapsed.Seconds(), 1e-9))
+			},
+		}, f)
+		f.Close()
+		fmt.Fprintln(stderr)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", name, err)
+			failed++
+			continue
+		}
+		fmt.Fprintf(stdout, "%s: %d calls, %d RTP packets in %d batches\n", name, rep.Calls, rep.RTPPackets, rep.Batches)
+		warn := func(n uint64, what, detail string) {
+			if n > 0 {
+				fmt.Fprintf(stdout, "  warning: %d %s%s\n", n, what, detail)
+			}
+		}
+		if rep.Truncated {
+			fmt.Fprintf(stdout, "  warning: the capture is truncated or corrupt after frame %d; everything before it was recorded\n", rep.Pcap.Frames)
+		}
+		warn(rep.SIP.Malformed, "malformed SIP messages skipped", lastErr(rep.LastSIPError))
+		warn(rep.BadRTP, "packets on media ports that are not RTP skipped", lastErr(rep.LastRTPError))
+		warn(rep.Pcap.Malformed, "undecodable frames skipped", lastErr(rep.Pcap.LastMalformed))
+		warn(rep.Pcap.Fragments, "IP fragments skipped (reassembly not supported yet)", "")
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d captures failed", failed, fs.NArg())
+	}
+	return nil
+}
+
+func lastErr(s string) string {
+	if s == "" {
+		return ""
+	}
+	return " (last: " + s + ")"
+}
