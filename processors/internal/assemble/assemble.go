@@ -1,0 +1,142 @@
+// Package assemble turns the packets of one RTP stream, in arrival order,
+// into continuous linear PCM: it reorders within a window, drops duplicates
+// and packets too late to place, fills gaps with silence by RTP timestamp,
+// and keeps the completeness report every RecordingStored carries.
+package assemble
+
+import (
+	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
+)
+
+// Decoder appends the linear samples of one payload to dst.
+type Decoder func(dst []int16, payload []byte) []int16
+
+// Defaults for Config.
+const (
+	// DefaultWindow is the reorder window: 50 packets, one second of 20 ms
+	// audio.
+	DefaultWindow = 50
+	// DefaultMaxGap is the longest silence filled for a timestamp jump
+	// (60 s at 8 kHz); a longer jump is a discontinuity and is not filled.
+	DefaultMaxGap = 60 * 8000
+)
+
+// Config configures a Track.
+type Config struct {
+	StreamID string
+	SSRC     uint32
+	// PayloadType of the audio; packets of other types (telephone-event,
+	// comfort noise) count as captured but are not decoded.
+	PayloadType uint8
+	Decode      Decoder
+	// Out receives the samples in order; the slice is reused after Out
+	// returns.
+	Out    func(samples []int16)
+	Window int
+	MaxGap int
+}
+
+type pending struct {
+	seq     uint64
+	ts      uint32
+	audio   bool
+	payload []byte
+}
+
+// Track assembles one stream. Not safe for concurrent use.
+type Track struct {
+	cfg      Config
+	buf      []pending // sorted by seq, at most Window
+	started  bool
+	nextSeq  uint64
+	nextTS   uint32
+	samples  []int16
+	silence  []int16
+	report   verbatimv1.StreamCompleteness
+	payloads [][]byte // recycled payload buffers
+}
+
+// New returns a Track.
+func New(cfg Config) *Track {
+	if cfg.Window <= 0 {
+		cfg.Window = DefaultWindow
+	}
+	if cfg.MaxGap <= 0 {
+		cfg.MaxGap = DefaultMaxGap
+	}
+	t := &Track{cfg: cfg, buf: make([]pending, 0, cfg.Window+1), silence: make([]int16, 160)}
+	t.report.StreamId, t.report.Ssrc = cfg.StreamID, cfg.SSRC
+	return t
+}
+
+// Add takes one packet: extended sequence number, RTP timestamp, payload
+// type and payload (copied).
+func (t *Track) Add(seq uint64, ts uint32, pt uint8, payload []byte) {
+	t.report.PacketsCaptured++
+	if t.started && seq < t.nextSeq {
+		t.report.Late++
+		return
+	}
+	// Insert in order; the common case appends at the end.
+	i := len(t.buf)
+	for i > 0 && t.buf[i-1].seq > seq {
+		i--
+	}
+	if i > 0 && t.buf[i-1].seq == seq {
+		t.report.Duplicates++
+		return
+	}
+	var p []byte
+	if n := len(t.payloads); n > 0 {
+		p, t.payloads = t.payloads[n-1][:0], t.payloads[:n-1]
+	}
+	t.buf = append(t.buf, pending{})
+	copy(t.buf[i+1:], t.buf[i:])
+	t.buf[i] = pending{seq: seq, ts: ts, audio: pt == t.cfg.PayloadType, payload: append(p, payload...)}
+	if len(t.buf) > t.cfg.Window {
+		t.emit()
+	}
+}
+
+// emit outputs the lowest buffered packet.
+func (t *Track) emit() {
+	p := t.buf[0]
+	copy(t.buf, t.buf[1:])
+	t.buf = t.buf[:len(t.buf)-1]
+	defer func() { t.payloads = append(t.payloads, p.payload) }()
+
+	if t.started && p.seq > t.nextSeq {
+		t.report.Gaps = append(t.report.Gaps, &verbatimv1.SequenceGap{First: t.nextSeq, Last: p.seq - 1})
+	}
+	t.nextSeq = p.seq + 1
+	if !p.audio {
+		return
+	}
+	if t.started {
+		if gap := int32(p.ts - t.nextTS); gap > 0 && int(gap) <= t.cfg.MaxGap {
+			t.fill(int(gap))
+		}
+	}
+	t.samples = t.cfg.Decode(t.samples[:0], p.payload)
+	t.cfg.Out(t.samples)
+	t.report.PacketsInRecording++
+	t.started = true
+	t.nextTS = p.ts + uint32(len(t.samples))
+}
+
+func (t *Track) fill(n int) {
+	for n > 0 {
+		k := min(n, len(t.silence))
+		t.cfg.Out(t.silence[:k])
+		n -= k
+	}
+}
+
+// Close outputs everything still buffered and returns the completeness
+// report.
+func (t *Track) Close() *verbatimv1.StreamCompleteness {
+	for len(t.buf) > 0 {
+		t.emit()
+	}
+	return &t.report
+}
