@@ -1,0 +1,84 @@
+package wav_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"github.com/verbatimrec/verbatim/processors/internal/wav"
+)
+
+func frames(b []byte) [][2]int16 {
+	out := make([][2]int16, len(b)/4)
+	for i := range out {
+		out[i][0] = int16(binary.LittleEndian.Uint16(b[i*4:]))
+		out[i][1] = int16(binary.LittleEndian.Uint16(b[i*4+2:]))
+	}
+	return out
+}
+
+func ramp(n int, base int16) []int16 {
+	s := make([]int16, n)
+	for i := range s {
+		s[i] = base + int16(i)
+	}
+	return s
+}
+
+func TestMixerAlignsByArrival(t *testing.T) {
+	var buf bytes.Buffer
+	t0 := time.Unix(100, 0)
+	m := wav.NewMixer(&buf, 8000, t0, time.Second)
+	// Left starts at t0; right 10 ms (80 samples) later.
+	m.Start(0, t0)
+	if err := m.Write(0, ramp(160, 1)); err != nil {
+		t.Fatal(err)
+	}
+	m.Start(1, t0.Add(10*time.Millisecond))
+	if err := m.Write(1, ramp(160, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := m.Close()
+	if err != nil || n != 240 {
+		t.Fatalf("Close = %d, %v; want 240 frames", n, err)
+	}
+	f := frames(buf.Bytes())
+	if f[0] != [2]int16{1, 0} || f[79] != [2]int16{80, 0} || f[80] != [2]int16{81, 1000} || f[239] != [2]int16{0, 1159} {
+		t.Fatalf("frames 0,79,80,239 = %v %v %v %v", f[0], f[79], f[80], f[239])
+	}
+}
+
+// A one-way call: the silent channel never sends, so the mixer must not
+// buffer the talking one beyond maxLag.
+func TestMixerOneWayBoundsMemory(t *testing.T) {
+	var buf bytes.Buffer
+	m := wav.NewMixer(&buf, 8000, time.Unix(0, 0), 100*time.Millisecond)
+	m.Start(1, time.Unix(0, 0))
+	for i := range 500 { // 10 s
+		if err := m.Write(1, ramp(160, 0)); err != nil {
+			t.Fatal(err)
+		}
+		// At most maxLag (800 samples) plus one output buffer stay queued.
+		if given, written := (i+1)*160, buf.Len()/4; written < given-800-1024 {
+			t.Fatalf("after %d samples only %d frames written: the mixer is buffering", given, written)
+		}
+	}
+	n, _ := m.Close()
+	if n != 500*160 {
+		t.Fatalf("%d frames, want %d", n, 500*160)
+	}
+	for _, fr := range frames(buf.Bytes()) {
+		if fr[0] != 0 {
+			t.Fatal("silent channel has sound")
+		}
+	}
+}
+
+func TestHeader(t *testing.T) {
+	h := wav.Header(2, 8000, 32000)
+	if string(h[0:4]) != "RIFF" || string(h[8:16]) != "WAVEfmt " || binary.LittleEndian.Uint32(h[4:]) != 36+32000 ||
+		binary.LittleEndian.Uint16(h[22:]) != 2 || binary.LittleEndian.Uint32(h[28:]) != 32000 || binary.LittleEndian.Uint32(h[40:]) != 32000 {
+		t.Fatalf("header % x", h)
+	}
+}
