@@ -115,20 +115,31 @@ func testTransactions(t *testing.T, brokers []string, suffix string) {
 	t.Logf("consumed committed %s at offset %d; the aborted one stayed invisible", env.Type, got[0].Offset)
 }
 
-func TestTransactionsKfake(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	testTransactions(t, c.ListenAddrs(), ".kfake")
-}
+func TestTransactionsKfake(t *testing.T) { testTransactions(t, kfakeBrokers(t), ".kfake") }
 
 // TestTransactionsKafka runs the contract against the local stack's real
 // Apache Kafka broker.
 func TestTransactionsKafka(t *testing.T) {
-	brokers := strings.Split(stacktest.Env(t, "VERBATIM_KAFKA_BROKERS"), ",")
-	testTransactions(t, brokers, "."+time.Now().UTC().Format("20060102T150405"))
+	brokers, suffix := realBrokers(t)
+	testTransactions(t, brokers, suffix)
+}
+
+// kfakeBrokers starts an in-process broker for the test.
+func kfakeBrokers(t *testing.T) []string {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c.ListenAddrs()
+}
+
+// realBrokers returns the local stack's brokers and a suffix that keeps
+// this run's topics apart from earlier runs'.
+func realBrokers(t *testing.T) ([]string, string) {
+	t.Helper()
+	return strings.Split(stacktest.Env(t, "VERBATIM_KAFKA_BROKERS"), ","), "." + time.Now().UTC().Format("20060102T150405")
 }
 
 // consumeAtLeast polls cl until it has at least n records, failing the test

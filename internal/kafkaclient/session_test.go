@@ -8,11 +8,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
-	"github.com/verbatimrec/verbatim/internal/stacktest"
 	"github.com/verbatimrec/verbatim/schemas"
 )
 
@@ -119,15 +117,10 @@ func testConsumeTransformProduce(t *testing.T, brokers []string, suffix string) 
 }
 
 func TestConsumeTransformProduceKfake(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	testConsumeTransformProduce(t, c.ListenAddrs(), ".kfake")
+	testConsumeTransformProduce(t, kfakeBrokers(t), ".kfake")
 }
 
 func TestConsumeTransformProduceKafka(t *testing.T) {
-	brokers := strings.Split(stacktest.Env(t, "VERBATIM_KAFKA_BROKERS"), ",")
-	testConsumeTransformProduce(t, brokers, "."+time.Now().UTC().Format("20060102T150405"))
+	brokers, suffix := realBrokers(t)
+	testConsumeTransformProduce(t, brokers, suffix)
 }
