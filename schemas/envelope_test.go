@@ -102,3 +102,15 @@ func FuzzParseHeaders(f *testing.F) {
 		}
 	})
 }
+
+func FuzzPackets(f *testing.F) {
+	f.Add(schemas.AppendPacket(schemas.AppendPacket(nil, []byte{0x80, 0, 0, 1}), make([]byte, 172)))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var total int
+		err := schemas.Packets(b, func(p []byte) error { total += len(p); return nil })
+		if err == nil && total > len(b) {
+			t.Fatalf("packets longer than their plaintext")
+		}
+	})
+}

@@ -6,7 +6,6 @@
 package rtpbatch
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -14,11 +13,12 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/verbatimrec/verbatim/internal/seal"
+	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
 
 // SealedType is the Sealed.type of PacketBatch.packets.
-const SealedType = "verbatim.v1.rtp-packets"
+const SealedType = schemas.SealedRTPPackets
 
 // ErrNotRTP is returned for packets that are not RTP version 2 or are too
 // short for their header.
@@ -120,8 +120,7 @@ func (b *Batcher) Add(at time.Time, pkt []byte) (*verbatimv1.PacketBatch, error)
 		b.first, b.firstSeq, b.ssrc, b.pt = at, ext, b.hdr.SSRC, b.hdr.PayloadType
 	}
 	b.lastSeq = ext
-	b.buf = binary.AppendUvarint(b.buf, uint64(len(pkt)))
-	b.buf = append(b.buf, pkt...)
+	b.buf = schemas.AppendPacket(b.buf, pkt)
 	b.offsets = append(b.offsets, uint32(at.Sub(b.first)/time.Microsecond))
 	b.count++
 	return done, nil
@@ -155,20 +154,4 @@ func (b *Batcher) Flush() (*verbatimv1.PacketBatch, error) {
 	b.buf = b.buf[:0]
 	b.offsets = b.offsets[:0]
 	return pb, nil
-}
-
-// Packets calls fn for each RTP packet of an opened PacketBatch plaintext,
-// in arrival order. It fails on a malformed plaintext.
-func Packets(plaintext []byte, fn func(pkt []byte) error) error {
-	for len(plaintext) > 0 {
-		n, k := binary.Uvarint(plaintext)
-		if k <= 0 || n > uint64(len(plaintext)-k) {
-			return fmt.Errorf("rtpbatch: malformed batch plaintext at %d bytes from its end", len(plaintext))
-		}
-		if err := fn(plaintext[k : k+int(n)]); err != nil {
-			return err
-		}
-		plaintext = plaintext[k+int(n):]
-	}
-	return nil
 }

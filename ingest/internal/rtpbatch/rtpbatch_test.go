@@ -17,6 +17,7 @@ import (
 	"github.com/verbatimrec/verbatim/ingest/internal/rtpbatch"
 	"github.com/verbatimrec/verbatim/internal/seal"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
+	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
 
@@ -82,7 +83,7 @@ func TestCaptureRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = rtpbatch.Packets(pt, func(pkt []byte) error {
+		err = schemas.Packets(pt, func(pkt []byte) error {
 			n, err := hdr.Unmarshal(pkt)
 			if err != nil {
 				return err
@@ -143,7 +144,7 @@ func TestRejectsNonRTP(t *testing.T) {
 			t.Fatalf("Add(% x) = %v, want ErrNotRTP", p, err)
 		}
 	}
-	if err := rtpbatch.Packets([]byte{0x80, 0x01}, func([]byte) error { return nil }); err == nil {
+	if err := schemas.Packets([]byte{0x80, 0x01}, func([]byte) error { return nil }); err == nil {
 		t.Fatal("malformed plaintext accepted")
 	}
 }
@@ -166,11 +167,4 @@ func BenchmarkAdd(b *testing.B) {
 		}
 		i++
 	}
-}
-
-func FuzzPackets(f *testing.F) {
-	f.Add([]byte{3, 1, 2, 3, 0})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		_ = rtpbatch.Packets(b, func([]byte) error { return nil })
-	})
 }

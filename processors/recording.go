@@ -1,0 +1,259 @@
+package processors
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/pion/rtp"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/verbatimrec/verbatim/internal/keys"
+	"github.com/verbatimrec/verbatim/internal/objstore"
+	"github.com/verbatimrec/verbatim/internal/seal"
+	"github.com/verbatimrec/verbatim/processors/internal/assemble"
+	"github.com/verbatimrec/verbatim/processors/internal/g711"
+	"github.com/verbatimrec/verbatim/processors/internal/wav"
+	"github.com/verbatimrec/verbatim/schemas"
+	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
+)
+
+// sampleRate of the recordings this version writes (G.711).
+const sampleRate = 8000
+
+type streamRec struct {
+	meta    *verbatimv1.Stream
+	channel int // 0 left (caller), 1 right (callee)
+	track   *assemble.Track
+	ssrc    uint32
+	started bool
+	// extended sequence numbers come with the batch; per packet they
+	// advance from FirstSequence in arrival order within the batch.
+}
+
+// callRecording builds one call's stereo WAV as its events arrive. Samples
+// are sealed into a spool file as they are mixed, so memory stays small
+// whatever the call's length; finish turns the spool into the stored
+// object.
+type callRecording struct {
+	tenant, callID string
+	opener         *seal.Sealer
+	streams        map[string]*streamRec
+	t0             time.Time
+	mixer          *wav.Mixer
+	spool          *os.File
+	spoolKey       []byte
+	spoolW         *seal.StreamWriter
+	pcmBytes       int64
+	pkt            rtp.Packet
+	plain          []byte
+	err            error
+}
+
+func newCallRecording(tenant string, ev *verbatimv1.CallStarted, opener *seal.Sealer, spoolDir string) (*callRecording, error) {
+	f, err := os.CreateTemp(spoolDir, "spool-*")
+	if err != nil {
+		return nil, fmt.Errorf("processors: spool: %w", err)
+	}
+	// The spool is sealed under a key that lives only in this process: a
+	// crash leaves ciphertext nobody can read, and the call is rebuilt from
+	// Kafka.
+	key := make([]byte, seal.KeySize)
+	if _, err := io.ReadFull(rand.Reader, key); err != nil {
+		f.Close()
+		return nil, err
+	}
+	w, err := seal.NewStreamWriter(f, key, []byte("spool\x00"+ev.GetCallId()))
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	r := &callRecording{tenant: tenant, callID: ev.GetCallId(), opener: opener, streams: map[string]*streamRec{},
+		spool: f, spoolKey: key, spoolW: w}
+	r.setStreams(ev.GetStreams())
+	return r, nil
+}
+
+func (r *callRecording) setStreams(ss []*verbatimv1.Stream) {
+	for _, s := range ss {
+		if cur, ok := r.streams[s.GetStreamId()]; ok {
+			cur.meta = s
+			continue
+		}
+		ch := 1
+		if s.GetParticipantId() == "caller" {
+			ch = 0
+		}
+		r.streams[s.GetStreamId()] = &streamRec{meta: s, channel: ch}
+	}
+}
+
+// decoderFor picks the G.711 decoder of the stream's first audio codec.
+func decoderFor(s *verbatimv1.Stream) (uint8, assemble.Decoder, bool) {
+	for _, c := range s.GetCodecs() {
+		switch c.GetName() {
+		case "PCMU":
+			return uint8(c.GetPayloadType()), g711.DecodeUlaw, true
+		case "PCMA":
+			return uint8(c.GetPayloadType()), g711.DecodeAlaw, true
+		}
+	}
+	return 0, nil, false
+}
+
+// batch adds one PacketBatch.
+func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
+	s, ok := r.streams[pb.GetStreamId()]
+	if !ok {
+		return fmt.Errorf("processors: call %s: batch for unknown stream %q", r.callID, pb.GetStreamId())
+	}
+	first := time.Unix(0, pb.GetFirstArrivalUnixNano())
+	if r.mixer == nil {
+		r.t0 = first
+		r.mixer = wav.NewMixer(writerFunc(r.writePCM), sampleRate, r.t0, 0)
+	}
+	if s.track == nil {
+		pt, dec, ok := decoderFor(s.meta)
+		if !ok {
+			return fmt.Errorf("processors: call %s stream %s: no supported codec (G.711 only in this version)", r.callID, s.meta.GetStreamId())
+		}
+		ch := s.channel
+		s.ssrc = pb.GetSsrc()
+		s.track = assemble.New(assemble.Config{StreamID: s.meta.GetStreamId(), SSRC: pb.GetSsrc(), PayloadType: pt, Decode: dec,
+			Out: func(samples []int16) { r.fail(r.mixer.Write(ch, samples)) }})
+	}
+	if !s.started {
+		s.started = true
+		r.mixer.Start(s.channel, first)
+	}
+	var err error
+	if r.plain, err = r.opener.Open(r.plain, schemas.SealedRTPPackets, pb.GetPackets()); err != nil {
+		return fmt.Errorf("processors: call %s: open batch %d of %s: %w", r.callID, pb.GetBatchIndex(), pb.GetStreamId(), err)
+	}
+	// Extended sequence numbers: the batch gives the first; later packets
+	// are placed relative to it by their 16-bit numbers.
+	base := pb.GetFirstSequence()
+	err = schemas.Packets(r.plain, func(b []byte) error {
+		if err := r.pkt.Unmarshal(b); err != nil {
+			return nil // ingest batches only valid RTP; skip defensively
+		}
+		// Within a batch a packet is at most half the sequence space from
+		// the first one, before or after it.
+		ext := uint64(int64(base) + int64(int16(r.pkt.SequenceNumber-uint16(base))))
+		s.track.Add(ext, r.pkt.Timestamp, r.pkt.PayloadType, r.pkt.Payload)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return r.err
+}
+
+func (r *callRecording) fail(err error) {
+	if err != nil && r.err == nil {
+		r.err = err
+	}
+}
+
+func (r *callRecording) writePCM(p []byte) (int, error) {
+	r.pcmBytes += int64(len(p))
+	return r.spoolW.Write(p)
+}
+
+// finish closes the tracks and the mixer, then writes header and PCM,
+// sealed under a fresh recording key, as one object, and returns the event
+// announcing it. The spool is removed.
+func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objstore.Store, recordingID, objectKey string) (*verbatimv1.RecordingStored, *keys.DataKey, error) {
+	defer os.Remove(r.spool.Name())
+	defer r.spool.Close()
+	var report []*verbatimv1.StreamCompleteness
+	for _, s := range r.streams {
+		if s.track != nil {
+			report = append(report, s.track.Close())
+		} else {
+			report = append(report, &verbatimv1.StreamCompleteness{StreamId: s.meta.GetStreamId()})
+		}
+	}
+	if r.err != nil {
+		return nil, nil, r.err
+	}
+	var frames int64
+	if r.mixer != nil {
+		var err error
+		if frames, err = r.mixer.Close(); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := r.spoolW.Close(); err != nil {
+		return nil, nil, err
+	}
+	dk, err := km.GenerateDataKey(ctx, r.tenant)
+	if err != nil {
+		return nil, nil, fmt.Errorf("processors: recording key: %w", err)
+	}
+	if _, err := r.spool.Seek(0, io.SeekStart); err != nil {
+		return nil, nil, err
+	}
+	spool, err := seal.NewStreamReader(r.spool, r.spoolKey, []byte("spool\x00"+r.callID))
+	if err != nil {
+		return nil, nil, err
+	}
+	hdr := wav.Header(2, sampleRate, uint32(r.pcmBytes))
+	plain := io.MultiReader(bytes.NewReader(hdr[:]), spool)
+	size := seal.SealedSize(int64(len(hdr)) + r.pcmBytes)
+
+	type sums struct {
+		plain, sealed   []byte
+		plainN, sealedN int64
+		err             error
+	}
+	pr, pw := io.Pipe()
+	done := make(chan sums, 1)
+	go func() { // ends when the copy does; waited for below
+		var out sums
+		sw, err := seal.NewStreamWriter(pw, dk.Plaintext, recordingAAD(r.tenant, objectKey))
+		if err == nil {
+			_, err = io.Copy(sw, plain)
+		}
+		if err == nil {
+			err = sw.Close()
+			out.plain, out.sealed, out.plainN, out.sealedN = sw.Sums()
+		}
+		out.err = err
+		pw.CloseWithError(err)
+		done <- out
+	}()
+	_, perr := store.Put(ctx, objectKey, pr, size, objstore.PutOptions{ContentType: "application/vnd.verbatim.sealed"})
+	pr.CloseWithError(perr)
+	res := <-done
+	if perr == nil {
+		perr = res.err
+	}
+	if perr != nil {
+		return nil, nil, fmt.Errorf("processors: store recording %s: %w", objectKey, perr)
+	}
+	pSum, cSum, pN, cN := res.plain, res.sealed, res.plainN, res.sealedN
+	ev := &verbatimv1.RecordingStored{
+		CallId: r.callID, RecordingId: recordingID, ObjectKey: objectKey, Format: "audio/wav",
+		Duration: durationpb.New(time.Duration(frames) * time.Second / sampleRate), Channels: 2, SampleRate: sampleRate,
+		PlaintextSha256: pSum, CiphertextSha256: cSum, PlaintextSize: uint64(pN), CiphertextSize: uint64(cN),
+		Key:          &verbatimv1.KeyReference{KeyId: "dk-" + recordingID, KekName: dk.Wrapped.KEKName, KekVersion: dk.Wrapped.KEKVersion},
+		StoredAt:     timestamppb.Now(),
+		Completeness: report,
+	}
+	return ev, &dk, nil
+}
+
+// recordingAAD binds a sealed recording to its tenant and object key.
+func recordingAAD(tenant, objectKey string) []byte {
+	return []byte("verbatim-recording\x00" + tenant + "\x00" + objectKey)
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -1,0 +1,151 @@
+package processors
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"io"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+
+	"github.com/verbatimrec/verbatim/internal/keys"
+	"github.com/verbatimrec/verbatim/internal/objstore"
+	"github.com/verbatimrec/verbatim/internal/seal"
+	"github.com/verbatimrec/verbatim/processors/internal/g711"
+	"github.com/verbatimrec/verbatim/schemas"
+	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
+)
+
+// batchOf seals 20 ms PCMU packets seq first..first+n-1 (skipping lost)
+// as one PacketBatch, the way ingest does.
+func batchOf(t *testing.T, s *seal.Sealer, stream string, ssrc uint32, first, n int, at time.Time, lost map[int]bool, fill byte) *verbatimv1.PacketBatch {
+	t.Helper()
+	var plain []byte
+	var offs []uint32
+	for i := first; i < first+n; i++ {
+		if lost[i] {
+			continue
+		}
+		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: uint16(i), Timestamp: uint32(i * 160), SSRC: ssrc},
+			Payload: bytes.Repeat([]byte{fill + byte(i%8)}, 160)}
+		b, err := p.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		plain = schemas.AppendPacket(plain, b)
+		offs = append(offs, uint32((i-first)*20000))
+	}
+	sealed, err := s.Seal(nil, schemas.SealedRTPPackets, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &verbatimv1.PacketBatch{CallId: "call-1", StreamId: stream, Ssrc: ssrc, FirstSequence: uint64(first),
+		LastSequence: uint64(first + n - 1), PacketCount: uint32(len(offs)), FirstArrivalUnixNano: at.UnixNano(),
+		ArrivalOffsetsUs: offs, Packets: sealed}
+}
+
+func TestCallRecording(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	kr, err := keys.OpenKeyring(filepath.Join(dir, "keyring.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := objstore.NewFS(filepath.Join(dir, "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	callKey, _ := kr.GenerateDataKey(ctx, "demo")
+	s, err := seal.New("demo", "dk-call-1", callKey.Plaintext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcmu := []*verbatimv1.Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000, Channels: 1}}
+	started := &verbatimv1.CallStarted{CallId: "call-1", Streams: []*verbatimv1.Stream{
+		{StreamId: "caller-audio", ParticipantId: "caller", Codecs: pcmu},
+		{StreamId: "callee-audio", ParticipantId: "callee", Codecs: pcmu},
+	}}
+	rec, err := newCallRecording("demo", started, s, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(1_480_000_000, 0)
+	// Caller: 100 packets (2 s), seq 10 lost. Callee starts 500 ms later,
+	// 50 packets. Batches of 50 packets, in the order ingest emits them.
+	lost := map[int]bool{10: true}
+	for _, b := range []*verbatimv1.PacketBatch{
+		batchOf(t, s, "caller-audio", 1, 0, 50, t0, lost, 0x10),
+		batchOf(t, s, "callee-audio", 2, 1000, 50, t0.Add(500*time.Millisecond), nil, 0x60),
+		batchOf(t, s, "caller-audio", 1, 50, 50, t0.Add(time.Second), lost, 0x10),
+	} {
+		if err := rec.batch(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev, dk, err := rec.finish(ctx, kr, store, "rec-1", "demo/2016/11/24/call-1/rec-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.GetChannels() != 2 || ev.GetDuration().AsDuration() != 2*time.Second {
+		t.Fatalf("event %v", ev)
+	}
+	var caller *verbatimv1.StreamCompleteness
+	for _, c := range ev.GetCompleteness() {
+		if c.GetStreamId() == "caller-audio" {
+			caller = c
+		}
+	}
+	if caller.GetPacketsInRecording() != 99 || len(caller.GetGaps()) != 1 || caller.GetGaps()[0].GetFirst() != 10 {
+		t.Fatalf("caller completeness %v", caller)
+	}
+
+	// Read the object back: hashes match the event, and it opens to a WAV
+	// whose channels hold each side's audio, aligned by arrival.
+	rc, _, err := store.Get(ctx, ev.GetObjectKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, _ := io.ReadAll(rc)
+	rc.Close()
+	if sum := sha256.Sum256(sealed); !bytes.Equal(sum[:], ev.GetCiphertextSha256()) || uint64(len(sealed)) != ev.GetCiphertextSize() {
+		t.Fatal("ciphertext hash or size differs from the event")
+	}
+	if bytes.Contains(sealed, []byte("RIFF")) {
+		t.Fatal("stored object holds a plaintext WAV header")
+	}
+	r, err := seal.NewStreamReader(bytes.NewReader(sealed), dk.Plaintext, recordingAAD("demo", ev.GetObjectKey()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wavBytes, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(wavBytes); !bytes.Equal(sum[:], ev.GetPlaintextSha256()) {
+		t.Fatal("plaintext hash differs from the event")
+	}
+	if string(wavBytes[:4]) != "RIFF" || binary.LittleEndian.Uint32(wavBytes[40:]) != uint32(len(wavBytes)-44) {
+		t.Fatalf("bad WAV header % x", wavBytes[:44])
+	}
+	frame := func(i int) (l, r int16) {
+		o := 44 + 4*i
+		return int16(binary.LittleEndian.Uint16(wavBytes[o:])), int16(binary.LittleEndian.Uint16(wavBytes[o+2:]))
+	}
+	want := func(code byte) int16 { return g711.DecodeUlaw(nil, []byte{code})[0] }
+	if l, r := frame(0); l != want(0x10) || r != 0 {
+		t.Fatalf("frame 0 = %d,%d: caller's first sample on the left, silence on the right", l, r)
+	}
+	if l, _ := frame(10*160 + 5); l != 0 {
+		t.Fatalf("lost packet 10 is not silence: %d", l)
+	}
+	if _, r := frame(4000); r != want(0x60) { // 500 ms: the callee starts
+		t.Fatalf("callee not aligned at 500 ms: %d", r)
+	}
+	if _, r := frame(3999); r != 0 {
+		t.Fatalf("callee audio before it started: %d", r)
+	}
+}
