@@ -5,12 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"os"
 	"testing"
 
-	"github.com/gopacket/gopacket"
-	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/pion/rtp"
 
 	"github.com/verbatimrec/verbatim/internal/stacktest"
@@ -60,25 +56,12 @@ func TestReorderGapsDuplicatesLate(t *testing.T) {
 // TestManifestStream assembles the PCMU stream of the G.711 sample, which
 // lost nothing, and must equal the MANIFEST's pcm digest sample for sample.
 func TestManifestStream(t *testing.T) {
-	data, err := os.ReadFile(stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := pcapgo.NewReader(bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
 	h := sha256.New()
 	tr := assemble.New(assemble.Config{StreamID: "s", PayloadType: 0, Decode: g711.DecodeUlaw,
 		Out: func(s []int16) { _ = binary.Write(h, binary.LittleEndian, s) }})
-	var pkt rtp.Packet
-	for p := range gopacket.NewPacketSource(r, r.LinkType()).Packets() {
-		udp, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
-		if !ok || pkt.Unmarshal(udp.Payload) != nil || pkt.SSRC != 0x343DA99B {
-			continue
-		}
+	stacktest.EachRTP(t, "pcap/wireshark_sip-rtp-g711.pcap", 0x343DA99B, func(pkt *rtp.Packet) {
 		tr.Add(uint64(pkt.SequenceNumber), pkt.Timestamp, pkt.PayloadType, pkt.Payload)
-	}
+	})
 	rep := tr.Close()
 	if got := hex.EncodeToString(h.Sum(nil)); got != "74b16195a4ab422b255a60446cee37540d289a5fbdbc863a48906b893a1db899" {
 		t.Fatalf("pcm digest %s", got)

@@ -1,16 +1,11 @@
 package g711_test
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"os"
 	"testing"
 
-	"github.com/gopacket/gopacket"
-	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/pion/rtp"
 
 	"github.com/verbatimrec/verbatim/internal/stacktest"
@@ -21,29 +16,14 @@ import (
 // the SHA-256 of the s16le samples, the MANIFEST's "pcm" digest.
 func pcmDigest(t *testing.T, file string, ssrc uint32, decode func([]int16, []byte) []int16) string {
 	t.Helper()
-	data, err := os.ReadFile(stacktest.SharedTestdata(t, file))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The processors may not import ingest, so read the capture directly.
-	r, err := pcapgo.NewReader(bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
 	h := sha256.New()
-	var pkt rtp.Packet
 	var samples []int16
-	src := gopacket.NewPacketSource(r, r.LinkType())
-	for p := range src.Packets() {
-		udp, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
-		if !ok || pkt.Unmarshal(udp.Payload) != nil || pkt.Version != 2 || pkt.SSRC != ssrc {
-			continue
-		}
+	stacktest.EachRTP(t, file, ssrc, func(pkt *rtp.Packet) {
 		samples = decode(samples[:0], pkt.Payload)
 		if err := binary.Write(h, binary.LittleEndian, samples); err != nil {
 			t.Fatal(err)
 		}
-	}
+	})
 	return hex.EncodeToString(h.Sum(nil))
 }
 
