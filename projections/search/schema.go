@@ -111,6 +111,7 @@ var migrations = []string{
 	) ENGINE = ReplacingMergeTree(version)
 	PARTITION BY toYYYYMM(stored_at)
 	ORDER BY (tenant, call_id, recording_id)`,
+	"ALTER TABLE {db}.calls ADD COLUMN sip_call_id String",
 }
 
 // Migrate creates the database and applies pending migrations. It is safe

@@ -84,5 +84,5 @@ func TestClickHouse(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&version); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("ClickHouse %s: migrated %d tables, replayed insert selected once", version, n)
+	t.Logf("ClickHouse %s: %d migrations applied, replayed insert selected once", version, n)
 }

@@ -1,0 +1,193 @@
+package search
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/verbatimrec/verbatim/internal/keys"
+	"github.com/verbatimrec/verbatim/internal/seal"
+	"github.com/verbatimrec/verbatim/schemas"
+	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
+)
+
+// ErrKeyMissing is returned when an event names a data key the projector
+// has not seen on the keys topic (yet, or because it was shredded).
+var ErrKeyMissing = errors.New("search: data key not found")
+
+// Projector turns call events into rows. Rows carry the event's time as
+// their version, so applying the same events again changes no query
+// result. Not safe for concurrent use.
+type Projector struct {
+	conn    driver.Conn
+	db      string
+	keys    keys.Manager
+	dataKey map[string]*verbatimv1.DataKey
+	sealers map[string]*seal.Sealer
+	started map[string]callRow // open calls, to complete on CallEnded
+}
+
+type callRow struct {
+	tenant, callID, sipCallID, source string
+	startedAt, endedAt                time.Time
+	durationMS                        uint64
+	endReason                         string
+}
+
+// NewProjector returns a Projector writing to database db.
+func NewProjector(conn driver.Conn, db string, km keys.Manager) *Projector {
+	return &Projector{conn: conn, db: db, keys: km, dataKey: map[string]*verbatimv1.DataKey{},
+		sealers: map[string]*seal.Sealer{}, started: map[string]callRow{}}
+}
+
+// Apply projects a batch of records from the keys, calls and recordings
+// topics. Data keys in the batch are learnt before the events that use
+// them. On error nothing after the failing record is applied, and applying
+// the whole batch again is safe.
+func (p *Projector) Apply(ctx context.Context, recs []*kgo.Record) error {
+	for _, r := range recs {
+		if r.Topic != schemas.TopicKeys {
+			continue
+		}
+		if r.Value == nil { // tombstone: the key is shredded
+			delete(p.dataKey, string(r.Key))
+			delete(p.sealers, string(r.Key))
+			continue
+		}
+		var dk verbatimv1.DataKey
+		if err := proto.Unmarshal(r.Value, &dk); err != nil {
+			return fmt.Errorf("search: keys record at offset %d: %w", r.Offset, err)
+		}
+		p.dataKey[dk.GetKeyId()] = &dk
+	}
+	for _, r := range recs {
+		if r.Topic == schemas.TopicKeys {
+			continue
+		}
+		env, err := schemas.ParseHeaders(r.Headers)
+		if err != nil {
+			return fmt.Errorf("search: %s offset %d: %w", r.Topic, r.Offset, err)
+		}
+		if err := p.apply(ctx, env, r.Value); err != nil {
+			return fmt.Errorf("search: %s %s offset %d: %w", r.Topic, env.Type, r.Offset, err)
+		}
+	}
+	return nil
+}
+
+func (p *Projector) sealer(ctx context.Context, tenant, keyID string) (*seal.Sealer, error) {
+	if s, ok := p.sealers[keyID]; ok {
+		return s, nil
+	}
+	dk, ok := p.dataKey[keyID]
+	if !ok || dk.GetTenant() != tenant {
+		return nil, fmt.Errorf("%w: %s", ErrKeyMissing, keyID)
+	}
+	plain, err := p.keys.UnwrapDataKey(ctx, tenant, keys.Wrapped{KEKName: dk.GetKekName(), KEKVersion: dk.GetKekVersion(), Ciphertext: dk.GetWrappedDek()})
+	if err != nil {
+		return nil, err
+	}
+	s, err := seal.New(tenant, keyID, plain)
+	if err != nil {
+		return nil, err
+	}
+	p.sealers[keyID] = s
+	return s, nil
+}
+
+func open[M proto.Message](s *seal.Sealer, sealed *verbatimv1.Sealed, m M) error {
+	if sealed == nil {
+		return nil
+	}
+	b, err := s.Open(nil, string(m.ProtoReflect().Descriptor().FullName()), sealed)
+	if err != nil {
+		return err
+	}
+	return proto.Unmarshal(b, m)
+}
+
+func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte) error {
+	version := uint64(env.OccurredAt.UnixNano())
+	switch env.Type {
+	case "verbatim.v1.CallStarted":
+		var ev verbatimv1.CallStarted
+		if err := proto.Unmarshal(val, &ev); err != nil {
+			return err
+		}
+		s, err := p.sealer(ctx, env.Tenant, ev.GetDataKeyId())
+		if err != nil {
+			return err
+		}
+		var sig verbatimv1.SignallingIdentity
+		if err := open(s, ev.GetSignalling(), &sig); err != nil {
+			return err
+		}
+		row := callRow{tenant: env.Tenant, callID: ev.GetCallId(), sipCallID: sig.GetSipCallId(),
+			source: ev.GetSource().String(), startedAt: ev.GetStartedAt().AsTime()}
+		p.started[row.callID] = row
+		if err := p.insertCall(ctx, row, version); err != nil {
+			return err
+		}
+		b, err := p.conn.PrepareBatch(ctx, "INSERT INTO `"+p.db+"`.participants (tenant, call_id, participant_id, role, uri, number, display_name, started_at, version)")
+		if err != nil {
+			return err
+		}
+		for _, pt := range ev.GetParticipants() {
+			var id verbatimv1.ParticipantIdentity
+			if err := open(s, pt.GetIdentity(), &id); err != nil {
+				return err
+			}
+			if err := b.Append(env.Tenant, ev.GetCallId(), pt.GetParticipantId(), pt.GetRole().String(), id.GetUri(), id.GetNumber(),
+				id.GetDisplayName(), row.startedAt, version); err != nil {
+				return err
+			}
+		}
+		return b.Send()
+	case "verbatim.v1.CallEnded":
+		var ev verbatimv1.CallEnded
+		if err := proto.Unmarshal(val, &ev); err != nil {
+			return err
+		}
+		row, ok := p.started[ev.GetCallId()]
+		if !ok {
+			var err error
+			if row, err = p.loadCall(ctx, env.Tenant, ev.GetCallId()); err != nil {
+				return err
+			}
+		}
+		delete(p.started, ev.GetCallId())
+		row.endedAt = ev.GetEndedAt().AsTime()
+		row.durationMS = uint64(ev.GetDuration().AsDuration().Milliseconds())
+		row.endReason = ev.GetReason().String()
+		return p.insertCall(ctx, row, version)
+	}
+	return nil
+}
+
+func (p *Projector) insertCall(ctx context.Context, r callRow, version uint64) error {
+	b, err := p.conn.PrepareBatch(ctx, "INSERT INTO `"+p.db+"`.calls (tenant, call_id, sip_call_id, started_at, ended_at, duration_ms, end_reason, source, version)")
+	if err != nil {
+		return err
+	}
+	if err := b.Append(r.tenant, r.callID, r.sipCallID, r.startedAt, r.endedAt, r.durationMS, r.endReason, r.source, version); err != nil {
+		return err
+	}
+	return b.Send()
+}
+
+// loadCall reads a call's current row, for a CallEnded whose CallStarted
+// was projected before a restart.
+func (p *Projector) loadCall(ctx context.Context, tenant, callID string) (callRow, error) {
+	r := callRow{tenant: tenant, callID: callID}
+	err := p.conn.QueryRow(ctx, "SELECT sip_call_id, source, started_at FROM `"+p.db+"`.calls FINAL WHERE tenant = ? AND call_id = ?",
+		tenant, callID).Scan(&r.sipCallID, &r.source, &r.startedAt)
+	if err != nil {
+		return r, fmt.Errorf("call %s ended before it started: %w", callID, err)
+	}
+	return r, nil
+}

@@ -1,0 +1,165 @@
+package search_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/verbatimrec/verbatim/internal/keys"
+	"github.com/verbatimrec/verbatim/internal/seal"
+	"github.com/verbatimrec/verbatim/internal/stacktest"
+	"github.com/verbatimrec/verbatim/projections/search"
+	"github.com/verbatimrec/verbatim/schemas"
+	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
+)
+
+func openDB(t *testing.T) (driver.Conn, string) {
+	t.Helper()
+	ctx := context.Background()
+	conn, db, err := search.Open(ctx, search.Config{
+		Addr:     stacktest.Env(t, "VERBATIM_CLICKHOUSE_ADDR"),
+		User:     os.Getenv("VERBATIM_CLICKHOUSE_USER"),
+		Password: os.Getenv("VERBATIM_CLICKHOUSE_PASSWORD"),
+		Database: fmt.Sprintf("verbatim_test_%d", time.Now().UnixNano()),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS `"+db+"`")
+		conn.Close()
+	})
+	if _, err := search.Migrate(ctx, conn, db); err != nil {
+		t.Fatal(err)
+	}
+	return conn, db
+}
+
+// callRecords builds the keys and calls records ingest would produce for
+// one call.
+func callRecords(t *testing.T, km keys.Manager, tenant, callID, sipCallID, caller, callee string, start time.Time, dur time.Duration) []*kgo.Record {
+	t.Helper()
+	ctx := context.Background()
+	dk, err := km.GenerateDataKey(ctx, tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyID := "dk-" + callID
+	s, err := seal.New(tenant, keyID, dk.Plaintext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealMsg := func(m proto.Message) *verbatimv1.Sealed {
+		b, _ := proto.Marshal(m)
+		sl, err := s.Seal(nil, string(m.ProtoReflect().Descriptor().FullName()), b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sl
+	}
+	rec := func(topic, key string, at time.Time, m proto.Message) *kgo.Record {
+		r, err := schemas.NewRecord(topic, []byte(key), schemas.Envelope{ID: callID + topic + at.String(), Tenant: tenant, CallID: callID, OccurredAt: at}, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	party := func(id, uri, number string, role verbatimv1.ParticipantRole) *verbatimv1.Participant {
+		return &verbatimv1.Participant{ParticipantId: id, Role: role, Identity: sealMsg(&verbatimv1.ParticipantIdentity{Uri: uri, Number: number})}
+	}
+	return []*kgo.Record{
+		rec(schemas.TopicCalls, callID, start, &verbatimv1.CallStarted{CallId: callID, StartedAt: timestamppb.New(start), DataKeyId: keyID,
+			Signalling: sealMsg(&verbatimv1.SignallingIdentity{SipCallId: sipCallID}),
+			Participants: []*verbatimv1.Participant{
+				party("caller", "sip:"+caller+"@example.com", caller, verbatimv1.ParticipantRole_PARTICIPANT_ROLE_CALLER),
+				party("callee", "sip:"+callee+"@example.com", callee, verbatimv1.ParticipantRole_PARTICIPANT_ROLE_CALLEE),
+			}}),
+		// The key arrives after the call event in this batch, as it may
+		// from another partition.
+		rec(schemas.TopicKeys, keyID, start, &verbatimv1.DataKey{KeyId: keyID, Tenant: tenant, WrappedDek: dk.Wrapped.Ciphertext,
+			KekName: dk.Wrapped.KEKName, KekVersion: dk.Wrapped.KEKVersion}),
+		rec(schemas.TopicCalls, callID, start.Add(dur), &verbatimv1.CallEnded{CallId: callID, EndedAt: timestamppb.New(start.Add(dur)),
+			Reason: verbatimv1.EndReason_END_REASON_BYE, Duration: durationpb.New(dur)}),
+	}
+}
+
+func TestProjectAndSearch(t *testing.T) {
+	conn, db := openDB(t)
+	ctx := context.Background()
+	km, err := keys.OpenKeyring(filepath.Join(t.TempDir(), "keyring.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2016, 11, 26, 10, 0, 0, 0, time.UTC)
+	var recs []*kgo.Record
+	recs = append(recs, callRecords(t, km, "demo", "c1", "1-1966@10.0.2.20", "1001", "2002", t0, 8480*time.Millisecond)...)
+	recs = append(recs, callRecords(t, km, "demo", "c2", "1-1968@10.0.2.20", "1001", "3003", t0.Add(time.Hour), 5*time.Second)...)
+	recs = append(recs, callRecords(t, km, "acme", "c3", "other@acme", "1001", "4004", t0, time.Second)...)
+
+	// Apply, then replay everything through a fresh projector (a restart
+	// from the beginning): no query result may change.
+	for range 2 {
+		if err := search.NewProjector(conn, db, km).Apply(ctx, recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(q search.Query) []search.Result {
+		t.Helper()
+		rs, err := search.Search(ctx, conn, db, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs
+	}
+	all := run(search.Query{Tenant: "demo"})
+	if len(all) != 2 {
+		t.Fatalf("tenant demo: %d calls after a replay, want 2", len(all))
+	}
+	c1 := all[0]
+	if c1.CallID != "c1" || c1.SIPCallID != "1-1966@10.0.2.20" || !c1.StartedAt.Equal(t0) || c1.Duration != 8480*time.Millisecond ||
+		c1.EndReason != "END_REASON_BYE" || len(c1.Parties) != 2 || c1.Parties[0].URI != "sip:2002@example.com" {
+		t.Fatalf("c1 = %+v", c1)
+	}
+	if rs := run(search.Query{Tenant: "demo", Party: "3003"}); len(rs) != 1 || rs[0].CallID != "c2" {
+		t.Fatalf("by number: %+v", rs)
+	}
+	if rs := run(search.Query{Tenant: "demo", Party: "sip:1001@example.com"}); len(rs) != 2 {
+		t.Fatalf("by URI: %d results", len(rs))
+	}
+	if rs := run(search.Query{Tenant: "demo", CallID: "1-1968@10.0.2.20"}); len(rs) != 1 || rs[0].CallID != "c2" {
+		t.Fatalf("by SIP Call-ID: %+v", rs)
+	}
+	if rs := run(search.Query{Tenant: "demo", From: t0.Add(time.Minute), To: t0.Add(2 * time.Hour)}); len(rs) != 1 || rs[0].CallID != "c2" {
+		t.Fatalf("by time: %+v", rs)
+	}
+	// Tenant isolation: acme's call is invisible to demo and the reverse.
+	if rs := run(search.Query{Tenant: "demo", Party: "4004"}); len(rs) != 0 {
+		t.Fatalf("demo sees acme's call: %+v", rs)
+	}
+	if rs := run(search.Query{Tenant: "acme"}); len(rs) != 1 || rs[0].CallID != "c3" {
+		t.Fatalf("acme: %+v", rs)
+	}
+	if _, err := search.Search(ctx, conn, db, search.Query{}); err == nil {
+		t.Fatal("search without a tenant accepted")
+	}
+}
+
+func TestProjectorMissingKey(t *testing.T) {
+	conn, db := openDB(t)
+	km, _ := keys.OpenKeyring(filepath.Join(t.TempDir(), "keyring.json"))
+	recs := callRecords(t, km, "demo", "c1", "x", "1", "2", time.Now(), time.Second)
+	err := search.NewProjector(conn, db, km).Apply(context.Background(), []*kgo.Record{recs[0]}) // no key record
+	if !errors.Is(err, search.ErrKeyMissing) {
+		t.Fatalf("got %v, want ErrKeyMissing", err)
+	}
+}
