@@ -17,14 +17,17 @@ import (
 	"github.com/verbatimrec/verbatim/internal/keys"
 )
 
-// keyFlags selects the key manager: Vault Transit when an address is given,
-// else the local keyring of the embedded default.
+// keyFlags selects the key manager: the local keyring when --keyring is
+// given, else Vault Transit when an address is configured, else the
+// embedded default's keyring.
 type keyFlags struct {
+	fs                             *flag.FlagSet
 	vaultAddr, vaultToken, keyring *string
 }
 
 func addKeyFlags(fs *flag.FlagSet) keyFlags {
 	return keyFlags{
+		fs:         fs,
 		vaultAddr:  fs.String("vault-addr", os.Getenv("VERBATIM_VAULT_ADDR"), "Vault address for Transit keys (env VERBATIM_VAULT_ADDR); empty: use --keyring"),
 		vaultToken: fs.String("vault-token", "", "Vault token (default env VERBATIM_VAULT_TOKEN; prefer the environment)"),
 		keyring:    fs.String("keyring", filepath.Join(envOr("VERBATIM_DATA", ".verbatim"), "keyring.json"), "local keyring file, when no Vault is configured"),
@@ -32,7 +35,9 @@ func addKeyFlags(fs *flag.FlagSet) keyFlags {
 }
 
 func (k keyFlags) manager() (keys.Manager, error) {
-	if *k.vaultAddr != "" {
+	explicitKeyring := false
+	k.fs.Visit(func(f *flag.Flag) { explicitKeyring = explicitKeyring || f.Name == "keyring" })
+	if *k.vaultAddr != "" && !explicitKeyring {
 		tok := *k.vaultToken
 		if tok == "" {
 			tok = os.Getenv("VERBATIM_VAULT_TOKEN")

@@ -28,6 +28,8 @@ Commands:
   dev       run the embedded default: Kafka broker, object store and keyring
             in one process (ClickHouse optional); --check runs a self-check
   ingest    ingest pcap FILE...: record the SIP/RTP calls in captures
+  project   project search: build the ClickHouse search tables from the topics
+  search    find calls by time, party (number or SIP URI) or call id
   topics    list the v1 topic catalogue, or create the topics (--create)
   version   print the version
 
@@ -55,6 +57,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDev(ctx, args[1:], stdout, stderr)
 	case "ingest":
 		return runIngest(ctx, args[1:], stdout, stderr)
+	case "project":
+		return runProject(ctx, args[1:], stdout, stderr)
+	case "search":
+		return runSearch(ctx, args[1:], stdout, stderr)
 	case "topics":
 		return runTopics(ctx, args[1:], stdout, stderr)
 	case "version":

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/projections/search"
+)
+
+type chFlags struct{ addr, db *string }
+
+func addClickHouseFlags(fs *flag.FlagSet) chFlags {
+	return chFlags{
+		addr: fs.String("clickhouse", envOr("VERBATIM_CLICKHOUSE_ADDR", "127.0.0.1:19000"), "ClickHouse native address (env VERBATIM_CLICKHOUSE_ADDR; user and password from VERBATIM_CLICKHOUSE_USER/_PASSWORD)"),
+		db:   fs.String("database", envOr("VERBATIM_CLICKHOUSE_DB", "verbatim"), "ClickHouse database of the search projection"),
+	}
+}
+
+func (c chFlags) open(ctx context.Context) (driver.Conn, string, error) {
+	return search.Open(ctx, search.Config{Addr: *c.addr, Database: *c.db,
+		User: os.Getenv("VERBATIM_CLICKHOUSE_USER"), Password: os.Getenv("VERBATIM_CLICKHOUSE_PASSWORD")})
+}
+
+func runProject(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "search" {
+		return errors.New("usage: verbatim project search [flags]")
+	}
+	fs := flag.NewFlagSet("project search", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	brokers := fs.String("brokers", envOr("VERBATIM_KAFKA_BROKERS", "127.0.0.1:19092"), "Kafka seed brokers (env VERBATIM_KAFKA_BROKERS)")
+	group := fs.String("group", "verbatim-project-search", "consumer group")
+	idle := fs.Duration("exit-when-idle", 0, "exit once no record has arrived for this long (0: run until stopped)")
+	ch := addClickHouseFlags(fs)
+	kf := addKeyFlags(fs)
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	km, err := kf.manager()
+	if err != nil {
+		return err
+	}
+	conn, db, err := ch.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := search.Migrate(ctx, conn, db); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(*brokers, ","), ClientID: "verbatim-project-search", Logger: log},
+		kgo.ConsumerGroup(*group), kgo.ConsumeTopics(search.Topics()...), kgo.DisableAutoCommit(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	n, err := search.Run(ctx, search.RunConfig{Client: cl, Projector: search.NewProjector(conn, db, km), IdleExit: *idle, Logger: log})
+	fmt.Fprintf(stdout, "projected %d records into ClickHouse %s, database %s\n", n, *ch.addr, db)
+	return err
+}
+
+func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("search", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	tenant := fs.String("tenant", envOr("VERBATIM_TENANT", "demo"), "tenant to search")
+	from := fs.String("from", "", "calls started at or after this time (RFC 3339)")
+	to := fs.String("to", "", "calls started before this time (RFC 3339)")
+	party := fs.String("party", "", "phone number or SIP URI of any participant")
+	callID := fs.String("call-id", "", "Verbatim call id or SIP Call-ID")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	limit := fs.Int("limit", 100, "at most this many calls")
+	ch := addClickHouseFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	q := search.Query{Tenant: *tenant, Party: *party, CallID: *callID, Limit: *limit}
+	for _, tv := range []struct {
+		s   string
+		dst *time.Time
+	}{{*from, &q.From}, {*to, &q.To}} {
+		if tv.s == "" {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339, tv.s)
+		if err != nil {
+			return fmt.Errorf("search: bad time %q: want RFC 3339, e.g. 2016-11-26T10:00:00Z", tv.s)
+		}
+		*tv.dst = t
+	}
+	conn, db, err := ch.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rs, err := search.Search(ctx, conn, db, q)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if rs == nil {
+			rs = []search.Result{}
+		}
+		return enc.Encode(rs)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STARTED (UTC)\tDURATION\tENDED BY\tFROM\tTO\tSIP CALL-ID\tCALL")
+	for _, r := range rs {
+		var fromP, toP string
+		for _, p := range r.Parties {
+			switch p.ID {
+			case "caller":
+				fromP = p.URI
+			case "callee":
+				toP = p.URI
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.StartedAt.UTC().Format("2006-01-02 15:04:05"), r.Duration.Round(time.Millisecond),
+			strings.ToLower(strings.TrimPrefix(r.EndReason, "END_REASON_")), fromP, toP, r.SIPCallID, r.CallID)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%d calls\n", len(rs))
+	return nil
+}
