@@ -10,9 +10,9 @@ all: build
 build:
 	$(GO) build -o bin/verbatim ./cmd/verbatim
 
-## demo: run the embedded default end to end (no external service)
-demo: build
-	./bin/verbatim dev --check --data .verbatim/demo --kafka-port 0
+## demo: the embedded default end to end on the sample captures (starts ClickHouse for search)
+demo:
+	deploy/local/demo.sh
 
 ## test: start the local stack, run unit + integration tests (-race), schema and compose checks
 test:

@@ -6,6 +6,7 @@
 package sipdialog
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -112,6 +113,8 @@ type Stats struct {
 	Messages  uint64
 	Malformed uint64
 	Ignored   uint64 // REGISTER, OPTIONS and others outside INVITE dialogs
+	// KeepAlives counts CRLF keep-alives (RFC 5626), which are not messages.
+	KeepAlives uint64
 }
 
 // ErrMalformed wraps every parse failure Handle reports.
@@ -150,6 +153,10 @@ func (t *Tracker) Calls() []*Call {
 
 // Handle processes one SIP message seen at time at from src.
 func (t *Tracker) Handle(at time.Time, src netip.AddrPort, payload []byte) error {
+	if len(bytes.TrimSpace(payload)) == 0 { // RFC 5626 CRLF keep-alive
+		t.stats.KeepAlives++
+		return nil
+	}
 	t.stats.Messages++
 	msg, err := sip.ParseMessage(payload)
 	if err != nil {
@@ -258,6 +265,9 @@ func (t *Tracker) response(at time.Time, src netip.AddrPort, r *sip.Response, ca
 			*responder = withMedia(*responder, media)
 			t.emit(Event{Kind: EventUpdated, At: at, Call: c})
 		}
+	case code == 401 || code == 407:
+		// An authentication challenge: the caller sends the INVITE again
+		// with credentials (a higher CSeq) in the same call.
 	default:
 		if c.State == StateOffered {
 			reason := EndRejected

@@ -124,6 +124,19 @@ func TestDeclinedAndProxiedCall(t *testing.T) {
 	}
 }
 
+// The ZRTP sample's call is challenged (401) and re-sent with credentials;
+// a CRLF keep-alive on port 5060 is not a malformed message.
+func TestAuthChallengeAndKeepAlive(t *testing.T) {
+	tr, _ := track(t, "pcap/wireshark_Asterisk_ZFONE_XLITE.pcap")
+	c, ok := tr.Call("ZDYzOWVlNjEwM2NjZTBjNzliNmM1ZTNiOGZjNWFhN2E.")
+	if !ok || c.EndReason != sipdialog.EndBye || c.AnsweredAt.IsZero() {
+		t.Fatalf("ZRTP call: %+v, want answered after the 401 and ended by BYE", c)
+	}
+	if st := tr.Stats(); st.Malformed != 0 || st.KeepAlives == 0 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
 func TestMalformedMessage(t *testing.T) {
 	tr := sipdialog.NewTracker(func(sipdialog.Event) {})
 	src := netip.MustParseAddrPort("192.0.2.1:5060")
