@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -121,6 +122,9 @@ type pcapIngest struct {
 	report  Report
 	err     error
 	pending []sipdialog.Event
+
+	produceMu  sync.Mutex
+	produceErr error // first failed delivery
 }
 
 // Pcap ingests one pcap or pcapng capture: SIP dialogs become call events,
@@ -175,9 +179,16 @@ func Pcap(ctx context.Context, cfg Config, r io.Reader) (Report, error) {
 		}
 	}
 	in.drain()
-	if in.err == nil {
-		in.err = cfg.Producer.Flush(ctx)
+	if err := cfg.Producer.Flush(ctx); err != nil && in.err == nil {
+		in.err = fmt.Errorf("ingest: flush: %w", err)
 	}
+	// Flush returns once every record has succeeded or failed; a failed
+	// one means the capture was not fully recorded.
+	in.produceMu.Lock()
+	if in.err == nil {
+		in.err = in.produceErr
+	}
+	in.produceMu.Unlock()
 	in.report.Pcap, in.report.SIP, in.report.Calls, in.report.Elapsed = rd.Stats(), in.tracker.Stats(), len(in.calls), time.Since(start)
 	if cfg.Progress != nil {
 		cfg.Progress(in.report)
@@ -286,9 +297,14 @@ func (in *pcapIngest) produce(topic, key string, c *call, kind string, at time.T
 		return
 	}
 	in.cfg.Producer.Produce(in.ctx, rec, func(_ *kgo.Record, err error) {
-		if err != nil && in.err == nil {
-			in.err = fmt.Errorf("ingest: produce to %s: %w", topic, err)
+		if err == nil {
+			return
 		}
+		in.produceMu.Lock() // promises run on the client's goroutines
+		if in.produceErr == nil {
+			in.produceErr = fmt.Errorf("ingest: produce to %s: %w", topic, err)
+		}
+		in.produceMu.Unlock()
 	})
 }
 

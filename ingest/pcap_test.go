@@ -3,10 +3,12 @@ package ingest_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -196,5 +198,44 @@ func TestPcapTruncatedAndCorrupt(t *testing.T) {
 	// The second call is still recorded.
 	if len(out.started) != 1 || len(out.ended) != 1 {
 		t.Fatalf("started %d ended %d, want the second call", len(out.started), len(out.ended))
+	}
+}
+
+// failingProducer fails every record, as a client does when Kafka is
+// unreachable past its delivery timeout.
+type failingProducer struct {
+	n  int
+	wg sync.WaitGroup
+}
+
+func (f *failingProducer) Produce(_ context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
+	f.n++
+	f.wg.Add(1)
+	go func() { // promises run on other goroutines, as kgo's do
+		defer f.wg.Done()
+		promise(r, errors.New("unable to dial: connection refused"))
+	}()
+}
+
+// Flush waits for every promise and reports no error, as kgo's Flush does
+// when records fail.
+func (f *failingProducer) Flush(context.Context) error {
+	f.wg.Wait()
+	return nil
+}
+
+func TestPcapDeliveryFailureIsAnError(t *testing.T) {
+	data, err := os.ReadFile(stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := keys.OpenKeyring(filepath.Join(t.TempDir(), "keyring.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &failingProducer{}
+	_, err = ingest.Pcap(context.Background(), ingest.Config{Tenant: "demo", Keys: kr, Producer: p}, bytes.NewReader(data))
+	if err == nil || !strings.Contains(err.Error(), "connection refused") || p.n == 0 {
+		t.Fatalf("undelivered records: err %v after %d records, want a delivery error", err, p.n)
 	}
 }

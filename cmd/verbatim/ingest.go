@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/verbatimrec/verbatim/ingest"
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/internal/keys"
@@ -56,6 +58,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	brokers := fs.String("brokers", envOr("VERBATIM_KAFKA_BROKERS", "127.0.0.1:19092"), "Kafka seed brokers (env VERBATIM_KAFKA_BROKERS); the default is `verbatim dev`'s")
 	tenant := fs.String("tenant", envOr("VERBATIM_TENANT", "demo"), "tenant that owns the recordings")
 	timeout := fs.Duration("rtp-timeout", 30*time.Second, "end a call without BYE after this long without SIP or RTP")
+	deliver := fs.Duration("kafka-timeout", 2*time.Minute, "fail when Kafka has not accepted a record within this long")
 	kf := addKeyFlags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -68,7 +71,8 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(*brokers, ","), ClientID: "verbatim-ingest", Logger: log})
+	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(*brokers, ","), ClientID: "verbatim-ingest", Logger: log},
+		kgo.RecordDeliveryTimeout(*deliver))
 	if err != nil {
 		return err
 	}
