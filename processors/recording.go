@@ -30,10 +30,7 @@ type streamRec struct {
 	meta    *verbatimv1.Stream
 	channel int // 0 left (caller), 1 right (callee)
 	track   *assemble.Track
-	ssrc    uint32
 	started bool
-	// extended sequence numbers come with the batch; per packet they
-	// advance from FirstSequence in arrival order within the batch.
 }
 
 // callRecording builds one call's stereo WAV as its events arrive. Samples
@@ -44,7 +41,6 @@ type callRecording struct {
 	tenant, callID string
 	opener         *seal.Sealer
 	streams        map[string]*streamRec
-	t0             time.Time
 	mixer          *wav.Mixer
 	spool          *os.File
 	spoolKey       []byte
@@ -114,8 +110,7 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 	}
 	first := time.Unix(0, pb.GetFirstArrivalUnixNano())
 	if r.mixer == nil {
-		r.t0 = first
-		r.mixer = wav.NewMixer(writerFunc(r.writePCM), sampleRate, r.t0, 0)
+		r.mixer = wav.NewMixer(writerFunc(r.writePCM), sampleRate, first, 0)
 	}
 	if s.track == nil {
 		pt, dec, ok := decoderFor(s.meta)
@@ -123,7 +118,6 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 			return fmt.Errorf("processors: call %s stream %s: no supported codec (G.711 only in this version)", r.callID, s.meta.GetStreamId())
 		}
 		ch := s.channel
-		s.ssrc = pb.GetSsrc()
 		s.track = assemble.New(assemble.Config{StreamID: s.meta.GetStreamId(), SSRC: pb.GetSsrc(), PayloadType: pt, Decode: dec,
 			Out: func(samples []int16) { r.fail(r.mixer.Write(ch, samples)) }})
 	}
