@@ -110,6 +110,10 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 	}
 	first := time.Unix(0, pb.GetFirstArrivalUnixNano())
 	if r.mixer == nil {
+		// The timeline starts at the first batch seen. A stream whose
+		// first batch is produced later but began earlier (batches close
+		// after about a second) starts at 0 and may be early by up to one
+		// batch; CallUpdated will carry first-media times to fix this.
 		r.mixer = wav.NewMixer(writerFunc(r.writePCM), sampleRate, first, 0)
 	}
 	if s.track == nil {
