@@ -3,7 +3,7 @@
 GO ?= go
 STACK := deploy/local/stack.sh
 
-.PHONY: all build demo test up status down env schemas schemas-check schemas-baseline fmt vet clean clean-stack
+.PHONY: all build demo test fuzz up status down env schemas schemas-check schemas-baseline fmt vet clean clean-stack
 
 all: build
 
@@ -17,6 +17,10 @@ demo:
 ## test: start the local stack, run unit + integration tests (-race), schema and compose checks
 test:
 	deploy/local/test.sh
+
+## fuzz: every fuzz target for FUZZTIME each (default 60s), e.g. make fuzz FUZZTIME=10m
+fuzz:
+	deploy/local/fuzz.sh
 
 ## up / status / down: the local stack (see deploy/README.md)
 up:

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# `make fuzz`: run every go test -fuzz target for FUZZTIME each (default 60s).
+# Targets are found by name (func FuzzXxx in *_test.go), so new ones join
+# automatically. Crashers are written by Go under the package's testdata/fuzz.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+fuzztime=${FUZZTIME:-60s}
+fail=0
+while IFS=: read -r file fn; do
+	pkg=./$(dirname "$file")
+	echo "==> $pkg $fn ($fuzztime)"
+	go test -run '^$' -fuzz "^${fn}\$" -fuzztime "$fuzztime" "$pkg" || fail=1
+done < <(grep -rHoE '^func Fuzz[A-Za-z0-9_]+' --include='*_test.go' . | sed -E 's/:func /:/' | sed 's|^\./||')
+exit $fail
