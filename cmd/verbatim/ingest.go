@@ -6,16 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/verbatimrec/verbatim/ingest"
-	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/internal/keys"
 )
 
@@ -55,7 +52,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fs := flag.NewFlagSet("ingest pcap", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	brokers := fs.String("brokers", envOr("VERBATIM_KAFKA_BROKERS", "127.0.0.1:19092"), "Kafka seed brokers (env VERBATIM_KAFKA_BROKERS); the default is `verbatim dev`'s")
+	kafka := addKafkaFlags(fs)
 	tenant := fs.String("tenant", envOr("VERBATIM_TENANT", "demo"), "tenant that owns the recordings")
 	timeout := fs.Duration("rtp-timeout", 30*time.Second, "end a call without BYE after this long without SIP or RTP")
 	deliver := fs.Duration("kafka-timeout", 2*time.Minute, "fail when Kafka has not accepted a record within this long")
@@ -70,9 +67,8 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(*brokers, ","), ClientID: "verbatim-ingest", Logger: log},
-		kgo.RecordDeliveryTimeout(*deliver))
+	log := warnLogger(stderr)
+	cl, err := kafka.client("verbatim-ingest", stderr, kgo.RecordDeliveryTimeout(*deliver))
 	if err != nil {
 		return err
 	}

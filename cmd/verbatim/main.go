@@ -147,14 +147,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("topics", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	brokers := fs.String("brokers", envOr("VERBATIM_KAFKA_BROKERS", "127.0.0.1:19092"), "Kafka seed brokers, comma separated (env VERBATIM_KAFKA_BROKERS)")
+	kafka := addKafkaFlags(fs)
 	create := fs.Bool("create", false, "create missing topics on the brokers")
 	rf := fs.Int("replication-factor", 1, "replication factor for created topics (3 in production)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *create {
-		cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(*brokers, ","), ClientID: "verbatim-topics"})
+		cl, err := kafka.client("verbatim-topics", stderr)
 		if err != nil {
 			return err
 		}
@@ -162,7 +162,7 @@ func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err := kafkaclient.EnsureTopics(ctx, cl, schemas.Topics(), int16(*rf)); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "topics present on %s\n", *brokers)
+		fmt.Fprintf(stdout, "topics present on %s\n", *kafka.brokers)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TOPIC\tKEY\tPARTITIONS\tCLEANUP\tRETENTION\tVALUE")

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -16,7 +15,6 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/projections/search"
 )
 
@@ -40,7 +38,7 @@ func runProject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	fs := flag.NewFlagSet("project search", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	brokers := fs.String("brokers", envOr("VERBATIM_KAFKA_BROKERS", "127.0.0.1:19092"), "Kafka seed brokers (env VERBATIM_KAFKA_BROKERS)")
+	kafka := addKafkaFlags(fs)
 	group := fs.String("group", "verbatim-project-search", "consumer group")
 	idle := fs.Duration("exit-when-idle", 0, "exit once no record has arrived for this long (0: run until stopped)")
 	ch := addClickHouseFlags(fs)
@@ -60,9 +58,8 @@ func runProject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if _, err := search.Migrate(ctx, conn, db); err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(*brokers, ","), ClientID: "verbatim-project-search", Logger: log},
-		kgo.ConsumerGroup(*group), kgo.ConsumeTopics(search.Topics()...), kgo.DisableAutoCommit(),
+	log := warnLogger(stderr)
+	cl, err := kafka.client("verbatim-project-search", stderr, kgo.ConsumerGroup(*group), kgo.ConsumeTopics(search.Topics()...), kgo.DisableAutoCommit(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		return err

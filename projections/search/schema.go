@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -152,17 +153,4 @@ func Migrate(ctx context.Context, conn driver.Conn, db string) (applied int, err
 	return applied, nil
 }
 
-func replaceDB(s, db string) string {
-	out := make([]byte, 0, len(s)+len(db))
-	for i := 0; i < len(s); i++ {
-		if i+4 <= len(s) && s[i:i+4] == "{db}" {
-			out = append(out, '`')
-			out = append(out, db...)
-			out = append(out, '`')
-			i += 3
-			continue
-		}
-		out = append(out, s[i])
-	}
-	return string(out)
-}
+func replaceDB(s, db string) string { return strings.ReplaceAll(s, "{db}", "`"+db+"`") }

@@ -1,0 +1,31 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+)
+
+// kafkaFlags is the --brokers flag every Kafka-facing command shares; the
+// default is `verbatim dev`'s embedded broker.
+type kafkaFlags struct{ brokers *string }
+
+func addKafkaFlags(fs *flag.FlagSet) kafkaFlags {
+	return kafkaFlags{brokers: fs.String("brokers", envOr("VERBATIM_KAFKA_BROKERS", "127.0.0.1:19092"),
+		"Kafka seed brokers, comma separated (env VERBATIM_KAFKA_BROKERS); the default is `verbatim dev`'s")}
+}
+
+// client returns a client for the role clientID, logging warnings to stderr.
+func (k kafkaFlags) client(clientID string, stderr io.Writer, opts ...kgo.Opt) (*kgo.Client, error) {
+	return kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(*k.brokers, ","), ClientID: clientID, Logger: warnLogger(stderr)}, opts...)
+}
+
+// warnLogger logs warnings and errors as text to w.
+func warnLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
