@@ -173,11 +173,7 @@ func Pcap(ctx context.Context, cfg Config, r io.Reader) (Report, error) {
 	}
 	// The capture is over: no more packets can come, so every open call
 	// has timed out at its last activity.
-	for _, c := range in.tracker.Calls() {
-		if c.State != sipdialog.StateEnded {
-			in.tracker.End(c, c.LastActivity, sipdialog.EndTimeout)
-		}
-	}
+	in.tracker.EachOpen(func(c *sipdialog.Call) { in.tracker.End(c, c.LastActivity, sipdialog.EndTimeout) })
 	in.drain()
 	if err := cfg.Producer.Flush(ctx); err != nil && in.err == nil {
 		in.err = fmt.Errorf("ingest: flush: %w", err)
@@ -189,7 +185,7 @@ func Pcap(ctx context.Context, cfg Config, r io.Reader) (Report, error) {
 		in.err = in.produceErr
 	}
 	in.produceMu.Unlock()
-	in.report.Pcap, in.report.SIP, in.report.Calls, in.report.Elapsed = rd.Stats(), in.tracker.Stats(), len(in.calls), time.Since(start)
+	in.report.Pcap, in.report.SIP, in.report.Elapsed = rd.Stats(), in.tracker.Stats(), time.Since(start)
 	if cfg.Progress != nil {
 		cfg.Progress(in.report)
 	}
@@ -244,13 +240,25 @@ func (in *pcapIngest) packet(p *pcapread.Packet) {
 	}
 }
 
+// forgetAfter is how long an ended call is remembered, so that late
+// retransmissions of its messages are not taken for a new call.
+const forgetAfter = 64 * time.Second
+
 func (in *pcapIngest) expire(now time.Time) {
-	for _, c := range in.tracker.Calls() {
+	in.tracker.EachOpen(func(c *sipdialog.Call) {
 		if c.State == sipdialog.StateEstablished && now.Sub(c.LastActivity) > in.cfg.RTPTimeout {
 			in.tracker.End(c, c.LastActivity, sipdialog.EndTimeout)
 		}
-	}
+	})
 	in.drain()
+	// Memory holds open calls only: drop what ended long enough ago.
+	if in.tracker.Forget(now.Add(-forgetAfter)) > 0 {
+		for id, c := range in.calls {
+			if _, ok := in.tracker.Call(id); !ok && c.ended {
+				delete(in.calls, id)
+			}
+		}
+	}
 }
 
 // drain turns the tracker's events into records.
@@ -336,6 +344,7 @@ func (in *pcapIngest) started(e sipdialog.Event) {
 		return
 	}
 	in.calls[d.CallID] = c
+	in.report.Calls++
 	in.produce(schemas.TopicKeys, keyID, c, "key", e.At, &verbatimv1.DataKey{
 		KeyId: keyID, Tenant: in.cfg.Tenant, WrappedDek: dk.Wrapped.Ciphertext, KekName: dk.Wrapped.KEKName,
 		KekVersion: dk.Wrapped.KEKVersion, KeyManager: in.cfg.Keys.Kind(), CreatedAt: timestamppb.New(e.At),

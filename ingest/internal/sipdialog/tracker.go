@@ -142,6 +142,31 @@ func (t *Tracker) Call(callID string) (*Call, bool) {
 	return c, ok
 }
 
+// Forget drops the calls that ended before the given time and returns how
+// many it dropped. A long capture or a live interface calls it
+// periodically, so memory holds open calls only. Keep ended calls for a
+// while first (64 s, twice SIP's transaction timeout, is plenty): until
+// then their retransmissions are recognised instead of starting new calls.
+func (t *Tracker) Forget(before time.Time) int {
+	n := 0
+	for id, c := range t.calls {
+		if c.State == StateEnded && c.EndedAt.Before(before) {
+			delete(t.calls, id)
+			n++
+		}
+	}
+	return n
+}
+
+// EachOpen calls fn for every call not yet ended, without allocating.
+func (t *Tracker) EachOpen(fn func(*Call)) {
+	for _, c := range t.calls {
+		if c.State != StateEnded {
+			fn(c)
+		}
+	}
+}
+
 // Calls returns every tracked call, in no particular order.
 func (t *Tracker) Calls() []*Call {
 	out := make([]*Call, 0, len(t.calls))

@@ -92,6 +92,32 @@ func TestG711Dialogs(t *testing.T) {
 			t.Fatalf("events %v, want %v", kinds, want)
 		}
 	}
+	// Forgetting drops only calls that ended before the cut-off; a late
+	// BYE for a forgotten call is ignored, not taken for a new call.
+	if n := tr.Forget(c.EndedAt); n != 0 {
+		t.Fatalf("Forget at the end time dropped %d calls", n)
+	}
+	if n := tr.Forget(c.EndedAt.Add(time.Nanosecond)); n != 1 {
+		t.Fatalf("Forget dropped %d calls, want 1", n)
+	}
+	if _, ok := tr.Call("1-1966@10.0.2.20"); ok {
+		t.Fatal("forgotten call still tracked")
+	}
+	open := 0
+	tr.EachOpen(func(*sipdialog.Call) { open++ })
+	if open != 1 {
+		t.Fatalf("%d open calls, want 1", open)
+	}
+	ignored := tr.Stats().Ignored
+	bye := "BYE sip:test@10.0.2.15 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.2.20;branch=z9hG4bKx\r\nFrom: <sip:sipp@10.0.2.20>;tag=a\r\n" +
+		"To: <sip:test@10.0.2.15>;tag=b\r\nCall-ID: 1-1966@10.0.2.20\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+	if err := tr.Handle(c.EndedAt.Add(time.Second), netip.MustParseAddrPort("10.0.2.20:5060"), []byte(bye)); err != nil {
+		t.Fatal(err)
+	}
+	if tr.Stats().Ignored != ignored+1 || len(tr.Calls()) != 1 {
+		t.Fatalf("late BYE: ignored %d -> %d, calls %d", ignored, tr.Stats().Ignored, len(tr.Calls()))
+	}
+
 	// Closing the capture ends the open call.
 	tr.End(c2, c2.LastActivity, sipdialog.EndCaptureEnded)
 	if c2.State != sipdialog.StateEnded || c2.EndReason != sipdialog.EndCaptureEnded {
