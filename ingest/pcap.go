@@ -2,8 +2,6 @@ package ingest
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -278,25 +276,9 @@ func (in *pcapIngest) drain() {
 	in.pending = in.pending[:0]
 }
 
-// deterministicID derives a UUID-shaped id from its parts, so ingesting the
-// same capture twice yields the same call and event ids and downstream
-// deduplication works.
-func deterministicID(parts ...string) string {
-	h := sha256.New()
-	for _, p := range parts {
-		h.Write([]byte(p))
-		h.Write([]byte{0})
-	}
-	b := h.Sum(nil)[:16]
-	b[6] = b[6]&0x0f | 0x50
-	b[8] = b[8]&0x3f | 0x80
-	s := hex.EncodeToString(b)
-	return s[0:8] + "-" + s[8:12] + "-" + s[12:16] + "-" + s[16:20] + "-" + s[20:]
-}
-
 func (in *pcapIngest) produce(topic, key string, c *call, kind string, at time.Time, m proto.Message) {
 	env := schemas.Envelope{
-		ID:     deterministicID(c.id, kind, at.UTC().Format(time.RFC3339Nano)),
+		ID:     schemas.DerivedID(c.id, kind, at.UTC().Format(time.RFC3339Nano)),
 		Tenant: in.cfg.Tenant, CallID: c.id, OccurredAt: at, Producer: in.cfg.Source,
 	}
 	rec, err := schemas.NewRecord(topic, []byte(key), env, m)
@@ -331,7 +313,7 @@ func (in *pcapIngest) sealMsg(c *call, m proto.Message) *verbatimv1.Sealed {
 
 func (in *pcapIngest) started(e sipdialog.Event) {
 	d := e.Call
-	c := &call{id: deterministicID(in.cfg.Tenant, d.CallID, d.InvitedAt.UTC().Format(time.RFC3339Nano)), dialog: d,
+	c := &call{id: schemas.DerivedID(in.cfg.Tenant, d.CallID, d.InvitedAt.UTC().Format(time.RFC3339Nano)), dialog: d,
 		streams: map[netip.AddrPort]*stream{}}
 	dk, err := in.cfg.Keys.GenerateDataKey(in.ctx, in.cfg.Tenant)
 	if err != nil {

@@ -114,3 +114,14 @@ func FuzzPackets(f *testing.F) {
 		}
 	})
 }
+
+func TestIDs(t *testing.T) {
+	a, b := schemas.DerivedID("demo", "1-1966@10.0.2.20"), schemas.DerivedID("demo", "1-1966@10.0.2.20")
+	if a != b || a == schemas.DerivedID("acme", "1-1966@10.0.2.20") || a == schemas.DerivedID("demo1", "-1966@10.0.2.20") {
+		t.Fatalf("DerivedID not a function of its parts: %s %s", a, b)
+	}
+	r := schemas.RandomID()
+	if r == schemas.RandomID() || len(r) != 36 || r[14] != '4' || len(a) != 36 || a[14] != '5' {
+		t.Fatalf("ids %s %s", r, a)
+	}
+}

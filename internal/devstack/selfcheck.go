@@ -28,7 +28,7 @@ import (
 // retention (and its deletion refused), then everything is read back and
 // opened. Progress goes to w. It returns the first failure.
 func (s *Stack) SelfCheck(ctx context.Context, w io.Writer, tenant string) error {
-	callID := newID()
+	callID := schemas.RandomID()
 	dk, err := s.Keys.GenerateDataKey(ctx, tenant)
 	if err != nil {
 		return err
@@ -69,7 +69,7 @@ func (s *Stack) SelfCheck(ctx context.Context, w io.Writer, tenant string) error
 		return fmt.Errorf("selfcheck: begin transaction: %w", err)
 	}
 	for _, e := range events {
-		rec, err := schemas.NewRecord(e.topic, []byte(e.key), schemas.Envelope{ID: newID(), Tenant: tenant, CallID: callID,
+		rec, err := schemas.NewRecord(e.topic, []byte(e.key), schemas.Envelope{ID: schemas.RandomID(), Tenant: tenant, CallID: callID,
 			OccurredAt: now, Producer: "verbatim-dev/selfcheck"}, e.msg)
 		if err != nil {
 			return err
@@ -180,13 +180,4 @@ func (s *Stack) SelfCheck(ctx context.Context, w io.Writer, tenant string) error
 	}
 	fmt.Fprintf(w, "  read back: unwrapped the data key, opened the caller's identity (%s) and the stored object\n", id.GetUri())
 	return nil
-}
-
-func newID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
