@@ -28,7 +28,9 @@ type RunConfig struct {
 	// (it may be on a partition not fetched yet). Default 30 s.
 	KeyWait time.Duration
 	// IdleExit, if positive, returns nil once no record has arrived for
-	// this long: for catch-up runs and demos.
+	// this long after the first one (or, on empty topics, after
+	// max(IdleExit, 30 s), which also covers a slow group join): for
+	// catch-up runs and demos.
 	IdleExit time.Duration
 	// Logger, default discard.
 	Logger *slog.Logger
@@ -49,7 +51,10 @@ func Run(ctx context.Context, cfg RunConfig) (projected int, err error) {
 	}
 	var pending []*kgo.Record
 	var waitingSince time.Time
-	lastRecord := time.Now()
+	// The idle clock starts at the first record: joining the group and the
+	// first fetch can take longer than IdleExit.
+	var lastRecord time.Time
+	started := time.Now()
 	for {
 		pctx := ctx
 		var cancel context.CancelFunc = func() {}
@@ -73,7 +78,7 @@ func Run(ctx context.Context, cfg RunConfig) (projected int, err error) {
 		recs := fs.Records()
 		if len(recs) > 0 {
 			lastRecord = time.Now()
-		} else if len(pending) == 0 && cfg.IdleExit > 0 && time.Since(lastRecord) >= cfg.IdleExit {
+		} else if len(pending) == 0 && cfg.IdleExit > 0 && idle(lastRecord, started, cfg.IdleExit) {
 			return projected, nil
 		}
 		pending = append(pending, recs...)
@@ -101,4 +106,11 @@ func Run(ctx context.Context, cfg RunConfig) (projected int, err error) {
 		cfg.Logger.Debug("projected", "records", len(pending))
 		pending, waitingSince = pending[:0], time.Time{}
 	}
+}
+
+func idle(lastRecord, started time.Time, after time.Duration) bool {
+	if lastRecord.IsZero() {
+		return time.Since(started) >= max(after, 30*time.Second)
+	}
+	return time.Since(lastRecord) >= after
 }
