@@ -100,6 +100,7 @@ type Report struct {
 
 type stream struct {
 	id      string
+	call    *call
 	batcher *rtpbatch.Batcher
 }
 
@@ -115,7 +116,7 @@ type pcapIngest struct {
 	cfg     Config
 	ctx     context.Context  //nolint:containedctx // lifetime of one Pcap call
 	calls   map[string]*call // by SIP Call-ID
-	byAddr  map[netip.AddrPort]*call
+	byAddr  map[netip.AddrPort]*stream // RTP destination -> stream, one lookup per packet
 	tracker *sipdialog.Tracker
 	report  Report
 	err     error
@@ -140,7 +141,7 @@ func Pcap(ctx context.Context, cfg Config, r io.Reader) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	in := &pcapIngest{cfg: cfg, ctx: ctx, calls: map[string]*call{}, byAddr: map[netip.AddrPort]*call{}}
+	in := &pcapIngest{cfg: cfg, ctx: ctx, calls: map[string]*call{}, byAddr: map[netip.AddrPort]*stream{}}
 	in.tracker = sipdialog.NewTracker(func(e sipdialog.Event) { in.pending = append(in.pending, e) })
 	var last time.Time
 	for in.err == nil {
@@ -219,12 +220,12 @@ func (in *pcapIngest) packet(p *pcapread.Packet) {
 		in.drain()
 		return
 	}
-	c, ok := in.byAddr[p.Dst]
-	if !ok || c.ended {
+	s, ok := in.byAddr[p.Dst]
+	if !ok || s.call.ended {
 		in.report.UnmatchedUDP++
 		return
 	}
-	s := c.streams[p.Dst]
+	c := s.call
 	done, err := s.batcher.Add(p.Time, p.Payload)
 	if err != nil {
 		in.report.BadRTP++
@@ -370,8 +371,9 @@ func (in *pcapIngest) parties(c *call) ([]*verbatimv1.Participant, []*verbatimv1
 			}
 			ss = append(ss, st)
 			if _, ok := c.streams[m.Addr]; !ok {
-				c.streams[m.Addr] = &stream{id: id, batcher: rtpbatch.New(rtpbatch.Config{CallID: c.id, StreamID: id}, c.sealer)}
-				in.byAddr[m.Addr] = c
+				st := &stream{id: id, call: c, batcher: rtpbatch.New(rtpbatch.Config{CallID: c.id, StreamID: id}, c.sealer)}
+				c.streams[m.Addr] = st
+				in.byAddr[m.Addr] = st
 			}
 		}
 	}
@@ -413,7 +415,7 @@ func (in *pcapIngest) ended(e sipdialog.Event) {
 		if pb != nil {
 			in.batch(c, pb)
 		}
-		if in.byAddr[addr] == c { // a later call may reuse the address
+		if in.byAddr[addr] == s { // a later call may reuse the address
 			delete(in.byAddr, addr)
 		}
 	}
