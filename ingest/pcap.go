@@ -114,8 +114,8 @@ type call struct {
 
 type pcapIngest struct {
 	cfg     Config
-	ctx     context.Context  //nolint:containedctx // lifetime of one Pcap call
-	calls   map[string]*call // by SIP Call-ID
+	ctx     context.Context            //nolint:containedctx // lifetime of one Pcap call
+	calls   map[string]*call           // by SIP Call-ID
 	byAddr  map[netip.AddrPort]*stream // RTP destination -> stream, one lookup per packet
 	tracker *sipdialog.Tracker
 	report  Report
