@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
@@ -77,11 +79,27 @@ func ingestWith(t *testing.T, brokers []string, km keys.Manager, tenant, name st
 		t.Fatal(err)
 	}
 	defer cons.Close()
-	pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
-	defer pcancel()
-	for pctx.Err() == nil {
-		fs := cons.PollFetches(pctx)
+	// Read up to the end offsets as they are now: everything ingested, no
+	// fixed wait (fresh topics on a real broker can take seconds to serve).
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, schemas.TopicCalls, schemas.TopicMedia, schemas.TopicKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := map[string]int64{} // "topic/partition" -> end offset not yet reached
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			left[fmt.Sprintf("%s/%d", o.Topic, o.Partition)] = o.Offset
+		}
+	})
+	for len(left) > 0 {
+		fs := cons.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("records not read back: %d partitions short: %v", len(left), left)
+		}
 		for _, r := range fs.Records() {
+			if k := fmt.Sprintf("%s/%d", r.Topic, r.Partition); r.Offset+1 >= left[k] {
+				delete(left, k)
+			}
 			out.records = append(out.records, r)
 			env, err := schemas.ParseHeaders(r.Headers)
 			if err != nil {
