@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -102,6 +105,7 @@ type stream struct {
 	id      string
 	call    *call
 	batcher *rtpbatch.Batcher
+	sent    verbatimv1.StreamMedia // what has been produced, for MediaEnded
 }
 
 type call struct {
@@ -109,6 +113,7 @@ type call struct {
 	dialog  *sipdialog.Call
 	sealer  *seal.Sealer
 	streams map[netip.AddrPort]*stream // by RTP destination
+	desc    []*verbatimv1.Stream       // as last negotiated
 	ended   bool
 }
 
@@ -235,7 +240,7 @@ func (in *pcapIngest) packet(p *pcapread.Packet) {
 	in.report.RTPPackets++
 	c.dialog.LastActivity = p.Time
 	if done != nil {
-		in.batch(c, done)
+		in.batch(s, done)
 	}
 }
 
@@ -371,7 +376,8 @@ func (in *pcapIngest) parties(c *call) ([]*verbatimv1.Participant, []*verbatimv1
 			}
 			ss = append(ss, st)
 			if _, ok := c.streams[m.Addr]; !ok {
-				st := &stream{id: id, call: c, batcher: rtpbatch.New(rtpbatch.Config{CallID: c.id, StreamID: id}, c.sealer)}
+				st := &stream{id: id, call: c, batcher: rtpbatch.New(rtpbatch.Config{CallID: c.id, StreamID: id}, c.sealer),
+					sent: verbatimv1.StreamMedia{StreamId: id}}
 				c.streams[m.Addr] = st
 				in.byAddr[m.Addr] = st
 			}
@@ -379,6 +385,7 @@ func (in *pcapIngest) parties(c *call) ([]*verbatimv1.Participant, []*verbatimv1
 	}
 	add("caller", d.Callee.Media)
 	add("callee", d.Caller.Media)
+	c.desc = ss
 	return ps, ss
 }
 
@@ -395,8 +402,14 @@ func (in *pcapIngest) updated(e sipdialog.Event) {
 	in.produce(schemas.TopicCalls, c.id, c, "updated-"+ev.Reason, e.At, ev)
 }
 
-func (in *pcapIngest) batch(c *call, pb *verbatimv1.PacketBatch) {
+func (in *pcapIngest) batch(s *stream, pb *verbatimv1.PacketBatch) {
+	c := s.call
 	in.report.Batches++
+	if s.sent.Batches == 0 {
+		s.sent.FirstArrivalUnixNano = pb.GetFirstArrivalUnixNano()
+	}
+	s.sent.Batches++
+	s.sent.Packets += uint64(pb.GetPacketCount())
 	in.produce(schemas.TopicMedia, c.id, c, fmt.Sprintf("batch-%s-%d", pb.GetStreamId(), pb.GetBatchIndex()),
 		time.Unix(0, pb.GetFirstArrivalUnixNano()), pb)
 }
@@ -406,18 +419,26 @@ func (in *pcapIngest) ended(e sipdialog.Event) {
 	if !ok {
 		return
 	}
-	for addr, s := range c.streams {
+	// Final batches in a fixed order, then MediaEnded after them on the
+	// same partition: a processor that reads it has the whole call.
+	addrs := slices.SortedFunc(maps.Keys(c.streams), func(a, b netip.AddrPort) int {
+		return strings.Compare(c.streams[a].id, c.streams[b].id)
+	})
+	media := make([]*verbatimv1.StreamMedia, 0, len(addrs))
+	for _, addr := range addrs {
+		s := c.streams[addr]
 		pb, err := s.batcher.Flush()
 		if err != nil {
 			in.err = err
 			return
 		}
 		if pb != nil {
-			in.batch(c, pb)
+			in.batch(s, pb)
 		}
 		if in.byAddr[addr] == s { // a later call may reuse the address
 			delete(in.byAddr, addr)
 		}
+		media = append(media, &s.sent)
 	}
 	c.ended = true
 	d := e.Call
@@ -426,6 +447,10 @@ func (in *pcapIngest) ended(e sipdialog.Event) {
 		sipdialog.EndRejected: verbatimv1.EndReason_END_REASON_REJECTED, sipdialog.EndTimeout: verbatimv1.EndReason_END_REASON_TIMEOUT,
 		sipdialog.EndCaptureEnded: verbatimv1.EndReason_END_REASON_CAPTURE_ENDED,
 	}[d.EndReason]
+	in.produce(schemas.TopicMedia, c.id, c, "media-ended", e.At, &verbatimv1.MediaEnded{
+		CallId: c.id, StartedAt: timestamppb.New(d.InvitedAt), EndedAt: timestamppb.New(d.EndedAt), Reason: reason,
+		Streams: c.desc, Media: media,
+	})
 	in.produce(schemas.TopicCalls, c.id, c, "ended", e.At, &verbatimv1.CallEnded{
 		CallId: c.id, EndedAt: timestamppb.New(d.EndedAt), Reason: reason,
 		Duration: durationpb.New(d.Duration()), SipStatus: uint32(d.FinalStatus),

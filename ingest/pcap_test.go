@@ -30,6 +30,7 @@ type ingested struct {
 	started map[string]*verbatimv1.CallStarted
 	ended   map[string]*verbatimv1.CallEnded
 	batches map[string][]*verbatimv1.PacketBatch // by call id
+	media   map[string]*verbatimv1.MediaEnded
 	keys    int
 	records []*kgo.Record
 }
@@ -72,7 +73,8 @@ func ingestWith(t *testing.T, brokers []string, km keys.Manager, tenant, name st
 		t.Fatalf("Pcap: %v (report %+v)", err, rep)
 	}
 
-	out := ingested{started: map[string]*verbatimv1.CallStarted{}, ended: map[string]*verbatimv1.CallEnded{}, batches: map[string][]*verbatimv1.PacketBatch{}}
+	out := ingested{started: map[string]*verbatimv1.CallStarted{}, ended: map[string]*verbatimv1.CallEnded{}, batches: map[string][]*verbatimv1.PacketBatch{},
+		media: map[string]*verbatimv1.MediaEnded{}}
 	cons, err := kafkaclient.New(kafkaclient.Config{Brokers: brokers},
 		kgo.ConsumeTopics(schemas.TopicCalls, schemas.TopicMedia, schemas.TopicKeys), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
@@ -120,7 +122,14 @@ func ingestWith(t *testing.T, brokers []string, km keys.Manager, tenant, name st
 			case "verbatim.v1.PacketBatch":
 				m := &verbatimv1.PacketBatch{}
 				mustUnmarshal(t, r.Value, m)
+				if out.media[m.GetCallId()] != nil {
+					t.Errorf("batch %s/%d after the call's MediaEnded", m.GetStreamId(), m.GetBatchIndex())
+				}
 				out.batches[m.GetCallId()] = append(out.batches[m.GetCallId()], m)
+			case "verbatim.v1.MediaEnded":
+				m := &verbatimv1.MediaEnded{}
+				mustUnmarshal(t, r.Value, m)
+				out.media[m.GetCallId()] = m
 			case "verbatim.v1.DataKey":
 				out.keys++
 			}
@@ -165,6 +174,20 @@ func checkG711(t *testing.T, rep ingest.Report, out ingested) {
 	for id, bs := range out.batches {
 		for _, b := range bs {
 			packets[id] += b.GetPacketCount()
+		}
+	}
+	// MediaEnded closes each call's media with what was sent.
+	for id, bs := range out.batches {
+		me := out.media[id]
+		if me == nil {
+			t.Fatalf("call %s: no MediaEnded", id)
+		}
+		var sent uint64
+		for _, m := range me.GetMedia() {
+			sent += m.GetBatches()
+		}
+		if sent != uint64(len(bs)) || len(me.GetStreams()) == 0 {
+			t.Errorf("call %s: MediaEnded counts %d batches in %d streams; %d were produced", id, sent, len(me.GetStreams()), len(bs))
 		}
 	}
 	var byBye, byTimeout int

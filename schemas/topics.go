@@ -65,7 +65,7 @@ func Topics() []Topic {
 	return []Topic{
 		{Name: TopicCalls, Key: "call_id", Message: "verbatim.v1.CallStarted | CallUpdated | CallEnded", Partitions: 12, Cleanup: CleanupDelete,
 			Producers: []string{"ingest"}, Consumers: []string{"process", "project search"}},
-		{Name: TopicMedia, Key: "call_id", Message: "verbatim.v1.PacketBatch", Partitions: 12, Cleanup: CleanupDelete, Retention: MediaRetention,
+		{Name: TopicMedia, Key: "call_id", Message: "verbatim.v1.PacketBatch | MediaEnded", Partitions: 12, Cleanup: CleanupDelete, Retention: MediaRetention,
 			Producers: []string{"ingest"}, Consumers: []string{"process"}},
 		{Name: TopicMetadata, Key: "call_id", Message: "verbatim.v1.MetadataAttached", Partitions: 12, Cleanup: CleanupDelete,
 			Producers: []string{"ingest", "cti api"}, Consumers: []string{"project search"}},

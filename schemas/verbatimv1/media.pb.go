@@ -9,6 +9,7 @@ package verbatimv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -157,11 +158,173 @@ func (x *PacketBatch) GetPackets() *Sealed {
 	return nil
 }
 
+// MediaEnded follows the last PacketBatch of a call on the media topic. The
+// partition is ordered, so a processor that reads it has every batch of the
+// call, and everything it needs to assemble the recording (the streams'
+// final descriptions) is on this one topic.
+type MediaEnded struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	CallId    string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	EndedAt   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
+	Reason    EndReason              `protobuf:"varint,4,opt,name=reason,proto3,enum=verbatim.v1.EndReason" json:"reason,omitempty"`
+	// The streams as last negotiated (roles, codecs).
+	Streams []*Stream `protobuf:"bytes,5,rep,name=streams,proto3" json:"streams,omitempty"`
+	// What ingest sent per stream, so lost batches are detected.
+	Media         []*StreamMedia `protobuf:"bytes,6,rep,name=media,proto3" json:"media,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MediaEnded) Reset() {
+	*x = MediaEnded{}
+	mi := &file_verbatim_v1_media_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MediaEnded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MediaEnded) ProtoMessage() {}
+
+func (x *MediaEnded) ProtoReflect() protoreflect.Message {
+	mi := &file_verbatim_v1_media_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MediaEnded.ProtoReflect.Descriptor instead.
+func (*MediaEnded) Descriptor() ([]byte, []int) {
+	return file_verbatim_v1_media_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *MediaEnded) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *MediaEnded) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *MediaEnded) GetEndedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndedAt
+	}
+	return nil
+}
+
+func (x *MediaEnded) GetReason() EndReason {
+	if x != nil {
+		return x.Reason
+	}
+	return EndReason_END_REASON_UNSPECIFIED
+}
+
+func (x *MediaEnded) GetStreams() []*Stream {
+	if x != nil {
+		return x.Streams
+	}
+	return nil
+}
+
+func (x *MediaEnded) GetMedia() []*StreamMedia {
+	if x != nil {
+		return x.Media
+	}
+	return nil
+}
+
+// StreamMedia counts what ingest produced for one stream.
+type StreamMedia struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	StreamId string                 `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	// Batches produced (batch_index 0 to batches-1).
+	Batches uint64 `protobuf:"varint,2,opt,name=batches,proto3" json:"batches,omitempty"`
+	// RTP packets in those batches.
+	Packets uint64 `protobuf:"varint,3,opt,name=packets,proto3" json:"packets,omitempty"`
+	// Arrival of the stream's first packet, Unix nanoseconds (0: no media).
+	FirstArrivalUnixNano int64 `protobuf:"varint,4,opt,name=first_arrival_unix_nano,json=firstArrivalUnixNano,proto3" json:"first_arrival_unix_nano,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *StreamMedia) Reset() {
+	*x = StreamMedia{}
+	mi := &file_verbatim_v1_media_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamMedia) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamMedia) ProtoMessage() {}
+
+func (x *StreamMedia) ProtoReflect() protoreflect.Message {
+	mi := &file_verbatim_v1_media_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamMedia.ProtoReflect.Descriptor instead.
+func (*StreamMedia) Descriptor() ([]byte, []int) {
+	return file_verbatim_v1_media_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *StreamMedia) GetStreamId() string {
+	if x != nil {
+		return x.StreamId
+	}
+	return ""
+}
+
+func (x *StreamMedia) GetBatches() uint64 {
+	if x != nil {
+		return x.Batches
+	}
+	return 0
+}
+
+func (x *StreamMedia) GetPackets() uint64 {
+	if x != nil {
+		return x.Packets
+	}
+	return 0
+}
+
+func (x *StreamMedia) GetFirstArrivalUnixNano() int64 {
+	if x != nil {
+		return x.FirstArrivalUnixNano
+	}
+	return 0
+}
+
 var File_verbatim_v1_media_proto protoreflect.FileDescriptor
 
 const file_verbatim_v1_media_proto_rawDesc = "" +
 	"\n" +
-	"\x17verbatim/v1/media.proto\x12\vverbatim.v1\x1a\x18verbatim/v1/common.proto\"\xa2\x03\n" +
+	"\x17verbatim/v1/media.proto\x12\vverbatim.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17verbatim/v1/calls.proto\x1a\x18verbatim/v1/common.proto\"\xa2\x03\n" +
 	"\vPacketBatch\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x1b\n" +
 	"\tstream_id\x18\x02 \x01(\tR\bstreamId\x12\x12\n" +
@@ -175,7 +338,21 @@ const file_verbatim_v1_media_proto_rawDesc = "" +
 	"\x17first_arrival_unix_nano\x18\t \x01(\x03R\x14firstArrivalUnixNano\x120\n" +
 	"\x12arrival_offsets_us\x18\n" +
 	" \x03(\rB\x02\x10\x01R\x10arrivalOffsetsUs\x12-\n" +
-	"\apackets\x18\v \x01(\v2\x13.verbatim.v1.SealedR\apacketsB4Z2github.com/verbatimrec/verbatim/schemas/verbatimv1b\x06proto3"
+	"\apackets\x18\v \x01(\v2\x13.verbatim.v1.SealedR\apackets\"\xa6\x02\n" +
+	"\n" +
+	"MediaEnded\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x129\n" +
+	"\n" +
+	"started_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x125\n" +
+	"\bended_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12.\n" +
+	"\x06reason\x18\x04 \x01(\x0e2\x16.verbatim.v1.EndReasonR\x06reason\x12-\n" +
+	"\astreams\x18\x05 \x03(\v2\x13.verbatim.v1.StreamR\astreams\x12.\n" +
+	"\x05media\x18\x06 \x03(\v2\x18.verbatim.v1.StreamMediaR\x05media\"\x95\x01\n" +
+	"\vStreamMedia\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x18\n" +
+	"\abatches\x18\x02 \x01(\x04R\abatches\x12\x18\n" +
+	"\apackets\x18\x03 \x01(\x04R\apackets\x125\n" +
+	"\x17first_arrival_unix_nano\x18\x04 \x01(\x03R\x14firstArrivalUnixNanoB4Z2github.com/verbatimrec/verbatim/schemas/verbatimv1b\x06proto3"
 
 var (
 	file_verbatim_v1_media_proto_rawDescOnce sync.Once
@@ -189,18 +366,28 @@ func file_verbatim_v1_media_proto_rawDescGZIP() []byte {
 	return file_verbatim_v1_media_proto_rawDescData
 }
 
-var file_verbatim_v1_media_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_verbatim_v1_media_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_verbatim_v1_media_proto_goTypes = []any{
-	(*PacketBatch)(nil), // 0: verbatim.v1.PacketBatch
-	(*Sealed)(nil),      // 1: verbatim.v1.Sealed
+	(*PacketBatch)(nil),           // 0: verbatim.v1.PacketBatch
+	(*MediaEnded)(nil),            // 1: verbatim.v1.MediaEnded
+	(*StreamMedia)(nil),           // 2: verbatim.v1.StreamMedia
+	(*Sealed)(nil),                // 3: verbatim.v1.Sealed
+	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(EndReason)(0),                // 5: verbatim.v1.EndReason
+	(*Stream)(nil),                // 6: verbatim.v1.Stream
 }
 var file_verbatim_v1_media_proto_depIdxs = []int32{
-	1, // 0: verbatim.v1.PacketBatch.packets:type_name -> verbatim.v1.Sealed
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	3, // 0: verbatim.v1.PacketBatch.packets:type_name -> verbatim.v1.Sealed
+	4, // 1: verbatim.v1.MediaEnded.started_at:type_name -> google.protobuf.Timestamp
+	4, // 2: verbatim.v1.MediaEnded.ended_at:type_name -> google.protobuf.Timestamp
+	5, // 3: verbatim.v1.MediaEnded.reason:type_name -> verbatim.v1.EndReason
+	6, // 4: verbatim.v1.MediaEnded.streams:type_name -> verbatim.v1.Stream
+	2, // 5: verbatim.v1.MediaEnded.media:type_name -> verbatim.v1.StreamMedia
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_verbatim_v1_media_proto_init() }
@@ -208,6 +395,7 @@ func file_verbatim_v1_media_proto_init() {
 	if File_verbatim_v1_media_proto != nil {
 		return
 	}
+	file_verbatim_v1_calls_proto_init()
 	file_verbatim_v1_common_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -215,7 +403,7 @@ func file_verbatim_v1_media_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_verbatim_v1_media_proto_rawDesc), len(file_verbatim_v1_media_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
