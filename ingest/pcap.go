@@ -385,7 +385,15 @@ func (in *pcapIngest) parties(c *call) ([]*verbatimv1.Participant, []*verbatimv1
 	}
 	add("caller", d.Callee.Media)
 	add("callee", d.Caller.Media)
-	c.desc = ss
+	// MediaEnded describes every stream the call ever had: a re-INVITE
+	// may move a stream, but its earlier batches still need decoding.
+	for _, st := range ss {
+		if i := slices.IndexFunc(c.desc, func(o *verbatimv1.Stream) bool { return o.GetStreamId() == st.GetStreamId() }); i >= 0 {
+			c.desc[i] = st
+		} else {
+			c.desc = append(c.desc, st)
+		}
+	}
 	return ps, ss
 }
 

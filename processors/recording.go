@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/pion/rtp"
@@ -51,8 +53,10 @@ type callRecording struct {
 	err            error
 }
 
-func newCallRecording(tenant string, ev *verbatimv1.CallStarted, opener *seal.Sealer, spoolDir string) (*callRecording, error) {
-	f, err := os.CreateTemp(spoolDir, "spool-*")
+// newCallRecording starts a recording of streams whose timeline begins at
+// t0, the earliest first arrival of any of them.
+func newCallRecording(tenant, callID string, streams []*verbatimv1.Stream, t0 time.Time, opener *seal.Sealer, spoolDir string) (*callRecording, error) {
+	f, err := os.CreateTemp(spoolDir, "pcm-*")
 	if err != nil {
 		return nil, fmt.Errorf("processors: spool: %w", err)
 	}
@@ -64,14 +68,15 @@ func newCallRecording(tenant string, ev *verbatimv1.CallStarted, opener *seal.Se
 		f.Close()
 		return nil, err
 	}
-	w, err := seal.NewStreamWriter(f, key, []byte("spool\x00"+ev.GetCallId()))
+	w, err := seal.NewStreamWriter(f, key, []byte("spool\x00"+callID))
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	r := &callRecording{tenant: tenant, callID: ev.GetCallId(), opener: opener, streams: map[string]*streamRec{},
+	r := &callRecording{tenant: tenant, callID: callID, opener: opener, streams: map[string]*streamRec{},
 		spool: f, spoolKey: key, spoolW: w}
-	r.setStreams(ev.GetStreams())
+	r.mixer = wav.NewMixer(writerFunc(r.writePCM), sampleRate, t0, 0)
+	r.setStreams(streams)
 	return r, nil
 }
 
@@ -109,13 +114,6 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		return fmt.Errorf("processors: call %s: batch for unknown stream %q", r.callID, pb.GetStreamId())
 	}
 	first := time.Unix(0, pb.GetFirstArrivalUnixNano())
-	if r.mixer == nil {
-		// The timeline starts at the first batch seen. A stream whose
-		// first batch is produced later but began earlier (batches close
-		// after about a second) starts at 0 and may be early by up to one
-		// batch; CallUpdated will carry first-media times to fix this.
-		r.mixer = wav.NewMixer(writerFunc(r.writePCM), sampleRate, first, 0)
-	}
 	if s.track == nil {
 		pt, dec, ok := decoderFor(s.meta)
 		if !ok {
@@ -152,6 +150,12 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 	return r.err
 }
 
+// abandon removes the spool of a recording that will not be finished.
+func (r *callRecording) abandon() {
+	r.spool.Close()
+	os.Remove(r.spool.Name())
+}
+
 func (r *callRecording) fail(err error) {
 	if err != nil && r.err == nil {
 		r.err = err
@@ -177,15 +181,13 @@ func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objst
 			report = append(report, &verbatimv1.StreamCompleteness{StreamId: s.meta.GetStreamId()})
 		}
 	}
+	slices.SortFunc(report, func(a, b *verbatimv1.StreamCompleteness) int { return strings.Compare(a.GetStreamId(), b.GetStreamId()) })
 	if r.err != nil {
 		return nil, nil, r.err
 	}
-	var frames int64
-	if r.mixer != nil {
-		var err error
-		if frames, err = r.mixer.Close(); err != nil {
-			return nil, nil, err
-		}
+	frames, err := r.mixer.Close()
+	if err != nil {
+		return nil, nil, err
 	}
 	if err := r.spoolW.Close(); err != nil {
 		return nil, nil, err
@@ -245,6 +247,13 @@ func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objst
 		Completeness: report,
 	}
 	return ev, &dk, nil
+}
+
+// OpenRecording returns the plaintext of a sealed recording object as it is
+// read, failing on any tampering, truncation or reordering (the reader
+// returns an error, never unauthenticated bytes as if they were good).
+func OpenRecording(sealed io.Reader, key []byte, tenant, objectKey string) (io.Reader, error) {
+	return seal.NewStreamReader(sealed, key, recordingAAD(tenant, objectKey))
 }
 
 // recordingAAD binds a sealed recording to its tenant and object key.

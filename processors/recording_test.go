@@ -65,15 +65,15 @@ func TestCallRecording(t *testing.T) {
 		t.Fatal(err)
 	}
 	pcmu := []*verbatimv1.Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000, Channels: 1}}
-	started := &verbatimv1.CallStarted{CallId: "call-1", Streams: []*verbatimv1.Stream{
+	streams := []*verbatimv1.Stream{
 		{StreamId: "caller-audio", ParticipantId: "caller", Codecs: pcmu},
 		{StreamId: "callee-audio", ParticipantId: "callee", Codecs: pcmu},
-	}}
-	rec, err := newCallRecording("demo", started, s, dir)
+	}
+	t0 := time.Unix(1_480_000_000, 0)
+	rec, err := newCallRecording("demo", "call-1", streams, t0, s, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t0 := time.Unix(1_480_000_000, 0)
 	// Caller: 100 packets (2 s), seq 10 lost. Callee starts 500 ms later,
 	// 50 packets. Batches of 50 packets, in the order ingest emits them.
 	lost := map[int]bool{10: true}

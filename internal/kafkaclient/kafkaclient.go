@@ -39,6 +39,33 @@ func (c Config) Validate() error {
 // writes with acks from all in-sync replicas, zstd batches, read-committed
 // fetches so consumers never see aborted transactions.
 func New(cfg Config, opts ...kgo.Opt) (*kgo.Client, error) {
+	base, err := options(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(append(base, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("kafkaclient: %w", err)
+	}
+	return cl, nil
+}
+
+// NewGroupTransactSession returns an exactly-once consume-transform-produce
+// session with the same defaults as New; opts must name the group, the
+// topics and a transactional id.
+func NewGroupTransactSession(cfg Config, opts ...kgo.Opt) (*kgo.GroupTransactSession, error) {
+	base, err := options(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s, err := kgo.NewGroupTransactSession(append(base, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("kafkaclient: %w", err)
+	}
+	return s, nil
+}
+
+func options(cfg Config) ([]kgo.Opt, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -55,11 +82,7 @@ func New(cfg Config, opts ...kgo.Opt) (*kgo.Client, error) {
 	if cfg.Logger != nil {
 		base = append(base, kgo.WithLogger(kslog.New(cfg.Logger)))
 	}
-	cl, err := kgo.NewClient(append(base, opts...)...)
-	if err != nil {
-		return nil, fmt.Errorf("kafkaclient: %w", err)
-	}
-	return cl, nil
+	return base, nil
 }
 
 // EnsureTopics creates the topics that do not exist yet, with their

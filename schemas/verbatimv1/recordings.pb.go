@@ -93,8 +93,19 @@ type RecordingStored struct {
 	Key              *KeyReference          `protobuf:"bytes,12,opt,name=key,proto3" json:"key,omitempty"`
 	StoredAt         *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=stored_at,json=storedAt,proto3" json:"stored_at,omitempty"`
 	// Object-lock retention, when set.
-	RetainUntil   *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=retain_until,json=retainUntil,proto3" json:"retain_until,omitempty"`
-	Completeness  []*StreamCompleteness  `protobuf:"bytes,15,rep,name=completeness,proto3" json:"completeness,omitempty"`
+	RetainUntil  *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=retain_until,json=retainUntil,proto3" json:"retain_until,omitempty"`
+	Completeness []*StreamCompleteness  `protobuf:"bytes,15,rep,name=completeness,proto3" json:"completeness,omitempty"`
+	// How the call ended (BYE, timeout...), part of the completeness report.
+	EndReason EndReason `protobuf:"varint,16,opt,name=end_reason,json=endReason,proto3,enum=verbatim.v1.EndReason" json:"end_reason,omitempty"`
+	// When the call was signalled; the object key's date is its UTC day.
+	CallStartedAt *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=call_started_at,json=callStartedAt,proto3" json:"call_started_at,omitempty"`
+	// The call's RTP as captured: its PacketBatch values, each prefixed by
+	// its length as an unsigned varint. The packets inside stay sealed under
+	// the call's data key, so a recording can be rebuilt (another codec, a
+	// fix) without the capture, and shredding that key erases them too.
+	RawObjectKey  string `protobuf:"bytes,18,opt,name=raw_object_key,json=rawObjectKey,proto3" json:"raw_object_key,omitempty"`
+	RawSize       uint64 `protobuf:"varint,19,opt,name=raw_size,json=rawSize,proto3" json:"raw_size,omitempty"`
+	RawSha256     []byte `protobuf:"bytes,20,opt,name=raw_sha256,json=rawSha256,proto3" json:"raw_sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -234,6 +245,41 @@ func (x *RecordingStored) GetCompleteness() []*StreamCompleteness {
 	return nil
 }
 
+func (x *RecordingStored) GetEndReason() EndReason {
+	if x != nil {
+		return x.EndReason
+	}
+	return EndReason_END_REASON_UNSPECIFIED
+}
+
+func (x *RecordingStored) GetCallStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CallStartedAt
+	}
+	return nil
+}
+
+func (x *RecordingStored) GetRawObjectKey() string {
+	if x != nil {
+		return x.RawObjectKey
+	}
+	return ""
+}
+
+func (x *RecordingStored) GetRawSize() uint64 {
+	if x != nil {
+		return x.RawSize
+	}
+	return 0
+}
+
+func (x *RecordingStored) GetRawSha256() []byte {
+	if x != nil {
+		return x.RawSha256
+	}
+	return nil
+}
+
 // KeyReference names the data key that sealed an object and the
 // key-encryption key that wraps it.
 type KeyReference struct {
@@ -306,8 +352,12 @@ type StreamCompleteness struct {
 	Gaps               []*SequenceGap         `protobuf:"bytes,5,rep,name=gaps,proto3" json:"gaps,omitempty"`
 	Duplicates         uint64                 `protobuf:"varint,6,opt,name=duplicates,proto3" json:"duplicates,omitempty"`
 	Late               uint64                 `protobuf:"varint,7,opt,name=late,proto3" json:"late,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// PacketBatch records ingest sent for the stream and the processor
+	// received; fewer received means media was lost between them.
+	BatchesSent     uint64 `protobuf:"varint,8,opt,name=batches_sent,json=batchesSent,proto3" json:"batches_sent,omitempty"`
+	BatchesReceived uint64 `protobuf:"varint,9,opt,name=batches_received,json=batchesReceived,proto3" json:"batches_received,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StreamCompleteness) Reset() {
@@ -385,6 +435,20 @@ func (x *StreamCompleteness) GetDuplicates() uint64 {
 func (x *StreamCompleteness) GetLate() uint64 {
 	if x != nil {
 		return x.Late
+	}
+	return 0
+}
+
+func (x *StreamCompleteness) GetBatchesSent() uint64 {
+	if x != nil {
+		return x.BatchesSent
+	}
+	return 0
+}
+
+func (x *StreamCompleteness) GetBatchesReceived() uint64 {
+	if x != nil {
+		return x.BatchesReceived
 	}
 	return 0
 }
@@ -532,7 +596,7 @@ var File_verbatim_v1_recordings_proto protoreflect.FileDescriptor
 
 const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\n" +
-	"\x1cverbatim/v1/recordings.proto\x12\vverbatim.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x05\n" +
+	"\x1cverbatim/v1/recordings.proto\x12\vverbatim.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17verbatim/v1/calls.proto\"\xe5\x06\n" +
 	"\x0fRecordingStored\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12!\n" +
 	"\frecording_id\x18\x02 \x01(\tR\vrecordingId\x12\x1d\n" +
@@ -551,12 +615,19 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\x03key\x18\f \x01(\v2\x19.verbatim.v1.KeyReferenceR\x03key\x127\n" +
 	"\tstored_at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\bstoredAt\x12=\n" +
 	"\fretain_until\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\vretainUntil\x12C\n" +
-	"\fcompleteness\x18\x0f \x03(\v2\x1f.verbatim.v1.StreamCompletenessR\fcompleteness\"a\n" +
+	"\fcompleteness\x18\x0f \x03(\v2\x1f.verbatim.v1.StreamCompletenessR\fcompleteness\x125\n" +
+	"\n" +
+	"end_reason\x18\x10 \x01(\x0e2\x16.verbatim.v1.EndReasonR\tendReason\x12B\n" +
+	"\x0fcall_started_at\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\rcallStartedAt\x12$\n" +
+	"\x0eraw_object_key\x18\x12 \x01(\tR\frawObjectKey\x12\x19\n" +
+	"\braw_size\x18\x13 \x01(\x04R\arawSize\x12\x1d\n" +
+	"\n" +
+	"raw_sha256\x18\x14 \x01(\fR\trawSha256\"a\n" +
 	"\fKeyReference\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
 	"\bkek_name\x18\x02 \x01(\tR\akekName\x12\x1f\n" +
 	"\vkek_version\x18\x03 \x01(\rR\n" +
-	"kekVersion\"\x84\x02\n" +
+	"kekVersion\"\xd2\x02\n" +
 	"\x12StreamCompleteness\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x12\n" +
 	"\x04ssrc\x18\x02 \x01(\rR\x04ssrc\x12)\n" +
@@ -566,7 +637,9 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\n" +
 	"duplicates\x18\x06 \x01(\x04R\n" +
 	"duplicates\x12\x12\n" +
-	"\x04late\x18\a \x01(\x04R\x04late\"7\n" +
+	"\x04late\x18\a \x01(\x04R\x04late\x12!\n" +
+	"\fbatches_sent\x18\b \x01(\x04R\vbatchesSent\x12)\n" +
+	"\x10batches_received\x18\t \x01(\x04R\x0fbatchesReceived\"7\n" +
 	"\vSequenceGap\x12\x14\n" +
 	"\x05first\x18\x01 \x01(\x04R\x05first\x12\x12\n" +
 	"\x04last\x18\x02 \x01(\x04R\x04last\"\xfc\x01\n" +
@@ -608,21 +681,24 @@ var file_verbatim_v1_recordings_proto_goTypes = []any{
 	(*RecordingDeleted)(nil),      // 5: verbatim.v1.RecordingDeleted
 	(*durationpb.Duration)(nil),   // 6: google.protobuf.Duration
 	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(EndReason)(0),                // 8: verbatim.v1.EndReason
 }
 var file_verbatim_v1_recordings_proto_depIdxs = []int32{
-	6, // 0: verbatim.v1.RecordingStored.duration:type_name -> google.protobuf.Duration
-	2, // 1: verbatim.v1.RecordingStored.key:type_name -> verbatim.v1.KeyReference
-	7, // 2: verbatim.v1.RecordingStored.stored_at:type_name -> google.protobuf.Timestamp
-	7, // 3: verbatim.v1.RecordingStored.retain_until:type_name -> google.protobuf.Timestamp
-	3, // 4: verbatim.v1.RecordingStored.completeness:type_name -> verbatim.v1.StreamCompleteness
-	4, // 5: verbatim.v1.StreamCompleteness.gaps:type_name -> verbatim.v1.SequenceGap
-	0, // 6: verbatim.v1.RecordingDeleted.reason:type_name -> verbatim.v1.DeletionReason
-	7, // 7: verbatim.v1.RecordingDeleted.deleted_at:type_name -> google.protobuf.Timestamp
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	6,  // 0: verbatim.v1.RecordingStored.duration:type_name -> google.protobuf.Duration
+	2,  // 1: verbatim.v1.RecordingStored.key:type_name -> verbatim.v1.KeyReference
+	7,  // 2: verbatim.v1.RecordingStored.stored_at:type_name -> google.protobuf.Timestamp
+	7,  // 3: verbatim.v1.RecordingStored.retain_until:type_name -> google.protobuf.Timestamp
+	3,  // 4: verbatim.v1.RecordingStored.completeness:type_name -> verbatim.v1.StreamCompleteness
+	8,  // 5: verbatim.v1.RecordingStored.end_reason:type_name -> verbatim.v1.EndReason
+	7,  // 6: verbatim.v1.RecordingStored.call_started_at:type_name -> google.protobuf.Timestamp
+	4,  // 7: verbatim.v1.StreamCompleteness.gaps:type_name -> verbatim.v1.SequenceGap
+	0,  // 8: verbatim.v1.RecordingDeleted.reason:type_name -> verbatim.v1.DeletionReason
+	7,  // 9: verbatim.v1.RecordingDeleted.deleted_at:type_name -> google.protobuf.Timestamp
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_verbatim_v1_recordings_proto_init() }
@@ -630,6 +706,7 @@ func file_verbatim_v1_recordings_proto_init() {
 	if File_verbatim_v1_recordings_proto != nil {
 		return
 	}
+	file_verbatim_v1_calls_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

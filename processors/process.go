@@ -1,0 +1,743 @@
+package processors
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/internal/keyreg"
+	"github.com/verbatimrec/verbatim/internal/keys"
+	"github.com/verbatimrec/verbatim/internal/objstore"
+	"github.com/verbatimrec/verbatim/internal/seal"
+	"github.com/verbatimrec/verbatim/schemas"
+	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
+)
+
+// Config configures the recording processor (`verbatim process`).
+type Config struct {
+	// Kafka says how to reach the brokers. Required.
+	Kafka kafkaclient.Config
+	// Group is the consumer group. Default "verbatim-process".
+	Group string
+	// TransactionalID must be unique per running processor and stable
+	// across its restarts: a restarted processor then fences its previous
+	// self and aborts that one's open transaction at once. Default
+	// "verbatim-process-" and the host name.
+	TransactionalID string
+	// MaxPollRecords bounds the records of one transaction. Default 1000.
+	MaxPollRecords int
+	// TransactionTimeout is how long an unfinished transaction of a dead
+	// processor holds its partitions (when nothing with the same
+	// TransactionalID restarts). Default 60 s.
+	TransactionTimeout time.Duration
+	// Keys unwraps call keys and makes recording keys. Required.
+	Keys keys.Manager
+	// Store receives the sealed recordings. Required.
+	Store objstore.Store
+	// SpoolDir holds the open calls' sealed media; default os.TempDir().
+	SpoolDir string
+	// KeyWait bounds the wait for a call's data key. Default 30 s.
+	KeyWait time.Duration
+	// Workers finish that many calls at once. Default 4.
+	Workers int
+	// IdleExit, if positive, returns once no record has arrived for this
+	// long after joining the group (or for max(IdleExit, 30 s) if joining
+	// takes longer): for catch-up runs and demos.
+	IdleExit time.Duration
+	// Logger, default discard.
+	Logger *slog.Logger
+	// Progress, if set, is called after every transaction.
+	Progress func(Stats)
+}
+
+func (c *Config) setDefaults() {
+	if c.Group == "" {
+		c.Group = "verbatim-process"
+	}
+	if c.TransactionalID == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			b := make([]byte, 6)
+			_, _ = rand.Read(b)
+			host = hex.EncodeToString(b)
+		}
+		c.TransactionalID = "verbatim-process-" + host
+	}
+	if c.MaxPollRecords <= 0 {
+		c.MaxPollRecords = 1000
+	}
+	if c.TransactionTimeout <= 0 {
+		c.TransactionTimeout = time.Minute
+	}
+	if c.SpoolDir == "" {
+		c.SpoolDir = os.TempDir()
+	}
+	if c.KeyWait <= 0 {
+		c.KeyWait = 30 * time.Second
+	}
+	if c.Workers <= 0 {
+		c.Workers = 4
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Stats counts what a Run did.
+type Stats struct {
+	Records    uint64 // media records consumed in transactions
+	Batches    uint64 // PacketBatch records spooled
+	Duplicates uint64 // batches seen before (an ingest run repeated)
+	Recorded   uint64 // recordings stored and announced
+	NoMedia    uint64 // calls that ended without any media
+	Rejected   uint64 // records that could not be used (logged)
+	Replayed   uint64 // records read again to rebuild open calls
+	Aborted    uint64 // transactions aborted (rebalance) and redone
+	Open       int    // calls open now
+}
+
+// checkpointPrefix starts the offset-commit metadata of every media
+// partition. "restart=N" follows when calls are open: N is the offset of
+// the first batch of the oldest open call, where a new owner of the
+// partition starts reading to rebuild them.
+const checkpointPrefix = "verbatim-process/v1"
+
+// maxBatchBytes bounds one spooled record (Kafka's default limit is 1 MiB).
+const maxBatchBytes = 16 << 20
+
+var tenantRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// openCall is a call whose media is arriving: its batches are appended,
+// still sealed under the call's key, to a spool file, so memory per call is
+// a few hundred bytes whatever its length.
+type openCall struct {
+	tenant, id, keyID string
+	partition         int32
+	firstOffset       int64
+	spool             *os.File
+	size              int64
+	streams           map[string]*streamSeen
+}
+
+type streamSeen struct {
+	next, received, packets uint64
+	first                   int64 // first arrival, Unix ns
+}
+
+func (c *openCall) discard() {
+	c.spool.Close()
+	os.Remove(c.spool.Name())
+}
+
+type finishing struct {
+	c   *openCall
+	end *verbatimv1.MediaEnded
+}
+
+type processor struct {
+	cfg   Config
+	sess  *kgo.GroupTransactSession
+	adm   *kadm.Client
+	reg   *keyreg.Registry
+	dir   string
+	open  map[int32]map[string]*openCall
+	stats Stats
+	done  []finishing
+	frame [binary.MaxVarintLen64]byte
+
+	mu       sync.Mutex // guards the fields below, set by group callbacks
+	assigned map[int32]bool
+	joined   time.Time // first assignment, for IdleExit
+	restore  map[int32]bool
+	drop     map[int32]bool
+}
+
+// Run records calls until ctx ends (or the media topic stays idle for
+// IdleExit). It reads the media topic in a consumer group, in Kafka
+// transactions: a RecordingStored event and the recording's data key are
+// committed together with the offsets of the media that made them, so each
+// call is announced once. Open calls live in spool files; the offset of the
+// oldest one is committed with the offsets, and whoever owns a partition
+// next (this process after a crash, or another after a rebalance) reads
+// from there to rebuild them. Nothing about open calls is lost, and nothing
+// is recorded twice.
+func Run(ctx context.Context, cfg Config) (Stats, error) {
+	cfg.setDefaults()
+	if cfg.Keys == nil || cfg.Store == nil {
+		return Stats{}, errors.New("processors: keys and store are required")
+	}
+	dir, err := os.MkdirTemp(cfg.SpoolDir, "verbatim-process-")
+	if err != nil {
+		return Stats{}, fmt.Errorf("processors: spool: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	p := &processor{cfg: cfg, dir: dir, open: map[int32]map[string]*openCall{},
+		assigned: map[int32]bool{}, restore: map[int32]bool{}, drop: map[int32]bool{}}
+	defer p.discardAll()
+
+	regCl, err := kafkaclient.New(cfg.Kafka, keyreg.ConsumeOpts()...)
+	if err != nil {
+		return Stats{}, err
+	}
+	p.reg = keyreg.Start(regCl)
+	defer p.reg.Close()
+
+	p.sess, err = kafkaclient.NewGroupTransactSession(cfg.Kafka,
+		kgo.ConsumerGroup(cfg.Group), kgo.ConsumeTopics(schemas.TopicMedia),
+		kgo.TransactionalID(cfg.TransactionalID),
+		kgo.TransactionTimeout(cfg.TransactionTimeout),
+		kgo.RequireStableFetchOffsets(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.OnPartitionsAssigned(p.onAssigned),
+		kgo.OnPartitionsRevoked(p.onRevoked),
+		kgo.OnPartitionsLost(p.onRevoked),
+	)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer p.sess.Close()
+	p.adm = kadm.NewClient(p.sess.Client())
+	err = p.loop(ctx)
+	p.stats.Open = p.openCount()
+	return p.stats, err
+}
+
+func (p *processor) onAssigned(_ context.Context, _ *kgo.Client, parts map[string][]int32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.joined.IsZero() {
+		p.joined = time.Now()
+	}
+	for _, n := range parts[schemas.TopicMedia] {
+		p.assigned[n], p.restore[n] = true, true
+		delete(p.drop, n)
+	}
+}
+
+func (p *processor) onRevoked(_ context.Context, _ *kgo.Client, parts map[string][]int32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, n := range parts[schemas.TopicMedia] {
+		delete(p.assigned, n)
+		delete(p.restore, n)
+		p.drop[n] = true
+	}
+}
+
+// resetAll forgets every open call and rebuilds all assigned partitions
+// from their checkpoints: after an aborted transaction the consumer is
+// back at the committed offsets, and so must the state be.
+func (p *processor) resetAll() {
+	p.discardAll()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for n := range p.assigned {
+		p.restore[n] = true
+	}
+}
+
+func (p *processor) discardAll() {
+	for n, calls := range p.open {
+		for _, c := range calls {
+			c.discard()
+		}
+		delete(p.open, n)
+	}
+	for _, f := range p.done {
+		f.c.discard()
+	}
+	p.done = p.done[:0]
+}
+
+func (p *processor) openCount() int {
+	n := 0
+	for _, calls := range p.open {
+		n += len(calls)
+	}
+	return n
+}
+
+// membership applies the group callbacks' changes: state of revoked
+// partitions is dropped, newly assigned ones are rebuilt.
+func (p *processor) membership(ctx context.Context) error {
+	p.mu.Lock()
+	drop, restore := p.drop, p.restore
+	p.drop, p.restore = map[int32]bool{}, map[int32]bool{}
+	p.mu.Unlock()
+	for n := range drop {
+		for _, c := range p.open[n] {
+			c.discard()
+		}
+		delete(p.open, n)
+	}
+	if len(restore) == 0 {
+		return nil
+	}
+	for n := range restore {
+		for _, c := range p.open[n] {
+			c.discard()
+		}
+		delete(p.open, n)
+	}
+	return p.rebuild(ctx, restore)
+}
+
+// rebuild reads each partition from its checkpoint's restart offset up to
+// the committed offset, spooling again the calls that were open there.
+// Calls whose MediaEnded is in that range were recorded before the
+// checkpoint and are skipped.
+func (p *processor) rebuild(ctx context.Context, parts map[int32]bool) error {
+	offs, err := p.adm.FetchOffsets(ctx, p.cfg.Group)
+	if err != nil {
+		return fmt.Errorf("processors: fetch checkpoints: %w", err)
+	}
+	from := map[int32]kgo.Offset{}
+	until := map[int32]int64{}
+	for n := range parts {
+		o, ok := offs.Lookup(schemas.TopicMedia, n)
+		if !ok || o.Err != nil || o.At < 0 {
+			continue
+		}
+		restart, ok := parseCheckpoint(o.Metadata)
+		if !ok || restart >= o.At {
+			continue
+		}
+		from[n], until[n] = kgo.NewOffset().At(restart), o.At
+	}
+	if len(from) == 0 {
+		return nil
+	}
+	start := time.Now()
+	rd, err := kafkaclient.New(p.cfg.Kafka, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{schemas.TopicMedia: from}))
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	// Retention may have removed the start of the range: then only the
+	// rest can be rebuilt, and the completeness report shows the loss.
+	if starts, err := p.adm.ListStartOffsets(ctx, schemas.TopicMedia); err == nil {
+		for n, end := range until {
+			if s, ok := starts.Lookup(schemas.TopicMedia, n); ok && s.Err == nil && s.Offset >= end {
+				delete(until, n)
+			}
+		}
+	}
+	var replayed uint64
+	for len(until) > 0 {
+		fs := rd.PollFetches(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var ferr error
+		fs.EachError(func(t string, n int32, err error) { ferr = fmt.Errorf("processors: rebuild %s/%d: %w", t, n, err) })
+		if ferr != nil {
+			return ferr
+		}
+		for _, r := range fs.Records() {
+			end, ok := until[r.Partition]
+			if !ok || r.Offset >= end {
+				continue
+			}
+			p.apply(r, true)
+			replayed++
+			if r.Offset+1 >= end {
+				delete(until, r.Partition)
+			}
+		}
+	}
+	p.stats.Replayed += replayed
+	p.cfg.Logger.Info("rebuilt open calls", "partitions", len(from), "records", replayed, "open", p.openCount(), "took", time.Since(start))
+	return nil
+}
+
+func parseCheckpoint(md string) (int64, bool) {
+	rest, ok := strings.CutPrefix(md, checkpointPrefix+" restart=")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(rest, 10, 64)
+	return n, err == nil && n >= 0
+}
+
+func (p *processor) loop(ctx context.Context) error {
+	var lastRecord time.Time
+	started := time.Now()
+	for {
+		pctx, cancel := ctx, context.CancelFunc(func() {})
+		if p.cfg.IdleExit > 0 {
+			pctx, cancel = context.WithTimeout(ctx, time.Second)
+		}
+		fs := p.sess.PollRecords(pctx, p.cfg.MaxPollRecords)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		var ferr error
+		fs.EachError(func(t string, n int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) && ferr == nil {
+				ferr = fmt.Errorf("processors: fetch %s/%d: %w", t, n, err)
+			}
+		})
+		if ferr != nil {
+			return ferr
+		}
+		if err := p.membership(ctx); err != nil {
+			return err
+		}
+		recs := fs.Records()
+		if len(recs) == 0 {
+			p.mu.Lock()
+			joined := p.joined
+			p.mu.Unlock()
+			if lastRecord.IsZero() && !joined.IsZero() {
+				lastRecord = joined // the group is joined: an empty topic is idle
+			}
+			if p.cfg.IdleExit > 0 && idle(lastRecord, started, p.cfg.IdleExit) {
+				return nil
+			}
+			continue
+		}
+		lastRecord = time.Now()
+		if err := p.transaction(ctx, recs); err != nil {
+			return err
+		}
+		if p.cfg.Progress != nil {
+			s := p.stats
+			s.Open = p.openCount()
+			p.cfg.Progress(s)
+		}
+	}
+}
+
+func idle(lastRecord, started time.Time, after time.Duration) bool {
+	if lastRecord.IsZero() {
+		return time.Since(started) >= max(after, 30*time.Second)
+	}
+	return time.Since(lastRecord) >= after
+}
+
+// transaction applies one poll's records, records the calls that ended in
+// it, and commits the announcements with the offsets and checkpoints.
+func (p *processor) transaction(ctx context.Context, recs []*kgo.Record) error {
+	if err := p.sess.Begin(); err != nil {
+		return fmt.Errorf("processors: begin transaction: %w", err)
+	}
+	for _, r := range recs {
+		p.apply(r, false)
+	}
+	out, err := p.finishAll(ctx)
+	if err != nil {
+		if _, aerr := p.sess.End(ctx, kgo.TryAbort); aerr != nil {
+			err = errors.Join(err, aerr)
+		}
+		return err
+	}
+	for _, r := range out {
+		p.sess.Produce(ctx, r, nil) // End flushes; a failed record aborts
+	}
+	restart := map[int32]int64{}
+	for n, calls := range p.open {
+		for _, c := range calls {
+			if cur, ok := restart[n]; !ok || c.firstOffset < cur {
+				restart[n] = c.firstOffset
+			}
+		}
+	}
+	cctx := kgo.PreTxnCommitFnContext(ctx, func(req *kmsg.TxnOffsetCommitRequest) error {
+		for i := range req.Topics {
+			for j := range req.Topics[i].Partitions {
+				pp := &req.Topics[i].Partitions[j]
+				md := checkpointPrefix
+				if off, ok := restart[pp.Partition]; ok {
+					md += " restart=" + strconv.FormatInt(off, 10)
+				}
+				pp.Metadata = &md
+			}
+		}
+		return nil
+	})
+	committed, err := p.sess.End(cctx, kgo.TryCommit)
+	if err != nil {
+		return fmt.Errorf("processors: commit: %w", err)
+	}
+	if !committed {
+		p.stats.Aborted++
+		p.cfg.Logger.Info("transaction aborted (group rebalance); rebuilding from the committed state")
+		p.resetAll()
+		return nil
+	}
+	p.stats.Records += uint64(len(recs))
+	p.stats.Recorded += uint64(len(out) / 2)
+	return nil
+}
+
+// apply takes one media record. When replaying, calls that end are known
+// to be recorded already and are dropped.
+func (p *processor) apply(r *kgo.Record, replay bool) {
+	env, err := schemas.ParseHeaders(r.Headers)
+	if err == nil && !tenantRE.MatchString(env.Tenant) {
+		err = fmt.Errorf("invalid tenant %q", env.Tenant)
+	}
+	if err != nil {
+		p.reject(r, err)
+		return
+	}
+	callID := string(r.Key)
+	calls := p.open[r.Partition]
+	switch env.Type {
+	case "verbatim.v1.PacketBatch":
+		var pb verbatimv1.PacketBatch
+		if err := proto.Unmarshal(r.Value, &pb); err != nil || pb.GetCallId() != callID || pb.GetPackets() == nil {
+			p.reject(r, fmt.Errorf("not a PacketBatch of call %s: %v", callID, err))
+			return
+		}
+		c := calls[callID]
+		if c == nil {
+			f, err := os.CreateTemp(p.dir, "raw-*")
+			if err != nil {
+				// The disk is the processor's: failing it is fatal to
+				// the call, and loudly so.
+				p.reject(r, fmt.Errorf("spool: %w", err))
+				return
+			}
+			c = &openCall{tenant: env.Tenant, id: callID, keyID: pb.GetPackets().GetKeyId(), partition: r.Partition,
+				firstOffset: r.Offset, spool: f, streams: map[string]*streamSeen{}}
+			if calls == nil {
+				calls = map[string]*openCall{}
+				p.open[r.Partition] = calls
+			}
+			calls[callID] = c
+		}
+		if c.tenant != env.Tenant {
+			p.reject(r, fmt.Errorf("call %s: tenant %q, but its first batch said %q", callID, env.Tenant, c.tenant))
+			return
+		}
+		s := c.streams[pb.GetStreamId()]
+		if s == nil {
+			s = &streamSeen{first: pb.GetFirstArrivalUnixNano()}
+			c.streams[pb.GetStreamId()] = s
+		}
+		if pb.GetBatchIndex() < s.next {
+			p.stats.Duplicates++
+			return
+		}
+		n := binary.PutUvarint(p.frame[:], uint64(len(r.Value)))
+		if _, err := c.spool.Write(p.frame[:n]); err == nil {
+			_, err = c.spool.Write(r.Value)
+		}
+		if err != nil {
+			p.reject(r, fmt.Errorf("spool: %w", err))
+			return
+		}
+		c.size += int64(n + len(r.Value))
+		s.next = pb.GetBatchIndex() + 1
+		s.received++
+		s.packets += uint64(pb.GetPacketCount())
+		s.first = min(s.first, pb.GetFirstArrivalUnixNano())
+		if !replay {
+			p.stats.Batches++
+		}
+	case "verbatim.v1.MediaEnded":
+		var me verbatimv1.MediaEnded
+		if err := proto.Unmarshal(r.Value, &me); err != nil || me.GetCallId() != callID {
+			p.reject(r, fmt.Errorf("not a MediaEnded of call %s: %v", callID, err))
+			return
+		}
+		c := calls[callID]
+		if c == nil {
+			if !replay {
+				p.stats.NoMedia++
+			}
+			return
+		}
+		delete(calls, callID)
+		if replay {
+			c.discard()
+			return
+		}
+		p.done = append(p.done, finishing{c: c, end: &me})
+	default:
+		p.reject(r, fmt.Errorf("unexpected event type %q", env.Type))
+	}
+}
+
+func (p *processor) reject(r *kgo.Record, err error) {
+	p.stats.Rejected++
+	p.cfg.Logger.Warn("media record skipped", "partition", r.Partition, "offset", r.Offset, "err", err)
+}
+
+// finishAll records the calls that ended in this transaction, a few at a
+// time, and returns the records announcing them.
+func (p *processor) finishAll(ctx context.Context) ([]*kgo.Record, error) {
+	if len(p.done) == 0 {
+		return nil, nil
+	}
+	out := make([][]*kgo.Record, len(p.done))
+	errs := make([]error, len(p.done))
+	sem := make(chan struct{}, p.cfg.Workers)
+	var wg sync.WaitGroup
+	for i, f := range p.done {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() { // joined by wg.Wait below
+			defer wg.Done()
+			defer func() { <-sem }()
+			out[i], errs[i] = p.finish(ctx, f)
+		}()
+	}
+	wg.Wait()
+	for _, f := range p.done {
+		f.c.discard()
+	}
+	p.done = p.done[:0]
+	var recs []*kgo.Record
+	for i := range out {
+		recs = append(recs, out[i]...)
+	}
+	return recs, errors.Join(errs...)
+}
+
+// RecordingID is the deterministic id of a call's recording.
+func RecordingID(callID string) string { return schemas.DerivedID(callID, "recording/v1") }
+
+// ObjectKeys returns where a call's recording and raw media are stored:
+// tenant/yyyy/mm/dd/call-id/recording-id, by the call's UTC start day.
+func ObjectKeys(tenant, callID string, started time.Time) (recording, raw string) {
+	prefix := fmt.Sprintf("%s/%s/%s/%s", tenant, started.UTC().Format("2006/01/02"), callID, RecordingID(callID))
+	return prefix + ".wav.sealed", prefix + ".rtp.sealed"
+}
+
+// finish turns one ended call's spool into its stored recording and raw
+// media, and returns the DataKey and RecordingStored records.
+func (p *processor) finish(ctx context.Context, f finishing) ([]*kgo.Record, error) {
+	c, end := f.c, f.end
+	kctx, cancel := context.WithTimeout(ctx, p.cfg.KeyWait)
+	dk, err := p.reg.Get(kctx, c.tenant, c.keyID)
+	cancel()
+	if errors.Is(err, keyreg.ErrShredded) {
+		// Erased before it was recorded: there is nothing to record.
+		p.cfg.Logger.Warn("call's data key is shredded; not recording it", "call", c.id)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("processors: call %s: %w", c.id, err)
+	}
+	plain, err := p.cfg.Keys.UnwrapDataKey(ctx, c.tenant, keys.Wrapped{KEKName: dk.GetKekName(), KEKVersion: dk.GetKekVersion(), Ciphertext: dk.GetWrappedDek()})
+	if err != nil {
+		return nil, fmt.Errorf("processors: call %s: unwrap key: %w", c.id, err)
+	}
+	opener, err := seal.New(c.tenant, c.keyID, plain)
+	if err != nil {
+		return nil, err
+	}
+	var t0 int64
+	for _, s := range c.streams {
+		if t0 == 0 || s.first < t0 {
+			t0 = s.first
+		}
+	}
+	started := end.GetStartedAt().AsTime()
+	if end.GetStartedAt() == nil {
+		started = time.Unix(0, t0)
+	}
+	recordingID := RecordingID(c.id)
+	objectKey, rawKey := ObjectKeys(c.tenant, c.id, started)
+	rec, err := newCallRecording(c.tenant, c.id, end.GetStreams(), time.Unix(0, t0), opener, p.dir)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.spool.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(c.spool, 64<<10)
+	var buf []byte
+	for {
+		n, err := binary.ReadUvarint(br)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("processors: call %s: spool: %w", c.id, err)
+		}
+		if n > maxBatchBytes {
+			return nil, fmt.Errorf("processors: call %s: spool: frame of %d bytes", c.id, n)
+		}
+		if uint64(cap(buf)) < n {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		if _, err := io.ReadFull(br, buf); err != nil {
+			return nil, fmt.Errorf("processors: call %s: spool: %w", c.id, err)
+		}
+		var pb verbatimv1.PacketBatch
+		if err := proto.Unmarshal(buf, &pb); err != nil {
+			return nil, fmt.Errorf("processors: call %s: spool: %w", c.id, err)
+		}
+		if err := rec.batch(&pb); err != nil {
+			rec.abandon()
+			return nil, err
+		}
+	}
+	ev, recKey, err := rec.finish(ctx, p.cfg.Keys, p.cfg.Store, recordingID, objectKey)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.spool.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	info, err := p.cfg.Store.Put(ctx, rawKey, c.spool, c.size, objstore.PutOptions{ContentType: "application/vnd.verbatim.rtp"})
+	if err != nil {
+		return nil, fmt.Errorf("processors: store raw media of %s: %w", c.id, err)
+	}
+	ev.EndReason, ev.CallStartedAt = end.GetReason(), timestamppb.New(started)
+	ev.RawObjectKey, ev.RawSize, ev.RawSha256 = rawKey, uint64(info.Size), info.SHA256
+	sent := map[string]uint64{}
+	for _, m := range end.GetMedia() {
+		sent[m.GetStreamId()] = m.GetBatches()
+	}
+	for _, sc := range ev.GetCompleteness() {
+		sc.BatchesSent = sent[sc.GetStreamId()]
+		if s := c.streams[sc.GetStreamId()]; s != nil {
+			sc.BatchesReceived = s.received
+		}
+		if sc.BatchesReceived < sc.BatchesSent {
+			p.cfg.Logger.Warn("media batches lost before the processor", "call", c.id, "stream", sc.GetStreamId(),
+				"sent", sc.BatchesSent, "received", sc.BatchesReceived)
+		}
+	}
+	now := time.Now()
+	keyRec, err := schemas.NewRecord(schemas.TopicKeys, []byte(ev.GetKey().GetKeyId()),
+		schemas.Envelope{ID: schemas.DerivedID(recordingID, "key"), Tenant: c.tenant, CallID: c.id, OccurredAt: now, Producer: "verbatim-process"},
+		&verbatimv1.DataKey{KeyId: ev.GetKey().GetKeyId(), Tenant: c.tenant, WrappedDek: recKey.Wrapped.Ciphertext,
+			KekName: recKey.Wrapped.KEKName, KekVersion: recKey.Wrapped.KEKVersion, KeyManager: p.cfg.Keys.Kind(),
+			CreatedAt: timestamppb.New(now), Purpose: "recording", CallId: c.id})
+	if err != nil {
+		return nil, err
+	}
+	storedRec, err := schemas.NewRecord(schemas.TopicRecordings, []byte(c.id),
+		schemas.Envelope{ID: schemas.DerivedID(recordingID, "stored"), Tenant: c.tenant, CallID: c.id, OccurredAt: now, Producer: "verbatim-process"},
+		ev)
+	if err != nil {
+		return nil, err
+	}
+	return []*kgo.Record{keyRec, storedRec}, nil
+}

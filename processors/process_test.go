@@ -1,0 +1,414 @@
+package processors_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/verbatimrec/verbatim/ingest"
+	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/internal/keys"
+	"github.com/verbatimrec/verbatim/internal/objstore"
+	"github.com/verbatimrec/verbatim/internal/stacktest"
+	"github.com/verbatimrec/verbatim/processors"
+	"github.com/verbatimrec/verbatim/schemas"
+	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
+)
+
+// pipeline is ingest and process against one Kafka, key manager and store.
+type pipeline struct {
+	t       *testing.T
+	brokers []string
+	km      keys.Manager
+	store   objstore.Store
+	tenant  string
+	group   string
+}
+
+func (p *pipeline) kafka() kafkaclient.Config { return kafkaclient.Config{Brokers: p.brokers} }
+
+func (p *pipeline) ingest(name string) ingest.Report {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl, err := kafkaclient.New(p.kafka())
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := kafkaclient.EnsureTopics(ctx, cl, schemas.Topics(), 1); err != nil {
+		p.t.Fatal(err)
+	}
+	f, err := os.Open(stacktest.SharedTestdata(p.t, name))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer f.Close()
+	rep, err := ingest.Pcap(ctx, ingest.Config{Tenant: p.tenant, Keys: p.km, Producer: cl}, f)
+	if err != nil {
+		p.t.Fatalf("ingest %s: %v", name, err)
+	}
+	return rep
+}
+
+// process runs the processor until the media topic is idle, or until stop
+// returns true after a committed transaction (a crash: nothing more is
+// done, nothing is cleaned up in Kafka).
+func (p *pipeline) process(stop func(processors.Stats) bool) processors.Stats {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cfg := processors.Config{Kafka: p.kafka(), Group: p.group, TransactionalID: p.group + "-1", Keys: p.km, Store: p.store,
+		SpoolDir: p.t.TempDir(), IdleExit: 2 * time.Second, MaxPollRecords: 3}
+	if stop != nil {
+		cfg.Progress = func(s processors.Stats) {
+			if stop(s) {
+				cancel()
+			}
+		}
+	}
+	st, err := processors.Run(ctx, cfg)
+	if err != nil {
+		p.t.Fatalf("process: %v (stats %+v)", err, st)
+	}
+	return st
+}
+
+type stored struct {
+	ev  *verbatimv1.RecordingStored
+	wav []byte
+}
+
+// recordings reads every committed RecordingStored of the tenant, fetches
+// and checks each object, and opens it with its key from the registry.
+func (p *pipeline) recordings() (map[string][]stored, []*kgo.Record) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl, err := kafkaclient.New(p.kafka(), kgo.ConsumeTopics(schemas.TopicRecordings, schemas.TopicKeys, schemas.TopicMedia, schemas.TopicCalls),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, schemas.TopicRecordings, schemas.TopicKeys, schemas.TopicMedia, schemas.TopicCalls)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	left := map[string]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			left[o.Topic+"/"+strconv.Itoa(int(o.Partition))] = o.Offset
+		}
+	})
+	var all []*kgo.Record
+	dks := map[string]*verbatimv1.DataKey{}
+	var evs []*verbatimv1.RecordingStored
+	for len(left) > 0 {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			p.t.Fatalf("reading back: %v; left %v", ctx.Err(), left)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if k := r.Topic + "/" + strconv.Itoa(int(r.Partition)); r.Offset+2 >= left[k] { // +1: a commit marker may end it
+				delete(left, k)
+			}
+			env, err := schemas.ParseHeaders(r.Headers)
+			if err != nil || env.Tenant != p.tenant {
+				return
+			}
+			all = append(all, r)
+			switch env.Type {
+			case "verbatim.v1.DataKey":
+				dk := &verbatimv1.DataKey{}
+				mustUnmarshal(p.t, r.Value, dk)
+				dks[dk.GetKeyId()] = dk
+			case "verbatim.v1.RecordingStored":
+				ev := &verbatimv1.RecordingStored{}
+				mustUnmarshal(p.t, r.Value, ev)
+				evs = append(evs, ev)
+			}
+		})
+	}
+	out := map[string][]stored{}
+	for _, ev := range evs {
+		dk := dks[ev.GetKey().GetKeyId()]
+		if dk == nil {
+			p.t.Fatalf("recording %s: key %s not in the registry", ev.GetRecordingId(), ev.GetKey().GetKeyId())
+		}
+		rc, _, err := p.store.Get(ctx, ev.GetObjectKey())
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		sealed, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		if sum := sha256.Sum256(sealed); !bytes.Equal(sum[:], ev.GetCiphertextSha256()) {
+			p.t.Fatalf("recording %s: stored ciphertext does not match its announced SHA-256", ev.GetObjectKey())
+		}
+		plain, err := p.km.UnwrapDataKey(ctx, p.tenant, keys.Wrapped{KEKName: dk.GetKekName(), KEKVersion: dk.GetKekVersion(), Ciphertext: dk.GetWrappedDek()})
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		r, err := processors.OpenRecording(bytes.NewReader(sealed), plain, p.tenant, ev.GetObjectKey())
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		wav, err := io.ReadAll(r)
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		if sum := sha256.Sum256(wav); !bytes.Equal(sum[:], ev.GetPlaintextSha256()) {
+			p.t.Fatalf("recording %s: plaintext does not match its announced SHA-256", ev.GetObjectKey())
+		}
+		out[ev.GetCallId()] = append(out[ev.GetCallId()], stored{ev: ev, wav: wav})
+	}
+	return out, all
+}
+
+func mustUnmarshal(t *testing.T, b []byte, m proto.Message) {
+	t.Helper()
+	if err := proto.Unmarshal(b, m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func kfakePipeline(t *testing.T) *pipeline {
+	t.Helper()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	dir := t.TempDir()
+	kr, err := keys.OpenKeyring(filepath.Join(dir, "keyring.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := objstore.NewFS(filepath.Join(dir, "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &pipeline{t: t, brokers: cluster.ListenAddrs(), km: kr, store: store, tenant: "demo", group: "verbatim-process"}
+}
+
+// The MANIFEST's digests of the two one-way streams of the G.711 capture,
+// decoded to 16-bit little-endian PCM.
+var g711PCM = map[string]string{
+	"PCMU": "74b16195a4ab422b255a60446cee37540d289a5fbdbc863a48906b893a1db899",
+	"PCMA": "98822cb3e5957db5a13c85a950123cf89b0b7aee6a0f5b5e39d0e462b320c3d2",
+}
+
+// checkG711 checks the two recordings of wireshark_sip-rtp-g711.pcap: one
+// per call, each holding its stream's audio sample for sample on one
+// channel, silence on the other, and a completeness report with no loss.
+func checkG711(t *testing.T, recs map[string][]stored) {
+	t.Helper()
+	if len(recs) != 2 {
+		t.Fatalf("%d calls recorded, want 2", len(recs))
+	}
+	seen := map[string]bool{}
+	for call, rs := range recs {
+		if len(rs) != 1 {
+			t.Fatalf("call %s announced %d times", call, len(rs))
+		}
+		ev, wav := rs[0].ev, rs[0].wav
+		if ev.GetRawObjectKey() == "" || ev.GetRawSize() == 0 || ev.GetCallStartedAt() == nil {
+			t.Errorf("call %s: raw media not stored: %v", call, ev)
+		}
+		if want := "/2016/11/26/" + call + "/" + processors.RecordingID(call) + ".wav.sealed"; !strings.HasSuffix(ev.GetObjectKey(), want) {
+			t.Errorf("object key %s, want tenant%s", ev.GetObjectKey(), want)
+		}
+		// Both directions were negotiated; only one sent RTP.
+		var c *verbatimv1.StreamCompleteness
+		for _, sc := range ev.GetCompleteness() {
+			if sc.GetPacketsCaptured() > 0 {
+				c = sc
+			}
+		}
+		if len(ev.GetCompleteness()) != 2 || c == nil {
+			t.Fatalf("call %s: completeness %v", call, ev.GetCompleteness())
+		}
+		if c.GetPacketsCaptured() != c.GetPacketsInRecording() || len(c.GetGaps()) != 0 || c.GetBatchesSent() == 0 || c.GetBatchesSent() != c.GetBatchesReceived() {
+			t.Errorf("call %s: completeness %v", call, c)
+		}
+		left, right := channels(t, wav)
+		audio, silent := left, right
+		if isSilent(left) {
+			audio, silent = right, left
+		}
+		if !isSilent(silent) {
+			t.Errorf("call %s: both channels hold sound; the capture is one-way", call)
+		}
+		var codec string
+		switch c.GetPacketsCaptured() {
+		case 425:
+			codec = "PCMU"
+		case 414:
+			codec = "PCMA"
+		default:
+			t.Fatalf("call %s: %d packets", call, c.GetPacketsCaptured())
+		}
+		n := int(c.GetPacketsCaptured()) * 160
+		if len(audio) < n {
+			t.Fatalf("call %s: %d samples, want %d", call, len(audio), n)
+		}
+		sum := sha256.Sum256(pcmBytes(audio[:n]))
+		if got := hex.EncodeToString(sum[:]); got != g711PCM[codec] {
+			t.Errorf("call %s (%s): channel PCM digest %s, MANIFEST says %s", call, codec, got, g711PCM[codec])
+		}
+		seen[codec] = true
+		wantReason := verbatimv1.EndReason_END_REASON_BYE
+		if codec == "PCMA" {
+			wantReason = verbatimv1.EndReason_END_REASON_TIMEOUT // no BYE in the capture
+		}
+		if ev.GetEndReason() != wantReason {
+			t.Errorf("call %s: end reason %v, want %v", call, ev.GetEndReason(), wantReason)
+		}
+	}
+	if !seen["PCMU"] || !seen["PCMA"] {
+		t.Fatalf("codecs recorded: %v", seen)
+	}
+}
+
+func channels(t *testing.T, wav []byte) (l, r []int16) {
+	t.Helper()
+	if len(wav) < 44 || string(wav[:4]) != "RIFF" || string(wav[8:12]) != "WAVE" || binary.LittleEndian.Uint16(wav[22:]) != 2 {
+		t.Fatalf("not a stereo WAV: % x", wav[:min(len(wav), 44)])
+	}
+	for o := 44; o+4 <= len(wav); o += 4 {
+		l = append(l, int16(binary.LittleEndian.Uint16(wav[o:])))
+		r = append(r, int16(binary.LittleEndian.Uint16(wav[o+2:])))
+	}
+	return l, r
+}
+
+func isSilent(s []int16) bool {
+	for _, v := range s {
+		if v != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func pcmBytes(s []int16) []byte {
+	b := make([]byte, 0, 2*len(s))
+	for _, v := range s {
+		b = binary.LittleEndian.AppendUint16(b, uint16(v))
+	}
+	return b
+}
+
+func TestProcessG711(t *testing.T) {
+	p := kfakePipeline(t)
+	p.ingest("pcap/wireshark_sip-rtp-g711.pcap")
+	st := p.process(nil)
+	t.Logf("stats %+v", st)
+	if st.Recorded != 2 || st.Open != 0 || st.Rejected != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	recs, all := p.recordings()
+	checkG711(t, recs)
+	noPlaintext(t, p, all)
+
+	// Another run of the group has nothing left to do.
+	if st := p.process(nil); st.Recorded != 0 || st.Records != 0 {
+		t.Fatalf("second run: %+v", st)
+	}
+}
+
+// TestProcessKilledMidCall stops the processor after a committed
+// transaction while a call is open, then starts it again: the call is
+// rebuilt from its checkpoint and each call is recorded exactly once, with
+// the same audio.
+func TestProcessKilledMidCall(t *testing.T) {
+	p := kfakePipeline(t)
+	p.ingest("pcap/wireshark_sip-rtp-g711.pcap")
+	var kills atomic.Int32
+	first := p.process(func(s processors.Stats) bool {
+		if s.Open > 0 && s.Batches >= 4 {
+			kills.Add(1)
+			return true
+		}
+		return false
+	})
+	if kills.Load() != 1 || first.Open == 0 {
+		t.Fatalf("the processor was not stopped with a call open: %+v", first)
+	}
+	second := p.process(nil)
+	t.Logf("first run %+v; second run %+v", first, second)
+	if second.Replayed == 0 {
+		t.Fatal("the restarted processor rebuilt nothing")
+	}
+	if first.Recorded+second.Recorded != 2 {
+		t.Fatalf("recorded %d + %d, want 2 in all", first.Recorded, second.Recorded)
+	}
+	recs, _ := p.recordings()
+	checkG711(t, recs)
+}
+
+// noPlaintext scans every record and stored object for content that must
+// only exist sealed: the capture's SIP identities and its raw audio.
+func noPlaintext(t *testing.T, p *pipeline, recs []*kgo.Record) {
+	t.Helper()
+	secrets := [][]byte{[]byte("sip:"), []byte("sipp@"), []byte("1-1966@"), []byte("10.0.2.20"), []byte("FreeSWITCH"), []byte("RIFF")}
+	// A run of audio as it is on the wire: 16 payload bytes of the first
+	// PCMU packet.
+	stacktest.EachRTP(t, "pcap/wireshark_sip-rtp-g711.pcap", 0x343DA99B, func(pkt *rtp.Packet) {
+		if len(secrets) == 6 {
+			secrets = append(secrets, append([]byte(nil), pkt.Payload[40:56]...))
+		}
+	})
+	check := func(where string, b []byte) {
+		for _, s := range secrets {
+			if bytes.Contains(b, s) {
+				t.Fatalf("%s holds plaintext %q", where, s)
+			}
+		}
+	}
+	for _, r := range recs {
+		check(r.Topic+" record", r.Value)
+		check(r.Topic+" key", r.Key)
+	}
+	ctx := context.Background()
+	for call, rs := range mustRecordings(t, p) {
+		for _, k := range []string{rs.GetObjectKey(), rs.GetRawObjectKey()} {
+			rc, _, err := p.store.Get(ctx, k)
+			if err != nil {
+				t.Fatalf("call %s: %v", call, err)
+			}
+			b, _ := io.ReadAll(rc)
+			rc.Close()
+			check("object "+k, b)
+		}
+	}
+}
+
+func mustRecordings(t *testing.T, p *pipeline) map[string]*verbatimv1.RecordingStored {
+	t.Helper()
+	recs, _ := p.recordings()
+	out := map[string]*verbatimv1.RecordingStored{}
+	for call, rs := range recs {
+		out[call] = rs[0].ev
+	}
+	return out
+}
