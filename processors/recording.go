@@ -181,7 +181,9 @@ func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objst
 			report = append(report, &verbatimv1.StreamCompleteness{StreamId: s.meta.GetStreamId()})
 		}
 	}
-	slices.SortFunc(report, func(a, b *verbatimv1.StreamCompleteness) int { return strings.Compare(a.GetStreamId(), b.GetStreamId()) })
+	slices.SortFunc(report, func(a, b *verbatimv1.StreamCompleteness) int {
+		return strings.Compare(a.GetStreamId(), b.GetStreamId())
+	})
 	if r.err != nil {
 		return nil, nil, r.err
 	}
