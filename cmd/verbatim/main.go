@@ -28,7 +28,9 @@ Commands:
   dev       run the embedded default: Kafka broker, object store and keyring
             in one process (ClickHouse optional); --check runs a self-check
   ingest    ingest pcap FILE...: record the SIP/RTP calls in captures
+  process   assemble, encrypt and store the recordings (exactly once)
   project   project search: build the ClickHouse search tables from the topics
+  play      play CALL-ID -o out.wav: fetch, verify and decrypt a recording
   search    find calls by time, party (number or SIP URI) or call id
   topics    list the v1 topic catalogue, or create the topics (--create)
   version   print the version
@@ -57,6 +59,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDev(ctx, args[1:], stdout, stderr)
 	case "ingest":
 		return runIngest(ctx, args[1:], stdout, stderr)
+	case "process":
+		return runProcess(ctx, args[1:], stdout, stderr)
+	case "play":
+		return runPlay(ctx, args[1:], stdout, stderr)
 	case "project":
 		return runProject(ctx, args[1:], stdout, stderr)
 	case "search":

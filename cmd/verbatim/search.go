@@ -116,7 +116,7 @@ func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return enc.Encode(rs)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "STARTED (UTC)\tDURATION\tENDED BY\tFROM\tTO\tSIP CALL-ID\tCALL")
+	fmt.Fprintln(tw, "STARTED (UTC)\tDURATION\tENDED BY\tFROM\tTO\tRECORDING\tSIP CALL-ID\tCALL")
 	for _, r := range rs {
 		var fromP, toP string
 		for _, p := range r.Parties {
@@ -127,12 +127,35 @@ func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				toP = p.URI
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.StartedAt.UTC().Format("2006-01-02 15:04:05"), r.Duration.Round(time.Millisecond),
-			strings.ToLower(strings.TrimPrefix(r.EndReason, "END_REASON_")), fromP, toP, r.SIPCallID, r.CallID)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.StartedAt.UTC().Format("2006-01-02 15:04:05"), r.Duration.Round(time.Millisecond),
+			strings.ToLower(strings.TrimPrefix(r.EndReason, "END_REASON_")), fromP, toP, recordingSummary(r), r.SIPCallID, r.CallID)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%d calls\n", len(rs))
 	return nil
+}
+
+// recordingSummary says in a few words whether a call was recorded and how
+// completely: "complete, 425 packets", "3 of 425 packets missing", "MISSING".
+func recordingSummary(r search.Result) string {
+	rec := r.Recording
+	if rec == nil {
+		return r.Status
+	}
+	var issues []string
+	if rec.PacketsMissing > 0 {
+		issues = append(issues, fmt.Sprintf("%d of %d packets missing", rec.PacketsMissing, rec.PacketsMissing+rec.PacketsInRecording))
+	}
+	if rec.BatchesLost > 0 {
+		issues = append(issues, fmt.Sprintf("%d batches lost", rec.BatchesLost))
+	}
+	if rec.Late > 0 {
+		issues = append(issues, fmt.Sprintf("%d late packets dropped", rec.Late))
+	}
+	if len(issues) == 0 {
+		return fmt.Sprintf("complete, %d packets", rec.PacketsInRecording)
+	}
+	return strings.Join(issues, ", ")
 }

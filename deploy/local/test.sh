@@ -4,7 +4,9 @@
 #   2. start the local stack (deploy/local/stack.sh up); stop it afterwards
 #      if this run started it
 #   3. unit and integration tests with -race; integration tests use the real
-#      Kafka, ClickHouse, MinIO and Vault and fail (not skip) if one is missing
+#      Kafka, ClickHouse, MinIO and Vault and fail (not skip) if one is missing;
+#      acceptance tests compare recordings with tshark's export of the RTP,
+#      decoded by sox (both from Debian, installed here when missing)
 #   4. schema checks (lint, breaking changes, stale generated code)
 #   5. docker-compose.yml validation
 set -euo pipefail
@@ -14,6 +16,21 @@ cd "$repo"
 stack=$here/stack.sh
 export VERBATIM_STACK_DIR=${VERBATIM_STACK_DIR:-$repo/.stack}
 step() { printf '\n==> %s\n' "$*"; }
+
+apt_install() {
+	local s=""
+	[ "$(id -u)" -eq 0 ] || s=sudo
+	$s env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1 ||
+		{ $s apt-get update -qq && $s env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
+}
+
+step "test tools (tshark, sox, docker-compose)"
+missing=()
+for tool in tshark:tshark sox:sox docker-compose:docker-compose; do
+	command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+done
+[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+tshark --version | head -1; sox --version
 
 step "gofmt and go vet"
 bad=$(gofmt -l $(git ls-files '*.go'))
@@ -41,11 +58,6 @@ step "schema checks"
 schemas/check.sh
 
 step "docker-compose.yml"
-command -v docker-compose >/dev/null || {
-	s=""; [ "$(id -u)" -eq 0 ] || s=sudo
-	$s env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null 2>&1 ||
-		{ $s apt-get update -qq && $s env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }
-}
 # The compose file takes credentials from the environment; use the stack's.
 VERBATIM_MINIO_USER=$VERBATIM_S3_ACCESS_KEY VERBATIM_MINIO_PASSWORD=$VERBATIM_S3_SECRET_KEY \
 	VERBATIM_VAULT_TOKEN=$VERBATIM_VAULT_TOKEN \

@@ -2,12 +2,14 @@ package search
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/verbatimrec/verbatim/internal/keys"
@@ -165,8 +167,48 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 		row.durationMS = uint64(ev.GetDuration().AsDuration().Milliseconds())
 		row.endReason = ev.GetReason().String()
 		return p.insertCall(ctx, row, version)
+	case "verbatim.v1.RecordingStored":
+		var ev verbatimv1.RecordingStored
+		if err := proto.Unmarshal(val, &ev); err != nil {
+			return err
+		}
+		return p.insertRecording(ctx, env.Tenant, &ev, version)
 	}
 	return nil
+}
+
+func (p *Projector) insertRecording(ctx context.Context, tenant string, ev *verbatimv1.RecordingStored, version uint64) error {
+	var captured, inRec, missing, dups, late, lost uint64
+	for _, c := range ev.GetCompleteness() {
+		captured += c.GetPacketsCaptured()
+		inRec += c.GetPacketsInRecording()
+		dups += c.GetDuplicates()
+		late += c.GetLate()
+		for _, g := range c.GetGaps() {
+			missing += g.GetLast() - g.GetFirst() + 1
+		}
+		if c.GetBatchesSent() > c.GetBatchesReceived() {
+			lost += c.GetBatchesSent() - c.GetBatchesReceived()
+		}
+	}
+	report, err := protojson.Marshal(&verbatimv1.RecordingStored{Completeness: ev.GetCompleteness()})
+	if err != nil {
+		return err
+	}
+	b, err := p.conn.PrepareBatch(ctx, "INSERT INTO `"+p.db+"`.recordings (tenant, call_id, recording_id, object_key, format, duration_ms, channels, "+
+		"plaintext_sha256, ciphertext_sha256, key_id, stored_at, version, end_reason, raw_object_key, ciphertext_size, "+
+		"packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, completeness)")
+	if err != nil {
+		return err
+	}
+	if err := b.Append(tenant, ev.GetCallId(), ev.GetRecordingId(), ev.GetObjectKey(), ev.GetFormat(),
+		uint64(ev.GetDuration().AsDuration().Milliseconds()), uint8(ev.GetChannels()),
+		hex.EncodeToString(ev.GetPlaintextSha256()), hex.EncodeToString(ev.GetCiphertextSha256()), ev.GetKey().GetKeyId(),
+		ev.GetStoredAt().AsTime(), version, ev.GetEndReason().String(), ev.GetRawObjectKey(), ev.GetCiphertextSize(),
+		captured, inRec, missing, dups, late, lost, string(report)); err != nil {
+		return err
+	}
+	return b.Send()
 }
 
 func (p *Projector) insertCall(ctx context.Context, r callRow, version uint64) error {

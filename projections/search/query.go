@@ -29,6 +29,30 @@ type Party struct {
 	ID, Role, URI, Number, DisplayName string
 }
 
+// Recording statuses of a found call.
+const (
+	StatusRecorded    = "recorded"     // stored; see Recording for completeness
+	StatusInProgress  = "in progress"  // the call has not ended
+	StatusNotAnswered = "not answered" // rejected or cancelled: nothing to record
+	// StatusMissing: the call ended but no recording exists (no media was
+	// captured for it, or it has not been processed yet). Never silent.
+	StatusMissing = "MISSING"
+)
+
+// Recording is the stored recording of a found call and how complete it is.
+type Recording struct {
+	RecordingID, ObjectKey, RawObjectKey, Format string
+	Duration                                     time.Duration
+	Channels                                     uint8
+	PlaintextSHA256, CiphertextSHA256, KeyID     string
+	CiphertextSize                               uint64
+	StoredAt                                     time.Time
+	EndReason                                    string
+	// Totals over the streams; Completeness has them per stream (JSON).
+	PacketsCaptured, PacketsInRecording, PacketsMissing, Duplicates, Late, BatchesLost uint64
+	Completeness                                                                       string
+}
+
 // Result is one found call.
 type Result struct {
 	CallID, SIPCallID  string
@@ -36,6 +60,8 @@ type Result struct {
 	Duration           time.Duration
 	EndReason          string
 	Parties            []Party
+	Status             string
+	Recording          *Recording
 }
 
 // Search runs q against the projection in database db.
@@ -97,6 +123,41 @@ func Search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 			out[i].Parties = append(out[i].Parties, p)
 		}
 		prow.Close()
+		if err := recording(ctx, conn, db, q.Tenant, &out[i]); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
+}
+
+// recording fills in r's recording, if any, and its status.
+func recording(ctx context.Context, conn driver.Conn, db, tenant string, r *Result) error {
+	rows, err := conn.Query(ctx, "SELECT recording_id, object_key, raw_object_key, format, duration_ms, channels, plaintext_sha256, ciphertext_sha256, "+
+		"key_id, ciphertext_size, stored_at, end_reason, packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, completeness "+
+		"FROM `"+db+"`.recordings FINAL WHERE tenant = ? AND call_id = ? ORDER BY stored_at DESC LIMIT 1", tenant, r.CallID)
+	if err != nil {
+		return fmt.Errorf("search: %w", err)
+	}
+	defer rows.Close()
+	if rows.Next() {
+		var rec Recording
+		var ms uint64
+		if err := rows.Scan(&rec.RecordingID, &rec.ObjectKey, &rec.RawObjectKey, &rec.Format, &ms, &rec.Channels, &rec.PlaintextSHA256,
+			&rec.CiphertextSHA256, &rec.KeyID, &rec.CiphertextSize, &rec.StoredAt, &rec.EndReason, &rec.PacketsCaptured,
+			&rec.PacketsInRecording, &rec.PacketsMissing, &rec.Duplicates, &rec.Late, &rec.BatchesLost, &rec.Completeness); err != nil {
+			return fmt.Errorf("search: %w", err)
+		}
+		rec.Duration = time.Duration(ms) * time.Millisecond
+		r.Recording, r.Status = &rec, StatusRecorded
+		return rows.Err()
+	}
+	switch {
+	case r.EndReason == "" || r.EndedAt.Unix() <= 0:
+		r.Status = StatusInProgress
+	case r.EndReason == "END_REASON_REJECTED" || r.EndReason == "END_REASON_CANCEL":
+		r.Status = StatusNotAnswered
+	default:
+		r.Status = StatusMissing
+	}
+	return rows.Err()
 }

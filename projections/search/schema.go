@@ -113,6 +113,19 @@ var migrations = []string{
 	PARTITION BY toYYYYMM(stored_at)
 	ORDER BY (tenant, call_id, recording_id)`,
 	"ALTER TABLE {db}.calls ADD COLUMN sip_call_id String",
+	// Completeness of each recording: totals over its streams, and the
+	// per-stream report as JSON.
+	`ALTER TABLE {db}.recordings
+		ADD COLUMN end_reason String,
+		ADD COLUMN raw_object_key String,
+		ADD COLUMN ciphertext_size UInt64,
+		ADD COLUMN packets_captured UInt64,
+		ADD COLUMN packets_in_recording UInt64,
+		ADD COLUMN packets_missing UInt64,
+		ADD COLUMN duplicates UInt64,
+		ADD COLUMN late UInt64,
+		ADD COLUMN batches_lost UInt64,
+		ADD COLUMN completeness String`,
 }
 
 // Migrate creates the database and applies pending migrations. It is safe

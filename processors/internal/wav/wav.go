@@ -23,7 +23,7 @@ func Header(channels, rate int, dataBytes uint32) [HeaderSize]byte {
 	binary.LittleEndian.PutUint32(h[16:], 16)
 	binary.LittleEndian.PutUint16(h[20:], 1) // PCM
 	binary.LittleEndian.PutUint16(h[22:], uint16(channels))
-	binary.LittleEndian.PutUint32(h[24:], uint32(rate*channels*2))
+	binary.LittleEndian.PutUint32(h[24:], uint32(rate))
 	binary.LittleEndian.PutUint32(h[28:], uint32(rate*channels*2))
 	binary.LittleEndian.PutUint16(h[32:], uint16(channels*2))
 	binary.LittleEndian.PutUint16(h[34:], 16)

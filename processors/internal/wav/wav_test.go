@@ -82,3 +82,26 @@ func TestHeader(t *testing.T) {
 		t.Fatalf("header % x", h)
 	}
 }
+
+// TestHeaderFields checks every field of the canonical 44-byte header
+// against its definition (RIFF WAVE, fmt chunk of PCM).
+func TestHeaderFields(t *testing.T) {
+	h := wav.Header(2, 8000, 1000)
+	le16 := func(o int) int { return int(binary.LittleEndian.Uint16(h[o:])) }
+	le32 := func(o int) int { return int(binary.LittleEndian.Uint32(h[o:])) }
+	for _, f := range []struct {
+		name      string
+		got, want int
+	}{
+		{"RIFF size", le32(4), 1036}, {"fmt size", le32(16), 16}, {"format", le16(20), 1}, {"channels", le16(22), 2},
+		{"sample rate", le32(24), 8000}, {"byte rate", le32(28), 32000}, {"block align", le16(32), 4},
+		{"bits per sample", le16(34), 16}, {"data size", le32(40), 1000},
+	} {
+		if f.got != f.want {
+			t.Errorf("%s = %d, want %d", f.name, f.got, f.want)
+		}
+	}
+	if string(h[0:4]) != "RIFF" || string(h[8:16]) != "WAVEfmt " || string(h[36:40]) != "data" {
+		t.Errorf("chunk ids: %q", h[:])
+	}
+}

@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/verbatimrec/verbatim/internal/keyreg"
+	"github.com/verbatimrec/verbatim/internal/keys"
+	"github.com/verbatimrec/verbatim/processors"
+	"github.com/verbatimrec/verbatim/projections/search"
+	"github.com/verbatimrec/verbatim/schemas"
+	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
+)
+
+func runPlay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("play", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: verbatim play [flags] CALL-ID -o out.wav\n\nWrites the call's decrypted recording after checking both of its SHA-256 digests.\nCALL-ID is Verbatim's call id or the SIP Call-ID. The playback is audited.")
+		fs.PrintDefaults()
+	}
+	out := fs.String("o", "", "output WAV file (required; written only once verified)")
+	tenant := fs.String("tenant", envOr("VERBATIM_TENANT", "demo"), "tenant that owns the call")
+	keyWait := fs.Duration("key-wait", 30*time.Second, "how long to wait for the recording's key in the key registry")
+	kafka := addKafkaFlags(fs)
+	ch := addClickHouseFlags(fs)
+	kf := addKeyFlags(fs)
+	sf := addStoreFlags(fs)
+	// Flags may follow the call id: verbatim play CALL-ID -o out.wav.
+	var callID string
+	for rest := args; ; {
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		if callID != "" {
+			return fmt.Errorf("play: one call id only, got %q and %q", callID, fs.Arg(0))
+		}
+		callID, rest = fs.Arg(0), fs.Args()[1:]
+	}
+	if callID == "" || *out == "" {
+		fs.Usage()
+		return errors.New("play: a call id and -o are required")
+	}
+
+	conn, db, err := ch.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rs, err := search.Search(ctx, conn, db, search.Query{Tenant: *tenant, CallID: callID, Limit: 2})
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(rs) == 0:
+		return fmt.Errorf("play: no call %q for tenant %s", callID, *tenant)
+	case len(rs) > 1:
+		return fmt.Errorf("play: %q names several calls (%s, %s, ...): use Verbatim's call id", callID, rs[0].CallID, rs[1].CallID)
+	case rs[0].Recording == nil:
+		return fmt.Errorf("play: call %s has no recording (%s)", rs[0].CallID, rs[0].Status)
+	}
+	call, rec := rs[0], rs[0].Recording
+
+	km, err := kf.manager()
+	if err != nil {
+		return err
+	}
+	store, _, err := sf.open(ctx)
+	if err != nil {
+		return err
+	}
+	cl, err := kafka.client("verbatim-play", stderr, keyreg.ConsumeOpts()...)
+	if err != nil {
+		return err
+	}
+	reg := keyreg.Start(cl)
+	defer reg.Close()
+
+	// Every access is audited, and the audit comes first: no audit, no
+	// playback.
+	if err := audit(ctx, kafka, stderr, *tenant, call.CallID, rec.RecordingID); err != nil {
+		return fmt.Errorf("play: audit event not written, so nothing is played: %w", err)
+	}
+	kctx, cancel := context.WithTimeout(ctx, *keyWait)
+	dk, err := reg.Get(kctx, *tenant, rec.KeyID)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("play: %w", err)
+	}
+	plainKey, err := km.UnwrapDataKey(ctx, *tenant, keys.Wrapped{KEKName: dk.GetKekName(), KEKVersion: dk.GetKekVersion(), Ciphertext: dk.GetWrappedDek()})
+	if err != nil {
+		return fmt.Errorf("play: unwrap the recording key: %w", err)
+	}
+	obj, _, err := store.Get(ctx, rec.ObjectKey)
+	if err != nil {
+		return fmt.Errorf("play: %w", err)
+	}
+	defer obj.Close()
+	cipherSum := sha256.New()
+	plain, err := processors.OpenRecording(io.TeeReader(obj, cipherSum), plainKey, *tenant, rec.ObjectKey)
+	if err != nil {
+		return fmt.Errorf("play: %w", err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(*out), ".verbatim-play-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename there is nothing to remove
+	plainSum := sha256.New()
+	n, err := io.Copy(io.MultiWriter(tmp, plainSum), plain)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("play: decrypt %s: %w", rec.ObjectKey, err)
+	}
+	if got := hex.EncodeToString(cipherSum.Sum(nil)); got != rec.CiphertextSHA256 {
+		return fmt.Errorf("play: stored object %s has SHA-256 %s, but %s was recorded: refusing it", rec.ObjectKey, got, rec.CiphertextSHA256)
+	}
+	if got := hex.EncodeToString(plainSum.Sum(nil)); got != rec.PlaintextSHA256 {
+		return fmt.Errorf("play: decrypted recording has SHA-256 %s, but %s was recorded: refusing it", got, rec.PlaintextSHA256)
+	}
+	if err := os.Rename(tmp.Name(), *out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: call %s, %s, %d channels, %d bytes; SHA-256 of ciphertext and plaintext verified\n",
+		*out, call.CallID, rec.Duration.Round(time.Millisecond), rec.Channels, n)
+	return nil
+}
+
+// audit records who played which recording on the audit topic.
+func audit(ctx context.Context, kafka kafkaFlags, stderr io.Writer, tenant, callID, recordingID string) error {
+	cl, err := kafka.client("verbatim-play", stderr)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	subject := "os-user:unknown"
+	if u, err := user.Current(); err == nil {
+		subject = "os-user:" + u.Username
+	}
+	now := time.Now()
+	id := schemas.RandomID()
+	host, _ := os.Hostname()
+	rec, err := schemas.NewRecord(schemas.TopicAudit, []byte(tenant),
+		schemas.Envelope{ID: id, Tenant: tenant, CallID: callID, OccurredAt: now, Producer: "verbatim-play"},
+		&verbatimv1.AuditEvent{EventId: id, OccurredAt: timestamppb.New(now), Tenant: tenant, Action: "recording.play",
+			Actor:  &verbatimv1.Actor{Subject: subject, Role: "administrator", Tenant: tenant},
+			Target: &verbatimv1.Target{Type: "recording", Id: recordingID}, Result: verbatimv1.AuditResult_AUDIT_RESULT_SUCCESS,
+			Reason: "verbatim play (command line)", UserAgent: "verbatim/" + version(), SourceAddress: host})
+	if err != nil {
+		return err
+	}
+	return cl.ProduceSync(ctx, rec).FirstErr()
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/internal/objstore"
+	"github.com/verbatimrec/verbatim/processors"
+)
+
+// storeFlags choose the recordings store: S3 when an endpoint is
+// configured (credentials from the environment only), else the embedded
+// default's directory. An explicit --objects wins.
+type storeFlags struct {
+	fs                  *flag.FlagSet
+	objects, s3, bucket *string
+	insecure            *bool
+}
+
+func addStoreFlags(fs *flag.FlagSet) storeFlags {
+	return storeFlags{
+		fs:       fs,
+		objects:  fs.String("objects", filepath.Join(envOr("VERBATIM_DATA", ".verbatim"), "objects"), "recordings directory, when no S3 endpoint is configured"),
+		s3:       fs.String("s3-endpoint", os.Getenv("VERBATIM_S3_ENDPOINT"), "S3 endpoint host:port (env VERBATIM_S3_ENDPOINT; keys from VERBATIM_S3_ACCESS_KEY and VERBATIM_S3_SECRET_KEY)"),
+		bucket:   fs.String("s3-bucket", envOr("VERBATIM_S3_BUCKET", "verbatim-recordings"), "S3 bucket, with object lock (env VERBATIM_S3_BUCKET)"),
+		insecure: fs.Bool("s3-insecure", os.Getenv("VERBATIM_S3_INSECURE") == "true", "plain HTTP to S3, for a loopback dev stack only (env VERBATIM_S3_INSECURE=true)"),
+	}
+}
+
+func (s storeFlags) open(ctx context.Context) (objstore.Store, string, error) {
+	explicit := false
+	s.fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "objects" })
+	if *s.s3 == "" || explicit {
+		st, err := objstore.NewFS(*s.objects)
+		return st, "directory " + *s.objects, err
+	}
+	st, err := objstore.NewS3(ctx, objstore.S3Config{Endpoint: *s.s3, Bucket: *s.bucket, Insecure: *s.insecure,
+		AccessKey: os.Getenv("VERBATIM_S3_ACCESS_KEY"), SecretKey: os.Getenv("VERBATIM_S3_SECRET_KEY")})
+	return st, "s3://" + *s.bucket + " at " + *s.s3, err
+}
+
+func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("process", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	kafka := addKafkaFlags(fs)
+	group := fs.String("group", "verbatim-process", "consumer group")
+	host, _ := os.Hostname()
+	instance := fs.String("instance", host, "name of this processor, stable across its restarts and unique in the group (its transactional id)")
+	spool := fs.String("spool", os.TempDir(), "directory for open calls' media (sealed)")
+	idle := fs.Duration("exit-when-idle", 0, "exit once no media has arrived for this long (0: run until stopped)")
+	quiet := fs.Bool("quiet", false, "no progress line")
+	kf := addKeyFlags(fs)
+	sf := addStoreFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("process: unexpected argument %q", fs.Arg(0))
+	}
+	if *instance == "" {
+		return errors.New("process: --instance is required (no host name)")
+	}
+	km, err := kf.manager()
+	if err != nil {
+		return err
+	}
+	store, where, err := sf.open(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "process: recordings to %s\n", where)
+	cfg := processors.Config{
+		Kafka: kafkaclient.Config{Brokers: strings.Split(*kafka.brokers, ","), ClientID: "verbatim-process", Logger: warnLogger(stderr)},
+		Group: *group, TransactionalID: "verbatim-process-" + *instance, Keys: km, Store: store, SpoolDir: *spool,
+		IdleExit: *idle, Logger: warnLogger(stderr),
+	}
+	if !*quiet {
+		cfg.Progress = func(s processors.Stats) {
+			fmt.Fprintf(stderr, "\rprocess: %d media records, %d recordings stored, %d calls open ", s.Records, s.Recorded, s.Open)
+		}
+	}
+	st, err := processors.Run(ctx, cfg)
+	if !*quiet {
+		fmt.Fprintln(stderr)
+	}
+	fmt.Fprintf(stdout, "process: %d recordings stored, %d calls without media, %d calls still open, %d media records (%d duplicates, %d rejected, %d read again to rebuild open calls)\n",
+		st.Recorded, st.NoMedia, st.Open, st.Records, st.Duplicates, st.Rejected, st.Replayed)
+	return err
+}
