@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
@@ -83,58 +81,39 @@ func ingestWith(t *testing.T, brokers []string, km keys.Manager, tenant, name st
 	defer cons.Close()
 	// Read up to the end offsets as they are now: everything ingested, no
 	// fixed wait (fresh topics on a real broker can take seconds to serve).
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, schemas.TopicCalls, schemas.TopicMedia, schemas.TopicKeys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	left := map[string]int64{} // "topic/partition" -> end offset not yet reached
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			left[fmt.Sprintf("%s/%d", o.Topic, o.Partition)] = o.Offset
+	stacktest.ReadBack(ctx, t, cons, 5*time.Second, func(r *kgo.Record) {
+		out.records = append(out.records, r)
+		env, err := schemas.ParseHeaders(r.Headers)
+		if err != nil {
+			t.Fatalf("record without a valid envelope: %v", err)
 		}
-	})
-	for len(left) > 0 {
-		fs := cons.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("records not read back: %d partitions short: %v", len(left), left)
+		if env.Tenant != tenant {
+			return // an earlier run's records on a shared broker
 		}
-		for _, r := range fs.Records() {
-			if k := fmt.Sprintf("%s/%d", r.Topic, r.Partition); r.Offset+1 >= left[k] {
-				delete(left, k)
+		switch env.Type {
+		case "verbatim.v1.CallStarted":
+			m := &verbatimv1.CallStarted{}
+			mustUnmarshal(t, r.Value, m)
+			out.started[m.GetCallId()] = m
+		case "verbatim.v1.CallEnded":
+			m := &verbatimv1.CallEnded{}
+			mustUnmarshal(t, r.Value, m)
+			out.ended[m.GetCallId()] = m
+		case "verbatim.v1.PacketBatch":
+			m := &verbatimv1.PacketBatch{}
+			mustUnmarshal(t, r.Value, m)
+			if out.media[m.GetCallId()] != nil {
+				t.Errorf("batch %s/%d after the call's MediaEnded", m.GetStreamId(), m.GetBatchIndex())
 			}
-			out.records = append(out.records, r)
-			env, err := schemas.ParseHeaders(r.Headers)
-			if err != nil {
-				t.Fatalf("record without a valid envelope: %v", err)
-			}
-			if env.Tenant != tenant {
-				continue // an earlier run's records on a shared broker
-			}
-			switch env.Type {
-			case "verbatim.v1.CallStarted":
-				m := &verbatimv1.CallStarted{}
-				mustUnmarshal(t, r.Value, m)
-				out.started[m.GetCallId()] = m
-			case "verbatim.v1.CallEnded":
-				m := &verbatimv1.CallEnded{}
-				mustUnmarshal(t, r.Value, m)
-				out.ended[m.GetCallId()] = m
-			case "verbatim.v1.PacketBatch":
-				m := &verbatimv1.PacketBatch{}
-				mustUnmarshal(t, r.Value, m)
-				if out.media[m.GetCallId()] != nil {
-					t.Errorf("batch %s/%d after the call's MediaEnded", m.GetStreamId(), m.GetBatchIndex())
-				}
-				out.batches[m.GetCallId()] = append(out.batches[m.GetCallId()], m)
-			case "verbatim.v1.MediaEnded":
-				m := &verbatimv1.MediaEnded{}
-				mustUnmarshal(t, r.Value, m)
-				out.media[m.GetCallId()] = m
-			case "verbatim.v1.DataKey":
-				out.keys++
-			}
+			out.batches[m.GetCallId()] = append(out.batches[m.GetCallId()], m)
+		case "verbatim.v1.MediaEnded":
+			m := &verbatimv1.MediaEnded{}
+			mustUnmarshal(t, r.Value, m)
+			out.media[m.GetCallId()] = m
+		case "verbatim.v1.DataKey":
+			out.keys++
 		}
-	}
+	}, schemas.TopicCalls, schemas.TopicMedia, schemas.TopicKeys)
 	return rep, out
 }
 

@@ -1,0 +1,55 @@
+package stacktest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// ReadBack reads topics from their start up to their end offsets as they
+// are when it is called, passing each record to fn. cons must consume the
+// topics from the start (read committed). A partition whose end is a
+// transaction marker, or aborted records, never shows a record at its last
+// offset: once nothing has arrived for quiet, those are taken as read.
+func ReadBack(ctx context.Context, t testing.TB, cons *kgo.Client, quiet time.Duration, fn func(*kgo.Record), topics ...string) {
+	t.Helper()
+	ends, err := kadm.NewClient(cons).ListEndOffsets(ctx, topics...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := map[string]int64{} // "topic/partition" -> end offset not yet reached
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			left[fmt.Sprintf("%s/%d", o.Topic, o.Partition)] = o.Offset
+		}
+	})
+	var seen bool
+	for len(left) > 0 {
+		pctx, cancel := context.WithTimeout(ctx, quiet)
+		fs := cons.PollFetches(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			t.Fatalf("records not read back: %d partitions short: %v", len(left), left)
+		}
+		fs.EachError(func(topic string, p int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("fetch %s/%d: %v", topic, p, err)
+			}
+		})
+		if fs.NumRecords() == 0 && seen {
+			return // only markers and aborted records remain
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			seen = true
+			if k := fmt.Sprintf("%s/%d", r.Topic, r.Partition); r.Offset+1 >= left[k] {
+				delete(left, k)
+			}
+			fn(r)
+		})
+	}
+}
