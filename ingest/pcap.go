@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -376,8 +377,18 @@ func (in *pcapIngest) parties(c *call) ([]*verbatimv1.Participant, []*verbatimv1
 			}
 			ss = append(ss, st)
 			if _, ok := c.streams[m.Addr]; !ok {
-				st := &stream{id: id, call: c, batcher: rtpbatch.New(rtpbatch.Config{CallID: c.id, StreamID: id}, c.sealer),
-					sent: verbatimv1.StreamMedia{StreamId: id}}
+				// A re-INVITE may move a stream to a new address: it is
+				// still the same stream, whose batches keep counting.
+				var st *stream
+				for _, o := range c.streams {
+					if o.id == id {
+						st = o
+					}
+				}
+				if st == nil {
+					st = &stream{id: id, call: c, batcher: rtpbatch.New(rtpbatch.Config{CallID: c.id, StreamID: id}, c.sealer),
+						sent: verbatimv1.StreamMedia{StreamId: id}}
+				}
 				c.streams[m.Addr] = st
 				in.byAddr[m.Addr] = st
 			}
@@ -430,11 +441,17 @@ func (in *pcapIngest) ended(e sipdialog.Event) {
 	// Final batches in a fixed order, then MediaEnded after them on the
 	// same partition: a processor that reads it has the whole call.
 	addrs := slices.SortedFunc(maps.Keys(c.streams), func(a, b netip.AddrPort) int {
-		return strings.Compare(c.streams[a].id, c.streams[b].id)
+		return cmp.Or(strings.Compare(c.streams[a].id, c.streams[b].id), a.Compare(b))
 	})
 	media := make([]*verbatimv1.StreamMedia, 0, len(addrs))
 	for _, addr := range addrs {
 		s := c.streams[addr]
+		if in.byAddr[addr] == s { // a later call may reuse the address
+			delete(in.byAddr, addr)
+		}
+		if slices.Contains(media, &s.sent) {
+			continue // the stream moved: flushed at its first address
+		}
 		pb, err := s.batcher.Flush()
 		if err != nil {
 			in.err = err
@@ -442,9 +459,6 @@ func (in *pcapIngest) ended(e sipdialog.Event) {
 		}
 		if pb != nil {
 			in.batch(s, pb)
-		}
-		if in.byAddr[addr] == s { // a later call may reuse the address
-			delete(in.byAddr, addr)
 		}
 		media = append(media, &s.sent)
 	}

@@ -29,10 +29,12 @@ import (
 const sampleRate = 8000
 
 type streamRec struct {
-	meta    *verbatimv1.Stream
-	channel int // 0 left (caller), 1 right (callee)
-	track   *assemble.Track
-	started bool
+	meta       *verbatimv1.Stream
+	channel    int // 0 left (caller), 1 right (callee)
+	track      *assemble.Track
+	started    bool
+	notDecoded string // why not, for a stream kept raw only
+	packets    uint64 // captured, for a stream kept raw only
 }
 
 // callRecording builds one call's stereo WAV as its events arrive. Samples
@@ -111,13 +113,27 @@ func decoderFor(s *verbatimv1.Stream) (uint8, assemble.Decoder, bool) {
 func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 	s, ok := r.streams[pb.GetStreamId()]
 	if !ok {
-		return fmt.Errorf("processors: call %s: batch for unknown stream %q", r.callID, pb.GetStreamId())
+		s = &streamRec{meta: &verbatimv1.Stream{StreamId: pb.GetStreamId()}, channel: 1,
+			notDecoded: "the call's SDP does not describe this stream; the packets are in the raw media object"}
+		r.streams[pb.GetStreamId()] = s
 	}
 	first := time.Unix(0, pb.GetFirstArrivalUnixNano())
+	if s.notDecoded != "" {
+		s.packets += uint64(pb.GetPacketCount())
+		return nil
+	}
 	if s.track == nil {
 		pt, dec, ok := decoderFor(s.meta)
 		if !ok {
-			return fmt.Errorf("processors: call %s stream %s: no supported codec (G.711 only in this version)", r.callID, s.meta.GetStreamId())
+			// Kept raw, and said so in the completeness report.
+			var names []string
+			for _, c := range s.meta.GetCodecs() {
+				names = append(names, c.GetName())
+			}
+			s.notDecoded = fmt.Sprintf("no decoder for %s in this version (G.711 only); the packets are in the raw media object",
+				strings.Join(names, ", "))
+			s.packets += uint64(pb.GetPacketCount())
+			return nil
 		}
 		ch := s.channel
 		s.track = assemble.New(assemble.Config{StreamID: s.meta.GetStreamId(), SSRC: pb.GetSsrc(), PayloadType: pt, Decode: dec,
@@ -178,7 +194,8 @@ func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objst
 		if s.track != nil {
 			report = append(report, s.track.Close())
 		} else {
-			report = append(report, &verbatimv1.StreamCompleteness{StreamId: s.meta.GetStreamId()})
+			report = append(report, &verbatimv1.StreamCompleteness{StreamId: s.meta.GetStreamId(),
+				PacketsCaptured: s.packets, NotDecoded: s.notDecoded})
 		}
 	}
 	slices.SortFunc(report, func(a, b *verbatimv1.StreamCompleteness) int {

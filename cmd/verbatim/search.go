@@ -151,6 +151,9 @@ func recordingSummary(r search.Result) string {
 	if rec.BatchesLost > 0 {
 		issues = append(issues, fmt.Sprintf("%d batches lost", rec.BatchesLost))
 	}
+	if rec.StreamsNotDecoded > 0 {
+		issues = append(issues, fmt.Sprintf("%d streams not decoded (kept raw)", rec.StreamsNotDecoded))
+	}
 	if rec.Late > 0 {
 		issues = append(issues, fmt.Sprintf("%d late packets dropped", rec.Late))
 	}

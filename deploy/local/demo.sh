@@ -4,7 +4,9 @@
 #   2. start ClickHouse (deploy/local/stack.sh up clickhouse) for search
 #   3. run `verbatim dev` (embedded Kafka, filesystem store, local keyring)
 #   4. ingest every sample capture in ../shared/testdata/pcap
-#   5. project the topics into ClickHouse and print the calls found
+#   5. assemble, encrypt and store the recordings (verbatim process)
+#   6. project the topics into ClickHouse and print the calls found
+#   7. decrypt one recording to a WAV file (verbatim play), hashes checked
 # Everything it started is stopped at the end; the data stays in .verbatim/demo.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -45,11 +47,15 @@ cat "$data/dev.log"
 
 brokers=127.0.0.1:$port
 keys=(--keyring "$data/keyring.json")
+objects=(--objects "$data/objects")
 step "ingest the sample captures"
 shopt -s nullglob
 captures=("$samples"/*.pcap "$samples"/*.cap)
 [ ${#captures[@]} -gt 0 ] || { echo "no captures in $samples" >&2; exit 1; }
 bin/verbatim ingest pcap --brokers "$brokers" "${keys[@]}" "${captures[@]}"
+
+step "assemble, encrypt and store the recordings"
+bin/verbatim process --brokers "$brokers" "${keys[@]}" "${objects[@]}" --spool "$data" --exit-when-idle 2s --quiet
 
 step "project into ClickHouse"
 bin/verbatim project search --brokers "$brokers" "${keys[@]}" --database verbatim_demo --exit-when-idle 3s
@@ -57,12 +63,18 @@ bin/verbatim project search --brokers "$brokers" "${keys[@]}" --database verbati
 step "calls found (verbatim search --database verbatim_demo)"
 bin/verbatim search --database verbatim_demo
 
+step "play one recording (verbatim play 1-1966@10.0.2.20 -o $data/1-1966.wav)"
+bin/verbatim play 1-1966@10.0.2.20 -o "$data/1-1966.wav" --database verbatim_demo --brokers "$brokers" "${keys[@]}" "${objects[@]}"
+
 cat <<EOF2
 
 Where everything is:
-  Kafka log, sealed objects, keyring   $data  (keyring.json: the keys; 0600)
+  Kafka log and keyring                $data  (keyring.json: the keys; 0600)
+  sealed recordings                    $data/objects/<tenant>/<yyyy>/<mm>/<dd>/<call>/ (.wav.sealed, .rtp.sealed)
+  decrypted recording                  $data/1-1966.wav  (stereo 8 kHz: caller left, callee right)
   search tables                        ClickHouse $VERBATIM_CLICKHOUSE_ADDR, database verbatim_demo
   try                                  bin/verbatim search --database verbatim_demo --party sip:sipp@10.0.2.20:5060 --json
-                                       (with ClickHouse up: make up, or deploy/local/stack.sh up clickhouse; . .stack/env.sh)
-Recording assembly into WAV and playback are still in progress (issue 3).
+                                       bin/verbatim play 1-1968@10.0.2.20 -o /tmp/a-law.wav --database verbatim_demo \\
+                                         --brokers $brokers --keyring $data/keyring.json --objects $data/objects
+                                       (needs verbatim dev and ClickHouse running: see README.md)
 EOF2

@@ -179,7 +179,11 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 
 func (p *Projector) insertRecording(ctx context.Context, tenant string, ev *verbatimv1.RecordingStored, version uint64) error {
 	var captured, inRec, missing, dups, late, lost uint64
+	var notDecoded uint8
 	for _, c := range ev.GetCompleteness() {
+		if c.GetNotDecoded() != "" {
+			notDecoded++
+		}
 		captured += c.GetPacketsCaptured()
 		inRec += c.GetPacketsInRecording()
 		dups += c.GetDuplicates()
@@ -197,7 +201,7 @@ func (p *Projector) insertRecording(ctx context.Context, tenant string, ev *verb
 	}
 	b, err := p.conn.PrepareBatch(ctx, "INSERT INTO `"+p.db+"`.recordings (tenant, call_id, recording_id, object_key, format, duration_ms, channels, "+
 		"plaintext_sha256, ciphertext_sha256, key_id, stored_at, version, end_reason, raw_object_key, ciphertext_size, "+
-		"packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, completeness)")
+		"packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, completeness, streams_not_decoded)")
 	if err != nil {
 		return err
 	}
@@ -205,7 +209,7 @@ func (p *Projector) insertRecording(ctx context.Context, tenant string, ev *verb
 		uint64(ev.GetDuration().AsDuration().Milliseconds()), uint8(ev.GetChannels()),
 		hex.EncodeToString(ev.GetPlaintextSha256()), hex.EncodeToString(ev.GetCiphertextSha256()), ev.GetKey().GetKeyId(),
 		ev.GetStoredAt().AsTime(), version, ev.GetEndReason().String(), ev.GetRawObjectKey(), ev.GetCiphertextSize(),
-		captured, inRec, missing, dups, late, lost, string(report)); err != nil {
+		captured, inRec, missing, dups, late, lost, string(report), notDecoded); err != nil {
 		return err
 	}
 	return b.Send()

@@ -50,7 +50,10 @@ type Recording struct {
 	EndReason                                    string
 	// Totals over the streams; Completeness has them per stream (JSON).
 	PacketsCaptured, PacketsInRecording, PacketsMissing, Duplicates, Late, BatchesLost uint64
-	Completeness                                                                       string
+	// StreamsNotDecoded have no audio in the recording (Completeness says
+	// why); their packets are in the raw media object.
+	StreamsNotDecoded uint8
+	Completeness      string
 }
 
 // Result is one found call.
@@ -133,7 +136,7 @@ func Search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 // recording fills in r's recording, if any, and its status.
 func recording(ctx context.Context, conn driver.Conn, db, tenant string, r *Result) error {
 	rows, err := conn.Query(ctx, "SELECT recording_id, object_key, raw_object_key, format, duration_ms, channels, plaintext_sha256, ciphertext_sha256, "+
-		"key_id, ciphertext_size, stored_at, end_reason, packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, completeness "+
+		"key_id, ciphertext_size, stored_at, end_reason, packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, completeness, streams_not_decoded "+
 		"FROM `"+db+"`.recordings FINAL WHERE tenant = ? AND call_id = ? ORDER BY stored_at DESC LIMIT 1", tenant, r.CallID)
 	if err != nil {
 		return fmt.Errorf("search: %w", err)
@@ -144,7 +147,8 @@ func recording(ctx context.Context, conn driver.Conn, db, tenant string, r *Resu
 		var ms uint64
 		if err := rows.Scan(&rec.RecordingID, &rec.ObjectKey, &rec.RawObjectKey, &rec.Format, &ms, &rec.Channels, &rec.PlaintextSHA256,
 			&rec.CiphertextSHA256, &rec.KeyID, &rec.CiphertextSize, &rec.StoredAt, &rec.EndReason, &rec.PacketsCaptured,
-			&rec.PacketsInRecording, &rec.PacketsMissing, &rec.Duplicates, &rec.Late, &rec.BatchesLost, &rec.Completeness); err != nil {
+			&rec.PacketsInRecording, &rec.PacketsMissing, &rec.Duplicates, &rec.Late, &rec.BatchesLost, &rec.Completeness,
+			&rec.StreamsNotDecoded); err != nil {
 			return fmt.Errorf("search: %w", err)
 		}
 		rec.Duration = time.Duration(ms) * time.Millisecond

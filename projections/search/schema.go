@@ -126,6 +126,7 @@ var migrations = []string{
 		ADD COLUMN late UInt64,
 		ADD COLUMN batches_lost UInt64,
 		ADD COLUMN completeness String`,
+	"ALTER TABLE {db}.recordings ADD COLUMN streams_not_decoded UInt8",
 }
 
 // Migrate creates the database and applies pending migrations. It is safe

@@ -356,8 +356,12 @@ type StreamCompleteness struct {
 	// received; fewer received means media was lost between them.
 	BatchesSent     uint64 `protobuf:"varint,8,opt,name=batches_sent,json=batchesSent,proto3" json:"batches_sent,omitempty"`
 	BatchesReceived uint64 `protobuf:"varint,9,opt,name=batches_received,json=batchesReceived,proto3" json:"batches_received,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Why the stream's audio is not in the recording, when it is not (e.g. a
+	// codec this version cannot decode). Its packets are still in the raw
+	// media object, so it can be decoded later.
+	NotDecoded    string `protobuf:"bytes,10,opt,name=not_decoded,json=notDecoded,proto3" json:"not_decoded,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StreamCompleteness) Reset() {
@@ -451,6 +455,13 @@ func (x *StreamCompleteness) GetBatchesReceived() uint64 {
 		return x.BatchesReceived
 	}
 	return 0
+}
+
+func (x *StreamCompleteness) GetNotDecoded() string {
+	if x != nil {
+		return x.NotDecoded
+	}
+	return ""
 }
 
 // SequenceGap is a run of missing RTP sequence numbers (extended), inclusive.
@@ -627,7 +638,7 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
 	"\bkek_name\x18\x02 \x01(\tR\akekName\x12\x1f\n" +
 	"\vkek_version\x18\x03 \x01(\rR\n" +
-	"kekVersion\"\xd2\x02\n" +
+	"kekVersion\"\xf3\x02\n" +
 	"\x12StreamCompleteness\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x12\n" +
 	"\x04ssrc\x18\x02 \x01(\rR\x04ssrc\x12)\n" +
@@ -639,7 +650,10 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"duplicates\x12\x12\n" +
 	"\x04late\x18\a \x01(\x04R\x04late\x12!\n" +
 	"\fbatches_sent\x18\b \x01(\x04R\vbatchesSent\x12)\n" +
-	"\x10batches_received\x18\t \x01(\x04R\x0fbatchesReceived\"7\n" +
+	"\x10batches_received\x18\t \x01(\x04R\x0fbatchesReceived\x12\x1f\n" +
+	"\vnot_decoded\x18\n" +
+	" \x01(\tR\n" +
+	"notDecoded\"7\n" +
 	"\vSequenceGap\x12\x14\n" +
 	"\x05first\x18\x01 \x01(\x04R\x05first\x12\x12\n" +
 	"\x04last\x18\x02 \x01(\x04R\x04last\"\xfc\x01\n" +
