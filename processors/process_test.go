@@ -439,3 +439,54 @@ func startGroupAtEnd(t *testing.T, p *pipeline) {
 		t.Fatal(err)
 	}
 }
+
+// TestProcessUndecodableCodecKeptRaw: a G.729 call is still recorded: the
+// WAV has silence, the completeness report says why, and the raw media
+// object holds every packet, still sealed.
+func TestProcessUndecodableCodecKeptRaw(t *testing.T) {
+	p := kfakePipeline(t)
+	p.ingest("pcap/wireshark_sip-rtp-g729a.pcap")
+	if st := p.process(nil); st.Recorded != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	recs, _ := p.recordings()
+	if len(recs) != 1 {
+		t.Fatalf("%d recordings", len(recs))
+	}
+	for _, rs := range recs {
+		ev := rs[0].ev
+		var g729 *verbatimv1.StreamCompleteness
+		for _, c := range ev.GetCompleteness() {
+			if c.GetPacketsCaptured() > 0 {
+				g729 = c
+			}
+		}
+		if g729 == nil || g729.GetPacketsCaptured() != 425 || !strings.Contains(g729.GetNotDecoded(), "G729") {
+			t.Fatalf("completeness %v", ev.GetCompleteness())
+		}
+		rc, info, err := p.store.Get(context.Background(), ev.GetRawObjectKey())
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(rc)
+		rc.Close()
+		var packets uint32
+		for b := raw; len(b) > 0; {
+			n, k := binary.Uvarint(b)
+			if k <= 0 || uint64(len(b)-k) < n {
+				t.Fatalf("raw media object is not length-prefixed PacketBatches")
+			}
+			var pb verbatimv1.PacketBatch
+			mustUnmarshal(t, b[k:k+int(n)], &pb)
+			packets += pb.GetPacketCount()
+			b = b[k+int(n):]
+		}
+		if packets != 425 || info.Size != int64(ev.GetRawSize()) || !bytes.Equal(info.SHA256, ev.GetRawSha256()) {
+			t.Fatalf("raw object: %d packets, %d bytes (announced %d)", packets, info.Size, ev.GetRawSize())
+		}
+		left, right := channels(t, rs[0].wav)
+		if !isSilent(left) || !isSilent(right) {
+			t.Fatal("undecoded audio is not silence")
+		}
+	}
+}

@@ -105,6 +105,21 @@ func TestProjectAndSearch(t *testing.T) {
 	recs = append(recs, callRecords(t, km, "demo", "c1", "1-1966@10.0.2.20", "1001", "2002", t0, 8480*time.Millisecond)...)
 	recs = append(recs, callRecords(t, km, "demo", "c2", "1-1968@10.0.2.20", "1001", "3003", t0.Add(time.Hour), 5*time.Second)...)
 	recs = append(recs, callRecords(t, km, "acme", "c3", "other@acme", "1001", "4004", t0, time.Second)...)
+	// c1 is recorded with one gap of 3 packets; c2 never is.
+	stored, err := schemas.NewRecord(schemas.TopicRecordings, []byte("c1"),
+		schemas.Envelope{ID: "rec-c1", Tenant: "demo", CallID: "c1", OccurredAt: t0.Add(time.Minute)},
+		&verbatimv1.RecordingStored{CallId: "c1", RecordingId: "r1", ObjectKey: "demo/2016/11/26/c1/r1.wav.sealed", Format: "audio/wav",
+			Duration: durationpb.New(8480 * time.Millisecond), Channels: 2, PlaintextSha256: []byte{1}, CiphertextSha256: []byte{2},
+			Key: &verbatimv1.KeyReference{KeyId: "dk-r1"}, StoredAt: timestamppb.New(t0.Add(time.Minute)),
+			EndReason: verbatimv1.EndReason_END_REASON_BYE,
+			Completeness: []*verbatimv1.StreamCompleteness{
+				{StreamId: "caller-audio", PacketsCaptured: 421, PacketsInRecording: 421, Gaps: []*verbatimv1.SequenceGap{{First: 10, Last: 12}}, BatchesSent: 9, BatchesReceived: 9},
+				{StreamId: "callee-audio", PacketsCaptured: 424, PacketsInRecording: 424, BatchesSent: 9, BatchesReceived: 9},
+			}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs = append(recs, stored)
 
 	// Apply, then replay everything through a fresh projector (a restart
 	// from the beginning): no query result may change.
@@ -129,6 +144,13 @@ func TestProjectAndSearch(t *testing.T) {
 	if c1.CallID != "c1" || c1.SIPCallID != "1-1966@10.0.2.20" || !c1.StartedAt.Equal(t0) || c1.Duration != 8480*time.Millisecond ||
 		c1.EndReason != "END_REASON_BYE" || len(c1.Parties) != 2 || c1.Parties[0].URI != "sip:2002@example.com" {
 		t.Fatalf("c1 = %+v", c1)
+	}
+	if r := c1.Recording; c1.Status != search.StatusRecorded || r == nil || r.RecordingID != "r1" || r.PacketsMissing != 3 ||
+		r.PacketsInRecording != 845 || r.Duration != 8480*time.Millisecond || r.PlaintextSHA256 != "01" {
+		t.Fatalf("c1 recording: %s %+v", c1.Status, r)
+	}
+	if c2 := all[1]; c2.Status != search.StatusMissing || c2.Recording != nil {
+		t.Fatalf("c2 ended without a recording: %s %+v", c2.Status, c2.Recording)
 	}
 	if rs := run(search.Query{Tenant: "demo", Party: "3003"}); len(rs) != 1 || rs[0].CallID != "c2" {
 		t.Fatalf("by number: %+v", rs)
