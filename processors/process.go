@@ -108,6 +108,7 @@ type Stats struct {
 	Batches    uint64 // PacketBatch records spooled
 	Duplicates uint64 // batches seen before (an ingest run repeated)
 	Recorded   uint64 // recordings stored and announced
+	Failed     uint64 // calls announced as failed (raw media stored)
 	NoMedia    uint64 // calls that ended without any media
 	Rejected   uint64 // records that could not be used (logged)
 	Replayed   uint64 // records read again to rebuild open calls
@@ -451,8 +452,17 @@ func (p *processor) transaction(ctx context.Context, recs []*kgo.Record) error {
 		}
 		return err
 	}
-	for _, r := range out {
-		p.sess.Produce(ctx, r, nil) // End flushes; a failed record aborts
+	var recorded, failed uint64
+	for _, o := range out {
+		for _, r := range o.recs {
+			p.sess.Produce(ctx, r, nil) // End flushes; a failed record aborts
+		}
+		switch {
+		case o.failed:
+			failed++
+		case len(o.recs) > 0:
+			recorded++
+		}
 	}
 	restart := map[int32]int64{}
 	for n, calls := range p.open {
@@ -486,7 +496,8 @@ func (p *processor) transaction(ctx context.Context, recs []*kgo.Record) error {
 		return nil
 	}
 	p.stats.Records += uint64(len(recs))
-	p.stats.Recorded += uint64(len(out) / 2)
+	p.stats.Recorded += recorded
+	p.stats.Failed += failed
 	return nil
 }
 
@@ -587,11 +598,11 @@ func (p *processor) reject(r *kgo.Record, err error) {
 
 // finishAll records the calls that ended in this transaction, a few at a
 // time, and returns the records announcing them.
-func (p *processor) finishAll(ctx context.Context) ([]*kgo.Record, error) {
+func (p *processor) finishAll(ctx context.Context) ([]outcome, error) {
 	if len(p.done) == 0 {
 		return nil, nil
 	}
-	out := make([][]*kgo.Record, len(p.done))
+	out := make([]outcome, len(p.done))
 	errs := make([]error, len(p.done))
 	sem := make(chan struct{}, p.cfg.Workers)
 	var wg sync.WaitGroup
@@ -609,11 +620,7 @@ func (p *processor) finishAll(ctx context.Context) ([]*kgo.Record, error) {
 		f.c.discard()
 	}
 	p.done = p.done[:0]
-	var recs []*kgo.Record
-	for i := range out {
-		recs = append(recs, out[i]...)
-	}
-	return recs, errors.Join(errs...)
+	return out, errors.Join(errs...)
 }
 
 // RecordingID is the deterministic id of a call's recording.
@@ -627,27 +634,97 @@ func ObjectKeys(tenant, callID string, started time.Time) (recording, raw string
 }
 
 // finish turns one ended call's spool into its stored recording and raw
-// media, and returns the DataKey and RecordingStored records.
-func (p *processor) finish(ctx context.Context, f finishing) ([]*kgo.Record, error) {
-	c, end := f.c, f.end
-	kctx, cancel := context.WithTimeout(ctx, p.cfg.KeyWait)
-	dk, err := p.reg.Get(kctx, c.tenant, c.keyID)
-	cancel()
+// media, and returns the DataKey and RecordingStored records; or, when the
+// call cannot be recorded, stores the raw media and returns RecordingFailed.
+func (p *processor) finish(ctx context.Context, f finishing) (outcome, error) {
+	c := f.c
+	opener, err := p.callOpener(ctx, c)
 	if errors.Is(err, keyreg.ErrShredded) {
 		// Erased before it was recorded: there is nothing to record.
 		p.cfg.Logger.Warn("call's data key is shredded; not recording it", "call", c.id)
-		return nil, nil
+		return outcome{}, nil
+	}
+	var perm permanent
+	if errors.As(err, &perm) {
+		return p.failed(ctx, f, err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("processors: call %s: %w", c.id, err)
+		return outcome{}, fmt.Errorf("processors: call %s: %w", c.id, err)
+	}
+	res, err := p.record(ctx, f, opener)
+	if errors.As(err, &perm) {
+		return p.failed(ctx, f, err)
+	}
+	return res, err
+}
+
+// permanent marks an error that retrying cannot fix: the call is announced
+// as failed, with its raw media stored, instead of holding up the others.
+type permanent struct{ error }
+
+func (e permanent) Unwrap() error { return e.error }
+
+// outcome is what finishing one call produced.
+type outcome struct {
+	recs   []*kgo.Record
+	failed bool
+}
+
+// callOpener finds and unwraps the call's data key. While the key registry
+// is still catching up a missing key is waited for; once it has caught up,
+// a key still missing after KeyWait is a permanent failure. Key manager
+// errors (Vault down) are not: the transaction aborts and is retried.
+func (p *processor) callOpener(ctx context.Context, c *openCall) (*seal.Sealer, error) {
+	var dk *verbatimv1.DataKey
+	for {
+		caught := p.reg.CaughtUp()
+		kctx, cancel := context.WithTimeout(ctx, p.cfg.KeyWait)
+		var err error
+		dk, err = p.reg.Get(kctx, c.tenant, c.keyID)
+		cancel()
+		if err == nil {
+			break
+		}
+		switch {
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case errors.Is(err, keyreg.ErrShredded):
+			return nil, err
+		case errors.Is(err, keyreg.ErrNotFound) && caught:
+			return nil, permanent{fmt.Errorf("data key %s is not in the key registry", c.keyID)}
+		case errors.Is(err, keyreg.ErrNotFound):
+			p.cfg.Logger.Warn("waiting for the key registry to catch up", "call", c.id, "key", c.keyID)
+		default:
+			return nil, permanent{err}
+		}
 	}
 	plain, err := p.cfg.Keys.UnwrapDataKey(ctx, c.tenant, keys.Wrapped{KEKName: dk.GetKekName(), KEKVersion: dk.GetKekVersion(), Ciphertext: dk.GetWrappedDek()})
 	if err != nil {
-		return nil, fmt.Errorf("processors: call %s: unwrap key: %w", c.id, err)
+		return nil, fmt.Errorf("unwrap key %s: %w", c.keyID, err)
 	}
-	opener, err := seal.New(c.tenant, c.keyID, plain)
+	s, err := seal.New(c.tenant, c.keyID, plain)
 	if err != nil {
-		return nil, err
+		return nil, permanent{err}
+	}
+	return s, nil
+}
+
+// storeRaw stores the call's spooled batches as they came, sealed under the
+// call's key.
+func (p *processor) storeRaw(ctx context.Context, c *openCall, rawKey string) (objstore.Info, error) {
+	if _, err := c.spool.Seek(0, io.SeekStart); err != nil {
+		return objstore.Info{}, err
+	}
+	info, err := p.cfg.Store.Put(ctx, rawKey, c.spool, c.size, objstore.PutOptions{ContentType: "application/vnd.verbatim.rtp"})
+	if err != nil {
+		return info, fmt.Errorf("processors: store raw media of %s: %w", c.id, err)
+	}
+	return info, nil
+}
+
+func (c *openCall) startedAt(end *verbatimv1.MediaEnded) time.Time {
+	if end.GetStartedAt() != nil {
+		return end.GetStartedAt().AsTime()
 	}
 	var t0 int64
 	for _, s := range c.streams {
@@ -655,18 +732,50 @@ func (p *processor) finish(ctx context.Context, f finishing) ([]*kgo.Record, err
 			t0 = s.first
 		}
 	}
-	started := end.GetStartedAt().AsTime()
-	if end.GetStartedAt() == nil {
-		started = time.Unix(0, t0)
+	return time.Unix(0, t0)
+}
+
+// failed stores the raw media and announces the failure with its reason.
+func (p *processor) failed(ctx context.Context, f finishing, cause error) (outcome, error) {
+	c, end := f.c, f.end
+	started := c.startedAt(end)
+	recordingID := RecordingID(c.id)
+	_, rawKey := ObjectKeys(c.tenant, c.id, started)
+	info, err := p.storeRaw(ctx, c, rawKey)
+	if err != nil {
+		return outcome{}, err
 	}
+	p.cfg.Logger.Error("call not recorded; its raw media is stored", "call", c.id, "raw", rawKey, "err", cause)
+	now := time.Now()
+	rec, err := schemas.NewRecord(schemas.TopicRecordings, []byte(c.id),
+		schemas.Envelope{ID: schemas.DerivedID(recordingID, "failed"), Tenant: c.tenant, CallID: c.id, OccurredAt: now, Producer: "verbatim-process"},
+		&verbatimv1.RecordingFailed{CallId: c.id, RecordingId: recordingID, Reason: cause.Error(), FailedAt: timestamppb.New(now),
+			EndReason: end.GetReason(), CallStartedAt: timestamppb.New(started), RawObjectKey: rawKey,
+			RawSize: uint64(info.Size), RawSha256: info.SHA256})
+	if err != nil {
+		return outcome{}, err
+	}
+	return outcome{recs: []*kgo.Record{rec}, failed: true}, nil
+}
+
+// record assembles, seals and stores the recording and the raw media.
+func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer) (outcome, error) {
+	c, end := f.c, f.end
+	var t0 int64
+	for _, s := range c.streams {
+		if t0 == 0 || s.first < t0 {
+			t0 = s.first
+		}
+	}
+	started := c.startedAt(end)
 	recordingID := RecordingID(c.id)
 	objectKey, rawKey := ObjectKeys(c.tenant, c.id, started)
 	rec, err := newCallRecording(c.tenant, c.id, end.GetStreams(), time.Unix(0, t0), opener, p.dir)
 	if err != nil {
-		return nil, err
+		return outcome{}, err
 	}
 	if _, err := c.spool.Seek(0, io.SeekStart); err != nil {
-		return nil, err
+		return outcome{}, err
 	}
 	br := bufio.NewReaderSize(c.spool, 64<<10)
 	var buf []byte
@@ -676,37 +785,34 @@ func (p *processor) finish(ctx context.Context, f finishing) ([]*kgo.Record, err
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("processors: call %s: spool: %w", c.id, err)
+			return outcome{}, fmt.Errorf("processors: call %s: spool: %w", c.id, err)
 		}
 		if n > maxBatchBytes {
-			return nil, fmt.Errorf("processors: call %s: spool: frame of %d bytes", c.id, n)
+			return outcome{}, fmt.Errorf("processors: call %s: spool: frame of %d bytes", c.id, n)
 		}
 		if uint64(cap(buf)) < n {
 			buf = make([]byte, n)
 		}
 		buf = buf[:n]
 		if _, err := io.ReadFull(br, buf); err != nil {
-			return nil, fmt.Errorf("processors: call %s: spool: %w", c.id, err)
+			return outcome{}, fmt.Errorf("processors: call %s: spool: %w", c.id, err)
 		}
 		var pb verbatimv1.PacketBatch
 		if err := proto.Unmarshal(buf, &pb); err != nil {
-			return nil, fmt.Errorf("processors: call %s: spool: %w", c.id, err)
+			return outcome{}, fmt.Errorf("processors: call %s: spool: %w", c.id, err)
 		}
 		if err := rec.batch(&pb); err != nil {
 			rec.abandon()
-			return nil, err
+			return outcome{}, err
 		}
 	}
 	ev, recKey, err := rec.finish(ctx, p.cfg.Keys, p.cfg.Store, recordingID, objectKey)
 	if err != nil {
-		return nil, err
+		return outcome{}, err
 	}
-	if _, err := c.spool.Seek(0, io.SeekStart); err != nil {
-		return nil, err
-	}
-	info, err := p.cfg.Store.Put(ctx, rawKey, c.spool, c.size, objstore.PutOptions{ContentType: "application/vnd.verbatim.rtp"})
+	info, err := p.storeRaw(ctx, c, rawKey)
 	if err != nil {
-		return nil, fmt.Errorf("processors: store raw media of %s: %w", c.id, err)
+		return outcome{}, err
 	}
 	ev.EndReason, ev.CallStartedAt = end.GetReason(), timestamppb.New(started)
 	ev.RawObjectKey, ev.RawSize, ev.RawSha256 = rawKey, uint64(info.Size), info.SHA256
@@ -731,13 +837,13 @@ func (p *processor) finish(ctx context.Context, f finishing) ([]*kgo.Record, err
 			KekName: recKey.Wrapped.KEKName, KekVersion: recKey.Wrapped.KEKVersion, KeyManager: p.cfg.Keys.Kind(),
 			CreatedAt: timestamppb.New(now), Purpose: "recording", CallId: c.id})
 	if err != nil {
-		return nil, err
+		return outcome{}, err
 	}
 	storedRec, err := schemas.NewRecord(schemas.TopicRecordings, []byte(c.id),
 		schemas.Envelope{ID: schemas.DerivedID(recordingID, "stored"), Tenant: c.tenant, CallID: c.id, OccurredAt: now, Producer: "verbatim-process"},
 		ev)
 	if err != nil {
-		return nil, err
+		return outcome{}, err
 	}
-	return []*kgo.Record{keyRec, storedRec}, nil
+	return outcome{recs: []*kgo.Record{keyRec, storedRec}}, nil
 }

@@ -39,6 +39,11 @@ type pipeline struct {
 	store   objstore.Store
 	tenant  string
 	group   string
+	keyWait time.Duration
+	// producer wraps ingest's Kafka client, to lose records on purpose.
+	producer func(ingest.Producer) ingest.Producer
+	// failures holds the RecordingFailed events recordings() read.
+	failures []*verbatimv1.RecordingFailed
 }
 
 func (p *pipeline) kafka() kafkaclient.Config { return kafkaclient.Config{Brokers: p.brokers} }
@@ -60,7 +65,11 @@ func (p *pipeline) ingest(name string) ingest.Report {
 		p.t.Fatal(err)
 	}
 	defer f.Close()
-	rep, err := ingest.Pcap(ctx, ingest.Config{Tenant: p.tenant, Keys: p.km, Producer: cl}, f)
+	var prod ingest.Producer = cl
+	if p.producer != nil {
+		prod = p.producer(cl)
+	}
+	rep, err := ingest.Pcap(ctx, ingest.Config{Tenant: p.tenant, Keys: p.km, Producer: prod}, f)
 	if err != nil {
 		p.t.Fatalf("ingest %s: %v", name, err)
 	}
@@ -75,7 +84,7 @@ func (p *pipeline) process(stop func(processors.Stats) bool) processors.Stats {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cfg := processors.Config{Kafka: p.kafka(), Group: p.group, TransactionalID: p.group + "-1", Keys: p.km, Store: p.store,
-		SpoolDir: p.t.TempDir(), IdleExit: 2 * time.Second, MaxPollRecords: 3}
+		SpoolDir: p.t.TempDir(), IdleExit: 2 * time.Second, MaxPollRecords: 3, KeyWait: p.keyWait}
 	if stop != nil {
 		cfg.Progress = func(s processors.Stats) {
 			if stop(s) {
@@ -125,6 +134,10 @@ func (p *pipeline) recordings() (map[string][]stored, []*kgo.Record) {
 			ev := &verbatimv1.RecordingStored{}
 			mustUnmarshal(p.t, r.Value, ev)
 			evs = append(evs, ev)
+		case "verbatim.v1.RecordingFailed":
+			ev := &verbatimv1.RecordingFailed{}
+			mustUnmarshal(p.t, r.Value, ev)
+			p.failures = append(p.failures, ev)
 		}
 	}, schemas.TopicRecordings, schemas.TopicKeys, schemas.TopicMedia, schemas.TopicCalls)
 	out := map[string][]stored{}
@@ -487,6 +500,51 @@ func TestProcessUndecodableCodecKeptRaw(t *testing.T) {
 		left, right := channels(t, rs[0].wav)
 		if !isSilent(left) || !isSilent(right) {
 			t.Fatal("undecoded audio is not silence")
+		}
+	}
+}
+
+// dropKeys is a producer that loses every data key: what a registry that
+// lost a key looks like to the processor.
+type dropKeys struct{ ingest.Producer }
+
+func (d dropKeys) Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
+	if r.Topic == schemas.TopicKeys {
+		promise(r, nil)
+		return
+	}
+	d.Producer.Produce(ctx, r, promise)
+}
+
+// TestProcessMissingKeyFails: calls whose data key never reaches the
+// registry are announced as failed, with the reason, and their raw media
+// is stored; the processor goes on with the next calls.
+func TestProcessMissingKeyFails(t *testing.T) {
+	p := kfakePipeline(t)
+	p.keyWait = time.Second
+	p.producer = func(pr ingest.Producer) ingest.Producer { return dropKeys{pr} }
+	p.ingest("pcap/wireshark_sip-rtp-g711.pcap")
+	p.producer = nil
+	p.ingest("pcap/wireshark_sip-rtp-g729a.pcap")
+	st := p.process(nil)
+	if st.Failed != 2 || st.Recorded != 1 {
+		t.Fatalf("stats %+v: want 2 failed, 1 recorded", st)
+	}
+	recs, _ := p.recordings()
+	if len(recs) != 1 || len(p.failures) != 2 {
+		t.Fatalf("%d recordings, %d failures", len(recs), len(p.failures))
+	}
+	for _, f := range p.failures {
+		if !strings.Contains(f.GetReason(), "not in the key registry") || f.GetRawSize() == 0 {
+			t.Errorf("failure %v", f)
+		}
+		rc, info, err := p.store.Get(context.Background(), f.GetRawObjectKey())
+		if err != nil {
+			t.Fatalf("raw media of a failed call: %v", err)
+		}
+		rc.Close()
+		if !bytes.Equal(info.SHA256, f.GetRawSha256()) {
+			t.Errorf("raw object digest differs from the event")
 		}
 	}
 }

@@ -145,7 +145,7 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 	}
 	var err error
 	if r.plain, err = r.opener.Open(r.plain, schemas.SealedRTPPackets, pb.GetPackets()); err != nil {
-		return fmt.Errorf("processors: call %s: open batch %d of %s: %w", r.callID, pb.GetBatchIndex(), pb.GetStreamId(), err)
+		return permanent{fmt.Errorf("batch %d of %s does not open under the call's key (tampered or corrupt): %w", pb.GetBatchIndex(), pb.GetStreamId(), err)}
 	}
 	// Extended sequence numbers: the batch gives the first; later packets
 	// are placed relative to it by their 16-bit numbers.

@@ -144,6 +144,9 @@ func recordingSummary(r search.Result) string {
 	if rec == nil {
 		return r.Status
 	}
+	if rec.Failure != "" {
+		return "FAILED: " + rec.Failure
+	}
 	var issues []string
 	if rec.PacketsMissing > 0 {
 		issues = append(issues, fmt.Sprintf("%d of %d packets missing", rec.PacketsMissing, rec.PacketsMissing+rec.PacketsInRecording))

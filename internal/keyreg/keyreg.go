@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
@@ -19,6 +20,10 @@ import (
 // it protected is erased.
 var ErrShredded = errors.New("keyreg: data key shredded")
 
+// ErrNotFound is returned when a key has not been read by the time the
+// caller stops waiting.
+var ErrNotFound = errors.New("keyreg: data key not found")
+
 // Registry holds the wrapped data keys read so far. It keeps wrapped keys
 // only; unwrapping is the caller's, through keys.Manager.
 type Registry struct {
@@ -29,6 +34,7 @@ type Registry struct {
 	keys    map[string]*verbatimv1.DataKey // nil value: shredded
 	changed chan struct{}                  // closed and replaced on every update
 	err     error
+	caught  bool // the topic has been read to its end once
 }
 
 // Start follows the keys topic from its beginning with cl, which must be a
@@ -50,12 +56,21 @@ func ConsumeOpts() []kgo.Opt {
 func (r *Registry) run(ctx context.Context) {
 	defer close(r.done)
 	for {
-		fs := r.cl.PollFetches(ctx)
+		// A poll that times out with nothing means the broker had
+		// nothing more: the registry has caught up.
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		fs := r.cl.PollFetches(pctx)
+		cancel()
 		if ctx.Err() != nil {
 			return
 		}
 		var bad error
+		idle := fs.NumRecords() == 0
 		fs.EachError(func(t string, p int32, err error) {
+			if errors.Is(err, context.DeadlineExceeded) {
+				return
+			}
+			idle = false
 			bad = fmt.Errorf("keyreg: fetch %s/%d: %w", t, p, err)
 		})
 		r.mu.Lock()
@@ -74,6 +89,7 @@ func (r *Registry) run(ctx context.Context) {
 		if bad != nil {
 			r.err = bad
 		}
+		r.caught = r.caught || idle
 		close(r.changed)
 		r.changed = make(chan struct{})
 		r.mu.Unlock()
@@ -102,11 +118,19 @@ func (r *Registry) Get(ctx context.Context, tenant, id string) (*verbatimv1.Data
 			return nil, fmt.Errorf("keyreg: closed while waiting for key %s", id)
 		case <-ctx.Done():
 			if lastErr != nil {
-				return nil, fmt.Errorf("keyreg: key %s not found (%w); last fetch error: %v", id, ctx.Err(), lastErr)
+				return nil, fmt.Errorf("%w: %s (%w); last fetch error: %v", ErrNotFound, id, ctx.Err(), lastErr)
 			}
-			return nil, fmt.Errorf("keyreg: key %s not found: %w", id, ctx.Err())
+			return nil, fmt.Errorf("%w: %s (%w)", ErrNotFound, id, ctx.Err())
 		}
 	}
+}
+
+// CaughtUp reports whether the registry has once read everything the
+// broker had: a key missing after that is missing, not late.
+func (r *Registry) CaughtUp() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.caught
 }
 
 // Len is the number of keys held (shredded ones included).

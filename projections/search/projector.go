@@ -173,6 +173,24 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 			return err
 		}
 		return p.insertRecording(ctx, env.Tenant, &ev, version)
+	case "verbatim.v1.RecordingFailed":
+		var ev verbatimv1.RecordingFailed
+		if err := proto.Unmarshal(val, &ev); err != nil {
+			return err
+		}
+		b, err := p.conn.PrepareBatch(ctx, "INSERT INTO `"+p.db+"`.recordings (tenant, call_id, recording_id, stored_at, version, end_reason, raw_object_key, failure)")
+		if err != nil {
+			return err
+		}
+		reason := ev.GetReason()
+		if reason == "" {
+			reason = "unknown"
+		}
+		if err := b.Append(env.Tenant, ev.GetCallId(), ev.GetRecordingId(), ev.GetFailedAt().AsTime(), version, ev.GetEndReason().String(),
+			ev.GetRawObjectKey(), reason); err != nil {
+			return err
+		}
+		return b.Send()
 	}
 	return nil
 }

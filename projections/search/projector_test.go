@@ -152,6 +152,21 @@ func TestProjectAndSearch(t *testing.T) {
 	if c2 := all[1]; c2.Status != search.StatusMissing || c2.Recording != nil {
 		t.Fatalf("c2 ended without a recording: %s %+v", c2.Status, c2.Recording)
 	}
+	// A failure is shown as such, with its reason.
+	failed, err := schemas.NewRecord(schemas.TopicRecordings, []byte("c2"),
+		schemas.Envelope{ID: "fail-c2", Tenant: "demo", CallID: "c2", OccurredAt: t0.Add(2 * time.Hour)},
+		&verbatimv1.RecordingFailed{CallId: "c2", RecordingId: "r2", Reason: "data key dk-c2 is not in the key registry",
+			FailedAt: timestamppb.New(t0.Add(2 * time.Hour)), RawObjectKey: "demo/2016/11/26/c2/r2.rtp.sealed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := search.NewProjector(conn, db, km).Apply(ctx, []*kgo.Record{failed}); err != nil {
+		t.Fatal(err)
+	}
+	if rs := run(search.Query{Tenant: "demo", CallID: "c2"}); len(rs) != 1 || rs[0].Status != search.StatusFailed ||
+		rs[0].Recording.Failure != "data key dk-c2 is not in the key registry" || rs[0].Recording.RawObjectKey == "" {
+		t.Fatalf("failed recording: %+v", rs)
+	}
 	if rs := run(search.Query{Tenant: "demo", Party: "3003"}); len(rs) != 1 || rs[0].CallID != "c2" {
 		t.Fatalf("by number: %+v", rs)
 	}

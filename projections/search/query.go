@@ -31,8 +31,11 @@ type Party struct {
 
 // Recording statuses of a found call.
 const (
-	StatusRecorded    = "recorded"     // stored; see Recording for completeness
-	StatusInProgress  = "in progress"  // the call has not ended
+	StatusRecorded   = "recorded"    // stored; see Recording for completeness
+	StatusInProgress = "in progress" // the call has not ended
+	// StatusFailed: the media could not be made into a recording;
+	// Recording.Failure says why, and the raw media object is kept.
+	StatusFailed      = "FAILED"
 	StatusNotAnswered = "not answered" // rejected or cancelled: nothing to record
 	// StatusMissing: the call ended but no recording exists (no media was
 	// captured for it, or it has not been processed yet). Never silent.
@@ -54,6 +57,8 @@ type Recording struct {
 	// why); their packets are in the raw media object.
 	StreamsNotDecoded uint8
 	Completeness      string
+	// Failure is set when the call could not be recorded.
+	Failure string
 }
 
 // Result is one found call.
@@ -136,7 +141,7 @@ func Search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 // recording fills in r's recording, if any, and its status.
 func recording(ctx context.Context, conn driver.Conn, db, tenant string, r *Result) error {
 	rows, err := conn.Query(ctx, "SELECT recording_id, object_key, raw_object_key, format, duration_ms, channels, plaintext_sha256, ciphertext_sha256, "+
-		"key_id, ciphertext_size, stored_at, end_reason, packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, completeness, streams_not_decoded "+
+		"key_id, ciphertext_size, stored_at, end_reason, packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, completeness, streams_not_decoded, failure "+
 		"FROM `"+db+"`.recordings FINAL WHERE tenant = ? AND call_id = ? ORDER BY stored_at DESC LIMIT 1", tenant, r.CallID)
 	if err != nil {
 		return fmt.Errorf("search: %w", err)
@@ -148,11 +153,14 @@ func recording(ctx context.Context, conn driver.Conn, db, tenant string, r *Resu
 		if err := rows.Scan(&rec.RecordingID, &rec.ObjectKey, &rec.RawObjectKey, &rec.Format, &ms, &rec.Channels, &rec.PlaintextSHA256,
 			&rec.CiphertextSHA256, &rec.KeyID, &rec.CiphertextSize, &rec.StoredAt, &rec.EndReason, &rec.PacketsCaptured,
 			&rec.PacketsInRecording, &rec.PacketsMissing, &rec.Duplicates, &rec.Late, &rec.BatchesLost, &rec.Completeness,
-			&rec.StreamsNotDecoded); err != nil {
+			&rec.StreamsNotDecoded, &rec.Failure); err != nil {
 			return fmt.Errorf("search: %w", err)
 		}
 		rec.Duration = time.Duration(ms) * time.Millisecond
 		r.Recording, r.Status = &rec, StatusRecorded
+		if rec.Failure != "" {
+			r.Status = StatusFailed
+		}
 		return rows.Err()
 	}
 	switch {

@@ -127,6 +127,8 @@ var migrations = []string{
 		ADD COLUMN batches_lost UInt64,
 		ADD COLUMN completeness String`,
 	"ALTER TABLE {db}.recordings ADD COLUMN streams_not_decoded UInt8",
+	// A RecordingFailed row: the reason; the raw media object is kept.
+	"ALTER TABLE {db}.recordings ADD COLUMN failure String",
 }
 
 // Migrate creates the database and applies pending migrations. It is safe

@@ -280,6 +280,119 @@ func (x *RecordingStored) GetRawSha256() []byte {
 	return nil
 }
 
+// RecordingFailed says a call's media could not be made into a recording
+// (its data key is missing or not this tenant's, or its media is corrupt).
+// The raw media is still stored, sealed under the call's key, so nothing is
+// lost and the call can be processed again; search shows the call as
+// failed, with the reason, never as silently absent.
+type RecordingFailed struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CallId        string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	RecordingId   string                 `protobuf:"bytes,2,opt,name=recording_id,json=recordingId,proto3" json:"recording_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	FailedAt      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=failed_at,json=failedAt,proto3" json:"failed_at,omitempty"`
+	EndReason     EndReason              `protobuf:"varint,5,opt,name=end_reason,json=endReason,proto3,enum=verbatim.v1.EndReason" json:"end_reason,omitempty"`
+	CallStartedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=call_started_at,json=callStartedAt,proto3" json:"call_started_at,omitempty"`
+	RawObjectKey  string                 `protobuf:"bytes,7,opt,name=raw_object_key,json=rawObjectKey,proto3" json:"raw_object_key,omitempty"`
+	RawSize       uint64                 `protobuf:"varint,8,opt,name=raw_size,json=rawSize,proto3" json:"raw_size,omitempty"`
+	RawSha256     []byte                 `protobuf:"bytes,9,opt,name=raw_sha256,json=rawSha256,proto3" json:"raw_sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordingFailed) Reset() {
+	*x = RecordingFailed{}
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordingFailed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordingFailed) ProtoMessage() {}
+
+func (x *RecordingFailed) ProtoReflect() protoreflect.Message {
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordingFailed.ProtoReflect.Descriptor instead.
+func (*RecordingFailed) Descriptor() ([]byte, []int) {
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RecordingFailed) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *RecordingFailed) GetRecordingId() string {
+	if x != nil {
+		return x.RecordingId
+	}
+	return ""
+}
+
+func (x *RecordingFailed) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RecordingFailed) GetFailedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.FailedAt
+	}
+	return nil
+}
+
+func (x *RecordingFailed) GetEndReason() EndReason {
+	if x != nil {
+		return x.EndReason
+	}
+	return EndReason_END_REASON_UNSPECIFIED
+}
+
+func (x *RecordingFailed) GetCallStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CallStartedAt
+	}
+	return nil
+}
+
+func (x *RecordingFailed) GetRawObjectKey() string {
+	if x != nil {
+		return x.RawObjectKey
+	}
+	return ""
+}
+
+func (x *RecordingFailed) GetRawSize() uint64 {
+	if x != nil {
+		return x.RawSize
+	}
+	return 0
+}
+
+func (x *RecordingFailed) GetRawSha256() []byte {
+	if x != nil {
+		return x.RawSha256
+	}
+	return nil
+}
+
 // KeyReference names the data key that sealed an object and the
 // key-encryption key that wraps it.
 type KeyReference struct {
@@ -293,7 +406,7 @@ type KeyReference struct {
 
 func (x *KeyReference) Reset() {
 	*x = KeyReference{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[1]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -305,7 +418,7 @@ func (x *KeyReference) String() string {
 func (*KeyReference) ProtoMessage() {}
 
 func (x *KeyReference) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[1]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -318,7 +431,7 @@ func (x *KeyReference) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyReference.ProtoReflect.Descriptor instead.
 func (*KeyReference) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{1}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *KeyReference) GetKeyId() string {
@@ -366,7 +479,7 @@ type StreamCompleteness struct {
 
 func (x *StreamCompleteness) Reset() {
 	*x = StreamCompleteness{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[2]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -378,7 +491,7 @@ func (x *StreamCompleteness) String() string {
 func (*StreamCompleteness) ProtoMessage() {}
 
 func (x *StreamCompleteness) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[2]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -391,7 +504,7 @@ func (x *StreamCompleteness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamCompleteness.ProtoReflect.Descriptor instead.
 func (*StreamCompleteness) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{2}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *StreamCompleteness) GetStreamId() string {
@@ -475,7 +588,7 @@ type SequenceGap struct {
 
 func (x *SequenceGap) Reset() {
 	*x = SequenceGap{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[3]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +600,7 @@ func (x *SequenceGap) String() string {
 func (*SequenceGap) ProtoMessage() {}
 
 func (x *SequenceGap) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[3]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +613,7 @@ func (x *SequenceGap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SequenceGap.ProtoReflect.Descriptor instead.
 func (*SequenceGap) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{3}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SequenceGap) GetFirst() uint64 {
@@ -533,7 +646,7 @@ type RecordingDeleted struct {
 
 func (x *RecordingDeleted) Reset() {
 	*x = RecordingDeleted{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[4]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -545,7 +658,7 @@ func (x *RecordingDeleted) String() string {
 func (*RecordingDeleted) ProtoMessage() {}
 
 func (x *RecordingDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[4]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -558,7 +671,7 @@ func (x *RecordingDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordingDeleted.ProtoReflect.Descriptor instead.
 func (*RecordingDeleted) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{4}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RecordingDeleted) GetCallId() string {
@@ -633,7 +746,19 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\x0eraw_object_key\x18\x12 \x01(\tR\frawObjectKey\x12\x19\n" +
 	"\braw_size\x18\x13 \x01(\x04R\arawSize\x12\x1d\n" +
 	"\n" +
-	"raw_sha256\x18\x14 \x01(\fR\trawSha256\"a\n" +
+	"raw_sha256\x18\x14 \x01(\fR\trawSha256\"\xf9\x02\n" +
+	"\x0fRecordingFailed\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12!\n" +
+	"\frecording_id\x18\x02 \x01(\tR\vrecordingId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x127\n" +
+	"\tfailed_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bfailedAt\x125\n" +
+	"\n" +
+	"end_reason\x18\x05 \x01(\x0e2\x16.verbatim.v1.EndReasonR\tendReason\x12B\n" +
+	"\x0fcall_started_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\rcallStartedAt\x12$\n" +
+	"\x0eraw_object_key\x18\a \x01(\tR\frawObjectKey\x12\x19\n" +
+	"\braw_size\x18\b \x01(\x04R\arawSize\x12\x1d\n" +
+	"\n" +
+	"raw_sha256\x18\t \x01(\fR\trawSha256\"a\n" +
 	"\fKeyReference\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
 	"\bkek_name\x18\x02 \x01(\tR\akekName\x12\x1f\n" +
@@ -685,34 +810,38 @@ func file_verbatim_v1_recordings_proto_rawDescGZIP() []byte {
 }
 
 var file_verbatim_v1_recordings_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_verbatim_v1_recordings_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_verbatim_v1_recordings_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_verbatim_v1_recordings_proto_goTypes = []any{
 	(DeletionReason)(0),           // 0: verbatim.v1.DeletionReason
 	(*RecordingStored)(nil),       // 1: verbatim.v1.RecordingStored
-	(*KeyReference)(nil),          // 2: verbatim.v1.KeyReference
-	(*StreamCompleteness)(nil),    // 3: verbatim.v1.StreamCompleteness
-	(*SequenceGap)(nil),           // 4: verbatim.v1.SequenceGap
-	(*RecordingDeleted)(nil),      // 5: verbatim.v1.RecordingDeleted
-	(*durationpb.Duration)(nil),   // 6: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
-	(EndReason)(0),                // 8: verbatim.v1.EndReason
+	(*RecordingFailed)(nil),       // 2: verbatim.v1.RecordingFailed
+	(*KeyReference)(nil),          // 3: verbatim.v1.KeyReference
+	(*StreamCompleteness)(nil),    // 4: verbatim.v1.StreamCompleteness
+	(*SequenceGap)(nil),           // 5: verbatim.v1.SequenceGap
+	(*RecordingDeleted)(nil),      // 6: verbatim.v1.RecordingDeleted
+	(*durationpb.Duration)(nil),   // 7: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(EndReason)(0),                // 9: verbatim.v1.EndReason
 }
 var file_verbatim_v1_recordings_proto_depIdxs = []int32{
-	6,  // 0: verbatim.v1.RecordingStored.duration:type_name -> google.protobuf.Duration
-	2,  // 1: verbatim.v1.RecordingStored.key:type_name -> verbatim.v1.KeyReference
-	7,  // 2: verbatim.v1.RecordingStored.stored_at:type_name -> google.protobuf.Timestamp
-	7,  // 3: verbatim.v1.RecordingStored.retain_until:type_name -> google.protobuf.Timestamp
-	3,  // 4: verbatim.v1.RecordingStored.completeness:type_name -> verbatim.v1.StreamCompleteness
-	8,  // 5: verbatim.v1.RecordingStored.end_reason:type_name -> verbatim.v1.EndReason
-	7,  // 6: verbatim.v1.RecordingStored.call_started_at:type_name -> google.protobuf.Timestamp
-	4,  // 7: verbatim.v1.StreamCompleteness.gaps:type_name -> verbatim.v1.SequenceGap
-	0,  // 8: verbatim.v1.RecordingDeleted.reason:type_name -> verbatim.v1.DeletionReason
-	7,  // 9: verbatim.v1.RecordingDeleted.deleted_at:type_name -> google.protobuf.Timestamp
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	7,  // 0: verbatim.v1.RecordingStored.duration:type_name -> google.protobuf.Duration
+	3,  // 1: verbatim.v1.RecordingStored.key:type_name -> verbatim.v1.KeyReference
+	8,  // 2: verbatim.v1.RecordingStored.stored_at:type_name -> google.protobuf.Timestamp
+	8,  // 3: verbatim.v1.RecordingStored.retain_until:type_name -> google.protobuf.Timestamp
+	4,  // 4: verbatim.v1.RecordingStored.completeness:type_name -> verbatim.v1.StreamCompleteness
+	9,  // 5: verbatim.v1.RecordingStored.end_reason:type_name -> verbatim.v1.EndReason
+	8,  // 6: verbatim.v1.RecordingStored.call_started_at:type_name -> google.protobuf.Timestamp
+	8,  // 7: verbatim.v1.RecordingFailed.failed_at:type_name -> google.protobuf.Timestamp
+	9,  // 8: verbatim.v1.RecordingFailed.end_reason:type_name -> verbatim.v1.EndReason
+	8,  // 9: verbatim.v1.RecordingFailed.call_started_at:type_name -> google.protobuf.Timestamp
+	5,  // 10: verbatim.v1.StreamCompleteness.gaps:type_name -> verbatim.v1.SequenceGap
+	0,  // 11: verbatim.v1.RecordingDeleted.reason:type_name -> verbatim.v1.DeletionReason
+	8,  // 12: verbatim.v1.RecordingDeleted.deleted_at:type_name -> google.protobuf.Timestamp
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_verbatim_v1_recordings_proto_init() }
@@ -727,7 +856,7 @@ func file_verbatim_v1_recordings_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_verbatim_v1_recordings_proto_rawDesc), len(file_verbatim_v1_recordings_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
