@@ -163,7 +163,7 @@ type processor struct {
 	open  map[int32]map[string]*openCall
 	stats Stats
 	done  []finishing
-	frame [binary.MaxVarintLen64]byte
+	wbuf  []byte // one spool write
 
 	mu       sync.Mutex // guards the fields below, set by group callbacks
 	assigned map[int32]bool
@@ -502,8 +502,22 @@ func (p *processor) transaction(ctx context.Context, recs []*kgo.Record) error {
 }
 
 // apply takes one media record. When replaying, calls that end are known
-// to be recorded already and are dropped.
+// to be recorded already and are dropped. A batch of an open call is
+// appended without allocating: only its header fields are read, and the
+// envelope is validated in full when a call opens and when it ends.
 func (p *processor) apply(r *kgo.Record, replay bool) {
+	calls := p.open[r.Partition]
+	typ := schemas.HeaderValue(r.Headers, schemas.HeaderType)
+	if string(typ) == "verbatim.v1.PacketBatch" {
+		if c := calls[string(r.Key)]; c != nil {
+			if tenant := schemas.HeaderValue(r.Headers, schemas.HeaderTenant); string(tenant) != c.tenant {
+				p.reject(r, fmt.Errorf("call %s: tenant %q, but its first batch said %q", c.id, tenant, c.tenant))
+				return
+			}
+			p.spool(r, c, replay)
+			return
+		}
+	}
 	env, err := schemas.ParseHeaders(r.Headers)
 	if err == nil && !tenantRE.MatchString(env.Tenant) {
 		err = fmt.Errorf("invalid tenant %q", env.Tenant)
@@ -513,60 +527,28 @@ func (p *processor) apply(r *kgo.Record, replay bool) {
 		return
 	}
 	callID := string(r.Key)
-	calls := p.open[r.Partition]
 	switch env.Type {
 	case "verbatim.v1.PacketBatch":
-		var pb verbatimv1.PacketBatch
-		if err := proto.Unmarshal(r.Value, &pb); err != nil || pb.GetCallId() != callID || pb.GetPackets() == nil {
-			p.reject(r, fmt.Errorf("not a PacketBatch of call %s: %v", callID, err))
+		h, err := scanBatch(r.Value)
+		if err != nil || string(h.callID) != callID || !h.sealed || len(h.keyID) == 0 {
+			p.reject(r, fmt.Errorf("not a sealed PacketBatch of call %s: %v", callID, err))
 			return
 		}
-		c := calls[callID]
-		if c == nil {
-			f, err := os.CreateTemp(p.dir, "raw-*")
-			if err != nil {
-				// The disk is the processor's: failing it is fatal to
-				// the call, and loudly so.
-				p.reject(r, fmt.Errorf("spool: %w", err))
-				return
-			}
-			c = &openCall{tenant: env.Tenant, id: callID, keyID: pb.GetPackets().GetKeyId(), partition: r.Partition,
-				firstOffset: r.Offset, spool: f, streams: map[string]*streamSeen{}}
-			if calls == nil {
-				calls = map[string]*openCall{}
-				p.open[r.Partition] = calls
-			}
-			calls[callID] = c
-		}
-		if c.tenant != env.Tenant {
-			p.reject(r, fmt.Errorf("call %s: tenant %q, but its first batch said %q", callID, env.Tenant, c.tenant))
-			return
-		}
-		s := c.streams[pb.GetStreamId()]
-		if s == nil {
-			s = &streamSeen{first: pb.GetFirstArrivalUnixNano()}
-			c.streams[pb.GetStreamId()] = s
-		}
-		if pb.GetBatchIndex() < s.next {
-			p.stats.Duplicates++
-			return
-		}
-		n := binary.PutUvarint(p.frame[:], uint64(len(r.Value)))
-		if _, err := c.spool.Write(p.frame[:n]); err == nil {
-			_, err = c.spool.Write(r.Value)
-		}
+		f, err := os.CreateTemp(p.dir, "raw-*")
 		if err != nil {
+			// The disk is the processor's: failing it is fatal to
+			// the call, and loudly so.
 			p.reject(r, fmt.Errorf("spool: %w", err))
 			return
 		}
-		c.size += int64(n + len(r.Value))
-		s.next = pb.GetBatchIndex() + 1
-		s.received++
-		s.packets += uint64(pb.GetPacketCount())
-		s.first = min(s.first, pb.GetFirstArrivalUnixNano())
-		if !replay {
-			p.stats.Batches++
+		c := &openCall{tenant: env.Tenant, id: callID, keyID: string(h.keyID), partition: r.Partition,
+			firstOffset: r.Offset, spool: f, streams: map[string]*streamSeen{}}
+		if calls == nil {
+			calls = map[string]*openCall{}
+			p.open[r.Partition] = calls
 		}
+		calls[callID] = c
+		p.spool(r, c, replay)
 	case "verbatim.v1.MediaEnded":
 		var me verbatimv1.MediaEnded
 		if err := proto.Unmarshal(r.Value, &me); err != nil || me.GetCallId() != callID {
@@ -588,6 +570,39 @@ func (p *processor) apply(r *kgo.Record, replay bool) {
 		p.done = append(p.done, finishing{c: c, end: &me})
 	default:
 		p.reject(r, fmt.Errorf("unexpected event type %q", env.Type))
+	}
+}
+
+// spool appends one batch of an open call to its spool file.
+func (p *processor) spool(r *kgo.Record, c *openCall, replay bool) {
+	h, err := scanBatch(r.Value)
+	if err != nil || string(h.callID) != c.id || !h.sealed {
+		p.reject(r, fmt.Errorf("not a sealed PacketBatch of call %s: %v", c.id, err))
+		return
+	}
+	s := c.streams[string(h.streamID)]
+	if s == nil {
+		s = &streamSeen{first: h.firstArrival}
+		c.streams[string(h.streamID)] = s
+	}
+	if h.batchIndex < s.next {
+		p.stats.Duplicates++
+		return
+	}
+	// One write per batch: length prefix and value together.
+	p.wbuf = binary.AppendUvarint(p.wbuf[:0], uint64(len(r.Value)))
+	p.wbuf = append(p.wbuf, r.Value...)
+	if _, err := c.spool.Write(p.wbuf); err != nil {
+		p.reject(r, fmt.Errorf("spool: %w", err))
+		return
+	}
+	c.size += int64(len(p.wbuf))
+	s.next = h.batchIndex + 1
+	s.received++
+	s.packets += h.packetCount
+	s.first = min(s.first, h.firstArrival)
+	if !replay {
+		p.stats.Batches++
 	}
 }
 

@@ -70,7 +70,7 @@ func newCallRecording(tenant, callID string, streams []*verbatimv1.Stream, t0 ti
 		f.Close()
 		return nil, err
 	}
-	w, err := seal.NewStreamWriter(f, key, []byte("spool\x00"+callID))
+	w, err := seal.NewSpoolWriter(f, key, []byte("spool\x00"+callID))
 	if err != nil {
 		f.Close()
 		return nil, err

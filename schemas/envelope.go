@@ -138,6 +138,18 @@ func ParseHeaders(headers []kgo.RecordHeader) (Envelope, error) {
 	return e, e.Validate()
 }
 
+// HeaderValue returns the value of the first header named key, or nil;
+// for hot paths that need one header without parsing (or allocating) the
+// rest. Use ParseHeaders to validate a record.
+func HeaderValue(headers []kgo.RecordHeader, key string) []byte {
+	for i := range headers {
+		if headers[i].Key == key {
+			return headers[i].Value
+		}
+	}
+	return nil
+}
+
 // NewRecord encodes m as a record for topic with key, setting env.Type to
 // m's message name and env.SchemaVersion to SchemaVersion when unset. It
 // validates the envelope, so no record leaves without tenant and id.

@@ -80,13 +80,26 @@ type StreamWriter struct {
 // NewStreamWriter starts a sealed stream under key. aad binds the stream to
 // its context (e.g. tenant and object key) and must be given again to open.
 func NewStreamWriter(w io.Writer, key, aad []byte) (*StreamWriter, error) {
+	return newStreamWriter(w, key, aad, true)
+}
+
+// NewSpoolWriter is NewStreamWriter without the digests (Sums returns
+// nil), for temporary spools whose bytes are never announced: hashing
+// costs more than sealing.
+func NewSpoolWriter(w io.Writer, key, aad []byte) (*StreamWriter, error) {
+	return newStreamWriter(w, key, aad, false)
+}
+
+func newStreamWriter(w io.Writer, key, aad []byte, sums bool) (*StreamWriter, error) {
 	aead, err := streamAEAD(key)
 	if err != nil {
 		return nil, err
 	}
 	s := &StreamWriter{w: w, aead: aead, aad: append([]byte(nil), aad...),
-		buf: make([]byte, 0, ChunkSize), out: make([]byte, 0, ChunkSize+tagSize),
-		plainHash: sha256.New(), ctHash: sha256.New()}
+		buf: make([]byte, 0, ChunkSize), out: make([]byte, 0, ChunkSize+tagSize)}
+	if sums {
+		s.plainHash, s.ctHash = sha256.New(), sha256.New()
+	}
 	if _, err := rand.Read(s.prefix[:]); err != nil {
 		return nil, err
 	}
@@ -99,7 +112,9 @@ func NewStreamWriter(w io.Writer, key, aad []byte) (*StreamWriter, error) {
 
 func (s *StreamWriter) emit(b []byte) error {
 	n, err := s.w.Write(b)
-	s.ctHash.Write(b[:n])
+	if s.ctHash != nil {
+		s.ctHash.Write(b[:n])
+	}
 	s.ctN += int64(n)
 	return err
 }
@@ -121,7 +136,9 @@ func (s *StreamWriter) Write(p []byte) (int, error) {
 		return 0, errors.New("seal: write to closed stream")
 	}
 	n := len(p)
-	s.plainHash.Write(p)
+	if s.plainHash != nil {
+		s.plainHash.Write(p)
+	}
 	s.plainN += int64(n)
 	for len(p) > 0 {
 		// A full buffer is sealed only when more data follows, so the
@@ -150,6 +167,9 @@ func (s *StreamWriter) Close() error {
 // Sums returns the SHA-256 and sizes of the plaintext and of the sealed
 // stream; valid after Close.
 func (s *StreamWriter) Sums() (plain, sealed []byte, plainSize, sealedSize int64) {
+	if s.plainHash == nil {
+		return nil, nil, s.plainN, s.ctN
+	}
 	return s.plainHash.Sum(nil), s.ctHash.Sum(nil), s.plainN, s.ctN
 }
 

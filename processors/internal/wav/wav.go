@@ -112,10 +112,17 @@ func (m *Mixer) flush(final bool) error {
 		}
 	}
 	n := min(len(l.queue), len(r.queue))
-	for i := 0; i < n; i++ {
-		m.out = binary.LittleEndian.AppendUint16(m.out, uint16(l.queue[i]))
-		m.out = binary.LittleEndian.AppendUint16(m.out, uint16(r.queue[i]))
-		if len(m.out) >= cap(m.out)-4 {
+	for i := 0; i < n; {
+		// Frames go straight into the free part of out, 4 bytes each.
+		k := min(n-i, (cap(m.out)-len(m.out))/4)
+		o := len(m.out)
+		m.out = m.out[:o+4*k]
+		for j := range k {
+			binary.LittleEndian.PutUint16(m.out[o+4*j:], uint16(l.queue[i+j]))
+			binary.LittleEndian.PutUint16(m.out[o+4*j+2:], uint16(r.queue[i+j]))
+		}
+		i += k
+		if len(m.out) > cap(m.out)-4 {
 			if _, m.err = m.w.Write(m.out); m.err != nil {
 				return m.err
 			}
