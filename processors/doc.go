@@ -3,5 +3,6 @@
 // rewrap, retention, legal hold and erasure. Each consumes and produces in
 // Kafka transactions; side effects outside Kafka use deterministic ids.
 //
-// Media assembly lands with the end-to-end recording work (issue 3).
+// Run is media assembly (`verbatim process`); README.md explains how it
+// records each call exactly once while calls are still open.
 package processors
