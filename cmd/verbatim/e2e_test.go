@@ -112,10 +112,17 @@ func TestIngestProjectSearch(t *testing.T) {
 
 	// Playback: each channel equals tshark's export of the stream's RTP
 	// payloads, decoded by sox, sample for sample.
+	// SIP_DTMF2's second direction (SSRC 0x9A7B5382) is sent to an address
+	// neither SDP names, so it is not matched yet (issue 4, NAT'd media).
 	for _, c := range []struct {
-		callID, codec string
-		ssrc          uint32
-	}{{"1-1966@10.0.2.20", "ul", 0x343DA99B}, {"1-1968@10.0.2.20", "al", 0x343FFA34}} {
+		capture, callID, codec string
+		ssrc                   uint32
+		pt                     int
+	}{
+		{"pcap/wireshark_sip-rtp-g711.pcap", "1-1966@10.0.2.20", "ul", 0x343DA99B, 0},
+		{"pcap/wireshark_sip-rtp-g711.pcap", "1-1968@10.0.2.20", "al", 0x343FFA34, 8},
+		{"pcap/wireshark_SIP_DTMF2.cap", "25672@192.168.105.110", "al", 0x5711BF84, 8}, // 30 ms frames, DTMF events between
+	} {
 		wavPath := filepath.Join(t.TempDir(), "call.wav")
 		out := cmd("play", c.callID, "-o", wavPath, "--database", db, "--brokers", brokers, "--keyring", keyring, "--objects", objects)
 		if !strings.Contains(out, "verified") {
@@ -126,18 +133,19 @@ func TestIngestProjectSearch(t *testing.T) {
 			t.Fatal(err)
 		}
 		left, right := wavChannels(t, wav)
-		want := tsharkSox(t, stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"), c.ssrc, c.codec)
+		want := tsharkSox(t, stacktest.SharedTestdata(t, c.capture), c.ssrc, c.pt, c.codec)
 		got, other := left, right
 		if !silent(right) {
 			got, other = right, left
 		}
 		if !silent(other) {
-			t.Errorf("%s: both channels have sound in a one-way call", c.callID)
+			t.Errorf("%s: both channels have sound, but only one direction is recorded", c.callID)
 		}
-		if len(got) < len(want) || !slices.Equal(got[:len(want)], want) || !silent(got[len(want):]) {
-			t.Fatalf("%s: channel (%d samples) differs from tshark+sox (%d samples)", c.callID, len(got), len(want))
+		at := containsAt(got, want)
+		if at < 0 || !silent(got[:at]) || !silent(got[at+len(want):]) {
+			t.Fatalf("%s: channel (%d samples) does not hold tshark+sox's %d samples (found at %d)", c.callID, len(got), len(want), at)
 		}
-		t.Logf("%s: %d samples equal tshark's export decoded by sox", c.callID, len(want))
+		t.Logf("%s: %d samples equal tshark's export decoded by sox, from sample %d", c.callID, len(want), at)
 	}
 	if _, err := runOut(ctx, "play", "1-1966@10.0.2.20", "-o", filepath.Join(t.TempDir(), "x.wav"), "--tenant", "acme",
 		"--database", db, "--brokers", brokers, "--keyring", keyring, "--objects", objects); err == nil || !strings.Contains(err.Error(), "no call") {
@@ -175,32 +183,35 @@ func silent(s []int16) bool {
 	return !slices.ContainsFunc(s, func(v int16) bool { return v != 0 })
 }
 
-// tsharkSox exports one stream's RTP payloads with tshark, in sequence
-// order, and decodes them with sox (codec "ul" or "al") to 16-bit samples:
-// a reference made entirely by other people's code.
-func tsharkSox(t *testing.T, pcap string, ssrc uint32, codec string) []int16 {
+// tsharkSox exports one stream's RTP payloads of payload type pt with
+// tshark, decodes them with sox (codec "ul" or "al") to 16-bit samples and
+// places each packet's samples at its RTP timestamp, silence between: a
+// reference made entirely by other people's code.
+func tsharkSox(t *testing.T, pcap string, ssrc uint32, pt int, codec string) []int16 {
 	t.Helper()
-	out, err := exec.Command("tshark", "-r", pcap, "-o", "rtp.heuristic_rtp:TRUE", "-Y", fmt.Sprintf("rtp.ssrc == 0x%08x", ssrc),
-		"-T", "fields", "-e", "rtp.seq", "-e", "rtp.payload").Output()
+	out, err := exec.Command("tshark", "-r", pcap, "-o", "rtp.heuristic_rtp:TRUE",
+		"-Y", fmt.Sprintf("rtp.ssrc == 0x%08x && rtp.p_type == %d", ssrc, pt),
+		"-T", "fields", "-e", "rtp.seq", "-e", "rtp.timestamp", "-e", "rtp.payload").Output()
 	if err != nil {
 		t.Fatalf("tshark (make test installs it): %v", err)
 	}
 	type pkt struct {
-		seq     int
+		seq, ts int
 		payload []byte
 	}
 	var pkts []pkt
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		seq, hexPayload, ok := strings.Cut(line, "\t")
-		if !ok {
+		f := strings.Split(line, "\t")
+		if len(f) != 3 {
 			t.Fatalf("tshark line %q", line)
 		}
-		n, err := strconv.Atoi(seq)
-		b, herr := hex.DecodeString(strings.ReplaceAll(hexPayload, ":", ""))
-		if err != nil || herr != nil {
+		seq, err1 := strconv.Atoi(f[0])
+		ts, err2 := strconv.Atoi(f[1])
+		b, err3 := hex.DecodeString(strings.ReplaceAll(f[2], ":", ""))
+		if err1 != nil || err2 != nil || err3 != nil {
 			t.Fatalf("tshark line %q", line)
 		}
-		pkts = append(pkts, pkt{n, b})
+		pkts = append(pkts, pkt{seq, ts, b})
 	}
 	slices.SortStableFunc(pkts, func(a, b pkt) int { return a.seq - b.seq }) // no wrap in these streams
 	var raw []byte
@@ -216,13 +227,41 @@ func tsharkSox(t *testing.T, pcap string, ssrc uint32, codec string) []int16 {
 		t.Fatalf("sox (make test installs it): %v: %s", err, b)
 	}
 	pcm, err := os.ReadFile(outPath)
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || len(pcm) != 2*len(raw) {
+		t.Fatalf("sox output: %d bytes for %d samples (%v)", len(pcm), len(raw), err)
 	}
-	s := make([]int16, len(pcm)/2)
-	for i := range s {
-		s[i] = int16(binary.LittleEndian.Uint16(pcm[2*i:]))
+	last := pkts[len(pkts)-1]
+	s := make([]int16, last.ts-pkts[0].ts+len(last.payload))
+	i := 0
+	for _, p := range pkts {
+		for j := range p.payload {
+			s[p.ts-pkts[0].ts+j] = int16(binary.LittleEndian.Uint16(pcm[2*(i+j):]))
+		}
+		i += len(p.payload)
 	}
-	t.Logf("tshark: %d packets of SSRC 0x%08x, %d bytes of payload", len(pkts), ssrc, len(raw))
+	t.Logf("tshark: %d packets of SSRC 0x%08x, PT %d, %d bytes of payload over %d samples", len(pkts), ssrc, pt, len(raw), len(s))
 	return s
+}
+
+// containsAt returns where want occurs in got, sample for sample, or -1.
+func containsAt(got, want []int16) int {
+	g, w := pcmLE(got), pcmLE(want)
+	for from := 0; ; {
+		i := bytes.Index(g[from:], w)
+		if i < 0 {
+			return -1
+		}
+		if (from+i)%2 == 0 {
+			return (from + i) / 2
+		}
+		from += i + 1
+	}
+}
+
+func pcmLE(s []int16) []byte {
+	b := make([]byte, 0, 2*len(s))
+	for _, v := range s {
+		b = binary.LittleEndian.AppendUint16(b, uint16(v))
+	}
+	return b
 }
