@@ -38,16 +38,18 @@ type Config struct {
 	Kafka kafkaclient.Config
 	// Group is the consumer group. Default "verbatim-process".
 	Group string
-	// TransactionalID must be unique per running processor and stable
-	// across its restarts: a restarted processor then fences its previous
-	// self and aborts that one's open transaction at once. Default
-	// "verbatim-process-" and the host name.
-	TransactionalID string
+	// Instance names this processor: unique in the group and stable across
+	// its restarts. It is the group's static member id, so a restarted
+	// processor gets its partitions back at once instead of after the dead
+	// one's session timeout, and its transactional id is
+	// "verbatim-process-<Instance>", so the restart fences the dead one and
+	// aborts its open transaction at once. Default: the host name.
+	Instance string
 	// MaxPollRecords bounds the records of one transaction. Default 1000.
 	MaxPollRecords int
 	// TransactionTimeout is how long an unfinished transaction of a dead
-	// processor holds its partitions (when nothing with the same
-	// TransactionalID restarts). Default 60 s.
+	// processor holds its partitions (when nothing with the same Instance
+	// restarts). Default 60 s.
 	TransactionTimeout time.Duration
 	// Keys unwraps call keys and makes recording keys. Required.
 	Keys keys.Manager
@@ -73,14 +75,14 @@ func (c *Config) setDefaults() {
 	if c.Group == "" {
 		c.Group = "verbatim-process"
 	}
-	if c.TransactionalID == "" {
+	if c.Instance == "" {
 		host, err := os.Hostname()
 		if err != nil || host == "" {
 			b := make([]byte, 6)
 			_, _ = rand.Read(b)
 			host = hex.EncodeToString(b)
 		}
-		c.TransactionalID = "verbatim-process-" + host
+		c.Instance = host
 	}
 	if c.MaxPollRecords <= 0 {
 		c.MaxPollRecords = 1000
@@ -204,7 +206,8 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 
 	p.sess, err = kafkaclient.NewGroupTransactSession(cfg.Kafka,
 		kgo.ConsumerGroup(cfg.Group), kgo.ConsumeTopics(schemas.TopicMedia),
-		kgo.TransactionalID(cfg.TransactionalID),
+		kgo.TransactionalID("verbatim-process-"+cfg.Instance),
+		kgo.InstanceID(cfg.Instance),
 		kgo.TransactionTimeout(cfg.TransactionTimeout),
 		kgo.RequireStableFetchOffsets(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -688,7 +691,9 @@ type outcome struct {
 // callOpener finds and unwraps the call's data key. While the key registry
 // is still catching up a missing key is waited for; once it has caught up,
 // a key still missing after KeyWait is a permanent failure. Key manager
-// errors (Vault down) are not: the transaction aborts and is retried.
+// errors are permanent when the manager refuses the key (keys.ErrUnwrap), and
+// not when it cannot be reached (Vault down): then the transaction aborts
+// and is retried.
 func (p *processor) callOpener(ctx context.Context, c *openCall) (*seal.Sealer, error) {
 	var dk *verbatimv1.DataKey
 	for {
@@ -714,6 +719,11 @@ func (p *processor) callOpener(ctx context.Context, c *openCall) (*seal.Sealer, 
 		}
 	}
 	plain, err := p.cfg.Keys.UnwrapDataKey(ctx, c.tenant, keys.Wrapped{KEKName: dk.GetKekName(), KEKVersion: dk.GetKekVersion(), Ciphertext: dk.GetWrappedDek()})
+	if errors.Is(err, keys.ErrUnwrap) {
+		// The key manager answered: this key cannot be unwrapped (its
+		// KEK is gone or it was tampered with). Retrying cannot help.
+		return nil, permanent{err}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("unwrap key %s: %w", c.keyID, err)
 	}

@@ -83,7 +83,7 @@ func (p *pipeline) process(stop func(processors.Stats) bool) processors.Stats {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cfg := processors.Config{Kafka: p.kafka(), Group: p.group, TransactionalID: p.group + "-1", Keys: p.km, Store: p.store,
+	cfg := processors.Config{Kafka: p.kafka(), Group: p.group, Instance: p.group + "-1", Keys: p.km, Store: p.store,
 		SpoolDir: p.t.TempDir(), IdleExit: 2 * time.Second, MaxPollRecords: 3, KeyWait: p.keyWait}
 	if stop != nil {
 		cfg.Progress = func(s processors.Stats) {

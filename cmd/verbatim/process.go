@@ -52,10 +52,11 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	kafka := addKafkaFlags(fs)
 	group := fs.String("group", "verbatim-process", "consumer group")
 	host, _ := os.Hostname()
-	instance := fs.String("instance", host, "name of this processor, stable across its restarts and unique in the group (its transactional id)")
+	instance := fs.String("instance", host, "name of this processor, stable across its restarts and unique in the group (its static member and transactional id)")
 	spool := fs.String("spool", os.TempDir(), "directory for open calls' media (sealed)")
 	idle := fs.Duration("exit-when-idle", 0, "exit once no media has arrived for this long (0: run until stopped)")
 	quiet := fs.Bool("quiet", false, "no progress line")
+	maxPoll := fs.Int("max-poll-records", 1000, "at most this many media records per transaction")
 	kf := addKeyFlags(fs)
 	sf := addStoreFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -78,19 +79,19 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fmt.Fprintf(stderr, "process: recordings to %s\n", where)
 	cfg := processors.Config{
 		Kafka: kafkaclient.Config{Brokers: strings.Split(*kafka.brokers, ","), ClientID: "verbatim-process", Logger: warnLogger(stderr)},
-		Group: *group, TransactionalID: "verbatim-process-" + *instance, Keys: km, Store: store, SpoolDir: *spool,
-		IdleExit: *idle, Logger: warnLogger(stderr),
+		Group: *group, Instance: *instance, Keys: km, Store: store, SpoolDir: *spool,
+		IdleExit: *idle, Logger: warnLogger(stderr), MaxPollRecords: *maxPoll,
 	}
 	if !*quiet {
 		cfg.Progress = func(s processors.Stats) {
-			fmt.Fprintf(stderr, "\rprocess: %d media records, %d recordings stored, %d calls open ", s.Records, s.Recorded, s.Open)
+			fmt.Fprintf(stderr, "\rprocess: %d media records, %d recordings stored, %d failed, %d calls open ", s.Records, s.Recorded, s.Failed, s.Open)
 		}
 	}
 	st, err := processors.Run(ctx, cfg)
 	if !*quiet {
 		fmt.Fprintln(stderr)
 	}
-	fmt.Fprintf(stdout, "process: %d recordings stored, %d calls without media, %d calls still open, %d media records (%d duplicates, %d rejected, %d read again to rebuild open calls)\n",
-		st.Recorded, st.NoMedia, st.Open, st.Records, st.Duplicates, st.Rejected, st.Replayed)
+	fmt.Fprintf(stdout, "process: %d recordings stored, %d failed, %d calls without media, %d calls still open, %d media records (%d duplicates, %d rejected, %d read again to rebuild open calls)\n",
+		st.Recorded, st.Failed, st.NoMedia, st.Open, st.Records, st.Duplicates, st.Rejected, st.Replayed)
 	return err
 }

@@ -65,8 +65,12 @@ func runProject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer cl.Close()
-	n, err := search.Run(ctx, search.RunConfig{Client: cl, Projector: search.NewProjector(conn, db, km), IdleExit: *idle, Logger: log})
+	proj := search.NewProjector(conn, db, km)
+	n, err := search.Run(ctx, search.RunConfig{Client: cl, Projector: proj, IdleExit: *idle, Logger: log})
 	fmt.Fprintf(stdout, "projected %d records into ClickHouse %s, database %s\n", n, *ch.addr, db)
+	if proj.Unreadable > 0 {
+		fmt.Fprintf(stdout, "  warning: %d calls projected without identities: the key manager refused their data keys (KEK gone)\n", proj.Unreadable)
+	}
 	return err
 }
 

@@ -32,6 +32,9 @@ type Projector struct {
 	dataKey map[string]*verbatimv1.DataKey
 	sealers map[string]*seal.Sealer
 	started map[string]callRow // open calls, to complete on CallEnded
+	// Unreadable counts calls whose key the key manager refused; they
+	// are projected without identities.
+	Unreadable int
 }
 
 type callRow struct {
@@ -40,6 +43,10 @@ type callRow struct {
 	durationMS                        uint64
 	endReason                         string
 }
+
+// UnreadableIdentity stands for the SIP Call-ID of a call whose data key
+// the key manager refuses to unwrap.
+const UnreadableIdentity = "(unreadable: data key refused by the key manager)"
 
 // NewProjector returns a Projector writing to database db.
 func NewProjector(conn driver.Conn, db string, km keys.Manager) *Projector {
@@ -122,6 +129,16 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 			return err
 		}
 		s, err := p.sealer(ctx, env.Tenant, ev.GetDataKeyId())
+		if errors.Is(err, keys.ErrUnwrap) {
+			// The key manager refuses the call's key (its KEK is gone:
+			// the call is effectively erased). The call stays findable
+			// by time, its identities shown as unreadable.
+			p.Unreadable++
+			row := callRow{tenant: env.Tenant, callID: ev.GetCallId(), sipCallID: UnreadableIdentity,
+				source: ev.GetSource().String(), startedAt: ev.GetStartedAt().AsTime()}
+			p.started[row.callID] = row
+			return p.insertCall(ctx, row, version)
+		}
 		if err != nil {
 			return err
 		}

@@ -200,3 +200,29 @@ func TestProjectorMissingKey(t *testing.T) {
 		t.Fatalf("got %v, want ErrKeyMissing", err)
 	}
 }
+
+// TestProjectorKeyRefused: a call whose data key the key manager refuses
+// (its KEK is gone) is still projected, findable by time, with its
+// identities marked unreadable; the projection goes on.
+func TestProjectorKeyRefused(t *testing.T) {
+	conn, db := openDB(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	lost, _ := keys.OpenKeyring(filepath.Join(dir, "lost.json"))
+	current, _ := keys.OpenKeyring(filepath.Join(dir, "current.json"))
+	t0 := time.Date(2016, 11, 26, 10, 0, 0, 0, time.UTC)
+	recs := callRecords(t, lost, "demo", "c1", "x", "1", "2", t0, time.Second)
+	recs = append(recs, callRecords(t, current, "demo", "c2", "y", "1", "3", t0.Add(time.Minute), time.Second)...)
+	p := search.NewProjector(conn, db, current)
+	if err := p.Apply(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := search.Search(ctx, conn, db, search.Query{Tenant: "demo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Unreadable != 1 || len(rs) != 2 || rs[0].SIPCallID != search.UnreadableIdentity || rs[0].EndReason != "END_REASON_BYE" ||
+		len(rs[0].Parties) != 0 || rs[1].SIPCallID != "y" {
+		t.Fatalf("unreadable %d, results %+v", p.Unreadable, rs)
+	}
+}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/internal/keys"
+	"github.com/verbatimrec/verbatim/internal/stacktest"
+	"github.com/verbatimrec/verbatim/projections/search"
+	"github.com/verbatimrec/verbatim/schemas"
+)
+
+// TestProcessKilled is the acceptance test for crashes, on the whole local
+// stack (Kafka, MinIO, Vault, ClickHouse): `verbatim process` is killed
+// with SIGKILL while a call is open, started again, and the calls come out
+// recorded once each, complete, with the same audio.
+func TestProcessKilled(t *testing.T) {
+	brokers := stacktest.Env(t, "VERBATIM_KAFKA_BROKERS")
+	for _, v := range []string{"VERBATIM_CLICKHOUSE_ADDR", "VERBATIM_S3_ENDPOINT", "VERBATIM_VAULT_ADDR", "VERBATIM_VAULT_TOKEN"} {
+		stacktest.Env(t, v)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	bin := filepath.Join(t.TempDir(), "verbatim")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	tenant, group, db := "k"+run, "verbatim-process-kill-"+run, "verbatim_kill_"+run
+	t.Cleanup(func() {
+		if conn, _, err := (chFlags{addr: ptr(os.Getenv("VERBATIM_CLICKHOUSE_ADDR")), db: &db}).open(context.Background()); err == nil {
+			_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS `"+db+"`")
+			conn.Close()
+		}
+	})
+	verbatim := func(args ...string) *exec.Cmd {
+		c := exec.CommandContext(ctx, bin, args...)
+		c.Env = append(os.Environ(), "VERBATIM_TENANT="+tenant)
+		return c
+	}
+	mustRun := func(args ...string) string {
+		t.Helper()
+		out, err := verbatim(args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("verbatim %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	// Start the group at the media topic's end: earlier runs' media is not
+	// this test's business.
+	mustRun("topics", "--create", "--brokers", brokers)
+	startAtEnd(ctx, t, brokers, group)
+	// The tenant's key-encryption key, as an administrator would create it.
+	km, err := keys.NewVault(keys.VaultConfig{Address: os.Getenv("VERBATIM_VAULT_ADDR"), Token: os.Getenv("VERBATIM_VAULT_TOKEN"), CreateKeys: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := km.GenerateDataKey(ctx, tenant); err != nil {
+		t.Fatal(err)
+	}
+	mustRun("ingest", "pcap", "--tenant", tenant, "--brokers", brokers, stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"))
+
+	// First run: killed once a transaction has committed with a call open.
+	procArgs := []string{"process", "--brokers", brokers, "--group", group, "--instance", "kill-test-" + run,
+		"--spool", t.TempDir(), "--max-poll-records", "2"}
+	first := verbatim(procArgs...)
+	stderr, err := first.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	progress := regexp.MustCompile(`process: (\d+) media records, (\d+) recordings stored, \d+ failed, (\d+) calls open`)
+	sc := bufio.NewScanner(stderr)
+	sc.Split(splitCR)
+	killed := false
+	for sc.Scan() {
+		m := progress.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		records, _ := strconv.Atoi(m[1])
+		open, _ := strconv.Atoi(m[3])
+		if open > 0 && records >= 4 {
+			if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			killed = true
+			t.Logf("killed after: %s", sc.Text())
+			break
+		}
+	}
+	_ = first.Wait()
+	if !killed {
+		t.Fatal("the processor finished before it could be killed with a call open")
+	}
+
+	// Second run: the same instance (it fences the dead one's transaction).
+	out := mustRun(append(procArgs, "--exit-when-idle", "3s", "--quiet")...)
+	t.Log(out)
+	if !strings.Contains(out, "read again to rebuild") || strings.Contains(out, " 0 read again") {
+		t.Fatalf("the restarted processor rebuilt nothing: %s", out)
+	}
+	mustRun("project", "search", "--brokers", brokers, "--database", db, "--group", "verbatim-project-kill-"+run, "--exit-when-idle", "3s")
+	var rs []search.Result
+	if err := json.Unmarshal([]byte(mustRun("search", "--json", "--database", db)), &rs); err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 {
+		t.Fatalf("%d calls found, want 2", len(rs))
+	}
+	for _, r := range rs {
+		if r.Status != search.StatusRecorded || r.Recording.PacketsMissing != 0 || r.Recording.BatchesLost != 0 ||
+			(r.Recording.PacketsInRecording != 425 && r.Recording.PacketsInRecording != 414) {
+			t.Fatalf("%s: %s %+v", r.SIPCallID, r.Status, r.Recording)
+		}
+		wavPath := filepath.Join(t.TempDir(), "call.wav")
+		mustRun("play", r.CallID, "-o", wavPath, "--database", db, "--brokers", brokers)
+		wav, err := os.ReadFile(wavPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ssrc, pt, codec := uint32(0x343DA99B), 0, "ul"
+		if r.SIPCallID == "1-1968@10.0.2.20" {
+			ssrc, pt, codec = 0x343FFA34, 8, "al"
+		}
+		left, right := wavChannels(t, wav)
+		got := left
+		if silent(left) {
+			got = right
+		}
+		if at := containsAt(got, tsharkSox(t, stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"), ssrc, pt, codec)); at != 0 {
+			t.Fatalf("%s: audio after the crash differs from the capture (at %d)", r.SIPCallID, at)
+		}
+	}
+	// Exactly one RecordingStored per call on the topic, too.
+	var stored bytes.Buffer
+	fmt.Fprint(&stored, mustRun("search", "--database", db))
+	t.Log("\n" + stored.String())
+}
+
+// splitCR splits progress output on \r as well as \n.
+func splitCR(data []byte, atEOF bool) (int, []byte, error) {
+	for i, b := range data {
+		if b == '\r' || b == '\n' {
+			return i + 1, data[:i], nil
+		}
+	}
+	if atEOF && len(data) > 0 {
+		return len(data), data, nil
+	}
+	return 0, nil, nil
+}
+
+func startAtEnd(ctx context.Context, t *testing.T, brokers, group string) {
+	t.Helper()
+	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(brokers, ",")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(ctx, schemas.TopicMedia)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := adm.CommitAllOffsets(ctx, group, ends.Offsets()); err != nil {
+		t.Fatal(err)
+	}
+}
