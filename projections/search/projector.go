@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -190,6 +192,41 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 			return err
 		}
 		return p.insertRecording(ctx, env.Tenant, &ev, version)
+	case "verbatim.v1.MetadataAttached":
+		var ev verbatimv1.MetadataAttached
+		if err := proto.Unmarshal(val, &ev); err != nil {
+			return err
+		}
+		var personal verbatimv1.MetadataPersonal
+		if ev.GetPersonal() != nil {
+			s, err := p.sealer(ctx, env.Tenant, ev.GetPersonal().GetKeyId())
+			switch {
+			case errors.Is(err, keys.ErrUnwrap):
+				p.Unreadable++ // the event's other fields are still projected
+			case err != nil:
+				return err
+			default:
+				if err := open(s, ev.GetPersonal(), &personal); err != nil {
+					return err
+				}
+			}
+		}
+		names := slices.Sorted(maps.Keys(personal.GetCallVariables()))
+		values := make([]string, len(names))
+		for i, n := range names {
+			values[i] = personal.GetCallVariables()[n]
+		}
+		b, err := p.conn.PrepareBatch(ctx, "INSERT INTO `"+p.db+"`.metadata (tenant, call_id, event_id, occurred_at, source, agent_id, "+
+			"skill_group, requested_service, wrap_up_code, agent_name, ani, dnis, variable_names, variable_values, version)")
+		if err != nil {
+			return err
+		}
+		if err := b.Append(env.Tenant, ev.GetCallId(), env.ID, ev.GetOccurredAt().AsTime(), ev.GetSource(), ev.GetAgentId(),
+			ev.GetSkillGroup(), ev.GetRequestedService(), ev.GetWrapUpCode(), personal.GetAgentName(), personal.GetAni(),
+			personal.GetDnis(), names, values, version); err != nil {
+			return err
+		}
+		return b.Send()
 	case "verbatim.v1.RecordingFailed":
 		var ev verbatimv1.RecordingFailed
 		if err := proto.Unmarshal(val, &ev); err != nil {

@@ -226,3 +226,55 @@ func TestProjectorKeyRefused(t *testing.T) {
 		t.Fatalf("unreadable %d, results %+v", p.Unreadable, rs)
 	}
 }
+
+// TestProjectMetadata: contact-centre metadata is projected with its sealed
+// personal part opened, a call is found by the ANI it gives, and a replay
+// adds nothing.
+func TestProjectMetadata(t *testing.T) {
+	conn, db := openDB(t)
+	ctx := context.Background()
+	km, _ := keys.OpenKeyring(filepath.Join(t.TempDir(), "keyring.json"))
+	t0 := time.Date(2016, 11, 26, 10, 0, 0, 0, time.UTC)
+	recs := callRecords(t, km, "demo", "c1", "x", "1001", "2002", t0, time.Minute)
+	var keyRec verbatimv1.DataKey
+	if err := proto.Unmarshal(recs[1].Value, &keyRec); err != nil {
+		t.Fatal(err)
+	}
+	dek, err := km.UnwrapDataKey(ctx, "demo", keys.Wrapped{KEKName: keyRec.GetKekName(), KEKVersion: keyRec.GetKekVersion(), Ciphertext: keyRec.GetWrappedDek()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := seal.New("demo", keyRec.GetKeyId(), dek)
+	personal, _ := proto.Marshal(&verbatimv1.MetadataPersonal{AgentName: "Ada Agent", Ani: "+493012345", Dnis: "800",
+		CallVariables: map[string]string{"account": "DE-1", "reason": "card"}})
+	sealed, err := s.Seal(nil, "verbatim.v1.MetadataPersonal", personal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, err := schemas.NewRecord(schemas.TopicMetadata, []byte("c1"), schemas.Envelope{ID: "md-1", Tenant: "demo", CallID: "c1", OccurredAt: t0.Add(time.Second)},
+		&verbatimv1.MetadataAttached{CallId: "c1", OccurredAt: timestamppb.New(t0.Add(time.Second)), Source: "cti:finesse", AgentId: "agent-1042",
+			SkillGroup: "cards", WrapUpCode: "resolved", Personal: sealed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs = append(recs, md)
+	for range 2 {
+		if err := search.NewProjector(conn, db, km).Apply(ctx, recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs, err := search.Search(ctx, conn, db, search.Query{Tenant: "demo", Party: "+493012345"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 1 || len(rs[0].Metadata) != 1 {
+		t.Fatalf("by ANI: %+v", rs)
+	}
+	m := rs[0].Metadata[0]
+	if m.AgentID != "agent-1042" || m.AgentName != "Ada Agent" || m.DNIS != "800" || m.Variables["account"] != "DE-1" || m.WrapUpCode != "resolved" {
+		t.Fatalf("metadata %+v", m)
+	}
+	if rs, _ := search.Search(ctx, conn, db, search.Query{Tenant: "acme", Party: "+493012345"}); len(rs) != 0 {
+		t.Fatalf("another tenant finds the call by its ANI")
+	}
+}

@@ -16,7 +16,8 @@ type Query struct {
 	Tenant string
 	// From and To bound the call's start time, [From, To).
 	From, To time.Time
-	// Party matches any participant's phone number or SIP URI exactly.
+	// Party matches any participant's phone number or SIP URI exactly, or
+	// the ANI or DNIS that contact-centre metadata gives for the call.
 	Party string
 	// CallID matches Verbatim's call id or the SIP Call-ID.
 	CallID string
@@ -61,6 +62,14 @@ type Recording struct {
 	Failure string
 }
 
+// Metadata is one contact-centre metadata event of a found call.
+type Metadata struct {
+	OccurredAt                              time.Time
+	Source, AgentID, AgentName, SkillGroup  string
+	RequestedService, WrapUpCode, ANI, DNIS string
+	Variables                               map[string]string `json:",omitempty"`
+}
+
 // Result is one found call.
 type Result struct {
 	CallID, SIPCallID  string
@@ -70,6 +79,7 @@ type Result struct {
 	Parties            []Party
 	Status             string
 	Recording          *Recording
+	Metadata           []Metadata `json:",omitempty"`
 }
 
 // Search runs q against the projection in database db.
@@ -92,8 +102,9 @@ func Search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 		where, args = append(where, "(call_id = ? OR sip_call_id = ?)"), append(args, q.CallID, q.CallID)
 	}
 	if q.Party != "" {
-		where = append(where, "call_id IN (SELECT call_id FROM `"+db+"`.participants FINAL WHERE tenant = ? AND (number = ? OR uri = ?))")
-		args = append(args, q.Tenant, q.Party, q.Party)
+		where = append(where, "(call_id IN (SELECT call_id FROM `"+db+"`.participants FINAL WHERE tenant = ? AND (number = ? OR uri = ?))"+
+			" OR call_id IN (SELECT call_id FROM `"+db+"`.metadata FINAL WHERE tenant = ? AND (ani = ? OR dnis = ?)))")
+		args = append(args, q.Tenant, q.Party, q.Party, q.Tenant, q.Party, q.Party)
 	}
 	sql := fmt.Sprintf("SELECT call_id, sip_call_id, started_at, ended_at, duration_ms, end_reason FROM `%s`.calls FINAL WHERE %s ORDER BY started_at, call_id LIMIT %d",
 		db, strings.Join(where, " AND "), q.Limit)
@@ -134,6 +145,9 @@ func Search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 		if err := recording(ctx, conn, db, q.Tenant, &out[i]); err != nil {
 			return nil, err
 		}
+		if err := metadata(ctx, conn, db, q.Tenant, &out[i]); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
@@ -170,6 +184,32 @@ func recording(ctx context.Context, conn driver.Conn, db, tenant string, r *Resu
 		r.Status = StatusNotAnswered
 	default:
 		r.Status = StatusMissing
+	}
+	return rows.Err()
+}
+
+// metadata fills in r's contact-centre metadata, oldest first.
+func metadata(ctx context.Context, conn driver.Conn, db, tenant string, r *Result) error {
+	rows, err := conn.Query(ctx, "SELECT occurred_at, source, agent_id, agent_name, skill_group, requested_service, wrap_up_code, ani, dnis, "+
+		"variable_names, variable_values FROM `"+db+"`.metadata FINAL WHERE tenant = ? AND call_id = ? ORDER BY occurred_at, event_id", tenant, r.CallID)
+	if err != nil {
+		return fmt.Errorf("search: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var m Metadata
+		var names, values []string
+		if err := rows.Scan(&m.OccurredAt, &m.Source, &m.AgentID, &m.AgentName, &m.SkillGroup, &m.RequestedService, &m.WrapUpCode,
+			&m.ANI, &m.DNIS, &names, &values); err != nil {
+			return fmt.Errorf("search: %w", err)
+		}
+		for i := range min(len(names), len(values)) {
+			if m.Variables == nil {
+				m.Variables = map[string]string{}
+			}
+			m.Variables[names[i]] = values[i]
+		}
+		r.Metadata = append(r.Metadata, m)
 	}
 	return rows.Err()
 }

@@ -14,7 +14,7 @@ import (
 
 // Topics the search projection consumes.
 func Topics() []string {
-	return []string{schemas.TopicKeys, schemas.TopicCalls, schemas.TopicRecordings}
+	return []string{schemas.TopicKeys, schemas.TopicCalls, schemas.TopicMetadata, schemas.TopicRecordings}
 }
 
 // RunConfig configures the projection's consumer loop.

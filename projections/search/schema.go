@@ -129,6 +129,26 @@ var migrations = []string{
 	"ALTER TABLE {db}.recordings ADD COLUMN streams_not_decoded UInt8",
 	// A RecordingFailed row: the reason; the raw media object is kept.
 	"ALTER TABLE {db}.recordings ADD COLUMN failure String",
+	// Contact-centre metadata (MetadataAttached), one row per event.
+	`CREATE TABLE IF NOT EXISTS {db}.metadata (
+		tenant String,
+		call_id String,
+		event_id String,
+		occurred_at DateTime,
+		source String,
+		agent_id String,
+		skill_group String,
+		requested_service String,
+		wrap_up_code String,
+		agent_name String,
+		ani String,
+		dnis String,
+		variable_names Array(String),
+		variable_values Array(String),
+		version UInt64
+	) ENGINE = ReplacingMergeTree(version)
+	PARTITION BY toYYYYMM(occurred_at)
+	ORDER BY (tenant, call_id, event_id)`,
 }
 
 // Migrate creates the database and applies pending migrations. It is safe
