@@ -85,6 +85,14 @@ func TestIngestProjectSearch(t *testing.T) {
 	if rs := find("--party", "sip:sipp@10.0.2.20:5060"); len(rs) != 2 {
 		t.Fatalf("by caller URI: %d calls", len(rs))
 	}
+	// SIP_DTMF2: no BYE; the dialog runs from the 200 OK (12:03:19.658)
+	// to the last RTP packet (12:04:02.160), as tshark shows.
+	rs = find("--call-id", "25672@192.168.105.110")
+	if len(rs) != 1 || rs[0].EndReason != "END_REASON_TIMEOUT" || rs[0].StartedAt.UTC().Format(time.RFC3339) != "2005-09-09T12:03:17Z" ||
+		(rs[0].Duration-42502*time.Millisecond).Abs() > time.Second || len(rs[0].Parties) != 2 ||
+		rs[0].Parties[0].URI != "sip:2504@192.168.105.105" || rs[0].Parties[1].URI != "sip:2502@192.168.105.105" {
+		t.Fatalf("25672: %+v", rs)
+	}
 	if rs := find("--call-id", "5514@192.168.105.110"); len(rs) != 1 || rs[0].EndReason != "END_REASON_REJECTED" {
 		t.Fatalf("declined call: %+v", rs)
 	}
