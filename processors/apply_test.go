@@ -36,7 +36,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 		}
 		recs[i] = r
 	}
-	p := &processor{cfg: Config{}, dir: b.TempDir(), open: map[int32]map[string]*openCall{}}
+	p := &processor{cfg: Config{}, dir: b.TempDir(), open: map[int32]map[string]*openCall{}, undo: map[*openCall]*snapshot{}}
 	p.cfg.setDefaults()
 	defer p.discardAll()
 	for _, r := range recs { // open every call first: steady state follows
@@ -87,4 +87,62 @@ func FuzzScanBatch(f *testing.F) {
 			t.Fatalf("key id: scan %q, proto %q", h.keyID, want.GetPackets().GetKeyId())
 		}
 	})
+}
+
+func mediaRecord(t *testing.T, callID string, m proto.Message, at time.Time) *kgo.Record {
+	t.Helper()
+	r, err := schemas.NewRecord(schemas.TopicMedia, []byte(callID), schemas.Envelope{ID: fmt.Sprint(at.UnixNano()), Tenant: "demo", CallID: callID, OccurredAt: at}, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestRollback: an aborted transaction is undone in place. The call it
+// ended is open again with its spool intact, the call it opened is gone,
+// and batches it appended are cut from the spool; applying the same
+// records again gives the state a commit would have.
+func TestRollback(t *testing.T) {
+	s, _ := seal.New("demo", "dk-call-1", make([]byte, seal.KeySize))
+	t0 := time.Unix(1_480_000_000, 0)
+	batch := func(call string, idx int) *kgo.Record {
+		pb := batchOf(t, s, "caller-audio", 1, idx*50, 50, t0.Add(time.Duration(idx)*time.Second), nil, 0x10)
+		pb.CallId, pb.BatchIndex = call, uint64(idx)
+		return mediaRecord(t, call, pb, t0)
+	}
+	ended := mediaRecord(t, "a", &verbatimv1.MediaEnded{CallId: "a"}, t0)
+	p := &processor{cfg: Config{}, dir: t.TempDir(), open: map[int32]map[string]*openCall{}, undo: map[*openCall]*snapshot{}}
+	p.cfg.setDefaults()
+	defer p.discardAll()
+
+	// Committed: call a with two batches.
+	p.apply(batch("a", 0), false)
+	p.apply(batch("a", 1), false)
+	clear(p.undo)
+	a := p.open[0]["a"]
+	size := a.size
+	// Aborted: a third batch of a, its end, and a new call b.
+	txn := []*kgo.Record{batch("a", 2), ended, batch("b", 0)}
+	for _, r := range txn {
+		p.apply(r, false)
+	}
+	if len(p.done) != 1 || p.open[0]["b"] == nil || p.open[0]["a"] != nil {
+		t.Fatalf("before rollback: done %d, open %v", len(p.done), p.open[0])
+	}
+	if err := p.rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if p.open[0]["a"] != a || p.open[0]["b"] != nil || len(p.done) != 0 || a.size != size || a.streams["caller-audio"].next != 2 {
+		t.Fatalf("after rollback: open %v, size %d (want %d)", p.open[0], a.size, size)
+	}
+	if fi, err := a.spool.Stat(); err != nil || fi.Size() != size {
+		t.Fatalf("spool is %d bytes, want %d (%v)", fi.Size(), size, err)
+	}
+	// The records come again; this time the transaction commits.
+	for _, r := range txn {
+		p.apply(r, false)
+	}
+	if len(p.done) != 1 || p.done[0].c != a || a.streams["caller-audio"].received != 3 || p.txn.Duplicates != 0 {
+		t.Fatalf("after re-reading: done %d, received %d, duplicates %d", len(p.done), a.streams["caller-audio"].received, p.txn.Duplicates)
+	}
 }

@@ -164,7 +164,12 @@ type processor struct {
 	dir   string
 	open  map[int32]map[string]*openCall
 	stats Stats
-	done  []finishing
+	done  []finishing // calls ended in this transaction
+	// undo holds, for each call this transaction changed, its state
+	// before: an aborted transaction is rolled back in place, because the
+	// consumer goes back to the committed offsets and re-reads the records.
+	undo map[*openCall]*snapshot
+	txn  Stats // counts of this transaction, added to stats on commit
 	wbuf  []byte // one spool write
 
 	mu       sync.Mutex // guards the fields below, set by group callbacks
@@ -193,7 +198,7 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 		return Stats{}, fmt.Errorf("processors: spool: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	p := &processor{cfg: cfg, dir: dir, open: map[int32]map[string]*openCall{},
+	p := &processor{cfg: cfg, dir: dir, open: map[int32]map[string]*openCall{}, undo: map[*openCall]*snapshot{},
 		assigned: map[int32]bool{}, restore: map[int32]bool{}, drop: map[int32]bool{}}
 	defer p.discardAll()
 
@@ -247,16 +252,65 @@ func (p *processor) onRevoked(_ context.Context, _ *kgo.Client, parts map[string
 	}
 }
 
-// resetAll forgets every open call and rebuilds all assigned partitions
-// from their checkpoints: after an aborted transaction the consumer is
-// back at the committed offsets, and so must the state be.
-func (p *processor) resetAll() {
-	p.discardAll()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for n := range p.assigned {
-		p.restore[n] = true
+// snapshot is a call's state before the current transaction changed it.
+type snapshot struct {
+	created bool // the call was opened in this transaction
+	size    int64
+	streams map[string]streamSeen
+}
+
+// touch records c's state before this transaction's first change to it.
+func (p *processor) touch(c *openCall, created bool) {
+	if _, ok := p.undo[c]; ok {
+		return
 	}
+	sn := &snapshot{created: created, size: c.size}
+	if !created {
+		sn.streams = make(map[string]streamSeen, len(c.streams))
+		for id, st := range c.streams {
+			sn.streams[id] = *st
+		}
+	}
+	p.undo[c] = sn
+}
+
+// rollback undoes an aborted transaction: calls it ended are open again,
+// calls it opened are gone, and spools are cut back to their size before.
+func (p *processor) rollback() error {
+	for _, f := range p.done {
+		calls := p.open[f.c.partition]
+		if calls == nil {
+			calls = map[string]*openCall{}
+			p.open[f.c.partition] = calls
+		}
+		calls[f.c.id] = f.c
+	}
+	p.done = p.done[:0]
+	var errs []error
+	for c, sn := range p.undo {
+		if sn.created {
+			delete(p.open[c.partition], c.id)
+			c.discard()
+			continue
+		}
+		c.size = sn.size
+		clear(c.streams)
+		for id, st := range sn.streams {
+			c.streams[id] = &st
+		}
+		if err := c.spool.Truncate(sn.size); err != nil {
+			errs = append(errs, err)
+		}
+		if _, err := c.spool.Seek(sn.size, io.SeekStart); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	clear(p.undo)
+	p.txn = Stats{}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("processors: roll back spools: %w", err)
+	}
+	return nil
 }
 
 func (p *processor) discardAll() {
@@ -493,14 +547,24 @@ func (p *processor) transaction(ctx context.Context, recs []*kgo.Record) error {
 		return fmt.Errorf("processors: commit: %w", err)
 	}
 	if !committed {
+		// A rebalance, or the broker still completing the previous
+		// transaction: the consumer is back at the committed offsets.
 		p.stats.Aborted++
-		p.cfg.Logger.Info("transaction aborted (group rebalance); rebuilding from the committed state")
-		p.resetAll()
-		return nil
+		p.cfg.Logger.Info("transaction aborted; rolled back, its records are read again")
+		return p.rollback()
 	}
+	for _, f := range p.done {
+		f.c.discard()
+	}
+	p.done = p.done[:0]
+	clear(p.undo)
 	p.stats.Records += uint64(len(recs))
 	p.stats.Recorded += recorded
 	p.stats.Failed += failed
+	p.stats.Batches += p.txn.Batches
+	p.stats.Duplicates += p.txn.Duplicates
+	p.stats.NoMedia += p.txn.NoMedia
+	p.txn = Stats{}
 	return nil
 }
 
@@ -551,6 +615,9 @@ func (p *processor) apply(r *kgo.Record, replay bool) {
 			p.open[r.Partition] = calls
 		}
 		calls[callID] = c
+		if !replay {
+			p.touch(c, true)
+		}
 		p.spool(r, c, replay)
 	case "verbatim.v1.MediaEnded":
 		var me verbatimv1.MediaEnded
@@ -561,7 +628,7 @@ func (p *processor) apply(r *kgo.Record, replay bool) {
 		c := calls[callID]
 		if c == nil {
 			if !replay {
-				p.stats.NoMedia++
+				p.txn.NoMedia++
 			}
 			return
 		}
@@ -570,6 +637,7 @@ func (p *processor) apply(r *kgo.Record, replay bool) {
 			c.discard()
 			return
 		}
+		p.touch(c, false)
 		p.done = append(p.done, finishing{c: c, end: &me})
 	default:
 		p.reject(r, fmt.Errorf("unexpected event type %q", env.Type))
@@ -584,13 +652,18 @@ func (p *processor) spool(r *kgo.Record, c *openCall, replay bool) {
 		return
 	}
 	s := c.streams[string(h.streamID)]
+	if s != nil && h.batchIndex < s.next {
+		if !replay {
+			p.txn.Duplicates++
+		}
+		return
+	}
+	if !replay {
+		p.touch(c, false)
+	}
 	if s == nil {
 		s = &streamSeen{first: h.firstArrival}
 		c.streams[string(h.streamID)] = s
-	}
-	if h.batchIndex < s.next {
-		p.stats.Duplicates++
-		return
 	}
 	// One write per batch: length prefix and value together.
 	p.wbuf = binary.AppendUvarint(p.wbuf[:0], uint64(len(r.Value)))
@@ -605,7 +678,7 @@ func (p *processor) spool(r *kgo.Record, c *openCall, replay bool) {
 	s.packets += h.packetCount
 	s.first = min(s.first, h.firstArrival)
 	if !replay {
-		p.stats.Batches++
+		p.txn.Batches++
 	}
 }
 
@@ -634,10 +707,6 @@ func (p *processor) finishAll(ctx context.Context) ([]outcome, error) {
 		}()
 	}
 	wg.Wait()
-	for _, f := range p.done {
-		f.c.discard()
-	}
-	p.done = p.done[:0]
 	return out, errors.Join(errs...)
 }
 
