@@ -169,8 +169,8 @@ type processor struct {
 	// before: an aborted transaction is rolled back in place, because the
 	// consumer goes back to the committed offsets and re-reads the records.
 	undo map[*openCall]*snapshot
-	txn  Stats // counts of this transaction, added to stats on commit
-	wbuf  []byte // one spool write
+	txn  Stats  // counts of this transaction, added to stats on commit
+	wbuf []byte // one spool write
 
 	mu       sync.Mutex // guards the fields below, set by group callbacks
 	assigned map[int32]bool
