@@ -140,6 +140,11 @@ func TestIngestProjectSearch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// sox reads the header as a WAV player would.
+		if info, err := exec.Command("soxi", wavPath).CombinedOutput(); err != nil ||
+			!strings.Contains(string(info), "Channels       : 2") || !strings.Contains(string(info), "Sample Rate    : 8000") {
+			t.Fatalf("soxi: %v\n%s", err, info)
+		}
 		left, right := wavChannels(t, wav)
 		want := tsharkSox(t, stacktest.SharedTestdata(t, c.capture), c.ssrc, c.pt, c.codec)
 		got, other := left, right
