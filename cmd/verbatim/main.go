@@ -11,13 +11,18 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/verbatimrec/verbatim/internal/devstack"
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/processors"
 	"github.com/verbatimrec/verbatim/projections/search"
 	"github.com/verbatimrec/verbatim/schemas"
 )
@@ -106,6 +111,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	port := fs.Int("kafka-port", 19092, "loopback port of the embedded Kafka broker (0: any free port)")
 	chAddr := fs.String("clickhouse", os.Getenv("VERBATIM_CLICKHOUSE_ADDR"), "ClickHouse native address host:port, to migrate the search schema (env VERBATIM_CLICKHOUSE_ADDR; empty: no search)")
 	check := fs.Bool("check", false, "run the self-check and exit instead of serving")
+	roles := fs.String("roles", "process,project", "pipeline roles to run in this process: process (recordings), project (search, needs --clickhouse); empty for none")
 	tenant := fs.String("tenant", "demo", "tenant for --check")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -144,10 +150,82 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintln(stdout, "self-check passed")
 		return nil
 	}
+	done, err := startRoles(ctx, *roles, s, *chAddr, *dataDir, stdout, stderr)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintln(stdout, "running; Ctrl-C to stop")
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "stopping; flushing the broker log")
-	return nil
+	return done()
+}
+
+// startRoles runs the pipeline roles against the embedded stack until ctx
+// ends; the returned func waits for them and reports the first failure.
+func startRoles(ctx context.Context, roles string, s *devstack.Stack, chAddr, dataDir string, stdout, stderr io.Writer) (func() error, error) {
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	kcfg := kafkaclient.Config{Brokers: s.Brokers, Logger: warnLogger(stderr)}
+	for _, role := range strings.Split(roles, ",") {
+		switch strings.TrimSpace(role) {
+		case "":
+		case "process":
+			spool := filepath.Join(dataDir, "spool")
+			if err := os.MkdirAll(spool, 0o700); err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(stdout, "  role      process: recordings into %s\n", s.ObjectsDir)
+			wg.Add(1)
+			go func() { // stops with ctx; waited for by the returned func
+				defer wg.Done()
+				_, err := processors.Run(ctx, processors.Config{Kafka: kcfg, Instance: "dev", Keys: s.Keys, Store: s.Store,
+					SpoolDir: spool, Logger: warnLogger(stderr)})
+				if err != nil {
+					fmt.Fprintf(stderr, "dev: role process stopped: %v\n", err)
+					errs <- fmt.Errorf("process: %w", err)
+				}
+			}()
+		case "project":
+			if chAddr == "" {
+				fmt.Fprintln(stdout, "  role      project: off (no --clickhouse)")
+				continue
+			}
+			conn, db, err := search.Open(ctx, search.Config{Addr: chAddr,
+				User: os.Getenv("VERBATIM_CLICKHOUSE_USER"), Password: os.Getenv("VERBATIM_CLICKHOUSE_PASSWORD")})
+			if err != nil {
+				return nil, err
+			}
+			cl, err := kafkaclient.New(kcfg, kgo.ConsumerGroup("verbatim-project-search"), kgo.ConsumeTopics(search.Topics()...),
+				kgo.DisableAutoCommit(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+			if err != nil {
+				conn.Close()
+				return nil, err
+			}
+			fmt.Fprintf(stdout, "  role      project: search tables in ClickHouse %s, database %s\n", chAddr, db)
+			wg.Add(1)
+			go func() { // stops with ctx; waited for by the returned func
+				defer wg.Done()
+				defer conn.Close()
+				defer cl.Close()
+				if _, err := search.Run(ctx, search.RunConfig{Client: cl, Projector: search.NewProjector(conn, db, s.Keys),
+					Logger: warnLogger(stderr)}); err != nil {
+					fmt.Fprintf(stderr, "dev: role project stopped: %v\n", err)
+					errs <- fmt.Errorf("project search: %w", err)
+				}
+			}()
+		default:
+			return nil, fmt.Errorf("dev: unknown role %q (process, project)", role)
+		}
+	}
+	return func() error {
+		wg.Wait()
+		close(errs)
+		var all []error
+		for err := range errs {
+			all = append(all, err)
+		}
+		return errors.Join(all...)
+	}, nil
 }
 
 func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) error {

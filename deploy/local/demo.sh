@@ -31,7 +31,8 @@ if ! "$here/stack.sh" status clickhouse >/dev/null 2>&1; then started_ch=1; fi
 step "embedded default (verbatim dev) on 127.0.0.1:$port"
 rm -rf "$data"
 mkdir -p "$data"
-bin/verbatim dev --data "$data" --kafka-port "$port" --clickhouse "$VERBATIM_CLICKHOUSE_ADDR" >"$data/dev.log" 2>&1 &
+# The roles run below, one step at a time, so that each can be seen.
+bin/verbatim dev --data "$data" --kafka-port "$port" --clickhouse "$VERBATIM_CLICKHOUSE_ADDR" --roles= >"$data/dev.log" 2>&1 &
 dev=$!
 cleanup() {
 	kill "$dev" 2>/dev/null && wait "$dev" 2>/dev/null || true

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 )
 
 // Keyring is a Manager backed by a local file of AES-256 key-encryption
@@ -51,6 +52,14 @@ func OpenKeyring(path string) (*Keyring, error) {
 	case errors.Is(err, fs.ErrNotExist):
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return nil, fmt.Errorf("keys: keyring dir: %w", err)
+		}
+		unlock, err := k.lockFile()
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+		if _, err := os.Stat(path); err == nil { // another process made it meanwhile
+			return k, k.reloadLocked()
 		}
 		if err := k.saveLocked(); err != nil {
 			return nil, err
@@ -108,11 +117,26 @@ func (k *Keyring) saveLocked() error {
 	return nil
 }
 
-// kek returns the tenant's current KEK, creating version 1 if create is set.
+// kek returns the tenant's current KEK (version 0) or the given version,
+// creating version 1 if create is set. Several processes may share the
+// file (`verbatim dev` and `verbatim ingest`): a KEK not in memory is looked
+// for in the file again, and a new one is added under an exclusive lock
+// on the file, after re-reading it, so no process overwrites another's.
 func (k *Keyring) kek(tenant string, version uint32, create bool) (keyringKE, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	ks := k.mu.file.KEKs[tenant]
+	if len(ks) == 0 || (version != 0 && !hasVersion(ks, version)) {
+		unlock, err := k.lockFile()
+		if err != nil {
+			return keyringKE{}, err
+		}
+		defer unlock()
+		if err := k.reloadLocked(); err != nil {
+			return keyringKE{}, err
+		}
+		ks = k.mu.file.KEKs[tenant]
+	}
 	if len(ks) == 0 {
 		if !create {
 			return keyringKE{}, fmt.Errorf("%w %q", ErrUnknownTenant, tenant)
@@ -201,4 +225,51 @@ func (k *Keyring) UnwrapDataKey(_ context.Context, tenant string, w Wrapped) ([]
 		return nil, fmt.Errorf("%w: %w", ErrUnwrap, err)
 	}
 	return dek, nil
+}
+
+func hasVersion(ks []keyringKE, version uint32) bool {
+	for _, e := range ks {
+		if e.Version == version {
+			return true
+		}
+	}
+	return false
+}
+
+// lockFile takes an exclusive advisory lock shared by every process using
+// the keyring, and returns its release.
+func (k *Keyring) lockFile() (func(), error) {
+	f, err := os.OpenFile(k.path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("keys: keyring lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("keys: keyring lock: %w", err)
+	}
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+// reloadLocked replaces the keys in memory with the file's: every process
+// adds keys to the file under lockFile, so the file holds them all.
+func (k *Keyring) reloadLocked() error {
+	b, err := os.ReadFile(k.path)
+	if err != nil {
+		return fmt.Errorf("keys: keyring: %w", err)
+	}
+	f := keyringFile{}
+	if err := json.Unmarshal(b, &f); err != nil {
+		return fmt.Errorf("keys: keyring %s is corrupt: %w", k.path, err)
+	}
+	if f.Format != 1 {
+		return fmt.Errorf("keys: keyring %s has unknown format %d", k.path, f.Format)
+	}
+	if f.KEKs == nil {
+		f.KEKs = map[string][]keyringKE{}
+	}
+	k.mu.file = f
+	return nil
 }
