@@ -41,7 +41,9 @@ func TestDevRecordsWhatIsIngested(t *testing.T) {
 	devCtx, stopDev := context.WithCancel(ctx)
 	var out, errb syncBuffer
 	devErr := make(chan error, 1)
-	go func() { devErr <- run(devCtx, []string{"dev", "--data", data, "--kafka-port", "0", "--clickhouse", ""}, &out, &errb) }()
+	go func() {
+		devErr <- run(devCtx, []string{"dev", "--data", data, "--kafka-port", "0", "--clickhouse", ""}, &out, &errb)
+	}()
 	addr := regexp.MustCompile(`kafka\s+(127\.0\.0\.1:\d+)`)
 	var brokers string
 	for brokers == "" {
