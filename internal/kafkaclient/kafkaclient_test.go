@@ -41,22 +41,32 @@ func testTransactions(t *testing.T, brokers []string, suffix string) {
 		}
 	}
 	calls, keysTopic := topics[0].Name, topics[4].Name
-	cfgs, err := kadm.NewClient(admin).DescribeTopicConfigs(ctx, keysTopic)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A topic just created may not be described yet by the broker that
+	// answers (KRaft metadata propagates): ask until it is.
 	var policy string
-	rc, err := cfgs.On(keysTopic, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range rc.Configs {
-		if c.Key == "cleanup.policy" {
-			policy = c.MaybeValue()
+	var lastErr error
+	for policy == "" && ctx.Err() == nil {
+		cfgs, err := kadm.NewClient(admin).DescribeTopicConfigs(ctx, keysTopic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := cfgs.On(keysTopic, nil)
+		if err == nil {
+			err = rc.Err
+		}
+		if lastErr = err; err == nil {
+			for _, c := range rc.Configs {
+				if c.Key == "cleanup.policy" {
+					policy = c.MaybeValue()
+				}
+			}
+		}
+		if policy == "" {
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
 	if policy != schemas.CleanupCompact {
-		t.Fatalf("%s cleanup.policy = %q, want compact", keysTopic, policy)
+		t.Fatalf("%s cleanup.policy = %q, want compact (last error %v)", keysTopic, policy, lastErr)
 	}
 
 	prod, err := kafkaclient.New(kafkaclient.Config{Brokers: brokers, ClientID: "test-producer"},
