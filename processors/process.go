@@ -401,14 +401,35 @@ func (p *processor) rebuild(ctx context.Context, parts map[int32]bool) error {
 	}
 	var replayed uint64
 	for len(until) > 0 {
-		fs := rd.PollFetches(ctx)
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		fs := rd.PollFetches(pctx)
+		cancel()
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		var ferr error
-		fs.EachError(func(t string, n int32, err error) { ferr = fmt.Errorf("processors: rebuild %s/%d: %w", t, n, err) })
+		fs.EachError(func(t string, n int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				ferr = fmt.Errorf("processors: rebuild %s/%d: %w", t, n, err)
+			}
+		})
 		if ferr != nil {
 			return ferr
+		}
+		if fs.NumRecords() == 0 {
+			// Nothing more to read: a range ending in transaction
+			// markers or aborted records shows no record at its last
+			// offset. Done once the readable end is not past it.
+			lso, err := p.adm.ListCommittedOffsets(ctx, schemas.TopicMedia)
+			if err != nil {
+				return fmt.Errorf("processors: rebuild: %w", err)
+			}
+			for n, end := range until {
+				if o, ok := lso.Lookup(schemas.TopicMedia, n); ok && o.Err == nil && o.Offset <= end {
+					delete(until, n)
+				}
+			}
+			continue
 		}
 		for _, r := range fs.Records() {
 			end, ok := until[r.Partition]
@@ -816,10 +837,16 @@ func (p *processor) storeRaw(ctx context.Context, c *openCall, rawKey string) (o
 	return info, nil
 }
 
+// startedAt is when the call was signalled, or else its first packet.
 func (c *openCall) startedAt(end *verbatimv1.MediaEnded) time.Time {
 	if end.GetStartedAt() != nil {
 		return end.GetStartedAt().AsTime()
 	}
+	return c.firstArrival()
+}
+
+// firstArrival is the arrival of the call's first packet, any stream.
+func (c *openCall) firstArrival() time.Time {
 	var t0 int64
 	for _, s := range c.streams {
 		if t0 == 0 || s.first < t0 {
@@ -855,16 +882,11 @@ func (p *processor) failed(ctx context.Context, f finishing, cause error) (outco
 // record assembles, seals and stores the recording and the raw media.
 func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer) (outcome, error) {
 	c, end := f.c, f.end
-	var t0 int64
-	for _, s := range c.streams {
-		if t0 == 0 || s.first < t0 {
-			t0 = s.first
-		}
-	}
+	t0 := c.firstArrival()
 	started := c.startedAt(end)
 	recordingID := RecordingID(c.id)
 	objectKey, rawKey := ObjectKeys(c.tenant, c.id, started)
-	rec, err := newCallRecording(c.tenant, c.id, end.GetStreams(), time.Unix(0, t0), opener, p.dir)
+	rec, err := newCallRecording(c.tenant, c.id, end.GetStreams(), t0, opener, p.dir)
 	if err != nil {
 		return outcome{}, err
 	}
