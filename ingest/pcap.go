@@ -22,6 +22,7 @@ import (
 	"github.com/verbatimrec/verbatim/ingest/internal/pcapread"
 	"github.com/verbatimrec/verbatim/ingest/internal/rtpbatch"
 	"github.com/verbatimrec/verbatim/ingest/internal/sipdialog"
+	"github.com/verbatimrec/verbatim/ingest/internal/siptcp"
 	"github.com/verbatimrec/verbatim/internal/keys"
 	"github.com/verbatimrec/verbatim/internal/seal"
 	"github.com/verbatimrec/verbatim/schemas"
@@ -95,6 +96,8 @@ type Report struct {
 	RTPPackets   uint64
 	Batches      uint64
 	UnmatchedUDP uint64 // UDP that is neither SIP nor media of a known call
+	UnmatchedTCP uint64 // TCP segments that are not SIP
+	SIPOverTCP   siptcp.Stats
 	BadRTP       uint64 // too short or not version 2, on a known media port
 	Truncated    bool
 	LastSIPError string
@@ -124,6 +127,7 @@ type pcapIngest struct {
 	calls   map[string]*call           // by SIP Call-ID
 	byAddr  map[netip.AddrPort]*stream // RTP destination -> stream, one lookup per packet
 	tracker *sipdialog.Tracker
+	tcp     *siptcp.Reassembler
 	report  Report
 	err     error
 	pending []sipdialog.Event
@@ -147,7 +151,7 @@ func Pcap(ctx context.Context, cfg Config, r io.Reader) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	in := &pcapIngest{cfg: cfg, ctx: ctx, calls: map[string]*call{}, byAddr: map[netip.AddrPort]*stream{}}
+	in := &pcapIngest{cfg: cfg, ctx: ctx, calls: map[string]*call{}, byAddr: map[netip.AddrPort]*stream{}, tcp: siptcp.New()}
 	in.tracker = sipdialog.NewTracker(func(e sipdialog.Event) { in.pending = append(in.pending, e) })
 	var last time.Time
 	for in.err == nil {
@@ -191,6 +195,7 @@ func Pcap(ctx context.Context, cfg Config, r io.Reader) (Report, error) {
 	}
 	in.produceMu.Unlock()
 	in.report.Pcap, in.report.SIP, in.report.Elapsed = rd.Stats(), in.tracker.Stats(), time.Since(start)
+	in.report.SIPOverTCP = in.tcp.Stats()
 	if cfg.Progress != nil {
 		cfg.Progress(in.report)
 	}
@@ -214,16 +219,12 @@ func isSIP(p *pcapread.Packet) bool {
 }
 
 func (in *pcapIngest) packet(p *pcapread.Packet) {
-	if p.Proto != pcapread.UDP {
-		in.report.UnmatchedUDP++ // SIP over TCP comes with issue 4
+	if p.Proto == pcapread.TCP {
+		in.tcpSegment(p)
 		return
 	}
 	if isSIP(p) {
-		if err := in.tracker.Handle(p.Time, p.Src, p.Payload); err != nil {
-			in.report.LastSIPError = fmt.Sprintf("frame %d: %v", p.Frame, err)
-			in.cfg.Logger.Warn("bad SIP message skipped", "frame", p.Frame, "err", err)
-		}
-		in.drain()
+		in.sip(p, p.Payload)
 		return
 	}
 	s, ok := in.byAddr[p.Dst]
@@ -245,9 +246,31 @@ func (in *pcapIngest) packet(p *pcapread.Packet) {
 	}
 }
 
+// sip hands one SIP message to the dialog tracker.
+func (in *pcapIngest) sip(p *pcapread.Packet, msg []byte) {
+	if err := in.tracker.Handle(p.Time, p.Src, msg); err != nil {
+		in.report.LastSIPError = fmt.Sprintf("frame %d: %v", p.Frame, err)
+		in.cfg.Logger.Warn("bad SIP message skipped", "frame", p.Frame, "err", err)
+	}
+	in.drain()
+}
+
+// tcpSegment reassembles SIP over TCP: on port 5060, or on any port once a
+// connection's data starts like SIP. SIP over TLS (5061) stays opaque.
+func (in *pcapIngest) tcpSegment(p *pcapread.Packet) {
+	if !(p.Src.Port() == 5060 || p.Dst.Port() == 5060 || in.tcp.Known(p.Src, p.Dst) || (len(p.Payload) > 0 && isSIP(p))) {
+		in.report.UnmatchedTCP++
+		return
+	}
+	in.tcp.Segment(p.Time, p.Src, p.Dst, p.TCPSeq, p.TCPSYN, p.TCPFIN, p.TCPRST, p.Payload, func(msg []byte) { in.sip(p, msg) })
+}
+
 // forgetAfter is how long an ended call is remembered, so that late
 // retransmissions of its messages are not taken for a new call.
 const forgetAfter = 64 * time.Second
+
+// tcpIdle is how long a SIP connection's half-framed data is kept.
+const tcpIdle = 10 * time.Minute
 
 func (in *pcapIngest) expire(now time.Time) {
 	in.tracker.EachOpen(func(c *sipdialog.Call) {
@@ -256,6 +279,7 @@ func (in *pcapIngest) expire(now time.Time) {
 		}
 	})
 	in.drain()
+	in.tcp.Expire(now.Add(-tcpIdle))
 	// Memory holds open calls only: drop what ended long enough ago.
 	if in.tracker.Forget(now.Add(-forgetAfter)) > 0 {
 		for id, c := range in.calls {

@@ -259,3 +259,29 @@ func TestPcapDeliveryFailureIsAnError(t *testing.T) {
 		t.Fatalf("undelivered records: err %v after %d records, want a delivery error", err, p.n)
 	}
 }
+
+// TestPcapSIPOverTCP: the AudioCodes capture signals over one TCP
+// connection (SIP messages split and joined across segments); its call is
+// tracked from INVITE to BYE and both RTP directions are batched.
+func TestPcapSIPOverTCP(t *testing.T) {
+	rep, out := ingestFile(t, "pcap/audiocodes_sip-over-tcp.pcap", nil)
+	t.Logf("report: %+v", rep)
+	if rep.Calls != 1 || len(out.ended) != 1 || rep.SIPOverTCP.Messages != 7 || rep.SIP.Malformed != 0 {
+		t.Fatalf("calls %d, ended %d, SIP over TCP %+v", rep.Calls, len(out.ended), rep.SIPOverTCP)
+	}
+	for _, e := range out.ended {
+		if e.GetReason() != verbatimv1.EndReason_END_REASON_BYE {
+			t.Fatalf("ended by %v", e.GetReason())
+		}
+	}
+	// 40 PCMA + 2 comfort noise one way, 20 + 4 the other (MANIFEST).
+	perStream := map[string]uint32{}
+	for _, bs := range out.batches {
+		for _, b := range bs {
+			perStream[b.GetStreamId()] += b.GetPacketCount()
+		}
+	}
+	if a, b := perStream["caller-audio"], perStream["callee-audio"]; len(perStream) != 2 || min(a, b) != 24 || max(a, b) != 42 {
+		t.Fatalf("packets per stream %v, want 42 and 24", perStream)
+	}
+}

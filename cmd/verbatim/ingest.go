@@ -110,6 +110,9 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		warn(rep.BadRTP, "packets on media ports that are not RTP skipped", lastErr(rep.LastRTPError))
 		warn(rep.Pcap.Malformed, "undecodable frames skipped", lastErr(rep.Pcap.LastMalformed))
 		warn(rep.Pcap.Fragments, "IP fragments skipped (reassembly not supported yet)", "")
+		warn(rep.SIPOverTCP.GapBytes, "bytes of SIP over TCP never captured (the messages they were in are lost)", "")
+		warn(rep.SIPOverTCP.DiscardedBytes, "bytes of SIP over TCP that framed no message, skipped", "")
+		warn(rep.UnmatchedTCP, "TCP segments that are not SIP (SIP over TLS cannot be read) skipped", "")
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d of %d captures failed", failed, fs.NArg())

@@ -41,6 +41,8 @@ type Packet struct {
 	Payload []byte
 	// TCPSeq is the TCP sequence number, for stream reassembly.
 	TCPSeq uint32
+	// TCPSYN, TCPFIN and TCPRST are the TCP flags reassembly needs.
+	TCPSYN, TCPFIN, TCPRST bool
 }
 
 // Stats counts what a Reader saw. Every frame lands in exactly one of
@@ -207,6 +209,7 @@ func (r *Reader) decode(data []byte) bool {
 			r.pkt.Dst = netip.AddrPortFrom(r.pkt.Dst.Addr(), uint16(r.tcp.DstPort))
 			r.pkt.Payload = r.tcp.Payload
 			r.pkt.TCPSeq = r.tcp.Seq
+			r.pkt.TCPSYN, r.pkt.TCPFIN, r.pkt.TCPRST = r.tcp.SYN, r.tcp.FIN, r.tcp.RST
 			return true
 		}
 	}
