@@ -114,7 +114,8 @@ type stream struct {
 
 type call struct {
 	id      string
-	dialog  *sipdialog.Call
+	keyID   string
+	dialog  *sipdialog.Call // nil for a call found by its RTP alone
 	sealer  *seal.Sealer
 	streams map[netip.AddrPort]*stream // by RTP destination
 	desc    []*verbatimv1.Stream       // as last negotiated
@@ -128,6 +129,7 @@ type pcapIngest struct {
 	byAddr  map[netip.AddrPort]*stream // RTP destination -> stream, one lookup per packet
 	tracker *sipdialog.Tracker
 	tcp     *siptcp.Reassembler
+	rtpOnly rtpOnly
 	report  Report
 	err     error
 	pending []sipdialog.Event
@@ -151,7 +153,8 @@ func Pcap(ctx context.Context, cfg Config, r io.Reader) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
-	in := &pcapIngest{cfg: cfg, ctx: ctx, calls: map[string]*call{}, byAddr: map[netip.AddrPort]*stream{}, tcp: siptcp.New()}
+	in := &pcapIngest{cfg: cfg, ctx: ctx, calls: map[string]*call{}, byAddr: map[netip.AddrPort]*stream{}, tcp: siptcp.New(),
+		rtpOnly: rtpOnly{candidates: map[flowKey]*candidate{}, flows: map[flowKey]*stream{}, calls: map[pairKey]*rtpCall{}}}
 	in.tracker = sipdialog.NewTracker(func(e sipdialog.Event) { in.pending = append(in.pending, e) })
 	var last time.Time
 	for in.err == nil {
@@ -184,6 +187,7 @@ func Pcap(ctx context.Context, cfg Config, r io.Reader) (Report, error) {
 	// has timed out at its last activity.
 	in.tracker.EachOpen(func(c *sipdialog.Call) { in.tracker.End(c, c.LastActivity, sipdialog.EndTimeout) })
 	in.drain()
+	in.rtpOnly.endAll(in)
 	if err := cfg.Producer.Flush(ctx); err != nil && in.err == nil {
 		in.err = fmt.Errorf("ingest: flush: %w", err)
 	}
@@ -229,10 +233,16 @@ func (in *pcapIngest) packet(p *pcapread.Packet) {
 	}
 	s, ok := in.byAddr[p.Dst]
 	if !ok || s.call.ended {
-		in.report.UnmatchedUDP++
+		if !in.rtpOnly.packet(in, p) {
+			in.report.UnmatchedUDP++
+		}
 		return
 	}
-	c := s.call
+	in.media(s, p)
+}
+
+// media adds one RTP packet to its stream.
+func (in *pcapIngest) media(s *stream, p *pcapread.Packet) {
 	done, err := s.batcher.Add(p.Time, p.Payload)
 	if err != nil {
 		in.report.BadRTP++
@@ -240,7 +250,9 @@ func (in *pcapIngest) packet(p *pcapread.Packet) {
 		return
 	}
 	in.report.RTPPackets++
-	c.dialog.LastActivity = p.Time
+	if s.call.dialog != nil {
+		s.call.dialog.LastActivity = p.Time
+	}
 	if done != nil {
 		in.batch(s, done)
 	}
@@ -279,6 +291,7 @@ func (in *pcapIngest) expire(now time.Time) {
 		}
 	})
 	in.drain()
+	in.rtpOnly.expire(in, now)
 	in.tcp.Expire(now.Add(-tcpIdle))
 	// Memory holds open calls only: drop what ended long enough ago.
 	if in.tracker.Forget(now.Add(-forgetAfter)) > 0 {
@@ -344,32 +357,41 @@ func (in *pcapIngest) sealMsg(c *call, m proto.Message) *verbatimv1.Sealed {
 
 func (in *pcapIngest) started(e sipdialog.Event) {
 	d := e.Call
-	c := &call{id: schemas.DerivedID(in.cfg.Tenant, d.CallID, d.InvitedAt.UTC().Format(time.RFC3339Nano)), dialog: d,
-		streams: map[netip.AddrPort]*stream{}}
-	dk, err := in.cfg.Keys.GenerateDataKey(in.ctx, in.cfg.Tenant)
-	if err != nil {
-		in.err = fmt.Errorf("ingest: data key for call %s: %w", c.id, err)
+	c := in.newCall(schemas.DerivedID(in.cfg.Tenant, d.CallID, d.InvitedAt.UTC().Format(time.RFC3339Nano)), e.At)
+	if c == nil {
 		return
 	}
-	keyID := "dk-" + c.id
-	if c.sealer, err = seal.New(in.cfg.Tenant, keyID, dk.Plaintext); err != nil {
-		in.err = err
-		return
-	}
+	c.dialog = d
 	in.calls[d.CallID] = c
-	in.report.Calls++
-	in.produce(schemas.TopicKeys, keyID, c, "key", e.At, &verbatimv1.DataKey{
-		KeyId: keyID, Tenant: in.cfg.Tenant, WrappedDek: dk.Wrapped.Ciphertext, KekName: dk.Wrapped.KEKName,
-		KekVersion: dk.Wrapped.KEKVersion, KeyManager: in.cfg.Keys.Kind(), CreatedAt: timestamppb.New(e.At),
-		Purpose: "call", CallId: c.id,
-	})
 	ev := &verbatimv1.CallStarted{
 		CallId: c.id, StartedAt: timestamppb.New(d.InvitedAt), Source: verbatimv1.CaptureSource_CAPTURE_SOURCE_PCAP_FILE,
-		DataKeyId:  keyID,
+		DataKeyId:  c.keyID,
 		Signalling: in.sealMsg(c, &verbatimv1.SignallingIdentity{SipCallId: d.CallID, FromTag: d.Caller.Tag}),
 	}
 	ev.Participants, ev.Streams = in.parties(c)
 	in.produce(schemas.TopicCalls, c.id, c, "started", e.At, ev)
+}
+
+// newCall makes a call's data key and announces it on the keys topic.
+func (in *pcapIngest) newCall(id string, at time.Time) *call {
+	c := &call{id: id, streams: map[netip.AddrPort]*stream{}}
+	dk, err := in.cfg.Keys.GenerateDataKey(in.ctx, in.cfg.Tenant)
+	if err != nil {
+		in.err = fmt.Errorf("ingest: data key for call %s: %w", c.id, err)
+		return nil
+	}
+	c.keyID = "dk-" + c.id
+	if c.sealer, err = seal.New(in.cfg.Tenant, c.keyID, dk.Plaintext); err != nil {
+		in.err = err
+		return nil
+	}
+	in.report.Calls++
+	in.produce(schemas.TopicKeys, c.keyID, c, "key", at, &verbatimv1.DataKey{
+		KeyId: c.keyID, Tenant: in.cfg.Tenant, WrappedDek: dk.Wrapped.Ciphertext, KekName: dk.Wrapped.KEKName,
+		KekVersion: dk.Wrapped.KEKVersion, KeyManager: in.cfg.Keys.Kind(), CreatedAt: timestamppb.New(at),
+		Purpose: "call", CallId: c.id,
+	})
+	return c
 }
 
 // parties describes the participants and their streams, and (re)maps the
@@ -462,6 +484,18 @@ func (in *pcapIngest) ended(e sipdialog.Event) {
 	if !ok {
 		return
 	}
+	d := e.Call
+	reason := map[sipdialog.EndReason]verbatimv1.EndReason{
+		sipdialog.EndBye: verbatimv1.EndReason_END_REASON_BYE, sipdialog.EndCancel: verbatimv1.EndReason_END_REASON_CANCEL,
+		sipdialog.EndRejected: verbatimv1.EndReason_END_REASON_REJECTED, sipdialog.EndTimeout: verbatimv1.EndReason_END_REASON_TIMEOUT,
+		sipdialog.EndCaptureEnded: verbatimv1.EndReason_END_REASON_CAPTURE_ENDED,
+	}[d.EndReason]
+	in.endCall(c, e.At, reason, d.InvitedAt, d.EndedAt, d.Duration(), uint32(d.FinalStatus))
+}
+
+// endCall flushes the call's streams and produces MediaEnded (after its
+// last batches, on the media partition) and CallEnded.
+func (in *pcapIngest) endCall(c *call, at time.Time, reason verbatimv1.EndReason, startedAt, endedAt time.Time, dur time.Duration, sipStatus uint32) {
 	// Final batches in a fixed order, then MediaEnded after them on the
 	// same partition: a processor that reads it has the whole call.
 	addrs := slices.SortedFunc(maps.Keys(c.streams), func(a, b netip.AddrPort) int {
@@ -487,18 +521,12 @@ func (in *pcapIngest) ended(e sipdialog.Event) {
 		media = append(media, &s.sent)
 	}
 	c.ended = true
-	d := e.Call
-	reason := map[sipdialog.EndReason]verbatimv1.EndReason{
-		sipdialog.EndBye: verbatimv1.EndReason_END_REASON_BYE, sipdialog.EndCancel: verbatimv1.EndReason_END_REASON_CANCEL,
-		sipdialog.EndRejected: verbatimv1.EndReason_END_REASON_REJECTED, sipdialog.EndTimeout: verbatimv1.EndReason_END_REASON_TIMEOUT,
-		sipdialog.EndCaptureEnded: verbatimv1.EndReason_END_REASON_CAPTURE_ENDED,
-	}[d.EndReason]
-	in.produce(schemas.TopicMedia, c.id, c, "media-ended", e.At, &verbatimv1.MediaEnded{
-		CallId: c.id, StartedAt: timestamppb.New(d.InvitedAt), EndedAt: timestamppb.New(d.EndedAt), Reason: reason,
+	in.produce(schemas.TopicMedia, c.id, c, "media-ended", at, &verbatimv1.MediaEnded{
+		CallId: c.id, StartedAt: timestamppb.New(startedAt), EndedAt: timestamppb.New(endedAt), Reason: reason,
 		Streams: c.desc, Media: media,
 	})
-	in.produce(schemas.TopicCalls, c.id, c, "ended", e.At, &verbatimv1.CallEnded{
-		CallId: c.id, EndedAt: timestamppb.New(d.EndedAt), Reason: reason,
-		Duration: durationpb.New(d.Duration()), SipStatus: uint32(d.FinalStatus),
+	in.produce(schemas.TopicCalls, c.id, c, "ended", at, &verbatimv1.CallEnded{
+		CallId: c.id, EndedAt: timestamppb.New(endedAt), Reason: reason,
+		Duration: durationpb.New(dur), SipStatus: sipStatus,
 	})
 }

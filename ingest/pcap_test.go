@@ -215,9 +215,51 @@ func TestPcapTruncatedAndCorrupt(t *testing.T) {
 	if !rep.Truncated || rep.SIP.Malformed == 0 || !strings.Contains(rep.LastSIPError, "malformed") {
 		t.Fatalf("report does not say what was wrong: %+v", rep)
 	}
-	// The second call is still recorded.
-	if len(out.started) != 1 || len(out.ended) != 1 {
-		t.Fatalf("started %d ended %d, want the second call", len(out.started), len(out.ended))
+	// The second call is still recorded, and the first call's audio is
+	// not lost with its INVITE: it is recorded as a call found by its RTP.
+	if len(out.started) != 2 || len(out.ended) != 2 {
+		t.Fatalf("started %d ended %d, want the second call and the first's RTP", len(out.started), len(out.ended))
+	}
+	var rtpOnly int
+	for id, st := range out.started {
+		var n uint32
+		for _, b := range out.batches[id] {
+			n += b.GetPacketCount()
+		}
+		if len(st.GetStreams()) == 1 && st.GetStreams()[0].GetCodecs()[0].GetName() == "PCMU" && n == 425 {
+			rtpOnly++
+		}
+	}
+	if rtpOnly != 1 {
+		t.Fatalf("the first call's 425 PCMU packets were not recorded on their own")
+	}
+}
+
+// TestPcapRTPOnly: captures without SIP are recorded as calls found by
+// their RTP: SIPp's A-law sample (30 ms frames) and Metaswitch's PCMU with
+// RFC 2833 events, every packet of each.
+func TestPcapRTPOnly(t *testing.T) {
+	for _, c := range []struct {
+		file    string
+		packets uint32
+		codec   string
+	}{
+		{"pcap/sipp_g711a.pcap", 236, "PCMA"},
+		{"pcap/metaswitch_09a_2833_dtmf.pcap", 2071 + 94, "PCMU"},
+	} {
+		rep, out := ingestFile(t, c.file, nil)
+		if rep.Calls != 1 || len(out.started) != 1 || len(out.ended) != 1 {
+			t.Fatalf("%s: report %+v", c.file, rep)
+		}
+		for id, st := range out.started {
+			var n uint32
+			for _, b := range out.batches[id] {
+				n += b.GetPacketCount()
+			}
+			if n != c.packets || st.GetStreams()[0].GetCodecs()[0].GetName() != c.codec || out.ended[id].GetReason() != verbatimv1.EndReason_END_REASON_TIMEOUT {
+				t.Fatalf("%s: %d packets, streams %v", c.file, n, st.GetStreams())
+			}
+		}
 	}
 }
 

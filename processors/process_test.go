@@ -548,3 +548,27 @@ func TestProcessMissingKeyFails(t *testing.T) {
 		}
 	}
 }
+
+// TestProcessRTPOnly: SIPp's A-law sample has no SIP; its stream is still
+// recorded, and the channel equals the MANIFEST's PCM digest.
+func TestProcessRTPOnly(t *testing.T) {
+	p := kfakePipeline(t)
+	p.ingest("pcap/sipp_g711a.pcap")
+	if st := p.process(nil); st.Recorded != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	recs, _ := p.recordings()
+	for call, rs := range recs {
+		left, right := channels(t, rs[0].wav)
+		if !isSilent(right) || len(left) < 236*240 {
+			t.Fatalf("call %s: %d samples left, right silent %v", call, len(left), isSilent(right))
+		}
+		sum := sha256.Sum256(pcmBytes(left[:236*240]))
+		if got := hex.EncodeToString(sum[:]); got != "dcdd5c87686c3566fcb8e5a04797c879b2168c9e0f790e6c8ac2ad3e1f77bb3e" {
+			t.Fatalf("PCM digest %s differs from the MANIFEST's", got)
+		}
+	}
+	if len(recs) != 1 {
+		t.Fatalf("%d recordings", len(recs))
+	}
+}

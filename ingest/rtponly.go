@@ -1,0 +1,205 @@
+package ingest
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/pion/rtp"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/verbatimrec/verbatim/ingest/internal/pcapread"
+	"github.com/verbatimrec/verbatim/ingest/internal/rtpbatch"
+	"github.com/verbatimrec/verbatim/schemas"
+	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
+)
+
+// rtpOnly finds RTP that no captured SIP dialog describes (a media-only
+// mirror port, a capture started after the INVITE, SIPp's
+// play_pcap_audio) and records it as calls of its own: one call per pair of
+// endpoints, the first sender as "caller". A flow counts as RTP once
+// confirmPackets packets in a row have version 2, one SSRC, an audio
+// payload type and sequence numbers one apart, as Wireshark's RTP heuristic
+// asks; until then its packets are held, so none is lost.
+type rtpOnly struct {
+	candidates map[flowKey]*candidate
+	flows      map[flowKey]*stream
+	calls      map[pairKey]*rtpCall
+	hdr        rtp.Header
+}
+
+const (
+	confirmPackets = 4
+	maxCandidates  = 4096
+)
+
+type flowKey struct{ src, dst netip.AddrPort }
+
+// pairKey is a flow's two endpoints in a fixed order.
+type pairKey struct{ a, b netip.AddrPort }
+
+func pairOf(src, dst netip.AddrPort) pairKey {
+	if src.Compare(dst) > 0 {
+		src, dst = dst, src
+	}
+	return pairKey{src, dst}
+}
+
+type candidate struct {
+	ssrc    uint32
+	seq     uint16
+	pt      uint8
+	packets []heldPacket
+}
+
+type heldPacket struct {
+	at      time.Time
+	payload []byte
+}
+
+type rtpCall struct {
+	c           *call
+	first, last time.Time
+}
+
+// staticCodecs are the RFC 3551 audio payload types with fixed meaning.
+var staticCodecs = map[uint8]*verbatimv1.Codec{
+	0:  {PayloadType: 0, Name: "PCMU", ClockRate: 8000, Channels: 1},
+	3:  {PayloadType: 3, Name: "GSM", ClockRate: 8000, Channels: 1},
+	4:  {PayloadType: 4, Name: "G723", ClockRate: 8000, Channels: 1},
+	8:  {PayloadType: 8, Name: "PCMA", ClockRate: 8000, Channels: 1},
+	9:  {PayloadType: 9, Name: "G722", ClockRate: 8000, Channels: 1},
+	13: {PayloadType: 13, Name: "CN", ClockRate: 8000, Channels: 1},
+	18: {PayloadType: 18, Name: "G729", ClockRate: 8000, Channels: 1},
+}
+
+func audioPT(pt uint8) bool {
+	_, static := staticCodecs[pt]
+	return (static && pt != 13) || (pt >= 96 && pt <= 127)
+}
+
+// packet takes a UDP packet nothing else claimed and reports whether it is
+// (or may become) RTP of an unsignalled call.
+func (r *rtpOnly) packet(in *pcapIngest, p *pcapread.Packet) bool {
+	k := flowKey{p.Src, p.Dst}
+	if s := r.flows[k]; s != nil {
+		in.media(s, p)
+		r.calls[pairOf(p.Src, p.Dst)].last = p.Time
+		return true
+	}
+	if _, err := r.hdr.Unmarshal(p.Payload); err != nil || r.hdr.Version != 2 {
+		delete(r.candidates, k)
+		return false
+	}
+	c := r.candidates[k]
+	switch {
+	case c == nil:
+		if !audioPT(r.hdr.PayloadType) || len(r.candidates) >= maxCandidates {
+			return false
+		}
+		c = &candidate{ssrc: r.hdr.SSRC, pt: r.hdr.PayloadType}
+		r.candidates[k] = c
+	case c.ssrc != r.hdr.SSRC || r.hdr.SequenceNumber != c.seq+1:
+		delete(r.candidates, k)
+		return false
+	}
+	c.seq = r.hdr.SequenceNumber
+	c.packets = append(c.packets, heldPacket{p.Time, append([]byte(nil), p.Payload...)})
+	if len(c.packets) < confirmPackets {
+		return true
+	}
+	delete(r.candidates, k)
+	s := r.confirm(in, k, c.pt, c.packets[0].at)
+	if s == nil {
+		return true
+	}
+	for _, h := range c.packets {
+		in.media(s, &pcapread.Packet{Time: h.at, Src: p.Src, Dst: p.Dst, Proto: pcapread.UDP, Payload: h.payload, Frame: p.Frame})
+	}
+	return true
+}
+
+// confirm makes flow k a stream: of a new call, or the other direction of
+// an existing one.
+func (r *rtpOnly) confirm(in *pcapIngest, k flowKey, pt uint8, at time.Time) *stream {
+	pair := pairOf(k.src, k.dst)
+	rc := r.calls[pair]
+	if rc == nil {
+		id := schemas.DerivedID(in.cfg.Tenant, "rtp", k.src.String(), k.dst.String(), at.UTC().Format(time.RFC3339Nano))
+		c := in.newCall(id, at)
+		if c == nil {
+			return nil
+		}
+		rc = &rtpCall{c: c, first: at, last: at}
+		r.calls[pair] = rc
+	}
+	c := rc.c
+	sender := "caller"
+	if len(c.desc) > 0 {
+		sender = "callee"
+	}
+	codec := staticCodecs[pt]
+	if codec == nil {
+		codec = &verbatimv1.Codec{PayloadType: uint32(pt)} // dynamic, unnamed: kept raw
+	}
+	id := sender + "-audio"
+	c.desc = append(c.desc, &verbatimv1.Stream{StreamId: id, ParticipantId: sender, Media: "audio", Transport: "RTP/AVP",
+		Decodable: codec.GetName() != "", Codecs: []*verbatimv1.Codec{codec}})
+	s := &stream{id: id, call: c, batcher: rtpbatch.New(rtpbatch.Config{CallID: c.id, StreamID: id}, c.sealer),
+		sent: verbatimv1.StreamMedia{StreamId: id}}
+	c.streams[k.dst] = s
+	r.flows[k] = s
+	// The endpoints are all that is known of the parties.
+	first := k
+	if sender == "callee" {
+		first = flowKey{k.dst, k.src}
+	}
+	parties := []*verbatimv1.Participant{
+		{ParticipantId: "caller", Role: verbatimv1.ParticipantRole_PARTICIPANT_ROLE_CALLER,
+			Identity: in.sealMsg(c, &verbatimv1.ParticipantIdentity{Uri: "rtp:" + first.src.String()})},
+		{ParticipantId: "callee", Role: verbatimv1.ParticipantRole_PARTICIPANT_ROLE_CALLEE,
+			Identity: in.sealMsg(c, &verbatimv1.ParticipantIdentity{Uri: "rtp:" + first.dst.String()})},
+	}
+	if sender == "caller" {
+		in.produce(schemas.TopicCalls, c.id, c, "started", at, &verbatimv1.CallStarted{
+			CallId: c.id, StartedAt: timestamppb.New(at), Source: verbatimv1.CaptureSource_CAPTURE_SOURCE_PCAP_FILE,
+			DataKeyId: c.keyID, Signalling: in.sealMsg(c, &verbatimv1.SignallingIdentity{}),
+			Participants: parties, Streams: c.desc,
+		})
+	} else {
+		in.produce(schemas.TopicCalls, c.id, c, "updated-media", at, &verbatimv1.CallUpdated{
+			CallId: c.id, UpdatedAt: timestamppb.New(at), Participants: parties, Streams: c.desc, Reason: "media"})
+	}
+	return s
+}
+
+// expire ends the calls whose RTP stopped RTPTimeout before now.
+func (r *rtpOnly) expire(in *pcapIngest, now time.Time) {
+	for pair, rc := range r.calls {
+		if now.Sub(rc.last) > in.cfg.RTPTimeout {
+			r.end(in, pair, rc)
+		}
+	}
+	// Candidates that never confirmed are not kept forever.
+	for k, c := range r.candidates {
+		if now.Sub(c.packets[len(c.packets)-1].at) > in.cfg.RTPTimeout {
+			delete(r.candidates, k)
+		}
+	}
+}
+
+// endAll ends every call at its last packet: the capture is over.
+func (r *rtpOnly) endAll(in *pcapIngest) {
+	for pair, rc := range r.calls {
+		r.end(in, pair, rc)
+	}
+}
+
+func (r *rtpOnly) end(in *pcapIngest, pair pairKey, rc *rtpCall) {
+	for k, s := range r.flows {
+		if s.call == rc.c {
+			delete(r.flows, k)
+		}
+	}
+	delete(r.calls, pair)
+	in.endCall(rc.c, rc.last, verbatimv1.EndReason_END_REASON_TIMEOUT, rc.first, rc.last, rc.last.Sub(rc.first), 0)
+}
