@@ -238,6 +238,9 @@ func (in *pcapIngest) packet(p *pcapread.Packet) {
 		}
 		return
 	}
+	if len(in.rtpOnly.candidates) > 0 {
+		in.rtpOnly.handOver(in, flowKey{p.Src, p.Dst}, s)
+	}
 	in.media(s, p)
 }
 

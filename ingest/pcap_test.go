@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
@@ -325,5 +327,64 @@ func TestPcapSIPOverTCP(t *testing.T) {
 	}
 	if a, b := perStream["caller-audio"], perStream["callee-audio"]; len(perStream) != 2 || min(a, b) != 24 || max(a, b) != 42 {
 		t.Fatalf("packets per stream %v, want 42 and 24", perStream)
+	}
+}
+
+// TestPcapMediaBeforeSDPIsKept: RTP that arrives before the SIP message
+// whose SDP describes it is held and given to the call, not lost and not
+// made a call of its own.
+func TestPcapMediaBeforeSDPIsKept(t *testing.T) {
+	data, err := os.ReadFile(stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := pcapgo.NewReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Move the first two RTP packets of 1-1966 (frames 6 and 7, after the
+	// INVITE, 100, 200) before the INVITE, keeping their times.
+	var frames [][]byte
+	var infos []gopacket.CaptureInfo
+	for {
+		b, ci, err := r.ReadPacketData()
+		if err != nil {
+			break
+		}
+		frames, infos = append(frames, b), append(infos, ci)
+	}
+	order := []int{}
+	var rtpFrames []int
+	for i := range frames {
+		if len(rtpFrames) < 2 && len(frames[i]) == 214 && i > 2 { // 14+20+8+12+160: the first PCMU packets
+			rtpFrames = append(rtpFrames, i)
+			continue
+		}
+		order = append(order, i)
+	}
+	// Put them first of all, before the INVITE whose SDP describes them.
+	order = append(rtpFrames, order...)
+	var buf bytes.Buffer
+	w := pcapgo.NewWriter(&buf)
+	if err := w.WriteFileHeader(65535, r.LinkType()); err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range order {
+		if err := w.WritePacket(infos[i], frames[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, out := ingestFile(t, "", buf.Bytes())
+	if len(rtpFrames) != 2 || rep.Calls != 2 {
+		t.Fatalf("moved %d frames; %d calls (want the 2 SIP calls only)", len(rtpFrames), rep.Calls)
+	}
+	var packets uint32
+	for _, bs := range out.batches {
+		for _, b := range bs {
+			packets += b.GetPacketCount()
+		}
+	}
+	if packets != 839 {
+		t.Fatalf("%d RTP packets recorded, want all 839", packets)
 	}
 }

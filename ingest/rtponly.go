@@ -172,6 +172,19 @@ func (r *rtpOnly) confirm(in *pcapIngest, k flowKey, pt uint8, at time.Time) *st
 	return s
 }
 
+// handOver gives packets held for flow k to s, the stream a SIP dialog
+// has just described: media that came before its SDP is not lost.
+func (r *rtpOnly) handOver(in *pcapIngest, k flowKey, s *stream) {
+	c := r.candidates[k]
+	if c == nil {
+		return
+	}
+	delete(r.candidates, k)
+	for _, h := range c.packets {
+		in.media(s, &pcapread.Packet{Time: h.at, Src: k.src, Dst: k.dst, Proto: pcapread.UDP, Payload: h.payload})
+	}
+}
+
 // expire ends the calls whose RTP stopped RTPTimeout before now.
 func (r *rtpOnly) expire(in *pcapIngest, now time.Time) {
 	for pair, rc := range r.calls {
