@@ -23,6 +23,7 @@ import (
 	"github.com/verbatimrec/verbatim/ingest/internal/rtpbatch"
 	"github.com/verbatimrec/verbatim/ingest/internal/sipdialog"
 	"github.com/verbatimrec/verbatim/ingest/internal/siptcp"
+	"github.com/verbatimrec/verbatim/ingest/internal/srtpdec"
 	"github.com/verbatimrec/verbatim/internal/keys"
 	"github.com/verbatimrec/verbatim/internal/seal"
 	"github.com/verbatimrec/verbatim/schemas"
@@ -56,6 +57,46 @@ type Config struct {
 	// at the end.
 	Progress      func(Report)
 	ProgressEvery uint64
+	// SRTPKeys decrypt SRTP whose keys no captured SDP gives (keys known
+	// out of band), for RTP found without signalling.
+	SRTPKeys []SRTPKey
+}
+
+// SRTPKey is an SDES master key for RTP sent to Dst (any destination when
+// Dst is the zero value).
+type SRTPKey struct {
+	Dst   netip.AddrPort
+	Suite string // e.g. AES_CM_128_HMAC_SHA1_80
+	Key   []byte // master key || master salt
+}
+
+// String never shows the key.
+func (k SRTPKey) String() string { return fmt.Sprintf("SRTPKey{%v %s}", k.Dst, k.Suite) }
+
+// ParseSRTPKey parses "[ADDR:PORT=]SUITE:inline:BASE64", the form of
+// RFC 4568's key parameter.
+func ParseSRTPKey(v string) (SRTPKey, error) {
+	var k SRTPKey
+	if dst, rest, ok := strings.Cut(v, "="); ok {
+		ap, err := netip.ParseAddrPort(dst)
+		if err != nil {
+			return k, fmt.Errorf("ingest: srtp key destination %q: %w", dst, err)
+		}
+		k.Dst, v = ap, rest
+	}
+	suite, inline, ok := strings.Cut(v, ":")
+	if !ok {
+		return k, errors.New("ingest: srtp key: want SUITE:inline:BASE64")
+	}
+	c, err := sipdialog.ParseCrypto("1 " + suite + " " + inline)
+	if err != nil {
+		return k, fmt.Errorf("ingest: srtp key: %w", err)
+	}
+	if _, err := srtpdec.New(c.Suite, c.Key); err != nil {
+		return k, fmt.Errorf("ingest: srtp key: %w", err)
+	}
+	k.Suite, k.Key = c.Suite, c.Key
+	return k, nil
 }
 
 func (c *Config) setDefaults() {
@@ -97,6 +138,10 @@ type Report struct {
 	Batches      uint64
 	UnmatchedUDP uint64 // UDP that is neither SIP nor media of a known call
 	UnmatchedTCP uint64 // TCP segments that are not SIP
+	// SRTP packets dropped: forged or corrupted (authentication failed),
+	// and replayed; LastSRTPError says the last reason.
+	SRTPAuthFailures, SRTPReplayed uint64
+	LastSRTPError                  string
 	SIPOverTCP   siptcp.Stats
 	BadRTP       uint64 // too short or not version 2, on a known media port
 	Truncated    bool
@@ -108,6 +153,7 @@ type Report struct {
 type stream struct {
 	id      string
 	call    *call
+	srtp    *srtpdec.Decryptor // nil: plain RTP, or SRTP with unknown keys
 	batcher *rtpbatch.Batcher
 	sent    verbatimv1.StreamMedia // what has been produced, for MediaEnded
 }
@@ -244,9 +290,28 @@ func (in *pcapIngest) packet(p *pcapread.Packet) {
 	in.media(s, p)
 }
 
-// media adds one RTP packet to its stream.
+// media adds one RTP packet to its stream, decrypting SRTP when the
+// stream's key is known. A packet that fails authentication or replays an
+// earlier one is dropped and counted, never recorded.
 func (in *pcapIngest) media(s *stream, p *pcapread.Packet) {
-	done, err := s.batcher.Add(p.Time, p.Payload)
+	pkt := p.Payload
+	if s.srtp != nil {
+		plain, err := s.srtp.Decrypt(pkt)
+		switch {
+		case errors.Is(err, srtpdec.ErrReplay):
+			in.report.SRTPReplayed++
+			s.sent.SrtpReplayed++
+		case err != nil:
+			in.report.SRTPAuthFailures++
+			s.sent.SrtpAuthFailures++
+		}
+		if err != nil {
+			in.report.LastSRTPError = fmt.Sprintf("frame %d: %v", p.Frame, err)
+			return
+		}
+		pkt = plain
+	}
+	done, err := s.batcher.Add(p.Time, pkt)
 	if err != nil {
 		in.report.BadRTP++
 		in.report.LastRTPError = fmt.Sprintf("frame %d: %v", p.Frame, err)
@@ -397,6 +462,23 @@ func (in *pcapIngest) newCall(id string, at time.Time) *call {
 	return c
 }
 
+// sdesDecryptor returns a decryptor for the first crypto attribute it
+// supports, or nil (the stream is then kept encrypted, as not decodable).
+func (in *pcapIngest) sdesDecryptor(c *call, streamID string, cs []sipdialog.Crypto) *srtpdec.Decryptor {
+	for _, k := range cs {
+		if !srtpdec.Supported(k.Suite) || k.MKILen != 0 {
+			continue
+		}
+		d, err := srtpdec.New(k.Suite, k.Key)
+		if err != nil {
+			in.report.LastSRTPError = fmt.Sprintf("call %s stream %s: %v", c.id, streamID, err)
+			continue
+		}
+		return d
+	}
+	return nil
+}
+
 // parties describes the participants and their streams, and (re)maps the
 // RTP destinations to streams: what the caller sends goes to the callee's
 // SDP address, and the other way round.
@@ -409,7 +491,7 @@ func (in *pcapIngest) parties(c *call) ([]*verbatimv1.Participant, []*verbatimv1
 			Identity: in.sealMsg(c, &verbatimv1.ParticipantIdentity{Uri: d.Callee.URI, Number: d.Callee.User, DisplayName: d.Callee.DisplayName})},
 	}
 	var ss []*verbatimv1.Stream
-	add := func(sender string, receiverMedia []sipdialog.Media) {
+	add := func(sender string, receiverMedia, senderMedia []sipdialog.Media) {
 		for i, m := range receiverMedia {
 			if m.Kind != "audio" || !m.Addr.IsValid() || m.Addr.Port() == 0 {
 				continue
@@ -418,8 +500,14 @@ func (in *pcapIngest) parties(c *call) ([]*verbatimv1.Participant, []*verbatimv1
 			if i > 0 {
 				id = fmt.Sprintf("%s-audio-%d", sender, i)
 			}
+			// SRTP is decrypted with the key the sender's SDP gives for
+			// this m-line (RFC 4568: each side announces its own).
+			var dec *srtpdec.Decryptor
+			if strings.Contains(m.Transport, "SAVP") && i < len(senderMedia) {
+				dec = in.sdesDecryptor(c, id, senderMedia[i].Crypto)
+			}
 			st := &verbatimv1.Stream{StreamId: id, ParticipantId: sender, Media: "audio", Transport: m.Transport,
-				Decodable: m.Transport == "RTP/AVP", Label: m.Label}
+				Decodable: m.Transport == "RTP/AVP" || dec != nil, Label: m.Label}
 			for _, k := range m.Codecs {
 				st.Codecs = append(st.Codecs, &verbatimv1.Codec{PayloadType: uint32(k.PayloadType), Name: k.Name,
 					ClockRate: k.ClockRate, Channels: k.Channels, Fmtp: k.Fmtp})
@@ -441,10 +529,13 @@ func (in *pcapIngest) parties(c *call) ([]*verbatimv1.Participant, []*verbatimv1
 				c.streams[m.Addr] = st
 				in.byAddr[m.Addr] = st
 			}
+			if dec != nil && c.streams[m.Addr].srtp == nil {
+				c.streams[m.Addr].srtp = dec
+			}
 		}
 	}
-	add("caller", d.Callee.Media)
-	add("callee", d.Caller.Media)
+	add("caller", d.Callee.Media, d.Caller.Media)
+	add("callee", d.Caller.Media, d.Callee.Media)
 	// MediaEnded describes every stream the call ever had: a re-INVITE
 	// may move a stream, but its earlier batches still need decoding.
 	for _, st := range ss {

@@ -35,7 +35,7 @@ type ingested struct {
 	records []*kgo.Record
 }
 
-func ingestFile(t *testing.T, name string, data []byte) (ingest.Report, ingested) {
+func ingestFile(t *testing.T, name string, data []byte, opts ...func(*ingest.Config)) (ingest.Report, ingested) {
 	t.Helper()
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
@@ -46,12 +46,12 @@ func ingestFile(t *testing.T, name string, data []byte) (ingest.Report, ingested
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ingestWith(t, cluster.ListenAddrs(), kr, "demo", name, data)
+	return ingestWith(t, cluster.ListenAddrs(), kr, "demo", name, data, opts...)
 }
 
 // ingestWith ingests a capture for tenant and reads back that tenant's
 // records from the start of the topics.
-func ingestWith(t *testing.T, brokers []string, km keys.Manager, tenant, name string, data []byte) (ingest.Report, ingested) {
+func ingestWith(t *testing.T, brokers []string, km keys.Manager, tenant, name string, data []byte, opts ...func(*ingest.Config)) (ingest.Report, ingested) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -68,7 +68,11 @@ func ingestWith(t *testing.T, brokers []string, km keys.Manager, tenant, name st
 			t.Fatal(err)
 		}
 	}
-	rep, err := ingest.Pcap(ctx, ingest.Config{Tenant: tenant, Keys: km, Producer: cl}, bytes.NewReader(data))
+	cfg := ingest.Config{Tenant: tenant, Keys: km, Producer: cl}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	rep, err := ingest.Pcap(ctx, cfg, bytes.NewReader(data))
 	if err != nil {
 		t.Fatalf("Pcap: %v (report %+v)", err, rep)
 	}
@@ -386,5 +390,61 @@ func TestPcapMediaBeforeSDPIsKept(t *testing.T) {
 	}
 	if packets != 839 {
 		t.Fatalf("%d RTP packets recorded, want all 839", packets)
+	}
+}
+
+// marseillaiseKey is the MANIFEST's key for srtp/marseillaise-srtp.pcap.
+const marseillaiseKey = "AES_CM_128_HMAC_SHA1_80:inline:aSBrbm93IGFsbCB5b3VyIGxpdHRsZSBzZWNyZXRz"
+
+// TestPcapSRTPForgedAndReplayed: in the SRTP sample, one packet is
+// replayed and one forged (a payload bit flipped). Both are dropped and
+// counted; every other packet is decrypted and batched.
+func TestPcapSRTPForgedAndReplayed(t *testing.T) {
+	data, err := os.ReadFile(stacktest.SharedTestdata(t, "srtp/marseillaise-srtp.pcap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := pcapgo.NewReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	w := pcapgo.NewWriter(&buf)
+	if err := w.WriteFileHeader(65535, r.LinkType()); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		b, ci, err := r.ReadPacketData()
+		if err != nil {
+			break
+		}
+		b = bytes.Clone(b)
+		if i == 200 {
+			b[len(b)-20] ^= 0x01 // in the encrypted payload
+		}
+		if err := w.WritePacket(ci, b); err != nil {
+			t.Fatal(err)
+		}
+		if i == 100 { // the same packet again
+			if err := w.WritePacket(ci, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	key, err := ingest.ParseSRTPKey(marseillaiseKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, out := ingestFile(t, "", buf.Bytes(), func(c *ingest.Config) { c.SRTPKeys = []ingest.SRTPKey{key} })
+	if rep.Calls != 1 || rep.SRTPAuthFailures != 1 || rep.SRTPReplayed != 1 || rep.RTPPackets != 11887 {
+		t.Fatalf("report: calls %d, auth failures %d, replayed %d, packets %d", rep.Calls, rep.SRTPAuthFailures, rep.SRTPReplayed, rep.RTPPackets)
+	}
+	for id, me := range out.media {
+		if m := me.GetMedia()[0]; m.GetSrtpAuthFailures() != 1 || m.GetSrtpReplayed() != 1 {
+			t.Fatalf("call %s: MediaEnded %v", id, m)
+		}
+	}
+	if _, err := ingest.ParseSRTPKey("AES_CM_128_HMAC_SHA1_80:inline:c2hvcnQ="); err == nil {
+		t.Fatal("a short key was accepted")
 	}
 }

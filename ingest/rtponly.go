@@ -9,6 +9,7 @@ import (
 
 	"github.com/verbatimrec/verbatim/ingest/internal/pcapread"
 	"github.com/verbatimrec/verbatim/ingest/internal/rtpbatch"
+	"github.com/verbatimrec/verbatim/ingest/internal/srtpdec"
 	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
@@ -142,9 +143,19 @@ func (r *rtpOnly) confirm(in *pcapIngest, k flowKey, pt uint8, at time.Time) *st
 		codec = &verbatimv1.Codec{PayloadType: uint32(pt)} // dynamic, unnamed: kept raw
 	}
 	id := sender + "-audio"
-	c.desc = append(c.desc, &verbatimv1.Stream{StreamId: id, ParticipantId: sender, Media: "audio", Transport: "RTP/AVP",
+	transport := "RTP/AVP"
+	var dec *srtpdec.Decryptor
+	for _, key := range in.cfg.SRTPKeys { // keys given out of band
+		if key.Dst == k.dst || !key.Dst.IsValid() {
+			if d, err := srtpdec.New(key.Suite, key.Key); err == nil {
+				transport, dec = "RTP/SAVP", d
+				break
+			}
+		}
+	}
+	c.desc = append(c.desc, &verbatimv1.Stream{StreamId: id, ParticipantId: sender, Media: "audio", Transport: transport,
 		Decodable: codec.GetName() != "", Codecs: []*verbatimv1.Codec{codec}})
-	s := &stream{id: id, call: c, batcher: rtpbatch.New(rtpbatch.Config{CallID: c.id, StreamID: id}, c.sealer),
+	s := &stream{id: id, call: c, srtp: dec, batcher: rtpbatch.New(rtpbatch.Config{CallID: c.id, StreamID: id}, c.sealer),
 		sent: verbatimv1.StreamMedia{StreamId: id}}
 	c.streams[k.dst] = s
 	r.flows[k] = s

@@ -932,12 +932,13 @@ func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer
 	}
 	ev.EndReason, ev.CallStartedAt = end.GetReason(), timestamppb.New(started)
 	ev.RawObjectKey, ev.RawSize, ev.RawSha256 = rawKey, uint64(info.Size), info.SHA256
-	sent := map[string]uint64{}
+	sent := map[string]*verbatimv1.StreamMedia{}
 	for _, m := range end.GetMedia() {
-		sent[m.GetStreamId()] = m.GetBatches()
+		sent[m.GetStreamId()] = m
 	}
 	for _, sc := range ev.GetCompleteness() {
-		sc.BatchesSent = sent[sc.GetStreamId()]
+		m := sent[sc.GetStreamId()]
+		sc.BatchesSent, sc.SrtpAuthFailures, sc.SrtpReplayed = m.GetBatches(), m.GetSrtpAuthFailures(), m.GetSrtpReplayed()
 		if s := c.streams[sc.GetStreamId()]; s != nil {
 			sc.BatchesReceived = s.received
 		}

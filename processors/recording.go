@@ -122,6 +122,11 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		s.packets += uint64(pb.GetPacketCount())
 		return nil
 	}
+	if s.track == nil && strings.Contains(s.meta.GetTransport(), "SAVP") && !s.meta.GetDecodable() {
+		s.notDecoded = "SRTP whose keys were not captured (DTLS-SRTP, or SDES over TLS): the encrypted packets are in the raw media object"
+		s.packets += uint64(pb.GetPacketCount())
+		return nil
+	}
 	if s.track == nil {
 		pt, dec, ok := decoderFor(s.meta)
 		if !ok {

@@ -57,6 +57,14 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	timeout := fs.Duration("rtp-timeout", 30*time.Second, "end a call without BYE after this long without SIP or RTP")
 	deliver := fs.Duration("kafka-timeout", 2*time.Minute, "fail when Kafka has not accepted a record within this long")
 	kf := addKeyFlags(fs)
+	var srtpKeys []ingest.SRTPKey
+	fs.Func("srtp-key", "`[ADDR:PORT=]SUITE:inline:BASE64`: an SRTP master key known out of band, for RTP without captured SDP (repeatable; e.g. AES_CM_128_HMAC_SHA1_80:inline:...)", func(v string) error {
+		k, err := ingest.ParseSRTPKey(v)
+		if err == nil {
+			srtpKeys = append(srtpKeys, k)
+		}
+		return err
+	})
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -83,7 +91,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			continue
 		}
 		rep, err := ingest.Pcap(ctx, ingest.Config{
-			Tenant: *tenant, Keys: km, Producer: cl, RTPTimeout: *timeout, Logger: log,
+			Tenant: *tenant, Keys: km, Producer: cl, RTPTimeout: *timeout, Logger: log, SRTPKeys: srtpKeys,
 			Source: "verbatim-ingest/" + filepath.Base(name),
 			Progress: func(r ingest.Report) {
 				fmt.Fprintf(stderr, "\r%s: %d packets, %d SIP messages, %.0f packets/s", name, r.Pcap.Frames, r.SIP.Messages,
@@ -112,6 +120,8 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		warn(rep.Pcap.Fragments, "IP fragments skipped (reassembly not supported yet)", "")
 		warn(rep.SIPOverTCP.GapBytes, "bytes of SIP over TCP never captured (the messages they were in are lost)", "")
 		warn(rep.SIPOverTCP.DiscardedBytes, "bytes of SIP over TCP that framed no message, skipped", "")
+		warn(rep.SRTPAuthFailures, "SRTP packets failed authentication (forged or corrupted) and were dropped", lastErr(rep.LastSRTPError))
+		warn(rep.SRTPReplayed, "SRTP packets were replays and were dropped", "")
 		warn(rep.UnmatchedTCP, "TCP segments that are not SIP (SIP over TLS cannot be read) skipped", "")
 	}
 	if failed > 0 {

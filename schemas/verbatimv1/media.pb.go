@@ -258,8 +258,12 @@ type StreamMedia struct {
 	Packets uint64 `protobuf:"varint,3,opt,name=packets,proto3" json:"packets,omitempty"`
 	// Arrival of the stream's first packet, Unix nanoseconds (0: no media).
 	FirstArrivalUnixNano int64 `protobuf:"varint,4,opt,name=first_arrival_unix_nano,json=firstArrivalUnixNano,proto3" json:"first_arrival_unix_nano,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// SRTP packets dropped by ingest: failed authentication (forged or
+	// corrupted) and replayed. Neither is in the batches.
+	SrtpAuthFailures uint64 `protobuf:"varint,5,opt,name=srtp_auth_failures,json=srtpAuthFailures,proto3" json:"srtp_auth_failures,omitempty"`
+	SrtpReplayed     uint64 `protobuf:"varint,6,opt,name=srtp_replayed,json=srtpReplayed,proto3" json:"srtp_replayed,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StreamMedia) Reset() {
@@ -320,6 +324,20 @@ func (x *StreamMedia) GetFirstArrivalUnixNano() int64 {
 	return 0
 }
 
+func (x *StreamMedia) GetSrtpAuthFailures() uint64 {
+	if x != nil {
+		return x.SrtpAuthFailures
+	}
+	return 0
+}
+
+func (x *StreamMedia) GetSrtpReplayed() uint64 {
+	if x != nil {
+		return x.SrtpReplayed
+	}
+	return 0
+}
+
 var File_verbatim_v1_media_proto protoreflect.FileDescriptor
 
 const file_verbatim_v1_media_proto_rawDesc = "" +
@@ -347,12 +365,14 @@ const file_verbatim_v1_media_proto_rawDesc = "" +
 	"\bended_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12.\n" +
 	"\x06reason\x18\x04 \x01(\x0e2\x16.verbatim.v1.EndReasonR\x06reason\x12-\n" +
 	"\astreams\x18\x05 \x03(\v2\x13.verbatim.v1.StreamR\astreams\x12.\n" +
-	"\x05media\x18\x06 \x03(\v2\x18.verbatim.v1.StreamMediaR\x05media\"\x95\x01\n" +
+	"\x05media\x18\x06 \x03(\v2\x18.verbatim.v1.StreamMediaR\x05media\"\xe8\x01\n" +
 	"\vStreamMedia\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x18\n" +
 	"\abatches\x18\x02 \x01(\x04R\abatches\x12\x18\n" +
 	"\apackets\x18\x03 \x01(\x04R\apackets\x125\n" +
-	"\x17first_arrival_unix_nano\x18\x04 \x01(\x03R\x14firstArrivalUnixNanoB4Z2github.com/verbatimrec/verbatim/schemas/verbatimv1b\x06proto3"
+	"\x17first_arrival_unix_nano\x18\x04 \x01(\x03R\x14firstArrivalUnixNano\x12,\n" +
+	"\x12srtp_auth_failures\x18\x05 \x01(\x04R\x10srtpAuthFailures\x12#\n" +
+	"\rsrtp_replayed\x18\x06 \x01(\x04R\fsrtpReplayedB4Z2github.com/verbatimrec/verbatim/schemas/verbatimv1b\x06proto3"
 
 var (
 	file_verbatim_v1_media_proto_rawDescOnce sync.Once

@@ -472,9 +472,12 @@ type StreamCompleteness struct {
 	// Why the stream's audio is not in the recording, when it is not (e.g. a
 	// codec this version cannot decode). Its packets are still in the raw
 	// media object, so it can be decoded later.
-	NotDecoded    string `protobuf:"bytes,10,opt,name=not_decoded,json=notDecoded,proto3" json:"not_decoded,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	NotDecoded string `protobuf:"bytes,10,opt,name=not_decoded,json=notDecoded,proto3" json:"not_decoded,omitempty"`
+	// SRTP packets ingest dropped: forged or corrupted, and replayed.
+	SrtpAuthFailures uint64 `protobuf:"varint,11,opt,name=srtp_auth_failures,json=srtpAuthFailures,proto3" json:"srtp_auth_failures,omitempty"`
+	SrtpReplayed     uint64 `protobuf:"varint,12,opt,name=srtp_replayed,json=srtpReplayed,proto3" json:"srtp_replayed,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StreamCompleteness) Reset() {
@@ -575,6 +578,20 @@ func (x *StreamCompleteness) GetNotDecoded() string {
 		return x.NotDecoded
 	}
 	return ""
+}
+
+func (x *StreamCompleteness) GetSrtpAuthFailures() uint64 {
+	if x != nil {
+		return x.SrtpAuthFailures
+	}
+	return 0
+}
+
+func (x *StreamCompleteness) GetSrtpReplayed() uint64 {
+	if x != nil {
+		return x.SrtpReplayed
+	}
+	return 0
 }
 
 // SequenceGap is a run of missing RTP sequence numbers (extended), inclusive.
@@ -763,7 +780,7 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
 	"\bkek_name\x18\x02 \x01(\tR\akekName\x12\x1f\n" +
 	"\vkek_version\x18\x03 \x01(\rR\n" +
-	"kekVersion\"\xf3\x02\n" +
+	"kekVersion\"\xc6\x03\n" +
 	"\x12StreamCompleteness\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x12\n" +
 	"\x04ssrc\x18\x02 \x01(\rR\x04ssrc\x12)\n" +
@@ -778,7 +795,9 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\x10batches_received\x18\t \x01(\x04R\x0fbatchesReceived\x12\x1f\n" +
 	"\vnot_decoded\x18\n" +
 	" \x01(\tR\n" +
-	"notDecoded\"7\n" +
+	"notDecoded\x12,\n" +
+	"\x12srtp_auth_failures\x18\v \x01(\x04R\x10srtpAuthFailures\x12#\n" +
+	"\rsrtp_replayed\x18\f \x01(\x04R\fsrtpReplayed\"7\n" +
 	"\vSequenceGap\x12\x14\n" +
 	"\x05first\x18\x01 \x01(\x04R\x05first\x12\x12\n" +
 	"\x04last\x18\x02 \x01(\x04R\x04last\"\xfc\x01\n" +

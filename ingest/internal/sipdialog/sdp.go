@@ -1,6 +1,7 @@
 package sipdialog
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -27,6 +28,59 @@ type Media struct {
 	Codecs    []Codec
 	Direction string // sendrecv (default), sendonly, recvonly, inactive
 	Label     string // a=label (SIPREC)
+	// Crypto are the SDES keys (RFC 4568 a=crypto) with which the party
+	// that wrote this SDP encrypts what it sends, in preference order.
+	Crypto []Crypto
+}
+
+// Crypto is one RFC 4568 crypto attribute with an inline master key.
+type Crypto struct {
+	Tag   int
+	Suite string // e.g. AES_CM_128_HMAC_SHA1_80
+	// Key is the master key followed by the master salt (decoded).
+	Key []byte
+	// MKI is the Master Key Identifier length in bytes (0: none).
+	MKILen int
+}
+
+// String never shows the key.
+func (c Crypto) String() string {
+	return fmt.Sprintf("crypto %d %s (key %d bytes)", c.Tag, c.Suite, len(c.Key))
+}
+
+// ParseCrypto parses an a=crypto value: "1 AES_CM_128_HMAC_SHA1_80
+// inline:BASE64[|lifetime][|MKI:length] [session params]". Only the first
+// inline key is used.
+func ParseCrypto(v string) (Crypto, error) {
+	f := strings.Fields(v)
+	if len(f) < 3 {
+		return Crypto{}, fmt.Errorf("sdp: crypto %q: want tag, suite and key params", v)
+	}
+	tag, err := strconv.Atoi(f[0])
+	if err != nil {
+		return Crypto{}, fmt.Errorf("sdp: crypto tag %q: %w", f[0], err)
+	}
+	keyParam, _, _ := strings.Cut(f[2], ";") // several keys: the first
+	inline, ok := strings.CutPrefix(keyParam, "inline:")
+	if !ok {
+		return Crypto{}, fmt.Errorf("sdp: crypto %d: key method is not inline", tag)
+	}
+	parts := strings.Split(inline, "|")
+	key, err := base64.StdEncoding.DecodeString(parts[0])
+	if err != nil {
+		if key, err = base64.RawStdEncoding.DecodeString(parts[0]); err != nil {
+			return Crypto{}, fmt.Errorf("sdp: crypto %d: key is not base64", tag)
+		}
+	}
+	c := Crypto{Tag: tag, Suite: f[1], Key: key}
+	for _, p := range parts[1:] {
+		if _, l, ok := strings.Cut(p, ":"); ok { // MKI:length
+			if n, err := strconv.Atoi(l); err == nil {
+				c.MKILen = n
+			}
+		}
+	}
+	return c, nil
 }
 
 // staticPT are the RFC 3551 static payload types a recorder meets.
@@ -83,6 +137,10 @@ func ParseSDP(body []byte) ([]Media, error) {
 				pt, rest, ok := strings.Cut(a.Value, " ")
 				if n, err := strconv.ParseUint(pt, 10, 8); ok && err == nil {
 					fmtp[uint8(n)] = strings.TrimSpace(rest)
+				}
+			case "crypto":
+				if c, err := ParseCrypto(a.Value); err == nil {
+					m.Crypto = append(m.Crypto, c)
 				}
 			}
 		}
