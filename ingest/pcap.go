@@ -142,12 +142,12 @@ type Report struct {
 	// and replayed; LastSRTPError says the last reason.
 	SRTPAuthFailures, SRTPReplayed uint64
 	LastSRTPError                  string
-	SIPOverTCP   siptcp.Stats
-	BadRTP       uint64 // too short or not version 2, on a known media port
-	Truncated    bool
-	LastSIPError string
-	LastRTPError string
-	Elapsed      time.Duration
+	SIPOverTCP                     siptcp.Stats
+	BadRTP                         uint64 // too short or not version 2, on a known media port
+	Truncated                      bool
+	LastSIPError                   string
+	LastRTPError                   string
+	Elapsed                        time.Duration
 }
 
 type stream struct {
