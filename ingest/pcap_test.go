@@ -3,7 +3,11 @@ package ingest_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
+	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -13,7 +17,10 @@ import (
 	"time"
 
 	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v2"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
@@ -446,5 +453,99 @@ func TestPcapSRTPForgedAndReplayed(t *testing.T) {
 	}
 	if _, err := ingest.ParseSRTPKey("AES_CM_128_HMAC_SHA1_80:inline:c2hvcnQ="); err == nil {
 		t.Fatal("a short key was accepted")
+	}
+}
+
+// udpFrame builds an Ethernet/IPv4/UDP frame.
+func udpFrame(t *testing.T, src, dst netip.AddrPort, payload []byte) []byte {
+	t.Helper()
+	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: src.Addr().AsSlice(), DstIP: dst.Addr().AsSlice()}
+	udp := &layers.UDP{SrcPort: layers.UDPPort(src.Port()), DstPort: layers.UDPPort(dst.Port())}
+	if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
+		t.Fatal(err)
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, udp, gopacket.Payload(payload)); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestPcapSDES: a call whose SDP offers SRTP with an a=crypto key in each
+// direction (RFC 4568). Each direction is decrypted with the key its
+// sender announced, and the stream is decodable.
+func TestPcapSDES(t *testing.T) {
+	caller, callee := netip.MustParseAddrPort("192.0.2.10:5060"), netip.MustParseAddrPort("192.0.2.20:5060")
+	callerMedia, calleeMedia := netip.MustParseAddrPort("192.0.2.10:40000"), netip.MustParseAddrPort("192.0.2.20:50000")
+	keyA := bytes.Repeat([]byte{0xA1}, 30) // caller's master key || salt
+	keyB := bytes.Repeat([]byte{0xB2}, 30)
+	sdp := func(addr netip.AddrPort, key []byte) string {
+		return fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio %d RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n"+
+			"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:%s\r\n", addr.Addr(), addr.Addr(), addr.Port(), base64.StdEncoding.EncodeToString(key))
+	}
+	sipMsg := func(first string, cseq string, body string) []byte {
+		return []byte(first + "\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK1\r\nFrom: <sip:alice@example.com>;tag=a1\r\n" +
+			"To: <sip:bob@example.com>" + map[bool]string{true: ";tag=b1", false: ""}[!strings.HasPrefix(first, "INVITE")] +
+			"\r\nCall-ID: sdes-1@example.com\r\nCSeq: " + cseq + "\r\nContact: <sip:alice@192.0.2.10>\r\nContent-Type: application/sdp\r\n" +
+			fmt.Sprintf("Content-Length: %d\r\n\r\n", len(body)) + body)
+	}
+	t0 := time.Unix(1_700_000_000, 0)
+	var buf bytes.Buffer
+	w := pcapgo.NewWriter(&buf)
+	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+		t.Fatal(err)
+	}
+	at := t0
+	write := func(src, dst netip.AddrPort, payload []byte) {
+		at = at.Add(10 * time.Millisecond)
+		f := udpFrame(t, src, dst, payload)
+		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(f), Length: len(f)}, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(caller, callee, sipMsg("INVITE sip:bob@example.com SIP/2.0", "1 INVITE", sdp(callerMedia, keyA)))
+	write(callee, caller, sipMsg("SIP/2.0 200 OK", "1 INVITE", sdp(calleeMedia, keyB)))
+	write(caller, callee, sipMsg("ACK sip:bob@example.com SIP/2.0", "1 ACK", ""))
+	encrypt := func(key []byte) func(seq uint16) []byte {
+		ctx, err := srtp.CreateContext(key[:16], key[16:], srtp.ProtectionProfileAes128CmHmacSha1_80)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return func(seq uint16) []byte {
+			p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: 7},
+				Payload: bytes.Repeat([]byte{byte(seq)}, 160)}
+			plain, _ := p.Marshal()
+			out, err := ctx.EncryptRTP(nil, plain, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+	}
+	encA, encB := encrypt(keyA), encrypt(keyB)
+	for seq := uint16(1); seq <= 100; seq++ {
+		write(callerMedia, calleeMedia, encA(seq)) // caller sends with its own key
+		write(calleeMedia, callerMedia, encB(seq))
+	}
+	write(caller, callee, sipMsg("BYE sip:bob@example.com SIP/2.0", "2 BYE", ""))
+	rep, out := ingestFile(t, "", buf.Bytes())
+	if rep.Calls != 1 || rep.RTPPackets != 200 || rep.SRTPAuthFailures != 0 || rep.SRTPReplayed != 0 {
+		t.Fatalf("report: calls %d, packets %d, auth failures %d (%s)", rep.Calls, rep.RTPPackets, rep.SRTPAuthFailures, rep.LastSRTPError)
+	}
+	for _, me := range out.media { // the streams as finally negotiated
+		for _, s := range me.GetStreams() {
+			if !s.GetDecodable() || s.GetTransport() != "RTP/SAVP" {
+				t.Fatalf("stream %v", s)
+			}
+		}
+	}
+	// The key never leaves the capture layer, not even sealed.
+	for _, r := range out.records {
+		for _, k := range [][]byte{keyA, keyB, []byte(base64.StdEncoding.EncodeToString(keyA))} {
+			if bytes.Contains(r.Value, k) {
+				t.Fatalf("record on %s holds an SRTP key", r.Topic)
+			}
+		}
 	}
 }

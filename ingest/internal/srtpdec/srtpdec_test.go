@@ -2,11 +2,16 @@ package srtpdec_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"testing"
+
+	"github.com/pion/rtp"
+	"github.com/pion/srtp/v2"
 
 	"github.com/verbatimrec/verbatim/ingest/internal/srtpdec"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
@@ -75,5 +80,52 @@ func TestKnownAnswers(t *testing.T) {
 	}
 	if _, err := srtpdec.New("F8_128_HMAC_SHA1_80", make([]byte, 30)); err == nil {
 		t.Fatal("an unsupported suite was accepted")
+	}
+}
+
+// BenchmarkDecryptAtScale decrypts 160-byte G.711 packets round-robin
+// over many concurrent streams (each its own key and replay window), as
+// on a busy capture port: the per-stream state no longer fits in cache.
+// Each stream has 50 packets, so run at most streams*50 iterations
+// (-benchtime 200000x for 4,000; 500000x for 10,000).
+func BenchmarkDecryptAtScale(b *testing.B) {
+	for _, streams := range []int{1, 10000} {
+		b.Run(fmt.Sprintf("streams=%d", streams), func(b *testing.B) {
+			const perStream = 50
+			if b.N > streams*perStream {
+				b.Skipf("b.N %d > %d packets prepared: use -benchtime %dx", b.N, streams*perStream, streams*perStream)
+			}
+			decs := make([]*srtpdec.Decryptor, streams)
+			pkts := make([][][]byte, streams)
+			for s := range streams {
+				key := make([]byte, 30)
+				binary.BigEndian.PutUint32(key, uint32(s))
+				enc, err := srtp.CreateContext(key[:16], key[16:], srtp.ProtectionProfileAes128CmHmacSha1_80)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if decs[s], err = srtpdec.New("AES_CM_128_HMAC_SHA1_80", key); err != nil {
+					b.Fatal(err)
+				}
+				for i := range perStream {
+					p := rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: uint16(i), Timestamp: uint32(i) * 160, SSRC: uint32(s)},
+						Payload: make([]byte, 160)}
+					plain, _ := p.Marshal()
+					out, err := enc.EncryptRTP(nil, plain, nil)
+					if err != nil {
+						b.Fatal(err)
+					}
+					pkts[s] = append(pkts[s], out)
+				}
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				s := i % streams
+				if _, err := decs[s].Decrypt(pkts[s][i/streams]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
