@@ -69,6 +69,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Progress, if set, is called after every transaction.
 	Progress func(Stats)
+	// PCI, if set, says which tenants record in PCI DSS mode: DTMF digits
+	// are stored masked, their tones are silenced in the recording before
+	// it is written, and the raw media (which holds them) is not kept.
+	PCI func(tenant string) bool
 }
 
 func (c *Config) setDefaults() {
@@ -731,6 +735,31 @@ func (p *processor) finishAll(ctx context.Context) ([]outcome, error) {
 	return out, errors.Join(errs...)
 }
 
+// digitsRecord announces the DTMF keyed in a call as contact-centre
+// metadata, its digits sealed under the call's key; in PCI mode each digit
+// is "*", marked masked.
+func digitsRecord(c *openCall, opener *seal.Sealer, recordingID string, ds []dtmfEvent, pci bool) (*kgo.Record, error) {
+	personal := &verbatimv1.MetadataPersonal{}
+	for _, d := range ds {
+		digit := string(d.digit)
+		if pci {
+			digit = "*"
+		}
+		personal.Digits = append(personal.Digits, &verbatimv1.EnteredDigits{Digits: digit, At: timestamppb.New(d.at), Method: "rfc4733", Masked: pci})
+	}
+	b, err := proto.Marshal(personal)
+	if err != nil {
+		return nil, err
+	}
+	sealed, err := opener.Seal(nil, "verbatim.v1.MetadataPersonal", b)
+	if err != nil {
+		return nil, err
+	}
+	return schemas.NewRecord(schemas.TopicMetadata, []byte(c.id),
+		schemas.Envelope{ID: schemas.DerivedID(recordingID, "dtmf"), Tenant: c.tenant, CallID: c.id, OccurredAt: ds[0].at, Producer: "verbatim-process"},
+		&verbatimv1.MetadataAttached{CallId: c.id, OccurredAt: timestamppb.New(ds[0].at), Source: "verbatim-process:rfc4733", Personal: sealed})
+}
+
 // RecordingID is the deterministic id of a call's recording.
 func RecordingID(callID string) string { return schemas.DerivedID(callID, "recording/v1") }
 
@@ -886,7 +915,8 @@ func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer
 	started := c.startedAt(end)
 	recordingID := RecordingID(c.id)
 	objectKey, rawKey := ObjectKeys(c.tenant, c.id, started)
-	rec, err := newCallRecording(c.tenant, c.id, end.GetStreams(), t0, opener, p.dir)
+	pci := p.cfg.PCI != nil && p.cfg.PCI(c.tenant)
+	rec, err := newCallRecording(c.tenant, c.id, end.GetStreams(), t0, opener, p.dir, pci)
 	if err != nil {
 		return outcome{}, err
 	}
@@ -926,12 +956,16 @@ func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer
 	if err != nil {
 		return outcome{}, err
 	}
-	info, err := p.storeRaw(ctx, c, rawKey)
-	if err != nil {
-		return outcome{}, err
-	}
 	ev.EndReason, ev.CallStartedAt = end.GetReason(), timestamppb.New(started)
-	ev.RawObjectKey, ev.RawSize, ev.RawSha256 = rawKey, uint64(info.Size), info.SHA256
+	// In PCI mode the raw media is not kept: it holds the DTMF events
+	// (and the tones) the recording has masked.
+	if !pci {
+		info, err := p.storeRaw(ctx, c, rawKey)
+		if err != nil {
+			return outcome{}, err
+		}
+		ev.RawObjectKey, ev.RawSize, ev.RawSha256 = rawKey, uint64(info.Size), info.SHA256
+	}
 	sent := map[string]*verbatimv1.StreamMedia{}
 	for _, m := range end.GetMedia() {
 		sent[m.GetStreamId()] = m
@@ -962,5 +996,13 @@ func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer
 	if err != nil {
 		return outcome{}, err
 	}
-	return outcome{recs: []*kgo.Record{keyRec, storedRec}}, nil
+	recs := []*kgo.Record{keyRec, storedRec}
+	if ds := rec.digits(); len(ds) > 0 {
+		md, err := digitsRecord(c, opener, recordingID, ds, pci)
+		if err != nil {
+			return outcome{}, err
+		}
+		recs = append(recs, md)
+	}
+	return outcome{recs: recs}, nil
 }

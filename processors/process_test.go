@@ -25,6 +25,7 @@ import (
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/internal/keys"
 	"github.com/verbatimrec/verbatim/internal/objstore"
+	"github.com/verbatimrec/verbatim/internal/seal"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
 	"github.com/verbatimrec/verbatim/processors"
 	"github.com/verbatimrec/verbatim/schemas"
@@ -42,6 +43,10 @@ type pipeline struct {
 	keyWait time.Duration
 	// srtpKeys are given to ingest.
 	srtpKeys []ingest.SRTPKey
+	// pci records every tenant in PCI mode.
+	pci bool
+	// digits holds, per call, the DTMF recordings() read from metadata.
+	digits map[string][]*verbatimv1.EnteredDigits
 	// producer wraps ingest's Kafka client, to lose records on purpose.
 	producer func(ingest.Producer) ingest.Producer
 	// failures holds the RecordingFailed events recordings() read.
@@ -87,6 +92,9 @@ func (p *pipeline) process(stop func(processors.Stats) bool) processors.Stats {
 	defer cancel()
 	cfg := processors.Config{Kafka: p.kafka(), Group: p.group, Instance: p.group + "-1", Keys: p.km, Store: p.store,
 		SpoolDir: p.t.TempDir(), IdleExit: 2 * time.Second, MaxPollRecords: 3, KeyWait: p.keyWait}
+	if p.pci {
+		cfg.PCI = func(string) bool { return true }
+	}
 	if stop != nil {
 		cfg.Progress = func(s processors.Stats) {
 			if stop(s) {
@@ -112,7 +120,7 @@ func (p *pipeline) recordings() (map[string][]stored, []*kgo.Record) {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cl, err := kafkaclient.New(p.kafka(), kgo.ConsumeTopics(schemas.TopicRecordings, schemas.TopicKeys, schemas.TopicMedia, schemas.TopicCalls),
+	cl, err := kafkaclient.New(p.kafka(), kgo.ConsumeTopics(schemas.TopicRecordings, schemas.TopicKeys, schemas.TopicMedia, schemas.TopicCalls, schemas.TopicMetadata),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		p.t.Fatal(err)
@@ -121,6 +129,7 @@ func (p *pipeline) recordings() (map[string][]stored, []*kgo.Record) {
 	var all []*kgo.Record
 	dks := map[string]*verbatimv1.DataKey{}
 	var evs []*verbatimv1.RecordingStored
+	var mds []*verbatimv1.MetadataAttached
 	stacktest.ReadBack(ctx, p.t, cl, 5*time.Second, func(r *kgo.Record) {
 		env, err := schemas.ParseHeaders(r.Headers)
 		if err != nil || env.Tenant != p.tenant {
@@ -136,12 +145,38 @@ func (p *pipeline) recordings() (map[string][]stored, []*kgo.Record) {
 			ev := &verbatimv1.RecordingStored{}
 			mustUnmarshal(p.t, r.Value, ev)
 			evs = append(evs, ev)
+		case "verbatim.v1.MetadataAttached":
+			md := &verbatimv1.MetadataAttached{}
+			mustUnmarshal(p.t, r.Value, md)
+			mds = append(mds, md)
 		case "verbatim.v1.RecordingFailed":
 			ev := &verbatimv1.RecordingFailed{}
 			mustUnmarshal(p.t, r.Value, ev)
 			p.failures = append(p.failures, ev)
 		}
-	}, schemas.TopicRecordings, schemas.TopicKeys, schemas.TopicMedia, schemas.TopicCalls)
+	}, schemas.TopicRecordings, schemas.TopicKeys, schemas.TopicMedia, schemas.TopicCalls, schemas.TopicMetadata)
+	p.digits = map[string][]*verbatimv1.EnteredDigits{}
+	for _, md := range mds {
+		dk := dks["dk-"+md.GetCallId()]
+		if dk == nil {
+			p.t.Fatalf("metadata of call %s: no call key", md.GetCallId())
+		}
+		plain, err := p.km.UnwrapDataKey(ctx, p.tenant, keys.Wrapped{KEKName: dk.GetKekName(), KEKVersion: dk.GetKekVersion(), Ciphertext: dk.GetWrappedDek()})
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		s, err := seal.New(p.tenant, dk.GetKeyId(), plain)
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		b, err := s.Open(nil, "verbatim.v1.MetadataPersonal", md.GetPersonal())
+		if err != nil {
+			p.t.Fatal(err)
+		}
+		var personal verbatimv1.MetadataPersonal
+		mustUnmarshal(p.t, b, &personal)
+		p.digits[md.GetCallId()] = append(p.digits[md.GetCallId()], personal.GetDigits()...)
+	}
 	out := map[string][]stored{}
 	for _, ev := range evs {
 		dk := dks[ev.GetKey().GetKeyId()]
@@ -605,4 +640,85 @@ func TestProcessSRTP(t *testing.T) {
 			t.Fatalf("completeness %v", c)
 		}
 	}
+}
+
+func digitString(ds []*verbatimv1.EnteredDigits) string {
+	var b strings.Builder
+	for _, d := range ds {
+		b.WriteString(d.GetDigits())
+	}
+	return b.String()
+}
+
+// TestProcessDTMF: RFC 4733 digits become metadata with their times: on
+// SIP_DTMF2 (telephone-event declared on PT 96) and on Metaswitch's RTP
+// found without SDP (PT 101, recognised by its event payloads), the digits
+// the MANIFEST lists.
+func TestProcessDTMF(t *testing.T) {
+	for _, c := range []struct{ file, digits string }{
+		{"pcap/wireshark_SIP_DTMF2.cap", "6789123"},
+		{"pcap/metaswitch_09a_2833_dtmf.pcap", "123456789**0#"},
+	} {
+		p := kfakePipeline(t)
+		p.ingest(c.file)
+		p.process(nil)
+		p.recordings()
+		var got []string
+		for _, ds := range p.digits {
+			got = append(got, digitString(ds))
+			for _, d := range ds {
+				if d.GetMethod() != "rfc4733" || d.GetMasked() || d.GetAt() == nil {
+					t.Fatalf("%s: digit %v", c.file, d)
+				}
+			}
+		}
+		if len(got) != 1 || got[0] != c.digits {
+			t.Fatalf("%s: digits %q, want %q", c.file, got, c.digits)
+		}
+	}
+}
+
+// TestProcessPCI: in PCI mode the digits are stored masked, the tones are
+// silenced in the recording, and no raw media is kept.
+func TestProcessPCI(t *testing.T) {
+	nonZero := func(s []int16) (n int) {
+		for _, v := range s {
+			if v != 0 {
+				n++
+			}
+		}
+		return n
+	}
+	var sound [2]int
+	for i, pci := range []bool{false, true} {
+		p := kfakePipeline(t)
+		p.pci = pci
+		p.ingest("pcap/metaswitch_09a_2833_dtmf.pcap")
+		p.process(nil)
+		recs, all := p.recordings()
+		for call, rs := range recs {
+			left, _ := channels(t, rs[0].wav)
+			sound[i] = nonZero(left)
+			if got := digitString(p.digits[call]); pci && (got != "*************" || !p.digits[call][0].GetMasked()) {
+				t.Fatalf("PCI digits %q", got)
+			}
+			if pci != (rs[0].ev.GetRawObjectKey() == "") {
+				t.Fatalf("PCI %v: raw object %q", pci, rs[0].ev.GetRawObjectKey())
+			}
+		}
+		if pci {
+			// The digits' events are in no record in any readable form.
+			for _, r := range all {
+				if bytes.Contains(r.Value, []byte("123456789")) {
+					t.Fatalf("%s holds the digits", r.Topic)
+				}
+			}
+		}
+	}
+	// 13 events of at least 100 ms each, plus guards: more than a second
+	// of audio silenced.
+	if sound[0]-sound[1] < 8000 {
+		t.Fatalf("PCI silenced %d samples, want the tones' (over 8000)", sound[0]-sound[1])
+	}
+	t.Logf("PCI silenced %d of %d sounding samples", sound[0]-sound[1], sound[0])
 }

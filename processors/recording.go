@@ -35,6 +35,8 @@ type streamRec struct {
 	started    bool
 	notDecoded string // why not, for a stream kept raw only
 	packets    uint64 // captured, for a stream kept raw only
+	eventPT    int    // telephone-event payload type, -1 if none declared
+	dtmf       dtmfTrack
 }
 
 // callRecording builds one call's stereo WAV as its events arrive. Samples
@@ -49,6 +51,7 @@ type callRecording struct {
 	spool          *os.File
 	spoolKey       []byte
 	spoolW         *seal.StreamWriter
+	pci            bool // mask DTMF: digits hidden, tones silenced
 	pcmBytes       int64
 	pkt            rtp.Packet
 	plain          []byte
@@ -57,7 +60,7 @@ type callRecording struct {
 
 // newCallRecording starts a recording of streams whose timeline begins at
 // t0, the earliest first arrival of any of them.
-func newCallRecording(tenant, callID string, streams []*verbatimv1.Stream, t0 time.Time, opener *seal.Sealer, spoolDir string) (*callRecording, error) {
+func newCallRecording(tenant, callID string, streams []*verbatimv1.Stream, t0 time.Time, opener *seal.Sealer, spoolDir string, pci bool) (*callRecording, error) {
 	f, err := os.CreateTemp(spoolDir, "pcm-*")
 	if err != nil {
 		return nil, fmt.Errorf("processors: spool: %w", err)
@@ -76,7 +79,7 @@ func newCallRecording(tenant, callID string, streams []*verbatimv1.Stream, t0 ti
 		return nil, err
 	}
 	r := &callRecording{tenant: tenant, callID: callID, opener: opener, streams: map[string]*streamRec{},
-		spool: f, spoolKey: key, spoolW: w}
+		spool: f, spoolKey: key, spoolW: w, pci: pci}
 	r.mixer = wav.NewMixer(writerFunc(r.writePCM), sampleRate, t0, 0)
 	r.setStreams(streams)
 	return r, nil
@@ -92,7 +95,13 @@ func (r *callRecording) setStreams(ss []*verbatimv1.Stream) {
 		if s.GetParticipantId() == "caller" {
 			ch = 0
 		}
-		r.streams[s.GetStreamId()] = &streamRec{meta: s, channel: ch}
+		ept := -1
+		for _, c := range s.GetCodecs() {
+			if strings.EqualFold(c.GetName(), "telephone-event") {
+				ept = int(c.GetPayloadType())
+			}
+		}
+		r.streams[s.GetStreamId()] = &streamRec{meta: s, channel: ch, eventPT: ept}
 	}
 }
 
@@ -141,8 +150,12 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 			return nil
 		}
 		ch := s.channel
-		s.track = assemble.New(assemble.Config{StreamID: s.meta.GetStreamId(), SSRC: pb.GetSsrc(), PayloadType: pt, Decode: dec,
-			Out: func(samples []int16) { r.fail(r.mixer.Write(ch, samples)) }})
+		cfg := assemble.Config{StreamID: s.meta.GetStreamId(), SSRC: pb.GetSsrc(), PayloadType: pt, Decode: dec,
+			Out: func(samples []int16) { r.fail(r.mixer.Write(ch, samples)) }}
+		if r.pci {
+			cfg.Mask = s.dtmf.masked
+		}
+		s.track = assemble.New(cfg)
 	}
 	if !s.started {
 		s.started = true
@@ -155,9 +168,19 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 	// Extended sequence numbers: the batch gives the first; later packets
 	// are placed relative to it by their 16-bit numbers.
 	base := pb.GetFirstSequence()
+	offsets := pb.GetArrivalOffsetsUs()
+	i := -1
 	err = schemas.Packets(r.plain, func(b []byte) error {
+		i++
 		if err := r.pkt.Unmarshal(b); err != nil {
 			return nil // ingest batches only valid RTP; skip defensively
+		}
+		if r.isEvent(s, r.pkt.PayloadType, len(r.pkt.Payload)) {
+			at := first
+			if i < len(offsets) {
+				at = at.Add(time.Duration(offsets[i]) * time.Microsecond)
+			}
+			s.dtmf.add(r.pkt.Timestamp, r.pkt.Payload, at)
 		}
 		// Within a batch a packet is at most half the sequence space from
 		// the first one, before or after it.
@@ -169,6 +192,35 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		return err
 	}
 	return r.err
+}
+
+// isEvent reports whether a packet of stream s carries an RFC 4733 event:
+// its payload type is the declared telephone-event, or, when none is
+// declared (RTP found without SDP), an undeclared dynamic type with the
+// event payload's 4 bytes.
+func (r *callRecording) isEvent(s *streamRec, pt uint8, n int) bool {
+	if s.eventPT >= 0 {
+		return int(pt) == s.eventPT
+	}
+	if pt < 96 || pt > 127 || n != 4 {
+		return false
+	}
+	for _, c := range s.meta.GetCodecs() {
+		if c.GetPayloadType() == uint32(pt) {
+			return false
+		}
+	}
+	return true
+}
+
+// digits returns the DTMF keyed on every stream, in time order.
+func (r *callRecording) digits() []dtmfEvent {
+	var all []dtmfEvent
+	for _, s := range r.streams {
+		all = append(all, s.dtmf.events...)
+	}
+	slices.SortStableFunc(all, func(a, b dtmfEvent) int { return a.at.Compare(b.at) })
+	return all
 }
 
 // abandon removes the spool of a recording that will not be finished.

@@ -70,7 +70,7 @@ func TestCallRecording(t *testing.T) {
 		{StreamId: "callee-audio", ParticipantId: "callee", Codecs: pcmu},
 	}
 	t0 := time.Unix(1_480_000_000, 0)
-	rec, err := newCallRecording("demo", "call-1", streams, t0, s, dir)
+	rec, err := newCallRecording("demo", "call-1", streams, t0, s, dir, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func BenchmarkRecordingBatch(b *testing.B) {
 		}
 		pbs[i] = batchOf(t, s, stream, ssrc, (i/2)*50, 50, t0.Add(time.Duration(i/2)*time.Second), nil, fill)
 	}
-	rec, err := newCallRecording("demo", "call-1", streams, t0, s, dir)
+	rec, err := newCallRecording("demo", "call-1", streams, t0, s, dir, false)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func BenchmarkRecordingBatch(b *testing.B) {
 		if i > 0 && i%batches == 0 {
 			b.StopTimer()
 			rec.abandon()
-			if rec, err = newCallRecording("demo", "call-1", streams, t0, s, dir); err != nil {
+			if rec, err = newCallRecording("demo", "call-1", streams, t0, s, dir, false); err != nil {
 				b.Fatal(err)
 			}
 			b.StartTimer()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -216,14 +217,22 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 		for i, n := range names {
 			values[i] = personal.GetCallVariables()[n]
 		}
+		var digits strings.Builder
+		var masked uint8
+		for _, d := range personal.GetDigits() {
+			digits.WriteString(d.GetDigits())
+			if d.GetMasked() {
+				masked = 1
+			}
+		}
 		b, err := p.conn.PrepareBatch(ctx, "INSERT INTO `"+p.db+"`.metadata (tenant, call_id, event_id, occurred_at, source, agent_id, "+
-			"skill_group, requested_service, wrap_up_code, agent_name, ani, dnis, variable_names, variable_values, version)")
+			"skill_group, requested_service, wrap_up_code, agent_name, ani, dnis, variable_names, variable_values, version, digits, digits_masked)")
 		if err != nil {
 			return err
 		}
 		if err := b.Append(env.Tenant, ev.GetCallId(), env.ID, ev.GetOccurredAt().AsTime(), ev.GetSource(), ev.GetAgentId(),
 			ev.GetSkillGroup(), ev.GetRequestedService(), ev.GetWrapUpCode(), personal.GetAgentName(), personal.GetAni(),
-			personal.GetDnis(), names, values, version); err != nil {
+			personal.GetDnis(), names, values, version, digits.String(), masked); err != nil {
 			return err
 		}
 		return b.Send()

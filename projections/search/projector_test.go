@@ -246,7 +246,8 @@ func TestProjectMetadata(t *testing.T) {
 	}
 	s, _ := seal.New("demo", keyRec.GetKeyId(), dek)
 	personal, _ := proto.Marshal(&verbatimv1.MetadataPersonal{AgentName: "Ada Agent", Ani: "+493012345", Dnis: "800",
-		CallVariables: map[string]string{"account": "DE-1", "reason": "card"}})
+		CallVariables: map[string]string{"account": "DE-1", "reason": "card"},
+		Digits:        []*verbatimv1.EnteredDigits{{Digits: "*", Masked: true}, {Digits: "*", Masked: true}}})
 	sealed, err := s.Seal(nil, "verbatim.v1.MetadataPersonal", personal)
 	if err != nil {
 		t.Fatal(err)
@@ -271,7 +272,8 @@ func TestProjectMetadata(t *testing.T) {
 		t.Fatalf("by ANI: %+v", rs)
 	}
 	m := rs[0].Metadata[0]
-	if m.AgentID != "agent-1042" || m.AgentName != "Ada Agent" || m.DNIS != "800" || m.Variables["account"] != "DE-1" || m.WrapUpCode != "resolved" {
+	if m.AgentID != "agent-1042" || m.AgentName != "Ada Agent" || m.DNIS != "800" || m.Variables["account"] != "DE-1" || m.WrapUpCode != "resolved" ||
+		m.Digits != "**" || !m.DigitsMasked {
 		t.Fatalf("metadata %+v", m)
 	}
 	if rs, _ := search.Search(ctx, conn, db, search.Query{Tenant: "acme", Party: "+493012345"}); len(rs) != 0 {

@@ -68,6 +68,9 @@ type Metadata struct {
 	Source, AgentID, AgentName, SkillGroup  string
 	RequestedService, WrapUpCode, ANI, DNIS string
 	Variables                               map[string]string `json:",omitempty"`
+	// Digits keyed during the call; "*" each when masked (PCI mode).
+	Digits       string `json:",omitempty"`
+	DigitsMasked bool   `json:",omitempty"`
 }
 
 // Result is one found call.
@@ -191,7 +194,7 @@ func recording(ctx context.Context, conn driver.Conn, db, tenant string, r *Resu
 // metadata fills in r's contact-centre metadata, oldest first.
 func metadata(ctx context.Context, conn driver.Conn, db, tenant string, r *Result) error {
 	rows, err := conn.Query(ctx, "SELECT occurred_at, source, agent_id, agent_name, skill_group, requested_service, wrap_up_code, ani, dnis, "+
-		"variable_names, variable_values FROM `"+db+"`.metadata FINAL WHERE tenant = ? AND call_id = ? ORDER BY occurred_at, event_id", tenant, r.CallID)
+		"variable_names, variable_values, digits, digits_masked FROM `"+db+"`.metadata FINAL WHERE tenant = ? AND call_id = ? ORDER BY occurred_at, event_id", tenant, r.CallID)
 	if err != nil {
 		return fmt.Errorf("search: %w", err)
 	}
@@ -199,10 +202,12 @@ func metadata(ctx context.Context, conn driver.Conn, db, tenant string, r *Resul
 	for rows.Next() {
 		var m Metadata
 		var names, values []string
+		var masked uint8
 		if err := rows.Scan(&m.OccurredAt, &m.Source, &m.AgentID, &m.AgentName, &m.SkillGroup, &m.RequestedService, &m.WrapUpCode,
-			&m.ANI, &m.DNIS, &names, &values); err != nil {
+			&m.ANI, &m.DNIS, &names, &values, &m.Digits, &masked); err != nil {
 			return fmt.Errorf("search: %w", err)
 		}
+		m.DigitsMasked = masked == 1
 		for i := range min(len(names), len(values)) {
 			if m.Variables == nil {
 				m.Variables = map[string]string{}

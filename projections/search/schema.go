@@ -149,6 +149,9 @@ var migrations = []string{
 	) ENGINE = ReplacingMergeTree(version)
 	PARTITION BY toYYYYMM(occurred_at)
 	ORDER BY (tenant, call_id, event_id)`,
+	// DTMF keyed during the call (RFC 4733, SIP INFO), as stored: "*" per
+	// digit when the tenant records in PCI mode.
+	"ALTER TABLE {db}.metadata ADD COLUMN digits String, ADD COLUMN digits_masked UInt8",
 }
 
 // Migrate creates the database and applies pending migrations. It is safe

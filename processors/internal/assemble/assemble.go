@@ -34,6 +34,9 @@ type Config struct {
 	Out    func(samples []int16)
 	Window int
 	MaxGap int
+	// Mask, if set, says whether the audio of n samples from RTP
+	// timestamp ts must be replaced by silence (PCI: DTMF tones).
+	Mask func(ts uint32, n int) bool
 }
 
 type pending struct {
@@ -118,6 +121,9 @@ func (t *Track) emit() {
 		}
 	}
 	t.samples = t.cfg.Decode(t.samples[:0], p.payload)
+	if t.cfg.Mask != nil && t.cfg.Mask(p.ts, len(t.samples)) {
+		clear(t.samples)
+	}
 	t.cfg.Out(t.samples)
 	t.report.PacketsInRecording++
 	t.started = true
