@@ -9,7 +9,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -194,6 +198,10 @@ func (t *Tracker) Handle(at time.Time, src netip.AddrPort, payload []byte) error
 		t.stats.Malformed++
 		return fmt.Errorf("%w from %v: missing Call-ID, CSeq, From or To", ErrMalformed, src)
 	}
+	if err := validate(msg, cseq, payload); err != nil {
+		t.stats.Malformed++
+		return fmt.Errorf("%w from %v: %w", ErrMalformed, src, err)
+	}
 	switch m := msg.(type) {
 	case *sip.Request:
 		return t.request(at, src, m, cid.Value(), cseq)
@@ -215,7 +223,7 @@ func (t *Tracker) request(at time.Time, src netip.AddrPort, r *sip.Request, call
 		c.Callee = party(r.To().DisplayName, &r.To().Address, r.To().Params)
 		c.Caller.Signalling = src
 		t.calls[callID] = c
-		media, err := bodyMedia(r.Body())
+		media, err := bodyMedia(r)
 		c.Caller.Media = media
 		c.LastActivity = at
 		t.emit(Event{Kind: EventStarted, At: at, Call: c})
@@ -231,7 +239,7 @@ func (t *Tracker) request(at time.Time, src netip.AddrPort, r *sip.Request, call
 			return nil // a retransmission, or the INVITE seen again on another hop
 		}
 		c.inviteCSeq = cseq.SeqNo
-		media, err := bodyMedia(r.Body())
+		media, err := bodyMedia(r)
 		if len(media) > 0 {
 			*t.side(c, r.From().Params) = withMedia(*t.side(c, r.From().Params), media)
 			t.emit(Event{Kind: EventUpdated, At: at, Call: c})
@@ -240,7 +248,7 @@ func (t *Tracker) request(at time.Time, src netip.AddrPort, r *sip.Request, call
 	case sip.ACK:
 		// With a late offer (INVITE without SDP, offer in the 2xx) the
 		// ACK carries the caller's answer.
-		media, err := bodyMedia(r.Body())
+		media, err := bodyMedia(r)
 		if len(media) > 0 {
 			side := t.side(c, r.From().Params)
 			*side = withMedia(*side, media)
@@ -265,7 +273,7 @@ func (t *Tracker) response(at time.Time, src netip.AddrPort, r *sip.Response, ca
 	if cseq.MethodName != sip.INVITE || c.State == StateEnded {
 		return nil
 	}
-	media, err := bodyMedia(r.Body())
+	media, err := bodyMedia(r)
 	code := int(r.StatusCode)
 	switch {
 	case code < 200:
@@ -349,8 +357,46 @@ func party(display string, u *sip.Uri, params sip.HeaderParams) Party {
 	return p
 }
 
-func bodyMedia(body []byte) ([]Media, error) {
+// bodyMedia returns the media of the message's SDP: the body when it is
+// application/sdp, or its application/sdp part when it is multipart (as
+// SIPREC's are). Other bodies have no media.
+func bodyMedia(msg sip.Message) ([]Media, error) {
+	body := msg.Body()
 	if len(body) == 0 {
+		return nil, nil
+	}
+	ct := "application/sdp" // RFC 3261 §20.15: a body without Content-Type is taken as SDP here
+	if hs := msg.GetHeaders("Content-Type"); len(hs) > 0 {
+		ct = hs[0].Value()
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return nil, fmt.Errorf("%w: Content-Type %q: %w", ErrMalformed, ct, err)
+	}
+	switch {
+	case mt == "application/sdp":
+	case strings.HasPrefix(mt, "multipart/"):
+		mr := multipart.NewReader(bytes.NewReader(body), params["boundary"])
+		body = nil
+		for {
+			part, err := mr.NextRawPart()
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				return nil, fmt.Errorf("%w: multipart body: %w", ErrMalformed, err)
+			}
+			if pt, _, _ := mime.ParseMediaType(part.Header.Get("Content-Type")); pt == "application/sdp" {
+				if body, err = io.ReadAll(io.LimitReader(part, 1<<20)); err != nil {
+					return nil, fmt.Errorf("%w: multipart body: %w", ErrMalformed, err)
+				}
+				break
+			}
+		}
+		if body == nil {
+			return nil, nil
+		}
+	default:
 		return nil, nil
 	}
 	m, err := ParseSDP(body)
@@ -358,4 +404,43 @@ func bodyMedia(body []byte) ([]Media, error) {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	return m, nil
+}
+
+// validate applies the RFC 3261 rules whose breach RFC 4475 §3.1.2 lists
+// as invalid and that the parser lets through: an element must not act on
+// such a message, so neither does the tracker.
+func validate(msg sip.Message, cseq *sip.CSeqHeader, raw []byte) error {
+	switch m := msg.(type) {
+	case *sip.Request:
+		if m.SipVersion != "SIP/2.0" {
+			return fmt.Errorf("unsupported protocol version %q (RFC 4475 §3.1.2.16)", m.SipVersion)
+		}
+		if !strings.EqualFold(string(cseq.MethodName), string(m.Method)) {
+			return fmt.Errorf("CSeq method %s does not match request method %s (RFC 4475 §3.1.2.17)", cseq.MethodName, m.Method)
+		}
+		if m.Recipient.Headers != nil && m.Recipient.Headers.Length() > 0 {
+			return errors.New("headers in the Request-URI (RFC 4475 §3.1.2.11)")
+		}
+	case *sip.Response:
+		if m.SipVersion != "SIP/2.0" {
+			return fmt.Errorf("unsupported protocol version %q (RFC 4475 §3.1.2.16)", m.SipVersion)
+		}
+	}
+	// A URI with headers or parameters in From, To or Contact must be in
+	// name-addr form (<...>), or its parts are ambiguous (RFC 4475
+	// §3.1.2.13).
+	hdrs, _, _ := bytes.Cut(raw, []byte("\r\n\r\n"))
+	for _, line := range bytes.Split(hdrs, []byte("\r\n"))[1:] {
+		name, val, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		switch strings.ToLower(string(bytes.TrimSpace(name))) {
+		case "from", "f", "to", "t", "contact", "m":
+			if v := bytes.TrimSpace(val); !bytes.Contains(v, []byte("<")) && bytes.Contains(v, []byte("?")) {
+				return fmt.Errorf("%s: a URI with headers must be enclosed in <> (RFC 4475 §3.1.2.13)", bytes.TrimSpace(name))
+			}
+		}
+	}
+	return nil
 }
