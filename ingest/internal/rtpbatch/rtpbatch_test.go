@@ -168,3 +168,56 @@ func BenchmarkAdd(b *testing.B) {
 		i++
 	}
 }
+
+// FuzzAdd: arbitrary datagrams on a media port are either refused as not
+// RTP or batched, and every batched packet comes back unchanged when the
+// batch is opened.
+func FuzzAdd(f *testing.F) {
+	p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: 65535, Timestamp: 160, SSRC: 9}, Payload: make([]byte, 160)}
+	seed, _ := p.Marshal()
+	f.Add(seed, seed)
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff}, []byte{0x80})
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		s := sealer(t)
+		bt := rtpbatch.New(rtpbatch.Config{CallID: "c", StreamID: "s"}, s)
+		var kept [][]byte
+		var batches []*verbatimv1.PacketBatch
+		for i, pkt := range [][]byte{a, b, a} {
+			done, err := bt.Add(time.Unix(0, int64(i)*int64(time.Millisecond)), pkt)
+			if err != nil {
+				continue
+			}
+			if done != nil { // closed by size
+				batches = append(batches, done)
+			}
+			kept = append(kept, pkt)
+		}
+		pb, err := bt.Flush()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pb != nil {
+			batches = append(batches, pb)
+		}
+		var got [][]byte
+		var count uint32
+		for _, pb := range batches {
+			plain, err := s.Open(nil, schemas.SealedRTPPackets, pb.GetPackets())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := schemas.Packets(plain, func(p []byte) error { got = append(got, bytes.Clone(p)); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			count += pb.GetPacketCount()
+		}
+		if len(got) != len(kept) || int(count) != len(kept) {
+			t.Fatalf("%d packets back, %d kept", len(got), len(kept))
+		}
+		for i := range got {
+			if !bytes.Equal(got[i], kept[i]) {
+				t.Fatalf("packet %d changed", i)
+			}
+		}
+	})
+}

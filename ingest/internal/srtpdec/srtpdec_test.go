@@ -129,3 +129,24 @@ func BenchmarkDecryptAtScale(b *testing.B) {
 		})
 	}
 }
+
+// FuzzDecrypt: arbitrary packets never crash the decryptor and never
+// authenticate (the key is not known to the fuzzer's inputs).
+func FuzzDecrypt(f *testing.F) {
+	f.Add(unhexF("800f1234decafbadcafebabe4e55dc4ce79978d88ca4d215949d2402b78d6acc99ea179b8dbb"))
+	f.Add([]byte{0x80})
+	f.Fuzz(func(t *testing.T, pkt []byte) {
+		d, err := srtpdec.New("AES_CM_128_HMAC_SHA1_80", bytes.Repeat([]byte{7}, 30))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := d.Decrypt(pkt); err == nil {
+			t.Fatalf("a packet the fuzzer made authenticated: %x", out)
+		}
+	})
+}
+
+func unhexF(s string) []byte {
+	b, _ := hex.DecodeString(s)
+	return b
+}
