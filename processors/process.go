@@ -340,7 +340,7 @@ func (p *processor) openCount() int {
 
 // membership applies the group callbacks' changes: state of revoked
 // partitions is dropped, newly assigned ones are rebuilt.
-func (p *processor) membership(ctx context.Context) error {
+func (p *processor) membership(ctx context.Context) (rebuilt bool, err error) {
 	p.mu.Lock()
 	drop, restore := p.drop, p.restore
 	p.drop, p.restore = map[int32]bool{}, map[int32]bool{}
@@ -352,7 +352,7 @@ func (p *processor) membership(ctx context.Context) error {
 		delete(p.open, n)
 	}
 	if len(restore) == 0 {
-		return nil
+		return false, nil
 	}
 	for n := range restore {
 		for _, c := range p.open[n] {
@@ -360,7 +360,7 @@ func (p *processor) membership(ctx context.Context) error {
 		}
 		delete(p.open, n)
 	}
-	return p.rebuild(ctx, restore)
+	return true, p.rebuild(ctx, restore)
 }
 
 // rebuild reads each partition from its checkpoint's restart offset up to
@@ -483,16 +483,20 @@ func (p *processor) loop(ctx context.Context) error {
 		if ferr != nil {
 			return ferr
 		}
-		if err := p.membership(ctx); err != nil {
+		rebuilt, err := p.membership(ctx)
+		if err != nil {
 			return err
+		}
+		if rebuilt && !lastRecord.IsZero() {
+			lastRecord = time.Now() // rebuilding is not being idle
 		}
 		recs := fs.Records()
 		if len(recs) == 0 {
 			p.mu.Lock()
 			joined := p.joined
 			p.mu.Unlock()
-			if lastRecord.IsZero() && !joined.IsZero() {
-				lastRecord = joined // the group is joined: an empty topic is idle
+			if lastRecord.IsZero() && !joined.IsZero() && !rebuilt {
+				lastRecord = time.Now() // joined (and rebuilt): from now on, an empty topic is idle
 			}
 			if p.cfg.IdleExit > 0 && idle(lastRecord, started, p.cfg.IdleExit) {
 				return nil
