@@ -138,6 +138,9 @@ type Report struct {
 	Batches      uint64
 	UnmatchedUDP uint64 // UDP that is neither SIP nor media of a known call
 	UnmatchedTCP uint64 // TCP segments that are not SIP
+	// KernelDrops counts frames a live capture lost because its socket
+	// buffer was full (the recorder fell behind): every one is reported.
+	KernelDrops uint64
 	// SRTP packets dropped: forged or corrupted (authentication failed),
 	// and replayed; LastSRTPError says the last reason.
 	SRTPAuthFailures, SRTPReplayed uint64
@@ -194,21 +197,51 @@ func Pcap(ctx context.Context, cfg Config, r io.Reader) (Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return Report{}, err
 	}
-	start := time.Now()
 	rd, err := pcapread.Open(r)
 	if err != nil {
 		return Report{}, err
 	}
-	in := &pcapIngest{cfg: cfg, ctx: ctx, calls: map[string]*call{}, byAddr: map[netip.AddrPort]*stream{}, tcp: siptcp.New(),
+	return run(ctx, cfg, rd, nil)
+}
+
+// run ingests what rd yields until it ends (a file) or ctx ends (live,
+// when drops is set: it reads the kernel's drop counter).
+func run(ctx context.Context, cfg Config, rd *pcapread.Reader, drops func() (uint64, error)) (Report, error) {
+	start := time.Now()
+	live := drops != nil
+	pctx := ctx
+	if live { // ctx stops the capture; what was captured is still produced
+		pctx = context.WithoutCancel(ctx)
+	}
+	in := &pcapIngest{cfg: cfg, ctx: pctx, calls: map[string]*call{}, byAddr: map[netip.AddrPort]*stream{}, tcp: siptcp.New(),
 		rtpOnly: rtpOnly{candidates: map[flowKey]*candidate{}, flows: map[flowKey]*stream{}, calls: map[pairKey]*rtpCall{}}}
 	in.tracker = sipdialog.NewTracker(func(e sipdialog.Event) { in.pending = append(in.pending, e) })
 	var last time.Time
+	progress := func() {
+		in.report.Pcap, in.report.SIP, in.report.Elapsed = rd.Stats(), in.tracker.Stats(), time.Since(start)
+		in.report.SIPOverTCP = in.tcp.Stats()
+		if live {
+			if n, err := drops(); err == nil {
+				in.report.KernelDrops = n
+			}
+		}
+	}
 	for in.err == nil {
 		p, err := rd.Next()
+		if errors.Is(err, pcapread.ErrNoPacket) { // live and quiet
+			if ctx.Err() != nil {
+				break
+			}
+			if now := time.Now(); now.Sub(last) >= time.Second {
+				in.expire(now)
+				last = now
+			}
+			continue
+		}
 		if errors.Is(err, io.EOF) {
 			break
 		}
-		if errors.Is(err, pcapread.ErrTruncated) {
+		if errors.Is(err, pcapread.ErrTruncated) && !live {
 			in.report.Truncated = true
 			cfg.Logger.Warn("capture truncated; keeping everything before the damage", "err", err)
 			break
@@ -217,6 +250,9 @@ func Pcap(ctx context.Context, cfg Config, r io.Reader) (Report, error) {
 			return in.report, err
 		}
 		if ctx.Err() != nil {
+			if live {
+				break // stopped: record what was captured
+			}
 			return in.report, ctx.Err()
 		}
 		in.packet(p)
@@ -225,16 +261,26 @@ func Pcap(ctx context.Context, cfg Config, r io.Reader) (Report, error) {
 			last = p.Time
 		}
 		if cfg.Progress != nil && rd.Stats().Frames%cfg.ProgressEvery == 0 {
-			in.report.Pcap, in.report.SIP, in.report.Elapsed = rd.Stats(), in.tracker.Stats(), time.Since(start)
+			progress()
 			cfg.Progress(in.report)
 		}
 	}
-	// The capture is over: no more packets can come, so every open call
-	// has timed out at its last activity.
-	in.tracker.EachOpen(func(c *sipdialog.Call) { in.tracker.End(c, c.LastActivity, sipdialog.EndTimeout) })
+	// The capture is over: no more packets can come. A file's open calls
+	// timed out at their last activity; a live capture was stopped.
+	reason := sipdialog.EndTimeout
+	if live {
+		reason = sipdialog.EndCaptureEnded
+	}
+	in.tracker.EachOpen(func(c *sipdialog.Call) { in.tracker.End(c, c.LastActivity, reason) })
 	in.drain()
 	in.rtpOnly.endAll(in)
-	if err := cfg.Producer.Flush(ctx); err != nil && in.err == nil {
+	fctx := ctx
+	if live { // ctx is what stopped the capture: still deliver what it saw
+		var cancel context.CancelFunc
+		fctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer cancel()
+	}
+	if err := cfg.Producer.Flush(fctx); err != nil && in.err == nil {
 		in.err = fmt.Errorf("ingest: flush: %w", err)
 	}
 	// Flush returns once every record has succeeded or failed; a failed
@@ -244,8 +290,7 @@ func Pcap(ctx context.Context, cfg Config, r io.Reader) (Report, error) {
 		in.err = in.produceErr
 	}
 	in.produceMu.Unlock()
-	in.report.Pcap, in.report.SIP, in.report.Elapsed = rd.Stats(), in.tracker.Stats(), time.Since(start)
-	in.report.SIPOverTCP = in.tcp.Stats()
+	progress()
 	if cfg.Progress != nil {
 		cfg.Progress(in.report)
 	}

@@ -75,13 +75,33 @@ func ingestWith(t *testing.T, brokers []string, km keys.Manager, tenant, name st
 			t.Fatal(err)
 		}
 	}
+	return ingestRun(t, brokers, km, tenant, func(ctx context.Context, cfg ingest.Config) (ingest.Report, error) {
+		return ingest.Pcap(ctx, cfg, bytes.NewReader(data))
+	}, opts...)
+}
+
+// ingestRun runs one ingest (a file, or a live capture) for tenant into
+// brokers and reads back that tenant's records.
+func ingestRun(t *testing.T, brokers []string, km keys.Manager, tenant string, run func(context.Context, ingest.Config) (ingest.Report, error),
+	opts ...func(*ingest.Config)) (ingest.Report, ingested) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := kafkaclient.EnsureTopics(ctx, cl, schemas.Topics(), 1); err != nil {
+		t.Fatal(err)
+	}
 	cfg := ingest.Config{Tenant: tenant, Keys: km, Producer: cl}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	rep, err := ingest.Pcap(ctx, cfg, bytes.NewReader(data))
+	rep, err := run(ctx, cfg)
 	if err != nil {
-		t.Fatalf("Pcap: %v (report %+v)", err, rep)
+		t.Fatalf("ingest: %v (report %+v)", err, rep)
 	}
 
 	out := ingested{started: map[string]*verbatimv1.CallStarted{}, ended: map[string]*verbatimv1.CallEnded{}, batches: map[string][]*verbatimv1.PacketBatch{},

@@ -47,8 +47,11 @@ func (k keyFlags) manager() (keys.Manager, error) {
 }
 
 func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "live" {
+		return runIngestLive(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "pcap" {
-		return errors.New("usage: verbatim ingest pcap [flags] FILE...")
+		return errors.New("usage: verbatim ingest pcap [flags] FILE... | verbatim ingest live --interface IF [flags]")
 	}
 	fs := flag.NewFlagSet("ingest pcap", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -135,4 +138,46 @@ func lastErr(s string) string {
 		return ""
 	}
 	return " (last: " + s + ")"
+}
+
+// runIngestLive records from a network interface until interrupted.
+func runIngestLive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("ingest live", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	kafka := addKafkaFlags(fs)
+	iface := fs.String("interface", "", "network interface to capture on, e.g. a mirror port (required; needs CAP_NET_RAW)")
+	filter := fs.String("filter-bpf", "", "kernel filter in `tcpdump -ddd` form, e.g. \"$(tcpdump -ddd udp or tcp port 5060)\" (default: everything)")
+	tenant := fs.String("tenant", envOr("VERBATIM_TENANT", "demo"), "tenant that owns the recordings")
+	timeout := fs.Duration("rtp-timeout", 30*time.Second, "end a call without BYE after this long without SIP or RTP")
+	deliver := fs.Duration("kafka-timeout", 2*time.Minute, "fail when Kafka has not accepted a record within this long")
+	kf := addKeyFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *iface == "" {
+		return errors.New("ingest live: --interface is required")
+	}
+	km, err := kf.manager()
+	if err != nil {
+		return err
+	}
+	cl, err := kafka.client("verbatim-ingest", stderr, kgo.RecordDeliveryTimeout(*deliver))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	fmt.Fprintf(stderr, "capturing on %s; Ctrl-C to stop\n", *iface)
+	rep, err := ingest.Live(ctx, ingest.Config{
+		Tenant: *tenant, Keys: km, Producer: cl, RTPTimeout: *timeout, Logger: warnLogger(stderr), Source: "verbatim-ingest/live:" + *iface,
+		ProgressEvery: 1000,
+		Progress: func(r ingest.Report) {
+			fmt.Fprintf(stderr, "\r%s: %d packets, %d SIP messages, %d calls, %d kernel drops ", *iface, r.Pcap.Frames, r.SIP.Messages, r.Calls, r.KernelDrops)
+		},
+	}, ingest.LiveConfig{Interface: *iface, Filter: *filter})
+	fmt.Fprintln(stderr)
+	fmt.Fprintf(stdout, "%s: %d calls, %d RTP packets in %d batches, %d frames dropped by the kernel\n", *iface, rep.Calls, rep.RTPPackets, rep.Batches, rep.KernelDrops)
+	if rep.KernelDrops > 0 {
+		fmt.Fprintf(stdout, "  warning: %d frames were dropped by the kernel before Verbatim read them: calls in that time may have gaps\n", rep.KernelDrops)
+	}
+	return err
 }

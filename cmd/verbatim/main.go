@@ -32,7 +32,8 @@ const usage = `usage: verbatim <command> [flags]
 Commands:
   dev       run the embedded default: Kafka broker, object store and keyring
             in one process (ClickHouse optional); --check runs a self-check
-  ingest    ingest pcap FILE...: record the SIP/RTP calls in captures
+  ingest    ingest pcap FILE...: record the SIP/RTP calls in captures;
+            ingest live --interface IF: record from a network interface
   process   assemble, encrypt and store the recordings (exactly once)
   project   project search: build the ClickHouse search tables from the topics
   play      play CALL-ID -o out.wav: fetch, verify and decrypt a recording

@@ -24,9 +24,9 @@ apt_install() {
 		{ $s apt-get update -qq && $s env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
 }
 
-step "test tools (tshark, sox, docker-compose)"
+step "test tools (tshark, sox, sipp, docker-compose)"
 missing=()
-for tool in tshark:tshark sox:sox docker-compose:docker-compose; do
+for tool in tshark:tshark sox:sox sipp:sip-tester docker-compose:docker-compose; do
 	command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"

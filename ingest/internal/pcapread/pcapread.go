@@ -57,13 +57,18 @@ type Stats struct {
 	LastMalformed string
 }
 
-type packetSource interface {
+// PacketSource yields raw frames: a capture file, or a live interface.
+type PacketSource interface {
 	ZeroCopyReadPacketData() ([]byte, gopacket.CaptureInfo, error)
 }
 
+// ErrNoPacket is returned (wrapped) by a live PacketSource when no frame
+// arrived within its read timeout; Next passes it on.
+var ErrNoPacket = errors.New("pcapread: no packet yet")
+
 // Reader decodes packets from one capture file. Not safe for concurrent use.
 type Reader struct {
-	src      packetSource
+	src      PacketSource
 	link     layers.LinkType
 	stats    Stats
 	parser   *gopacket.DecodingLayerParser
@@ -104,6 +109,15 @@ func Open(r io.Reader) (*Reader, error) {
 		}
 		rd.src, rd.link = p, p.LinkType()
 	}
+	return newReader(rd)
+}
+
+// NewReader decodes frames of link type link from a live source.
+func NewReader(src PacketSource, link layers.LinkType) (*Reader, error) {
+	return newReader(&Reader{src: src, link: link, decoded: make([]gopacket.LayerType, 0, 8)})
+}
+
+func newReader(rd *Reader) (*Reader, error) {
 	var first gopacket.LayerType
 	switch rd.link {
 	case layers.LinkTypeEthernet:
@@ -141,6 +155,9 @@ func (r *Reader) Next() (*Packet, error) {
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil, io.EOF
+			}
+			if errors.Is(err, ErrNoPacket) {
+				return nil, err
 			}
 			return nil, fmt.Errorf("%w after frame %d: %w", ErrTruncated, r.stats.Frames, err)
 		}
