@@ -141,6 +141,9 @@ type Report struct {
 	// KernelDrops counts frames a live capture lost because its socket
 	// buffer was full (the recorder fell behind): every one is reported.
 	KernelDrops uint64
+	// ZRTPPackets are key-agreement messages on media ports: their calls'
+	// media is SRTP whose keys cannot be captured, kept encrypted.
+	ZRTPPackets uint64
 	// SRTP packets dropped: forged or corrupted (authentication failed),
 	// and replayed; LastSRTPError says the last reason.
 	SRTPAuthFailures, SRTPReplayed uint64
@@ -157,6 +160,7 @@ type stream struct {
 	id      string
 	call    *call
 	srtp    *srtpdec.Decryptor // nil: plain RTP, or SRTP with unknown keys
+	zrtp    bool               // ZRTP seen: the media is SRTP with keys no capture has
 	batcher *rtpbatch.Batcher
 	sent    verbatimv1.StreamMedia // what has been produced, for MediaEnded
 }
@@ -340,6 +344,13 @@ func (in *pcapIngest) packet(p *pcapread.Packet) {
 // earlier one is dropped and counted, never recorded.
 func (in *pcapIngest) media(s *stream, p *pcapread.Packet) {
 	pkt := p.Payload
+	// ZRTP (RFC 6189) shares the media port: its messages start 0x1 and
+	// carry the "ZRTP" cookie. What follows it is SRTP keyed in-band.
+	if len(pkt) >= 12 && pkt[0]>>4 == 1 && string(pkt[4:8]) == "ZRTP" {
+		in.report.ZRTPPackets++
+		s.zrtp = true
+		return
+	}
 	if s.srtp != nil {
 		plain, err := s.srtp.Decrypt(pkt)
 		switch {
@@ -660,6 +671,15 @@ func (in *pcapIngest) endCall(c *call, at time.Time, reason verbatimv1.EndReason
 		media = append(media, &s.sent)
 	}
 	c.ended = true
+	for _, st := range c.streams {
+		if st.zrtp {
+			for _, d := range c.desc {
+				if d.GetStreamId() == st.id {
+					d.Transport, d.Decodable = "ZRTP/SAVP", false
+				}
+			}
+		}
+	}
 	in.produce(schemas.TopicMedia, c.id, c, "media-ended", at, &verbatimv1.MediaEnded{
 		CallId: c.id, StartedAt: timestamppb.New(startedAt), EndedAt: timestamppb.New(endedAt), Reason: reason,
 		Streams: c.desc, Media: media,

@@ -569,3 +569,24 @@ func TestPcapSDES(t *testing.T) {
 		}
 	}
 }
+
+// TestPcapZRTP: the ZFONE capture's media is ZRTP-keyed SRTP. The ZRTP
+// messages are recognised (not taken for bad RTP), and the streams are
+// marked not decodable rather than decoded into noise.
+func TestPcapZRTP(t *testing.T) {
+	rep, out := ingestFile(t, "pcap/wireshark_Asterisk_ZFONE_XLITE.pcap", nil)
+	if rep.ZRTPPackets == 0 || rep.BadRTP != 0 {
+		t.Fatalf("ZRTP packets %d, bad RTP %d (%s)", rep.ZRTPPackets, rep.BadRTP, rep.LastRTPError)
+	}
+	var zrtp int
+	for _, me := range out.media {
+		for _, s := range me.GetStreams() {
+			if s.GetTransport() == "ZRTP/SAVP" && !s.GetDecodable() {
+				zrtp++
+			}
+		}
+	}
+	if zrtp == 0 {
+		t.Fatal("no stream marked as ZRTP-protected")
+	}
+}

@@ -133,6 +133,9 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 	}
 	if s.track == nil && strings.Contains(s.meta.GetTransport(), "SAVP") && !s.meta.GetDecodable() {
 		s.notDecoded = "SRTP whose keys were not captured (DTLS-SRTP, or SDES over TLS): the encrypted packets are in the raw media object"
+		if strings.HasPrefix(s.meta.GetTransport(), "ZRTP") {
+			s.notDecoded = "ZRTP: the SRTP keys were agreed inside the media and cannot be captured; the encrypted packets are in the raw media object"
+		}
 		s.packets += uint64(pb.GetPacketCount())
 		return nil
 	}

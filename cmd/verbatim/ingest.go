@@ -125,6 +125,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		warn(rep.SIPOverTCP.DiscardedBytes, "bytes of SIP over TCP that framed no message, skipped", "")
 		warn(rep.SRTPAuthFailures, "SRTP packets failed authentication (forged or corrupted) and were dropped", lastErr(rep.LastSRTPError))
 		warn(rep.SRTPReplayed, "SRTP packets were replays and were dropped", "")
+		warn(rep.ZRTPPackets, "ZRTP packets seen: those calls' media is encrypted with keys no capture has, and is kept encrypted", "")
 		warn(rep.UnmatchedTCP, "TCP segments that are not SIP (SIP over TLS cannot be read) skipped", "")
 	}
 	if failed > 0 {
