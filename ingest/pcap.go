@@ -57,6 +57,9 @@ type Config struct {
 	// at the end.
 	Progress      func(Report)
 	ProgressEvery uint64
+	// PCI records in PCI DSS mode: DTMF sent in SIP INFO is stored as "*",
+	// masked. (Digits in the media are masked by the processor.)
+	PCI bool
 	// SRTPKeys decrypt SRTP whose keys no captured SDP gives (keys known
 	// out of band), for RTP found without signalling.
 	SRTPKeys []SRTPKey
@@ -144,6 +147,8 @@ type Report struct {
 	// ZRTPPackets are key-agreement messages on media ports: their calls'
 	// media is SRTP whose keys cannot be captured, kept encrypted.
 	ZRTPPackets uint64
+	// Digits sent in SIP INFO.
+	Digits uint64
 	// SRTP packets dropped: forged or corrupted (authentication failed),
 	// and replayed; LastSRTPError says the last reason.
 	SRTPAuthFailures, SRTPReplayed uint64
@@ -439,6 +444,8 @@ func (in *pcapIngest) drain() {
 			in.updated(e)
 		case sipdialog.EventEnded:
 			in.ended(e)
+		case sipdialog.EventDigit:
+			in.digit(e)
 		}
 	}
 	in.pending = in.pending[:0]
@@ -641,6 +648,23 @@ func (in *pcapIngest) ended(e sipdialog.Event) {
 		sipdialog.EndCaptureEnded: verbatimv1.EndReason_END_REASON_CAPTURE_ENDED,
 	}[d.EndReason]
 	in.endCall(c, e.At, reason, d.InvitedAt, d.EndedAt, d.Duration(), uint32(d.FinalStatus))
+}
+
+// digit announces a DTMF digit sent in SIP INFO as metadata, sealed.
+func (in *pcapIngest) digit(e sipdialog.Event) {
+	c, ok := in.calls[e.Call.CallID]
+	if !ok {
+		return
+	}
+	d := &verbatimv1.EnteredDigits{Digits: string(e.Digit), At: timestamppb.New(e.At), Method: "sip-info"}
+	if in.cfg.PCI {
+		d.Digits, d.Masked = "*", true
+	}
+	in.report.Digits++
+	in.produce(schemas.TopicMetadata, c.id, c, fmt.Sprintf("digit-%d", in.report.Digits), e.At, &verbatimv1.MetadataAttached{
+		CallId: c.id, OccurredAt: timestamppb.New(e.At), Source: "verbatim-ingest:sip-info",
+		Personal: in.sealMsg(c, &verbatimv1.MetadataPersonal{Digits: []*verbatimv1.EnteredDigits{d}}),
+	})
 }
 
 // endCall flushes the call's streams and produces MediaEnded (after its

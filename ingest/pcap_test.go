@@ -28,6 +28,7 @@ import (
 	"github.com/verbatimrec/verbatim/ingest"
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/internal/keys"
+	"github.com/verbatimrec/verbatim/internal/seal"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
 	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
@@ -38,6 +39,8 @@ type ingested struct {
 	ended   map[string]*verbatimv1.CallEnded
 	batches map[string][]*verbatimv1.PacketBatch // by call id
 	media   map[string]*verbatimv1.MediaEnded
+	meta    []*verbatimv1.MetadataAttached
+	dks     map[string]*verbatimv1.DataKey
 	keys    int
 	records []*kgo.Record
 }
@@ -105,9 +108,9 @@ func ingestRun(t *testing.T, brokers []string, km keys.Manager, tenant string, r
 	}
 
 	out := ingested{started: map[string]*verbatimv1.CallStarted{}, ended: map[string]*verbatimv1.CallEnded{}, batches: map[string][]*verbatimv1.PacketBatch{},
-		media: map[string]*verbatimv1.MediaEnded{}}
+		media: map[string]*verbatimv1.MediaEnded{}, dks: map[string]*verbatimv1.DataKey{}}
 	cons, err := kafkaclient.New(kafkaclient.Config{Brokers: brokers},
-		kgo.ConsumeTopics(schemas.TopicCalls, schemas.TopicMedia, schemas.TopicKeys), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		kgo.ConsumeTopics(schemas.TopicCalls, schemas.TopicMedia, schemas.TopicKeys, schemas.TopicMetadata), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,8 +148,15 @@ func ingestRun(t *testing.T, brokers []string, km keys.Manager, tenant string, r
 			out.media[m.GetCallId()] = m
 		case "verbatim.v1.DataKey":
 			out.keys++
+			m := &verbatimv1.DataKey{}
+			mustUnmarshal(t, r.Value, m)
+			out.dks[m.GetKeyId()] = m
+		case "verbatim.v1.MetadataAttached":
+			m := &verbatimv1.MetadataAttached{}
+			mustUnmarshal(t, r.Value, m)
+			out.meta = append(out.meta, m)
 		}
-	}, schemas.TopicCalls, schemas.TopicMedia, schemas.TopicKeys)
+	}, schemas.TopicCalls, schemas.TopicMedia, schemas.TopicKeys, schemas.TopicMetadata)
 	return rep, out
 }
 
@@ -588,5 +598,50 @@ func TestPcapZRTP(t *testing.T) {
 	}
 	if zrtp == 0 {
 		t.Fatal("no stream marked as ZRTP-protected")
+	}
+}
+
+// TestPcapSIPInfoDigits: the digits sent in SIP INFO (application/
+// dtmf-relay) become sealed metadata, in order; in PCI mode each is "*".
+func TestPcapSIPInfoDigits(t *testing.T) {
+	for _, pci := range []bool{false, true} {
+		cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kr, err := keys.OpenKeyring(filepath.Join(t.TempDir(), "keyring.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, out := ingestWith(t, cluster.ListenAddrs(), kr, "demo", "pcap/wireshark_DTMFsipinfo.pcap", nil, func(c *ingest.Config) { c.PCI = pci })
+		cluster.Close()
+		var digits string
+		for _, m := range out.meta {
+			dk := out.dks["dk-"+m.GetCallId()]
+			plain, err := kr.UnwrapDataKey(context.Background(), "demo", keys.Wrapped{KEKName: dk.GetKekName(), KEKVersion: dk.GetKekVersion(), Ciphertext: dk.GetWrappedDek()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, _ := seal.New("demo", dk.GetKeyId(), plain)
+			b, err := s.Open(nil, "verbatim.v1.MetadataPersonal", m.GetPersonal())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var p verbatimv1.MetadataPersonal
+			mustUnmarshal(t, b, &p)
+			for _, d := range p.GetDigits() {
+				digits += d.GetDigits()
+				if d.GetMethod() != "sip-info" || d.GetMasked() != pci {
+					t.Fatalf("digit %v", d)
+				}
+			}
+		}
+		want := "1342"
+		if pci {
+			want = "****"
+		}
+		if digits != want || rep.Digits != 4 {
+			t.Fatalf("PCI %v: digits %q (report %d), want %q", pci, digits, rep.Digits, want)
+		}
 	}
 }

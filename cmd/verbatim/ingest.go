@@ -59,6 +59,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	tenant := fs.String("tenant", envOr("VERBATIM_TENANT", "demo"), "tenant that owns the recordings")
 	timeout := fs.Duration("rtp-timeout", 30*time.Second, "end a call without BYE after this long without SIP or RTP")
 	deliver := fs.Duration("kafka-timeout", 2*time.Minute, "fail when Kafka has not accepted a record within this long")
+	pci := fs.Bool("pci", false, "PCI DSS mode: DTMF sent in SIP INFO is stored masked (run verbatim process with --pci-tenants too)")
 	kf := addKeyFlags(fs)
 	var srtpKeys []ingest.SRTPKey
 	fs.Func("srtp-key", "`[ADDR:PORT=]SUITE:inline:BASE64`: an SRTP master key known out of band, for RTP without captured SDP (repeatable; e.g. AES_CM_128_HMAC_SHA1_80:inline:...)", func(v string) error {
@@ -94,7 +95,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			continue
 		}
 		rep, err := ingest.Pcap(ctx, ingest.Config{
-			Tenant: *tenant, Keys: km, Producer: cl, RTPTimeout: *timeout, Logger: log, SRTPKeys: srtpKeys,
+			Tenant: *tenant, Keys: km, Producer: cl, RTPTimeout: *timeout, Logger: log, SRTPKeys: srtpKeys, PCI: *pci,
 			Source: "verbatim-ingest/" + filepath.Base(name),
 			Progress: func(r ingest.Report) {
 				fmt.Fprintf(stderr, "\r%s: %d packets, %d SIP messages, %.0f packets/s", name, r.Pcap.Frames, r.SIP.Messages,
@@ -151,6 +152,7 @@ func runIngestLive(ctx context.Context, args []string, stdout, stderr io.Writer)
 	tenant := fs.String("tenant", envOr("VERBATIM_TENANT", "demo"), "tenant that owns the recordings")
 	timeout := fs.Duration("rtp-timeout", 30*time.Second, "end a call without BYE after this long without SIP or RTP")
 	deliver := fs.Duration("kafka-timeout", 2*time.Minute, "fail when Kafka has not accepted a record within this long")
+	pci := fs.Bool("pci", false, "PCI DSS mode: DTMF sent in SIP INFO is stored masked")
 	kf := addKeyFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -169,7 +171,7 @@ func runIngestLive(ctx context.Context, args []string, stdout, stderr io.Writer)
 	defer cl.Close()
 	fmt.Fprintf(stderr, "capturing on %s; Ctrl-C to stop\n", *iface)
 	rep, err := ingest.Live(ctx, ingest.Config{
-		Tenant: *tenant, Keys: km, Producer: cl, RTPTimeout: *timeout, Logger: warnLogger(stderr), Source: "verbatim-ingest/live:" + *iface,
+		Tenant: *tenant, Keys: km, Producer: cl, RTPTimeout: *timeout, Logger: warnLogger(stderr), Source: "verbatim-ingest/live:" + *iface, PCI: *pci,
 		ProgressEvery: 1000,
 		Progress: func(r ingest.Report) {
 			fmt.Fprintf(stderr, "\r%s: %d packets, %d SIP messages, %d calls, %d kernel drops ", *iface, r.Pcap.Frames, r.SIP.Messages, r.Calls, r.KernelDrops)

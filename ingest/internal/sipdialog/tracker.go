@@ -102,6 +102,7 @@ const (
 	EventAnswered                      // 2xx to the initial INVITE
 	EventUpdated                       // media changed (early media, re-INVITE)
 	EventEnded
+	EventDigit // a DTMF digit sent in SIP INFO (Event.Digit)
 )
 
 // Event reports a change to a call. Call points at the tracker's record,
@@ -110,6 +111,8 @@ type Event struct {
 	Kind EventKind
 	At   time.Time
 	Call *Call
+	// Digit is the key of an EventDigit: 0-9, *, #, A-D.
+	Digit byte
 }
 
 // Stats counts messages.
@@ -255,6 +258,10 @@ func (t *Tracker) request(at time.Time, src netip.AddrPort, r *sip.Request, call
 			t.emit(Event{Kind: EventUpdated, At: at, Call: c})
 		}
 		return err
+	case sip.INFO:
+		if d, ok := infoDigit(r); ok {
+			t.emit(Event{Kind: EventDigit, At: at, Call: c, Digit: d})
+		}
 	case sip.CANCEL:
 		c.canceled = true
 	case sip.BYE:
@@ -443,4 +450,37 @@ func validate(msg sip.Message, cseq *sip.CSeqHeader, raw []byte) error {
 		}
 	}
 	return nil
+}
+
+// infoDigit reads the DTMF digit of a SIP INFO: application/dtmf-relay
+// ("Signal=5") or application/dtmf ("5").
+func infoDigit(r *sip.Request) (byte, bool) {
+	ct := ""
+	if hs := r.GetHeaders("Content-Type"); len(hs) > 0 {
+		ct, _, _ = mime.ParseMediaType(hs[0].Value())
+	}
+	body := strings.TrimSpace(string(r.Body()))
+	var v string
+	switch ct {
+	case "application/dtmf-relay":
+		for _, line := range strings.Split(body, "\n") {
+			name, val, ok := strings.Cut(strings.TrimSpace(line), "=")
+			if ok && strings.EqualFold(strings.TrimSpace(name), "Signal") {
+				v = strings.TrimSpace(val)
+			}
+		}
+	case "application/dtmf":
+		v = body
+	default:
+		return 0, false
+	}
+	switch {
+	case len(v) == 1 && strings.ContainsAny(v, "0123456789*#ABCDabcd"):
+		return strings.ToUpper(v)[0], true
+	case v == "10":
+		return '*', true
+	case v == "11":
+		return '#', true
+	}
+	return 0, false
 }
