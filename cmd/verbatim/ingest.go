@@ -121,7 +121,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		warn(rep.SIP.Malformed, "malformed SIP messages skipped", lastErr(rep.LastSIPError))
 		warn(rep.BadRTP, "packets on media ports that are not RTP skipped", lastErr(rep.LastRTPError))
 		warn(rep.Pcap.Malformed, "undecodable frames skipped", lastErr(rep.Pcap.LastMalformed))
-		warn(rep.Pcap.Fragments, "IP fragments skipped (reassembly not supported yet)", "")
+		warn(rep.Pcap.FragmentsLost, "IP datagrams lost: some of their fragments were not captured", "")
 		warn(rep.SIPOverTCP.GapBytes, "bytes of SIP over TCP never captured (the messages they were in are lost)", "")
 		warn(rep.SIPOverTCP.DiscardedBytes, "bytes of SIP over TCP that framed no message, skipped", "")
 		warn(rep.SRTPAuthFailures, "SRTP packets failed authentication (forged or corrupted) and were dropped", lastErr(rep.LastSRTPError))

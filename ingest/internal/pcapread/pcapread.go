@@ -7,6 +7,7 @@ package pcapread
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/ip4defrag"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 )
@@ -48,11 +50,15 @@ type Packet struct {
 // Stats counts what a Reader saw. Every frame lands in exactly one of
 // Decoded or a skip reason.
 type Stats struct {
-	Frames        uint64
-	Decoded       uint64
-	NotIP         uint64 // ARP, LLDP, other link protocols
-	NotUDPOrTCP   uint64 // ICMP and others
-	Fragments     uint64 // IP fragments (not reassembled yet)
+	Frames      uint64
+	Decoded     uint64
+	NotIP       uint64 // ARP, LLDP, other link protocols
+	NotUDPOrTCP uint64 // ICMP and others
+	Fragments   uint64 // IPv4 fragments seen
+	Reassembled uint64 // datagrams rebuilt from them
+	// FragmentsLost counts fragment sets given up on: a fragment never
+	// came (not captured), or they contradicted each other.
+	FragmentsLost uint64
 	Malformed     uint64 // headers that do not parse
 	LastMalformed string
 }
@@ -85,7 +91,13 @@ type Reader struct {
 	payload  gopacket.Payload
 	decoded  []gopacket.LayerType
 	pkt      Packet
+	defrag   *ip4defrag.IPv4Defragmenter
+	swept    time.Time // last time old fragments were given up
 }
+
+// fragmentTimeout is how long the fragments of one datagram may take to
+// arrive (Linux's ipfrag_time is 30 s).
+const fragmentTimeout = 30 * time.Second
 
 // Open sniffs the format (pcap or pcapng, either byte order, micro- or
 // nanosecond) and returns a Reader.
@@ -154,6 +166,9 @@ func (r *Reader) Next() (*Packet, error) {
 		data, ci, err := r.src.ZeroCopyReadPacketData()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
+				if r.defrag != nil { // the file is over: incomplete sets never will be
+					r.stats.FragmentsLost += uint64(r.defrag.DiscardOlderThan(time.Unix(1<<40, 0)))
+				}
 				return nil, io.EOF
 			}
 			if errors.Is(err, ErrNoPacket) {
@@ -162,7 +177,12 @@ func (r *Reader) Next() (*Packet, error) {
 			return nil, fmt.Errorf("%w after frame %d: %w", ErrTruncated, r.stats.Frames, err)
 		}
 		r.stats.Frames++
-		if r.decode(data) {
+		if r.defrag != nil && ci.Timestamp.Sub(r.swept) > fragmentTimeout {
+			// Fragments that waited too long will not be completed.
+			r.stats.FragmentsLost += uint64(r.defrag.DiscardOlderThan(ci.Timestamp.Add(-fragmentTimeout)))
+			r.swept = ci.Timestamp
+		}
+		if r.decode(data, ci.Timestamp) {
 			r.stats.Decoded++
 			r.pkt.Frame = r.stats.Frames
 			r.pkt.Time = ci.Timestamp
@@ -177,8 +197,50 @@ func (r *Reader) malformed(err error) bool {
 	return false
 }
 
+// fragment keeps one IPv4 fragment (copied: frames are reused) and, when
+// it completes a datagram, decodes that datagram's UDP or TCP into r.pkt.
+func (r *Reader) fragment(at time.Time) bool {
+	r.stats.Fragments++
+	if r.defrag == nil {
+		r.defrag, r.swept = ip4defrag.NewIPv4Defragmenter(), at
+	}
+	in := r.ip4
+	in.SrcIP, in.DstIP = bytes.Clone(r.ip4.SrcIP), bytes.Clone(r.ip4.DstIP)
+	in.Contents, in.Payload, in.Options = nil, bytes.Clone(r.ip4.Payload), nil
+	out, err := r.defrag.DefragIPv4WithTimestamp(&in, at)
+	if err != nil {
+		r.stats.FragmentsLost++
+		return r.malformed(err)
+	}
+	if out == nil {
+		return false // more to come
+	}
+	r.stats.Reassembled++
+	a, _ := netip.AddrFromSlice(out.SrcIP.To4())
+	b, _ := netip.AddrFromSlice(out.DstIP.To4())
+	switch out.Protocol {
+	case layers.IPProtocolUDP:
+		if err := r.udp.DecodeFromBytes(out.Payload, gopacket.NilDecodeFeedback); err != nil {
+			return r.malformed(err)
+		}
+		r.pkt.Proto, r.pkt.Payload = UDP, r.udp.Payload
+		r.pkt.Src, r.pkt.Dst = netip.AddrPortFrom(a, uint16(r.udp.SrcPort)), netip.AddrPortFrom(b, uint16(r.udp.DstPort))
+		return true
+	case layers.IPProtocolTCP:
+		if err := r.tcp.DecodeFromBytes(out.Payload, gopacket.NilDecodeFeedback); err != nil {
+			return r.malformed(err)
+		}
+		r.pkt.Proto, r.pkt.Payload, r.pkt.TCPSeq = TCP, r.tcp.Payload, r.tcp.Seq
+		r.pkt.TCPSYN, r.pkt.TCPFIN, r.pkt.TCPRST = r.tcp.SYN, r.tcp.FIN, r.tcp.RST
+		r.pkt.Src, r.pkt.Dst = netip.AddrPortFrom(a, uint16(r.tcp.SrcPort)), netip.AddrPortFrom(b, uint16(r.tcp.DstPort))
+		return true
+	}
+	r.stats.NotUDPOrTCP++
+	return false
+}
+
 // decode fills r.pkt from one frame and reports whether it is UDP or TCP.
-func (r *Reader) decode(data []byte) bool {
+func (r *Reader) decode(data []byte, at time.Time) bool {
 	r.decoded = r.decoded[:0]
 	if err := r.parser.DecodeLayers(data, &r.decoded); err != nil {
 		return r.malformed(err)
@@ -203,8 +265,7 @@ func (r *Reader) decode(data []byte) bool {
 		case layers.LayerTypeIPv4:
 			haveIP = true
 			if r.ip4.Flags&layers.IPv4MoreFragments != 0 || r.ip4.FragOffset != 0 {
-				r.stats.Fragments++
-				return false
+				return r.fragment(at)
 			}
 			a, _ := netip.AddrFromSlice(r.ip4.SrcIP.To4())
 			b, _ := netip.AddrFromSlice(r.ip4.DstIP.To4())

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -197,4 +198,75 @@ func FuzzOpenNext(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestReassembleFragments: a 3,000-byte UDP datagram (a SIP INVITE with a
+// big SDP, say) sent as three IPv4 fragments, out of order, comes out
+// whole; a set missing a fragment is counted as lost when it times out.
+func TestReassembleFragments(t *testing.T) {
+	payload := bytes.Repeat([]byte("0123456789"), 300)
+	udp := &layers.UDP{SrcPort: 5060, DstPort: 5060}
+	ipHdr := layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolUDP, Id: 77,
+		SrcIP: net.IP{192, 0, 2, 1}, DstIP: net.IP{192, 0, 2, 2}}
+	if err := udp.SetNetworkLayerForChecksum(&ipHdr); err != nil {
+		t.Fatal(err)
+	}
+	ub := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(ub, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, udp, gopacket.Payload(payload)); err != nil {
+		t.Fatal(err)
+	}
+	datagram := ub.Bytes()
+	frag := func(id uint16, off, end int, more bool) []byte {
+		ip := ipHdr
+		ip.Id, ip.FragOffset = id, uint16(off/8)
+		if more {
+			ip.Flags = layers.IPv4MoreFragments
+		}
+		eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv4}
+		b := gopacket.NewSerializeBuffer()
+		if err := gopacket.SerializeLayers(b, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, &ip, gopacket.Payload(datagram[off:end])); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	var buf bytes.Buffer
+	w := pcapgo.NewWriter(&buf)
+	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Unix(1_700_000_000, 0)
+	n := len(datagram)
+	for i, f := range [][]byte{
+		frag(77, 1480, 2960, true), frag(77, 0, 1480, true), frag(77, 2960, n, false), // out of order
+		frag(78, 1480, 2960, true), // a set whose other fragments are never captured
+	} {
+		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: t0.Add(time.Duration(i) * time.Millisecond), CaptureLength: len(f), Length: len(f)}, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A later packet, after the fragment timeout, sweeps the lost set.
+	late := frag(79, 0, n, false)
+	if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: t0.Add(time.Minute), CaptureLength: len(late), Length: len(late)}, late); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := pcapread.Open(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := rd.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Proto != pcapread.UDP || !bytes.Equal(p.Payload, payload) || p.Dst.Port() != 5060 {
+		t.Fatalf("reassembled %d bytes to %v, want the %d-byte datagram", len(p.Payload), p.Dst, len(payload))
+	}
+	if _, err := rd.Next(); err != nil { // the unfragmented one
+		t.Fatal(err)
+	}
+	if _, err := rd.Next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("want EOF, got %v", err)
+	}
+	if st := rd.Stats(); st.Fragments != 4 || st.Reassembled != 1 || st.FragmentsLost != 1 {
+		t.Fatalf("stats %+v", st)
+	}
 }
