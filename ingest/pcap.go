@@ -149,6 +149,8 @@ type Report struct {
 	ZRTPPackets uint64
 	// Digits sent in SIP INFO.
 	Digits uint64
+	// RTPOnlyCalls are the calls (of Calls) found by their RTP alone.
+	RTPOnlyCalls int
 	// SRTP packets dropped: forged or corrupted (authentication failed),
 	// and replayed; LastSRTPError says the last reason.
 	SRTPAuthFailures, SRTPReplayed uint64

@@ -132,6 +132,7 @@ func (r *rtpOnly) confirm(in *pcapIngest, k flowKey, pt uint8, at time.Time) *st
 		}
 		rc = &rtpCall{c: c, first: at, last: at}
 		r.calls[pair] = rc
+		in.report.RTPOnlyCalls++
 	}
 	c := rc.c
 	sender := "caller"
