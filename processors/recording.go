@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -105,17 +106,33 @@ func (r *callRecording) setStreams(ss []*verbatimv1.Stream) {
 	}
 }
 
-// decoderFor picks the G.711 decoder of the stream's first audio codec.
-func decoderFor(s *verbatimv1.Stream) (uint8, assemble.Decoder, bool) {
+// decoders returns a decoder for each payload type of the stream this
+// version can decode (G.711 µ-law and A-law, L16 at 8 kHz): a stream may
+// change codec mid-call.
+func decoders(s *verbatimv1.Stream) map[uint8]assemble.Decoder {
+	m := map[uint8]assemble.Decoder{}
 	for _, c := range s.GetCodecs() {
-		switch c.GetName() {
+		pt := uint8(c.GetPayloadType())
+		switch strings.ToUpper(c.GetName()) {
 		case "PCMU":
-			return uint8(c.GetPayloadType()), g711.DecodeUlaw, true
+			m[pt] = g711.DecodeUlaw
 		case "PCMA":
-			return uint8(c.GetPayloadType()), g711.DecodeAlaw, true
+			m[pt] = g711.DecodeAlaw
+		case "L16":
+			if (c.GetClockRate() == 8000 || c.GetClockRate() == 0) && c.GetChannels() <= 1 {
+				m[pt] = decodeL16
+			}
 		}
 	}
-	return 0, nil, false
+	return m
+}
+
+// decodeL16 decodes RFC 3551 L16: 16-bit big-endian linear samples.
+func decodeL16(dst []int16, payload []byte) []int16 {
+	for i := 0; i+1 < len(payload); i += 2 {
+		dst = append(dst, int16(binary.BigEndian.Uint16(payload[i:])))
+	}
+	return dst
 }
 
 // batch adds one PacketBatch.
@@ -140,20 +157,20 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		return nil
 	}
 	if s.track == nil {
-		pt, dec, ok := decoderFor(s.meta)
-		if !ok {
+		decs := decoders(s.meta)
+		if len(decs) == 0 {
 			// Kept raw, and said so in the completeness report.
 			var names []string
 			for _, c := range s.meta.GetCodecs() {
 				names = append(names, c.GetName())
 			}
-			s.notDecoded = fmt.Sprintf("no decoder for %s in this version (G.711 only); the packets are in the raw media object",
+			s.notDecoded = fmt.Sprintf("no decoder for %s in this version (G.711 and L16 only); the packets are in the raw media object",
 				strings.Join(names, ", "))
 			s.packets += uint64(pb.GetPacketCount())
 			return nil
 		}
 		ch := s.channel
-		cfg := assemble.Config{StreamID: s.meta.GetStreamId(), SSRC: pb.GetSsrc(), PayloadType: pt, Decode: dec,
+		cfg := assemble.Config{StreamID: s.meta.GetStreamId(), SSRC: pb.GetSsrc(), Decoders: decs,
 			Out: func(samples []int16) { r.fail(r.mixer.Write(ch, samples)) }}
 		if r.pci {
 			cfg.Mask = s.dtmf.masked

@@ -200,3 +200,16 @@ func BenchmarkRecordingBatch(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*50), "ns/packet")
 }
+
+func TestDecoders(t *testing.T) {
+	ds := decoders(&verbatimv1.Stream{Codecs: []*verbatimv1.Codec{
+		{PayloadType: 0, Name: "PCMU"}, {PayloadType: 8, Name: "pcma"}, {PayloadType: 97, Name: "L16", ClockRate: 8000, Channels: 1},
+		{PayloadType: 98, Name: "L16", ClockRate: 44100, Channels: 2}, {PayloadType: 18, Name: "G729"}, {PayloadType: 101, Name: "telephone-event"},
+	}})
+	if len(ds) != 3 || ds[0] == nil || ds[8] == nil || ds[97] == nil {
+		t.Fatalf("decoders for %v", ds)
+	}
+	if got := ds[97](nil, []byte{0x12, 0x34, 0xff, 0xfe}); len(got) != 2 || got[0] != 0x1234 || got[1] != -2 {
+		t.Fatalf("L16 decoded to %v", got)
+	}
+}

@@ -29,6 +29,10 @@ type Config struct {
 	// comfort noise) count as captured but are not decoded.
 	PayloadType uint8
 	Decode      Decoder
+	// Decoders, when set, decode each of several payload types (a codec
+	// change mid-call: a re-INVITE from PCMU to PCMA); PayloadType and
+	// Decode are then unused.
+	Decoders map[uint8]Decoder
 	// Out receives the samples in order; the slice is reused after Out
 	// returns.
 	Out    func(samples []int16)
@@ -43,6 +47,7 @@ type pending struct {
 	seq     uint64
 	ts      uint32
 	audio   bool
+	pt      uint8
 	payload []byte
 }
 
@@ -95,7 +100,11 @@ func (t *Track) Add(seq uint64, ts uint32, pt uint8, payload []byte) {
 	}
 	t.buf = append(t.buf, pending{})
 	copy(t.buf[i+1:], t.buf[i:])
-	t.buf[i] = pending{seq: seq, ts: ts, audio: pt == t.cfg.PayloadType, payload: append(p, payload...)}
+	audio := pt == t.cfg.PayloadType
+	if t.cfg.Decoders != nil {
+		_, audio = t.cfg.Decoders[pt]
+	}
+	t.buf[i] = pending{seq: seq, ts: ts, audio: audio, pt: pt, payload: append(p, payload...)}
 	if len(t.buf) > t.cfg.Window {
 		t.emit()
 	}
@@ -120,7 +129,11 @@ func (t *Track) emit() {
 			t.fill(int(gap))
 		}
 	}
-	t.samples = t.cfg.Decode(t.samples[:0], p.payload)
+	dec := t.cfg.Decode
+	if t.cfg.Decoders != nil {
+		dec = t.cfg.Decoders[p.pt]
+	}
+	t.samples = dec(t.samples[:0], p.payload)
 	if t.cfg.Mask != nil && t.cfg.Mask(p.ts, len(t.samples)) {
 		clear(t.samples)
 	}

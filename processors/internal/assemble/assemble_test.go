@@ -81,3 +81,26 @@ func BenchmarkAdd(b *testing.B) {
 		seq++
 	}
 }
+
+// TestCodecChange: a re-INVITE switches the stream from PCMU to PCMA
+// mid-call; both parts are decoded, each with its own decoder, and a
+// telephone-event packet between them is not taken for audio.
+func TestCodecChange(t *testing.T) {
+	var out []int16
+	tr := assemble.New(assemble.Config{StreamID: "s", Decoders: map[uint8]assemble.Decoder{0: g711.DecodeUlaw, 8: g711.DecodeAlaw},
+		Out: func(s []int16) { out = append(out, s...) }})
+	pay := func(b byte) []byte { return bytes.Repeat([]byte{b}, 160) }
+	for i := range 10 {
+		tr.Add(uint64(i), uint32(i*160), 0, pay(0x10))
+	}
+	tr.Add(10, 1600, 101, []byte{1, 0x80, 0, 160}) // an event
+	for i := 11; i < 21; i++ {
+		tr.Add(uint64(i), uint32(i*160), 8, pay(0x10))
+	}
+	rep := tr.Close()
+	u, a := g711.DecodeUlaw(nil, []byte{0x10})[0], g711.DecodeAlaw(nil, []byte{0x10})[0]
+	if len(out) != 21*160 || out[0] != u || out[11*160] != a || out[10*160] != 0 || rep.GetPacketsInRecording() != 20 {
+		t.Fatalf("%d samples; first %d (want %d), after the change %d (want %d), event %d; in recording %d",
+			len(out), out[0], u, out[11*160], a, out[10*160], rep.GetPacketsInRecording())
+	}
+}
