@@ -38,6 +38,8 @@ type streamRec struct {
 	packets    uint64 // captured, for a stream kept raw only
 	eventPT    int    // telephone-event payload type, -1 if none declared
 	dtmf       dtmfTrack
+	ssrc       uint32                           // of the current track
+	reports    []*verbatimv1.StreamCompleteness // of earlier sources (SSRC changes)
 }
 
 // callRecording builds one call's stereo WAV as its events arrive. Samples
@@ -156,6 +158,14 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		s.packets += uint64(pb.GetPacketCount())
 		return nil
 	}
+	if s.track != nil && pb.GetSsrc() != s.ssrc {
+		// A new source on the stream (transfer, re-INVITE): its sequence
+		// numbers and timestamps start anew. Close the old source's
+		// track and start the new one where it arrives.
+		s.reports = append(s.reports, s.track.Close())
+		s.track = nil
+		r.mixer.Align(s.channel, first)
+	}
 	if s.track == nil {
 		decs := decoders(s.meta)
 		if len(decs) == 0 {
@@ -175,7 +185,7 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		if r.pci {
 			cfg.Mask = s.dtmf.masked
 		}
-		s.track = assemble.New(cfg)
+		s.track, s.ssrc = assemble.New(cfg), pb.GetSsrc()
 	}
 	if !s.started {
 		s.started = true
@@ -268,6 +278,7 @@ func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objst
 	defer r.spool.Close()
 	var report []*verbatimv1.StreamCompleteness
 	for _, s := range r.streams {
+		report = append(report, s.reports...)
 		if s.track != nil {
 			report = append(report, s.track.Close())
 		} else {
@@ -275,7 +286,7 @@ func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objst
 				PacketsCaptured: s.packets, NotDecoded: s.notDecoded})
 		}
 	}
-	slices.SortFunc(report, func(a, b *verbatimv1.StreamCompleteness) int {
+	slices.SortStableFunc(report, func(a, b *verbatimv1.StreamCompleteness) int {
 		return strings.Compare(a.GetStreamId(), b.GetStreamId())
 	})
 	if r.err != nil {

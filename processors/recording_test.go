@@ -213,3 +213,53 @@ func TestDecoders(t *testing.T) {
 		t.Fatalf("L16 decoded to %v", got)
 	}
 }
+
+// TestSSRCChange: the caller's stream changes source mid-call (a transfer:
+// new SSRC, sequence numbers from elsewhere). Both sources' audio is
+// recorded, the second where it arrived, and neither is taken for late.
+func TestSSRCChange(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	kr, _ := keys.OpenKeyring(filepath.Join(dir, "keyring.json"))
+	store, _ := objstore.NewFS(filepath.Join(dir, "objects"))
+	key, _ := kr.GenerateDataKey(ctx, "demo")
+	s, _ := seal.New("demo", "dk-call-1", key.Plaintext)
+	pcmu := []*verbatimv1.Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000, Channels: 1}}
+	t0 := time.Unix(1_480_000_000, 0)
+	rec, err := newCallRecording("demo", "call-1", []*verbatimv1.Stream{{StreamId: "caller-audio", ParticipantId: "caller", Codecs: pcmu}}, t0, s, dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []*verbatimv1.PacketBatch{
+		batchOf(t, s, "caller-audio", 1, 30000, 50, t0, nil, 0x10),
+		batchOf(t, s, "caller-audio", 2, 7, 50, t0.Add(3*time.Second), nil, 0x60), // new source, 2 s of silence before it
+	} {
+		if err := rec.batch(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev, dk, err := rec.finish(ctx, kr, store, "rec-1", "demo/2016/11/24/call-1/rec-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in, late uint64
+	for _, c := range ev.GetCompleteness() {
+		in += c.GetPacketsInRecording()
+		late += c.GetLate()
+	}
+	if len(ev.GetCompleteness()) != 2 || in != 100 || late != 0 {
+		t.Fatalf("completeness %v", ev.GetCompleteness())
+	}
+	rc, _, _ := store.Get(ctx, ev.GetObjectKey())
+	r, _ := OpenRecording(rc, dk.Plaintext, "demo", ev.GetObjectKey())
+	wavBytes, err := io.ReadAll(r)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := func(i int) int16 { return int16(binary.LittleEndian.Uint16(wavBytes[44+4*i:])) }
+	want := func(code byte) int16 { return g711.DecodeUlaw(nil, []byte{code})[0] }
+	if left(0) != want(0x10) || left(2*8000) != 0 || left(3*8000) != want(0x60+byte(7%8)) {
+		t.Fatalf("samples at 0 s %d, 2 s %d, 3 s %d", left(0), left(2*8000), left(3*8000))
+	}
+}

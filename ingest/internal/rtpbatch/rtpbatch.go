@@ -58,9 +58,10 @@ type Batcher struct {
 	batchIndex uint64
 
 	// Extended sequence number state (RFC 3550 A.1, without probation).
-	haveSeq bool
-	maxSeq  uint16
-	cycles  uint64
+	haveSeq  bool
+	maxSeq   uint16
+	cycles   uint64
+	lastSSRC uint32
 
 	hdr rtp.Header
 }
@@ -109,12 +110,20 @@ func (b *Batcher) Add(at time.Time, pkt []byte) (*verbatimv1.PacketBatch, error)
 		return nil, fmt.Errorf("%w: version %d", ErrNotRTP, b.hdr.Version)
 	}
 	var done *verbatimv1.PacketBatch
-	if b.count > 0 && (at.Sub(b.first) >= b.cfg.MaxDuration || len(b.buf)+len(pkt) > b.cfg.MaxBytes) {
+	newSource := b.haveSeq && b.hdr.SSRC != b.lastSSRC
+	if b.count > 0 && (newSource || at.Sub(b.first) >= b.cfg.MaxDuration || len(b.buf)+len(pkt) > b.cfg.MaxBytes) {
 		var err error
 		if done, err = b.Flush(); err != nil {
 			return nil, err
 		}
 	}
+	if newSource {
+		// A new SSRC (a transfer, a re-INVITE, a restarted sender): its
+		// sequence numbers start anywhere, so numbering restarts. Each
+		// batch holds one SSRC.
+		b.haveSeq, b.cycles = false, 0
+	}
+	b.lastSSRC = b.hdr.SSRC
 	ext := b.extend(b.hdr.SequenceNumber)
 	if b.count == 0 {
 		b.first, b.firstSeq, b.ssrc, b.pt = at, ext, b.hdr.SSRC, b.hdr.PayloadType

@@ -221,3 +221,29 @@ func FuzzAdd(f *testing.F) {
 		}
 	})
 }
+
+// TestNewSSRCStartsABatch: a stream whose source changes closes its batch;
+// the new source's sequence numbers are extended afresh, so one batch
+// never mixes two sources.
+func TestNewSSRCStartsABatch(t *testing.T) {
+	b := rtpbatch.New(rtpbatch.Config{CallID: "c", StreamID: "s"}, sealer(t))
+	pkt := func(ssrc uint32, seq uint16) []byte {
+		p := rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, SSRC: ssrc}, Payload: make([]byte, 160)}
+		raw, _ := p.Marshal()
+		return raw
+	}
+	t0 := time.Unix(0, 0)
+	for i, seq := range []uint16{65534, 65535, 0} { // wraps: extended to 65536
+		if done, err := b.Add(t0.Add(time.Duration(i)*20*time.Millisecond), pkt(1, seq)); err != nil || done != nil {
+			t.Fatalf("%v %v", done, err)
+		}
+	}
+	done, err := b.Add(t0.Add(60*time.Millisecond), pkt(2, 7))
+	if err != nil || done == nil || done.GetSsrc() != 1 || done.GetPacketCount() != 3 || done.GetLastSequence() != 65536 {
+		t.Fatalf("first source's batch: %v, %v", done, err)
+	}
+	last, err := b.Flush()
+	if err != nil || last.GetSsrc() != 2 || last.GetFirstSequence() != 7 || last.GetBatchIndex() != 1 {
+		t.Fatalf("second source's batch: %v, %v", last, err)
+	}
+}

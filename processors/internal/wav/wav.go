@@ -75,6 +75,15 @@ func (m *Mixer) Start(c int, arrival time.Time) {
 	}
 }
 
+// Align pads channel c with silence up to arrival, if it is behind: a new
+// source on the channel starts where it arrives.
+func (m *Mixer) Align(c int, arrival time.Time) {
+	ch := &m.ch[c]
+	if target := int64(arrival.Sub(m.t0).Seconds() * float64(m.rate)); target > ch.pos {
+		m.pad(c, target-ch.pos)
+	}
+}
+
 func (m *Mixer) pad(c int, n int64) {
 	ch := &m.ch[c]
 	for ; n > 0; n-- {
