@@ -6,8 +6,10 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -21,6 +23,7 @@ import (
 	"github.com/verbatimrec/verbatim/internal/seal"
 	"github.com/verbatimrec/verbatim/processors/internal/assemble"
 	"github.com/verbatimrec/verbatim/processors/internal/g711"
+	"github.com/verbatimrec/verbatim/processors/internal/oggopus"
 	"github.com/verbatimrec/verbatim/processors/internal/wav"
 	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
@@ -40,6 +43,55 @@ type streamRec struct {
 	dtmf       dtmfTrack
 	ssrc       uint32                           // of the current track
 	reports    []*verbatimv1.StreamCompleteness // of earlier sources (SSRC changes)
+	ogg        *oggStream                       // an Opus stream, kept as Ogg Opus
+}
+
+// oggStream spools one Opus stream as Ogg Opus, sealed under the process
+// key like the PCM spool, until the recording is stored.
+type oggStream struct {
+	pt       uint8
+	file     *os.File
+	key      []byte
+	sw       *seal.StreamWriter
+	w        *oggopus.Writer
+	started  bool
+	ts0      uint32
+	lastExt  uint64
+	captured uint64
+	written  uint64
+	late     uint64
+}
+
+func (r *callRecording) newOggStream(s *streamRec, pt uint8) (*oggStream, error) {
+	f, err := os.CreateTemp(filepath.Dir(r.spool.Name()), "ogg-*")
+	if err != nil {
+		return nil, fmt.Errorf("processors: spool: %w", err)
+	}
+	key := make([]byte, seal.KeySize)
+	if _, err := io.ReadFull(rand.Reader, key); err != nil {
+		f.Close()
+		return nil, err
+	}
+	sw, err := seal.NewSpoolWriter(f, key, []byte("ogg\x00"+r.callID+"\x00"+s.meta.GetStreamId()))
+	if err == nil {
+		var w *oggopus.Writer
+		if w, err = oggopus.NewWriter(sw, crc32.ChecksumIEEE([]byte(s.meta.GetStreamId())), 2); err == nil {
+			return &oggStream{pt: pt, file: f, key: key, sw: sw, w: w}, nil
+		}
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return nil, err
+}
+
+// opusPT returns the stream's Opus payload type.
+func opusPT(s *verbatimv1.Stream) (uint8, bool) {
+	for _, c := range s.GetCodecs() {
+		if strings.EqualFold(c.GetName(), "opus") {
+			return uint8(c.GetPayloadType()), true
+		}
+	}
+	return 0, false
 }
 
 // callRecording builds one call's stereo WAV as its events arrive. Samples
@@ -166,6 +218,17 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		s.track = nil
 		r.mixer.Align(s.channel, first)
 	}
+	if s.ogg == nil && s.track == nil && len(decoders(s.meta)) == 0 {
+		if pt, ok := opusPT(s.meta); ok {
+			var err error
+			if s.ogg, err = r.newOggStream(s, pt); err != nil {
+				return err
+			}
+		}
+	}
+	if s.ogg != nil {
+		return r.opusBatch(s, pb)
+	}
 	if s.track == nil {
 		decs := decoders(s.meta)
 		if len(decs) == 0 {
@@ -224,6 +287,34 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 	return r.err
 }
 
+// opusBatch writes an Opus stream's packets, in order, into its Ogg file;
+// packets that come after a later one are counted late.
+func (r *callRecording) opusBatch(s *streamRec, pb *verbatimv1.PacketBatch) error {
+	var err error
+	if r.plain, err = r.opener.Open(r.plain, schemas.SealedRTPPackets, pb.GetPackets()); err != nil {
+		return permanent{fmt.Errorf("batch %d of %s does not open under the call's key (tampered or corrupt): %w", pb.GetBatchIndex(), pb.GetStreamId(), err)}
+	}
+	o, base := s.ogg, pb.GetFirstSequence()
+	return schemas.Packets(r.plain, func(b []byte) error {
+		if err := r.pkt.Unmarshal(b); err != nil || r.pkt.PayloadType != o.pt {
+			return nil
+		}
+		o.captured++
+		ext := uint64(int64(base) + int64(int16(r.pkt.SequenceNumber-uint16(base))))
+		if o.started && ext <= o.lastExt {
+			o.late++
+			return nil
+		}
+		if !o.started {
+			o.started, o.ts0 = true, r.pkt.Timestamp
+		}
+		o.lastExt = ext
+		o.written++
+		granule := uint64(r.pkt.Timestamp-o.ts0) + uint64(oggopus.Duration(r.pkt.Payload))
+		return o.w.WritePacket(r.pkt.Payload, granule)
+	})
+}
+
 // isEvent reports whether a packet of stream s carries an RFC 4733 event:
 // its payload type is the declared telephone-event, or, when none is
 // declared (RTP found without SDP), an undeclared dynamic type with the
@@ -279,6 +370,12 @@ func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objst
 	var report []*verbatimv1.StreamCompleteness
 	for _, s := range r.streams {
 		report = append(report, s.reports...)
+		if s.ogg != nil {
+			report = append(report, &verbatimv1.StreamCompleteness{StreamId: s.meta.GetStreamId(), PacketsCaptured: s.ogg.captured,
+				PacketsInRecording: s.ogg.written, Late: s.ogg.late,
+				NotDecoded: "Opus: kept as Ogg Opus in its own object (stream_objects), not transcoded into the WAV"})
+			continue
+		}
 		if s.track != nil {
 			report = append(report, s.track.Close())
 		} else {
@@ -311,9 +408,67 @@ func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objst
 		return nil, nil, err
 	}
 	hdr := wav.Header(2, sampleRate, uint32(r.pcmBytes))
-	plain := io.MultiReader(bytes.NewReader(hdr[:]), spool)
-	size := seal.SealedSize(int64(len(hdr)) + r.pcmBytes)
+	pSum, cSum, pN, cN, err := sealAndPut(ctx, store, dk.Plaintext, r.tenant, objectKey,
+		io.MultiReader(bytes.NewReader(hdr[:]), spool), int64(len(hdr))+r.pcmBytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("processors: store recording %s: %w", objectKey, err)
+	}
+	var objects []*verbatimv1.StreamObject
+	for _, s := range r.streams {
+		if s.ogg == nil {
+			continue
+		}
+		o, err := r.storeOgg(ctx, store, dk.Plaintext, objectKey, s)
+		if err != nil {
+			return nil, nil, err
+		}
+		objects = append(objects, o)
+	}
+	slices.SortFunc(objects, func(a, b *verbatimv1.StreamObject) int { return strings.Compare(a.GetStreamId(), b.GetStreamId()) })
+	ev := &verbatimv1.RecordingStored{
+		CallId: r.callID, RecordingId: recordingID, ObjectKey: objectKey, Format: "audio/wav",
+		Duration: durationpb.New(time.Duration(frames) * time.Second / sampleRate), Channels: 2, SampleRate: sampleRate,
+		PlaintextSha256: pSum, CiphertextSha256: cSum, PlaintextSize: uint64(pN), CiphertextSize: uint64(cN),
+		Key:           &verbatimv1.KeyReference{KeyId: "dk-" + recordingID, KekName: dk.Wrapped.KEKName, KekVersion: dk.Wrapped.KEKVersion},
+		StoredAt:      timestamppb.Now(),
+		Completeness:  report,
+		StreamObjects: objects,
+	}
+	return ev, &dk, nil
+}
 
+// storeOgg seals an Opus stream's Ogg file under the recording key and
+// stores it beside the recording.
+func (r *callRecording) storeOgg(ctx context.Context, store objstore.Store, key []byte, recordingKey string, s *streamRec) (*verbatimv1.StreamObject, error) {
+	o := s.ogg
+	defer os.Remove(o.file.Name())
+	defer o.file.Close()
+	if err := o.w.Close(); err != nil {
+		return nil, err
+	}
+	if err := o.sw.Close(); err != nil {
+		return nil, err
+	}
+	_, _, size, _ := o.sw.Sums()
+	if _, err := o.file.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	plain, err := seal.NewStreamReader(o.file, o.key, []byte("ogg\x00"+r.callID+"\x00"+s.meta.GetStreamId()))
+	if err != nil {
+		return nil, err
+	}
+	objectKey := strings.TrimSuffix(recordingKey, ".wav.sealed") + "-" + s.meta.GetStreamId() + ".opus.sealed"
+	pSum, cSum, pN, cN, err := sealAndPut(ctx, store, key, r.tenant, objectKey, plain, size)
+	if err != nil {
+		return nil, fmt.Errorf("processors: store Opus stream %s: %w", objectKey, err)
+	}
+	return &verbatimv1.StreamObject{StreamId: s.meta.GetStreamId(), ObjectKey: objectKey, Format: "audio/ogg; codecs=opus",
+		PlaintextSha256: pSum, CiphertextSha256: cSum, PlaintextSize: uint64(pN), CiphertextSize: uint64(cN)}, nil
+}
+
+// sealAndPut seals plain (size bytes) under key as it streams it into
+// one stored object, and returns the digests and sizes of both forms.
+func sealAndPut(ctx context.Context, store objstore.Store, key []byte, tenant, objectKey string, plain io.Reader, size int64) (pSum, cSum []byte, pN, cN int64, err error) {
 	type sums struct {
 		plain, sealed   []byte
 		plainN, sealedN int64
@@ -323,7 +478,7 @@ func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objst
 	done := make(chan sums, 1)
 	go func() { // ends when the copy does; waited for below
 		var out sums
-		sw, err := seal.NewStreamWriter(pw, dk.Plaintext, recordingAAD(r.tenant, objectKey))
+		sw, err := seal.NewStreamWriter(pw, key, recordingAAD(tenant, objectKey))
 		if err == nil {
 			_, err = io.Copy(sw, plain)
 		}
@@ -335,25 +490,13 @@ func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objst
 		pw.CloseWithError(err)
 		done <- out
 	}()
-	_, perr := store.Put(ctx, objectKey, pr, size, objstore.PutOptions{ContentType: "application/vnd.verbatim.sealed"})
+	_, perr := store.Put(ctx, objectKey, pr, seal.SealedSize(size), objstore.PutOptions{ContentType: "application/vnd.verbatim.sealed"})
 	pr.CloseWithError(perr)
 	res := <-done
 	if perr == nil {
 		perr = res.err
 	}
-	if perr != nil {
-		return nil, nil, fmt.Errorf("processors: store recording %s: %w", objectKey, perr)
-	}
-	pSum, cSum, pN, cN := res.plain, res.sealed, res.plainN, res.sealedN
-	ev := &verbatimv1.RecordingStored{
-		CallId: r.callID, RecordingId: recordingID, ObjectKey: objectKey, Format: "audio/wav",
-		Duration: durationpb.New(time.Duration(frames) * time.Second / sampleRate), Channels: 2, SampleRate: sampleRate,
-		PlaintextSha256: pSum, CiphertextSha256: cSum, PlaintextSize: uint64(pN), CiphertextSize: uint64(cN),
-		Key:          &verbatimv1.KeyReference{KeyId: "dk-" + recordingID, KekName: dk.Wrapped.KEKName, KekVersion: dk.Wrapped.KEKVersion},
-		StoredAt:     timestamppb.Now(),
-		Completeness: report,
-	}
-	return ev, &dk, nil
+	return res.plain, res.sealed, res.plainN, res.sealedN, perr
 }
 
 // OpenRecording returns the plaintext of a sealed recording object as it is

@@ -103,9 +103,12 @@ type RecordingStored struct {
 	// its length as an unsigned varint. The packets inside stay sealed under
 	// the call's data key, so a recording can be rebuilt (another codec, a
 	// fix) without the capture, and shredding that key erases them too.
-	RawObjectKey  string `protobuf:"bytes,18,opt,name=raw_object_key,json=rawObjectKey,proto3" json:"raw_object_key,omitempty"`
-	RawSize       uint64 `protobuf:"varint,19,opt,name=raw_size,json=rawSize,proto3" json:"raw_size,omitempty"`
-	RawSha256     []byte `protobuf:"bytes,20,opt,name=raw_sha256,json=rawSha256,proto3" json:"raw_sha256,omitempty"`
+	RawObjectKey string `protobuf:"bytes,18,opt,name=raw_object_key,json=rawObjectKey,proto3" json:"raw_object_key,omitempty"`
+	RawSize      uint64 `protobuf:"varint,19,opt,name=raw_size,json=rawSize,proto3" json:"raw_size,omitempty"`
+	RawSha256    []byte `protobuf:"bytes,20,opt,name=raw_sha256,json=rawSha256,proto3" json:"raw_sha256,omitempty"`
+	// Streams kept in their own codec rather than decoded into the WAV (Opus
+	// as Ogg Opus), each sealed like the recording, under the same key.
+	StreamObjects []*StreamObject `protobuf:"bytes,21,rep,name=stream_objects,json=streamObjects,proto3" json:"stream_objects,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -280,6 +283,107 @@ func (x *RecordingStored) GetRawSha256() []byte {
 	return nil
 }
 
+func (x *RecordingStored) GetStreamObjects() []*StreamObject {
+	if x != nil {
+		return x.StreamObjects
+	}
+	return nil
+}
+
+// StreamObject is one stream stored on its own.
+type StreamObject struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	StreamId  string                 `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	ObjectKey string                 `protobuf:"bytes,2,opt,name=object_key,json=objectKey,proto3" json:"object_key,omitempty"`
+	// Media type of the plaintext, e.g. "audio/ogg; codecs=opus".
+	Format           string `protobuf:"bytes,3,opt,name=format,proto3" json:"format,omitempty"`
+	PlaintextSha256  []byte `protobuf:"bytes,4,opt,name=plaintext_sha256,json=plaintextSha256,proto3" json:"plaintext_sha256,omitempty"`
+	CiphertextSha256 []byte `protobuf:"bytes,5,opt,name=ciphertext_sha256,json=ciphertextSha256,proto3" json:"ciphertext_sha256,omitempty"`
+	PlaintextSize    uint64 `protobuf:"varint,6,opt,name=plaintext_size,json=plaintextSize,proto3" json:"plaintext_size,omitempty"`
+	CiphertextSize   uint64 `protobuf:"varint,7,opt,name=ciphertext_size,json=ciphertextSize,proto3" json:"ciphertext_size,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *StreamObject) Reset() {
+	*x = StreamObject{}
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamObject) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamObject) ProtoMessage() {}
+
+func (x *StreamObject) ProtoReflect() protoreflect.Message {
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamObject.ProtoReflect.Descriptor instead.
+func (*StreamObject) Descriptor() ([]byte, []int) {
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StreamObject) GetStreamId() string {
+	if x != nil {
+		return x.StreamId
+	}
+	return ""
+}
+
+func (x *StreamObject) GetObjectKey() string {
+	if x != nil {
+		return x.ObjectKey
+	}
+	return ""
+}
+
+func (x *StreamObject) GetFormat() string {
+	if x != nil {
+		return x.Format
+	}
+	return ""
+}
+
+func (x *StreamObject) GetPlaintextSha256() []byte {
+	if x != nil {
+		return x.PlaintextSha256
+	}
+	return nil
+}
+
+func (x *StreamObject) GetCiphertextSha256() []byte {
+	if x != nil {
+		return x.CiphertextSha256
+	}
+	return nil
+}
+
+func (x *StreamObject) GetPlaintextSize() uint64 {
+	if x != nil {
+		return x.PlaintextSize
+	}
+	return 0
+}
+
+func (x *StreamObject) GetCiphertextSize() uint64 {
+	if x != nil {
+		return x.CiphertextSize
+	}
+	return 0
+}
+
 // RecordingFailed says a call's media could not be made into a recording
 // (its data key is missing or not this tenant's, or its media is corrupt).
 // The raw media is still stored, sealed under the call's key, so nothing is
@@ -302,7 +406,7 @@ type RecordingFailed struct {
 
 func (x *RecordingFailed) Reset() {
 	*x = RecordingFailed{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[1]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -314,7 +418,7 @@ func (x *RecordingFailed) String() string {
 func (*RecordingFailed) ProtoMessage() {}
 
 func (x *RecordingFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[1]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -327,7 +431,7 @@ func (x *RecordingFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordingFailed.ProtoReflect.Descriptor instead.
 func (*RecordingFailed) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{1}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RecordingFailed) GetCallId() string {
@@ -406,7 +510,7 @@ type KeyReference struct {
 
 func (x *KeyReference) Reset() {
 	*x = KeyReference{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[2]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -418,7 +522,7 @@ func (x *KeyReference) String() string {
 func (*KeyReference) ProtoMessage() {}
 
 func (x *KeyReference) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[2]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -431,7 +535,7 @@ func (x *KeyReference) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyReference.ProtoReflect.Descriptor instead.
 func (*KeyReference) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{2}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *KeyReference) GetKeyId() string {
@@ -482,7 +586,7 @@ type StreamCompleteness struct {
 
 func (x *StreamCompleteness) Reset() {
 	*x = StreamCompleteness{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[3]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +598,7 @@ func (x *StreamCompleteness) String() string {
 func (*StreamCompleteness) ProtoMessage() {}
 
 func (x *StreamCompleteness) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[3]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +611,7 @@ func (x *StreamCompleteness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamCompleteness.ProtoReflect.Descriptor instead.
 func (*StreamCompleteness) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{3}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StreamCompleteness) GetStreamId() string {
@@ -605,7 +709,7 @@ type SequenceGap struct {
 
 func (x *SequenceGap) Reset() {
 	*x = SequenceGap{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[4]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -617,7 +721,7 @@ func (x *SequenceGap) String() string {
 func (*SequenceGap) ProtoMessage() {}
 
 func (x *SequenceGap) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[4]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -630,7 +734,7 @@ func (x *SequenceGap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SequenceGap.ProtoReflect.Descriptor instead.
 func (*SequenceGap) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{4}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SequenceGap) GetFirst() uint64 {
@@ -663,7 +767,7 @@ type RecordingDeleted struct {
 
 func (x *RecordingDeleted) Reset() {
 	*x = RecordingDeleted{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[5]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -675,7 +779,7 @@ func (x *RecordingDeleted) String() string {
 func (*RecordingDeleted) ProtoMessage() {}
 
 func (x *RecordingDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[5]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -688,7 +792,7 @@ func (x *RecordingDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordingDeleted.ProtoReflect.Descriptor instead.
 func (*RecordingDeleted) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{5}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RecordingDeleted) GetCallId() string {
@@ -737,7 +841,7 @@ var File_verbatim_v1_recordings_proto protoreflect.FileDescriptor
 
 const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\n" +
-	"\x1cverbatim/v1/recordings.proto\x12\vverbatim.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17verbatim/v1/calls.proto\"\xe5\x06\n" +
+	"\x1cverbatim/v1/recordings.proto\x12\vverbatim.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17verbatim/v1/calls.proto\"\xa7\a\n" +
 	"\x0fRecordingStored\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12!\n" +
 	"\frecording_id\x18\x02 \x01(\tR\vrecordingId\x12\x1d\n" +
@@ -763,7 +867,17 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\x0eraw_object_key\x18\x12 \x01(\tR\frawObjectKey\x12\x19\n" +
 	"\braw_size\x18\x13 \x01(\x04R\arawSize\x12\x1d\n" +
 	"\n" +
-	"raw_sha256\x18\x14 \x01(\fR\trawSha256\"\xf9\x02\n" +
+	"raw_sha256\x18\x14 \x01(\fR\trawSha256\x12@\n" +
+	"\x0estream_objects\x18\x15 \x03(\v2\x19.verbatim.v1.StreamObjectR\rstreamObjects\"\x8a\x02\n" +
+	"\fStreamObject\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x1d\n" +
+	"\n" +
+	"object_key\x18\x02 \x01(\tR\tobjectKey\x12\x16\n" +
+	"\x06format\x18\x03 \x01(\tR\x06format\x12)\n" +
+	"\x10plaintext_sha256\x18\x04 \x01(\fR\x0fplaintextSha256\x12+\n" +
+	"\x11ciphertext_sha256\x18\x05 \x01(\fR\x10ciphertextSha256\x12%\n" +
+	"\x0eplaintext_size\x18\x06 \x01(\x04R\rplaintextSize\x12'\n" +
+	"\x0fciphertext_size\x18\a \x01(\x04R\x0eciphertextSize\"\xf9\x02\n" +
 	"\x0fRecordingFailed\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12!\n" +
 	"\frecording_id\x18\x02 \x01(\tR\vrecordingId\x12\x16\n" +
@@ -829,38 +943,40 @@ func file_verbatim_v1_recordings_proto_rawDescGZIP() []byte {
 }
 
 var file_verbatim_v1_recordings_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_verbatim_v1_recordings_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_verbatim_v1_recordings_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_verbatim_v1_recordings_proto_goTypes = []any{
 	(DeletionReason)(0),           // 0: verbatim.v1.DeletionReason
 	(*RecordingStored)(nil),       // 1: verbatim.v1.RecordingStored
-	(*RecordingFailed)(nil),       // 2: verbatim.v1.RecordingFailed
-	(*KeyReference)(nil),          // 3: verbatim.v1.KeyReference
-	(*StreamCompleteness)(nil),    // 4: verbatim.v1.StreamCompleteness
-	(*SequenceGap)(nil),           // 5: verbatim.v1.SequenceGap
-	(*RecordingDeleted)(nil),      // 6: verbatim.v1.RecordingDeleted
-	(*durationpb.Duration)(nil),   // 7: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
-	(EndReason)(0),                // 9: verbatim.v1.EndReason
+	(*StreamObject)(nil),          // 2: verbatim.v1.StreamObject
+	(*RecordingFailed)(nil),       // 3: verbatim.v1.RecordingFailed
+	(*KeyReference)(nil),          // 4: verbatim.v1.KeyReference
+	(*StreamCompleteness)(nil),    // 5: verbatim.v1.StreamCompleteness
+	(*SequenceGap)(nil),           // 6: verbatim.v1.SequenceGap
+	(*RecordingDeleted)(nil),      // 7: verbatim.v1.RecordingDeleted
+	(*durationpb.Duration)(nil),   // 8: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(EndReason)(0),                // 10: verbatim.v1.EndReason
 }
 var file_verbatim_v1_recordings_proto_depIdxs = []int32{
-	7,  // 0: verbatim.v1.RecordingStored.duration:type_name -> google.protobuf.Duration
-	3,  // 1: verbatim.v1.RecordingStored.key:type_name -> verbatim.v1.KeyReference
-	8,  // 2: verbatim.v1.RecordingStored.stored_at:type_name -> google.protobuf.Timestamp
-	8,  // 3: verbatim.v1.RecordingStored.retain_until:type_name -> google.protobuf.Timestamp
-	4,  // 4: verbatim.v1.RecordingStored.completeness:type_name -> verbatim.v1.StreamCompleteness
-	9,  // 5: verbatim.v1.RecordingStored.end_reason:type_name -> verbatim.v1.EndReason
-	8,  // 6: verbatim.v1.RecordingStored.call_started_at:type_name -> google.protobuf.Timestamp
-	8,  // 7: verbatim.v1.RecordingFailed.failed_at:type_name -> google.protobuf.Timestamp
-	9,  // 8: verbatim.v1.RecordingFailed.end_reason:type_name -> verbatim.v1.EndReason
-	8,  // 9: verbatim.v1.RecordingFailed.call_started_at:type_name -> google.protobuf.Timestamp
-	5,  // 10: verbatim.v1.StreamCompleteness.gaps:type_name -> verbatim.v1.SequenceGap
-	0,  // 11: verbatim.v1.RecordingDeleted.reason:type_name -> verbatim.v1.DeletionReason
-	8,  // 12: verbatim.v1.RecordingDeleted.deleted_at:type_name -> google.protobuf.Timestamp
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	8,  // 0: verbatim.v1.RecordingStored.duration:type_name -> google.protobuf.Duration
+	4,  // 1: verbatim.v1.RecordingStored.key:type_name -> verbatim.v1.KeyReference
+	9,  // 2: verbatim.v1.RecordingStored.stored_at:type_name -> google.protobuf.Timestamp
+	9,  // 3: verbatim.v1.RecordingStored.retain_until:type_name -> google.protobuf.Timestamp
+	5,  // 4: verbatim.v1.RecordingStored.completeness:type_name -> verbatim.v1.StreamCompleteness
+	10, // 5: verbatim.v1.RecordingStored.end_reason:type_name -> verbatim.v1.EndReason
+	9,  // 6: verbatim.v1.RecordingStored.call_started_at:type_name -> google.protobuf.Timestamp
+	2,  // 7: verbatim.v1.RecordingStored.stream_objects:type_name -> verbatim.v1.StreamObject
+	9,  // 8: verbatim.v1.RecordingFailed.failed_at:type_name -> google.protobuf.Timestamp
+	10, // 9: verbatim.v1.RecordingFailed.end_reason:type_name -> verbatim.v1.EndReason
+	9,  // 10: verbatim.v1.RecordingFailed.call_started_at:type_name -> google.protobuf.Timestamp
+	6,  // 11: verbatim.v1.StreamCompleteness.gaps:type_name -> verbatim.v1.SequenceGap
+	0,  // 12: verbatim.v1.RecordingDeleted.reason:type_name -> verbatim.v1.DeletionReason
+	9,  // 13: verbatim.v1.RecordingDeleted.deleted_at:type_name -> google.protobuf.Timestamp
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_verbatim_v1_recordings_proto_init() }
@@ -875,7 +991,7 @@ func file_verbatim_v1_recordings_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_verbatim_v1_recordings_proto_rawDesc), len(file_verbatim_v1_recordings_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
