@@ -151,6 +151,8 @@ type Report struct {
 	Digits uint64
 	// RTPOnlyCalls are the calls (of Calls) found by their RTP alone.
 	RTPOnlyCalls int
+	// RTCP packets read for call quality, and those that did not parse.
+	RTCPPackets, BadRTCP uint64
 	// SRTP packets dropped: forged or corrupted (authentication failed),
 	// and replayed; LastSRTPError says the last reason.
 	SRTPAuthFailures, SRTPReplayed uint64
@@ -180,6 +182,7 @@ type call struct {
 	streams map[netip.AddrPort]*stream // by RTP destination
 	desc    []*verbatimv1.Stream       // as last negotiated
 	ended   bool
+	quality map[uint32]*rtcpQuality    // by reported SSRC, from RTCP
 }
 
 type pcapIngest struct {
@@ -335,6 +338,13 @@ func (in *pcapIngest) packet(p *pcapread.Packet) {
 	}
 	s, ok := in.byAddr[p.Dst]
 	if !ok || s.call.ended {
+		// RTCP goes to the RTP port + 1 (RFC 3550 §11).
+		if p.Dst.Port()%2 == 1 {
+			if st, ok := in.byAddr[netip.AddrPortFrom(p.Dst.Addr(), p.Dst.Port()-1)]; ok && !st.call.ended {
+				in.rtcp(st.call, p.Payload)
+				return
+			}
+		}
 		if !in.rtpOnly.packet(in, p) {
 			in.report.UnmatchedUDP++
 		}
@@ -351,6 +361,13 @@ func (in *pcapIngest) packet(p *pcapread.Packet) {
 // earlier one is dropped and counted, never recorded.
 func (in *pcapIngest) media(s *stream, p *pcapread.Packet) {
 	pkt := p.Payload
+	// RTCP multiplexed on the RTP port (RFC 5761): packet types 200-204.
+	if len(pkt) >= 8 && pkt[0]>>6 == 2 && pkt[1] >= 200 && pkt[1] <= 204 {
+		if s.srtp == nil { // SRTCP is not decrypted in this version
+			in.rtcp(s.call, pkt)
+		}
+		return
+	}
 	// ZRTP (RFC 6189) shares the media port: its messages start 0x1 and
 	// carry the "ZRTP" cookie. What follows it is SRTP keyed in-band.
 	if len(pkt) >= 12 && pkt[0]>>4 == 1 && string(pkt[4:8]) == "ZRTP" {
@@ -697,6 +714,10 @@ func (in *pcapIngest) endCall(c *call, at time.Time, reason verbatimv1.EndReason
 		media = append(media, &s.sent)
 	}
 	c.ended = true
+	if len(c.quality) > 0 {
+		in.produce(schemas.TopicMetadata, c.id, c, "rtcp-quality", at, &verbatimv1.MetadataAttached{
+			CallId: c.id, OccurredAt: timestamppb.New(at), Source: "verbatim-ingest:rtcp", Scores: qualityScores(c.quality)})
+	}
 	for _, st := range c.streams {
 		if st.zrtp {
 			for _, d := range c.desc {

@@ -369,6 +369,18 @@ func TestPcapSIPOverTCP(t *testing.T) {
 	if a, b := perStream["caller-audio"], perStream["callee-audio"]; len(perStream) != 2 || min(a, b) != 24 || max(a, b) != 42 {
 		t.Fatalf("packets per stream %v, want 42 and 24", perStream)
 	}
+	// Its two RTCP sender reports (to RTP port + 1) become call-quality
+	// metadata: the one reception report says nothing was lost.
+	if rep.RTCPPackets != 2 || rep.BadRTCP != 0 || len(out.meta) != 1 || out.meta[0].GetSource() != "verbatim-ingest:rtcp" {
+		t.Fatalf("RTCP: %d packets (%d bad), %d metadata events", rep.RTCPPackets, rep.BadRTCP, len(out.meta))
+	}
+	scores := map[string]float64{}
+	for _, sc := range out.meta[0].GetScores() {
+		scores[sc.GetName()] = sc.GetValue()
+	}
+	if scores["rtcp.ssrc.0x42f433d4.reports"] != 1 || scores["rtcp.ssrc.0x42f433d4.packets_lost"] != 0 || len(scores) != 4 {
+		t.Fatalf("RTCP scores %v", scores)
+	}
 }
 
 // TestPcapMediaBeforeSDPIsKept: RTP that arrives before the SIP message

@@ -217,6 +217,10 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 		for i, n := range names {
 			values[i] = personal.GetCallVariables()[n]
 		}
+		scoreNames, scoreValues := []string{}, []float64{}
+		for _, sc := range ev.GetScores() {
+			scoreNames, scoreValues = append(scoreNames, sc.GetName()), append(scoreValues, sc.GetValue())
+		}
 		var digits strings.Builder
 		var masked uint8
 		for _, d := range personal.GetDigits() {
@@ -226,13 +230,14 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 			}
 		}
 		b, err := p.conn.PrepareBatch(ctx, "INSERT INTO `"+p.db+"`.metadata (tenant, call_id, event_id, occurred_at, source, agent_id, "+
-			"skill_group, requested_service, wrap_up_code, agent_name, ani, dnis, variable_names, variable_values, version, digits, digits_masked)")
+			"skill_group, requested_service, wrap_up_code, agent_name, ani, dnis, variable_names, variable_values, version, digits, digits_masked, "+
+			"score_names, score_values)")
 		if err != nil {
 			return err
 		}
 		if err := b.Append(env.Tenant, ev.GetCallId(), env.ID, ev.GetOccurredAt().AsTime(), ev.GetSource(), ev.GetAgentId(),
 			ev.GetSkillGroup(), ev.GetRequestedService(), ev.GetWrapUpCode(), personal.GetAgentName(), personal.GetAni(),
-			personal.GetDnis(), names, values, version, digits.String(), masked); err != nil {
+			personal.GetDnis(), names, values, version, digits.String(), masked, scoreNames, scoreValues); err != nil {
 			return err
 		}
 		return b.Send()

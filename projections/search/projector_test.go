@@ -254,7 +254,8 @@ func TestProjectMetadata(t *testing.T) {
 	}
 	md, err := schemas.NewRecord(schemas.TopicMetadata, []byte("c1"), schemas.Envelope{ID: "md-1", Tenant: "demo", CallID: "c1", OccurredAt: t0.Add(time.Second)},
 		&verbatimv1.MetadataAttached{CallId: "c1", OccurredAt: timestamppb.New(t0.Add(time.Second)), Source: "cti:finesse", AgentId: "agent-1042",
-			SkillGroup: "cards", WrapUpCode: "resolved", Personal: sealed})
+			SkillGroup: "cards", WrapUpCode: "resolved", Personal: sealed,
+			Scores: []*verbatimv1.Score{{Name: "rtcp.ssrc.0x00000007.jitter_max_ms", Value: 12.5}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,7 +274,7 @@ func TestProjectMetadata(t *testing.T) {
 	}
 	m := rs[0].Metadata[0]
 	if m.AgentID != "agent-1042" || m.AgentName != "Ada Agent" || m.DNIS != "800" || m.Variables["account"] != "DE-1" || m.WrapUpCode != "resolved" ||
-		m.Digits != "**" || !m.DigitsMasked {
+		m.Digits != "**" || !m.DigitsMasked || m.Scores["rtcp.ssrc.0x00000007.jitter_max_ms"] != 12.5 {
 		t.Fatalf("metadata %+v", m)
 	}
 	if rs, _ := search.Search(ctx, conn, db, search.Query{Tenant: "acme", Party: "+493012345"}); len(rs) != 0 {

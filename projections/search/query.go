@@ -71,6 +71,9 @@ type Metadata struct {
 	// Digits keyed during the call; "*" each when masked (PCI mode).
 	Digits       string `json:",omitempty"`
 	DigitsMasked bool   `json:",omitempty"`
+	// Scores: QA evaluations, and RTCP call quality
+	// ("rtcp.ssrc.0x….jitter_max_ms", "….loss_fraction_max", ...).
+	Scores map[string]float64 `json:",omitempty"`
 }
 
 // Result is one found call.
@@ -194,7 +197,7 @@ func recording(ctx context.Context, conn driver.Conn, db, tenant string, r *Resu
 // metadata fills in r's contact-centre metadata, oldest first.
 func metadata(ctx context.Context, conn driver.Conn, db, tenant string, r *Result) error {
 	rows, err := conn.Query(ctx, "SELECT occurred_at, source, agent_id, agent_name, skill_group, requested_service, wrap_up_code, ani, dnis, "+
-		"variable_names, variable_values, digits, digits_masked FROM `"+db+"`.metadata FINAL WHERE tenant = ? AND call_id = ? ORDER BY occurred_at, event_id", tenant, r.CallID)
+		"variable_names, variable_values, digits, digits_masked, score_names, score_values FROM `"+db+"`.metadata FINAL WHERE tenant = ? AND call_id = ? ORDER BY occurred_at, event_id", tenant, r.CallID)
 	if err != nil {
 		return fmt.Errorf("search: %w", err)
 	}
@@ -203,11 +206,19 @@ func metadata(ctx context.Context, conn driver.Conn, db, tenant string, r *Resul
 		var m Metadata
 		var names, values []string
 		var masked uint8
+		var scoreNames []string
+		var scoreValues []float64
 		if err := rows.Scan(&m.OccurredAt, &m.Source, &m.AgentID, &m.AgentName, &m.SkillGroup, &m.RequestedService, &m.WrapUpCode,
-			&m.ANI, &m.DNIS, &names, &values, &m.Digits, &masked); err != nil {
+			&m.ANI, &m.DNIS, &names, &values, &m.Digits, &masked, &scoreNames, &scoreValues); err != nil {
 			return fmt.Errorf("search: %w", err)
 		}
 		m.DigitsMasked = masked == 1
+		for i := range min(len(scoreNames), len(scoreValues)) {
+			if m.Scores == nil {
+				m.Scores = map[string]float64{}
+			}
+			m.Scores[scoreNames[i]] = scoreValues[i]
+		}
 		for i := range min(len(names), len(values)) {
 			if m.Variables == nil {
 				m.Variables = map[string]string{}

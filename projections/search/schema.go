@@ -152,6 +152,8 @@ var migrations = []string{
 	// DTMF keyed during the call (RFC 4733, SIP INFO), as stored: "*" per
 	// digit when the tenant records in PCI mode.
 	"ALTER TABLE {db}.metadata ADD COLUMN digits String, ADD COLUMN digits_masked UInt8",
+	// Scores: QA evaluations, and call quality from RTCP.
+	"ALTER TABLE {db}.metadata ADD COLUMN score_names Array(String), ADD COLUMN score_values Array(Float64)",
 }
 
 // Migrate creates the database and applies pending migrations. It is safe
