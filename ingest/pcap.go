@@ -182,7 +182,7 @@ type call struct {
 	streams map[netip.AddrPort]*stream // by RTP destination
 	desc    []*verbatimv1.Stream       // as last negotiated
 	ended   bool
-	quality map[uint32]*rtcpQuality    // by reported SSRC, from RTCP
+	quality map[uint32]*rtcpQuality // by reported SSRC, from RTCP
 }
 
 type pcapIngest struct {
