@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,6 +70,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Progress, if set, is called after every transaction.
 	Progress func(Stats)
+	// Tenants, if set, are the only tenants this processor records; the
+	// media of others is left to the processors that serve them (a
+	// dedicated processor group per tenant). Default: every tenant.
+	Tenants []string
 	// PCI, if set, says which tenants record in PCI DSS mode: DTMF digits
 	// are stored masked, their tones are silenced in the recording before
 	// it is written, and the raw media (which holds them) is not kept.
@@ -621,6 +626,9 @@ func (p *processor) apply(r *kgo.Record, replay bool) {
 	if err != nil {
 		p.reject(r, err)
 		return
+	}
+	if len(p.cfg.Tenants) > 0 && !slices.Contains(p.cfg.Tenants, env.Tenant) {
+		return // another processor's tenant
 	}
 	callID := string(r.Key)
 	switch env.Type {

@@ -90,7 +90,7 @@ func (p *pipeline) process(stop func(processors.Stats) bool) processors.Stats {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cfg := processors.Config{Kafka: p.kafka(), Group: p.group, Instance: p.group + "-1", Keys: p.km, Store: p.store,
+	cfg := processors.Config{Kafka: p.kafka(), Group: p.group, Instance: p.group + "-1", Keys: p.km, Store: p.store, Tenants: []string{p.tenant},
 		SpoolDir: p.t.TempDir(), IdleExit: 3 * time.Second, MaxPollRecords: 3, KeyWait: p.keyWait}
 	if p.pci {
 		cfg.PCI = func(string) bool { return true }

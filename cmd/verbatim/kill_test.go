@@ -76,7 +76,7 @@ func TestProcessKilled(t *testing.T) {
 	mustRun("ingest", "pcap", "--tenant", tenant, "--brokers", brokers, stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"))
 
 	// First run: killed once a transaction has committed with a call open.
-	procArgs := []string{"process", "--brokers", brokers, "--group", group, "--instance", "kill-test-" + run,
+	procArgs := []string{"process", "--brokers", brokers, "--group", group, "--instance", "kill-test-" + run, "--tenants", tenant,
 		"--spool", t.TempDir(), "--max-poll-records", "2"}
 	first := verbatim(procArgs...)
 	stderr, err := first.StderrPipe()

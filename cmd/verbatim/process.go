@@ -57,6 +57,7 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	idle := fs.Duration("exit-when-idle", 0, "exit once no media has arrived for this long (0: run until stopped)")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	maxPoll := fs.Int("max-poll-records", 1000, "at most this many media records per transaction")
+	tenants := fs.String("tenants", "", "record only these tenants, comma separated (a processor group per tenant); default: all")
 	pciTenants := fs.String("pci-tenants", os.Getenv("VERBATIM_PCI_TENANTS"), "tenants recorded in PCI DSS mode, comma separated, or * for all (env VERBATIM_PCI_TENANTS): DTMF stored masked, tones silenced, no raw media kept")
 	kf := addKeyFlags(fs)
 	sf := addStoreFlags(fs)
@@ -82,6 +83,11 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		Kafka: kafkaclient.Config{Brokers: strings.Split(*kafka.brokers, ","), ClientID: "verbatim-process", Logger: warnLogger(stderr)},
 		Group: *group, Instance: *instance, Keys: km, Store: store, SpoolDir: *spool,
 		IdleExit: *idle, Logger: warnLogger(stderr), MaxPollRecords: *maxPoll,
+	}
+	if *tenants != "" {
+		for _, t := range strings.Split(*tenants, ",") {
+			cfg.Tenants = append(cfg.Tenants, strings.TrimSpace(t))
+		}
 	}
 	if *pciTenants != "" {
 		pci := map[string]bool{}
