@@ -63,17 +63,8 @@ func ingestFile(t *testing.T, name string, data []byte, opts ...func(*ingest.Con
 // records from the start of the topics.
 func ingestWith(t *testing.T, brokers []string, km keys.Manager, tenant, name string, data []byte, opts ...func(*ingest.Config)) (ingest.Report, ingested) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: brokers})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if err := kafkaclient.EnsureTopics(ctx, cl, schemas.Topics(), 1); err != nil {
-		t.Fatal(err)
-	}
 	if data == nil {
+		var err error
 		if data, err = os.ReadFile(stacktest.SharedTestdata(t, name)); err != nil {
 			t.Fatal(err)
 		}

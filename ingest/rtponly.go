@@ -9,6 +9,7 @@ import (
 
 	"github.com/verbatimrec/verbatim/ingest/internal/pcapread"
 	"github.com/verbatimrec/verbatim/ingest/internal/rtpbatch"
+	"github.com/verbatimrec/verbatim/ingest/internal/sipdialog"
 	"github.com/verbatimrec/verbatim/ingest/internal/srtpdec"
 	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
@@ -62,19 +63,10 @@ type rtpCall struct {
 	first, last time.Time
 }
 
-// staticCodecs are the RFC 3551 audio payload types with fixed meaning.
-var staticCodecs = map[uint8]*verbatimv1.Codec{
-	0:  {PayloadType: 0, Name: "PCMU", ClockRate: 8000, Channels: 1},
-	3:  {PayloadType: 3, Name: "GSM", ClockRate: 8000, Channels: 1},
-	4:  {PayloadType: 4, Name: "G723", ClockRate: 8000, Channels: 1},
-	8:  {PayloadType: 8, Name: "PCMA", ClockRate: 8000, Channels: 1},
-	9:  {PayloadType: 9, Name: "G722", ClockRate: 8000, Channels: 1},
-	13: {PayloadType: 13, Name: "CN", ClockRate: 8000, Channels: 1},
-	18: {PayloadType: 18, Name: "G729", ClockRate: 8000, Channels: 1},
-}
-
+// audioPT reports whether pt can start an RTP stream: a static audio
+// type (not comfort noise) or a dynamic one.
 func audioPT(pt uint8) bool {
-	_, static := staticCodecs[pt]
+	_, static := sipdialog.StaticCodec(pt)
 	return (static && pt != 13) || (pt >= 96 && pt <= 127)
 }
 
@@ -139,9 +131,9 @@ func (r *rtpOnly) confirm(in *pcapIngest, k flowKey, pt uint8, at time.Time) *st
 	if len(c.desc) > 0 {
 		sender = "callee"
 	}
-	codec := staticCodecs[pt]
-	if codec == nil {
-		codec = &verbatimv1.Codec{PayloadType: uint32(pt)} // dynamic, unnamed: kept raw
+	codec := &verbatimv1.Codec{PayloadType: uint32(pt)} // dynamic, unnamed: kept raw
+	if sc, ok := sipdialog.StaticCodec(pt); ok {
+		codec = &verbatimv1.Codec{PayloadType: uint32(pt), Name: sc.Name, ClockRate: sc.ClockRate, Channels: sc.Channels}
 	}
 	id := sender + "-audio"
 	transport := "RTP/AVP"

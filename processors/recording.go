@@ -63,25 +63,40 @@ type oggStream struct {
 }
 
 func (r *callRecording) newOggStream(s *streamRec, pt uint8) (*oggStream, error) {
-	f, err := os.CreateTemp(filepath.Dir(r.spool.Name()), "ogg-*")
+	f, key, sw, err := newSpool(filepath.Dir(r.spool.Name()), "ogg-*", []byte("ogg\x00"+r.callID+"\x00"+s.meta.GetStreamId()))
 	if err != nil {
-		return nil, fmt.Errorf("processors: spool: %w", err)
+		return nil, err
+	}
+	w, err := oggopus.NewWriter(sw, crc32.ChecksumIEEE([]byte(s.meta.GetStreamId())), 2)
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, err
+	}
+	return &oggStream{pt: pt, file: f, key: key, sw: sw, w: w}, nil
+}
+
+// newSpool creates a temporary file sealed under a key that lives only in
+// this process: a crash leaves ciphertext nobody can read, and the call is
+// rebuilt from Kafka.
+func newSpool(dir, pattern string, aad []byte) (*os.File, []byte, *seal.StreamWriter, error) {
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("processors: spool: %w", err)
 	}
 	key := make([]byte, seal.KeySize)
 	if _, err := io.ReadFull(rand.Reader, key); err != nil {
 		f.Close()
-		return nil, err
+		os.Remove(f.Name())
+		return nil, nil, nil, err
 	}
-	sw, err := seal.NewSpoolWriter(f, key, []byte("ogg\x00"+r.callID+"\x00"+s.meta.GetStreamId()))
-	if err == nil {
-		var w *oggopus.Writer
-		if w, err = oggopus.NewWriter(sw, crc32.ChecksumIEEE([]byte(s.meta.GetStreamId())), 2); err == nil {
-			return &oggStream{pt: pt, file: f, key: key, sw: sw, w: w}, nil
-		}
+	w, err := seal.NewSpoolWriter(f, key, aad)
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, nil, nil, err
 	}
-	f.Close()
-	os.Remove(f.Name())
-	return nil, err
+	return f, key, w, nil
 }
 
 // opusPT returns the stream's Opus payload type.
@@ -116,21 +131,8 @@ type callRecording struct {
 // newCallRecording starts a recording of streams whose timeline begins at
 // t0, the earliest first arrival of any of them.
 func newCallRecording(tenant, callID string, streams []*verbatimv1.Stream, t0 time.Time, opener *seal.Sealer, spoolDir string, pci bool) (*callRecording, error) {
-	f, err := os.CreateTemp(spoolDir, "pcm-*")
+	f, key, w, err := newSpool(spoolDir, "pcm-*", []byte("spool\x00"+callID))
 	if err != nil {
-		return nil, fmt.Errorf("processors: spool: %w", err)
-	}
-	// The spool is sealed under a key that lives only in this process: a
-	// crash leaves ciphertext nobody can read, and the call is rebuilt from
-	// Kafka.
-	key := make([]byte, seal.KeySize)
-	if _, err := io.ReadFull(rand.Reader, key); err != nil {
-		f.Close()
-		return nil, err
-	}
-	w, err := seal.NewSpoolWriter(f, key, []byte("spool\x00"+callID))
-	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	r := &callRecording{tenant: tenant, callID: callID, opener: opener, streams: map[string]*streamRec{},

@@ -83,10 +83,17 @@ func ParseCrypto(v string) (Crypto, error) {
 	return c, nil
 }
 
+// StaticCodec returns the codec an RFC 3551 static payload type names.
+func StaticCodec(pt uint8) (Codec, bool) {
+	c, ok := staticPT[pt]
+	return c, ok
+}
+
 // staticPT are the RFC 3551 static payload types a recorder meets.
 var staticPT = map[uint8]Codec{
 	0:  {PayloadType: 0, Name: "PCMU", ClockRate: 8000, Channels: 1},
 	3:  {PayloadType: 3, Name: "GSM", ClockRate: 8000, Channels: 1},
+	4:  {PayloadType: 4, Name: "G723", ClockRate: 8000, Channels: 1},
 	8:  {PayloadType: 8, Name: "PCMA", ClockRate: 8000, Channels: 1},
 	9:  {PayloadType: 9, Name: "G722", ClockRate: 8000, Channels: 1},
 	13: {PayloadType: 13, Name: "CN", ClockRate: 8000, Channels: 1},
