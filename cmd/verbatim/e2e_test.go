@@ -50,12 +50,13 @@ func TestIngestProjectSearch(t *testing.T) {
 	cmd("topics", "--create", "--brokers", brokers)
 	out := cmd("ingest", "pcap", "--brokers", brokers, "--keyring", keyring,
 		stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"), stacktest.SharedTestdata(t, "pcap/wireshark_SIP_DTMF2.cap"),
-		stacktest.SharedTestdata(t, "pcap/audiocodes_sip-over-tcp.pcap"), stacktest.SharedTestdata(t, "pcap/metaswitch_09a_2833_dtmf.pcap"))
+		stacktest.SharedTestdata(t, "pcap/audiocodes_sip-over-tcp.pcap"), stacktest.SharedTestdata(t, "pcap/metaswitch_09a_2833_dtmf.pcap"),
+		stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-opus.pcap"))
 	t.Log("\n" + out)
 	out = cmd("process", "--brokers", brokers, "--keyring", keyring, "--objects", objects, "--spool", t.TempDir(),
 		"--exit-when-idle", "2s", "--quiet")
 	t.Log(out)
-	if !strings.Contains(out, "6 recordings stored") {
+	if !strings.Contains(out, "7 recordings stored") {
 		t.Fatalf("process: %s", out)
 	}
 	out = cmd("project", "search", "--brokers", brokers, "--keyring", keyring, "--database", db, "--exit-when-idle", "3s")
@@ -75,15 +76,15 @@ func TestIngestProjectSearch(t *testing.T) {
 		}
 		return rs
 	}
-	if rs := find(); len(rs) != 7 {
-		t.Fatalf("%d calls found, want 7 (2 per SIP/UDP capture, 1 over TCP, 2 found by their RTP alone)", len(rs))
+	if rs := find(); len(rs) != 8 {
+		t.Fatalf("%d calls found, want 8 (2 per SIP/UDP G.711 capture, 1 Opus, 1 over TCP, 2 found by their RTP alone)", len(rs))
 	}
 	rs := find("--call-id", "1-1966@10.0.2.20")
 	if len(rs) != 1 || rs[0].EndReason != "END_REASON_BYE" || rs[0].Duration < 8*time.Second || rs[0].Duration > 9*time.Second ||
 		rs[0].StartedAt.Format("2006-01-02") != "2016-11-26" || len(rs[0].Parties) != 2 || rs[0].Parties[0].URI != "sip:test@10.0.2.15:5060" {
 		t.Fatalf("1-1966: %+v", rs)
 	}
-	if rs := find("--party", "sip:sipp@10.0.2.20:5060"); len(rs) != 2 {
+	if rs := find("--party", "sip:sipp@10.0.2.20:5060"); len(rs) != 3 { // the two G.711 calls and the Opus one
 		t.Fatalf("by caller URI: %d calls", len(rs))
 	}
 	// SIP_DTMF2: no BYE; the dialog runs from the 200 OK (12:03:19.658)
@@ -188,6 +189,12 @@ func TestIngestProjectSearch(t *testing.T) {
 				t.Errorf("%s: channel %d has sound no recorded stream explains", c.call, i)
 			}
 		}
+	}
+	// The Opus call's stream, kept as Ogg Opus, is played out as it is.
+	oggPath := filepath.Join(t.TempDir(), "call.ogg")
+	out = cmd("play", "1-4237@10.0.2.20", "--stream", "callee-audio", "-o", oggPath, "--database", db, "--brokers", brokers, "--keyring", keyring, "--objects", objects)
+	if ogg, err := os.ReadFile(oggPath); err != nil || !bytes.HasPrefix(ogg, []byte("OggS")) || !bytes.Contains(ogg[:200], []byte("OpusHead")) || !strings.Contains(out, "verified") {
+		t.Fatalf("Ogg Opus stream: %v\n%s", err, out)
 	}
 	if _, err := runOut(ctx, "play", "1-1966@10.0.2.20", "-o", filepath.Join(t.TempDir(), "x.wav"), "--tenant", "acme",
 		"--database", db, "--brokers", brokers, "--keyring", keyring, "--objects", objects); err == nil || !strings.Contains(err.Error(), "no call") {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/verbatimrec/verbatim/internal/keyreg"
@@ -31,6 +32,7 @@ func runPlay(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fs.PrintDefaults()
 	}
 	out := fs.String("o", "", "output WAV file (required; written only once verified)")
+	streamID := fs.String("stream", "", "instead of the WAV, write this stream kept in its own codec (e.g. an Opus stream as Ogg); search --json lists them")
 	tenant := fs.String("tenant", envOr("VERBATIM_TENANT", "demo"), "tenant that owns the call")
 	keyWait := fs.Duration("key-wait", 30*time.Second, "how long to wait for the recording's key in the key registry")
 	kafka := addKafkaFlags(fs)
@@ -105,13 +107,23 @@ func runPlay(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("play: unwrap the recording key: %w", err)
 	}
-	obj, _, err := store.Get(ctx, rec.ObjectKey)
+	objectKey, cipherWant, plainWant := rec.ObjectKey, rec.CiphertextSHA256, rec.PlaintextSHA256
+	what := fmt.Sprintf("%s, %d channels", rec.Duration.Round(time.Millisecond), rec.Channels)
+	if *streamID != "" {
+		o, err := streamObject(rec.StreamObjects, *streamID)
+		if err != nil {
+			return fmt.Errorf("play: call %s: %w", call.CallID, err)
+		}
+		objectKey, cipherWant, plainWant = o.GetObjectKey(), hex.EncodeToString(o.GetCiphertextSha256()), hex.EncodeToString(o.GetPlaintextSha256())
+		what = "stream " + o.GetStreamId() + ", " + o.GetFormat()
+	}
+	obj, _, err := store.Get(ctx, objectKey)
 	if err != nil {
 		return fmt.Errorf("play: %w", err)
 	}
 	defer obj.Close()
 	cipherSum := sha256.New()
-	plain, err := processors.OpenRecording(io.TeeReader(obj, cipherSum), plainKey, *tenant, rec.ObjectKey)
+	plain, err := processors.OpenRecording(io.TeeReader(obj, cipherSum), plainKey, *tenant, objectKey)
 	if err != nil {
 		return fmt.Errorf("play: %w", err)
 	}
@@ -126,20 +138,38 @@ func runPlay(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("play: decrypt %s: %w", rec.ObjectKey, err)
+		return fmt.Errorf("play: decrypt %s: %w", objectKey, err)
 	}
-	if got := hex.EncodeToString(cipherSum.Sum(nil)); got != rec.CiphertextSHA256 {
-		return fmt.Errorf("play: stored object %s has SHA-256 %s, but %s was recorded: refusing it", rec.ObjectKey, got, rec.CiphertextSHA256)
+	if got := hex.EncodeToString(cipherSum.Sum(nil)); got != cipherWant {
+		return fmt.Errorf("play: stored object %s has SHA-256 %s, but %s was recorded: refusing it", objectKey, got, cipherWant)
 	}
-	if got := hex.EncodeToString(plainSum.Sum(nil)); got != rec.PlaintextSHA256 {
-		return fmt.Errorf("play: decrypted recording has SHA-256 %s, but %s was recorded: refusing it", got, rec.PlaintextSHA256)
+	if got := hex.EncodeToString(plainSum.Sum(nil)); got != plainWant {
+		return fmt.Errorf("play: decrypted recording has SHA-256 %s, but %s was recorded: refusing it", got, plainWant)
 	}
 	if err := os.Rename(tmp.Name(), *out); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: call %s, %s, %d channels, %d bytes; SHA-256 of ciphertext and plaintext verified\n",
-		*out, call.CallID, rec.Duration.Round(time.Millisecond), rec.Channels, n)
+	fmt.Fprintf(stdout, "%s: call %s, %s, %d bytes; SHA-256 of ciphertext and plaintext verified\n", *out, call.CallID, what, n)
 	return nil
+}
+
+// streamObject finds stream id among a recording's stream objects (the
+// JSON search keeps).
+func streamObject(objects, id string) (*verbatimv1.StreamObject, error) {
+	var rs verbatimv1.RecordingStored
+	if objects != "" {
+		if err := protojson.Unmarshal([]byte(objects), &rs); err != nil {
+			return nil, fmt.Errorf("stream objects: %w", err)
+		}
+	}
+	var ids []string
+	for _, o := range rs.GetStreamObjects() {
+		if o.GetStreamId() == id {
+			return o, nil
+		}
+		ids = append(ids, o.GetStreamId())
+	}
+	return nil, fmt.Errorf("no stream %q kept on its own (there are: %q)", id, ids)
 }
 
 // audit records who played which recording on the audit topic.

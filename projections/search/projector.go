@@ -285,9 +285,15 @@ func (p *Projector) insertRecording(ctx context.Context, tenant string, ev *verb
 	if err != nil {
 		return err
 	}
+	var objects []byte
+	if len(ev.GetStreamObjects()) > 0 {
+		if objects, err = protojson.Marshal(&verbatimv1.RecordingStored{StreamObjects: ev.GetStreamObjects()}); err != nil {
+			return err
+		}
+	}
 	b, err := p.conn.PrepareBatch(ctx, "INSERT INTO `"+p.db+"`.recordings (tenant, call_id, recording_id, object_key, format, duration_ms, channels, "+
 		"plaintext_sha256, ciphertext_sha256, key_id, stored_at, version, end_reason, raw_object_key, ciphertext_size, "+
-		"packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, completeness, streams_not_decoded)")
+		"packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, completeness, streams_not_decoded, stream_objects)")
 	if err != nil {
 		return err
 	}
@@ -295,7 +301,7 @@ func (p *Projector) insertRecording(ctx context.Context, tenant string, ev *verb
 		uint64(ev.GetDuration().AsDuration().Milliseconds()), uint8(ev.GetChannels()),
 		hex.EncodeToString(ev.GetPlaintextSha256()), hex.EncodeToString(ev.GetCiphertextSha256()), ev.GetKey().GetKeyId(),
 		ev.GetStoredAt().AsTime(), version, ev.GetEndReason().String(), ev.GetRawObjectKey(), ev.GetCiphertextSize(),
-		captured, inRec, missing, dups, late, lost, string(report), notDecoded); err != nil {
+		captured, inRec, missing, dups, late, lost, string(report), notDecoded, string(objects)); err != nil {
 		return err
 	}
 	return b.Send()

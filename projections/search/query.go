@@ -60,6 +60,9 @@ type Recording struct {
 	Completeness      string
 	// Failure is set when the call could not be recorded.
 	Failure string
+	// StreamObjects lists, as JSON ({"streamObjects": [...]}), the
+	// streams kept in their own codec beside the WAV (Opus as Ogg).
+	StreamObjects string `json:",omitempty"`
 }
 
 // Metadata is one contact-centre metadata event of a found call.
@@ -161,7 +164,7 @@ func Search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 // recording fills in r's recording, if any, and its status.
 func recording(ctx context.Context, conn driver.Conn, db, tenant string, r *Result) error {
 	rows, err := conn.Query(ctx, "SELECT recording_id, object_key, raw_object_key, format, duration_ms, channels, plaintext_sha256, ciphertext_sha256, "+
-		"key_id, ciphertext_size, stored_at, end_reason, packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, completeness, streams_not_decoded, failure "+
+		"key_id, ciphertext_size, stored_at, end_reason, packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, completeness, streams_not_decoded, failure, stream_objects "+
 		"FROM `"+db+"`.recordings FINAL WHERE tenant = ? AND call_id = ? ORDER BY stored_at DESC LIMIT 1", tenant, r.CallID)
 	if err != nil {
 		return fmt.Errorf("search: %w", err)
@@ -173,7 +176,7 @@ func recording(ctx context.Context, conn driver.Conn, db, tenant string, r *Resu
 		if err := rows.Scan(&rec.RecordingID, &rec.ObjectKey, &rec.RawObjectKey, &rec.Format, &ms, &rec.Channels, &rec.PlaintextSHA256,
 			&rec.CiphertextSHA256, &rec.KeyID, &rec.CiphertextSize, &rec.StoredAt, &rec.EndReason, &rec.PacketsCaptured,
 			&rec.PacketsInRecording, &rec.PacketsMissing, &rec.Duplicates, &rec.Late, &rec.BatchesLost, &rec.Completeness,
-			&rec.StreamsNotDecoded, &rec.Failure); err != nil {
+			&rec.StreamsNotDecoded, &rec.Failure, &rec.StreamObjects); err != nil {
 			return fmt.Errorf("search: %w", err)
 		}
 		rec.Duration = time.Duration(ms) * time.Millisecond

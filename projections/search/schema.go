@@ -154,6 +154,8 @@ var migrations = []string{
 	"ALTER TABLE {db}.metadata ADD COLUMN digits String, ADD COLUMN digits_masked UInt8",
 	// Scores: QA evaluations, and call quality from RTCP.
 	"ALTER TABLE {db}.metadata ADD COLUMN score_names Array(String), ADD COLUMN score_values Array(Float64)",
+	// Streams kept in their own codec (Opus as Ogg), as JSON.
+	"ALTER TABLE {db}.recordings ADD COLUMN stream_objects String",
 }
 
 // Migrate creates the database and applies pending migrations. It is safe
