@@ -176,6 +176,7 @@ type stream struct {
 
 type call struct {
 	id      string
+	conv    string // conversation id
 	keyID   string
 	dialog  *sipdialog.Call // nil for a call found by its RTP alone
 	sealer  *seal.Sealer
@@ -512,14 +513,53 @@ func (in *pcapIngest) started(e sipdialog.Event) {
 		return
 	}
 	c.dialog = d
+	c.conv = in.conversation(d, c.id)
 	in.calls[d.CallID] = c
 	ev := &verbatimv1.CallStarted{
 		CallId: c.id, StartedAt: timestamppb.New(d.InvitedAt), Source: verbatimv1.CaptureSource_CAPTURE_SOURCE_PCAP_FILE,
-		DataKeyId:  c.keyID,
+		DataKeyId: c.keyID, ConversationId: c.conv,
 		Signalling: in.sealMsg(c, &verbatimv1.SignallingIdentity{SipCallId: d.CallID, FromTag: d.Caller.Tag}),
 	}
 	ev.Participants, ev.Streams = in.parties(c)
 	in.produce(schemas.TopicCalls, c.id, c, "started", e.At, ev)
+}
+
+// conversation links a transfer to the call it continues: the call its
+// INVITE replaces, or the call whose REFER named its target.
+func (in *pcapIngest) conversation(d *sipdialog.Call, own string) string {
+	if d.Replaces != "" {
+		if prev, ok := in.calls[d.Replaces]; ok {
+			return prev.conv
+		}
+	}
+	if d.ReferredBy != "" {
+		target := uriKey(d.Callee.URI)
+		for _, prev := range in.calls {
+			if prev.dialog != nil && prev.dialog.ReferTo != "" && uriKey(prev.dialog.ReferTo) == target {
+				return prev.conv
+			}
+		}
+	}
+	return own
+}
+
+// uriKey reduces a SIP URI, or a name-addr holding one, to user@host.
+func uriKey(s string) string {
+	if i := strings.IndexByte(s, '<'); i >= 0 {
+		s = s[i+1:]
+		if j := strings.IndexByte(s, '>'); j >= 0 {
+			s = s[:j]
+		}
+	}
+	s = strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(s), "sips:"), "sip:")
+	s, _, _ = strings.Cut(s, ";")
+	s, _, _ = strings.Cut(s, "?")
+	if at := strings.IndexByte(s, '@'); at >= 0 {
+		if host, _, ok := strings.Cut(s[at+1:], ":"); ok {
+			s = s[:at+1] + host
+		}
+	}
+	return strings.ToLower(s)
 }
 
 // newCall makes a call's data key and announces it on the keys topic.

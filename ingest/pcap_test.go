@@ -656,3 +656,61 @@ func TestPcapSIPInfoDigits(t *testing.T) {
 		}
 	}
 }
+
+// TestPcapTransfersShareAConversation: Alice calls Bob; Bob transfers her
+// blind to Carol with REFER (her INVITE to Carol carries Referred-By),
+// then an attended transfer replaces that call (Replaces). All three calls
+// carry the first call's conversation id; an unrelated call has its own.
+func TestPcapTransfersShareAConversation(t *testing.T) {
+	alice, bob, carol := netip.MustParseAddrPort("192.0.2.1:5060"), netip.MustParseAddrPort("192.0.2.2:5060"), netip.MustParseAddrPort("192.0.2.3:5060")
+	msg := func(first, callID, from, to, cseq string, extra ...string) []byte {
+		h := first + "\r\nVia: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK" + callID + cseq[:1] + "\r\nFrom: <" + from + ">;tag=f-" + callID +
+			"\r\nTo: <" + to + ">" + map[bool]string{true: "", false: ";tag=t-" + callID}[strings.HasPrefix(first, "INVITE")] +
+			"\r\nCall-ID: " + callID + "\r\nCSeq: " + cseq + "\r\n"
+		for _, e := range extra {
+			h += e + "\r\n"
+		}
+		return []byte(h + "Content-Length: 0\r\n\r\n")
+	}
+	var buf bytes.Buffer
+	w := pcapgo.NewWriter(&buf)
+	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1_700_000_000, 0)
+	send := func(src, dst netip.AddrPort, b []byte) {
+		at = at.Add(100 * time.Millisecond)
+		f := udpFrame(t, src, dst, b)
+		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(f), Length: len(f)}, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	call := func(src, dst netip.AddrPort, id, from, to string, extra ...string) {
+		send(src, dst, msg("INVITE "+to+" SIP/2.0", id, from, to, "1 INVITE", extra...))
+		send(dst, src, msg("SIP/2.0 200 OK", id, from, to, "1 INVITE"))
+		send(src, dst, msg("ACK "+to+" SIP/2.0", id, from, to, "1 ACK"))
+	}
+	call(alice, bob, "call-a", "sip:alice@example.com", "sip:bob@example.com")
+	send(bob, alice, msg("REFER sip:alice@example.com SIP/2.0", "call-a", "sip:bob@example.com", "sip:alice@example.com", "2 REFER",
+		"Refer-To: <sip:carol@example.com>"))
+	send(bob, alice, msg("BYE sip:alice@example.com SIP/2.0", "call-a", "sip:bob@example.com", "sip:alice@example.com", "3 BYE"))
+	call(alice, carol, "call-b", "sip:alice@example.com", "sip:carol@example.com:5060", "Referred-By: <sip:bob@example.com>")
+	call(bob, carol, "call-c", "sip:bob@example.com", "sip:carol@example.com", "Replaces: call-b;to-tag=t-call-b;from-tag=f-call-b")
+	call(carol, bob, "call-d", "sip:carol@example.com", "sip:bob@example.com") // unrelated
+	_, out := ingestFile(t, "", buf.Bytes())
+	if len(out.started) != 4 {
+		t.Fatalf("%d calls", len(out.started))
+	}
+	convs := map[string]int{}
+	for _, st := range out.started {
+		convs[st.GetConversationId()]++
+	}
+	if len(convs) != 2 {
+		t.Fatalf("conversations %v: want the three linked calls in one, the unrelated call in its own", convs)
+	}
+	for conv, n := range convs {
+		if n != 3 && n != 1 {
+			t.Fatalf("conversation %s has %d calls", conv, n)
+		}
+	}
+}

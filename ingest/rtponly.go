@@ -122,6 +122,7 @@ func (r *rtpOnly) confirm(in *pcapIngest, k flowKey, pt uint8, at time.Time) *st
 		if c == nil {
 			return nil
 		}
+		c.conv = c.id
 		rc = &rtpCall{c: c, first: at, last: at}
 		r.calls[pair] = rc
 		in.report.RTPOnlyCalls++
@@ -166,7 +167,7 @@ func (r *rtpOnly) confirm(in *pcapIngest, k flowKey, pt uint8, at time.Time) *st
 	if sender == "caller" {
 		in.produce(schemas.TopicCalls, c.id, c, "started", at, &verbatimv1.CallStarted{
 			CallId: c.id, StartedAt: timestamppb.New(at), Source: verbatimv1.CaptureSource_CAPTURE_SOURCE_PCAP_FILE,
-			DataKeyId: c.keyID, Signalling: in.sealMsg(c, &verbatimv1.SignallingIdentity{}),
+			DataKeyId: c.keyID, ConversationId: c.conv, Signalling: in.sealMsg(c, &verbatimv1.SignallingIdentity{}),
 			Participants: parties, Streams: c.desc,
 		})
 	} else {

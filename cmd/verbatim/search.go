@@ -82,13 +82,14 @@ func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	to := fs.String("to", "", "calls started before this time (RFC 3339)")
 	party := fs.String("party", "", "phone number or SIP URI of any participant")
 	callID := fs.String("call-id", "", "Verbatim call id or SIP Call-ID")
+	conversation := fs.String("conversation", "", "the calls of one conversation: a call and the transfers that continued it (see --json)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	limit := fs.Int("limit", 100, "at most this many calls")
 	ch := addClickHouseFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	q := search.Query{Tenant: *tenant, Party: *party, CallID: *callID, Limit: *limit}
+	q := search.Query{Tenant: *tenant, Party: *party, CallID: *callID, Conversation: *conversation, Limit: *limit}
 	for _, tv := range []struct {
 		s   string
 		dst *time.Time

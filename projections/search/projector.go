@@ -42,6 +42,7 @@ type Projector struct {
 
 type callRow struct {
 	tenant, callID, sipCallID, source string
+	conversationID                    string
 	startedAt, endedAt                time.Time
 	durationMS                        uint64
 	endReason                         string
@@ -138,7 +139,7 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 			// by time, its identities shown as unreadable.
 			p.Unreadable++
 			row := callRow{tenant: env.Tenant, callID: ev.GetCallId(), sipCallID: UnreadableIdentity,
-				source: ev.GetSource().String(), startedAt: ev.GetStartedAt().AsTime()}
+				source: ev.GetSource().String(), startedAt: ev.GetStartedAt().AsTime(), conversationID: ev.GetConversationId()}
 			p.started[row.callID] = row
 			return p.insertCall(ctx, row, version)
 		}
@@ -150,7 +151,7 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 			return err
 		}
 		row := callRow{tenant: env.Tenant, callID: ev.GetCallId(), sipCallID: sig.GetSipCallId(),
-			source: ev.GetSource().String(), startedAt: ev.GetStartedAt().AsTime()}
+			source: ev.GetSource().String(), startedAt: ev.GetStartedAt().AsTime(), conversationID: ev.GetConversationId()}
 		p.started[row.callID] = row
 		if err := p.insertCall(ctx, row, version); err != nil {
 			return err
@@ -308,11 +309,15 @@ func (p *Projector) insertRecording(ctx context.Context, tenant string, ev *verb
 }
 
 func (p *Projector) insertCall(ctx context.Context, r callRow, version uint64) error {
-	b, err := p.conn.PrepareBatch(ctx, "INSERT INTO `"+p.db+"`.calls (tenant, call_id, sip_call_id, started_at, ended_at, duration_ms, end_reason, source, version)")
+	b, err := p.conn.PrepareBatch(ctx, "INSERT INTO `"+p.db+"`.calls (tenant, call_id, sip_call_id, started_at, ended_at, duration_ms, end_reason, source, version, conversation_id)")
 	if err != nil {
 		return err
 	}
-	if err := b.Append(r.tenant, r.callID, r.sipCallID, r.startedAt, r.endedAt, r.durationMS, r.endReason, r.source, version); err != nil {
+	conv := r.conversationID
+	if conv == "" {
+		conv = r.callID
+	}
+	if err := b.Append(r.tenant, r.callID, r.sipCallID, r.startedAt, r.endedAt, r.durationMS, r.endReason, r.source, version, conv); err != nil {
 		return err
 	}
 	return b.Send()
@@ -322,8 +327,8 @@ func (p *Projector) insertCall(ctx context.Context, r callRow, version uint64) e
 // was projected before a restart.
 func (p *Projector) loadCall(ctx context.Context, tenant, callID string) (callRow, error) {
 	r := callRow{tenant: tenant, callID: callID}
-	err := p.conn.QueryRow(ctx, "SELECT sip_call_id, source, started_at FROM `"+p.db+"`.calls FINAL WHERE tenant = ? AND call_id = ?",
-		tenant, callID).Scan(&r.sipCallID, &r.source, &r.startedAt)
+	err := p.conn.QueryRow(ctx, "SELECT sip_call_id, source, started_at, conversation_id FROM `"+p.db+"`.calls FINAL WHERE tenant = ? AND call_id = ?",
+		tenant, callID).Scan(&r.sipCallID, &r.source, &r.startedAt, &r.conversationID)
 	if err != nil {
 		return r, fmt.Errorf("call %s ended before it started: %w", callID, err)
 	}

@@ -167,6 +167,10 @@ func TestProjectAndSearch(t *testing.T) {
 		rs[0].Recording.Failure != "data key dk-c2 is not in the key registry" || rs[0].Recording.RawObjectKey == "" {
 		t.Fatalf("failed recording: %+v", rs)
 	}
+	// A call not transferred is a conversation of its own.
+	if rs := run(search.Query{Tenant: "demo", Conversation: "c1"}); len(rs) != 1 || rs[0].CallID != "c1" || rs[0].ConversationID != "c1" {
+		t.Fatalf("by conversation: %+v", rs)
+	}
 	if rs := run(search.Query{Tenant: "demo", Party: "3003"}); len(rs) != 1 || rs[0].CallID != "c2" {
 		t.Fatalf("by number: %+v", rs)
 	}

@@ -21,6 +21,9 @@ type Query struct {
 	Party string
 	// CallID matches Verbatim's call id or the SIP Call-ID.
 	CallID string
+	// Conversation matches the calls of one conversation (a call and
+	// the transfers that continued it).
+	Conversation string
 	// Limit, default 100.
 	Limit int
 }
@@ -82,6 +85,7 @@ type Metadata struct {
 // Result is one found call.
 type Result struct {
 	CallID, SIPCallID  string
+	ConversationID     string
 	StartedAt, EndedAt time.Time
 	Duration           time.Duration
 	EndReason          string
@@ -110,12 +114,15 @@ func Search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 	if q.CallID != "" {
 		where, args = append(where, "(call_id = ? OR sip_call_id = ?)"), append(args, q.CallID, q.CallID)
 	}
+	if q.Conversation != "" {
+		where, args = append(where, "conversation_id = ?"), append(args, q.Conversation)
+	}
 	if q.Party != "" {
 		where = append(where, "(call_id IN (SELECT call_id FROM `"+db+"`.participants FINAL WHERE tenant = ? AND (number = ? OR uri = ?))"+
 			" OR call_id IN (SELECT call_id FROM `"+db+"`.metadata FINAL WHERE tenant = ? AND (ani = ? OR dnis = ?)))")
 		args = append(args, q.Tenant, q.Party, q.Party, q.Tenant, q.Party, q.Party)
 	}
-	sql := fmt.Sprintf("SELECT call_id, sip_call_id, started_at, ended_at, duration_ms, end_reason FROM `%s`.calls FINAL WHERE %s ORDER BY started_at, call_id LIMIT %d",
+	sql := fmt.Sprintf("SELECT call_id, sip_call_id, started_at, ended_at, duration_ms, end_reason, conversation_id FROM `%s`.calls FINAL WHERE %s ORDER BY started_at, call_id LIMIT %d",
 		db, strings.Join(where, " AND "), q.Limit)
 	rows, err := conn.Query(ctx, sql, args...)
 	if err != nil {
@@ -125,7 +132,7 @@ func Search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 	for rows.Next() {
 		var r Result
 		var ms uint64
-		if err := rows.Scan(&r.CallID, &r.SIPCallID, &r.StartedAt, &r.EndedAt, &ms, &r.EndReason); err != nil {
+		if err := rows.Scan(&r.CallID, &r.SIPCallID, &r.StartedAt, &r.EndedAt, &ms, &r.EndReason, &r.ConversationID); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("search: %w", err)
 		}

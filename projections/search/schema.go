@@ -156,6 +156,8 @@ var migrations = []string{
 	"ALTER TABLE {db}.metadata ADD COLUMN score_names Array(String), ADD COLUMN score_values Array(Float64)",
 	// Streams kept in their own codec (Opus as Ogg), as JSON.
 	"ALTER TABLE {db}.recordings ADD COLUMN stream_objects String",
+	// Transfers: the conversation a call belongs to.
+	"ALTER TABLE {db}.calls ADD COLUMN conversation_id String",
 }
 
 // Migrate creates the database and applies pending migrations. It is safe

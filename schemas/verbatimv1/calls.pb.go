@@ -254,12 +254,17 @@ type CallStarted struct {
 	// Data key sealing this call's media and personal fields.
 	DataKeyId string `protobuf:"bytes,4,opt,name=data_key_id,json=dataKeyId,proto3" json:"data_key_id,omitempty"`
 	// SIP Call-ID (and other signalling identifiers), sealed as SignallingIdentity.
-	Signalling    *Sealed        `protobuf:"bytes,5,opt,name=signalling,proto3" json:"signalling,omitempty"`
-	Participants  []*Participant `protobuf:"bytes,6,rep,name=participants,proto3" json:"participants,omitempty"`
-	Streams       []*Stream      `protobuf:"bytes,7,rep,name=streams,proto3" json:"streams,omitempty"`
-	Direction     Direction      `protobuf:"varint,8,opt,name=direction,proto3,enum=verbatim.v1.Direction" json:"direction,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Signalling   *Sealed        `protobuf:"bytes,5,opt,name=signalling,proto3" json:"signalling,omitempty"`
+	Participants []*Participant `protobuf:"bytes,6,rep,name=participants,proto3" json:"participants,omitempty"`
+	Streams      []*Stream      `protobuf:"bytes,7,rep,name=streams,proto3" json:"streams,omitempty"`
+	Direction    Direction      `protobuf:"varint,8,opt,name=direction,proto3,enum=verbatim.v1.Direction" json:"direction,omitempty"`
+	// Calls of one conversation share it: a call that replaces another (RFC
+	// 3891, attended transfer, pickup) or that a REFER caused (RFC 3515 and
+	// 3892, blind transfer) carries the conversation of the call it
+	// continues. Otherwise it is the call's own id.
+	ConversationId string `protobuf:"bytes,9,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CallStarted) Reset() {
@@ -346,6 +351,13 @@ func (x *CallStarted) GetDirection() Direction {
 		return x.Direction
 	}
 	return Direction_DIRECTION_UNSPECIFIED
+}
+
+func (x *CallStarted) GetConversationId() string {
+	if x != nil {
+		return x.ConversationId
+	}
+	return ""
 }
 
 // CallUpdated replaces the participants and streams of a call: a re-INVITE
@@ -874,7 +886,7 @@ var File_verbatim_v1_calls_proto protoreflect.FileDescriptor
 
 const file_verbatim_v1_calls_proto_rawDesc = "" +
 	"\n" +
-	"\x17verbatim/v1/calls.proto\x12\vverbatim.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18verbatim/v1/common.proto\"\x8d\x03\n" +
+	"\x17verbatim/v1/calls.proto\x12\vverbatim.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18verbatim/v1/common.proto\"\xb6\x03\n" +
 	"\vCallStarted\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x129\n" +
 	"\n" +
@@ -886,7 +898,8 @@ const file_verbatim_v1_calls_proto_rawDesc = "" +
 	"signalling\x12<\n" +
 	"\fparticipants\x18\x06 \x03(\v2\x18.verbatim.v1.ParticipantR\fparticipants\x12-\n" +
 	"\astreams\x18\a \x03(\v2\x13.verbatim.v1.StreamR\astreams\x124\n" +
-	"\tdirection\x18\b \x01(\x0e2\x16.verbatim.v1.DirectionR\tdirection\"\xe6\x01\n" +
+	"\tdirection\x18\b \x01(\x0e2\x16.verbatim.v1.DirectionR\tdirection\x12'\n" +
+	"\x0fconversation_id\x18\t \x01(\tR\x0econversationId\"\xe6\x01\n" +
 	"\vCallUpdated\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x129\n" +
 	"\n" +

@@ -81,8 +81,17 @@ type Call struct {
 	EndReason      EndReason
 	// FinalStatus is the final response code for rejected calls.
 	FinalStatus int
-	inviteCSeq  uint32
-	canceled    bool
+	// Replaces is the Call-ID of the dialog this call replaces (RFC 3891:
+	// an attended transfer or a call pickup), from its INVITE.
+	Replaces string
+	// ReferredBy is set when the INVITE says a REFER caused it (RFC 3892
+	// Referred-By): a blind transfer.
+	ReferredBy string
+	// ReferTo is the target of the last REFER sent within this call (RFC
+	// 3515), without parameters: the call a transfer should create.
+	ReferTo    string
+	inviteCSeq uint32
+	canceled   bool
 }
 
 // Duration is from answer to end (zero if never answered).
@@ -225,6 +234,7 @@ func (t *Tracker) request(at time.Time, src netip.AddrPort, r *sip.Request, call
 		c.Caller = party(r.From().DisplayName, &r.From().Address, r.From().Params)
 		c.Callee = party(r.To().DisplayName, &r.To().Address, r.To().Params)
 		c.Caller.Signalling = src
+		c.Replaces, c.ReferredBy = replaces(r), headerValue(r, "Referred-By", "b")
 		t.calls[callID] = c
 		media, err := bodyMedia(r)
 		c.Caller.Media = media
@@ -258,6 +268,10 @@ func (t *Tracker) request(at time.Time, src netip.AddrPort, r *sip.Request, call
 			t.emit(Event{Kind: EventUpdated, At: at, Call: c})
 		}
 		return err
+	case sip.REFER:
+		if to := headerValue(r, "Refer-To", "r"); to != "" {
+			c.ReferTo = to
+		}
 	case sip.INFO:
 		if d, ok := infoDigit(r); ok {
 			t.emit(Event{Kind: EventDigit, At: at, Call: c, Digit: d})
@@ -483,4 +497,22 @@ func infoDigit(r *sip.Request) (byte, bool) {
 		return '#', true
 	}
 	return 0, false
+}
+
+// headerValue returns the first value of header name (or its compact
+// form), or "".
+func headerValue(r *sip.Request, name, compact string) string {
+	for _, n := range []string{name, compact} {
+		if hs := r.GetHeaders(n); len(hs) > 0 {
+			return strings.TrimSpace(hs[0].Value())
+		}
+	}
+	return ""
+}
+
+// replaces returns the Call-ID a Replaces header (RFC 3891) names, or "".
+func replaces(r *sip.Request) string {
+	v := headerValue(r, "Replaces", "")
+	id, _, _ := strings.Cut(v, ";")
+	return strings.TrimSpace(id)
 }
