@@ -342,7 +342,7 @@ func (in *pcapIngest) packet(p *pcapread.Packet) {
 		// RTCP goes to the RTP port + 1 (RFC 3550 §11).
 		if p.Dst.Port()%2 == 1 {
 			if st, ok := in.byAddr[netip.AddrPortFrom(p.Dst.Addr(), p.Dst.Port()-1)]; ok && !st.call.ended {
-				in.rtcp(st.call, p.Payload)
+				in.rtcpOf(st, p.Payload)
 				return
 			}
 		}
@@ -364,9 +364,7 @@ func (in *pcapIngest) media(s *stream, p *pcapread.Packet) {
 	pkt := p.Payload
 	// RTCP multiplexed on the RTP port (RFC 5761): packet types 200-204.
 	if len(pkt) >= 8 && pkt[0]>>6 == 2 && pkt[1] >= 200 && pkt[1] <= 204 {
-		if s.srtp == nil { // SRTCP is not decrypted in this version
-			in.rtcp(s.call, pkt)
-		}
+		in.rtcpOf(s, pkt)
 		return
 	}
 	// ZRTP (RFC 6189) shares the media port: its messages start 0x1 and

@@ -19,6 +19,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/srtp/v2"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -569,8 +570,27 @@ func TestPcapSDES(t *testing.T) {
 		write(callerMedia, calleeMedia, encA(seq)) // caller sends with its own key
 		write(calleeMedia, callerMedia, encB(seq))
 	}
+	// An SRTCP receiver report from the caller to the callee's RTCP port.
+	rctx, err := srtp.CreateContext(keyA[:16], keyA[16:], srtp.ProtectionProfileAes128CmHmacSha1_80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr, _ := (&rtcp.ReceiverReport{SSRC: 9, Reports: []rtcp.ReceptionReport{{SSRC: 7, FractionLost: 64, TotalLost: 3, Jitter: 80}}}).Marshal()
+	srtcp, err := rctx.EncryptRTCP(nil, rr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(netip.AddrPortFrom(callerMedia.Addr(), callerMedia.Port()+1), netip.AddrPortFrom(calleeMedia.Addr(), calleeMedia.Port()+1), srtcp)
 	write(caller, callee, sipMsg("BYE sip:bob@example.com SIP/2.0", "2 BYE", ""))
 	rep, out := ingestFile(t, "", buf.Bytes())
+	if rep.RTCPPackets != 1 || len(out.meta) != 1 {
+		t.Fatalf("SRTCP: %d RTCP packets, %d metadata events (%s)", rep.RTCPPackets, len(out.meta), rep.LastSRTPError)
+	}
+	for _, sc := range out.meta[0].GetScores() {
+		if sc.GetName() == "rtcp.ssrc.0x00000007.jitter_max_ms" && sc.GetValue() != 10 {
+			t.Fatalf("jitter %v ms, want 10 (80 at 8 kHz)", sc.GetValue())
+		}
+	}
 	if rep.Calls != 1 || rep.RTPPackets != 200 || rep.SRTPAuthFailures != 0 || rep.SRTPReplayed != 0 {
 		t.Fatalf("report: calls %d, packets %d, auth failures %d (%s)", rep.Calls, rep.RTPPackets, rep.SRTPAuthFailures, rep.LastSRTPError)
 	}

@@ -1,11 +1,13 @@
 package ingest
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/pion/rtcp"
 
+	"github.com/verbatimrec/verbatim/ingest/internal/srtpdec"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
 
@@ -16,6 +18,26 @@ type rtcpQuality struct {
 	maxFraction float64 // of packets lost, per report interval
 	lost        int64   // cumulative, as last reported
 	maxJitter   uint32  // RTP timestamp units
+}
+
+// rtcpOf reads an RTCP packet of stream s's session, decrypting SRTCP
+// with the stream's key (forged and replayed packets are dropped and
+// counted, as for SRTP).
+func (in *pcapIngest) rtcpOf(s *stream, b []byte) {
+	if s.srtp != nil {
+		plain, err := s.srtp.DecryptRTCP(b)
+		if errors.Is(err, srtpdec.ErrReplay) {
+			in.report.SRTPReplayed++
+			return
+		}
+		if err != nil {
+			in.report.SRTPAuthFailures++
+			in.report.LastSRTPError = fmt.Sprintf("SRTCP: %v", err)
+			return
+		}
+		b = plain
+	}
+	in.rtcp(s.call, b)
 }
 
 // rtcp reads one (compound) RTCP packet of call c.

@@ -52,7 +52,7 @@ func New(suite string, key []byte) (*Decryptor, error) {
 	if len(key) != kl+sl {
 		return nil, fmt.Errorf("srtp: %s needs a %d-byte key and salt, got %d bytes", suite, kl+sl, len(key))
 	}
-	ctx, err := srtp.CreateContext(key[:kl], key[kl:], p, srtp.SRTPReplayProtection(ReplayWindow))
+	ctx, err := srtp.CreateContext(key[:kl], key[kl:], p, srtp.SRTPReplayProtection(ReplayWindow), srtp.SRTCPReplayProtection(ReplayWindow))
 	if err != nil {
 		return nil, fmt.Errorf("srtp: %w", err)
 	}
@@ -74,5 +74,22 @@ func (d *Decryptor) Decrypt(pkt []byte) ([]byte, error) {
 		return nil, ErrReplay
 	default:
 		return nil, fmt.Errorf("srtp: %w", err)
+	}
+}
+
+// DecryptRTCP returns the RTCP packet inside an SRTCP packet, valid until
+// the next call, with the same errors as Decrypt.
+func (d *Decryptor) DecryptRTCP(pkt []byte) ([]byte, error) {
+	out, err := d.ctx.DecryptRTCP(d.buf[:0], pkt, nil)
+	switch {
+	case err == nil:
+		d.buf = out[:0]
+		return out, nil
+	case errors.Is(err, srtp.ErrFailedToVerifyAuthTag), strings.Contains(err.Error(), "failed to verify auth tag"):
+		return nil, ErrAuth
+	case strings.Contains(err.Error(), "duplicated"):
+		return nil, ErrReplay
+	default:
+		return nil, fmt.Errorf("srtcp: %w", err)
 	}
 }

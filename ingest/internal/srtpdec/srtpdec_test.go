@@ -23,6 +23,8 @@ type vector struct {
 	MasterSalt            string `json:"master_salt"`
 	PlaintextRTP          string `json:"plaintext_rtp"`
 	SRTPPacket            string `json:"srtp_packet"`
+	PlaintextRTCP         string `json:"plaintext_rtcp"`
+	SRTCPPacket           string `json:"srtcp_packet"`
 	IndependentlyVerified any    `json:"independently_verified"`
 }
 
@@ -47,8 +49,29 @@ func TestKnownAnswers(t *testing.T) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		t.Fatal(err)
 	}
-	n := 0
+	n, rtcpN := 0, 0
 	for _, v := range f.Vectors {
+		if v.Kind == "srtcp_packet" && v.MasterKey != "" {
+			rtcpN++
+			d, err := srtpdec.New(v.Suite, append(unhex(t, v.MasterKey), unhex(t, v.MasterSalt)...))
+			if err != nil {
+				t.Fatalf("%s: %v", v.ID, err)
+			}
+			pkt := unhex(t, v.SRTCPPacket)
+			forged := bytes.Clone(pkt)
+			forged[10] ^= 1
+			if _, err := d.DecryptRTCP(forged); !errors.Is(err, srtpdec.ErrAuth) {
+				t.Fatalf("%s: forged SRTCP: %v", v.ID, err)
+			}
+			got, err := d.DecryptRTCP(pkt)
+			if err != nil || !bytes.Equal(got, unhex(t, v.PlaintextRTCP)) {
+				t.Fatalf("%s: got %x, %v", v.ID, got, err)
+			}
+			if _, err := d.DecryptRTCP(pkt); !errors.Is(err, srtpdec.ErrReplay) {
+				t.Fatalf("%s: replayed SRTCP: %v", v.ID, err)
+			}
+			continue
+		}
 		if v.Kind != "srtp_packet" {
 			continue
 		}
@@ -72,8 +95,8 @@ func TestKnownAnswers(t *testing.T) {
 			t.Fatalf("%s: replayed packet: %v", v.ID, err)
 		}
 	}
-	if n != 3 {
-		t.Fatalf("%d packet vectors, want 3", n)
+	if n != 3 || rtcpN != 2 {
+		t.Fatalf("%d SRTP and %d SRTCP packet vectors, want 3 and 2", n, rtcpN)
 	}
 	if _, err := srtpdec.New("AES_CM_128_HMAC_SHA1_80", make([]byte, 16)); err == nil {
 		t.Fatal("a short key was accepted")
