@@ -350,6 +350,12 @@ func (r *callRecording) digits() []dtmfEvent {
 func (r *callRecording) abandon() {
 	r.spool.Close()
 	os.Remove(r.spool.Name())
+	for _, s := range r.streams {
+		if s.ogg != nil {
+			s.ogg.file.Close()
+			os.Remove(s.ogg.file.Name())
+		}
+	}
 }
 
 func (r *callRecording) fail(err error) {

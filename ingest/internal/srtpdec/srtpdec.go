@@ -64,6 +64,18 @@ func New(suite string, key []byte) (*Decryptor, error) {
 // ErrReplay; neither changes the stream's state.
 func (d *Decryptor) Decrypt(pkt []byte) ([]byte, error) {
 	out, err := d.ctx.DecryptRTP(d.buf[:0], pkt, &d.hdr)
+	return d.result(out, err, "srtp")
+}
+
+// DecryptRTCP returns the RTCP packet inside an SRTCP packet, valid until
+// the next call, with the same errors as Decrypt.
+func (d *Decryptor) DecryptRTCP(pkt []byte) ([]byte, error) {
+	out, err := d.ctx.DecryptRTCP(d.buf[:0], pkt, nil)
+	return d.result(out, err, "srtcp")
+}
+
+// result keeps out's buffer for reuse and says why a packet was refused.
+func (d *Decryptor) result(out []byte, err error, proto string) ([]byte, error) {
 	switch {
 	case err == nil:
 		d.buf = out[:0]
@@ -73,23 +85,6 @@ func (d *Decryptor) Decrypt(pkt []byte) ([]byte, error) {
 	case strings.Contains(err.Error(), "duplicated"): // pion's replay error is unexported
 		return nil, ErrReplay
 	default:
-		return nil, fmt.Errorf("srtp: %w", err)
-	}
-}
-
-// DecryptRTCP returns the RTCP packet inside an SRTCP packet, valid until
-// the next call, with the same errors as Decrypt.
-func (d *Decryptor) DecryptRTCP(pkt []byte) ([]byte, error) {
-	out, err := d.ctx.DecryptRTCP(d.buf[:0], pkt, nil)
-	switch {
-	case err == nil:
-		d.buf = out[:0]
-		return out, nil
-	case errors.Is(err, srtp.ErrFailedToVerifyAuthTag), strings.Contains(err.Error(), "failed to verify auth tag"):
-		return nil, ErrAuth
-	case strings.Contains(err.Error(), "duplicated"):
-		return nil, ErrReplay
-	default:
-		return nil, fmt.Errorf("srtcp: %w", err)
+		return nil, fmt.Errorf("%s: %w", proto, err)
 	}
 }
