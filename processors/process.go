@@ -932,6 +932,7 @@ func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer
 	if err != nil {
 		return outcome{}, err
 	}
+	defer rec.abandon() // its spools are gone once stored; this cleans up any other exit
 	if _, err := c.spool.Seek(0, io.SeekStart); err != nil {
 		return outcome{}, err
 	}
@@ -960,7 +961,6 @@ func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer
 			return outcome{}, fmt.Errorf("processors: call %s: spool: %w", c.id, err)
 		}
 		if err := rec.batch(&pb); err != nil {
-			rec.abandon()
 			return outcome{}, err
 		}
 	}
