@@ -270,3 +270,56 @@ func TestReassembleFragments(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestVLANs: UDP in a frame with one 802.1Q tag, and with two (QinQ,
+// 802.1ad outer tag), decodes the same.
+func TestVLANs(t *testing.T) {
+	payload := []byte("INVITE sip:bob@example.com SIP/2.0\r\n\r\n")
+	build := func(tags []layers.EthernetType) []byte {
+		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: net.IP{192, 0, 2, 1}, DstIP: net.IP{192, 0, 2, 2}}
+		udp := &layers.UDP{SrcPort: 5060, DstPort: 5060}
+		if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
+			t.Fatal(err)
+		}
+		ls := []gopacket.SerializableLayer{}
+		first := layers.EthernetTypeIPv4
+		if len(tags) > 0 {
+			first = tags[0]
+		}
+		ls = append(ls, &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: first})
+		for i := range tags {
+			next := layers.EthernetTypeIPv4
+			if i+1 < len(tags) {
+				next = tags[i+1]
+			}
+			ls = append(ls, &layers.Dot1Q{VLANIdentifier: uint16(100 + i), Type: next})
+		}
+		ls = append(ls, ip, udp, gopacket.Payload(payload))
+		b := gopacket.NewSerializeBuffer()
+		if err := gopacket.SerializeLayers(b, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	var buf bytes.Buffer
+	w := pcapgo.NewWriter(&buf)
+	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+		t.Fatal(err)
+	}
+	for _, tags := range [][]layers.EthernetType{{layers.EthernetTypeDot1Q}, {layers.EthernetTypeQinQ, layers.EthernetTypeDot1Q}} {
+		f := build(tags)
+		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: time.Unix(1, 0), CaptureLength: len(f), Length: len(f)}, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rd, err := pcapread.Open(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		p, err := rd.Next()
+		if err != nil || p.Proto != pcapread.UDP || !bytes.Equal(p.Payload, payload) || p.Dst.Port() != 5060 {
+			t.Fatalf("frame %d: %v %+v (stats %+v)", i+1, err, p, rd.Stats())
+		}
+	}
+}
