@@ -23,6 +23,7 @@ import (
 	"github.com/verbatimrec/verbatim/internal/seal"
 	"github.com/verbatimrec/verbatim/processors/internal/assemble"
 	"github.com/verbatimrec/verbatim/processors/internal/g711"
+	"github.com/verbatimrec/verbatim/processors/internal/g729"
 	"github.com/verbatimrec/verbatim/processors/internal/oggopus"
 	"github.com/verbatimrec/verbatim/processors/internal/wav"
 	"github.com/verbatimrec/verbatim/schemas"
@@ -44,6 +45,14 @@ type streamRec struct {
 	ssrc       uint32                           // of the current track
 	reports    []*verbatimv1.StreamCompleteness // of earlier sources (SSRC changes)
 	ogg        *oggStream                       // an Opus stream, kept as Ogg Opus
+	closeDecs  func()                           // frees stateful decoders (G.729)
+}
+
+// canDecode reports whether this build decodes any of the stream's codecs.
+func canDecode(s *verbatimv1.Stream) bool {
+	m, closeDecs := decoders(s)
+	closeDecs()
+	return len(m) > 0
 }
 
 // oggStream spools one Opus stream as Ogg Opus, sealed under the process
@@ -163,10 +172,12 @@ func (r *callRecording) setStreams(ss []*verbatimv1.Stream) {
 }
 
 // decoders returns a decoder for each payload type of the stream this
-// version can decode (G.711 µ-law and A-law, L16 at 8 kHz): a stream may
-// change codec mid-call.
-func decoders(s *verbatimv1.Stream) map[uint8]assemble.Decoder {
-	m := map[uint8]assemble.Decoder{}
+// build can decode (G.711 µ-law and A-law, L16 at 8 kHz, and G.729 when
+// built with libbcg729): a stream may change codec mid-call. close frees
+// stateful decoders.
+func decoders(s *verbatimv1.Stream) (m map[uint8]assemble.Decoder, close func()) {
+	m = map[uint8]assemble.Decoder{}
+	var g *g729.Decoder
 	for _, c := range s.GetCodecs() {
 		pt := uint8(c.GetPayloadType())
 		switch strings.ToUpper(c.GetName()) {
@@ -178,9 +189,18 @@ func decoders(s *verbatimv1.Stream) map[uint8]assemble.Decoder {
 			if (c.GetClockRate() == 8000 || c.GetClockRate() == 0) && c.GetChannels() <= 1 {
 				m[pt] = decodeL16
 			}
+		case "G729":
+			if g729.Available && g == nil {
+				g = g729.New()
+				m[pt] = g.Decode
+			}
 		}
 	}
-	return m
+	return m, func() {
+		if g != nil {
+			g.Close()
+		}
+	}
 }
 
 // decodeL16 decodes RFC 3551 L16: 16-bit big-endian linear samples.
@@ -220,7 +240,7 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		s.track = nil
 		r.mixer.Align(s.channel, first)
 	}
-	if s.ogg == nil && s.track == nil && len(decoders(s.meta)) == 0 {
+	if s.ogg == nil && s.track == nil && !canDecode(s.meta) {
 		if pt, ok := opusPT(s.meta); ok {
 			var err error
 			if s.ogg, err = r.newOggStream(s, pt); err != nil {
@@ -232,14 +252,15 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		return r.opusBatch(s, pb)
 	}
 	if s.track == nil {
-		decs := decoders(s.meta)
+		decs, closeDecs := decoders(s.meta)
+		s.closeDecs = closeDecs
 		if len(decs) == 0 {
 			// Kept raw, and said so in the completeness report.
 			var names []string
 			for _, c := range s.meta.GetCodecs() {
 				names = append(names, c.GetName())
 			}
-			s.notDecoded = fmt.Sprintf("no decoder for %s in this version (G.711 and L16 only); the packets are in the raw media object",
+			s.notDecoded = fmt.Sprintf("no decoder for %s in this build (G.711 and L16; G.729 with -tags bcg729); the packets are in the raw media object",
 				strings.Join(names, ", "))
 			s.packets += uint64(pb.GetPacketCount())
 			return nil
@@ -354,6 +375,10 @@ func (r *callRecording) abandon() {
 		if s.ogg != nil {
 			s.ogg.file.Close()
 			os.Remove(s.ogg.file.Name())
+		}
+		if s.closeDecs != nil {
+			s.closeDecs()
+			s.closeDecs = nil
 		}
 	}
 }

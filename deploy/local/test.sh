@@ -29,6 +29,7 @@ missing=()
 for tool in tshark:tshark sox:sox sipp:sip-tester docker-compose:docker-compose; do
 	command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
+[ -f /usr/include/bcg729/decoder.h ] || missing+=(libbcg729-dev) # G.729, cgo, -tags bcg729
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 tshark --version | head -1; sox --version
 
@@ -53,6 +54,11 @@ step "unit and integration tests (-race, real services)"
 go test -race -count=1 -v ./... 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)' | tee "$VERBATIM_STACK_DIR/go-test.log"
 status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] || { echo "go test failed" >&2; exit "$status"; }
+
+step "G.729 through libbcg729 (-tags bcg729)"
+go test -race -count=1 -tags bcg729 ./processors/... 2>&1 | tail -n 20
+status=${PIPESTATUS[0]}
+[ "$status" -eq 0 ] || { echo "go test -tags bcg729 failed" >&2; exit "$status"; }
 
 step "schema checks"
 schemas/check.sh
