@@ -56,7 +56,7 @@ status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] || { echo "go test failed" >&2; exit "$status"; }
 
 step "G.729 through libbcg729 (-tags bcg729)"
-go test -race -count=1 -tags bcg729 ./processors/... 2>&1 | tail -n 20
+go test -race -count=1 -tags bcg729 -run 'G729|Decoders|Undecodable' ./processors/... 2>&1 | tail -n 20
 status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] || { echo "go test -tags bcg729 failed" >&2; exit "$status"; }
 
