@@ -660,6 +660,13 @@ func (in *pcapIngest) parties(c *call) ([]*verbatimv1.Participant, []*verbatimv1
 	// may move a stream, but its earlier batches still need decoding.
 	for _, st := range ss {
 		if i := slices.IndexFunc(c.desc, func(o *verbatimv1.Stream) bool { return o.GetStreamId() == st.GetStreamId() }); i >= 0 {
+			// A re-INVITE may change codec: packets sent before it still
+			// need the old one, so codecs no longer offered are kept.
+			for _, old := range c.desc[i].GetCodecs() {
+				if !slices.ContainsFunc(st.Codecs, func(n *verbatimv1.Codec) bool { return n.GetPayloadType() == old.GetPayloadType() }) {
+					st.Codecs = append(st.Codecs, old)
+				}
+			}
 			c.desc[i] = st
 		} else {
 			c.desc = append(c.desc, st)

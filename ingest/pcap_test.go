@@ -734,3 +734,72 @@ func TestPcapTransfersShareAConversation(t *testing.T) {
 		}
 	}
 }
+
+// TestPcapCodecChange: a re-INVITE moves the call from PCMU to PCMA. The
+// streams' final description still has PCMU, so the packets sent before
+// the change can be decoded.
+func TestPcapCodecChange(t *testing.T) {
+	caller, callee := netip.MustParseAddrPort("192.0.2.10:5060"), netip.MustParseAddrPort("192.0.2.20:5060")
+	callerMedia, calleeMedia := netip.MustParseAddrPort("192.0.2.10:40000"), netip.MustParseAddrPort("192.0.2.20:50000")
+	sdp := func(addr netip.AddrPort, pt int, name string) string {
+		return fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio %d RTP/AVP %d\r\na=rtpmap:%d %s/8000\r\n",
+			addr.Addr(), addr.Addr(), addr.Port(), pt, pt, name)
+	}
+	msg := func(first, cseq, body string) []byte {
+		to := "<sip:bob@example.com>;tag=b1"
+		if strings.HasPrefix(first, "INVITE") && cseq == "1 INVITE" {
+			to = "<sip:bob@example.com>"
+		}
+		return []byte(first + "\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK" + cseq[:1] + "\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: " + to +
+			"\r\nCall-ID: codec-change@example.com\r\nCSeq: " + cseq + "\r\nContent-Type: application/sdp\r\n" +
+			fmt.Sprintf("Content-Length: %d\r\n\r\n", len(body)) + body)
+	}
+	var buf bytes.Buffer
+	w := pcapgo.NewWriter(&buf)
+	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1_700_000_000, 0)
+	write := func(src, dst netip.AddrPort, b []byte) {
+		at = at.Add(20 * time.Millisecond)
+		f := udpFrame(t, src, dst, b)
+		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(f), Length: len(f)}, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rtpPkt := func(seq uint16, pt uint8) []byte {
+		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: 5}, Payload: make([]byte, 160)}
+		b, _ := p.Marshal()
+		return b
+	}
+	write(caller, callee, msg("INVITE sip:bob@example.com SIP/2.0", "1 INVITE", sdp(callerMedia, 0, "PCMU")))
+	write(callee, caller, msg("SIP/2.0 200 OK", "1 INVITE", sdp(calleeMedia, 0, "PCMU")))
+	write(caller, callee, msg("ACK sip:bob@example.com SIP/2.0", "1 ACK", ""))
+	for seq := uint16(1); seq <= 10; seq++ {
+		write(callerMedia, calleeMedia, rtpPkt(seq, 0))
+	}
+	write(caller, callee, msg("INVITE sip:bob@example.com SIP/2.0", "2 INVITE", sdp(callerMedia, 8, "PCMA")))
+	write(callee, caller, msg("SIP/2.0 200 OK", "2 INVITE", sdp(calleeMedia, 8, "PCMA")))
+	for seq := uint16(11); seq <= 20; seq++ {
+		write(callerMedia, calleeMedia, rtpPkt(seq, 8))
+	}
+	write(caller, callee, msg("BYE sip:bob@example.com SIP/2.0", "3 BYE", ""))
+	_, out := ingestFile(t, "", buf.Bytes())
+	if len(out.media) != 1 {
+		t.Fatalf("%d calls", len(out.media))
+	}
+	for _, me := range out.media {
+		for _, s := range me.GetStreams() {
+			if s.GetStreamId() != "caller-audio" {
+				continue
+			}
+			pts := map[uint32]string{}
+			for _, c := range s.GetCodecs() {
+				pts[c.GetPayloadType()] = c.GetName()
+			}
+			if pts[0] != "PCMU" || pts[8] != "PCMA" {
+				t.Fatalf("caller-audio codecs %v: want PCMU (before the re-INVITE) and PCMA", pts)
+			}
+		}
+	}
+}
