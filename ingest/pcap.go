@@ -170,6 +170,7 @@ type stream struct {
 	call    *call
 	srtp    *srtpdec.Decryptor // nil: plain RTP, or SRTP with unknown keys
 	zrtp    bool               // ZRTP seen: the media is SRTP with keys no capture has
+	from    netip.AddrPort     // where its packets come from (a NAT's address, maybe)
 	batcher *rtpbatch.Batcher
 	sent    verbatimv1.StreamMedia // what has been produced, for MediaEnded
 }
@@ -362,6 +363,7 @@ func (in *pcapIngest) packet(p *pcapread.Packet) {
 // earlier one is dropped and counted, never recorded.
 func (in *pcapIngest) media(s *stream, p *pcapread.Packet) {
 	pkt := p.Payload
+	s.from = p.Src
 	// RTCP multiplexed on the RTP port (RFC 5761): packet types 200-204.
 	if len(pkt) >= 8 && pkt[0]>>6 == 2 && pkt[1] >= 200 && pkt[1] <= 204 {
 		in.rtcpOf(s, pkt)
@@ -759,6 +761,11 @@ func (in *pcapIngest) endCall(c *call, at time.Time, reason verbatimv1.EndReason
 		media = append(media, &s.sent)
 	}
 	c.ended = true
+	for k, s := range in.rtpOnly.flows { // NAT'd flows attached to the call
+		if s.call == c {
+			delete(in.rtpOnly.flows, k)
+		}
+	}
 	if len(c.quality) > 0 {
 		in.produce(schemas.TopicMetadata, c.id, c, "rtcp-quality", at, &verbatimv1.MetadataAttached{
 			CallId: c.id, OccurredAt: timestamppb.New(at), Source: "verbatim-ingest:rtcp", Scores: qualityScores(c.quality)})

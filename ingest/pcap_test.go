@@ -803,3 +803,64 @@ func TestPcapCodecChange(t *testing.T) {
 		}
 	}
 }
+
+// TestPcapNATMedia: the caller is behind NAT: its SDP gives a private
+// address that is never on the wire, and its RTP comes from the NAT's
+// public address. The server sends back to that public address, from its
+// own SDP address. Both directions are recorded in the SIP call (not as a
+// call found by its RTP alone).
+func TestPcapNATMedia(t *testing.T) {
+	caller, server := netip.MustParseAddrPort("198.51.100.7:5060"), netip.MustParseAddrPort("203.0.113.9:5060")
+	private, serverMedia := netip.MustParseAddrPort("10.0.0.5:4000"), netip.MustParseAddrPort("203.0.113.9:30000")
+	nat := netip.MustParseAddrPort("198.51.100.7:62000")
+	sdp := func(addr netip.AddrPort) string {
+		return fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio %d RTP/AVP 0\r\n", addr.Addr(), addr.Addr(), addr.Port())
+	}
+	msg := func(first, cseq, body string) []byte {
+		to := "<sip:bob@example.com>;tag=b1"
+		if strings.HasPrefix(first, "INVITE") {
+			to = "<sip:bob@example.com>"
+		}
+		return []byte(first + "\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK" + cseq[:1] + "\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: " + to +
+			"\r\nCall-ID: nat@example.com\r\nCSeq: " + cseq + "\r\nContent-Type: application/sdp\r\n" + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(body)) + body)
+	}
+	var buf bytes.Buffer
+	w := pcapgo.NewWriter(&buf)
+	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1_700_000_000, 0)
+	write := func(src, dst netip.AddrPort, b []byte) {
+		at = at.Add(10 * time.Millisecond)
+		f := udpFrame(t, src, dst, b)
+		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(f), Length: len(f)}, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rtpPkt := func(ssrc uint32, seq uint16) []byte {
+		p := rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: ssrc}, Payload: make([]byte, 160)}
+		b, _ := p.Marshal()
+		return b
+	}
+	write(caller, server, msg("INVITE sip:bob@example.com SIP/2.0", "1 INVITE", sdp(private)))
+	write(server, caller, msg("SIP/2.0 200 OK", "1 INVITE", sdp(serverMedia)))
+	write(caller, server, msg("ACK sip:bob@example.com SIP/2.0", "1 ACK", ""))
+	for seq := uint16(1); seq <= 50; seq++ {
+		write(nat, serverMedia, rtpPkt(1, seq)) // matched by its destination
+		write(serverMedia, nat, rtpPkt(2, seq)) // to the NAT's address: matched by its source
+	}
+	write(caller, server, msg("BYE sip:bob@example.com SIP/2.0", "2 BYE", ""))
+	rep, out := ingestFile(t, "", buf.Bytes())
+	if rep.Calls != 1 || rep.RTPOnlyCalls != 0 {
+		t.Fatalf("calls %d, of which found by RTP alone %d: want the one SIP call", rep.Calls, rep.RTPOnlyCalls)
+	}
+	for _, me := range out.media {
+		got := map[string]uint64{}
+		for _, m := range me.GetMedia() {
+			got[m.GetStreamId()] = m.GetPackets()
+		}
+		if got["caller-audio"] != 50 || got["callee-audio"] != 50 {
+			t.Fatalf("packets per stream %v, want 50 each way", got)
+		}
+	}
+}

@@ -1,7 +1,9 @@
 package ingest
 
 import (
+	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/pion/rtp"
@@ -76,7 +78,9 @@ func (r *rtpOnly) packet(in *pcapIngest, p *pcapread.Packet) bool {
 	k := flowKey{p.Src, p.Dst}
 	if s := r.flows[k]; s != nil {
 		in.media(s, p)
-		r.calls[pairOf(p.Src, p.Dst)].last = p.Time
+		if rc := r.calls[pairOf(p.Src, p.Dst)]; rc != nil {
+			rc.last = p.Time
+		}
 		return true
 	}
 	if _, err := r.hdr.Unmarshal(p.Payload); err != nil || r.hdr.Version != 2 {
@@ -101,7 +105,12 @@ func (r *rtpOnly) packet(in *pcapIngest, p *pcapread.Packet) bool {
 		return true
 	}
 	delete(r.candidates, k)
-	s := r.confirm(in, k, c.pt, c.packets[0].at)
+	s := r.natStream(in, k)
+	if s == nil {
+		s = r.confirm(in, k, c.pt, c.packets[0].at)
+	} else {
+		r.flows[k] = s
+	}
 	if s == nil {
 		return true
 	}
@@ -109,6 +118,53 @@ func (r *rtpOnly) packet(in *pcapIngest, p *pcapread.Packet) bool {
 		in.media(s, &pcapread.Packet{Time: h.at, Src: p.Src, Dst: p.Dst, Proto: pcapread.UDP, Payload: h.payload, Frame: p.Frame})
 	}
 	return true
+}
+
+// natStream finds the SIP call whose party sends flow k: its source is an
+// address that party's SDP gave (symmetric RTP), though its destination
+// is not (the other party is behind NAT, and its SDP names a private
+// address). Both halves of that picture must hold: the flow goes to where
+// the other party's packets come from (its NAT's address), and the
+// stream it joins has had no packet yet, so one stream never gets two
+// sources this way.
+func (r *rtpOnly) natStream(in *pcapIngest, k flowKey) *stream {
+	for _, c := range in.calls {
+		if c.ended || c.dialog == nil {
+			continue
+		}
+		for _, side := range []struct {
+			sender string
+			media  []sipdialog.Media
+		}{{"caller", c.dialog.Caller.Media}, {"callee", c.dialog.Callee.Media}} {
+			for i, m := range side.media {
+				if m.Addr != k.src {
+					continue
+				}
+				id := side.sender + "-audio"
+				if i > 0 {
+					id = fmt.Sprintf("%s-audio-%d", side.sender, i)
+				}
+				other := "callee"
+				if side.sender == "callee" {
+					other = "caller"
+				}
+				otherID := strings.Replace(id, side.sender, other, 1)
+				var mine, theirs *stream
+				for _, s := range c.streams {
+					switch s.id {
+					case id:
+						mine = s
+					case otherID:
+						theirs = s
+					}
+				}
+				if mine != nil && theirs != nil && theirs.from == k.dst && mine.sent.Packets == 0 && mine.batcher.Empty() {
+					return mine
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // confirm makes flow k a stream: of a new call, or the other direction of

@@ -135,6 +135,9 @@ func (b *Batcher) Add(at time.Time, pkt []byte) (*verbatimv1.PacketBatch, error)
 	return done, nil
 }
 
+// Empty reports whether no packet has been added since the last batch.
+func (b *Batcher) Empty() bool { return b.count == 0 }
+
 // Flush seals and returns the open batch, or nil if it is empty. Call it
 // when the stream or the call ends.
 func (b *Batcher) Flush() (*verbatimv1.PacketBatch, error) {
