@@ -864,3 +864,67 @@ func TestPcapNATMedia(t *testing.T) {
 		}
 	}
 }
+
+// TestPcapForkedCall: a proxy forks the INVITE to two phones. Phone A
+// answers 183 with early media (a ringback from its address), phone B
+// answers 200 from another address and talks; A is cancelled. One call is
+// recorded, and neither A's early media nor B's audio is lost.
+func TestPcapForkedCall(t *testing.T) {
+	caller, proxy := netip.MustParseAddrPort("192.0.2.10:5060"), netip.MustParseAddrPort("192.0.2.1:5060")
+	callerMedia := netip.MustParseAddrPort("192.0.2.10:40000")
+	phoneA, phoneB := netip.MustParseAddrPort("192.0.2.21:30000"), netip.MustParseAddrPort("192.0.2.22:30000")
+	sdp := func(addr netip.AddrPort) string {
+		return fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio %d RTP/AVP 0\r\n", addr.Addr(), addr.Addr(), addr.Port())
+	}
+	msg := func(first, toTag, cseq, body string) []byte {
+		to := "<sip:group@example.com>"
+		if toTag != "" {
+			to += ";tag=" + toTag
+		}
+		ct := ""
+		if body != "" {
+			ct = "Content-Type: application/sdp\r\n"
+		}
+		return []byte(first + "\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK" + cseq[:1] + "\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: " + to +
+			"\r\nCall-ID: fork@example.com\r\nCSeq: " + cseq + "\r\n" + ct + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(body)) + body)
+	}
+	var buf bytes.Buffer
+	w := pcapgo.NewWriter(&buf)
+	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1_700_000_000, 0)
+	write := func(src, dst netip.AddrPort, b []byte) {
+		at = at.Add(10 * time.Millisecond)
+		f := udpFrame(t, src, dst, b)
+		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(f), Length: len(f)}, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rtpPkt := func(ssrc uint32, seq uint16) []byte {
+		p := rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: ssrc}, Payload: make([]byte, 160)}
+		b, _ := p.Marshal()
+		return b
+	}
+	write(caller, proxy, msg("INVITE sip:group@example.com SIP/2.0", "", "1 INVITE", sdp(callerMedia)))
+	write(proxy, caller, msg("SIP/2.0 183 Session Progress", "forkA", "1 INVITE", sdp(phoneA)))
+	for seq := uint16(1); seq <= 30; seq++ { // A's ringback
+		write(phoneA, callerMedia, rtpPkt(0xA, seq))
+	}
+	write(proxy, caller, msg("SIP/2.0 200 OK", "forkB", "1 INVITE", sdp(phoneB)))
+	write(caller, proxy, msg("ACK sip:group@example.com SIP/2.0", "forkB", "1 ACK", ""))
+	for seq := uint16(1); seq <= 50; seq++ { // the conversation with B
+		write(phoneB, callerMedia, rtpPkt(0xB, seq))
+		write(callerMedia, phoneB, rtpPkt(0xC, seq))
+	}
+	write(caller, proxy, msg("BYE sip:group@example.com SIP/2.0", "forkB", "2 BYE", ""))
+	rep, out := ingestFile(t, "", buf.Bytes())
+	if rep.Calls != 1 || rep.RTPOnlyCalls != 0 || rep.RTPPackets != 130 {
+		t.Fatalf("calls %d (by RTP alone %d), RTP packets %d: want 1 call with all 130", rep.Calls, rep.RTPOnlyCalls, rep.RTPPackets)
+	}
+	for _, e := range out.ended {
+		if e.GetReason() != verbatimv1.EndReason_END_REASON_BYE {
+			t.Fatalf("ended by %v", e.GetReason())
+		}
+	}
+}
