@@ -584,6 +584,15 @@ func (in *pcapIngest) newCall(id string, at time.Time) *call {
 	return c
 }
 
+// streamID names the stream a participant ("caller", "callee") sends on
+// its i-th SDP audio line.
+func streamID(sender string, i int) string {
+	if i == 0 {
+		return sender + "-audio"
+	}
+	return fmt.Sprintf("%s-audio-%d", sender, i)
+}
+
 // sdesDecryptor returns a decryptor for the first crypto attribute it
 // supports, or nil (the stream is then kept encrypted, as not decodable).
 func (in *pcapIngest) sdesDecryptor(c *call, streamID string, cs []sipdialog.Crypto) *srtpdec.Decryptor {
@@ -618,10 +627,7 @@ func (in *pcapIngest) parties(c *call) ([]*verbatimv1.Participant, []*verbatimv1
 			if m.Kind != "audio" || !m.Addr.IsValid() || m.Addr.Port() == 0 {
 				continue
 			}
-			id := fmt.Sprintf("%s-audio", sender)
-			if i > 0 {
-				id = fmt.Sprintf("%s-audio-%d", sender, i)
-			}
+			id := streamID(sender, i)
 			// SRTP is decrypted with the key the sender's SDP gives for
 			// this m-line (RFC 4568: each side announces its own).
 			var dec *srtpdec.Decryptor

@@ -1,9 +1,7 @@
 package ingest
 
 import (
-	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/pion/rtp"
@@ -140,15 +138,11 @@ func (r *rtpOnly) natStream(in *pcapIngest, k flowKey) *stream {
 				if m.Addr != k.src {
 					continue
 				}
-				id := side.sender + "-audio"
-				if i > 0 {
-					id = fmt.Sprintf("%s-audio-%d", side.sender, i)
-				}
 				other := "callee"
 				if side.sender == "callee" {
 					other = "caller"
 				}
-				otherID := strings.Replace(id, side.sender, other, 1)
+				id, otherID := streamID(side.sender, i), streamID(other, i)
 				var mine, theirs *stream
 				for _, s := range c.streams {
 					switch s.id {
@@ -192,7 +186,7 @@ func (r *rtpOnly) confirm(in *pcapIngest, k flowKey, pt uint8, at time.Time) *st
 	if sc, ok := sipdialog.StaticCodec(pt); ok {
 		codec = &verbatimv1.Codec{PayloadType: uint32(pt), Name: sc.Name, ClockRate: sc.ClockRate, Channels: sc.Channels}
 	}
-	id := sender + "-audio"
+	id := streamID(sender, 0)
 	transport := "RTP/AVP"
 	var dec *srtpdec.Decryptor
 	for _, key := range in.cfg.SRTPKeys { // keys given out of band

@@ -50,9 +50,7 @@ type streamRec struct {
 
 // canDecode reports whether this build decodes any of the stream's codecs.
 func canDecode(s *verbatimv1.Stream) bool {
-	m, closeDecs := decoders(s)
-	closeDecs()
-	return len(m) > 0
+	return slices.ContainsFunc(s.GetCodecs(), func(c *verbatimv1.Codec) bool { return decodable(c) != "" })
 }
 
 // oggStream spools one Opus stream as Ogg Opus, sealed under the process
@@ -180,17 +178,15 @@ func decoders(s *verbatimv1.Stream) (m map[uint8]assemble.Decoder, close func())
 	var g *g729.Decoder
 	for _, c := range s.GetCodecs() {
 		pt := uint8(c.GetPayloadType())
-		switch strings.ToUpper(c.GetName()) {
+		switch decodable(c) {
 		case "PCMU":
 			m[pt] = g711.DecodeUlaw
 		case "PCMA":
 			m[pt] = g711.DecodeAlaw
 		case "L16":
-			if (c.GetClockRate() == 8000 || c.GetClockRate() == 0) && c.GetChannels() <= 1 {
-				m[pt] = decodeL16
-			}
+			m[pt] = decodeL16
 		case "G729":
-			if g729.Available && g == nil {
+			if g == nil {
 				g = g729.New()
 				m[pt] = g.Decode
 			}
@@ -201,6 +197,24 @@ func decoders(s *verbatimv1.Stream) (m map[uint8]assemble.Decoder, close func())
 			g.Close()
 		}
 	}
+}
+
+// decodable returns the codec's name if this build decodes it into the
+// 8 kHz recording, or "".
+func decodable(c *verbatimv1.Codec) string {
+	switch name := strings.ToUpper(c.GetName()); name {
+	case "PCMU", "PCMA":
+		return name
+	case "L16":
+		if (c.GetClockRate() == 8000 || c.GetClockRate() == 0) && c.GetChannels() <= 1 {
+			return name
+		}
+	case "G729":
+		if g729.Available {
+			return name
+		}
+	}
+	return ""
 }
 
 // decodeL16 decodes RFC 3551 L16: 16-bit big-endian linear samples.
