@@ -55,32 +55,14 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	fs := flag.NewFlagSet("ingest pcap", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	kafka := addKafkaFlags(fs)
-	tenant := fs.String("tenant", envOr("VERBATIM_TENANT", "demo"), "tenant that owns the recordings")
-	timeout := fs.Duration("rtp-timeout", 30*time.Second, "end a call without BYE after this long without SIP or RTP")
-	deliver := fs.Duration("kafka-timeout", 2*time.Minute, "fail when Kafka has not accepted a record within this long")
-	pci := fs.Bool("pci", false, "PCI DSS mode: DTMF sent in SIP INFO is stored masked (run verbatim process with --pci-tenants too)")
-	kf := addKeyFlags(fs)
-	var srtpKeys []ingest.SRTPKey
-	fs.Func("srtp-key", "`[ADDR:PORT=]SUITE:inline:BASE64`: an SRTP master key known out of band, for RTP without captured SDP (repeatable; e.g. AES_CM_128_HMAC_SHA1_80:inline:...)", func(v string) error {
-		k, err := ingest.ParseSRTPKey(v)
-		if err == nil {
-			srtpKeys = append(srtpKeys, k)
-		}
-		return err
-	})
+	inf := addIngestFlags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
 		return errors.New("ingest pcap: no capture file given")
 	}
-	km, err := kf.manager()
-	if err != nil {
-		return err
-	}
-	log := warnLogger(stderr)
-	cl, err := kafka.client("verbatim-ingest", stderr, kgo.RecordDeliveryTimeout(*deliver))
+	base, cl, err := inf.open(stderr)
 	if err != nil {
 		return err
 	}
@@ -94,14 +76,13 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			failed++
 			continue
 		}
-		rep, err := ingest.Pcap(ctx, ingest.Config{
-			Tenant: *tenant, Keys: km, Producer: cl, RTPTimeout: *timeout, Logger: log, SRTPKeys: srtpKeys, PCI: *pci,
-			Source: "verbatim-ingest/" + filepath.Base(name),
-			Progress: func(r ingest.Report) {
-				fmt.Fprintf(stderr, "\r%s: %d packets, %d SIP messages, %.0f packets/s", name, r.Pcap.Frames, r.SIP.Messages,
-					float64(r.Pcap.Frames)/max(r.Elapsed.Seconds(), 1e-9))
-			},
-		}, f)
+		cfg := base
+		cfg.Source = "verbatim-ingest/" + filepath.Base(name)
+		cfg.Progress = func(r ingest.Report) {
+			fmt.Fprintf(stderr, "\r%s: %d packets, %d SIP messages, %.0f packets/s", name, r.Pcap.Frames, r.SIP.Messages,
+				float64(r.Pcap.Frames)/max(r.Elapsed.Seconds(), 1e-9))
+		}
+		rep, err := ingest.Pcap(ctx, cfg, f)
 		f.Close()
 		fmt.Fprintln(stderr)
 		if err != nil {
@@ -110,29 +91,82 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			continue
 		}
 		fmt.Fprintf(stdout, "%s: %d calls, %d RTP packets in %d batches\n", name, rep.Calls, rep.RTPPackets, rep.Batches)
-		warn := func(n uint64, what, detail string) {
-			if n > 0 {
-				fmt.Fprintf(stdout, "  warning: %d %s%s\n", n, what, detail)
-			}
-		}
 		if rep.Truncated {
 			fmt.Fprintf(stdout, "  warning: the capture is truncated or corrupt after frame %d; everything before it was recorded\n", rep.Pcap.Frames)
 		}
-		warn(rep.SIP.Malformed, "malformed SIP messages skipped", lastErr(rep.LastSIPError))
-		warn(rep.BadRTP, "packets on media ports that are not RTP skipped", lastErr(rep.LastRTPError))
-		warn(rep.Pcap.Malformed, "undecodable frames skipped", lastErr(rep.Pcap.LastMalformed))
-		warn(rep.Pcap.FragmentsLost, "IP datagrams lost: some of their fragments were not captured", "")
-		warn(rep.SIPOverTCP.GapBytes, "bytes of SIP over TCP never captured (the messages they were in are lost)", "")
-		warn(rep.SIPOverTCP.DiscardedBytes, "bytes of SIP over TCP that framed no message, skipped", "")
-		warn(rep.SRTPAuthFailures, "SRTP packets failed authentication (forged or corrupted) and were dropped", lastErr(rep.LastSRTPError))
-		warn(rep.SRTPReplayed, "SRTP packets were replays and were dropped", "")
-		warn(rep.ZRTPPackets, "ZRTP packets seen: those calls' media is encrypted with keys no capture has, and is kept encrypted", "")
-		warn(rep.UnmatchedTCP, "TCP segments that are not SIP (SIP over TLS cannot be read) skipped", "")
+		printWarnings(stdout, rep)
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d of %d captures failed", failed, fs.NArg())
 	}
 	return nil
+}
+
+// printWarnings says, with a count and the last reason, everything a
+// capture skipped or lost.
+func printWarnings(w io.Writer, rep ingest.Report) {
+	warn := func(n uint64, what, detail string) {
+		if n > 0 {
+			fmt.Fprintf(w, "  warning: %d %s%s\n", n, what, detail)
+		}
+	}
+	warn(rep.KernelDrops, "frames dropped by the kernel before Verbatim read them: calls in that time may have gaps", "")
+	warn(rep.SIP.Malformed, "malformed SIP messages skipped", lastErr(rep.LastSIPError))
+	warn(rep.BadRTP, "packets on media ports that are not RTP skipped", lastErr(rep.LastRTPError))
+	warn(rep.Pcap.Malformed, "undecodable frames skipped", lastErr(rep.Pcap.LastMalformed))
+	warn(rep.Pcap.FragmentsLost, "IP datagrams lost: some of their fragments were not captured", "")
+	warn(rep.SIPOverTCP.GapBytes, "bytes of SIP over TCP never captured (the messages they were in are lost)", "")
+	warn(rep.SIPOverTCP.DiscardedBytes, "bytes of SIP over TCP that framed no message, skipped", "")
+	warn(rep.SRTPAuthFailures, "SRTP packets failed authentication (forged or corrupted) and were dropped", lastErr(rep.LastSRTPError))
+	warn(rep.SRTPReplayed, "SRTP packets were replays and were dropped", "")
+	warn(rep.ZRTPPackets, "ZRTP packets seen: those calls' media is encrypted with keys no capture has, and is kept encrypted", "")
+	warn(rep.UnmatchedTCP, "TCP segments that are not SIP (SIP over TLS cannot be read) skipped", "")
+	warn(rep.BadRTCP, "RTCP packets that do not parse skipped", "")
+}
+
+// ingestFlags are the flags `ingest pcap` and `ingest live` share.
+type ingestFlags struct {
+	kafka    kafkaFlags
+	keys     keyFlags
+	tenant   *string
+	timeout  *time.Duration
+	deliver  *time.Duration
+	pci      *bool
+	srtpKeys []ingest.SRTPKey
+}
+
+func addIngestFlags(fs *flag.FlagSet) *ingestFlags {
+	f := &ingestFlags{
+		kafka:   addKafkaFlags(fs),
+		tenant:  fs.String("tenant", envOr("VERBATIM_TENANT", "demo"), "tenant that owns the recordings"),
+		timeout: fs.Duration("rtp-timeout", 30*time.Second, "end a call without BYE after this long without SIP or RTP"),
+		deliver: fs.Duration("kafka-timeout", 2*time.Minute, "fail when Kafka has not accepted a record within this long"),
+		pci:     fs.Bool("pci", false, "PCI DSS mode: DTMF sent in SIP INFO is stored masked (run verbatim process with --pci-tenants too)"),
+		keys:    addKeyFlags(fs),
+	}
+	fs.Func("srtp-key", "`[ADDR:PORT=]SUITE:inline:BASE64`: an SRTP master key known out of band, for RTP without captured SDP (repeatable; e.g. AES_CM_128_HMAC_SHA1_80:inline:...)", func(v string) error {
+		k, err := ingest.ParseSRTPKey(v)
+		if err == nil {
+			f.srtpKeys = append(f.srtpKeys, k)
+		}
+		return err
+	})
+	return f
+}
+
+// open returns the ingest configuration the flags give and the Kafka
+// client it produces with; the caller closes the client.
+func (f *ingestFlags) open(stderr io.Writer) (ingest.Config, *kgo.Client, error) {
+	km, err := f.keys.manager()
+	if err != nil {
+		return ingest.Config{}, nil, err
+	}
+	cl, err := f.kafka.client("verbatim-ingest", stderr, kgo.RecordDeliveryTimeout(*f.deliver))
+	if err != nil {
+		return ingest.Config{}, nil, err
+	}
+	return ingest.Config{Tenant: *f.tenant, Keys: km, Producer: cl, RTPTimeout: *f.timeout, Logger: warnLogger(stderr),
+		SRTPKeys: f.srtpKeys, PCI: *f.pci}, cl, nil
 }
 
 func lastErr(s string) string {
@@ -146,41 +180,28 @@ func lastErr(s string) string {
 func runIngestLive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("ingest live", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	kafka := addKafkaFlags(fs)
 	iface := fs.String("interface", "", "network interface to capture on, e.g. a mirror port (required; needs CAP_NET_RAW)")
 	filter := fs.String("filter-bpf", "", "kernel filter in `tcpdump -ddd` form, e.g. \"$(tcpdump -ddd udp or tcp port 5060)\" (default: everything)")
-	tenant := fs.String("tenant", envOr("VERBATIM_TENANT", "demo"), "tenant that owns the recordings")
-	timeout := fs.Duration("rtp-timeout", 30*time.Second, "end a call without BYE after this long without SIP or RTP")
-	deliver := fs.Duration("kafka-timeout", 2*time.Minute, "fail when Kafka has not accepted a record within this long")
-	pci := fs.Bool("pci", false, "PCI DSS mode: DTMF sent in SIP INFO is stored masked")
-	kf := addKeyFlags(fs)
+	inf := addIngestFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *iface == "" {
 		return errors.New("ingest live: --interface is required")
 	}
-	km, err := kf.manager()
-	if err != nil {
-		return err
-	}
-	cl, err := kafka.client("verbatim-ingest", stderr, kgo.RecordDeliveryTimeout(*deliver))
+	cfg, cl, err := inf.open(stderr)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
+	cfg.Source, cfg.ProgressEvery = "verbatim-ingest/live:"+*iface, 1000
+	cfg.Progress = func(r ingest.Report) {
+		fmt.Fprintf(stderr, "\r%s: %d packets, %d SIP messages, %d calls, %d kernel drops ", *iface, r.Pcap.Frames, r.SIP.Messages, r.Calls, r.KernelDrops)
+	}
 	fmt.Fprintf(stderr, "capturing on %s; Ctrl-C to stop\n", *iface)
-	rep, err := ingest.Live(ctx, ingest.Config{
-		Tenant: *tenant, Keys: km, Producer: cl, RTPTimeout: *timeout, Logger: warnLogger(stderr), Source: "verbatim-ingest/live:" + *iface, PCI: *pci,
-		ProgressEvery: 1000,
-		Progress: func(r ingest.Report) {
-			fmt.Fprintf(stderr, "\r%s: %d packets, %d SIP messages, %d calls, %d kernel drops ", *iface, r.Pcap.Frames, r.SIP.Messages, r.Calls, r.KernelDrops)
-		},
-	}, ingest.LiveConfig{Interface: *iface, Filter: *filter})
+	rep, err := ingest.Live(ctx, cfg, ingest.LiveConfig{Interface: *iface, Filter: *filter})
 	fmt.Fprintln(stderr)
 	fmt.Fprintf(stdout, "%s: %d calls, %d RTP packets in %d batches, %d frames dropped by the kernel\n", *iface, rep.Calls, rep.RTPPackets, rep.Batches, rep.KernelDrops)
-	if rep.KernelDrops > 0 {
-		fmt.Fprintf(stdout, "  warning: %d frames were dropped by the kernel before Verbatim read them: calls in that time may have gaps\n", rep.KernelDrops)
-	}
+	printWarnings(stdout, rep)
 	return err
 }
