@@ -514,6 +514,69 @@ func udpFrame(t *testing.T, src, dst netip.AddrPort, payload []byte) []byte {
 	return buf.Bytes()
 }
 
+// synth builds a capture of UDP datagrams on Ethernet, one every step.
+type synth struct {
+	t    *testing.T
+	buf  bytes.Buffer
+	w    *pcapgo.Writer
+	at   time.Time
+	step time.Duration
+}
+
+func newSynth(t *testing.T, step time.Duration) *synth {
+	t.Helper()
+	s := &synth{t: t, at: time.Unix(1_700_000_000, 0), step: step}
+	s.w = pcapgo.NewWriter(&s.buf)
+	if err := s.w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (s *synth) send(src, dst netip.AddrPort, payload []byte) {
+	s.t.Helper()
+	s.at = s.at.Add(s.step)
+	f := udpFrame(s.t, src, dst, payload)
+	if err := s.w.WritePacket(gopacket.CaptureInfo{Timestamp: s.at, CaptureLength: len(f), Length: len(f)}, f); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func (s *synth) bytes() []byte { return s.buf.Bytes() }
+
+// rtpPacket is a 20 ms packet of 160 zero bytes.
+func rtpPacket(ssrc uint32, seq uint16, pt uint8) []byte {
+	p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: ssrc},
+		Payload: make([]byte, 160)}
+	b, _ := p.Marshal()
+	return b
+}
+
+// audioSDP offers one audio line at addr; extra lines follow the m-line.
+func audioSDP(addr netip.AddrPort, proto string, pt int, extra ...string) string {
+	s := fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio %d %s %d\r\n", addr.Addr(), addr.Addr(), addr.Port(), proto, pt)
+	for _, e := range extra {
+		s += e + "\r\n"
+	}
+	return s
+}
+
+// dialogMsg is one message of dialog callID from alice to bob: everything
+// but the initial INVITE carries Bob's tag.
+func dialogMsg(callID, first, cseq, body string) []byte {
+	to := "<sip:bob@example.com>;tag=b1"
+	if strings.HasPrefix(first, "INVITE") && cseq == "1 INVITE" {
+		to = "<sip:bob@example.com>"
+	}
+	ct := ""
+	if body != "" {
+		ct = "Content-Type: application/sdp\r\n"
+	}
+	return []byte(first + "\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK" + cseq[:1] + "\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: " + to +
+		"\r\nCall-ID: " + callID + "\r\nCSeq: " + cseq + "\r\nContact: <sip:alice@192.0.2.10>\r\n" + ct +
+		fmt.Sprintf("Content-Length: %d\r\n\r\n", len(body)) + body)
+}
+
 // TestPcapSDES: a call whose SDP offers SRTP with an a=crypto key in each
 // direction (RFC 4568). Each direction is decrypted with the key its
 // sender announced, and the stream is decodable.
@@ -523,29 +586,11 @@ func TestPcapSDES(t *testing.T) {
 	keyA := bytes.Repeat([]byte{0xA1}, 30) // caller's master key || salt
 	keyB := bytes.Repeat([]byte{0xB2}, 30)
 	sdp := func(addr netip.AddrPort, key []byte) string {
-		return fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio %d RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n"+
-			"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:%s\r\n", addr.Addr(), addr.Addr(), addr.Port(), base64.StdEncoding.EncodeToString(key))
+		return audioSDP(addr, "RTP/SAVP", 0, "a=rtpmap:0 PCMU/8000", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"+base64.StdEncoding.EncodeToString(key))
 	}
-	sipMsg := func(first string, cseq string, body string) []byte {
-		return []byte(first + "\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK1\r\nFrom: <sip:alice@example.com>;tag=a1\r\n" +
-			"To: <sip:bob@example.com>" + map[bool]string{true: ";tag=b1", false: ""}[!strings.HasPrefix(first, "INVITE")] +
-			"\r\nCall-ID: sdes-1@example.com\r\nCSeq: " + cseq + "\r\nContact: <sip:alice@192.0.2.10>\r\nContent-Type: application/sdp\r\n" +
-			fmt.Sprintf("Content-Length: %d\r\n\r\n", len(body)) + body)
-	}
-	t0 := time.Unix(1_700_000_000, 0)
-	var buf bytes.Buffer
-	w := pcapgo.NewWriter(&buf)
-	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
-		t.Fatal(err)
-	}
-	at := t0
-	write := func(src, dst netip.AddrPort, payload []byte) {
-		at = at.Add(10 * time.Millisecond)
-		f := udpFrame(t, src, dst, payload)
-		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(f), Length: len(f)}, f); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sipMsg := func(first, cseq, body string) []byte { return dialogMsg("sdes-1@example.com", first, cseq, body) }
+	pc := newSynth(t, 10*time.Millisecond)
+	write := pc.send
 	write(caller, callee, sipMsg("INVITE sip:bob@example.com SIP/2.0", "1 INVITE", sdp(callerMedia, keyA)))
 	write(callee, caller, sipMsg("SIP/2.0 200 OK", "1 INVITE", sdp(calleeMedia, keyB)))
 	write(caller, callee, sipMsg("ACK sip:bob@example.com SIP/2.0", "1 ACK", ""))
@@ -582,7 +627,7 @@ func TestPcapSDES(t *testing.T) {
 	}
 	write(netip.AddrPortFrom(callerMedia.Addr(), callerMedia.Port()+1), netip.AddrPortFrom(calleeMedia.Addr(), calleeMedia.Port()+1), srtcp)
 	write(caller, callee, sipMsg("BYE sip:bob@example.com SIP/2.0", "2 BYE", ""))
-	rep, out := ingestFile(t, "", buf.Bytes())
+	rep, out := ingestFile(t, "", pc.bytes())
 	if rep.RTCPPackets != 1 || len(out.meta) != 1 {
 		t.Fatalf("SRTCP: %d RTCP packets, %d metadata events (%s)", rep.RTCPPackets, len(out.meta), rep.LastSRTPError)
 	}
@@ -692,19 +737,8 @@ func TestPcapTransfersShareAConversation(t *testing.T) {
 		}
 		return []byte(h + "Content-Length: 0\r\n\r\n")
 	}
-	var buf bytes.Buffer
-	w := pcapgo.NewWriter(&buf)
-	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
-		t.Fatal(err)
-	}
-	at := time.Unix(1_700_000_000, 0)
-	send := func(src, dst netip.AddrPort, b []byte) {
-		at = at.Add(100 * time.Millisecond)
-		f := udpFrame(t, src, dst, b)
-		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(f), Length: len(f)}, f); err != nil {
-			t.Fatal(err)
-		}
-	}
+	pc := newSynth(t, 100*time.Millisecond)
+	send := pc.send
 	call := func(src, dst netip.AddrPort, id, from, to string, extra ...string) {
 		send(src, dst, msg("INVITE "+to+" SIP/2.0", id, from, to, "1 INVITE", extra...))
 		send(dst, src, msg("SIP/2.0 200 OK", id, from, to, "1 INVITE"))
@@ -717,7 +751,7 @@ func TestPcapTransfersShareAConversation(t *testing.T) {
 	call(alice, carol, "call-b", "sip:alice@example.com", "sip:carol@example.com:5060", "Referred-By: <sip:bob@example.com>")
 	call(bob, carol, "call-c", "sip:bob@example.com", "sip:carol@example.com", "Replaces: call-b;to-tag=t-call-b;from-tag=f-call-b")
 	call(carol, bob, "call-d", "sip:carol@example.com", "sip:bob@example.com") // unrelated
-	_, out := ingestFile(t, "", buf.Bytes())
+	_, out := ingestFile(t, "", pc.bytes())
 	if len(out.started) != 4 {
 		t.Fatalf("%d calls", len(out.started))
 	}
@@ -742,36 +776,12 @@ func TestPcapCodecChange(t *testing.T) {
 	caller, callee := netip.MustParseAddrPort("192.0.2.10:5060"), netip.MustParseAddrPort("192.0.2.20:5060")
 	callerMedia, calleeMedia := netip.MustParseAddrPort("192.0.2.10:40000"), netip.MustParseAddrPort("192.0.2.20:50000")
 	sdp := func(addr netip.AddrPort, pt int, name string) string {
-		return fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio %d RTP/AVP %d\r\na=rtpmap:%d %s/8000\r\n",
-			addr.Addr(), addr.Addr(), addr.Port(), pt, pt, name)
+		return audioSDP(addr, "RTP/AVP", pt, fmt.Sprintf("a=rtpmap:%d %s/8000", pt, name))
 	}
-	msg := func(first, cseq, body string) []byte {
-		to := "<sip:bob@example.com>;tag=b1"
-		if strings.HasPrefix(first, "INVITE") && cseq == "1 INVITE" {
-			to = "<sip:bob@example.com>"
-		}
-		return []byte(first + "\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK" + cseq[:1] + "\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: " + to +
-			"\r\nCall-ID: codec-change@example.com\r\nCSeq: " + cseq + "\r\nContent-Type: application/sdp\r\n" +
-			fmt.Sprintf("Content-Length: %d\r\n\r\n", len(body)) + body)
-	}
-	var buf bytes.Buffer
-	w := pcapgo.NewWriter(&buf)
-	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
-		t.Fatal(err)
-	}
-	at := time.Unix(1_700_000_000, 0)
-	write := func(src, dst netip.AddrPort, b []byte) {
-		at = at.Add(20 * time.Millisecond)
-		f := udpFrame(t, src, dst, b)
-		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(f), Length: len(f)}, f); err != nil {
-			t.Fatal(err)
-		}
-	}
-	rtpPkt := func(seq uint16, pt uint8) []byte {
-		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: 5}, Payload: make([]byte, 160)}
-		b, _ := p.Marshal()
-		return b
-	}
+	msg := func(first, cseq, body string) []byte { return dialogMsg("codec-change@example.com", first, cseq, body) }
+	pc := newSynth(t, 20*time.Millisecond)
+	write := pc.send
+	rtpPkt := func(seq uint16, pt uint8) []byte { return rtpPacket(5, seq, pt) }
 	write(caller, callee, msg("INVITE sip:bob@example.com SIP/2.0", "1 INVITE", sdp(callerMedia, 0, "PCMU")))
 	write(callee, caller, msg("SIP/2.0 200 OK", "1 INVITE", sdp(calleeMedia, 0, "PCMU")))
 	write(caller, callee, msg("ACK sip:bob@example.com SIP/2.0", "1 ACK", ""))
@@ -784,7 +794,7 @@ func TestPcapCodecChange(t *testing.T) {
 		write(callerMedia, calleeMedia, rtpPkt(seq, 8))
 	}
 	write(caller, callee, msg("BYE sip:bob@example.com SIP/2.0", "3 BYE", ""))
-	_, out := ingestFile(t, "", buf.Bytes())
+	_, out := ingestFile(t, "", pc.bytes())
 	if len(out.media) != 1 {
 		t.Fatalf("%d calls", len(out.media))
 	}
@@ -813,35 +823,11 @@ func TestPcapNATMedia(t *testing.T) {
 	caller, server := netip.MustParseAddrPort("198.51.100.7:5060"), netip.MustParseAddrPort("203.0.113.9:5060")
 	private, serverMedia := netip.MustParseAddrPort("10.0.0.5:4000"), netip.MustParseAddrPort("203.0.113.9:30000")
 	nat := netip.MustParseAddrPort("198.51.100.7:62000")
-	sdp := func(addr netip.AddrPort) string {
-		return fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio %d RTP/AVP 0\r\n", addr.Addr(), addr.Addr(), addr.Port())
-	}
-	msg := func(first, cseq, body string) []byte {
-		to := "<sip:bob@example.com>;tag=b1"
-		if strings.HasPrefix(first, "INVITE") {
-			to = "<sip:bob@example.com>"
-		}
-		return []byte(first + "\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK" + cseq[:1] + "\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: " + to +
-			"\r\nCall-ID: nat@example.com\r\nCSeq: " + cseq + "\r\nContent-Type: application/sdp\r\n" + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(body)) + body)
-	}
-	var buf bytes.Buffer
-	w := pcapgo.NewWriter(&buf)
-	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
-		t.Fatal(err)
-	}
-	at := time.Unix(1_700_000_000, 0)
-	write := func(src, dst netip.AddrPort, b []byte) {
-		at = at.Add(10 * time.Millisecond)
-		f := udpFrame(t, src, dst, b)
-		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(f), Length: len(f)}, f); err != nil {
-			t.Fatal(err)
-		}
-	}
-	rtpPkt := func(ssrc uint32, seq uint16) []byte {
-		p := rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: ssrc}, Payload: make([]byte, 160)}
-		b, _ := p.Marshal()
-		return b
-	}
+	sdp := func(addr netip.AddrPort) string { return audioSDP(addr, "RTP/AVP", 0) }
+	msg := func(first, cseq, body string) []byte { return dialogMsg("nat@example.com", first, cseq, body) }
+	pc := newSynth(t, 10*time.Millisecond)
+	write := pc.send
+	rtpPkt := func(ssrc uint32, seq uint16) []byte { return rtpPacket(ssrc, seq, 0) }
 	write(caller, server, msg("INVITE sip:bob@example.com SIP/2.0", "1 INVITE", sdp(private)))
 	write(server, caller, msg("SIP/2.0 200 OK", "1 INVITE", sdp(serverMedia)))
 	write(caller, server, msg("ACK sip:bob@example.com SIP/2.0", "1 ACK", ""))
@@ -850,7 +836,7 @@ func TestPcapNATMedia(t *testing.T) {
 		write(serverMedia, nat, rtpPkt(2, seq)) // to the NAT's address: matched by its source
 	}
 	write(caller, server, msg("BYE sip:bob@example.com SIP/2.0", "2 BYE", ""))
-	rep, out := ingestFile(t, "", buf.Bytes())
+	rep, out := ingestFile(t, "", pc.bytes())
 	if rep.Calls != 1 || rep.RTPOnlyCalls != 0 {
 		t.Fatalf("calls %d, of which found by RTP alone %d: want the one SIP call", rep.Calls, rep.RTPOnlyCalls)
 	}
@@ -873,9 +859,7 @@ func TestPcapForkedCall(t *testing.T) {
 	caller, proxy := netip.MustParseAddrPort("192.0.2.10:5060"), netip.MustParseAddrPort("192.0.2.1:5060")
 	callerMedia := netip.MustParseAddrPort("192.0.2.10:40000")
 	phoneA, phoneB := netip.MustParseAddrPort("192.0.2.21:30000"), netip.MustParseAddrPort("192.0.2.22:30000")
-	sdp := func(addr netip.AddrPort) string {
-		return fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio %d RTP/AVP 0\r\n", addr.Addr(), addr.Addr(), addr.Port())
-	}
+	sdp := func(addr netip.AddrPort) string { return audioSDP(addr, "RTP/AVP", 0) }
 	msg := func(first, toTag, cseq, body string) []byte {
 		to := "<sip:group@example.com>"
 		if toTag != "" {
@@ -888,24 +872,9 @@ func TestPcapForkedCall(t *testing.T) {
 		return []byte(first + "\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK" + cseq[:1] + "\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: " + to +
 			"\r\nCall-ID: fork@example.com\r\nCSeq: " + cseq + "\r\n" + ct + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(body)) + body)
 	}
-	var buf bytes.Buffer
-	w := pcapgo.NewWriter(&buf)
-	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
-		t.Fatal(err)
-	}
-	at := time.Unix(1_700_000_000, 0)
-	write := func(src, dst netip.AddrPort, b []byte) {
-		at = at.Add(10 * time.Millisecond)
-		f := udpFrame(t, src, dst, b)
-		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(f), Length: len(f)}, f); err != nil {
-			t.Fatal(err)
-		}
-	}
-	rtpPkt := func(ssrc uint32, seq uint16) []byte {
-		p := rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: uint32(seq) * 160, SSRC: ssrc}, Payload: make([]byte, 160)}
-		b, _ := p.Marshal()
-		return b
-	}
+	pc := newSynth(t, 10*time.Millisecond)
+	write := pc.send
+	rtpPkt := func(ssrc uint32, seq uint16) []byte { return rtpPacket(ssrc, seq, 0) }
 	write(caller, proxy, msg("INVITE sip:group@example.com SIP/2.0", "", "1 INVITE", sdp(callerMedia)))
 	write(proxy, caller, msg("SIP/2.0 183 Session Progress", "forkA", "1 INVITE", sdp(phoneA)))
 	for seq := uint16(1); seq <= 30; seq++ { // A's ringback
@@ -918,7 +887,7 @@ func TestPcapForkedCall(t *testing.T) {
 		write(callerMedia, phoneB, rtpPkt(0xC, seq))
 	}
 	write(caller, proxy, msg("BYE sip:group@example.com SIP/2.0", "forkB", "2 BYE", ""))
-	rep, out := ingestFile(t, "", buf.Bytes())
+	rep, out := ingestFile(t, "", pc.bytes())
 	if rep.Calls != 1 || rep.RTPOnlyCalls != 0 || rep.RTPPackets != 130 {
 		t.Fatalf("calls %d (by RTP alone %d), RTP packets %d: want 1 call with all 130", rep.Calls, rep.RTPOnlyCalls, rep.RTPPackets)
 	}
