@@ -897,3 +897,21 @@ func TestPcapForkedCall(t *testing.T) {
 		}
 	}
 }
+
+// TestPcapRTPOnlyDetectionLosesNoCount: RTP found without SDP is confirmed
+// after four packets in a row. A packet that breaks the run is given up
+// and counted (never silently dropped), and the run restarts with the
+// packet that broke it, so it is kept.
+func TestPcapRTPOnlyDetectionLosesNoCount(t *testing.T) {
+	src, dst := netip.MustParseAddrPort("192.0.2.1:4000"), netip.MustParseAddrPort("192.0.2.2:5000")
+	pc := newSynth(t, 20*time.Millisecond)
+	pc.send(src, dst, rtpPacket(9, 1, 0))
+	for seq := uint16(3); seq <= 20; seq++ { // seq 2 was lost on the wire
+		pc.send(src, dst, rtpPacket(9, seq, 0))
+	}
+	rep, _ := ingestFile(t, "", pc.bytes())
+	if rep.RTPOnlyCalls != 1 || rep.RTPPackets != 18 || rep.UnmatchedUDP != 1 {
+		t.Fatalf("calls by RTP %d, RTP packets %d, unmatched %d: want 1, 18 (seq 3-20), 1 (seq 1, counted)",
+			rep.RTPOnlyCalls, rep.RTPPackets, rep.UnmatchedUDP)
+	}
+}

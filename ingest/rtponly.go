@@ -82,20 +82,22 @@ func (r *rtpOnly) packet(in *pcapIngest, p *pcapread.Packet) bool {
 		return true
 	}
 	if _, err := r.hdr.Unmarshal(p.Payload); err != nil || r.hdr.Version != 2 {
-		delete(r.candidates, k)
+		r.drop(in, k)
 		return false
 	}
 	c := r.candidates[k]
-	switch {
-	case c == nil:
+	if c != nil && (c.ssrc != r.hdr.SSRC || r.hdr.SequenceNumber != c.seq+1) {
+		// Not one stream after all: what was held is given up (and
+		// counted), and this packet may start a stream of its own.
+		r.drop(in, k)
+		c = nil
+	}
+	if c == nil {
 		if !audioPT(r.hdr.PayloadType) || len(r.candidates) >= maxCandidates {
 			return false
 		}
 		c = &candidate{ssrc: r.hdr.SSRC, pt: r.hdr.PayloadType}
 		r.candidates[k] = c
-	case c.ssrc != r.hdr.SSRC || r.hdr.SequenceNumber != c.seq+1:
-		delete(r.candidates, k)
-		return false
 	}
 	c.seq = r.hdr.SequenceNumber
 	c.packets = append(c.packets, heldPacket{p.Time, append([]byte(nil), p.Payload...)})
@@ -250,13 +252,24 @@ func (r *rtpOnly) expire(in *pcapIngest, now time.Time) {
 	// Candidates that never confirmed are not kept forever.
 	for k, c := range r.candidates {
 		if now.Sub(c.packets[len(c.packets)-1].at) > in.cfg.RTPTimeout {
-			delete(r.candidates, k)
+			r.drop(in, k)
 		}
+	}
+}
+
+// drop gives up flow k's held packets, counting them as unmatched UDP.
+func (r *rtpOnly) drop(in *pcapIngest, k flowKey) {
+	if c := r.candidates[k]; c != nil {
+		in.report.UnmatchedUDP += uint64(len(c.packets))
+		delete(r.candidates, k)
 	}
 }
 
 // endAll ends every call at its last packet: the capture is over.
 func (r *rtpOnly) endAll(in *pcapIngest) {
+	for k := range r.candidates {
+		r.drop(in, k)
+	}
 	for pair, rc := range r.calls {
 		r.end(in, pair, rc)
 	}
