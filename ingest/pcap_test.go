@@ -42,7 +42,6 @@ type ingested struct {
 	media   map[string]*verbatimv1.MediaEnded
 	meta    []*verbatimv1.MetadataAttached
 	dks     map[string]*verbatimv1.DataKey
-	keys    int
 	records []*kgo.Record
 }
 
@@ -139,7 +138,6 @@ func ingestRun(t *testing.T, brokers []string, km keys.Manager, tenant string, r
 			mustUnmarshal(t, r.Value, m)
 			out.media[m.GetCallId()] = m
 		case "verbatim.v1.DataKey":
-			out.keys++
 			m := &verbatimv1.DataKey{}
 			mustUnmarshal(t, r.Value, m)
 			out.dks[m.GetKeyId()] = m

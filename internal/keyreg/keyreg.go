@@ -133,13 +133,6 @@ func (r *Registry) CaughtUp() bool {
 	return r.caught
 }
 
-// Len is the number of keys held (shredded ones included).
-func (r *Registry) Len() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.keys)
-}
-
 // Close stops following and closes the client.
 func (r *Registry) Close() {
 	r.cancel()
