@@ -51,8 +51,8 @@ func BenchmarkApplyBatch(b *testing.B) {
 		p.apply(r, false)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*50), "ns/packet")
-	if p.stats.Rejected > 0 || p.stats.Duplicates > 0 {
-		b.Fatalf("%d records rejected, %d taken for duplicates", p.stats.Rejected, p.stats.Duplicates)
+	if p.txn.Rejected > 0 || p.txn.Duplicates > 0 {
+		b.Fatalf("%d records rejected, %d taken for duplicates", p.txn.Rejected, p.txn.Duplicates)
 	}
 }
 

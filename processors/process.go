@@ -598,6 +598,7 @@ func (p *processor) transaction(ctx context.Context, recs []*kgo.Record) error {
 	p.stats.Batches += p.txn.Batches
 	p.stats.Duplicates += p.txn.Duplicates
 	p.stats.NoMedia += p.txn.NoMedia
+	p.stats.Rejected += p.txn.Rejected
 	p.txn = Stats{}
 	return nil
 }
@@ -612,7 +613,7 @@ func (p *processor) apply(r *kgo.Record, replay bool) {
 	if string(typ) == "verbatim.v1.PacketBatch" {
 		if c := calls[string(r.Key)]; c != nil {
 			if tenant := schemas.HeaderValue(r.Headers, schemas.HeaderTenant); string(tenant) != c.tenant {
-				p.reject(r, fmt.Errorf("call %s: tenant %q, but its first batch said %q", c.id, tenant, c.tenant))
+				p.reject(r, replay, fmt.Errorf("call %s: tenant %q, but its first batch said %q", c.id, tenant, c.tenant))
 				return
 			}
 			p.spool(r, c, replay)
@@ -624,7 +625,7 @@ func (p *processor) apply(r *kgo.Record, replay bool) {
 		err = fmt.Errorf("invalid tenant %q", env.Tenant)
 	}
 	if err != nil {
-		p.reject(r, err)
+		p.reject(r, replay, err)
 		return
 	}
 	if len(p.cfg.Tenants) > 0 && !slices.Contains(p.cfg.Tenants, env.Tenant) {
@@ -635,14 +636,14 @@ func (p *processor) apply(r *kgo.Record, replay bool) {
 	case "verbatim.v1.PacketBatch":
 		h, err := scanBatch(r.Value)
 		if err != nil || string(h.callID) != callID || !h.sealed || len(h.keyID) == 0 {
-			p.reject(r, fmt.Errorf("not a sealed PacketBatch of call %s: %v", callID, err))
+			p.reject(r, replay, fmt.Errorf("not a sealed PacketBatch of call %s: %v", callID, err))
 			return
 		}
 		f, err := os.CreateTemp(p.dir, "raw-*")
 		if err != nil {
 			// The disk is the processor's: failing it is fatal to
 			// the call, and loudly so.
-			p.reject(r, fmt.Errorf("spool: %w", err))
+			p.reject(r, replay, fmt.Errorf("spool: %w", err))
 			return
 		}
 		c := &openCall{tenant: env.Tenant, id: callID, keyID: string(h.keyID), partition: r.Partition,
@@ -659,7 +660,7 @@ func (p *processor) apply(r *kgo.Record, replay bool) {
 	case "verbatim.v1.MediaEnded":
 		var me verbatimv1.MediaEnded
 		if err := proto.Unmarshal(r.Value, &me); err != nil || me.GetCallId() != callID {
-			p.reject(r, fmt.Errorf("not a MediaEnded of call %s: %v", callID, err))
+			p.reject(r, replay, fmt.Errorf("not a MediaEnded of call %s: %v", callID, err))
 			return
 		}
 		c := calls[callID]
@@ -677,7 +678,7 @@ func (p *processor) apply(r *kgo.Record, replay bool) {
 		p.touch(c, false)
 		p.done = append(p.done, finishing{c: c, end: &me})
 	default:
-		p.reject(r, fmt.Errorf("unexpected event type %q", env.Type))
+		p.reject(r, replay, fmt.Errorf("unexpected event type %q", env.Type))
 	}
 }
 
@@ -685,7 +686,7 @@ func (p *processor) apply(r *kgo.Record, replay bool) {
 func (p *processor) spool(r *kgo.Record, c *openCall, replay bool) {
 	h, err := scanBatch(r.Value)
 	if err != nil || string(h.callID) != c.id || !h.sealed {
-		p.reject(r, fmt.Errorf("not a sealed PacketBatch of call %s: %v", c.id, err))
+		p.reject(r, replay, fmt.Errorf("not a sealed PacketBatch of call %s: %v", c.id, err))
 		return
 	}
 	s := c.streams[string(h.streamID)]
@@ -706,7 +707,7 @@ func (p *processor) spool(r *kgo.Record, c *openCall, replay bool) {
 	p.wbuf = binary.AppendUvarint(p.wbuf[:0], uint64(len(r.Value)))
 	p.wbuf = append(p.wbuf, r.Value...)
 	if _, err := c.spool.Write(p.wbuf); err != nil {
-		p.reject(r, fmt.Errorf("spool: %w", err))
+		p.reject(r, replay, fmt.Errorf("spool: %w", err))
 		return
 	}
 	c.size += int64(len(p.wbuf))
@@ -719,8 +720,13 @@ func (p *processor) spool(r *kgo.Record, c *openCall, replay bool) {
 	}
 }
 
-func (p *processor) reject(r *kgo.Record, err error) {
-	p.stats.Rejected++
+// reject skips a record that cannot be used. It is logged and counted
+// once: not again when an aborted transaction or a rebuild reads it anew.
+func (p *processor) reject(r *kgo.Record, replay bool, err error) {
+	if replay {
+		return
+	}
+	p.txn.Rejected++
 	p.cfg.Logger.Warn("media record skipped", "partition", r.Partition, "offset", r.Offset, "err", err)
 }
 
