@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -608,6 +607,9 @@ func (p *processor) transaction(ctx context.Context, recs []*kgo.Record) error {
 // appended without allocating: only its header fields are read, and the
 // envelope is validated in full when a call opens and when it ends.
 func (p *processor) apply(r *kgo.Record, replay bool) {
+	if len(p.cfg.Tenants) > 0 && !p.serves(schemas.HeaderValue(r.Headers, schemas.HeaderTenant)) {
+		return // another processor's tenant
+	}
 	calls := p.open[r.Partition]
 	typ := schemas.HeaderValue(r.Headers, schemas.HeaderType)
 	if string(typ) == "verbatim.v1.PacketBatch" {
@@ -627,9 +629,6 @@ func (p *processor) apply(r *kgo.Record, replay bool) {
 	if err != nil {
 		p.reject(r, replay, err)
 		return
-	}
-	if len(p.cfg.Tenants) > 0 && !slices.Contains(p.cfg.Tenants, env.Tenant) {
-		return // another processor's tenant
 	}
 	callID := string(r.Key)
 	switch env.Type {
@@ -718,6 +717,16 @@ func (p *processor) spool(r *kgo.Record, c *openCall, replay bool) {
 	if !replay {
 		p.txn.Batches++
 	}
+}
+
+// serves reports whether tenant is one of Config.Tenants (no allocation).
+func (p *processor) serves(tenant []byte) bool {
+	for _, t := range p.cfg.Tenants {
+		if string(tenant) == t {
+			return true
+		}
+	}
+	return false
 }
 
 // reject skips a record that cannot be used. It is logged and counted
