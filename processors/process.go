@@ -232,6 +232,15 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 		return Stats{}, err
 	}
 	defer p.sess.Close()
+	// Take the transactional id now: this fences a dead predecessor with
+	// the same Instance and aborts its open transaction. Otherwise its
+	// pending offsets hold the partitions (fetching committed offsets
+	// waits for them to be stable) until the transaction times out, and
+	// the id would only be taken with the first transaction, which needs
+	// those partitions: a minute lost at every crash.
+	if _, _, err := p.sess.Client().ProducerID(ctx); err != nil {
+		return Stats{}, fmt.Errorf("processors: transactional id %s: %w", "verbatim-process-"+cfg.Instance, err)
+	}
 	p.adm = kadm.NewClient(p.sess.Client())
 	err = p.loop(ctx)
 	p.stats.Open = p.openCount()
