@@ -23,6 +23,7 @@ import (
 	"github.com/verbatimrec/verbatim/internal/seal"
 	"github.com/verbatimrec/verbatim/processors/internal/assemble"
 	"github.com/verbatimrec/verbatim/processors/internal/g711"
+	"github.com/verbatimrec/verbatim/processors/internal/g722"
 	"github.com/verbatimrec/verbatim/processors/internal/g729"
 	"github.com/verbatimrec/verbatim/processors/internal/oggopus"
 	"github.com/verbatimrec/verbatim/processors/internal/wav"
@@ -30,8 +31,24 @@ import (
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
 
-// sampleRate of the recordings this version writes (G.711).
-const sampleRate = 8000
+// Recording sample rates: narrowband, and wideband when any stream of the
+// call is G.722 (its narrowband streams are then upsampled).
+const (
+	narrowband = 8000
+	wideband   = 16000
+)
+
+// recordingRate returns the sample rate of a recording of these streams.
+func recordingRate(ss []*verbatimv1.Stream) int {
+	for _, s := range ss {
+		for _, c := range s.GetCodecs() {
+			if decodable(c) == "G722" {
+				return wideband
+			}
+		}
+	}
+	return narrowband
+}
 
 type streamRec struct {
 	meta       *verbatimv1.Stream
@@ -125,6 +142,7 @@ type callRecording struct {
 	opener         *seal.Sealer
 	streams        map[string]*streamRec
 	mixer          *wav.Mixer
+	rate           int // samples per second
 	spool          *os.File
 	spoolKey       []byte
 	spoolW         *seal.StreamWriter
@@ -143,8 +161,8 @@ func newCallRecording(tenant, callID string, streams []*verbatimv1.Stream, t0 ti
 		return nil, err
 	}
 	r := &callRecording{tenant: tenant, callID: callID, opener: opener, streams: map[string]*streamRec{},
-		spool: f, spoolKey: key, spoolW: w, pci: pci}
-	r.mixer = wav.NewMixer(writerFunc(r.writePCM), sampleRate, t0, 0)
+		spool: f, spoolKey: key, spoolW: w, pci: pci, rate: recordingRate(streams)}
+	r.mixer = wav.NewMixer(writerFunc(r.writePCM), r.rate, t0, 0)
 	r.setStreams(streams)
 	return r, nil
 }
@@ -170,27 +188,43 @@ func (r *callRecording) setStreams(ss []*verbatimv1.Stream) {
 }
 
 // decoders returns a decoder for each payload type of the stream this
-// build can decode (G.711 µ-law and A-law, L16 at 8 kHz, and G.729 when
-// built with libbcg729): a stream may change codec mid-call. close frees
-// stateful decoders.
-func decoders(s *verbatimv1.Stream) (m map[uint8]assemble.Decoder, close func()) {
+// build can decode (G.711 µ-law and A-law, G.722, L16 at 8 kHz, and G.729
+// when built with libbcg729), each giving samples at the recording's rate:
+// a stream may change codec mid-call. close frees stateful decoders.
+func decoders(s *verbatimv1.Stream, rate int) (m map[uint8]assemble.Decoder, close func()) {
 	m = map[uint8]assemble.Decoder{}
 	var g *g729.Decoder
+	var g7 *g722.Decoder
 	for _, c := range s.GetCodecs() {
 		pt := uint8(c.GetPayloadType())
+		var dec assemble.Decoder
 		switch decodable(c) {
 		case "PCMU":
-			m[pt] = g711.DecodeUlaw
+			dec = g711.DecodeUlaw
 		case "PCMA":
-			m[pt] = g711.DecodeAlaw
+			dec = g711.DecodeAlaw
 		case "L16":
-			m[pt] = decodeL16
+			dec = decodeL16
 		case "G729":
 			if g == nil {
 				g = g729.New()
-				m[pt] = g.Decode
 			}
+			dec = g.Decode
+		case "G722":
+			// Wideband: the recording is at 16 kHz whenever a stream
+			// has G.722 (recordingRate).
+			if g7 == nil {
+				g7 = g722.New()
+			}
+			m[pt] = g7.Decode
+			continue
+		default:
+			continue
 		}
+		if rate == wideband {
+			dec = assemble.Upsample2(dec)
+		}
+		m[pt] = dec
 	}
 	return m, func() {
 		if g != nil {
@@ -199,8 +233,8 @@ func decoders(s *verbatimv1.Stream) (m map[uint8]assemble.Decoder, close func())
 	}
 }
 
-// decodable returns the codec's name if this build decodes it into the
-// 8 kHz recording, or "".
+// decodable returns the codec's name if this build decodes it into a
+// recording, or "".
 func decodable(c *verbatimv1.Codec) string {
 	switch name := strings.ToUpper(c.GetName()); name {
 	case "PCMU", "PCMA":
@@ -211,6 +245,10 @@ func decodable(c *verbatimv1.Codec) string {
 		}
 	case "G729":
 		if g729.Available {
+			return name
+		}
+	case "G722":
+		if c.GetChannels() <= 1 {
 			return name
 		}
 	}
@@ -252,6 +290,10 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		// track and start the new one where it arrives.
 		s.reports = append(s.reports, s.track.Close())
 		s.track = nil
+		if s.closeDecs != nil {
+			s.closeDecs() // the new source gets fresh decoder state
+			s.closeDecs = nil
+		}
 		r.mixer.Align(s.channel, first)
 	}
 	if s.ogg == nil && s.track == nil && !canDecode(s.meta) {
@@ -266,7 +308,7 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		return r.opusBatch(s, pb)
 	}
 	if s.track == nil {
-		decs, closeDecs := decoders(s.meta)
+		decs, closeDecs := decoders(s.meta, r.rate)
 		s.closeDecs = closeDecs
 		if len(decs) == 0 {
 			// Kept raw, and said so in the completeness report.
@@ -274,14 +316,15 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 			for _, c := range s.meta.GetCodecs() {
 				names = append(names, c.GetName())
 			}
-			s.notDecoded = fmt.Sprintf("no decoder for %s in this build (G.711 and L16; G.729 with -tags bcg729); the packets are in the raw media object",
+			s.notDecoded = fmt.Sprintf("no decoder for %s in this build (G.711, G.722 and L16; G.729 with -tags bcg729); the packets are in the raw media object",
 				strings.Join(names, ", "))
 			s.packets += uint64(pb.GetPacketCount())
 			return nil
 		}
 		ch := s.channel
 		cfg := assemble.Config{StreamID: s.meta.GetStreamId(), SSRC: pb.GetSsrc(), Decoders: decs,
-			Out: func(samples []int16) { r.fail(r.mixer.Write(ch, samples)) }}
+			SamplesPerTick: r.rate / narrowband, // every codec decoded has an 8 kHz RTP clock
+			Out:            func(samples []int16) { r.fail(r.mixer.Write(ch, samples)) }}
 		if r.pci {
 			cfg.Mask = s.dtmf.masked
 		}
@@ -454,7 +497,7 @@ func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objst
 	if err != nil {
 		return nil, nil, err
 	}
-	hdr := wav.Header(2, sampleRate, uint32(r.pcmBytes))
+	hdr := wav.Header(2, r.rate, uint32(r.pcmBytes))
 	pSum, cSum, pN, cN, err := sealAndPut(ctx, store, dk.Plaintext, r.tenant, objectKey,
 		io.MultiReader(bytes.NewReader(hdr[:]), spool), int64(len(hdr))+r.pcmBytes)
 	if err != nil {
@@ -474,7 +517,7 @@ func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objst
 	slices.SortFunc(objects, func(a, b *verbatimv1.StreamObject) int { return strings.Compare(a.GetStreamId(), b.GetStreamId()) })
 	ev := &verbatimv1.RecordingStored{
 		CallId: r.callID, RecordingId: recordingID, ObjectKey: objectKey, Format: "audio/wav",
-		Duration: durationpb.New(time.Duration(frames) * time.Second / sampleRate), Channels: 2, SampleRate: sampleRate,
+		Duration: durationpb.New(time.Duration(frames) * time.Second / time.Duration(r.rate)), Channels: 2, SampleRate: uint32(r.rate),
 		PlaintextSha256: pSum, CiphertextSha256: cSum, PlaintextSize: uint64(pN), CiphertextSize: uint64(cN),
 		Key:           &verbatimv1.KeyReference{KeyId: "dk-" + recordingID, KekName: dk.Wrapped.KEKName, KekVersion: dk.Wrapped.KEKVersion},
 		StoredAt:      timestamppb.Now(),

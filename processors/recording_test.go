@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"io"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/verbatimrec/verbatim/internal/objstore"
 	"github.com/verbatimrec/verbatim/internal/seal"
 	"github.com/verbatimrec/verbatim/processors/internal/g711"
+	"github.com/verbatimrec/verbatim/processors/internal/g722"
 	"github.com/verbatimrec/verbatim/processors/internal/g729"
 	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
@@ -25,13 +27,19 @@ import (
 // as one PacketBatch, the way ingest does.
 func batchOf(t *testing.T, s *seal.Sealer, stream string, ssrc uint32, first, n int, at time.Time, lost map[int]bool, fill byte) *verbatimv1.PacketBatch {
 	t.Helper()
+	return batchPT(t, s, 0, stream, ssrc, first, n, at, lost, fill)
+}
+
+// batchPT is batchOf with packets of payload type pt.
+func batchPT(t *testing.T, s *seal.Sealer, pt uint8, stream string, ssrc uint32, first, n int, at time.Time, lost map[int]bool, fill byte) *verbatimv1.PacketBatch {
+	t.Helper()
 	var plain []byte
 	var offs []uint32
 	for i := first; i < first+n; i++ {
 		if lost[i] {
 			continue
 		}
-		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 0, SequenceNumber: uint16(i), Timestamp: uint32(i * 160), SSRC: ssrc},
+		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: pt, SequenceNumber: uint16(i), Timestamp: uint32(i * 160), SSRC: ssrc},
 			Payload: bytes.Repeat([]byte{fill + byte(i%8)}, 160)}
 		b, err := p.Marshal()
 		if err != nil {
@@ -203,20 +211,40 @@ func BenchmarkRecordingBatch(b *testing.B) {
 }
 
 func TestDecoders(t *testing.T) {
-	ds, closeDecs := decoders(&verbatimv1.Stream{Codecs: []*verbatimv1.Codec{
+	st := &verbatimv1.Stream{Codecs: []*verbatimv1.Codec{
 		{PayloadType: 0, Name: "PCMU"}, {PayloadType: 8, Name: "pcma"}, {PayloadType: 97, Name: "L16", ClockRate: 8000, Channels: 1},
 		{PayloadType: 98, Name: "L16", ClockRate: 44100, Channels: 2}, {PayloadType: 18, Name: "G729"}, {PayloadType: 101, Name: "telephone-event"},
-	}})
-	defer closeDecs()
-	want := 3
-	if g729.Available {
-		want = 4
+		{PayloadType: 9, Name: "G722", ClockRate: 8000},
+	}}
+	if got := recordingRate([]*verbatimv1.Stream{st}); got != 16000 {
+		t.Fatalf("a stream with G.722 gives a %d Hz recording", got)
 	}
-	if len(ds) != want || ds[0] == nil || ds[8] == nil || ds[97] == nil {
+	if got := recordingRate([]*verbatimv1.Stream{{Codecs: st.Codecs[:3]}}); got != 8000 {
+		t.Fatalf("G.711 and L16 give a %d Hz recording", got)
+	}
+	ds, closeDecs := decoders(st, 8000)
+	defer closeDecs()
+	want := 4
+	if g729.Available {
+		want = 5
+	}
+	if len(ds) != want || ds[0] == nil || ds[8] == nil || ds[97] == nil || ds[9] == nil {
 		t.Fatalf("decoders for %v", ds)
 	}
 	if got := ds[97](nil, []byte{0x12, 0x34, 0xff, 0xfe}); len(got) != 2 || got[0] != 0x1234 || got[1] != -2 {
 		t.Fatalf("L16 decoded to %v", got)
+	}
+	if got := ds[9](nil, make([]byte, 160)); len(got) != 320 {
+		t.Fatalf("G.722 decoded 160 octets to %d samples", len(got))
+	}
+	// In a wideband recording every narrowband codec is upsampled.
+	wb, closeWB := decoders(st, 16000)
+	defer closeWB()
+	if got := wb[0](nil, make([]byte, 160)); len(got) != 320 {
+		t.Fatalf("PCMU in a 16 kHz recording: 160 octets to %d samples", len(got))
+	}
+	if got := wb[97](nil, []byte{0x12, 0x34, 0xff, 0xfe}); len(got) != 4 {
+		t.Fatalf("L16 in a 16 kHz recording: 2 samples to %d", len(got))
 	}
 }
 
@@ -267,5 +295,76 @@ func TestSSRCChange(t *testing.T) {
 	want := func(code byte) int16 { return g711.DecodeUlaw(nil, []byte{code})[0] }
 	if left(0) != want(0x10) || left(2*8000) != 0 || left(3*8000) != want(0x60+byte(7%8)) {
 		t.Fatalf("samples at 0 s %d, 2 s %d, 3 s %d", left(0), left(2*8000), left(3*8000))
+	}
+}
+
+// TestWidebandCall: a call with a G.722 side and a G.711 side is recorded
+// at 16 kHz: the G.722 channel as decoded, the G.711 channel upsampled,
+// both on one timeline (a lost G.722 packet is 320 samples of silence).
+func TestWidebandCall(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	kr, _ := keys.OpenKeyring(filepath.Join(dir, "keyring.json"))
+	store, _ := objstore.NewFS(filepath.Join(dir, "objects"))
+	key, _ := kr.GenerateDataKey(ctx, "demo")
+	s, _ := seal.New("demo", "dk-call-1", key.Plaintext)
+	t0 := time.Unix(1_480_000_000, 0)
+	streams := []*verbatimv1.Stream{
+		{StreamId: "caller-audio", ParticipantId: "caller", Codecs: []*verbatimv1.Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}}},
+		{StreamId: "callee-audio", ParticipantId: "callee", Codecs: []*verbatimv1.Codec{{PayloadType: 9, Name: "G722", ClockRate: 8000}}},
+	}
+	rec, err := newCallRecording("demo", "call-1", streams, t0, s, dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []*verbatimv1.PacketBatch{
+		batchOf(t, s, "caller-audio", 1, 0, 50, t0, nil, 0x10),
+		batchPT(t, s, 9, "callee-audio", 2, 0, 50, t0, map[int]bool{10: true}, 0x40),
+	} {
+		if err := rec.batch(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev, dk, err := rec.finish(ctx, kr, store, "rec-1", "demo/2016/11/24/call-1/rec-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.GetSampleRate() != 16000 || ev.GetDuration().AsDuration() != time.Second {
+		t.Fatalf("recording %d Hz, %v", ev.GetSampleRate(), ev.GetDuration().AsDuration())
+	}
+	rc, _, _ := store.Get(ctx, ev.GetObjectKey())
+	r, _ := OpenRecording(rc, dk.Plaintext, "demo", ev.GetObjectKey())
+	wavBytes, err := io.ReadAll(r)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if binary.LittleEndian.Uint32(wavBytes[24:]) != 16000 || len(wavBytes) != 44+4*16000 {
+		t.Fatalf("WAV header rate %d, %d bytes", binary.LittleEndian.Uint32(wavBytes[24:]), len(wavBytes))
+	}
+	sample := func(ch, i int) int16 { return int16(binary.LittleEndian.Uint16(wavBytes[44+4*i+2*ch:])) }
+	// The G.711 side: each µ-law sample twice as many times (a constant
+	// payload interpolates to itself), two input samples late.
+	if want := g711.DecodeUlaw(nil, []byte{0x10 + 3})[0]; sample(0, 3*320+100) != want {
+		t.Fatalf("caller at packet 3: %d, want %d", sample(0, 3*320+100), want)
+	}
+	// The G.722 side: the lost packet is silence, its neighbours are not.
+	g := g722.New()
+	var want []int16
+	for i := range 10 {
+		want = g.Decode(want, bytes.Repeat([]byte{0x40 + byte(i%8)}, 160))
+	}
+	for i, w := range want {
+		if got := sample(1, i); got != w {
+			t.Fatalf("callee sample %d: %d, want %d", i, got, w)
+		}
+	}
+	for i := 10 * 320; i < 11*320; i++ {
+		if sample(1, i) != 0 {
+			t.Fatalf("callee sample %d in the lost packet: %d", i, sample(1, i))
+		}
+	}
+	if !slices.ContainsFunc(wavBytes[44+4*11*320:], func(b byte) bool { return b != 0 }) {
+		t.Fatal("nothing after the lost packet")
 	}
 }

@@ -51,12 +51,12 @@ func TestIngestProjectSearch(t *testing.T) {
 	out := cmd("ingest", "pcap", "--brokers", brokers, "--keyring", keyring,
 		stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"), stacktest.SharedTestdata(t, "pcap/wireshark_SIP_DTMF2.cap"),
 		stacktest.SharedTestdata(t, "pcap/audiocodes_sip-over-tcp.pcap"), stacktest.SharedTestdata(t, "pcap/metaswitch_09a_2833_dtmf.pcap"),
-		stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-opus.pcap"))
+		stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-opus.pcap"), stacktest.SharedTestdata(t, "pcap/miarec_siprec_dual_channel_udp.pcap"))
 	t.Log("\n" + out)
 	out = cmd("process", "--brokers", brokers, "--keyring", keyring, "--objects", objects, "--spool", t.TempDir(),
 		"--exit-when-idle", "2s", "--quiet")
 	t.Log(out)
-	if !strings.Contains(out, "7 recordings stored") {
+	if !strings.Contains(out, "9 recordings stored") {
 		t.Fatalf("process: %s", out)
 	}
 	out = cmd("project", "search", "--brokers", brokers, "--keyring", keyring, "--database", db, "--exit-when-idle", "3s")
@@ -76,8 +76,8 @@ func TestIngestProjectSearch(t *testing.T) {
 		}
 		return rs
 	}
-	if rs := find(); len(rs) != 8 {
-		t.Fatalf("%d calls found, want 8 (2 per SIP/UDP G.711 capture, 1 Opus, 1 over TCP, 2 found by their RTP alone)", len(rs))
+	if rs := find(); len(rs) != 10 {
+		t.Fatalf("%d calls found, want 10 (2 per SIP/UDP G.711 capture, 1 Opus, 1 over TCP, 4 found by their RTP alone)", len(rs))
 	}
 	rs := find("--call-id", "1-1966@10.0.2.20")
 	if len(rs) != 1 || rs[0].EndReason != "END_REASON_BYE" || rs[0].Duration < 8*time.Second || rs[0].Duration > 9*time.Second ||
@@ -142,6 +142,10 @@ func TestIngestProjectSearch(t *testing.T) {
 		{"pcap/wireshark_SIP_DTMF2.cap", "rtp:192.168.105.110:4374", []ref{{0x9A7B5382, 8, "al"}}}, // 2 packets lost
 		// No SIP at all; RFC 2833 events between.
 		{"pcap/metaswitch_09a_2833_dtmf.pcap", "rtp:192.91.191.186:20014", []ref{{0x12CC6BF4, 0, "ul"}}},
+		// G.722, decoded at 16 kHz (the SIPREC INVITE's first fragment is
+		// missing, so these are found by their RTP).
+		{"pcap/miarec_siprec_dual_channel_udp.pcap", "rtp:192.168.86.48:58594", []ref{{0x19473744, 9, "g722"}}},
+		{"pcap/miarec_siprec_dual_channel_udp.pcap", "rtp:192.168.86.48:58596", []ref{{0x04AD37B4, 9, "g722"}}},
 	} {
 		callID := c.call
 		if strings.HasPrefix(callID, "rtp:") {
@@ -161,8 +165,12 @@ func TestIngestProjectSearch(t *testing.T) {
 			t.Fatal(err)
 		}
 		// sox reads the header as a WAV player would.
+		rate := "8000"
+		if c.refs[0].codec == "g722" {
+			rate = "16000"
+		}
 		if info, err := exec.Command("soxi", wavPath).CombinedOutput(); err != nil ||
-			!strings.Contains(string(info), "Channels       : 2") || !strings.Contains(string(info), "Sample Rate    : 8000") {
+			!strings.Contains(string(info), "Channels       : 2") || !strings.Contains(string(info), "Sample Rate    : "+rate) {
 			t.Fatalf("soxi: %v\n%s", err, info)
 		}
 		left, right := wavChannels(t, wav)
@@ -177,7 +185,7 @@ func TestIngestProjectSearch(t *testing.T) {
 					continue
 				}
 				used[i], found = true, true
-				t.Logf("%s SSRC 0x%08x: %d samples equal tshark's export decoded by sox, channel %d from sample %d", c.call, r.ssrc, len(want), i, at)
+				t.Logf("%s SSRC 0x%08x: %d samples equal tshark's export decoded by %s, channel %d from sample %d", c.call, r.ssrc, len(want), map[bool]string{true: "ffmpeg", false: "sox"}[r.codec == "g722"], i, at)
 				break
 			}
 			if !found {
@@ -218,8 +226,11 @@ func runOut(ctx context.Context, args ...string) (string, error) {
 
 func wavChannels(t *testing.T, wav []byte) (l, r []int16) {
 	t.Helper()
-	if len(wav) < 44 || string(wav[:4]) != "RIFF" || binary.LittleEndian.Uint16(wav[22:]) != 2 || binary.LittleEndian.Uint32(wav[24:]) != 8000 {
-		t.Fatalf("not an 8 kHz stereo WAV")
+	if len(wav) < 44 || string(wav[:4]) != "RIFF" || binary.LittleEndian.Uint16(wav[22:]) != 2 {
+		t.Fatalf("not a stereo WAV")
+	}
+	if rate := binary.LittleEndian.Uint32(wav[24:]); rate != 8000 && rate != 16000 {
+		t.Fatalf("a %d Hz WAV: recordings are 8 kHz, or 16 kHz with G.722", rate)
 	}
 	for o := 44; o+4 <= len(wav); o += 4 {
 		l = append(l, int16(binary.LittleEndian.Uint16(wav[o:])))
@@ -233,9 +244,10 @@ func silent(s []int16) bool {
 }
 
 // tsharkSox exports one stream's RTP payloads of payload type pt with
-// tshark, decodes them with sox (codec "ul" or "al") to 16-bit samples and
-// places each packet's samples at its RTP timestamp, silence between: a
-// reference made entirely by other people's code.
+// tshark, decodes them with sox (codec "ul" or "al") or ffmpeg ("g722", to
+// 16 kHz) to 16-bit samples and places each packet's samples at its RTP
+// timestamp, silence between: a reference made entirely by other people's
+// code.
 func tsharkSox(t *testing.T, pcap string, ssrc uint32, pt int, codec string) []int16 {
 	t.Helper()
 	out, err := exec.Command("tshark", "-r", pcap, "-o", "rtp.heuristic_rtp:TRUE",
@@ -272,21 +284,29 @@ func tsharkSox(t *testing.T, pcap string, ssrc uint32, pt int, codec string) []i
 	if err := os.WriteFile(in, raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if b, err := exec.Command("sox", "-t", codec, "-r", "8000", "-c", "1", in, "-t", "raw", "-e", "signed", "-b", "16", "-L", outPath).CombinedOutput(); err != nil {
-		t.Fatalf("sox (make test installs it): %v: %s", err, b)
+	// Samples per payload octet, and per RTP clock tick: G.722 is 16 kHz
+	// audio on an 8 kHz clock.
+	k := 1
+	decode := exec.Command("sox", "-t", codec, "-r", "8000", "-c", "1", in, "-t", "raw", "-e", "signed", "-b", "16", "-L", outPath)
+	if codec == "g722" {
+		k = 2
+		decode = exec.Command("ffmpeg", "-nostdin", "-v", "error", "-f", "g722", "-i", in, "-f", "s16le", "-acodec", "pcm_s16le", outPath)
+	}
+	if b, err := decode.CombinedOutput(); err != nil {
+		t.Fatalf("%s (make test installs it): %v: %s", decode.Args[0], err, b)
 	}
 	pcm, err := os.ReadFile(outPath)
-	if err != nil || len(pcm) != 2*len(raw) {
-		t.Fatalf("sox output: %d bytes for %d samples (%v)", len(pcm), len(raw), err)
+	if err != nil || len(pcm) != 2*k*len(raw) {
+		t.Fatalf("%s output: %d bytes for %d octets (%v)", decode.Args[0], len(pcm), len(raw), err)
 	}
 	last := pkts[len(pkts)-1]
-	s := make([]int16, last.ts-pkts[0].ts+len(last.payload))
+	s := make([]int16, k*(last.ts-pkts[0].ts+len(last.payload)))
 	i := 0
 	for _, p := range pkts {
-		for j := range p.payload {
-			s[p.ts-pkts[0].ts+j] = int16(binary.LittleEndian.Uint16(pcm[2*(i+j):]))
+		for j := range k * len(p.payload) {
+			s[k*(p.ts-pkts[0].ts)+j] = int16(binary.LittleEndian.Uint16(pcm[2*(i+j):]))
 		}
-		i += len(p.payload)
+		i += k * len(p.payload)
 	}
 	t.Logf("tshark: %d packets of SSRC 0x%08x, PT %d, %d bytes of payload over %d samples", len(pkts), ssrc, pt, len(raw), len(s))
 	return s

@@ -6,7 +6,8 @@
 #   3. unit and integration tests with -race; integration tests use the real
 #      Kafka, ClickHouse, MinIO and Vault and fail (not skip) if one is missing;
 #      acceptance tests compare recordings with tshark's export of the RTP,
-#      decoded by sox (both from Debian, installed here when missing)
+#      decoded by sox, or ffmpeg for G.722 (all from Debian, installed here
+#      when missing)
 #   4. schema checks (lint, breaking changes, stale generated code)
 #   5. docker-compose.yml validation
 set -euo pipefail
@@ -24,14 +25,14 @@ apt_install() {
 		{ $s apt-get update -qq && $s env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
 }
 
-step "test tools (tshark, sox, sipp, docker-compose)"
+step "test tools (tshark, sox, ffmpeg, sipp, docker-compose)"
 missing=()
-for tool in tshark:tshark sox:sox sipp:sip-tester docker-compose:docker-compose; do
+for tool in tshark:tshark sox:sox ffmpeg:ffmpeg sipp:sip-tester docker-compose:docker-compose; do
 	command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
 [ -f /usr/include/bcg729/decoder.h ] || missing+=(libbcg729-dev) # G.729, cgo, -tags bcg729
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
-tshark --version | head -1; sox --version
+tshark --version | head -1; sox --version; ffmpeg -version | head -1
 
 step "gofmt and go vet"
 bad=$(gofmt -l $(git ls-files '*.go'))
