@@ -151,8 +151,10 @@ type Report struct {
 	Digits uint64
 	// RTPOnlyCalls are the calls (of Calls) found by their RTP alone.
 	RTPOnlyCalls int
-	// RTCP packets read for call quality, and those that did not parse.
+	// RTCP packets read for call quality, and those that did not parse
+	// (LastRTCPError says the last reason).
 	RTCPPackets, BadRTCP uint64
+	LastRTCPError        string
 	// SRTP packets dropped: forged or corrupted (authentication failed),
 	// and replayed; LastSRTPError says the last reason.
 	SRTPAuthFailures, SRTPReplayed uint64
@@ -382,9 +384,13 @@ func (in *pcapIngest) media(s *stream, p *pcapread.Packet) {
 		case errors.Is(err, srtpdec.ErrReplay):
 			in.report.SRTPReplayed++
 			s.sent.SrtpReplayed++
-		case err != nil:
+		case errors.Is(err, srtpdec.ErrAuth):
 			in.report.SRTPAuthFailures++
 			s.sent.SrtpAuthFailures++
+		case err != nil: // too short to be SRTP: malformed, not forged
+			in.report.BadRTP++
+			in.report.LastRTPError = fmt.Sprintf("frame %d: %v", p.Frame, err)
+			return
 		}
 		if err != nil {
 			in.report.LastSRTPError = fmt.Sprintf("frame %d: %v", p.Frame, err)

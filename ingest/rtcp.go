@@ -30,9 +30,14 @@ func (in *pcapIngest) rtcpOf(s *stream, b []byte) {
 			in.report.SRTPReplayed++
 			return
 		}
-		if err != nil {
+		if errors.Is(err, srtpdec.ErrAuth) {
 			in.report.SRTPAuthFailures++
 			in.report.LastSRTPError = fmt.Sprintf("SRTCP: %v", err)
+			return
+		}
+		if err != nil { // too short to be SRTCP (an unprotected keepalive): malformed, not forged
+			in.report.BadRTCP++
+			in.report.LastRTCPError = err.Error()
 			return
 		}
 		b = plain
@@ -45,6 +50,7 @@ func (in *pcapIngest) rtcp(c *call, b []byte) {
 	pkts, err := rtcp.Unmarshal(b)
 	if err != nil {
 		in.report.BadRTCP++
+		in.report.LastRTCPError = err.Error()
 		return
 	}
 	in.report.RTCPPackets++

@@ -121,7 +121,7 @@ func printWarnings(w io.Writer, rep ingest.Report) {
 	warn(rep.SRTPReplayed, "SRTP packets were replays and were dropped", "")
 	warn(rep.ZRTPPackets, "ZRTP packets seen: those calls' media is encrypted with keys no capture has, and is kept encrypted", "")
 	warn(rep.UnmatchedTCP, "TCP segments that are not SIP (SIP over TLS cannot be read) skipped", "")
-	warn(rep.BadRTCP, "RTCP packets that do not parse skipped", "")
+	warn(rep.BadRTCP, "RTCP packets that do not parse skipped", lastErr(rep.LastRTCPError))
 }
 
 // ingestFlags are the flags `ingest pcap` and `ingest live` share.
@@ -198,8 +198,8 @@ func runIngestLive(ctx context.Context, args []string, stdout, stderr io.Writer)
 	cfg.Progress = func(r ingest.Report) {
 		fmt.Fprintf(stderr, "\r%s: %d packets, %d SIP messages, %d calls, %d kernel drops ", *iface, r.Pcap.Frames, r.SIP.Messages, r.Calls, r.KernelDrops)
 	}
-	fmt.Fprintf(stderr, "capturing on %s; Ctrl-C to stop\n", *iface)
-	rep, err := ingest.Live(ctx, cfg, ingest.LiveConfig{Interface: *iface, Filter: *filter})
+	rep, err := ingest.Live(ctx, cfg, ingest.LiveConfig{Interface: *iface, Filter: *filter,
+		Ready: func() { fmt.Fprintf(stderr, "capturing on %s; Ctrl-C to stop\n", *iface) }})
 	fmt.Fprintln(stderr)
 	fmt.Fprintf(stdout, "%s: %d calls, %d RTP packets in %d batches, %d frames dropped by the kernel\n", *iface, rep.Calls, rep.RTPPackets, rep.Batches, rep.KernelDrops)
 	printWarnings(stdout, rep)

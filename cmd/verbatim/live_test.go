@@ -1,0 +1,264 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/verbatimrec/verbatim/internal/stacktest"
+)
+
+// TestLiveSRTPCallBetweenBaresips is the live-capture acceptance test over
+// SRTP: `verbatim ingest live --interface lo` records a call that two real
+// user agents (Debian's baresip) place on loopback with SDES SRTP
+// (RTP/SAVP, AES_CM_128_HMAC_SHA1_80, a key per direction), each playing
+// a prompt file. The call is processed, projected and played like any
+// other, and each channel of the WAV holds its sender's prompt exactly as
+// sox encodes it to µ-law and back: decrypted, in order, nothing lost.
+// It needs root (AF_PACKET), baresip and sox (`make test` installs them).
+func TestLiveSRTPCallBetweenBaresips(t *testing.T) {
+	chAddr := stacktest.Env(t, "VERBATIM_CLICKHOUSE_ADDR")
+	if os.Geteuid() != 0 {
+		t.Fatal("live capture needs root (CAP_NET_RAW)")
+	}
+	baresip, err := exec.LookPath("baresip")
+	if err != nil {
+		t.Fatal("baresip not installed: make test installs Debian's baresip-core")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+
+	// The prompts: a rising and a falling sweep, 3 s each, so the two
+	// directions cannot be confused.
+	prompt := func(name, sweep string) string {
+		path := filepath.Join(dir, name)
+		if b, err := exec.Command("sox", "-n", "-r", "8000", "-c", "1", "-b", "16", path, "synth", "3", "sine", sweep, "vol", "0.4").CombinedOutput(); err != nil {
+			t.Fatalf("sox (make test installs it): %v: %s", err, b)
+		}
+		return path
+	}
+	alicePrompt, bobPrompt := prompt("alice.wav", "300-3000"), prompt("bob.wav", "3000-300")
+
+	// Two user agents on loopback, SRTP mandatory, no registrar; bob
+	// answers at once. Ports are away from the SIPp test's.
+	ua := func(name string, sipPort, rtpLow int, account, source string) string {
+		d := filepath.Join(dir, name)
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cfg := fmt.Sprintf(`poll_method epoll
+net_interface 127.0.0.1
+sip_listen 127.0.0.1:%d
+audio_player aufile,%s
+audio_source aufile,%s
+audio_alert aufile,/dev/null
+rtp_ports %d-%d
+module_path /usr/lib/baresip/modules
+module g711.so
+module aufile.so
+module srtp.so
+module_app account.so
+module_app menu.so
+`, sipPort, filepath.Join(d, "heard.wav"), source, rtpLow, rtpLow+9)
+		if err := os.WriteFile(filepath.Join(d, "config"), []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "accounts"), []byte(account+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	aliceDir := ua("alice", 15260, 15300, "<sip:alice@127.0.0.1:15260>;regint=0;mediaenc=srtp-mand;audio_codecs=PCMU", alicePrompt)
+	bobDir := ua("bob", 15270, 15320, "<sip:bob@127.0.0.1:15270>;regint=0;mediaenc=srtp-mand;answermode=auto;audio_codecs=PCMU", bobPrompt)
+
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	brokers := strings.Join(cluster.ListenAddrs(), ",")
+	keyring := filepath.Join(t.TempDir(), "keyring.json")
+	objects := filepath.Join(t.TempDir(), "objects")
+	db := fmt.Sprintf("verbatim_live_%d", time.Now().UnixNano())
+	defer func() {
+		if conn, _, err := (chFlags{addr: &chAddr, db: &db}).open(context.Background()); err == nil {
+			_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS `"+db+"`")
+			conn.Close()
+		}
+	}()
+	cmd := func(args ...string) string {
+		t.Helper()
+		var out, errb bytes.Buffer
+		if err := run(ctx, args, &out, &errb); err != nil {
+			t.Fatalf("verbatim %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
+		}
+		return out.String()
+	}
+	cmd("topics", "--create", "--brokers", brokers)
+
+	// verbatim ingest live, until the call is over.
+	capCtx, stopCapture := context.WithCancel(ctx)
+	defer stopCapture()
+	stderr := &watchWriter{want: "capturing on lo", seen: make(chan struct{})}
+	var captureOut bytes.Buffer
+	captured := make(chan error, 1)
+	go func() {
+		captured <- run(capCtx, []string{"ingest", "live", "--interface", "lo", "--brokers", brokers, "--keyring", keyring}, &captureOut, stderr)
+	}()
+	select {
+	case <-stderr.seen:
+	case err := <-captured:
+		t.Fatalf("ingest live: %v\n%s", err, stderr.String())
+	case <-ctx.Done():
+		t.Fatal("ingest live never started capturing")
+	}
+
+	bob := exec.CommandContext(ctx, baresip, "-f", bobDir, "-t", "30")
+	var bobLog bytes.Buffer
+	bob.Stdout, bob.Stderr = &bobLog, &bobLog
+	if err := bob.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = bob.Process.Kill(); _ = bob.Wait() }()
+	time.Sleep(500 * time.Millisecond) // let bob bind its SIP port
+	// alice hangs up (BYE) when her prompt ends; -t bounds her run.
+	alice := exec.CommandContext(ctx, baresip, "-f", aliceDir, "-t", "6", "-e", "/dial sip:bob@127.0.0.1:15270")
+	aliceLog, _ := alice.CombinedOutput()
+	if !strings.Contains(string(aliceLog), "Call established") || !strings.Contains(string(aliceLog), "SRTP is Enabled") {
+		t.Fatalf("baresip did not place an SRTP call:\n%s\n--- bob:\n%s", aliceLog, bobLog.String())
+	}
+	time.Sleep(500 * time.Millisecond) // the BYE's 200 OK
+	stopCapture()
+	if err := <-captured; err != nil {
+		t.Fatalf("ingest live: %v\n%s", err, stderr.String())
+	}
+	t.Log(captureOut.String())
+	if !strings.Contains(captureOut.String(), "lo: 1 calls") || !strings.Contains(captureOut.String(), " 0 frames dropped by the kernel") {
+		t.Fatalf("ingest live: %s", captureOut.String())
+	}
+
+	out := cmd("process", "--brokers", brokers, "--keyring", keyring, "--objects", objects, "--spool", t.TempDir(), "--exit-when-idle", "2s", "--quiet")
+	if !strings.Contains(out, "1 recordings stored") {
+		t.Fatalf("process: %s", out)
+	}
+	cmd("project", "search", "--brokers", brokers, "--keyring", keyring, "--database", db, "--exit-when-idle", "3s")
+	table := cmd("search", "--database", db, "--party", "sip:alice@127.0.0.1:15260")
+	t.Log("\n" + table)
+	if !strings.Contains(table, "complete") || !strings.Contains(table, "1 calls") {
+		t.Fatalf("search:\n%s", table)
+	}
+	row := strings.Fields(strings.Split(strings.TrimSpace(table), "\n")[1])
+	callID := row[len(row)-1] // the CALL column
+	wavPath := filepath.Join(t.TempDir(), "call.wav")
+	if out := cmd("play", callID, "-o", wavPath, "--database", db, "--brokers", brokers, "--keyring", keyring, "--objects", objects); !strings.Contains(out, "verified") {
+		t.Fatalf("play: %s", out)
+	}
+	rec, err := os.ReadFile(wavPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, right := wavChannels(t, rec)
+	for _, c := range []struct {
+		who, prompt string
+		ch          []int16
+	}{{"alice (caller, left)", alicePrompt, left}, {"bob (callee, right)", bobPrompt, right}} {
+		want := soxUlaw(t, c.prompt)
+		at, exact := bestAlignment(c.ch, want)
+		if at < 0 || !silent(c.ch[:at]) || !silent(c.ch[at+len(want):]) {
+			t.Fatalf("%s: the channel (%d samples) does not hold the %d samples of the prompt and silence around them", c.who, len(c.ch), len(want))
+		}
+		// baresip's µ-law encoder rounds some values at a level boundary
+		// the other way from sox's: those samples are one level apart (a
+		// level is at most a sixteenth of the value, plus the small steps
+		// near zero).
+		for i, w := range want {
+			if d := int(c.ch[at+i]) - int(w); abs(d) > abs(int(w))/16+8 {
+				t.Fatalf("%s: sample %d is %d, sox's µ-law gives %d: more than one level apart", c.who, i, c.ch[at+i], w)
+			}
+		}
+		if exact < len(want)*97/100 {
+			t.Fatalf("%s: only %d of %d samples equal sox's µ-law", c.who, exact, len(want))
+		}
+		t.Logf("%s: the prompt's %d samples from sample %d, %d equal to sox's µ-law, the others one level away", c.who, len(want), at, exact)
+	}
+}
+
+// bestAlignment returns where want best fits in got (the most samples
+// equal), and how many are equal there; -1 if got is shorter.
+func bestAlignment(got, want []int16) (at, equal int) {
+	at = -1
+	for off := 0; off+len(want) <= len(got); off++ {
+		n := 0
+		for i, w := range want {
+			if got[off+i] == w {
+				n++
+			}
+		}
+		if n > equal || at < 0 {
+			at, equal = off, n
+		}
+	}
+	return at, equal
+}
+
+func abs(v int) int { return max(v, -v) }
+
+// soxUlaw returns a WAV file's samples after sox's µ-law encoding and
+// decoding: what a G.711 µ-law recording of it holds.
+func soxUlaw(t *testing.T, path string) []int16 {
+	t.Helper()
+	ul := filepath.Join(t.TempDir(), "p.ul")
+	raw := filepath.Join(t.TempDir(), "p.raw")
+	if b, err := exec.Command("sox", path, "-t", "ul", ul).CombinedOutput(); err != nil {
+		t.Fatalf("sox (make test installs it): %v: %s", err, b)
+	}
+	if b, err := exec.Command("sox", "-t", "ul", "-r", "8000", "-c", "1", ul, "-t", "raw", "-e", "signed", "-b", "16", "-L", raw).CombinedOutput(); err != nil {
+		t.Fatalf("sox: %v: %s", err, b)
+	}
+	b, err := os.ReadFile(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := make([]int16, len(b)/2)
+	for i := range s {
+		s[i] = int16(binary.LittleEndian.Uint16(b[2*i:]))
+	}
+	return s
+}
+
+// watchWriter collects output and closes seen once want appears in it.
+type watchWriter struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	want string
+	seen chan struct{}
+	done bool
+}
+
+func (w *watchWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if !w.done && strings.Contains(w.buf.String(), w.want) {
+		w.done = true
+		close(w.seen)
+	}
+	return len(p), nil
+}
+
+func (w *watchWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
