@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -500,7 +501,14 @@ func TestPcapSRTPForgedAndReplayed(t *testing.T) {
 func udpFrame(t *testing.T, src, dst netip.AddrPort, payload []byte) []byte {
 	t.Helper()
 	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv4}
-	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: src.Addr().AsSlice(), DstIP: dst.Addr().AsSlice()}
+	var ip interface {
+		gopacket.NetworkLayer
+		gopacket.SerializableLayer
+	} = &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: src.Addr().AsSlice(), DstIP: dst.Addr().AsSlice()}
+	if src.Addr().Is6() {
+		eth.EthernetType = layers.EthernetTypeIPv6
+		ip = &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolUDP, SrcIP: src.Addr().AsSlice(), DstIP: dst.Addr().AsSlice()}
+	}
 	udp := &layers.UDP{SrcPort: layers.UDPPort(src.Port()), DstPort: layers.UDPPort(dst.Port())}
 	if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
 		t.Fatal(err)
@@ -510,6 +518,43 @@ func udpFrame(t *testing.T, src, dst netip.AddrPort, payload []byte) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// sendFragmented6 writes an IPv6 UDP datagram as fragments of at most
+// size bytes of data, in the order given by order (indexes of fragments).
+func (s *synth) sendFragmented6(src, dst netip.AddrPort, payload []byte, size int, id uint32, order ...int) {
+	s.t.Helper()
+	whole := udpFrame(s.t, src, dst, payload)
+	const ethIP = 14 + 40
+	datagram := whole[ethIP:] // UDP header and payload
+	var frags [][]byte
+	for off := 0; off < len(datagram); off += size {
+		end := min(off+size, len(datagram))
+		h := make([]byte, 8, 8+end-off)
+		h[0] = byte(layers.IPProtocolUDP)
+		field := uint16(off/8) << 3
+		if end < len(datagram) {
+			field |= 1
+		}
+		binary.BigEndian.PutUint16(h[2:], field)
+		binary.BigEndian.PutUint32(h[4:], id)
+		eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv6}
+		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolIPv6Fragment, SrcIP: src.Addr().AsSlice(), DstIP: dst.Addr().AsSlice()}
+		buf := gopacket.NewSerializeBuffer()
+		if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true}, eth, ip, gopacket.Payload(append(h, datagram[off:end]...))); err != nil {
+			s.t.Fatal(err)
+		}
+		frags = append(frags, buf.Bytes())
+	}
+	if len(order) != len(frags) {
+		s.t.Fatalf("%d fragments, order names %d", len(frags), len(order))
+	}
+	for _, i := range order {
+		s.at = s.at.Add(s.step)
+		if err := s.w.WritePacket(gopacket.CaptureInfo{Timestamp: s.at, CaptureLength: len(frags[i]), Length: len(frags[i])}, frags[i]); err != nil {
+			s.t.Fatal(err)
+		}
+	}
 }
 
 // synth builds a capture of UDP datagrams on Ethernet, one every step.
@@ -911,5 +956,55 @@ func TestPcapRTPOnlyDetectionLosesNoCount(t *testing.T) {
 	if rep.RTPOnlyCalls != 1 || rep.RTPPackets != 18 || rep.UnmatchedUDP != 1 {
 		t.Fatalf("calls by RTP %d, RTP packets %d, unmatched %d: want 1, 18 (seq 3-20), 1 (seq 1, counted)",
 			rep.RTPOnlyCalls, rep.RTPPackets, rep.UnmatchedUDP)
+	}
+}
+
+// TestPcapIPv6FragmentedInvite: a call entirely over IPv6 whose INVITE
+// (a long SDP, as SBCs send) is fragmented, the fragments out of order.
+// The INVITE is reassembled, the IPv6 SDP addresses are followed, and the
+// RTP over IPv6 is recorded.
+func TestPcapIPv6FragmentedInvite(t *testing.T) {
+	caller, callee := netip.MustParseAddrPort("[2001:db8::10]:5060"), netip.MustParseAddrPort("[2001:db8::20]:5060")
+	callerMedia, calleeMedia := netip.MustParseAddrPort("[2001:db8::10]:40000"), netip.MustParseAddrPort("[2001:db8::20]:50000")
+	sdp6 := func(addr netip.AddrPort, extra int) string {
+		s := fmt.Sprintf("v=0\r\no=- 1 1 IN IP6 %s\r\ns=-\r\nc=IN IP6 %s\r\nt=0 0\r\nm=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n", addr.Addr(), addr.Addr(), addr.Port())
+		for i := range extra {
+			s += fmt.Sprintf("a=x-vendor-%03d:%s\r\n", i, strings.Repeat("v", 40))
+		}
+		return s
+	}
+	msg := func(first, cseq, body string) []byte { return dialogMsg("v6-1@example.com", first, cseq, body) }
+	pc := newSynth(t, 10*time.Millisecond)
+	invite := msg("INVITE sip:bob@example.com SIP/2.0", "1 INVITE", sdp6(callerMedia, 60))
+	if len(invite) < 3000 {
+		t.Fatalf("INVITE of %d bytes: not fragmented enough", len(invite))
+	}
+	pc.sendFragmented6(caller, callee, invite, 1448, 0x1234, 2, 0, 1) // the last first
+	pc.send(callee, caller, msg("SIP/2.0 200 OK", "1 INVITE", sdp6(calleeMedia, 0)))
+	pc.send(caller, callee, msg("ACK sip:bob@example.com SIP/2.0", "1 ACK", ""))
+	for seq := uint16(1); seq <= 50; seq++ {
+		pc.send(callerMedia, calleeMedia, rtpPacket(11, seq, 0))
+		pc.send(calleeMedia, callerMedia, rtpPacket(22, seq, 0))
+	}
+	pc.send(caller, callee, msg("BYE sip:bob@example.com SIP/2.0", "2 BYE", ""))
+	rep, out := ingestFile(t, "", pc.bytes())
+	if rep.Calls != 1 || rep.RTPOnlyCalls != 0 || rep.RTPPackets != 100 || rep.Pcap.Reassembled != 1 || rep.Pcap.FragmentsLost != 0 {
+		t.Fatalf("calls %d (%d RTP only), RTP %d, pcap %+v", rep.Calls, rep.RTPOnlyCalls, rep.RTPPackets, rep.Pcap)
+	}
+	// Both directions were matched to the SDP's IPv6 addresses: a stream
+	// each, as the SDP described it, 50 packets each.
+	for id, bs := range out.batches {
+		per := map[string]uint32{}
+		for _, b := range bs {
+			per[b.GetStreamId()] += b.GetPacketCount()
+		}
+		if len(per) != 2 || per["caller-audio"] != 50 || per["callee-audio"] != 50 {
+			t.Fatalf("call %s: packets per stream %v", id, per)
+		}
+	}
+	for _, e := range out.ended {
+		if e.GetReason() != verbatimv1.EndReason_END_REASON_BYE {
+			t.Fatalf("ended by %v", e.GetReason())
+		}
 	}
 }

@@ -54,7 +54,7 @@ type Stats struct {
 	Decoded     uint64
 	NotIP       uint64 // ARP, LLDP, other link protocols
 	NotUDPOrTCP uint64 // ICMP and others
-	Fragments   uint64 // IPv4 fragments seen
+	Fragments   uint64 // IPv4 and IPv6 fragments seen
 	Reassembled uint64 // datagrams rebuilt from them
 	// FragmentsLost counts fragment sets given up on: a fragment never
 	// came (not captured), or they contradicted each other.
@@ -92,6 +92,7 @@ type Reader struct {
 	decoded  []gopacket.LayerType
 	pkt      Packet
 	defrag   *ip4defrag.IPv4Defragmenter
+	defrag6  ip6Defrag
 	swept    time.Time // last time old fragments were given up
 }
 
@@ -166,9 +167,7 @@ func (r *Reader) Next() (*Packet, error) {
 		data, ci, err := r.src.ZeroCopyReadPacketData()
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				if r.defrag != nil { // the file is over: incomplete sets never will be
-					r.stats.FragmentsLost += uint64(r.defrag.DiscardOlderThan(time.Unix(1<<40, 0)))
-				}
+				r.sweepFragments(time.Unix(1<<40, 0)) // the file is over: incomplete sets never will be
 				return nil, io.EOF
 			}
 			if errors.Is(err, ErrNoPacket) {
@@ -177,9 +176,9 @@ func (r *Reader) Next() (*Packet, error) {
 			return nil, fmt.Errorf("%w after frame %d: %w", ErrTruncated, r.stats.Frames, err)
 		}
 		r.stats.Frames++
-		if r.defrag != nil && ci.Timestamp.Sub(r.swept) > fragmentTimeout {
+		if r.stats.Fragments > 0 && ci.Timestamp.Sub(r.swept) > fragmentTimeout {
 			// Fragments that waited too long will not be completed.
-			r.stats.FragmentsLost += uint64(r.defrag.DiscardOlderThan(ci.Timestamp.Add(-fragmentTimeout)))
+			r.sweepFragments(ci.Timestamp.Add(-fragmentTimeout))
 			r.swept = ci.Timestamp
 		}
 		if r.decode(data, ci.Timestamp) {
@@ -191,6 +190,14 @@ func (r *Reader) Next() (*Packet, error) {
 	}
 }
 
+// sweepFragments gives up the datagrams whose first fragment came before t.
+func (r *Reader) sweepFragments(t time.Time) {
+	if r.defrag != nil {
+		r.stats.FragmentsLost += uint64(r.defrag.DiscardOlderThan(t))
+	}
+	r.stats.FragmentsLost += uint64(r.defrag6.discardOlderThan(t))
+}
+
 func (r *Reader) malformed(err error) bool {
 	r.stats.Malformed++
 	r.stats.LastMalformed = fmt.Sprintf("frame %d: %v", r.stats.Frames, err)
@@ -200,9 +207,9 @@ func (r *Reader) malformed(err error) bool {
 // fragment keeps one IPv4 fragment (copied: frames are reused) and, when
 // it completes a datagram, decodes that datagram's UDP or TCP into r.pkt.
 func (r *Reader) fragment(at time.Time) bool {
-	r.stats.Fragments++
+	r.fragmentSeen(at)
 	if r.defrag == nil {
-		r.defrag, r.swept = ip4defrag.NewIPv4Defragmenter(), at
+		r.defrag = ip4defrag.NewIPv4Defragmenter()
 	}
 	in := r.ip4
 	in.SrcIP, in.DstIP = bytes.Clone(r.ip4.SrcIP), bytes.Clone(r.ip4.DstIP)
@@ -218,16 +225,28 @@ func (r *Reader) fragment(at time.Time) bool {
 	r.stats.Reassembled++
 	a, _ := netip.AddrFromSlice(out.SrcIP.To4())
 	b, _ := netip.AddrFromSlice(out.DstIP.To4())
-	switch out.Protocol {
+	return r.transport(out.Protocol, out.Payload, a, b)
+}
+
+func (r *Reader) fragmentSeen(at time.Time) {
+	if r.stats.Fragments == 0 {
+		r.swept = at
+	}
+	r.stats.Fragments++
+}
+
+// transport decodes the UDP or TCP inside an IP payload into r.pkt.
+func (r *Reader) transport(proto layers.IPProtocol, payload []byte, a, b netip.Addr) bool {
+	switch proto {
 	case layers.IPProtocolUDP:
-		if err := r.udp.DecodeFromBytes(out.Payload, gopacket.NilDecodeFeedback); err != nil {
+		if err := r.udp.DecodeFromBytes(payload, gopacket.NilDecodeFeedback); err != nil {
 			return r.malformed(err)
 		}
 		r.pkt.Proto, r.pkt.Payload = UDP, r.udp.Payload
 		r.pkt.Src, r.pkt.Dst = netip.AddrPortFrom(a, uint16(r.udp.SrcPort)), netip.AddrPortFrom(b, uint16(r.udp.DstPort))
 		return true
 	case layers.IPProtocolTCP:
-		if err := r.tcp.DecodeFromBytes(out.Payload, gopacket.NilDecodeFeedback); err != nil {
+		if err := r.tcp.DecodeFromBytes(payload, gopacket.NilDecodeFeedback); err != nil {
 			return r.malformed(err)
 		}
 		r.pkt.Proto, r.pkt.Payload, r.pkt.TCPSeq = TCP, r.tcp.Payload, r.tcp.Seq
@@ -237,6 +256,64 @@ func (r *Reader) fragment(at time.Time) bool {
 	}
 	r.stats.NotUDPOrTCP++
 	return false
+}
+
+// ipv6Extensions walks the extension headers gopacket leaves undecoded
+// (routing, destination options, authentication) to the UDP or TCP after
+// them, reassembling a fragmented datagram (RFC 8200) on the way.
+func (r *Reader) ipv6Extensions(at time.Time) bool {
+	next := r.ip6.NextHeader
+	if r.ip6.HopByHop != nil {
+		next = r.ip6.HopByHop.NextHeader
+	}
+	p := r.ip6.Payload
+	src, _ := netip.AddrFromSlice(r.ip6.SrcIP)
+	dst, _ := netip.AddrFromSlice(r.ip6.DstIP)
+	fragmented := false
+	for range 16 { // a bound on header chains
+		switch next {
+		case layers.IPProtocolIPv6HopByHop, layers.IPProtocolIPv6Routing, layers.IPProtocolIPv6Destination, layers.IPProtocolAH:
+			if len(p) < 8 {
+				return r.malformed(fmt.Errorf("IPv6 %v header truncated", next))
+			}
+			n := (int(p[1]) + 1) * 8
+			if next == layers.IPProtocolAH {
+				n = (int(p[1]) + 2) * 4
+			}
+			if len(p) < n {
+				return r.malformed(fmt.Errorf("IPv6 %v header truncated", next))
+			}
+			next, p = layers.IPProtocol(p[0]), p[n:]
+		case layers.IPProtocolIPv6Fragment:
+			if fragmented || len(p) < 8 {
+				return r.malformed(errors.New("IPv6 fragment header truncated or repeated"))
+			}
+			r.fragmentSeen(at)
+			field := binary.BigEndian.Uint16(p[2:4])
+			k := frag6Key{src: src, dst: dst, id: binary.BigEndian.Uint32(p[4:8])}
+			if field>>3 == 0 && field&1 == 0 {
+				// An atomic fragment (RFC 6946): offset 0, no more to come.
+				next, p, fragmented = layers.IPProtocol(p[0]), p[8:], true
+				continue
+			}
+			payload, proto, lost, err := r.defrag6.add(k, int(field>>3)*8, field&1 != 0, p[0], p[8:], at)
+			r.stats.FragmentsLost += uint64(lost)
+			if err != nil {
+				return r.malformed(err)
+			}
+			if payload == nil {
+				return false // more to come
+			}
+			r.stats.Reassembled++
+			next, p, fragmented = layers.IPProtocol(proto), payload, true
+		case layers.IPProtocolUDP, layers.IPProtocolTCP:
+			return r.transport(next, p, src, dst)
+		default:
+			r.stats.NotUDPOrTCP++
+			return false
+		}
+	}
+	return r.malformed(errors.New("IPv6 extension header chain too long"))
 }
 
 // decode fills r.pkt from one frame and reports whether it is UDP or TCP.
@@ -259,7 +336,7 @@ func (r *Reader) decode(data []byte, at time.Time) bool {
 			return r.malformed(err)
 		}
 	}
-	var haveIP bool
+	var haveIP, v6 bool
 	for _, lt := range r.decoded {
 		switch lt {
 		case layers.LayerTypeIPv4:
@@ -271,7 +348,7 @@ func (r *Reader) decode(data []byte, at time.Time) bool {
 			b, _ := netip.AddrFromSlice(r.ip4.DstIP.To4())
 			r.pkt.Src, r.pkt.Dst = netip.AddrPortFrom(a, 0), netip.AddrPortFrom(b, 0)
 		case layers.LayerTypeIPv6:
-			haveIP = true
+			haveIP, v6 = true, true
 			a, _ := netip.AddrFromSlice(r.ip6.SrcIP)
 			b, _ := netip.AddrFromSlice(r.ip6.DstIP)
 			r.pkt.Src, r.pkt.Dst = netip.AddrPortFrom(a, 0), netip.AddrPortFrom(b, 0)
@@ -290,6 +367,9 @@ func (r *Reader) decode(data []byte, at time.Time) bool {
 			r.pkt.TCPSYN, r.pkt.TCPFIN, r.pkt.TCPRST = r.tcp.SYN, r.tcp.FIN, r.tcp.RST
 			return true
 		}
+	}
+	if v6 {
+		return r.ipv6Extensions(at)
 	}
 	if haveIP {
 		r.stats.NotUDPOrTCP++

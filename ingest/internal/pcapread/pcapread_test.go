@@ -2,6 +2,7 @@ package pcapread_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -321,5 +322,83 @@ func TestVLANs(t *testing.T) {
 		if err != nil || p.Proto != pcapread.UDP || !bytes.Equal(p.Payload, payload) || p.Dst.Port() != 5060 {
 			t.Fatalf("frame %d: %v %+v (stats %+v)", i+1, err, p, rd.Stats())
 		}
+	}
+}
+
+// TestReassembleIPv6Fragments: IPv6 carries fragmentation in an extension
+// header (RFC 8200), which gopacket does not reassemble. A 3,000-byte UDP
+// datagram in three fragments, out of order and one seen twice, comes out
+// whole; overlapping fragments discard their datagram (RFC 5722); a set
+// missing a fragment is lost at the end of the file; an atomic fragment
+// and UDP behind a Destination Options header decode as they are.
+func TestReassembleIPv6Fragments(t *testing.T) {
+	src, dst := net.ParseIP("2001:db8::1"), net.ParseIP("2001:db8::2")
+	payload := bytes.Repeat([]byte("0123456789"), 300)
+	udp := &layers.UDP{SrcPort: 5060, DstPort: 5062}
+	if err := udp.SetNetworkLayerForChecksum(&layers.IPv6{Version: 6, NextHeader: layers.IPProtocolUDP, SrcIP: src, DstIP: dst}); err != nil {
+		t.Fatal(err)
+	}
+	ub := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(ub, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, udp, gopacket.Payload(payload)); err != nil {
+		t.Fatal(err)
+	}
+	datagram := ub.Bytes()
+	frame := func(next layers.IPProtocol, body []byte) []byte {
+		eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv6}
+		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: next, SrcIP: src, DstIP: dst}
+		b := gopacket.NewSerializeBuffer()
+		if err := gopacket.SerializeLayers(b, gopacket.SerializeOptions{FixLengths: true}, eth, ip, gopacket.Payload(body)); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	frag := func(id uint32, off, end int, more bool) []byte {
+		h := make([]byte, 8, 8+end-off)
+		h[0] = byte(layers.IPProtocolUDP)
+		field := uint16(off/8) << 3
+		if more {
+			field |= 1
+		}
+		binary.BigEndian.PutUint16(h[2:], field)
+		binary.BigEndian.PutUint32(h[4:], id)
+		return frame(layers.IPProtocolIPv6Fragment, append(h, datagram[off:end]...))
+	}
+	n := len(datagram)
+	destOpts := append([]byte{byte(layers.IPProtocolUDP), 0, 1, 4, 0, 0, 0, 0}, datagram...) // PadN option
+	var buf bytes.Buffer
+	w := pcapgo.NewWriter(&buf)
+	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range [][]byte{
+		frag(1, 1456, 2912, true), frag(1, 0, 1456, true), frag(1, 1456, 2912, true), frag(1, 2912, n, false), // out of order, one twice
+		frag(2, 0, 1456, true), frag(2, 1448, 2912, true), // overlap
+		frag(3, 1456, 2912, true), // never completed
+		frame(layers.IPProtocolIPv6Destination, destOpts),
+		frag(4, 0, n, false), // atomic
+	} {
+		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: time.Unix(1_700_000_000, int64(i)*1e6), CaptureLength: len(f), Length: len(f)}, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rd, err := pcapread.Open(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		p, err := rd.Next()
+		if err != nil {
+			t.Fatalf("datagram %d: %v (stats %+v)", i, err, rd.Stats())
+		}
+		if p.Proto != pcapread.UDP || !bytes.Equal(p.Payload, payload) || p.Src.String() != "[2001:db8::1]:5060" || p.Dst.Port() != 5062 {
+			t.Fatalf("datagram %d: %d bytes %v -> %v, want the %d-byte datagram", i, len(p.Payload), p.Src, p.Dst, len(payload))
+		}
+	}
+	if _, err := rd.Next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("want EOF, got %v", err)
+	}
+	st := rd.Stats()
+	if st.Fragments != 8 || st.Reassembled != 1 || st.FragmentsLost != 2 || !strings.Contains(st.LastMalformed, "overlap") {
+		t.Fatalf("stats %+v", st)
 	}
 }
