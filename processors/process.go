@@ -77,6 +77,11 @@ type Config struct {
 	// are stored masked, their tones are silenced in the recording before
 	// it is written, and the raw media (which holds them) is not kept.
 	PCI func(tenant string) bool
+	// SilentComfortNoise records the spans RFC 3389 comfort-noise packets
+	// describe as silence. By default they hold the noise the packets
+	// describe (what the listener heard, and what G.729 Annex B's decoder
+	// generates for its own silence frames).
+	SilentComfortNoise bool
 }
 
 func (c *Config) setDefaults() {
@@ -953,6 +958,9 @@ func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer
 	objectKey, rawKey := ObjectKeys(c.tenant, c.id, started)
 	pci := p.cfg.PCI != nil && p.cfg.PCI(c.tenant)
 	rec, err := newCallRecording(c.tenant, c.id, end.GetStreams(), t0, opener, p.dir, pci)
+	if rec != nil {
+		rec.silentCN = p.cfg.SilentComfortNoise
+	}
 	if err != nil {
 		return outcome{}, err
 	}

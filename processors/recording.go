@@ -22,6 +22,7 @@ import (
 	"github.com/verbatimrec/verbatim/internal/objstore"
 	"github.com/verbatimrec/verbatim/internal/seal"
 	"github.com/verbatimrec/verbatim/processors/internal/assemble"
+	"github.com/verbatimrec/verbatim/processors/internal/cng"
 	"github.com/verbatimrec/verbatim/processors/internal/g711"
 	"github.com/verbatimrec/verbatim/processors/internal/g722"
 	"github.com/verbatimrec/verbatim/processors/internal/g729"
@@ -147,6 +148,7 @@ type callRecording struct {
 	spoolKey       []byte
 	spoolW         *seal.StreamWriter
 	pci            bool // mask DTMF: digits hidden, tones silenced
+	silentCN       bool // comfort-noise spans as silence
 	pcmBytes       int64
 	pkt            rtp.Packet
 	plain          []byte
@@ -255,6 +257,18 @@ func decodable(c *verbatimv1.Codec) string {
 	return ""
 }
 
+// cnPayloadTypes returns the stream's RFC 3389 comfort-noise payload types
+// (13, or a dynamic CN/8000).
+func cnPayloadTypes(s *verbatimv1.Stream) []uint8 {
+	var pts []uint8
+	for _, c := range s.GetCodecs() {
+		if strings.EqualFold(c.GetName(), "CN") {
+			pts = append(pts, uint8(c.GetPayloadType()))
+		}
+	}
+	return pts
+}
+
 // decodeL16 decodes RFC 3551 L16: 16-bit big-endian linear samples.
 func decodeL16(dst []int16, payload []byte) []int16 {
 	for i := 0; i+1 < len(payload); i += 2 {
@@ -325,6 +339,12 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		cfg := assemble.Config{StreamID: s.meta.GetStreamId(), SSRC: pb.GetSsrc(), Decoders: decs,
 			SamplesPerTick: r.rate / narrowband, // every codec decoded has an 8 kHz RTP clock
 			Out:            func(samples []int16) { r.fail(r.mixer.Write(ch, samples)) }}
+		if cn := cnPayloadTypes(s.meta); len(cn) > 0 && !r.silentCN {
+			// Seeded by stream and source: the same media always gives
+			// the same recording.
+			cfg.CNPayloadTypes = cn
+			cfg.ComfortNoise = cng.New(uint64(crc32.ChecksumIEEE([]byte(s.meta.GetStreamId())))<<32 | uint64(pb.GetSsrc()))
+		}
 		if r.pci {
 			cfg.Mask = s.dtmf.masked
 		}

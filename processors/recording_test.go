@@ -368,3 +368,49 @@ func TestWidebandCall(t *testing.T) {
 		t.Fatal("nothing after the lost packet")
 	}
 }
+
+// TestComfortNoiseOption: a comfort-noise packet's span holds noise by
+// default, and silence when the processor is told so.
+func TestComfortNoiseOption(t *testing.T) {
+	for _, silentCN := range []bool{false, true} {
+		ctx := context.Background()
+		dir := t.TempDir()
+		kr, _ := keys.OpenKeyring(filepath.Join(dir, "keyring.json"))
+		store, _ := objstore.NewFS(filepath.Join(dir, "objects"))
+		key, _ := kr.GenerateDataKey(ctx, "demo")
+		s, _ := seal.New("demo", "dk-call-1", key.Plaintext)
+		t0 := time.Unix(1_480_000_000, 0)
+		codecs := []*verbatimv1.Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}, {PayloadType: 13, Name: "CN", ClockRate: 8000}}
+		rec, err := newCallRecording("demo", "call-1", []*verbatimv1.Stream{{StreamId: "caller-audio", ParticipantId: "caller", Codecs: codecs}}, t0, s, dir, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec.silentCN = silentCN
+		for _, b := range []*verbatimv1.PacketBatch{
+			batchOf(t, s, "caller-audio", 1, 0, 10, t0, nil, 0xff),                             // speech (µ-law 0xff: silence level)
+			batchPT(t, s, 13, "caller-audio", 1, 10, 1, t0.Add(200*time.Millisecond), nil, 50), // comfort noise at -50 dBov
+			batchOf(t, s, "caller-audio", 1, 11, 10, t0.Add(220*time.Millisecond), nil, 0xff),
+		} {
+			if err := rec.batch(b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ev, dk, err := rec.finish(ctx, kr, store, "rec-1", "demo/2016/11/24/call-1/rec-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, _, _ := store.Get(ctx, ev.GetObjectKey())
+		r, _ := OpenRecording(rc, dk.Plaintext, "demo", ev.GetObjectKey())
+		wavBytes, _ := io.ReadAll(r)
+		rc.Close()
+		noisy := 0
+		for i := 10 * 160; i < 11*160; i++ { // the comfort-noise packet's 20 ms
+			if binary.LittleEndian.Uint16(wavBytes[44+4*i:]) != 0 {
+				noisy++
+			}
+		}
+		if silentCN != (noisy == 0) || (!silentCN && noisy < 100) {
+			t.Fatalf("silent comfort noise %v: %d of 160 samples not zero", silentCN, noisy)
+		}
+	}
+}

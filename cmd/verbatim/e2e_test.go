@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -177,10 +178,10 @@ func TestIngestProjectSearch(t *testing.T) {
 		chans := [][]int16{left, right}
 		used := [2]bool{}
 		for _, r := range c.refs {
-			want := tsharkSox(t, stacktest.SharedTestdata(t, c.capture), r.ssrc, r.pt, r.codec)
+			want, cn := tsharkRef(t, stacktest.SharedTestdata(t, c.capture), r.ssrc, r.pt, r.codec)
 			found := false
 			for i, ch := range chans {
-				at := containsAt(ch, want)
+				at := matchAt(t, ch, want, cn)
 				if used[i] || at < 0 || !silent(ch[:at]) || !silent(ch[at+len(want):]) {
 					continue
 				}
@@ -250,31 +251,52 @@ func silent(s []int16) bool {
 // code.
 func tsharkSox(t *testing.T, pcap string, ssrc uint32, pt int, codec string) []int16 {
 	t.Helper()
+	ref, _ := tsharkRef(t, pcap, ssrc, pt, codec)
+	return ref
+}
+
+// cnSpan is where an RFC 3389 comfort-noise packet is in force, in samples
+// of a tsharkRef reference: from its timestamp to the next packet's.
+type cnSpan struct {
+	from, to int
+	level    int // -dBov
+}
+
+// tsharkRef is tsharkSox, also returning the stream's comfort-noise spans
+// (payload type 13) inside the reference.
+func tsharkRef(t *testing.T, pcap string, ssrc uint32, pt int, codec string) ([]int16, []cnSpan) {
+	t.Helper()
 	out, err := exec.Command("tshark", "-r", pcap, "-o", "rtp.heuristic_rtp:TRUE",
-		"-Y", fmt.Sprintf("rtp.ssrc == 0x%08x && rtp.p_type == %d", ssrc, pt),
-		"-T", "fields", "-e", "rtp.seq", "-e", "rtp.timestamp", "-e", "rtp.payload").Output()
+		"-Y", fmt.Sprintf("rtp.ssrc == 0x%08x", ssrc),
+		"-T", "fields", "-e", "rtp.seq", "-e", "rtp.timestamp", "-e", "rtp.p_type", "-e", "rtp.payload").Output()
 	if err != nil {
 		t.Fatalf("tshark (make test installs it): %v", err)
 	}
 	type pkt struct {
-		seq, ts int
-		payload []byte
+		seq, ts, pt int
+		payload     []byte
 	}
-	var pkts []pkt
+	var all, pkts []pkt
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Split(line, "\t")
-		if len(f) != 3 {
+		if len(f) != 4 {
 			t.Fatalf("tshark line %q", line)
 		}
 		seq, err1 := strconv.Atoi(f[0])
 		ts, err2 := strconv.Atoi(f[1])
-		b, err3 := hex.DecodeString(strings.ReplaceAll(f[2], ":", ""))
-		if err1 != nil || err2 != nil || err3 != nil {
+		ptype, err3 := strconv.Atoi(f[2])
+		b, err4 := hex.DecodeString(strings.ReplaceAll(f[3], ":", ""))
+		if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
 			t.Fatalf("tshark line %q", line)
 		}
-		pkts = append(pkts, pkt{seq, ts, b})
+		all = append(all, pkt{seq, ts, ptype, b})
 	}
-	slices.SortStableFunc(pkts, func(a, b pkt) int { return a.seq - b.seq }) // no wrap in these streams
+	slices.SortStableFunc(all, func(a, b pkt) int { return a.seq - b.seq }) // no wrap in these streams
+	for _, p := range all {
+		if p.pt == pt {
+			pkts = append(pkts, p)
+		}
+	}
 	var raw []byte
 	for _, p := range pkts {
 		raw = append(raw, p.payload...)
@@ -299,17 +321,66 @@ func tsharkSox(t *testing.T, pcap string, ssrc uint32, pt int, codec string) []i
 	if err != nil || len(pcm) != 2*k*len(raw) {
 		t.Fatalf("%s output: %d bytes for %d octets (%v)", decode.Args[0], len(pcm), len(raw), err)
 	}
-	last := pkts[len(pkts)-1]
-	s := make([]int16, k*(last.ts-pkts[0].ts+len(last.payload)))
+	first, last := pkts[0], pkts[len(pkts)-1]
+	s := make([]int16, k*(last.ts-first.ts+len(last.payload)))
 	i := 0
 	for _, p := range pkts {
 		for j := range k * len(p.payload) {
-			s[k*(p.ts-pkts[0].ts)+j] = int16(binary.LittleEndian.Uint16(pcm[2*(i+j):]))
+			s[k*(p.ts-first.ts)+j] = int16(binary.LittleEndian.Uint16(pcm[2*(i+j):]))
 		}
 		i += k * len(p.payload)
 	}
-	t.Logf("tshark: %d packets of SSRC 0x%08x, PT %d, %d bytes of payload over %d samples", len(pkts), ssrc, pt, len(raw), len(s))
-	return s
+	var cn []cnSpan
+	for n, p := range all {
+		if p.pt == 13 && len(p.payload) > 0 && n+1 < len(all) && p.ts >= first.ts && all[n+1].ts <= last.ts {
+			cn = append(cn, cnSpan{from: k * (p.ts - first.ts), to: k * (all[n+1].ts - first.ts), level: int(p.payload[0] & 0x7f)})
+		}
+	}
+	t.Logf("tshark: %d packets of SSRC 0x%08x, PT %d, %d bytes of payload over %d samples, %d comfort-noise spans", len(pkts), ssrc, pt, len(raw), len(s), len(cn))
+	return s, cn
+}
+
+// matchAt returns where want occurs in got sample for sample, except in
+// the comfort-noise spans, which must hold noise at their level (within
+// 3 dB); -1 if nowhere.
+func matchAt(t *testing.T, got, want []int16, cn []cnSpan) int {
+	t.Helper()
+	if len(cn) == 0 {
+		return containsAt(got, want)
+	}
+	equalOutside := func(at int) bool {
+		prev := 0
+		for _, sp := range append(cn, cnSpan{from: len(want), to: len(want)}) {
+			if !slices.Equal(got[at+prev:at+sp.from], want[prev:sp.from]) {
+				return false
+			}
+			prev = sp.to
+		}
+		return true
+	}
+	head := want[:cn[0].from]
+	for from := 0; ; {
+		i := containsAt(got[from:], head)
+		if i < 0 || from+i+len(want) > len(got) {
+			return -1
+		}
+		at := from + i
+		if equalOutside(at) {
+			for _, sp := range cn {
+				var e float64
+				for _, v := range got[at+sp.from : at+sp.to] {
+					e += float64(v) * float64(v)
+				}
+				rms := math.Sqrt(e / float64(sp.to-sp.from))
+				wantRMS := 32124 * math.Pow(10, -float64(sp.level)/20) // RFC 3389: 0 dBov is a full-scale µ-law square wave
+				if math.Abs(20*math.Log10(rms/wantRMS)) > 3 {
+					t.Fatalf("comfort noise over samples %d-%d: RMS %.1f, the packet says %d dBov (%.1f)", sp.from, sp.to, rms, sp.level, wantRMS)
+				}
+			}
+			return at
+		}
+		from = at + 1
+	}
 }
 
 // containsAt returns where want occurs in got, sample for sample, or -1.

@@ -59,6 +59,7 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	maxPoll := fs.Int("max-poll-records", 1000, "at most this many media records per transaction")
 	tenants := fs.String("tenants", "", "record only these tenants, comma separated (a processor group per tenant); default: all")
 	pciTenants := fs.String("pci-tenants", os.Getenv("VERBATIM_PCI_TENANTS"), "tenants recorded in PCI DSS mode, comma separated, or * for all (env VERBATIM_PCI_TENANTS): DTMF stored masked, tones silenced, no raw media kept")
+	comfortNoise := fs.String("comfort-noise", "generate", "RFC 3389 comfort-noise spans: generate (the noise the packets describe, as the listener heard it) or silence")
 	kf := addKeyFlags(fs)
 	sf := addStoreFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -66,6 +67,9 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("process: unexpected argument %q", fs.Arg(0))
+	}
+	if *comfortNoise != "generate" && *comfortNoise != "silence" {
+		return fmt.Errorf("process: --comfort-noise is generate or silence, not %q", *comfortNoise)
 	}
 	if *instance == "" {
 		return errors.New("process: --instance is required (no host name)")
@@ -83,6 +87,7 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		Kafka: kafkaclient.Config{Brokers: strings.Split(*kafka.brokers, ","), ClientID: "verbatim-process", Logger: warnLogger(stderr)},
 		Group: *group, Instance: *instance, Keys: km, Store: store, SpoolDir: *spool,
 		IdleExit: *idle, Logger: warnLogger(stderr), MaxPollRecords: *maxPoll,
+		SilentComfortNoise: *comfortNoise == "silence",
 	}
 	if *tenants != "" {
 		for _, t := range strings.Split(*tenants, ",") {

@@ -5,6 +5,9 @@
 package assemble
 
 import (
+	"slices"
+
+	"github.com/verbatimrec/verbatim/processors/internal/cng"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
 
@@ -47,6 +50,12 @@ type Config struct {
 	// Mask, if set, says whether the audio of n ticks from RTP timestamp
 	// ts must be replaced by silence (PCI: DTMF tones).
 	Mask func(ts uint32, n int) bool
+	// ComfortNoise, if set, plays RFC 3389 comfort-noise packets (of the
+	// payload types CNPayloadTypes lists): from each one's timestamp to
+	// the next packet's, the recording holds the noise it describes, as
+	// the listener heard it. Without it those spans are silence.
+	ComfortNoise   *cng.Generator
+	CNPayloadTypes []uint8
 }
 
 type pending struct {
@@ -64,6 +73,7 @@ type Track struct {
 	started  bool
 	nextSeq  uint64
 	nextTS   uint32
+	noise    bool // the last packet placed was comfort noise
 	samples  []int16
 	silence  []int16
 	report   verbatimv1.StreamCompleteness
@@ -131,13 +141,16 @@ func (t *Track) emit() {
 	}
 	t.nextSeq = p.seq + 1
 	if !p.audio {
+		if t.cfg.ComfortNoise != nil && slices.Contains(t.cfg.CNPayloadTypes, p.pt) && len(p.payload) > 0 {
+			t.fillTo(p.ts) // the span before this packet, at the level in force there
+			_ = t.cfg.ComfortNoise.Set(p.payload)
+			t.noise, t.started, t.nextTS = true, true, p.ts
+			t.report.PacketsInRecording++
+		}
 		return
 	}
-	if t.started {
-		if gap := int32(p.ts - t.nextTS); gap > 0 && int(gap) <= t.cfg.MaxGap {
-			t.fill(int(gap) * t.cfg.SamplesPerTick)
-		}
-	}
+	t.fillTo(p.ts)
+	t.noise = false
 	dec := t.cfg.Decode
 	if t.cfg.Decoders != nil {
 		dec = t.cfg.Decoders[p.pt]
@@ -153,10 +166,26 @@ func (t *Track) emit() {
 	t.nextTS = p.ts + uint32(ticks)
 }
 
+// fillTo fills the span from the expected timestamp to ts: comfort noise
+// while a comfort-noise packet is in force, silence for lost packets.
+func (t *Track) fillTo(ts uint32) {
+	if !t.started {
+		return
+	}
+	if gap := int32(ts - t.nextTS); gap > 0 && int(gap) <= t.cfg.MaxGap {
+		t.fill(int(gap) * t.cfg.SamplesPerTick)
+	}
+}
+
 func (t *Track) fill(n int) {
 	for n > 0 {
 		k := min(n, len(t.silence))
-		t.cfg.Out(t.silence[:k])
+		if t.noise {
+			t.samples = t.cfg.ComfortNoise.Append(t.samples[:0], k)
+			t.cfg.Out(t.samples)
+		} else {
+			t.cfg.Out(t.silence[:k])
+		}
 		n -= k
 	}
 }

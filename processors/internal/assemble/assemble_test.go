@@ -12,6 +12,7 @@ import (
 
 	"github.com/verbatimrec/verbatim/internal/stacktest"
 	"github.com/verbatimrec/verbatim/processors/internal/assemble"
+	"github.com/verbatimrec/verbatim/processors/internal/cng"
 	"github.com/verbatimrec/verbatim/processors/internal/g711"
 )
 
@@ -175,5 +176,51 @@ func TestSamplesPerTick(t *testing.T) {
 	}
 	if len(rep.GetGaps()) != 1 || rep.GetPacketsInRecording() != 3 {
 		t.Fatalf("report %v", rep)
+	}
+}
+
+// TestComfortNoise: an RFC 3389 packet between talk spurts fills the span
+// until the next packet with noise at its level; without a generator the
+// span is silence. A stream may also begin with comfort noise.
+func TestComfortNoise(t *testing.T) {
+	run := func(g *cng.Generator) []int16 {
+		var out []int16
+		tr := assemble.New(assemble.Config{PayloadType: 0, Decode: func(dst []int16, p []byte) []int16 {
+			for range p {
+				dst = append(dst, 1000)
+			}
+			return dst
+		}, Out: func(s []int16) { out = append(out, s...) }, ComfortNoise: g, CNPayloadTypes: []uint8{13}})
+		tr.Add(1, 0, 13, []byte{40})         // noise first: 160 ticks until packet 2
+		tr.Add(2, 160, 0, make([]byte, 160)) // speech
+		tr.Add(3, 320, 13, []byte{40})       // 400 ticks of noise
+		tr.Add(4, 720, 13, []byte{60})       // then 400 more, 20 dB quieter
+		tr.Add(5, 1120, 0, make([]byte, 160))
+		if rep := tr.Close(); rep.GetPacketsInRecording() != 5 && g != nil {
+			t.Fatalf("report %v", rep)
+		}
+		return out
+	}
+	silent := run(nil)
+	if len(silent) != 160+800+160 || silent[0] != 1000 || silent[200] != 0 || silent[960] != 1000 {
+		t.Fatalf("without comfort noise: %d samples", len(silent))
+	}
+	noisy := run(cng.New(1))
+	if len(noisy) != 160+160+800+160 {
+		t.Fatalf("with comfort noise: %d samples, want %d", len(noisy), 1280)
+	}
+	// Each span has the level of the packet that began it.
+	for _, span := range [][3]int{{0, 160, 40}, {320, 720, 40}, {720, 1120, 60}} {
+		var e float64
+		for _, v := range noisy[span[0]:span[1]] {
+			e += float64(v) * float64(v)
+		}
+		want := 32124 * math.Pow(10, -float64(span[2])/20)
+		if rms := math.Sqrt(e / float64(span[1]-span[0])); math.Abs(20*math.Log10(rms/want)) > 2 {
+			t.Fatalf("noise %v: RMS %.1f, want %.1f", span, rms, want)
+		}
+	}
+	if noisy[160] != 1000 || noisy[1120] != 1000 {
+		t.Fatal("speech moved")
 	}
 }
