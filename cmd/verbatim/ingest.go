@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -176,18 +179,46 @@ func lastErr(s string) string {
 	return " (last: " + s + ")"
 }
 
+// compileFilter compiles a tcpdump expression into the classic BPF program
+// the capture socket takes, with tcpdump itself: Verbatim does not link
+// libpcap, and tcpdump's compiler is the one users know the syntax of.
+func compileFilter(ctx context.Context, iface, expr string) (string, error) {
+	tcpdump, err := exec.LookPath("tcpdump")
+	if err != nil {
+		return "", fmt.Errorf("ingest live: --filter needs tcpdump to compile %q (apt-get install tcpdump), or pass a compiled program with --filter-bpf", expr)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, tcpdump, "-ddd", "-i", iface, expr)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("ingest live: --filter %q: %s", expr, strings.TrimSpace(stderr.String()))
+	}
+	return string(out), nil
+}
+
 // runIngestLive records from a network interface until interrupted.
 func runIngestLive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("ingest live", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	iface := fs.String("interface", "", "network interface to capture on, e.g. a mirror port (required; needs CAP_NET_RAW)")
-	filter := fs.String("filter-bpf", "", "kernel filter in `tcpdump -ddd` form, e.g. \"$(tcpdump -ddd udp or tcp port 5060)\" (default: everything)")
+	expr := fs.String("filter", "", "kernel filter as a tcpdump expression, e.g. \"udp or tcp port 5060\" (compiled by tcpdump, which must be installed; default: everything)")
+	filter := fs.String("filter-bpf", "", "kernel filter already compiled, in `tcpdump -ddd` form (instead of --filter, where tcpdump is not installed)")
 	inf := addIngestFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *iface == "" {
 		return errors.New("ingest live: --interface is required")
+	}
+	if *expr != "" {
+		if *filter != "" {
+			return errors.New("ingest live: --filter or --filter-bpf, not both")
+		}
+		var err error
+		if *filter, err = compileFilter(ctx, *iface, *expr); err != nil {
+			return err
+		}
 	}
 	cfg, cl, err := inf.open(stderr)
 	if err != nil {

@@ -25,9 +25,9 @@ apt_install() {
 		{ $s apt-get update -qq && $s env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
 }
 
-step "test tools (tshark, sox, ffmpeg, sipp, baresip, docker-compose)"
+step "test tools (tshark, sox, ffmpeg, sipp, baresip, tcpdump, docker-compose)"
 missing=()
-for tool in tshark:tshark sox:sox ffmpeg:ffmpeg sipp:sip-tester baresip:baresip-core docker-compose:docker-compose; do
+for tool in tshark:tshark sox:sox ffmpeg:ffmpeg sipp:sip-tester baresip:baresip-core tcpdump:tcpdump docker-compose:docker-compose; do
 	command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
 [ -f /usr/include/bcg729/decoder.h ] || missing+=(libbcg729-dev) # G.729, cgo, -tags bcg729
