@@ -503,6 +503,9 @@ func (p *processor) loop(ctx context.Context) error {
 		}
 		rebuilt, err := p.membership(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			return err
 		}
 		if rebuilt && !lastRecord.IsZero() {
@@ -523,6 +526,11 @@ func (p *processor) loop(ctx context.Context) error {
 		}
 		lastRecord = time.Now()
 		if err := p.transaction(ctx, recs); err != nil {
+			if ctx.Err() != nil {
+				// Stopped mid-transaction: whatever the broker did not
+				// commit is read again by whoever takes the partitions.
+				return nil
+			}
 			return err
 		}
 		if p.cfg.Progress != nil {

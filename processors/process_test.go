@@ -803,3 +803,36 @@ func oggCRC(b []byte) uint32 {
 	}
 	return c
 }
+
+// stopOnKey stops the processor (cancels its context) when it asks for a
+// recording key, in the middle of its transaction.
+type stopOnKey struct {
+	keys.Manager
+	stop func()
+}
+
+func (s stopOnKey) GenerateDataKey(ctx context.Context, tenant string) (keys.DataKey, error) {
+	s.stop()
+	<-ctx.Done()
+	return keys.DataKey{}, ctx.Err()
+}
+
+// TestProcessStopsCleanlyMidTransaction: stopping the processor while a
+// transaction is in flight (Ctrl-C, or `verbatim dev` shutting down) is a
+// clean stop, not an error; the next run records what was left.
+func TestProcessStopsCleanlyMidTransaction(t *testing.T) {
+	p := kfakePipeline(t)
+	p.ingest("pcap/wireshark_sip-rtp-g711.pcap")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := processors.Run(ctx, processors.Config{Kafka: p.kafka(), Group: p.group, Instance: p.group + "-1",
+		Keys: stopOnKey{p.km, cancel}, Store: p.store, Tenants: []string{p.tenant}, SpoolDir: t.TempDir(), MaxPollRecords: 100})
+	if err != nil || st.Recorded != 0 {
+		t.Fatalf("stopped mid-transaction: %v (stats %+v)", err, st)
+	}
+	if st := p.process(nil); st.Recorded != 2 {
+		t.Fatalf("the next run: %+v", st)
+	}
+	recs, _ := p.recordings()
+	checkG711(t, recs)
+}
