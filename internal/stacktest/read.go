@@ -18,9 +18,23 @@ import (
 // offset: once nothing has arrived for quiet, those are taken as read.
 func ReadBack(ctx context.Context, t testing.TB, cons *kgo.Client, quiet time.Duration, fn func(*kgo.Record), topics ...string) {
 	t.Helper()
-	ends, err := kadm.NewClient(cons).ListEndOffsets(ctx, topics...)
-	if err != nil {
-		t.Fatal(err)
+	// A partition's end may fail to list for a moment (its leader not yet
+	// known to this new client): a partition silently left out would not
+	// be waited for, and its records would look missing. List again.
+	var ends kadm.ListedOffsets
+	for {
+		var err error
+		ends, err = kadm.NewClient(cons).ListEndOffsets(ctx, topics...)
+		if err == nil {
+			err = ends.Error()
+		}
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("list end offsets: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	left := map[string]int64{} // "topic/partition" -> end offset not yet reached
 	ends.Each(func(o kadm.ListedOffset) {

@@ -188,6 +188,8 @@ func FuzzOpenNext(f *testing.F) {
 		}
 		f.Add(data[:min(len(data), 4096)])
 	}
+	_, v6 := ipv6FragmentCapture(f)
+	f.Add(v6.Bytes())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := pcapread.Open(bytes.NewReader(data))
 		if err != nil {
@@ -325,13 +327,9 @@ func TestVLANs(t *testing.T) {
 	}
 }
 
-// TestReassembleIPv6Fragments: IPv6 carries fragmentation in an extension
-// header (RFC 8200), which gopacket does not reassemble. A 3,000-byte UDP
-// datagram in three fragments, out of order and one seen twice, comes out
-// whole; overlapping fragments discard their datagram (RFC 5722); a set
-// missing a fragment is lost at the end of the file; an atomic fragment
-// and UDP behind a Destination Options header decode as they are.
-func TestReassembleIPv6Fragments(t *testing.T) {
+// ipv6FragmentCapture builds the capture TestReassembleIPv6Fragments
+// reads (also a fuzz seed): the datagram's payload, and the file.
+func ipv6FragmentCapture(t testing.TB) ([]byte, *bytes.Buffer) {
 	src, dst := net.ParseIP("2001:db8::1"), net.ParseIP("2001:db8::2")
 	payload := bytes.Repeat([]byte("0123456789"), 300)
 	udp := &layers.UDP{SrcPort: 5060, DstPort: 5062}
@@ -381,7 +379,18 @@ func TestReassembleIPv6Fragments(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rd, err := pcapread.Open(&buf)
+	return payload, &buf
+}
+
+// TestReassembleIPv6Fragments: IPv6 carries fragmentation in an extension
+// header (RFC 8200), which gopacket does not reassemble. A 3,000-byte UDP
+// datagram in three fragments, out of order and one seen twice, comes out
+// whole; overlapping fragments discard their datagram (RFC 5722); a set
+// missing a fragment is lost at the end of the file; an atomic fragment
+// and UDP behind a Destination Options header decode as they are.
+func TestReassembleIPv6Fragments(t *testing.T) {
+	payload, buf := ipv6FragmentCapture(t)
+	rd, err := pcapread.Open(buf)
 	if err != nil {
 		t.Fatal(err)
 	}
