@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,7 +17,9 @@ import (
 // are when it is called, passing each record to fn. cons must consume the
 // topics from the start (read committed). A partition whose end is a
 // transaction marker, or aborted records, never shows a record at its last
-// offset: once nothing has arrived for quiet, those are taken as read.
+// offset: once nothing has arrived for quiet and every such partition's
+// last stable offset has reached its end (no transaction still open
+// below it), those are taken as read.
 func ReadBack(ctx context.Context, t testing.TB, cons *kgo.Client, quiet time.Duration, fn func(*kgo.Record), topics ...string) {
 	t.Helper()
 	// A partition's end may fail to list for a moment (its leader not yet
@@ -55,7 +59,7 @@ func ReadBack(ctx context.Context, t testing.TB, cons *kgo.Client, quiet time.Du
 				t.Fatalf("fetch %s/%d: %v", topic, p, err)
 			}
 		})
-		if fs.NumRecords() == 0 && seen {
+		if fs.NumRecords() == 0 && seen && stable(ctx, t, cons, left) {
 			return // only markers and aborted records remain
 		}
 		fs.EachRecord(func(r *kgo.Record) {
@@ -66,4 +70,30 @@ func ReadBack(ctx context.Context, t testing.TB, cons *kgo.Client, quiet time.Du
 			fn(r)
 		})
 	}
+}
+
+// stable reports whether the last stable offset of every partition in left
+// has reached the end it must be read to: what a read-committed consumer
+// has not delivered by then are markers and aborted records. Below it, an
+// open transaction still holds records back.
+func stable(ctx context.Context, t testing.TB, cons *kgo.Client, left map[string]int64) bool {
+	t.Helper()
+	var topics []string
+	for k := range left {
+		topic := k[:strings.LastIndexByte(k, '/')]
+		if !slices.Contains(topics, topic) {
+			topics = append(topics, topic)
+		}
+	}
+	lsos, err := kadm.NewClient(cons).ListCommittedOffsets(ctx, topics...)
+	if err != nil || lsos.Error() != nil {
+		return false // ask again after the next quiet poll
+	}
+	ok := true
+	lsos.Each(func(o kadm.ListedOffset) {
+		if end, want := left[fmt.Sprintf("%s/%d", o.Topic, o.Partition)]; want && o.Offset < end {
+			ok = false
+		}
+	})
+	return ok
 }
