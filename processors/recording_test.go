@@ -248,34 +248,85 @@ func TestDecoders(t *testing.T) {
 	}
 }
 
+// recFixture is one call's recording under test: a keyring, a store and
+// the call's sealer, and the timeline's start.
+type recFixture struct {
+	t     *testing.T
+	dir   string
+	kr    *keys.Keyring
+	store *objstore.FS
+	s     *seal.Sealer
+	t0    time.Time
+}
+
+func newRecFixture(t *testing.T) *recFixture {
+	t.Helper()
+	dir := t.TempDir()
+	kr, err := keys.OpenKeyring(filepath.Join(dir, "keyring.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := objstore.NewFS(filepath.Join(dir, "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := kr.GenerateDataKey(context.Background(), "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := seal.New("demo", "dk-call-1", key.Plaintext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &recFixture{t: t, dir: dir, kr: kr, store: store, s: s, t0: time.Unix(1_480_000_000, 0)}
+}
+
+// record records the batches of a call with these streams and returns its
+// RecordingStored and the WAV as stored, opened.
+func (f *recFixture) record(streams []*verbatimv1.Stream, setup func(*callRecording), batches ...*verbatimv1.PacketBatch) (*verbatimv1.RecordingStored, []byte) {
+	f.t.Helper()
+	ctx := context.Background()
+	rec, err := newCallRecording("demo", "call-1", streams, f.t0, f.s, f.dir, false)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if setup != nil {
+		setup(rec)
+	}
+	for _, b := range batches {
+		if err := rec.batch(b); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	ev, dk, err := rec.finish(ctx, f.kr, f.store, "rec-1", "demo/2016/11/24/call-1/rec-1")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	rc, _, err := f.store.Get(ctx, ev.GetObjectKey())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer rc.Close()
+	r, err := OpenRecording(rc, dk.Plaintext, "demo", ev.GetObjectKey())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	wav, err := io.ReadAll(r)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return ev, wav
+}
+
 // TestSSRCChange: the caller's stream changes source mid-call (a transfer:
 // new SSRC, sequence numbers from elsewhere). Both sources' audio is
 // recorded, the second where it arrived, and neither is taken for late.
 func TestSSRCChange(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	kr, _ := keys.OpenKeyring(filepath.Join(dir, "keyring.json"))
-	store, _ := objstore.NewFS(filepath.Join(dir, "objects"))
-	key, _ := kr.GenerateDataKey(ctx, "demo")
-	s, _ := seal.New("demo", "dk-call-1", key.Plaintext)
+	f := newRecFixture(t)
 	pcmu := []*verbatimv1.Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000, Channels: 1}}
-	t0 := time.Unix(1_480_000_000, 0)
-	rec, err := newCallRecording("demo", "call-1", []*verbatimv1.Stream{{StreamId: "caller-audio", ParticipantId: "caller", Codecs: pcmu}}, t0, s, dir, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range []*verbatimv1.PacketBatch{
-		batchOf(t, s, "caller-audio", 1, 30000, 50, t0, nil, 0x10),
-		batchOf(t, s, "caller-audio", 2, 7, 50, t0.Add(3*time.Second), nil, 0x60), // new source, 2 s of silence before it
-	} {
-		if err := rec.batch(b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ev, dk, err := rec.finish(ctx, kr, store, "rec-1", "demo/2016/11/24/call-1/rec-1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ev, wavBytes := f.record([]*verbatimv1.Stream{{StreamId: "caller-audio", ParticipantId: "caller", Codecs: pcmu}}, nil,
+		batchOf(t, f.s, "caller-audio", 1, 30000, 50, f.t0, nil, 0x10),
+		batchOf(t, f.s, "caller-audio", 2, 7, 50, f.t0.Add(3*time.Second), nil, 0x60)) // new source, 2 s of silence before it
 	var in, late uint64
 	for _, c := range ev.GetCompleteness() {
 		in += c.GetPacketsInRecording()
@@ -283,13 +334,6 @@ func TestSSRCChange(t *testing.T) {
 	}
 	if len(ev.GetCompleteness()) != 2 || in != 100 || late != 0 {
 		t.Fatalf("completeness %v", ev.GetCompleteness())
-	}
-	rc, _, _ := store.Get(ctx, ev.GetObjectKey())
-	r, _ := OpenRecording(rc, dk.Plaintext, "demo", ev.GetObjectKey())
-	wavBytes, err := io.ReadAll(r)
-	rc.Close()
-	if err != nil {
-		t.Fatal(err)
 	}
 	left := func(i int) int16 { return int16(binary.LittleEndian.Uint16(wavBytes[44+4*i:])) }
 	want := func(code byte) int16 { return g711.DecodeUlaw(nil, []byte{code})[0] }
@@ -302,42 +346,16 @@ func TestSSRCChange(t *testing.T) {
 // at 16 kHz: the G.722 channel as decoded, the G.711 channel upsampled,
 // both on one timeline (a lost G.722 packet is 320 samples of silence).
 func TestWidebandCall(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	kr, _ := keys.OpenKeyring(filepath.Join(dir, "keyring.json"))
-	store, _ := objstore.NewFS(filepath.Join(dir, "objects"))
-	key, _ := kr.GenerateDataKey(ctx, "demo")
-	s, _ := seal.New("demo", "dk-call-1", key.Plaintext)
-	t0 := time.Unix(1_480_000_000, 0)
+	f := newRecFixture(t)
 	streams := []*verbatimv1.Stream{
 		{StreamId: "caller-audio", ParticipantId: "caller", Codecs: []*verbatimv1.Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}}},
 		{StreamId: "callee-audio", ParticipantId: "callee", Codecs: []*verbatimv1.Codec{{PayloadType: 9, Name: "G722", ClockRate: 8000}}},
 	}
-	rec, err := newCallRecording("demo", "call-1", streams, t0, s, dir, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, b := range []*verbatimv1.PacketBatch{
-		batchOf(t, s, "caller-audio", 1, 0, 50, t0, nil, 0x10),
-		batchPT(t, s, 9, "callee-audio", 2, 0, 50, t0, map[int]bool{10: true}, 0x40),
-	} {
-		if err := rec.batch(b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ev, dk, err := rec.finish(ctx, kr, store, "rec-1", "demo/2016/11/24/call-1/rec-1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ev, wavBytes := f.record(streams, nil,
+		batchOf(t, f.s, "caller-audio", 1, 0, 50, f.t0, nil, 0x10),
+		batchPT(t, f.s, 9, "callee-audio", 2, 0, 50, f.t0, map[int]bool{10: true}, 0x40))
 	if ev.GetSampleRate() != 16000 || ev.GetDuration().AsDuration() != time.Second {
 		t.Fatalf("recording %d Hz, %v", ev.GetSampleRate(), ev.GetDuration().AsDuration())
-	}
-	rc, _, _ := store.Get(ctx, ev.GetObjectKey())
-	r, _ := OpenRecording(rc, dk.Plaintext, "demo", ev.GetObjectKey())
-	wavBytes, err := io.ReadAll(r)
-	rc.Close()
-	if err != nil {
-		t.Fatal(err)
 	}
 	if binary.LittleEndian.Uint32(wavBytes[24:]) != 16000 || len(wavBytes) != 44+4*16000 {
 		t.Fatalf("WAV header rate %d, %d bytes", binary.LittleEndian.Uint32(wavBytes[24:]), len(wavBytes))
@@ -373,36 +391,13 @@ func TestWidebandCall(t *testing.T) {
 // default, and silence when the processor is told so.
 func TestComfortNoiseOption(t *testing.T) {
 	for _, silentCN := range []bool{false, true} {
-		ctx := context.Background()
-		dir := t.TempDir()
-		kr, _ := keys.OpenKeyring(filepath.Join(dir, "keyring.json"))
-		store, _ := objstore.NewFS(filepath.Join(dir, "objects"))
-		key, _ := kr.GenerateDataKey(ctx, "demo")
-		s, _ := seal.New("demo", "dk-call-1", key.Plaintext)
-		t0 := time.Unix(1_480_000_000, 0)
+		f := newRecFixture(t)
 		codecs := []*verbatimv1.Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}, {PayloadType: 13, Name: "CN", ClockRate: 8000}}
-		rec, err := newCallRecording("demo", "call-1", []*verbatimv1.Stream{{StreamId: "caller-audio", ParticipantId: "caller", Codecs: codecs}}, t0, s, dir, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rec.silentCN = silentCN
-		for _, b := range []*verbatimv1.PacketBatch{
-			batchOf(t, s, "caller-audio", 1, 0, 10, t0, nil, 0xff),                             // speech (µ-law 0xff: silence level)
-			batchPT(t, s, 13, "caller-audio", 1, 10, 1, t0.Add(200*time.Millisecond), nil, 50), // comfort noise at -50 dBov
-			batchOf(t, s, "caller-audio", 1, 11, 10, t0.Add(220*time.Millisecond), nil, 0xff),
-		} {
-			if err := rec.batch(b); err != nil {
-				t.Fatal(err)
-			}
-		}
-		ev, dk, err := rec.finish(ctx, kr, store, "rec-1", "demo/2016/11/24/call-1/rec-1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		rc, _, _ := store.Get(ctx, ev.GetObjectKey())
-		r, _ := OpenRecording(rc, dk.Plaintext, "demo", ev.GetObjectKey())
-		wavBytes, _ := io.ReadAll(r)
-		rc.Close()
+		_, wavBytes := f.record([]*verbatimv1.Stream{{StreamId: "caller-audio", ParticipantId: "caller", Codecs: codecs}},
+			func(r *callRecording) { r.silentCN = silentCN },
+			batchOf(t, f.s, "caller-audio", 1, 0, 10, f.t0, nil, 0xff),                             // speech
+			batchPT(t, f.s, 13, "caller-audio", 1, 10, 1, f.t0.Add(200*time.Millisecond), nil, 50), // comfort noise at -50 dBov
+			batchOf(t, f.s, "caller-audio", 1, 11, 10, f.t0.Add(220*time.Millisecond), nil, 0xff))
 		noisy := 0
 		for i := 10 * 160; i < 11*160; i++ { // the comfort-noise packet's 20 ms
 			if binary.LittleEndian.Uint16(wavBytes[44+4*i:]) != 0 {

@@ -27,28 +27,10 @@ import (
 // found by search, against the local stack's ClickHouse and an embedded
 // broker.
 func TestIngestProjectSearch(t *testing.T) {
-	stacktest.Env(t, "VERBATIM_CLICKHOUSE_ADDR")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	brokers := strings.Join(cluster.ListenAddrs(), ",")
-	keyring := filepath.Join(t.TempDir(), "keyring.json")
-	db := fmt.Sprintf("verbatim_e2e_%d", time.Now().UnixNano())
-
-	cmd := func(args ...string) string {
-		t.Helper()
-		var out, errb bytes.Buffer
-		if err := run(ctx, args, &out, &errb); err != nil {
-			t.Fatalf("verbatim %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
-		}
-		return out.String()
-	}
-	objects := filepath.Join(t.TempDir(), "objects")
-	cmd("topics", "--create", "--brokers", brokers)
+	e := newCLIEnv(ctx, t, "e2e")
+	brokers, keyring, objects, db, cmd := e.brokers, e.keyring, e.objects, e.db, e.cmd
 	out := cmd("ingest", "pcap", "--brokers", brokers, "--keyring", keyring,
 		stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"), stacktest.SharedTestdata(t, "pcap/wireshark_SIP_DTMF2.cap"),
 		stacktest.SharedTestdata(t, "pcap/audiocodes_sip-over-tcp.pcap"), stacktest.SharedTestdata(t, "pcap/metaswitch_09a_2833_dtmf.pcap"),
@@ -62,12 +44,6 @@ func TestIngestProjectSearch(t *testing.T) {
 	}
 	out = cmd("project", "search", "--brokers", brokers, "--keyring", keyring, "--database", db, "--exit-when-idle", "3s")
 	t.Log(out)
-	defer func() {
-		if conn, _, err := (chFlags{addr: ptr(stacktest.Env(t, "VERBATIM_CLICKHOUSE_ADDR")), db: &db}).open(context.Background()); err == nil {
-			_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS `"+db+"`")
-			conn.Close()
-		}
-	}()
 
 	find := func(args ...string) []search.Result {
 		t.Helper()
@@ -218,6 +194,47 @@ func TestIngestProjectSearch(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// cliEnv runs the commands as a user would, in-process, against an
+// embedded broker (topics created), a keyring, an object directory and a
+// ClickHouse database of their own (dropped at the end).
+type cliEnv struct {
+	ctx                           context.Context
+	t                             *testing.T
+	brokers, keyring, objects, db string
+}
+
+func newCLIEnv(ctx context.Context, t *testing.T, name string) *cliEnv {
+	t.Helper()
+	chAddr := stacktest.Env(t, "VERBATIM_CLICKHOUSE_ADDR")
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	e := &cliEnv{ctx: ctx, t: t, brokers: strings.Join(cluster.ListenAddrs(), ","),
+		keyring: filepath.Join(t.TempDir(), "keyring.json"), objects: filepath.Join(t.TempDir(), "objects"),
+		db: fmt.Sprintf("verbatim_%s_%d", name, time.Now().UnixNano())}
+	t.Cleanup(func() {
+		if conn, _, err := (chFlags{addr: &chAddr, db: &e.db}).open(context.Background()); err == nil {
+			_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS `"+e.db+"`")
+			conn.Close()
+		}
+	})
+	e.cmd("topics", "--create", "--brokers", e.brokers)
+	return e
+}
+
+// cmd runs verbatim with args and returns its standard output; an error
+// fails the test with both outputs.
+func (e *cliEnv) cmd(args ...string) string {
+	e.t.Helper()
+	var out, errb bytes.Buffer
+	if err := run(e.ctx, args, &out, &errb); err != nil {
+		e.t.Fatalf("verbatim %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
+	}
+	return out.String()
+}
 
 func runOut(ctx context.Context, args ...string) (string, error) {
 	var out, errb bytes.Buffer

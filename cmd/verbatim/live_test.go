@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,8 +11,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/verbatimrec/verbatim/internal/stacktest"
 )
@@ -27,7 +24,7 @@ import (
 // sox encodes it to µ-law and back: decrypted, in order, nothing lost.
 // It needs root (AF_PACKET), baresip and sox (`make test` installs them).
 func TestLiveSRTPCallBetweenBaresips(t *testing.T) {
-	chAddr := stacktest.Env(t, "VERBATIM_CLICKHOUSE_ADDR")
+	stacktest.Env(t, "VERBATIM_CLICKHOUSE_ADDR")
 	if os.Geteuid() != 0 {
 		t.Fatal("live capture needs root (CAP_NET_RAW)")
 	}
@@ -82,30 +79,8 @@ module_app menu.so
 	aliceDir := ua("alice", 15260, 15300, "<sip:alice@127.0.0.1:15260>;regint=0;mediaenc=srtp-mand;audio_codecs=PCMU", alicePrompt)
 	bobDir := ua("bob", 15270, 15320, "<sip:bob@127.0.0.1:15270>;regint=0;mediaenc=srtp-mand;answermode=auto;audio_codecs=PCMU", bobPrompt)
 
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	brokers := strings.Join(cluster.ListenAddrs(), ",")
-	keyring := filepath.Join(t.TempDir(), "keyring.json")
-	objects := filepath.Join(t.TempDir(), "objects")
-	db := fmt.Sprintf("verbatim_live_%d", time.Now().UnixNano())
-	defer func() {
-		if conn, _, err := (chFlags{addr: &chAddr, db: &db}).open(context.Background()); err == nil {
-			_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS `"+db+"`")
-			conn.Close()
-		}
-	}()
-	cmd := func(args ...string) string {
-		t.Helper()
-		var out, errb bytes.Buffer
-		if err := run(ctx, args, &out, &errb); err != nil {
-			t.Fatalf("verbatim %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errb.String())
-		}
-		return out.String()
-	}
-	cmd("topics", "--create", "--brokers", brokers)
+	e := newCLIEnv(ctx, t, "live")
+	brokers, keyring, objects, db, cmd := e.brokers, e.keyring, e.objects, e.db, e.cmd
 
 	// verbatim ingest live, until the call is over.
 	capCtx, stopCapture := context.WithCancel(ctx)
@@ -253,15 +228,7 @@ func soxUlaw(t *testing.T, path string) []int16 {
 	if b, err := exec.Command("sox", "-t", "ul", "-r", "8000", "-c", "1", ul, "-t", "raw", "-e", "signed", "-b", "16", "-L", raw).CombinedOutput(); err != nil {
 		t.Fatalf("sox: %v: %s", err, b)
 	}
-	b, err := os.ReadFile(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := make([]int16, len(b)/2)
-	for i := range s {
-		s[i] = int16(binary.LittleEndian.Uint16(b[2*i:]))
-	}
-	return s
+	return stacktest.ReadPCM(t, raw)
 }
 
 // watchWriter collects output and closes seen once want appears in it.

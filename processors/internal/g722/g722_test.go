@@ -1,7 +1,6 @@
 package g722_test
 
 import (
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -47,15 +46,7 @@ func ffmpeg(t *testing.T, raw []byte) []int16 {
 	if b, err := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-f", "g722", "-i", in, "-f", "s16le", "-acodec", "pcm_s16le", out).CombinedOutput(); err != nil {
 		t.Fatalf("ffmpeg (make test installs it): %v: %s", err, b)
 	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := make([]int16, len(b)/2)
-	for i := range s {
-		s[i] = int16(binary.LittleEndian.Uint16(b[2*i:]))
-	}
-	return s
+	return stacktest.ReadPCM(t, out)
 }
 
 // TestDecodeMatchesFFmpeg decodes both G.722 streams of a real SIPREC
