@@ -82,9 +82,10 @@ type RecordingStored struct {
 	// Object key in the recordings store: tenant/yyyy/mm/dd/call_id/recording_id.
 	ObjectKey string `protobuf:"bytes,3,opt,name=object_key,json=objectKey,proto3" json:"object_key,omitempty"`
 	// Media type of the plaintext: "audio/wav", "audio/ogg", "application/vnd.verbatim.rtp".
-	Format           string                 `protobuf:"bytes,4,opt,name=format,proto3" json:"format,omitempty"`
-	Duration         *durationpb.Duration   `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
-	Channels         uint32                 `protobuf:"varint,6,opt,name=channels,proto3" json:"channels,omitempty"`
+	Format   string               `protobuf:"bytes,4,opt,name=format,proto3" json:"format,omitempty"`
+	Duration *durationpb.Duration `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
+	Channels uint32               `protobuf:"varint,6,opt,name=channels,proto3" json:"channels,omitempty"`
+	// 8000, or 16000 when any stream of the call is G.722 (wideband).
 	SampleRate       uint32                 `protobuf:"varint,7,opt,name=sample_rate,json=sampleRate,proto3" json:"sample_rate,omitempty"`
 	PlaintextSha256  []byte                 `protobuf:"bytes,8,opt,name=plaintext_sha256,json=plaintextSha256,proto3" json:"plaintext_sha256,omitempty"`
 	CiphertextSha256 []byte                 `protobuf:"bytes,9,opt,name=ciphertext_sha256,json=ciphertextSha256,proto3" json:"ciphertext_sha256,omitempty"`
