@@ -200,6 +200,10 @@ type pcapIngest struct {
 	report  Report
 	err     error
 	pending []sipdialog.Event
+	// scratch for the batches, which are marshalled as soon as they are
+	// cut, and marshal buffers given back when Kafka has a record
+	scratch rtpbatch.Shared
+	values  sync.Pool
 
 	produceMu  sync.Mutex
 	produceErr error // first failed delivery
@@ -482,12 +486,21 @@ func (in *pcapIngest) produce(topic, key string, c *call, kind string, at time.T
 		ID:     schemas.DerivedID(c.id, kind, at.UTC().Format(time.RFC3339Nano)),
 		Tenant: in.cfg.Tenant, CallID: c.id, OccurredAt: at, Producer: in.cfg.Source,
 	}
-	rec, err := schemas.NewRecord(topic, []byte(key), env, m)
+	// The value is marshalled into a buffer of the pool, given back once
+	// the producer is done with the record: a media batch is some 9 KB,
+	// 10,000 of them a second at 5,000 calls.
+	buf, _ := in.values.Get().(*[]byte)
+	if buf == nil {
+		buf = new([]byte)
+	}
+	rec, err := schemas.NewRecordAppend(topic, []byte(key), env, m, (*buf)[:0])
 	if err != nil {
 		in.err = err
 		return
 	}
-	in.cfg.Producer.Produce(in.ctx, rec, func(_ *kgo.Record, err error) {
+	in.cfg.Producer.Produce(in.ctx, rec, func(r *kgo.Record, err error) {
+		*buf = r.Value[:0]
+		in.values.Put(buf)
 		if err == nil {
 			return
 		}
@@ -657,7 +670,7 @@ func (in *pcapIngest) parties(c *call) ([]*verbatimv1.Participant, []*verbatimv1
 					}
 				}
 				if st == nil {
-					st = &stream{id: id, call: c, batcher: rtpbatch.New(rtpbatch.Config{CallID: c.id, StreamID: id}, c.sealer),
+					st = &stream{id: id, call: c, batcher: rtpbatch.New(rtpbatch.Config{CallID: c.id, StreamID: id, Shared: &in.scratch}, c.sealer),
 						sent: verbatimv1.StreamMedia{StreamId: id}}
 				}
 				c.streams[m.Addr] = st

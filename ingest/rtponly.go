@@ -201,7 +201,7 @@ func (r *rtpOnly) confirm(in *pcapIngest, k flowKey, pt uint8, at time.Time) *st
 	}
 	c.desc = append(c.desc, &verbatimv1.Stream{StreamId: id, ParticipantId: sender, Media: "audio", Transport: transport,
 		Decodable: codec.GetName() != "", Codecs: []*verbatimv1.Codec{codec}})
-	s := &stream{id: id, call: c, srtp: dec, batcher: rtpbatch.New(rtpbatch.Config{CallID: c.id, StreamID: id}, c.sealer),
+	s := &stream{id: id, call: c, srtp: dec, batcher: rtpbatch.New(rtpbatch.Config{CallID: c.id, StreamID: id, Shared: &in.scratch}, c.sealer),
 		sent: verbatimv1.StreamMedia{StreamId: id}}
 	c.streams[k.dst] = s
 	r.flows[k] = s

@@ -154,6 +154,12 @@ func HeaderValue(headers []kgo.RecordHeader, key string) []byte {
 // m's message name and env.SchemaVersion to SchemaVersion when unset. It
 // validates the envelope, so no record leaves without tenant and id.
 func NewRecord(topic string, key []byte, env Envelope, m proto.Message) (*kgo.Record, error) {
+	return NewRecordAppend(topic, key, env, m, nil)
+}
+
+// NewRecordAppend is NewRecord marshalling the value into dst[:0]'s
+// space, for callers that reuse buffers once a record is produced.
+func NewRecordAppend(topic string, key []byte, env Envelope, m proto.Message, dst []byte) (*kgo.Record, error) {
 	env.Type = string(m.ProtoReflect().Descriptor().FullName())
 	if env.SchemaVersion == 0 {
 		env.SchemaVersion = SchemaVersion
@@ -161,7 +167,7 @@ func NewRecord(topic string, key []byte, env Envelope, m proto.Message) (*kgo.Re
 	if err := env.Validate(); err != nil {
 		return nil, err
 	}
-	val, err := proto.Marshal(m)
+	val, err := proto.MarshalOptions{}.MarshalAppend(dst[:0], m)
 	if err != nil {
 		return nil, fmt.Errorf("schemas: encode %s: %w", env.Type, err)
 	}
