@@ -35,8 +35,9 @@ type Projector struct {
 	dataKey map[string]*verbatimv1.DataKey
 	sealers map[string]*seal.Sealer
 	started map[string]callRow // open calls, to complete on CallEnded
-	// Unreadable counts calls whose key the key manager refused; they
-	// are projected without identities.
+	// Unreadable counts sealed values that could not be read: the key
+	// manager refused their key, or the key does not open them. Their
+	// calls are projected without those identities.
 	Unreadable int
 }
 
@@ -133,10 +134,17 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 			return err
 		}
 		s, err := p.sealer(ctx, env.Tenant, ev.GetDataKeyId())
-		if errors.Is(err, keys.ErrUnwrap) {
+		var sig verbatimv1.SignallingIdentity
+		if err == nil {
+			err = open(s, ev.GetSignalling(), &sig)
+		}
+		if errors.Is(err, keys.ErrUnwrap) || errors.Is(err, seal.ErrOpen) {
 			// The key manager refuses the call's key (its KEK is gone:
-			// the call is effectively erased). The call stays findable
-			// by time, its identities shown as unreadable.
+			// the call is effectively erased), or the registry's key for
+			// it does not open its identities (tampered, or replaced by
+			// another key of the same id). The call stays findable by
+			// time, its identities shown as unreadable, and the
+			// projection goes on.
 			p.Unreadable++
 			row := callRow{tenant: env.Tenant, callID: ev.GetCallId(), sipCallID: UnreadableIdentity,
 				source: ev.GetSource().String(), startedAt: ev.GetStartedAt().AsTime(), conversationID: ev.GetConversationId()}
@@ -144,10 +152,6 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 			return p.insertCall(ctx, row, version)
 		}
 		if err != nil {
-			return err
-		}
-		var sig verbatimv1.SignallingIdentity
-		if err := open(s, ev.GetSignalling(), &sig); err != nil {
 			return err
 		}
 		row := callRow{tenant: env.Tenant, callID: ev.GetCallId(), sipCallID: sig.GetSipCallId(),
@@ -162,7 +166,10 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 		}
 		for _, pt := range ev.GetParticipants() {
 			var id verbatimv1.ParticipantIdentity
-			if err := open(s, pt.GetIdentity(), &id); err != nil {
+			if err := open(s, pt.GetIdentity(), &id); errors.Is(err, seal.ErrOpen) {
+				p.Unreadable++
+				continue // this identity only
+			} else if err != nil {
 				return err
 			}
 			if err := b.Append(env.Tenant, ev.GetCallId(), pt.GetParticipantId(), pt.GetRole().String(), id.GetUri(), id.GetNumber(),
@@ -208,7 +215,9 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 			case err != nil:
 				return err
 			default:
-				if err := open(s, ev.GetPersonal(), &personal); err != nil {
+				if err := open(s, ev.GetPersonal(), &personal); errors.Is(err, seal.ErrOpen) {
+					p.Unreadable++
+				} else if err != nil {
 					return err
 				}
 			}

@@ -231,6 +231,42 @@ func TestProjectorKeyRefused(t *testing.T) {
 	}
 }
 
+// TestProjectorKeyReplaced: the registry holds another key under the
+// call's key id (a capture ingested twice gives its calls the same ids and
+// new keys): the call's identities do not open. The call is projected
+// without them, as for a refused key, and the projection goes on.
+func TestProjectorKeyReplaced(t *testing.T) {
+	conn, db := openDB(t)
+	ctx := context.Background()
+	km, _ := keys.OpenKeyring(filepath.Join(t.TempDir(), "keyring.json"))
+	t0 := time.Date(2016, 11, 26, 10, 0, 0, 0, time.UTC)
+	first := callRecords(t, km, "demo", "c1", "x", "1", "2", t0, time.Second)
+	again := callRecords(t, km, "demo", "c1", "x", "1", "2", t0, time.Second)
+	var recs []*kgo.Record
+	for _, r := range first {
+		if r.Topic != schemas.TopicKeys {
+			recs = append(recs, r)
+		}
+	}
+	for _, r := range again {
+		if r.Topic == schemas.TopicKeys {
+			recs = append(recs, r) // the second ingest's key, same id
+		}
+	}
+	recs = append(recs, callRecords(t, km, "demo", "c2", "y", "1", "3", t0.Add(time.Minute), time.Second)...)
+	p := search.NewProjector(conn, db, km)
+	if err := p.Apply(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := search.Search(ctx, conn, db, search.Query{Tenant: "demo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Unreadable != 1 || len(rs) != 2 || rs[0].SIPCallID != search.UnreadableIdentity || rs[1].SIPCallID != "y" {
+		t.Fatalf("unreadable %d, results %+v", p.Unreadable, rs)
+	}
+}
+
 // TestProjectMetadata: contact-centre metadata is projected with its sealed
 // personal part opened, a call is found by the ANI it gives, and a replay
 // adds nothing.
