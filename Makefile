@@ -3,7 +3,7 @@
 GO ?= go
 STACK := deploy/local/stack.sh
 
-.PHONY: all build demo test fuzz up status down env schemas schemas-check schemas-baseline fmt vet clean clean-stack
+.PHONY: all build demo test fuzz loadtest up status down env schemas schemas-check schemas-baseline fmt vet clean clean-stack
 
 all: build
 
@@ -17,6 +17,10 @@ demo:
 ## test: start the local stack, run unit + integration tests (-race), schema and compose checks
 test:
 	deploy/local/test.sh
+
+## loadtest: the whole pipeline at scale on the local stack (CALLS=5000 DURATION=10s): CPU seconds per stage
+loadtest:
+	deploy/local/loadtest.sh
 
 ## fuzz: every fuzz target for FUZZTIME each (default 60s), e.g. make fuzz FUZZTIME=10m
 fuzz:

@@ -18,7 +18,9 @@ type Config struct {
 	Calls    int
 	Duration time.Duration
 	// Start is the capture time of the first media packet; the calls are
-	// set up in the second before it. Default 2026-01-01T00:00:00Z.
+	// set up in the second before it, and their SIP Call-IDs name it, so
+	// captures with different starts hold different calls. Default
+	// 2026-01-01T00:00:00Z.
 	Start time.Time
 }
 
@@ -67,7 +69,7 @@ func WritePcap(w io.Writer, cfg Config) (Stats, error) {
 	// Setup.
 	for i := range n {
 		at := cfg.Start.Add(-time.Second + spread(i))
-		c := newCall(i)
+		c := newCall(i, cfg.Start)
 		g.sip(at, c.caller, c.callee, c.message(fmt.Sprintf("INVITE sip:%s SIP/2.0", c.calleeURI), "1 INVITE", false, c.sdp(c.caller.ip, callerMedia)))
 		g.sip(at.Add(time.Millisecond), c.callee, c.caller, c.message("SIP/2.0 200 OK", "1 INVITE", true, c.sdp(c.callee.ip, calleeMedia)))
 		g.sip(at.Add(2*time.Millisecond), c.caller, c.callee, c.message(fmt.Sprintf("ACK sip:%s SIP/2.0", c.calleeURI), "1 ACK", true, ""))
@@ -79,7 +81,7 @@ func WritePcap(w io.Writer, cfg Config) (Stats, error) {
 		base := cfg.Start.Add(time.Duration(k) * ptime)
 		for i := range n {
 			at := base.Add(time.Duration(i) * ptime / time.Duration(n))
-			c := newCall(i)
+			c := newCall(i, cfg.Start)
 			tone(payload, i, k)
 			g.rtp(at, endpoint{c.caller.ip, callerMedia}, endpoint{c.callee.ip, calleeMedia}, c.ssrc, uint16(k), uint32(k*payloadBytes), payload)
 			g.rtp(at, endpoint{c.callee.ip, calleeMedia}, endpoint{c.caller.ip, callerMedia}, c.ssrc+1, uint16(k), uint32(k*payloadBytes), payload)
@@ -89,7 +91,7 @@ func WritePcap(w io.Writer, cfg Config) (Stats, error) {
 	end := cfg.Start.Add(time.Duration(ticks) * ptime)
 	for i := range n {
 		at := end.Add(spread(i))
-		c := newCall(i)
+		c := newCall(i, cfg.Start)
 		g.sip(at, c.caller, c.callee, c.message(fmt.Sprintf("BYE sip:%s SIP/2.0", c.calleeURI), "2 BYE", true, ""))
 		g.sip(at.Add(time.Millisecond), c.callee, c.caller, c.message("SIP/2.0 200 OK", "2 BYE", true, ""))
 	}
@@ -107,14 +109,15 @@ type endpoint struct {
 
 type call struct {
 	i                    int
+	run                  int64 // the capture's start, in the Call-ID
 	caller, callee       endpoint
 	callerURI, calleeURI string
 	ssrc                 uint32
 }
 
-func newCall(i int) call {
+func newCall(i int, start time.Time) call {
 	x, y := byte(i>>8), byte(i)
-	return call{i: i,
+	return call{i: i, run: start.Unix(),
 		caller: endpoint{[4]byte{10, 1, x, y}, 5060}, callee: endpoint{[4]byte{10, 2, x, y}, 5060},
 		callerURI: fmt.Sprintf("agent%05d@bank.example", i), calleeURI: fmt.Sprintf("+4420%07d@carrier.example", i),
 		ssrc: uint32(i)<<1 | 0x10000000}
@@ -137,8 +140,8 @@ func (c call) message(first, cseq string, answered bool, body string) []byte {
 	if body != "" {
 		ct = "Content-Type: application/sdp\r\n"
 	}
-	return fmt.Appendf(nil, "%s\r\nVia: SIP/2.0/UDP %d.%d.%d.%d:5060;branch=z9hG4bK%d%s\r\nFrom: <sip:%s>;tag=a%d\r\nTo: %s\r\nCall-ID: load-%d@verbatim.test\r\nCSeq: %s\r\nContact: <sip:%s>\r\nMax-Forwards: 70\r\n%sContent-Length: %d\r\n\r\n%s",
-		first, c.caller.ip[0], c.caller.ip[1], c.caller.ip[2], c.caller.ip[3], c.i, cseq[:1], c.callerURI, c.i, to, c.i, cseq, c.callerURI, ct, len(body), body)
+	return fmt.Appendf(nil, "%s\r\nVia: SIP/2.0/UDP %d.%d.%d.%d:5060;branch=z9hG4bK%d%s\r\nFrom: <sip:%s>;tag=a%d\r\nTo: %s\r\nCall-ID: load-%d-%d@verbatim.test\r\nCSeq: %s\r\nContact: <sip:%s>\r\nMax-Forwards: 70\r\n%sContent-Length: %d\r\n\r\n%s",
+		first, c.caller.ip[0], c.caller.ip[1], c.caller.ip[2], c.caller.ip[3], c.i, cseq[:1], c.callerURI, c.i, to, c.i, c.run, cseq, c.callerURI, ct, len(body), body)
 }
 
 // tone fills a payload with µ-law codes of a square-ish tone whose period

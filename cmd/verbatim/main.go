@@ -39,6 +39,7 @@ Commands:
   play      play CALL-ID -o out.wav: fetch, verify and decrypt a recording
   search    find calls by time, party (number or SIP URI) or call id
   topics    list the v1 topic catalogue, or create the topics (--create)
+  loadtest  -o load.pcap: write a capture of --calls concurrent calls
   version   print the version
 
 Run 'verbatim <command> -h' for a command's flags.
@@ -75,6 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSearch(ctx, args[1:], stdout, stderr)
 	case "topics":
 		return runTopics(ctx, args[1:], stdout, stderr)
+	case "loadtest":
+		return runLoadtest(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return nil
