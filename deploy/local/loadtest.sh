@@ -47,12 +47,12 @@ stage() {
 echo "== $calls calls for $duration (CPU seconds per stage; idle exits add 10 s of wall time to process and project)"
 "$v" loadtest --calls "$calls" --duration "$duration" -o "$work/load.pcap"
 "$v" topics --create >/dev/null
-# A tenant, a processor group and a search database of this run's own: the
+# A tenant, consumer groups and a search database of this run's own: the
 # run measures its calls only, whatever earlier runs left on the stack.
 run=load$(date +%s)
 curl -fsS -X POST -H "X-Vault-Token: $VERBATIM_VAULT_TOKEN" -d '{"type":"aes256-gcm96"}' \
 	"$VERBATIM_VAULT_ADDR/v1/transit/keys/verbatim-tenant-$run" >/dev/null
 stage ingest "$v" ingest pcap --tenant "$run" "$work/load.pcap"
 stage process "$v" process --tenants "$run" --group "$run" --instance "$run" --exit-when-idle 10s --quiet --spool "$work"
-stage project "$v" project search --group "$run" --database "$run" --exit-when-idle 10s
+stage project "$v" project search --group "$run-search" --database "$run" --exit-when-idle 10s
 "$v" search --tenant "$run" --database "$run" --limit 1 | tail -n 1
