@@ -3,6 +3,8 @@ package ingest
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -589,7 +591,14 @@ func (in *pcapIngest) newCall(id string, at time.Time) *call {
 		in.err = fmt.Errorf("ingest: data key for call %s: %w", c.id, err)
 		return nil
 	}
-	c.keyID = "dk-" + c.id
+	// The key id names the key, not only the call: a capture ingested
+	// again (after a crash, or by mistake) gives its calls the same ids
+	// and new keys, and a key id of the call alone would replace the
+	// first key in the compacted registry, leaving the first ingest's
+	// media and identities unreadable. DataKey.call_id still finds every
+	// key of a call, for erasure.
+	kh := sha256.Sum256(dk.Wrapped.Ciphertext)
+	c.keyID = "dk-" + c.id + "-" + hex.EncodeToString(kh[:4])
 	if c.sealer, err = seal.New(in.cfg.Tenant, c.keyID, dk.Plaintext); err != nil {
 		in.err = err
 		return nil

@@ -736,7 +736,7 @@ func TestPcapSIPInfoDigits(t *testing.T) {
 		cluster.Close()
 		var digits string
 		for _, m := range out.meta {
-			dk := out.dks["dk-"+m.GetCallId()]
+			dk := out.dks[m.GetPersonal().GetKeyId()]
 			plain, err := kr.UnwrapDataKey(context.Background(), "demo", keys.Wrapped{KEKName: dk.GetKekName(), KEKVersion: dk.GetKekVersion(), Ciphertext: dk.GetWrappedDek()})
 			if err != nil {
 				t.Fatal(err)

@@ -809,13 +809,18 @@ func digitsRecord(c *openCall, opener *seal.Sealer, recordingID string, ds []dtm
 		&verbatimv1.MetadataAttached{CallId: c.id, OccurredAt: timestamppb.New(ds[0].at), Source: "verbatim-process:rfc4733", Personal: sealed})
 }
 
-// RecordingID is the deterministic id of a call's recording.
-func RecordingID(callID string) string { return schemas.DerivedID(callID, "recording/v1") }
+// RecordingID is the deterministic id of the recording of a call's media
+// sealed under the data key keyID: redoing it (an aborted transaction, a
+// rebuild) gives the same id, while the same call ingested again, under a
+// new key, is another recording beside it, not an overwrite of the first.
+func RecordingID(callID, keyID string) string {
+	return schemas.DerivedID(callID, keyID, "recording/v1")
+}
 
 // ObjectKeys returns where a call's recording and raw media are stored:
 // tenant/yyyy/mm/dd/call-id/recording-id, by the call's UTC start day.
-func ObjectKeys(tenant, callID string, started time.Time) (recording, raw string) {
-	prefix := fmt.Sprintf("%s/%s/%s/%s", tenant, started.UTC().Format("2006/01/02"), callID, RecordingID(callID))
+func ObjectKeys(tenant, callID, recordingID string, started time.Time) (recording, raw string) {
+	prefix := fmt.Sprintf("%s/%s/%s/%s", tenant, started.UTC().Format("2006/01/02"), callID, recordingID)
 	return prefix + ".wav.sealed", prefix + ".rtp.sealed"
 }
 
@@ -938,8 +943,8 @@ func (c *openCall) firstArrival() time.Time {
 func (p *processor) failed(ctx context.Context, f finishing, cause error) (outcome, error) {
 	c, end := f.c, f.end
 	started := c.startedAt(end)
-	recordingID := RecordingID(c.id)
-	_, rawKey := ObjectKeys(c.tenant, c.id, started)
+	recordingID := RecordingID(c.id, c.keyID)
+	_, rawKey := ObjectKeys(c.tenant, c.id, recordingID, started)
 	info, err := p.storeRaw(ctx, c, rawKey)
 	if err != nil {
 		return outcome{}, err
@@ -962,8 +967,8 @@ func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer
 	c, end := f.c, f.end
 	t0 := c.firstArrival()
 	started := c.startedAt(end)
-	recordingID := RecordingID(c.id)
-	objectKey, rawKey := ObjectKeys(c.tenant, c.id, started)
+	recordingID := RecordingID(c.id, c.keyID)
+	objectKey, rawKey := ObjectKeys(c.tenant, c.id, recordingID, started)
 	pci := p.cfg.PCI != nil && p.cfg.PCI(c.tenant)
 	rec, err := newCallRecording(c.tenant, c.id, end.GetStreams(), t0, opener, p.dir, pci)
 	if err != nil {
