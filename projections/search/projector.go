@@ -35,6 +35,9 @@ type Projector struct {
 	dataKey map[string]*verbatimv1.DataKey
 	sealers map[string]*seal.Sealer
 	started map[string]callRow // open calls, to complete on CallEnded
+	// pending holds this Apply's rows, one batch per INSERT statement:
+	// ClickHouse takes one insert per table per poll, not one per event.
+	pending map[string]driver.Batch
 	// Unreadable counts sealed values that could not be read: the key
 	// manager refused their key, or the key does not open them. Their
 	// calls are projected without those identities.
@@ -61,9 +64,22 @@ func NewProjector(conn driver.Conn, db string, km keys.Manager) *Projector {
 
 // Apply projects a batch of records from the keys, calls and recordings
 // topics. Data keys in the batch are learnt before the events that use
-// them. On error nothing after the failing record is applied, and applying
-// the whole batch again is safe.
-func (p *Projector) Apply(ctx context.Context, recs []*kgo.Record) error {
+// them. The rows go to ClickHouse in one insert per table at the end. On
+// error none of them is inserted, and applying the whole batch again is
+// safe.
+func (p *Projector) Apply(ctx context.Context, recs []*kgo.Record) (err error) {
+	defer func() {
+		for stmt, b := range p.pending {
+			if err == nil {
+				if err = b.Send(); err != nil {
+					err = fmt.Errorf("search: insert: %w", err)
+				}
+			} else {
+				_ = b.Abort()
+			}
+			delete(p.pending, stmt)
+		}
+	}()
 	for _, r := range recs {
 		if r.Topic != schemas.TopicKeys {
 			continue
@@ -160,7 +176,7 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 		if err := p.insertCall(ctx, row, version); err != nil {
 			return err
 		}
-		b, err := p.conn.PrepareBatch(ctx, "INSERT INTO `"+p.db+"`.participants (tenant, call_id, participant_id, role, uri, number, display_name, started_at, version)")
+		b, err := p.batch(ctx, "INSERT INTO `"+p.db+"`.participants (tenant, call_id, participant_id, role, uri, number, display_name, started_at, version)")
 		if err != nil {
 			return err
 		}
@@ -177,7 +193,7 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 				return err
 			}
 		}
-		return b.Send()
+		return nil // sent with the rest of the poll, by Apply
 	case "verbatim.v1.CallEnded":
 		var ev verbatimv1.CallEnded
 		if err := proto.Unmarshal(val, &ev); err != nil {
@@ -239,7 +255,7 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 				masked = 1
 			}
 		}
-		b, err := p.conn.PrepareBatch(ctx, "INSERT INTO `"+p.db+"`.metadata (tenant, call_id, event_id, occurred_at, source, agent_id, "+
+		b, err := p.batch(ctx, "INSERT INTO `"+p.db+"`.metadata (tenant, call_id, event_id, occurred_at, source, agent_id, "+
 			"skill_group, requested_service, wrap_up_code, agent_name, ani, dnis, variable_names, variable_values, version, digits, digits_masked, "+
 			"score_names, score_values)")
 		if err != nil {
@@ -250,13 +266,13 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 			personal.GetDnis(), names, values, version, digits.String(), masked, scoreNames, scoreValues); err != nil {
 			return err
 		}
-		return b.Send()
+		return nil // sent with the rest of the poll, by Apply
 	case "verbatim.v1.RecordingFailed":
 		var ev verbatimv1.RecordingFailed
 		if err := proto.Unmarshal(val, &ev); err != nil {
 			return err
 		}
-		b, err := p.conn.PrepareBatch(ctx, "INSERT INTO `"+p.db+"`.recordings (tenant, call_id, recording_id, stored_at, version, end_reason, raw_object_key, failure)")
+		b, err := p.batch(ctx, "INSERT INTO `"+p.db+"`.recordings (tenant, call_id, recording_id, stored_at, version, end_reason, raw_object_key, failure)")
 		if err != nil {
 			return err
 		}
@@ -268,7 +284,7 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 			ev.GetRawObjectKey(), reason); err != nil {
 			return err
 		}
-		return b.Send()
+		return nil // sent with the rest of the poll, by Apply
 	}
 	return nil
 }
@@ -301,7 +317,7 @@ func (p *Projector) insertRecording(ctx context.Context, tenant string, ev *verb
 			return err
 		}
 	}
-	b, err := p.conn.PrepareBatch(ctx, "INSERT INTO `"+p.db+"`.recordings (tenant, call_id, recording_id, object_key, format, duration_ms, channels, "+
+	b, err := p.batch(ctx, "INSERT INTO `"+p.db+"`.recordings (tenant, call_id, recording_id, object_key, format, duration_ms, channels, "+
 		"plaintext_sha256, ciphertext_sha256, key_id, stored_at, version, end_reason, raw_object_key, ciphertext_size, "+
 		"packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, completeness, streams_not_decoded, stream_objects)")
 	if err != nil {
@@ -314,11 +330,27 @@ func (p *Projector) insertRecording(ctx context.Context, tenant string, ev *verb
 		captured, inRec, missing, dups, late, lost, string(report), notDecoded, string(objects)); err != nil {
 		return err
 	}
-	return b.Send()
+	return nil // sent with the rest of the poll, by Apply
+}
+
+// batch returns this Apply's batch for an INSERT statement.
+func (p *Projector) batch(ctx context.Context, stmt string) (driver.Batch, error) {
+	if b, ok := p.pending[stmt]; ok {
+		return b, nil
+	}
+	b, err := p.conn.PrepareBatch(ctx, stmt)
+	if err != nil {
+		return nil, err
+	}
+	if p.pending == nil {
+		p.pending = map[string]driver.Batch{}
+	}
+	p.pending[stmt] = b
+	return b, nil
 }
 
 func (p *Projector) insertCall(ctx context.Context, r callRow, version uint64) error {
-	b, err := p.conn.PrepareBatch(ctx, "INSERT INTO `"+p.db+"`.calls (tenant, call_id, sip_call_id, started_at, ended_at, duration_ms, end_reason, source, version, conversation_id)")
+	b, err := p.batch(ctx, "INSERT INTO `"+p.db+"`.calls (tenant, call_id, sip_call_id, started_at, ended_at, duration_ms, end_reason, source, version, conversation_id)")
 	if err != nil {
 		return err
 	}
@@ -329,7 +361,7 @@ func (p *Projector) insertCall(ctx context.Context, r callRow, version uint64) e
 	if err := b.Append(r.tenant, r.callID, r.sipCallID, r.startedAt, r.endedAt, r.durationMS, r.endReason, r.source, version, conv); err != nil {
 		return err
 	}
-	return b.Send()
+	return nil // sent with the rest of the poll, by Apply
 }
 
 // loadCall reads a call's current row, for a CallEnded whose CallStarted

@@ -205,6 +205,42 @@ func TestProjectorMissingKey(t *testing.T) {
 	}
 }
 
+// TestProjectorAllOrNothing: rows go to ClickHouse once per poll, so a
+// poll that fails on a record inserts none of its rows, even those of the
+// records before it; the poll applied again (its key now there) inserts
+// them all, once.
+func TestProjectorAllOrNothing(t *testing.T) {
+	conn, db := openDB(t)
+	ctx := context.Background()
+	km, _ := keys.OpenKeyring(filepath.Join(t.TempDir(), "keyring.json"))
+	t0 := time.Date(2016, 11, 26, 10, 0, 0, 0, time.UTC)
+	good := callRecords(t, km, "demo", "c1", "x", "1", "2", t0, time.Second)
+	late := callRecords(t, km, "demo", "c2", "y", "1", "3", t0.Add(time.Minute), time.Second)
+	var key *kgo.Record
+	var poll []*kgo.Record
+	for _, r := range late {
+		if r.Topic == schemas.TopicKeys {
+			key = r // not yet in the registry
+		} else {
+			poll = append(poll, r)
+		}
+	}
+	poll = append(good, poll...)
+	p := search.NewProjector(conn, db, km)
+	if err := p.Apply(ctx, poll); !errors.Is(err, search.ErrKeyMissing) {
+		t.Fatalf("got %v, want ErrKeyMissing", err)
+	}
+	if rs, err := search.Search(ctx, conn, db, search.Query{Tenant: "demo"}); err != nil || len(rs) != 0 {
+		t.Fatalf("after the failed poll: %d calls (%v)", len(rs), err)
+	}
+	if err := p.Apply(ctx, append(poll, key)); err != nil {
+		t.Fatal(err)
+	}
+	if rs, err := search.Search(ctx, conn, db, search.Query{Tenant: "demo"}); err != nil || len(rs) != 2 || len(rs[0].Parties) != 2 {
+		t.Fatalf("after the poll again: %+v (%v)", rs, err)
+	}
+}
+
 // TestProjectorKeyRefused: a call whose data key the key manager refuses
 // (its KEK is gone) is still projected, findable by time, with its
 // identities marked unreadable; the projection goes on.
