@@ -92,35 +92,43 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 
 // Put implements Store. The SHA-256 is sent as the S3 checksum, so the
 // server rejects a body that does not match it.
+//
+// When the caller declares the digest (a recording's is computed as it is
+// sealed), it goes in the signed x-amz-checksum-sha256 header and the body
+// is sent unsigned: the server checks the body against a digest the
+// signature covers, and neither side hashes the bytes again. Otherwise the
+// checksum is computed while streaming (a trailer) and, over plain HTTP,
+// minio-go also signs every chunk: three SHA-256 passes here and two on
+// the server, which were 30% of `verbatim process`'s CPU under load.
 func (s *S3) Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (Info, error) {
 	if err := ValidateKey(key); err != nil {
 		return Info{}, err
 	}
 	po := minio.PutObjectOptions{
 		ContentType:      opts.ContentType,
-		Checksum:         minio.ChecksumSHA256,
 		DisableMultipart: true,
-	}
-	if opts.SHA256 != nil {
-		po.UserMetadata = map[string]string{metaSHA256: hex.EncodeToString(opts.SHA256)}
 	}
 	if !opts.RetainUntil.IsZero() {
 		po.Mode = minio.Compliance
 		po.RetainUntilDate = opts.RetainUntil.UTC()
 	}
+	if opts.SHA256 != nil {
+		po.UserMetadata = map[string]string{metaSHA256: hex.EncodeToString(opts.SHA256),
+			"X-Amz-Checksum-Sha256": base64.StdEncoding.EncodeToString(opts.SHA256)}
+		po.DisableContentSha256 = true
+		ui, err := s.c.PutObject(ctx, s.cfg.Bucket, key, r, size, po)
+		if err != nil {
+			return Info{}, fmt.Errorf("objstore: put %s: %w", key, classify(err))
+		}
+		return Info{Key: key, Size: ui.Size, SHA256: bytes.Clone(opts.SHA256), RetainUntil: opts.RetainUntil.UTC()}, nil
+	}
+	po.Checksum = minio.ChecksumSHA256
 	h := sha256.New()
 	ui, err := s.c.PutObject(ctx, s.cfg.Bucket, key, io.TeeReader(r, h), size, po)
 	if err != nil {
 		return Info{}, fmt.Errorf("objstore: put %s: %w", key, classify(err))
 	}
-	sum := h.Sum(nil)
-	if opts.SHA256 != nil && !bytes.Equal(sum, opts.SHA256) {
-		// The bytes read differ from the declared digest: remove the new
-		// version unless it is already locked.
-		_ = s.c.RemoveObject(ctx, s.cfg.Bucket, key, minio.RemoveObjectOptions{VersionID: ui.VersionID})
-		return Info{}, fmt.Errorf("%w: %s: got %x, declared %x", ErrChecksum, key, sum, opts.SHA256)
-	}
-	return Info{Key: key, Size: ui.Size, SHA256: sum, RetainUntil: opts.RetainUntil.UTC()}, nil
+	return Info{Key: key, Size: ui.Size, SHA256: h.Sum(nil), RetainUntil: opts.RetainUntil.UTC()}, nil
 }
 
 // Get implements Store.
