@@ -55,6 +55,12 @@ func testStore(t *testing.T, s objstore.Store, prefix string) {
 		t.Fatalf("Get missing: %v, want ErrNotFound", err)
 	}
 
+	// Without a declared digest, the store says what it stored.
+	ukey := prefix + "/demo/undeclared"
+	if info, err := s.Put(ctx, ukey, bytes.NewReader(body), int64(len(body)), objstore.PutOptions{}); err != nil || !bytes.Equal(info.SHA256, sum[:]) {
+		t.Fatalf("Put without a digest: %x, %v; want %x", info.SHA256, err, sum)
+	}
+
 	// A wrong declared digest stores nothing.
 	bad := sha256.Sum256([]byte("other"))
 	bkey := prefix + "/demo/bad-digest"
