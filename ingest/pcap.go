@@ -604,7 +604,7 @@ func (in *pcapIngest) newCall(id string, at time.Time) *call {
 		return nil
 	}
 	in.report.Calls++
-	in.produce(schemas.TopicKeys, c.keyID, c, "key", at, &verbatimv1.DataKey{
+	in.produce(schemas.TopicKeys, c.keyID, c, "key/"+c.keyID, at, &verbatimv1.DataKey{ // its event id names the key too
 		KeyId: c.keyID, Tenant: in.cfg.Tenant, WrappedDek: dk.Wrapped.Ciphertext, KekName: dk.Wrapped.KEKName,
 		KekVersion: dk.Wrapped.KEKVersion, KeyManager: in.cfg.Keys.Kind(), CreatedAt: timestamppb.New(at),
 		Purpose: "call", CallId: c.id,
