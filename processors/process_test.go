@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
@@ -482,14 +481,7 @@ func startGroupAtEnd(t *testing.T, p *pipeline) {
 	if err := kafkaclient.EnsureTopics(ctx, cl, schemas.Topics(), 1); err != nil {
 		t.Fatal(err)
 	}
-	adm := kadm.NewClient(cl)
-	ends, err := adm.ListEndOffsets(ctx, schemas.TopicMedia)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := adm.CommitAllOffsets(ctx, p.group, ends.Offsets()); err != nil {
-		t.Fatal(err)
-	}
+	stacktest.StartGroupAtEnd(ctx, t, cl, p.group, schemas.TopicMedia)
 }
 
 // TestProcessUndecodableCodecKeptRaw: a G.729 call is still recorded: the

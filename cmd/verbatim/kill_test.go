@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/internal/keys"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
@@ -175,12 +173,5 @@ func startAtEnd(ctx context.Context, t *testing.T, brokers, group string) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	adm := kadm.NewClient(cl)
-	ends, err := adm.ListEndOffsets(ctx, schemas.TopicMedia)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := adm.CommitAllOffsets(ctx, group, ends.Offsets()); err != nil {
-		t.Fatal(err)
-	}
+	stacktest.StartGroupAtEnd(ctx, t, cl, group, schemas.TopicMedia)
 }

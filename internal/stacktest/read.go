@@ -97,3 +97,28 @@ func stable(ctx context.Context, t testing.TB, cons *kgo.Client, left map[string
 	})
 	return ok
 }
+
+// StartGroupAtEnd commits group's offsets at the end of topic, so the
+// group reads only what comes next (earlier runs' records on a shared
+// broker are not the test's business). Topics just created may not be
+// served yet by every partition's leader (UNKNOWN_TOPIC_OR_PARTITION for a
+// moment): it tries again until ctx ends.
+func StartGroupAtEnd(ctx context.Context, t testing.TB, cl *kgo.Client, group, topic string) {
+	t.Helper()
+	adm := kadm.NewClient(cl)
+	for {
+		ends, err := adm.ListEndOffsets(ctx, topic)
+		if err == nil {
+			err = ends.Error()
+		}
+		if err == nil {
+			if err = adm.CommitAllOffsets(ctx, group, ends.Offsets()); err == nil {
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("start group %s at the end of %s: %v", group, topic, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

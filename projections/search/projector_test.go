@@ -241,12 +241,24 @@ func TestProjectorAllOrNothing(t *testing.T) {
 	}
 }
 
+// applyAndSearch projects recs and returns every call of tenant demo.
+func applyAndSearch(t *testing.T, p *search.Projector, conn driver.Conn, db string, recs []*kgo.Record) []search.Result {
+	t.Helper()
+	if err := p.Apply(context.Background(), recs); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := search.Search(context.Background(), conn, db, search.Query{Tenant: "demo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
 // TestProjectorKeyRefused: a call whose data key the key manager refuses
 // (its KEK is gone) is still projected, findable by time, with its
 // identities marked unreadable; the projection goes on.
 func TestProjectorKeyRefused(t *testing.T) {
 	conn, db := openDB(t)
-	ctx := context.Background()
 	dir := t.TempDir()
 	lost, _ := keys.OpenKeyring(filepath.Join(dir, "lost.json"))
 	current, _ := keys.OpenKeyring(filepath.Join(dir, "current.json"))
@@ -254,13 +266,7 @@ func TestProjectorKeyRefused(t *testing.T) {
 	recs := callRecords(t, lost, "demo", "c1", "x", "1", "2", t0, time.Second)
 	recs = append(recs, callRecords(t, current, "demo", "c2", "y", "1", "3", t0.Add(time.Minute), time.Second)...)
 	p := search.NewProjector(conn, db, current)
-	if err := p.Apply(ctx, recs); err != nil {
-		t.Fatal(err)
-	}
-	rs, err := search.Search(ctx, conn, db, search.Query{Tenant: "demo"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs := applyAndSearch(t, p, conn, db, recs)
 	if p.Unreadable != 1 || len(rs) != 2 || rs[0].SIPCallID != search.UnreadableIdentity || rs[0].EndReason != "END_REASON_BYE" ||
 		len(rs[0].Parties) != 0 || rs[1].SIPCallID != "y" {
 		t.Fatalf("unreadable %d, results %+v", p.Unreadable, rs)
@@ -268,12 +274,12 @@ func TestProjectorKeyRefused(t *testing.T) {
 }
 
 // TestProjectorKeyReplaced: the registry holds another key under the
-// call's key id (a capture ingested twice gives its calls the same ids and
-// new keys): the call's identities do not open. The call is projected
-// without them, as for a refused key, and the projection goes on.
+// call's key id (ingest named keys by call alone before, so a capture
+// ingested twice replaced them; or the value was tampered with): the
+// call's identities do not open. The call is projected without them, as
+// for a refused key, and the projection goes on.
 func TestProjectorKeyReplaced(t *testing.T) {
 	conn, db := openDB(t)
-	ctx := context.Background()
 	km, _ := keys.OpenKeyring(filepath.Join(t.TempDir(), "keyring.json"))
 	t0 := time.Date(2016, 11, 26, 10, 0, 0, 0, time.UTC)
 	first := callRecords(t, km, "demo", "c1", "x", "1", "2", t0, time.Second)
@@ -291,13 +297,7 @@ func TestProjectorKeyReplaced(t *testing.T) {
 	}
 	recs = append(recs, callRecords(t, km, "demo", "c2", "y", "1", "3", t0.Add(time.Minute), time.Second)...)
 	p := search.NewProjector(conn, db, km)
-	if err := p.Apply(ctx, recs); err != nil {
-		t.Fatal(err)
-	}
-	rs, err := search.Search(ctx, conn, db, search.Query{Tenant: "demo"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rs := applyAndSearch(t, p, conn, db, recs)
 	if p.Unreadable != 1 || len(rs) != 2 || rs[0].SIPCallID != search.UnreadableIdentity || rs[1].SIPCallID != "y" {
 		t.Fatalf("unreadable %d, results %+v", p.Unreadable, rs)
 	}
