@@ -970,11 +970,10 @@ func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer
 	recordingID := RecordingID(c.id, c.keyID)
 	objectKey, rawKey := ObjectKeys(c.tenant, c.id, recordingID, started)
 	pci := p.cfg.PCI != nil && p.cfg.PCI(c.tenant)
-	rec, err := newCallRecording(c.tenant, c.id, end.GetStreams(), t0, opener, p.dir, pci)
+	rec, err := newCallRecording(c.tenant, c.id, end.GetStreams(), t0, opener, p.dir, recordOptions{pci: pci, silentCN: p.cfg.SilentComfortNoise})
 	if err != nil {
 		return outcome{}, err
 	}
-	rec.silentCN = p.cfg.SilentComfortNoise
 	defer rec.abandon() // its spools are gone once stored; this cleans up any other exit
 	if _, err := c.spool.Seek(0, io.SeekStart); err != nil {
 		return outcome{}, err

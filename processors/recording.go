@@ -147,23 +147,28 @@ type callRecording struct {
 	spool          *os.File
 	spoolKey       []byte
 	spoolW         *seal.StreamWriter
-	pci            bool // mask DTMF: digits hidden, tones silenced
-	silentCN       bool // comfort-noise spans as silence
+	opts           recordOptions
 	pcmBytes       int64
 	pkt            rtp.Packet
 	plain          []byte
 	err            error
 }
 
+// recordOptions say how a call is recorded.
+type recordOptions struct {
+	pci      bool // mask DTMF: digits hidden, tones silenced
+	silentCN bool // comfort-noise spans as silence
+}
+
 // newCallRecording starts a recording of streams whose timeline begins at
 // t0, the earliest first arrival of any of them.
-func newCallRecording(tenant, callID string, streams []*verbatimv1.Stream, t0 time.Time, opener *seal.Sealer, spoolDir string, pci bool) (*callRecording, error) {
+func newCallRecording(tenant, callID string, streams []*verbatimv1.Stream, t0 time.Time, opener *seal.Sealer, spoolDir string, opts recordOptions) (*callRecording, error) {
 	f, key, w, err := newSpool(spoolDir, "pcm-*", []byte("spool\x00"+callID))
 	if err != nil {
 		return nil, err
 	}
 	r := &callRecording{tenant: tenant, callID: callID, opener: opener, streams: map[string]*streamRec{},
-		spool: f, spoolKey: key, spoolW: w, pci: pci, rate: recordingRate(streams)}
+		spool: f, spoolKey: key, spoolW: w, opts: opts, rate: recordingRate(streams)}
 	r.mixer = wav.NewMixer(writerFunc(r.writePCM), r.rate, t0, 0)
 	r.setStreams(streams)
 	return r, nil
@@ -339,13 +344,13 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		cfg := assemble.Config{StreamID: s.meta.GetStreamId(), SSRC: pb.GetSsrc(), Decoders: decs,
 			SamplesPerTick: r.rate / narrowband, // every codec decoded has an 8 kHz RTP clock
 			Out:            func(samples []int16) { r.fail(r.mixer.Write(ch, samples)) }}
-		if cn := cnPayloadTypes(s.meta); len(cn) > 0 && !r.silentCN {
+		if cn := cnPayloadTypes(s.meta); len(cn) > 0 && !r.opts.silentCN {
 			// Seeded by stream and source: the same media always gives
 			// the same recording.
 			cfg.CNPayloadTypes = cn
 			cfg.ComfortNoise = cng.New(uint64(crc32.ChecksumIEEE([]byte(s.meta.GetStreamId())))<<32 | uint64(pb.GetSsrc()))
 		}
-		if r.pci {
+		if r.opts.pci {
 			cfg.Mask = s.dtmf.masked
 		}
 		s.track, s.ssrc = assemble.New(cfg), pb.GetSsrc()
