@@ -59,27 +59,15 @@ func batchPT(t *testing.T, s *seal.Sealer, pt uint8, stream string, ssrc uint32,
 
 func TestCallRecording(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	kr, err := keys.OpenKeyring(filepath.Join(dir, "keyring.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := objstore.NewFS(filepath.Join(dir, "objects"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	callKey, _ := kr.GenerateDataKey(ctx, "demo")
-	s, err := seal.New("demo", "dk-call-1", callKey.Plaintext)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newRecFixture(t)
+	dir, kr, store, s := f.dir, f.kr, f.store, f.s
 	pcmu := []*verbatimv1.Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000, Channels: 1}}
 	streams := []*verbatimv1.Stream{
 		{StreamId: "caller-audio", ParticipantId: "caller", Codecs: pcmu},
 		{StreamId: "callee-audio", ParticipantId: "callee", Codecs: pcmu},
 	}
-	t0 := time.Unix(1_480_000_000, 0)
-	rec, err := newCallRecording("demo", "call-1", streams, t0, s, dir, false)
+	t0 := f.t0
+	rec, err := newCallRecording("demo", "call-1", streams, t0, s, dir, recordOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +175,7 @@ func BenchmarkRecordingBatch(b *testing.B) {
 		}
 		pbs[i] = batchOf(t, s, stream, ssrc, (i/2)*50, 50, t0.Add(time.Duration(i/2)*time.Second), nil, fill)
 	}
-	rec, err := newCallRecording("demo", "call-1", streams, t0, s, dir, false)
+	rec, err := newCallRecording("demo", "call-1", streams, t0, s, dir, recordOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -198,7 +186,7 @@ func BenchmarkRecordingBatch(b *testing.B) {
 		if i > 0 && i%batches == 0 {
 			b.StopTimer()
 			rec.abandon()
-			if rec, err = newCallRecording("demo", "call-1", streams, t0, s, dir, false); err != nil {
+			if rec, err = newCallRecording("demo", "call-1", streams, t0, s, dir, recordOptions{}); err != nil {
 				b.Fatal(err)
 			}
 			b.StartTimer()
@@ -283,15 +271,12 @@ func newRecFixture(t *testing.T) *recFixture {
 
 // record records the batches of a call with these streams and returns its
 // RecordingStored and the WAV as stored, opened.
-func (f *recFixture) record(streams []*verbatimv1.Stream, setup func(*callRecording), batches ...*verbatimv1.PacketBatch) (*verbatimv1.RecordingStored, []byte) {
+func (f *recFixture) record(streams []*verbatimv1.Stream, opts recordOptions, batches ...*verbatimv1.PacketBatch) (*verbatimv1.RecordingStored, []byte) {
 	f.t.Helper()
 	ctx := context.Background()
-	rec, err := newCallRecording("demo", "call-1", streams, f.t0, f.s, f.dir, false)
+	rec, err := newCallRecording("demo", "call-1", streams, f.t0, f.s, f.dir, opts)
 	if err != nil {
 		f.t.Fatal(err)
-	}
-	if setup != nil {
-		setup(rec)
 	}
 	for _, b := range batches {
 		if err := rec.batch(b); err != nil {
@@ -324,7 +309,7 @@ func (f *recFixture) record(streams []*verbatimv1.Stream, setup func(*callRecord
 func TestSSRCChange(t *testing.T) {
 	f := newRecFixture(t)
 	pcmu := []*verbatimv1.Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000, Channels: 1}}
-	ev, wavBytes := f.record([]*verbatimv1.Stream{{StreamId: "caller-audio", ParticipantId: "caller", Codecs: pcmu}}, nil,
+	ev, wavBytes := f.record([]*verbatimv1.Stream{{StreamId: "caller-audio", ParticipantId: "caller", Codecs: pcmu}}, recordOptions{},
 		batchOf(t, f.s, "caller-audio", 1, 30000, 50, f.t0, nil, 0x10),
 		batchOf(t, f.s, "caller-audio", 2, 7, 50, f.t0.Add(3*time.Second), nil, 0x60)) // new source, 2 s of silence before it
 	var in, late uint64
@@ -351,7 +336,7 @@ func TestWidebandCall(t *testing.T) {
 		{StreamId: "caller-audio", ParticipantId: "caller", Codecs: []*verbatimv1.Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}}},
 		{StreamId: "callee-audio", ParticipantId: "callee", Codecs: []*verbatimv1.Codec{{PayloadType: 9, Name: "G722", ClockRate: 8000}}},
 	}
-	ev, wavBytes := f.record(streams, nil,
+	ev, wavBytes := f.record(streams, recordOptions{},
 		batchOf(t, f.s, "caller-audio", 1, 0, 50, f.t0, nil, 0x10),
 		batchPT(t, f.s, 9, "callee-audio", 2, 0, 50, f.t0, map[int]bool{10: true}, 0x40))
 	if ev.GetSampleRate() != 16000 || ev.GetDuration().AsDuration() != time.Second {
@@ -394,7 +379,7 @@ func TestComfortNoiseOption(t *testing.T) {
 		f := newRecFixture(t)
 		codecs := []*verbatimv1.Codec{{PayloadType: 0, Name: "PCMU", ClockRate: 8000}, {PayloadType: 13, Name: "CN", ClockRate: 8000}}
 		_, wavBytes := f.record([]*verbatimv1.Stream{{StreamId: "caller-audio", ParticipantId: "caller", Codecs: codecs}},
-			func(r *callRecording) { r.silentCN = silentCN },
+			recordOptions{silentCN: silentCN},
 			batchOf(t, f.s, "caller-audio", 1, 0, 10, f.t0, nil, 0xff),                             // speech
 			batchPT(t, f.s, 13, "caller-audio", 1, 10, 1, f.t0.Add(200*time.Millisecond), nil, 50), // comfort noise at -50 dBov
 			batchOf(t, f.s, "caller-audio", 1, 11, 10, f.t0.Add(220*time.Millisecond), nil, 0xff))
