@@ -261,17 +261,6 @@ func silent(s []int16) bool {
 	return !slices.ContainsFunc(s, func(v int16) bool { return v != 0 })
 }
 
-// tsharkSox exports one stream's RTP payloads of payload type pt with
-// tshark, decodes them with sox (codec "ul" or "al") or ffmpeg ("g722", to
-// 16 kHz) to 16-bit samples and places each packet's samples at its RTP
-// timestamp, silence between: a reference made entirely by other people's
-// code.
-func tsharkSox(t *testing.T, pcap string, ssrc uint32, pt int, codec string) []int16 {
-	t.Helper()
-	ref, _ := tsharkRef(t, pcap, ssrc, pt, codec)
-	return ref
-}
-
 // cnSpan is where an RFC 3389 comfort-noise packet is in force, in samples
 // of a tsharkRef reference: from its timestamp to the next packet's.
 type cnSpan struct {
@@ -279,8 +268,12 @@ type cnSpan struct {
 	level    int // -dBov
 }
 
-// tsharkRef is tsharkSox, also returning the stream's comfort-noise spans
-// (payload type 13) inside the reference.
+// tsharkRef exports one stream's RTP payloads of payload type pt with
+// tshark, decodes them with sox (codec "ul" or "al") or ffmpeg ("g722", to
+// 16 kHz) to 16-bit samples and places each packet's samples at its RTP
+// timestamp, silence between: a reference made entirely by other people's
+// code. It also returns the stream's comfort-noise spans (payload type 13)
+// inside the reference.
 func tsharkRef(t *testing.T, pcap string, ssrc uint32, pt int, codec string) ([]int16, []cnSpan) {
 	t.Helper()
 	out, err := exec.Command("tshark", "-r", pcap, "-o", "rtp.heuristic_rtp:TRUE",
