@@ -387,22 +387,23 @@ func (in *pcapIngest) media(s *stream, p *pcapread.Packet) {
 	if s.srtp != nil {
 		plain, err := s.srtp.Decrypt(pkt)
 		switch {
+		case err == nil:
+			pkt = plain
 		case errors.Is(err, srtpdec.ErrReplay):
 			in.report.SRTPReplayed++
 			s.sent.SrtpReplayed++
+			in.report.LastSRTPError = fmt.Sprintf("frame %d: %v", p.Frame, err)
+			return
 		case errors.Is(err, srtpdec.ErrAuth):
 			in.report.SRTPAuthFailures++
 			s.sent.SrtpAuthFailures++
-		case err != nil: // too short to be SRTP: malformed, not forged
+			in.report.LastSRTPError = fmt.Sprintf("frame %d: %v", p.Frame, err)
+			return
+		default: // too short to be SRTP: malformed, not forged
 			in.report.BadRTP++
 			in.report.LastRTPError = fmt.Sprintf("frame %d: %v", p.Frame, err)
 			return
 		}
-		if err != nil {
-			in.report.LastSRTPError = fmt.Sprintf("frame %d: %v", p.Frame, err)
-			return
-		}
-		pkt = plain
 	}
 	done, err := s.batcher.Add(p.Time, pkt)
 	if err != nil {
