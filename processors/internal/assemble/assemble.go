@@ -61,7 +61,7 @@ type Config struct {
 type pending struct {
 	seq     uint64
 	ts      uint32
-	audio   bool
+	dec     Decoder // nil: not audio (telephone-event, comfort noise)
 	pt      uint8
 	payload []byte
 }
@@ -119,11 +119,13 @@ func (t *Track) Add(seq uint64, ts uint32, pt uint8, payload []byte) {
 	}
 	t.buf = append(t.buf, pending{})
 	copy(t.buf[i+1:], t.buf[i:])
-	audio := pt == t.cfg.PayloadType
+	var dec Decoder
 	if t.cfg.Decoders != nil {
-		_, audio = t.cfg.Decoders[pt]
+		dec = t.cfg.Decoders[pt]
+	} else if pt == t.cfg.PayloadType {
+		dec = t.cfg.Decode
 	}
-	t.buf[i] = pending{seq: seq, ts: ts, audio: audio, pt: pt, payload: append(p, payload...)}
+	t.buf[i] = pending{seq: seq, ts: ts, dec: dec, pt: pt, payload: append(p, payload...)}
 	if len(t.buf) > t.cfg.Window {
 		t.emit()
 	}
@@ -140,7 +142,7 @@ func (t *Track) emit() {
 		t.report.Gaps = append(t.report.Gaps, &verbatimv1.SequenceGap{First: t.nextSeq, Last: p.seq - 1})
 	}
 	t.nextSeq = p.seq + 1
-	if !p.audio {
+	if p.dec == nil {
 		if t.cfg.ComfortNoise != nil && slices.Contains(t.cfg.CNPayloadTypes, p.pt) && len(p.payload) > 0 {
 			t.fillTo(p.ts) // the span before this packet, at the level in force there
 			_ = t.cfg.ComfortNoise.Set(p.payload)
@@ -151,11 +153,7 @@ func (t *Track) emit() {
 	}
 	t.fillTo(p.ts)
 	t.noise = false
-	dec := t.cfg.Decode
-	if t.cfg.Decoders != nil {
-		dec = t.cfg.Decoders[p.pt]
-	}
-	t.samples = dec(t.samples[:0], p.payload)
+	t.samples = p.dec(t.samples[:0], p.payload)
 	ticks := len(t.samples) / t.cfg.SamplesPerTick
 	if t.cfg.Mask != nil && t.cfg.Mask(p.ts, ticks) {
 		clear(t.samples)
