@@ -10,13 +10,15 @@
 // noise's spectrum (section 3.2), one octet each. White Gaussian noise is
 // shaped by that model and scaled to the level.
 //
-// The noise is pseudo-random with a fixed seed per generator, so
-// processing the same media twice gives the same recording, byte for byte.
+// The noise is pseudo-random (math/rand/v2's PCG, normal deviates) with a
+// fixed seed per generator, so processing the same media twice gives the
+// same recording, byte for byte.
 package cng
 
 import (
 	"errors"
 	"math"
+	"math/rand/v2"
 )
 
 // MaxOrder is the highest model order used; RFC 3389 leaves it open, and
@@ -33,7 +35,7 @@ var ErrEmpty = errors.New("cng: empty comfort-noise payload")
 // Generator turns the current SID parameters into noise. The zero value is
 // silent until Set; it is not safe for concurrent use.
 type Generator struct {
-	rng   uint64
+	rng   *rand.Rand
 	gain  float64           // excitation standard deviation
 	a     [MaxOrder]float64 // direct-form predictor: y[n] = e[n] - sum a[j] y[n-1-j]
 	order int
@@ -42,8 +44,11 @@ type Generator struct {
 
 // New returns a generator whose noise sequence starts from seed.
 func New(seed uint64) *Generator {
-	return &Generator{rng: seed | 1}
+	return &Generator{rng: rand.New(rand.NewPCG(seed, pcgStream))}
 }
+
+// pcgStream is the second PCG seed word, the same for every generator.
+const pcgStream = 0x636e67 // "cng"
 
 // Set takes the parameters of one comfort-noise payload.
 func (g *Generator) Set(payload []byte) error {
@@ -71,28 +76,22 @@ func (g *Generator) Set(payload []byte) error {
 	}
 	g.a, g.order = a, order
 	g.gain = rms * math.Sqrt(energy)
+	if g.rng == nil { // the zero value
+		g.rng = rand.New(rand.NewPCG(0, pcgStream))
+	}
 	return nil
-}
-
-// normal returns a standard normal deviate (xorshift64* and Box-Muller,
-// one of the pair: simple, and fast enough for silence periods).
-func (g *Generator) normal() float64 {
-	u1 := float64(g.next()>>11+1) / (1 << 53)
-	u2 := float64(g.next()>>11) / (1 << 53)
-	return math.Sqrt(-2*math.Log(u1)) * math.Cos(2*math.Pi*u2)
-}
-
-func (g *Generator) next() uint64 {
-	g.rng ^= g.rng >> 12
-	g.rng ^= g.rng << 25
-	g.rng ^= g.rng >> 27
-	return g.rng * 2685821657736338717
 }
 
 // Append appends n samples of noise to dst.
 func (g *Generator) Append(dst []int16, n int) []int16 {
+	if g.rng == nil { // the zero value before Set: silence
+		for range n {
+			dst = append(dst, 0)
+		}
+		return dst
+	}
 	for range n {
-		y := g.gain * g.normal()
+		y := g.gain * g.rng.NormFloat64()
 		for j := range g.order {
 			y -= g.a[j] * g.mem[j]
 		}
