@@ -65,11 +65,15 @@ func WritePcap(w io.Writer, cfg Config) (Stats, error) {
 		return Stats{}, err
 	}
 	n := cfg.Calls
+	calls := make([]call, n)
+	for i := range calls {
+		calls[i] = newCall(i, cfg.Start)
+	}
 	spread := func(i int) time.Duration { return time.Duration(i) * time.Second / time.Duration(n) }
 	// Setup.
 	for i := range n {
 		at := cfg.Start.Add(-time.Second + spread(i))
-		c := newCall(i, cfg.Start)
+		c := &calls[i]
 		g.sip(at, c.caller, c.callee, c.message(fmt.Sprintf("INVITE sip:%s SIP/2.0", c.calleeURI), "1 INVITE", false, c.sdp(c.caller.ip, callerMedia)))
 		g.sip(at.Add(time.Millisecond), c.callee, c.caller, c.message("SIP/2.0 200 OK", "1 INVITE", true, c.sdp(c.callee.ip, calleeMedia)))
 		g.sip(at.Add(2*time.Millisecond), c.caller, c.callee, c.message(fmt.Sprintf("ACK sip:%s SIP/2.0", c.calleeURI), "1 ACK", true, ""))
@@ -81,7 +85,7 @@ func WritePcap(w io.Writer, cfg Config) (Stats, error) {
 		base := cfg.Start.Add(time.Duration(k) * ptime)
 		for i := range n {
 			at := base.Add(time.Duration(i) * ptime / time.Duration(n))
-			c := newCall(i, cfg.Start)
+			c := &calls[i]
 			tone(payload, i, k)
 			g.rtp(at, endpoint{c.caller.ip, callerMedia}, endpoint{c.callee.ip, calleeMedia}, c.ssrc, uint16(k), uint32(k*payloadBytes), payload)
 			g.rtp(at, endpoint{c.callee.ip, calleeMedia}, endpoint{c.caller.ip, callerMedia}, c.ssrc+1, uint16(k), uint32(k*payloadBytes), payload)
@@ -91,7 +95,7 @@ func WritePcap(w io.Writer, cfg Config) (Stats, error) {
 	end := cfg.Start.Add(time.Duration(ticks) * ptime)
 	for i := range n {
 		at := end.Add(spread(i))
-		c := newCall(i, cfg.Start)
+		c := &calls[i]
 		g.sip(at, c.caller, c.callee, c.message(fmt.Sprintf("BYE sip:%s SIP/2.0", c.calleeURI), "2 BYE", true, ""))
 		g.sip(at.Add(time.Millisecond), c.callee, c.caller, c.message("SIP/2.0 200 OK", "2 BYE", true, ""))
 	}
