@@ -485,6 +485,12 @@ func (in *pcapIngest) drain() {
 }
 
 func (in *pcapIngest) produce(topic, key string, c *call, kind string, at time.Time, m proto.Message) {
+	in.produceThen(topic, key, c, kind, at, m, nil)
+}
+
+// produceThen is produce, calling acked (if not nil) with the record's
+// result once the broker has answered.
+func (in *pcapIngest) produceThen(topic, key string, c *call, kind string, at time.Time, m proto.Message, acked func(error)) {
 	env := schemas.Envelope{
 		ID:     schemas.DerivedID(c.id, kind, at.UTC().Format(time.RFC3339Nano)),
 		Tenant: in.cfg.Tenant, CallID: c.id, OccurredAt: at, Producer: in.cfg.Source,
@@ -504,6 +510,9 @@ func (in *pcapIngest) produce(topic, key string, c *call, kind string, at time.T
 	in.cfg.Producer.Produce(in.ctx, rec, func(r *kgo.Record, err error) {
 		*buf = r.Value[:0]
 		in.values.Put(buf)
+		if acked != nil {
+			acked(err)
+		}
 		if err == nil {
 			return
 		}
@@ -605,11 +614,26 @@ func (in *pcapIngest) newCall(id string, at time.Time) *call {
 		return nil
 	}
 	in.report.Calls++
-	in.produce(schemas.TopicKeys, c.keyID, c, "key/"+c.keyID, at, &verbatimv1.DataKey{ // its event id names the key too
+	// The key is in the registry, acknowledged, before any record that
+	// names it is produced: a reader holding such a record and not finding
+	// the key after reading the registry to its end knows the key is
+	// missing, not late (keyreg.ErrNotFound). One round trip per call,
+	// like the key manager's.
+	acked := make(chan error, 1)
+	in.produceThen(schemas.TopicKeys, c.keyID, c, "key/"+c.keyID, at, &verbatimv1.DataKey{ // its event id names the key too
 		KeyId: c.keyID, Tenant: in.cfg.Tenant, WrappedDek: dk.Wrapped.Ciphertext, KekName: dk.Wrapped.KEKName,
 		KekVersion: dk.Wrapped.KEKVersion, KeyManager: in.cfg.Keys.Kind(), CreatedAt: timestamppb.New(at),
 		Purpose: "call", CallId: c.id,
-	})
+	}, func(err error) { acked <- err })
+	select {
+	case err = <-acked:
+	case <-in.ctx.Done():
+		err = in.ctx.Err()
+	}
+	if err != nil {
+		in.err = fmt.Errorf("ingest: data key for call %s not stored in the key registry: %w", c.id, err)
+		return nil
+	}
 	return c
 }
 

@@ -102,14 +102,15 @@ func ingestRun(t *testing.T, brokers []string, km keys.Manager, tenant string, r
 	out := ingested{started: map[string]*verbatimv1.CallStarted{}, ended: map[string]*verbatimv1.CallEnded{}, batches: map[string][]*verbatimv1.PacketBatch{},
 		media: map[string]*verbatimv1.MediaEnded{}, dks: map[string]*verbatimv1.DataKey{}}
 	cons, err := kafkaclient.New(kafkaclient.Config{Brokers: brokers},
-		kgo.ConsumeTopics(schemas.TopicCalls, schemas.TopicMedia, schemas.TopicKeys, schemas.TopicMetadata), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		kgo.ConsumeTopics(schemas.TopicCalls, schemas.TopicMedia, schemas.TopicKeys, schemas.TopicMetadata), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.KeepControlRecords())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cons.Close()
 	// Read up to the end offsets as they are now: everything ingested, no
 	// fixed wait (fresh topics on a real broker can take seconds to serve).
-	stacktest.ReadBack(ctx, t, cons, 5*time.Second, func(r *kgo.Record) {
+	stacktest.ReadBack(ctx, t, cons, func(r *kgo.Record) {
 		out.records = append(out.records, r)
 		env, err := schemas.ParseHeaders(r.Headers)
 		if err != nil {

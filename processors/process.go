@@ -57,14 +57,14 @@ type Config struct {
 	Store objstore.Store
 	// SpoolDir holds the open calls' sealed media; default os.TempDir().
 	SpoolDir string
-	// KeyWait bounds the wait for a call's data key. Default 30 s.
-	KeyWait time.Duration
 	// Workers finish that many calls at once. Default 4.
 	Workers int
-	// IdleExit, if positive, returns once no record has arrived for this
-	// long after joining the group (or for max(IdleExit, 30 s) if joining
-	// takes longer): for catch-up runs and demos.
-	IdleExit time.Duration
+	// ExitWhenCaughtUp returns once the group has committed, on every
+	// partition of the media topic, an offset at the partition's end (as
+	// listed after a poll that brought nothing): everything written before
+	// then is recorded or, for calls still open, checkpointed. For catch-up
+	// runs, tests and demos. Never decided by a quiet period.
+	ExitWhenCaughtUp bool
 	// Logger, default discard.
 	Logger *slog.Logger
 	// Progress, if set, is called after every transaction.
@@ -105,9 +105,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.SpoolDir == "" {
 		c.SpoolDir = os.TempDir()
-	}
-	if c.KeyWait <= 0 {
-		c.KeyWait = 30 * time.Second
 	}
 	if c.Workers <= 0 {
 		c.Workers = 4
@@ -187,7 +184,6 @@ type processor struct {
 
 	mu       sync.Mutex // guards the fields below, set by group callbacks
 	assigned map[int32]bool
-	joined   time.Time // first assignment, for IdleExit
 	restore  map[int32]bool
 	drop     map[int32]bool
 }
@@ -229,6 +225,10 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 		kgo.TransactionTimeout(cfg.TransactionTimeout),
 		kgo.RequireStableFetchOffsets(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// Transaction markers are delivered (and skipped by apply), so the
+		// committed offset of a partition reaches its end and "caught up"
+		// is an offset comparison (ExitWhenCaughtUp).
+		kgo.KeepControlRecords(),
 		kgo.OnPartitionsAssigned(p.onAssigned),
 		kgo.OnPartitionsRevoked(p.onRevoked),
 		kgo.OnPartitionsLost(p.onRevoked),
@@ -255,9 +255,6 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 func (p *processor) onAssigned(_ context.Context, _ *kgo.Client, parts map[string][]int32) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.joined.IsZero() {
-		p.joined = time.Now()
-	}
 	for _, n := range parts[schemas.TopicMedia] {
 		p.assigned[n], p.restore[n] = true, true
 		delete(p.drop, n)
@@ -407,7 +404,11 @@ func (p *processor) rebuild(ctx context.Context, parts map[int32]bool) error {
 		return nil
 	}
 	start := time.Now()
-	rd, err := kafkaclient.New(p.cfg.Kafka, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{schemas.TopicMedia: from}))
+	// With the markers delivered, the record at the committed offset's
+	// left is always delivered (data or marker), so each range ends on a
+	// record, not on a poll that brought nothing.
+	rd, err := kafkaclient.New(p.cfg.Kafka, kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{schemas.TopicMedia: from}),
+		kgo.KeepControlRecords())
 	if err != nil {
 		return err
 	}
@@ -423,35 +424,16 @@ func (p *processor) rebuild(ctx context.Context, parts map[int32]bool) error {
 	}
 	var replayed uint64
 	for len(until) > 0 {
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		fs := rd.PollFetches(pctx)
-		cancel()
+		fs := rd.PollFetches(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		var ferr error
 		fs.EachError(func(t string, n int32, err error) {
-			if !errors.Is(err, context.DeadlineExceeded) {
-				ferr = fmt.Errorf("processors: rebuild %s/%d: %w", t, n, err)
-			}
+			ferr = fmt.Errorf("processors: rebuild %s/%d: %w", t, n, err)
 		})
 		if ferr != nil {
 			return ferr
-		}
-		if fs.NumRecords() == 0 {
-			// Nothing more to read: a range ending in transaction
-			// markers or aborted records shows no record at its last
-			// offset. Done once the readable end is not past it.
-			lso, err := p.adm.ListCommittedOffsets(ctx, schemas.TopicMedia)
-			if err != nil {
-				return fmt.Errorf("processors: rebuild: %w", err)
-			}
-			for n, end := range until {
-				if o, ok := lso.Lookup(schemas.TopicMedia, n); ok && o.Err == nil && o.Offset <= end {
-					delete(until, n)
-				}
-			}
-			continue
 		}
 		for _, r := range fs.Records() {
 			end, ok := until[r.Partition]
@@ -480,11 +462,11 @@ func parseCheckpoint(md string) (int64, bool) {
 }
 
 func (p *processor) loop(ctx context.Context) error {
-	var lastRecord time.Time
-	started := time.Now()
 	for {
 		pctx, cancel := ctx, context.CancelFunc(func() {})
-		if p.cfg.IdleExit > 0 {
+		if p.cfg.ExitWhenCaughtUp {
+			// The poll returns, empty, now and then so that the end
+			// offsets can be compared; the timeout decides nothing.
 			pctx, cancel = context.WithTimeout(ctx, time.Second)
 		}
 		fs := p.sess.PollRecords(pctx, p.cfg.MaxPollRecords)
@@ -501,30 +483,28 @@ func (p *processor) loop(ctx context.Context) error {
 		if ferr != nil {
 			return ferr
 		}
-		rebuilt, err := p.membership(ctx)
-		if err != nil {
+		if _, err := p.membership(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
 		}
-		if rebuilt && !lastRecord.IsZero() {
-			lastRecord = time.Now() // rebuilding is not being idle
-		}
 		recs := fs.Records()
 		if len(recs) == 0 {
-			p.mu.Lock()
-			joined := p.joined
-			p.mu.Unlock()
-			if lastRecord.IsZero() && !joined.IsZero() && !rebuilt {
-				lastRecord = time.Now() // joined (and rebuilt): from now on, an empty topic is idle
-			}
-			if p.cfg.IdleExit > 0 && idle(lastRecord, started, p.cfg.IdleExit) {
-				return nil
+			if p.cfg.ExitWhenCaughtUp {
+				behind, err := kafkaclient.GroupCaughtUp(ctx, p.adm, p.cfg.Group, schemas.TopicMedia)
+				if err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return fmt.Errorf("processors: %w", err)
+				}
+				if len(behind) == 0 {
+					return nil
+				}
 			}
 			continue
 		}
-		lastRecord = time.Now()
 		if err := p.transaction(ctx, recs); err != nil {
 			if ctx.Err() != nil {
 				// Stopped mid-transaction: whatever the broker did not
@@ -539,13 +519,6 @@ func (p *processor) loop(ctx context.Context) error {
 			p.cfg.Progress(s)
 		}
 	}
-}
-
-func idle(lastRecord, started time.Time, after time.Duration) bool {
-	if lastRecord.IsZero() {
-		return time.Since(started) >= max(after, 30*time.Second)
-	}
-	return time.Since(lastRecord) >= after
 }
 
 // transaction applies one poll's records, records the calls that ended in
@@ -629,6 +602,9 @@ func (p *processor) transaction(ctx context.Context, recs []*kgo.Record) error {
 // appended without allocating: only its header fields are read, and the
 // envelope is validated in full when a call opens and when it ends.
 func (p *processor) apply(r *kgo.Record, replay bool) {
+	if r.Attrs.IsControl() {
+		return // a transaction marker: its offset is committed, nothing to record
+	}
 	if len(p.cfg.Tenants) > 0 && !p.serves(schemas.HeaderValue(r.Headers, schemas.HeaderTenant)) {
 		return // another processor's tenant
 	}
@@ -861,35 +837,24 @@ type outcome struct {
 	failed bool
 }
 
-// callOpener finds and unwraps the call's data key. While the key registry
-// is still catching up a missing key is waited for; once it has caught up,
-// a key still missing after KeyWait is a permanent failure. Key manager
-// errors are permanent when the manager refuses the key (keys.ErrUnwrap), and
-// not when it cannot be reached (Vault down): then the transaction aborts
-// and is retried.
+// callOpener finds and unwraps the call's data key. The registry reads
+// the keys topic to its end before it says a key is not there, and ingest
+// stores a call's key before any of its media: a key not found is missing,
+// a permanent failure. Key manager errors are permanent when the manager
+// refuses the key (keys.ErrUnwrap), and not when it cannot be reached
+// (Vault down): then the transaction aborts and is retried.
 func (p *processor) callOpener(ctx context.Context, c *openCall) (*seal.Sealer, error) {
-	var dk *verbatimv1.DataKey
-	for {
-		caught := p.reg.CaughtUp()
-		kctx, cancel := context.WithTimeout(ctx, p.cfg.KeyWait)
-		var err error
-		dk, err = p.reg.Get(kctx, c.tenant, c.keyID)
-		cancel()
-		if err == nil {
-			break
-		}
-		switch {
-		case ctx.Err() != nil:
-			return nil, ctx.Err()
-		case errors.Is(err, keyreg.ErrShredded):
-			return nil, err
-		case errors.Is(err, keyreg.ErrNotFound) && caught:
-			return nil, permanent{fmt.Errorf("data key %s is not in the key registry", c.keyID)}
-		case errors.Is(err, keyreg.ErrNotFound):
-			p.cfg.Logger.Warn("waiting for the key registry to catch up", "call", c.id, "key", c.keyID)
-		default:
-			return nil, permanent{err}
-		}
+	dk, err := p.reg.Get(ctx, c.tenant, c.keyID)
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case errors.Is(err, keyreg.ErrShredded):
+		return nil, err
+	case errors.Is(err, keyreg.ErrNotFound):
+		return nil, permanent{fmt.Errorf("data key %s is not in the key registry", c.keyID)}
+	default:
+		return nil, permanent{err}
 	}
 	plain, err := p.cfg.Keys.UnwrapDataKey(ctx, c.tenant, keys.Wrapped{KEKName: dk.GetKekName(), KEKVersion: dk.GetKekVersion(), Ciphertext: dk.GetWrappedDek()})
 	if errors.Is(err, keys.ErrUnwrap) {

@@ -40,7 +40,6 @@ type pipeline struct {
 	store   objstore.Store
 	tenant  string
 	group   string
-	keyWait time.Duration
 	// srtpKeys are given to ingest.
 	srtpKeys []ingest.SRTPKey
 	// pci records every tenant in PCI mode.
@@ -91,7 +90,7 @@ func (p *pipeline) process(stop func(processors.Stats) bool) processors.Stats {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cfg := processors.Config{Kafka: p.kafka(), Group: p.group, Instance: p.group + "-1", Keys: p.km, Store: p.store, Tenants: []string{p.tenant},
-		SpoolDir: p.t.TempDir(), IdleExit: 3 * time.Second, MaxPollRecords: 3, KeyWait: p.keyWait}
+		SpoolDir: p.t.TempDir(), ExitWhenCaughtUp: true, MaxPollRecords: 3}
 	if p.pci {
 		cfg.PCI = func(string) bool { return true }
 	}
@@ -122,7 +121,7 @@ func (p *pipeline) recordings() (map[string][]stored, []*kgo.Record) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cl, err := kafkaclient.New(p.kafka(), kgo.ConsumeTopics(schemas.TopicRecordings, schemas.TopicKeys, schemas.TopicMedia, schemas.TopicCalls, schemas.TopicMetadata),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -131,7 +130,7 @@ func (p *pipeline) recordings() (map[string][]stored, []*kgo.Record) {
 	dks := map[string]*verbatimv1.DataKey{}
 	var evs []*verbatimv1.RecordingStored
 	var mds []*verbatimv1.MetadataAttached
-	stacktest.ReadBack(ctx, p.t, cl, 5*time.Second, func(r *kgo.Record) {
+	stacktest.ReadBack(ctx, p.t, cl, func(r *kgo.Record) {
 		env, err := schemas.ParseHeaders(r.Headers)
 		if err != nil || env.Tenant != p.tenant {
 			return
@@ -555,7 +554,6 @@ func (d dropKeys) Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.
 // is stored; the processor goes on with the next calls.
 func TestProcessMissingKeyFails(t *testing.T) {
 	p := kfakePipeline(t)
-	p.keyWait = time.Second
 	p.producer = func(pr ingest.Producer) ingest.Producer { return dropKeys{pr} }
 	p.ingest("pcap/wireshark_sip-rtp-g711.pcap")
 	p.producer = nil

@@ -37,12 +37,12 @@ func TestIngestProjectSearch(t *testing.T) {
 		stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-opus.pcap"), stacktest.SharedTestdata(t, "pcap/miarec_siprec_dual_channel_udp.pcap"))
 	t.Log("\n" + out)
 	out = cmd("process", "--brokers", brokers, "--keyring", keyring, "--objects", objects, "--spool", t.TempDir(),
-		"--exit-when-idle", "2s", "--quiet")
+		"--exit-when-idle", "--quiet")
 	t.Log(out)
 	if !strings.Contains(out, "9 recordings stored") {
 		t.Fatalf("process: %s", out)
 	}
-	out = cmd("project", "search", "--brokers", brokers, "--keyring", keyring, "--database", db, "--exit-when-idle", "3s")
+	out = cmd("project", "search", "--brokers", brokers, "--keyring", keyring, "--database", db, "--exit-when-idle")
 	t.Log(out)
 
 	find := func(args ...string) []search.Result {

@@ -20,9 +20,14 @@ func addKafkaFlags(fs *flag.FlagSet) kafkaFlags {
 		"Kafka seed brokers, comma separated (env VERBATIM_KAFKA_BROKERS); the default is `verbatim dev`'s")}
 }
 
+// config is how the role clientID reaches Kafka, logging warnings to stderr.
+func (k kafkaFlags) config(clientID string, stderr io.Writer) kafkaclient.Config {
+	return kafkaclient.Config{Brokers: strings.Split(*k.brokers, ","), ClientID: clientID, Logger: warnLogger(stderr)}
+}
+
 // client returns a client for the role clientID, logging warnings to stderr.
 func (k kafkaFlags) client(clientID string, stderr io.Writer, opts ...kgo.Opt) (*kgo.Client, error) {
-	return kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(*k.brokers, ","), ClientID: clientID, Logger: warnLogger(stderr)}, opts...)
+	return kafkaclient.New(k.config(clientID, stderr), opts...)
 }
 
 // warnLogger logs warnings and errors as text to w.

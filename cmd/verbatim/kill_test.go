@@ -110,12 +110,12 @@ func TestProcessKilled(t *testing.T) {
 	}
 
 	// Second run: the same instance (it fences the dead one's transaction).
-	out := mustRun(append(procArgs, "--exit-when-idle", "3s", "--quiet")...)
+	out := mustRun(append(procArgs, "--exit-when-idle", "--quiet")...)
 	t.Log(out)
 	if !strings.Contains(out, "read again to rebuild") || strings.Contains(out, " 0 read again") {
 		t.Fatalf("the restarted processor rebuilt nothing: %s", out)
 	}
-	mustRun("project", "search", "--brokers", brokers, "--database", db, "--group", "verbatim-project-kill-"+run, "--exit-when-idle", "3s")
+	mustRun("project", "search", "--brokers", brokers, "--database", db, "--group", "verbatim-project-kill-"+run, "--exit-when-idle")
 	var rs []search.Result
 	if err := json.Unmarshal([]byte(mustRun("search", "--json", "--database", db)), &rs); err != nil {
 		t.Fatal(err)

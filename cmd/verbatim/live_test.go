@@ -128,11 +128,11 @@ module_app menu.so
 		t.Fatalf("ingest live: %s", captureOut.String())
 	}
 
-	out := cmd("process", "--brokers", brokers, "--keyring", keyring, "--objects", objects, "--spool", t.TempDir(), "--exit-when-idle", "2s", "--quiet")
+	out := cmd("process", "--brokers", brokers, "--keyring", keyring, "--objects", objects, "--spool", t.TempDir(), "--exit-when-idle", "--quiet")
 	if !strings.Contains(out, "1 recordings stored") {
 		t.Fatalf("process: %s", out)
 	}
-	cmd("project", "search", "--brokers", brokers, "--keyring", keyring, "--database", db, "--exit-when-idle", "3s")
+	cmd("project", "search", "--brokers", brokers, "--keyring", keyring, "--database", db, "--exit-when-idle")
 	table := cmd("search", "--database", db, "--party", "sip:alice@127.0.0.1:15260")
 	t.Log("\n" + table)
 	if !strings.Contains(table, "complete") || !strings.Contains(table, "1 calls") {

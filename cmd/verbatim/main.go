@@ -18,8 +18,6 @@ import (
 	"syscall"
 	"text/tabwriter"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/verbatimrec/verbatim/internal/devstack"
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/processors"
@@ -199,19 +197,12 @@ func startRoles(ctx context.Context, roles string, s *devstack.Stack, chAddr, da
 			if err != nil {
 				return nil, err
 			}
-			cl, err := kafkaclient.New(kcfg, kgo.ConsumerGroup("verbatim-project-search"), kgo.ConsumeTopics(search.Topics()...),
-				kgo.DisableAutoCommit(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-			if err != nil {
-				conn.Close()
-				return nil, err
-			}
 			fmt.Fprintf(stdout, "  role      project: search tables in ClickHouse %s, database %s\n", chAddr, db)
 			wg.Add(1)
 			go func() { // stops with ctx; waited for by the returned func
 				defer wg.Done()
 				defer conn.Close()
-				defer cl.Close()
-				if _, err := search.Run(ctx, search.RunConfig{Client: cl, Projector: search.NewProjector(conn, db, s.Keys),
+				if _, err := search.Run(ctx, search.RunConfig{Kafka: kcfg, Instance: "dev", Conn: conn, Database: db, Keys: s.Keys,
 					Logger: warnLogger(stderr)}); err != nil {
 					fmt.Fprintf(stderr, "dev: role project stopped: %v\n", err)
 					errs <- fmt.Errorf("project search: %w", err)

@@ -54,7 +54,7 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	host, _ := os.Hostname()
 	instance := fs.String("instance", host, "name of this processor, stable across its restarts and unique in the group (its static member and transactional id)")
 	spool := fs.String("spool", os.TempDir(), "directory for open calls' media (sealed)")
-	idle := fs.Duration("exit-when-idle", 0, "exit once no media has arrived for this long (0: run until stopped)")
+	idle := fs.Bool("exit-when-idle", false, "exit once the group has read the media topic to its end offsets (everything written before is recorded or checkpointed); default: run until stopped")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	maxPoll := fs.Int("max-poll-records", 1000, "at most this many media records per transaction")
 	tenants := fs.String("tenants", "", "record only these tenants, comma separated (a processor group per tenant); default: all")
@@ -86,7 +86,7 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	cfg := processors.Config{
 		Kafka: kafkaclient.Config{Brokers: strings.Split(*kafka.brokers, ","), ClientID: "verbatim-process", Logger: warnLogger(stderr)},
 		Group: *group, Instance: *instance, Keys: km, Store: store, SpoolDir: *spool,
-		IdleExit: *idle, Logger: warnLogger(stderr), MaxPollRecords: *maxPoll,
+		ExitWhenCaughtUp: *idle, Logger: warnLogger(stderr), MaxPollRecords: *maxPoll,
 		SilentComfortNoise: *comfortNoise == "silence",
 	}
 	if *tenants != "" {

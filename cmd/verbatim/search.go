@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/verbatimrec/verbatim/projections/search"
 )
@@ -40,11 +39,16 @@ func runProject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.SetOutput(stderr)
 	kafka := addKafkaFlags(fs)
 	group := fs.String("group", "verbatim-project-search", "consumer group")
-	idle := fs.Duration("exit-when-idle", 0, "exit once no record has arrived for this long (0: run until stopped)")
+	host, _ := os.Hostname()
+	instance := fs.String("instance", host, "name of this projection, stable across its restarts and unique in the group (its static member id)")
+	idle := fs.Bool("exit-when-idle", false, "exit once the group has read every topic to its end offsets (everything written before is projected); default: run until stopped")
 	ch := addClickHouseFlags(fs)
 	kf := addKeyFlags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("project search: unexpected argument %q", fs.Arg(0))
 	}
 	km, err := kf.manager()
 	if err != nil {
@@ -58,18 +62,11 @@ func runProject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if _, err := search.Migrate(ctx, conn, db); err != nil {
 		return err
 	}
-	log := warnLogger(stderr)
-	cl, err := kafka.client("verbatim-project-search", stderr, kgo.ConsumerGroup(*group), kgo.ConsumeTopics(search.Topics()...), kgo.DisableAutoCommit(),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	proj := search.NewProjector(conn, db, km)
-	n, err := search.Run(ctx, search.RunConfig{Client: cl, Projector: proj, IdleExit: *idle, Logger: log})
-	fmt.Fprintf(stdout, "projected %d records into ClickHouse %s, database %s\n", n, *ch.addr, db)
-	if proj.Unreadable > 0 {
-		fmt.Fprintf(stdout, "  warning: %d calls projected without identities: the key manager refused their data keys (KEK gone)\n", proj.Unreadable)
+	st, err := search.Run(ctx, search.RunConfig{Kafka: kafka.config("verbatim-project-search", stderr), Group: *group, Instance: *instance,
+		Conn: conn, Database: db, Keys: km, ExitWhenCaughtUp: *idle, Logger: warnLogger(stderr)})
+	fmt.Fprintf(stdout, "projected %d records into ClickHouse %s, database %s\n", st.Records, *ch.addr, db)
+	if st.Unreadable > 0 {
+		fmt.Fprintf(stdout, "  warning: %d sealed values unreadable (their data key is missing, erased or refused by the key manager): those calls are listed without them\n", st.Unreadable)
 	}
 	return err
 }

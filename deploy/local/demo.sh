@@ -56,10 +56,10 @@ captures=("$samples"/*.pcap "$samples"/*.cap)
 bin/verbatim ingest pcap --brokers "$brokers" "${keys[@]}" "${captures[@]}"
 
 step "assemble, encrypt and store the recordings"
-bin/verbatim process --brokers "$brokers" "${keys[@]}" "${objects[@]}" --spool "$data" --exit-when-idle 2s --quiet
+bin/verbatim process --brokers "$brokers" "${keys[@]}" "${objects[@]}" --spool "$data" --exit-when-idle --quiet
 
 step "project into ClickHouse"
-bin/verbatim project search --brokers "$brokers" "${keys[@]}" --database verbatim_demo --exit-when-idle 3s
+bin/verbatim project search --brokers "$brokers" "${keys[@]}" --database verbatim_demo --exit-when-idle
 
 step "calls found (verbatim search --database verbatim_demo)"
 bin/verbatim search --database verbatim_demo

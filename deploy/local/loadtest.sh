@@ -53,6 +53,6 @@ run=load$(date +%s)
 curl -fsS -X POST -H "X-Vault-Token: $VERBATIM_VAULT_TOKEN" -d '{"type":"aes256-gcm96"}' \
 	"$VERBATIM_VAULT_ADDR/v1/transit/keys/verbatim-tenant-$run" >/dev/null
 stage ingest "$v" ingest pcap --tenant "$run" "$work/load.pcap"
-stage process "$v" process --tenants "$run" --group "$run" --instance "$run" --exit-when-idle 10s --quiet --spool "$work"
-stage project "$v" project search --group "$run-search" --database "$run" --exit-when-idle 10s
+stage process "$v" process --tenants "$run" --group "$run" --instance "$run" --exit-when-idle --quiet --spool "$work"
+stage project "$v" project search --group "$run-search" --database "$run" --exit-when-idle
 "$v" search --tenant "$run" --database "$run" --limit 1 | tail -n 1

@@ -1,5 +1,10 @@
 // Package keyreg follows the keys topic (the key registry) so that a role
 // can look up the wrapped data key an event names.
+//
+// The registry is rebuilt from the start of the compacted topic every time
+// it starts, by a client outside any consumer group: a cache built from a
+// compacted topic and consumed through a committed group offset forgets,
+// after a restart, every key it read before.
 package keyreg
 
 import (
@@ -7,11 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
@@ -20,117 +26,155 @@ import (
 // it protected is erased.
 var ErrShredded = errors.New("keyreg: data key shredded")
 
-// ErrNotFound is returned when a key has not been read by the time the
-// caller stops waiting.
+// ErrNotFound is returned for a key that is not in the registry: the
+// registry has read the keys topic up to the end offsets it had when the
+// key was asked for, and the key was not there. Writers put a key in the
+// registry (acknowledged) before any record that names it, so a reader that
+// holds such a record and gets ErrNotFound knows the key is missing, not
+// late.
 var ErrNotFound = errors.New("keyreg: data key not found")
 
+// ErrOtherTenant is returned for a key that belongs to another tenant than
+// the one asking: it is never handed out.
+var ErrOtherTenant = errors.New("keyreg: data key belongs to another tenant")
+
 // Registry holds the wrapped data keys read so far. It keeps wrapped keys
-// only; unwrapping is the caller's, through keys.Manager.
+// only; unwrapping is the caller's, through keys.Manager. Safe for
+// concurrent use.
 type Registry struct {
-	cl      *kgo.Client
-	cancel  context.CancelFunc
-	done    chan struct{}
-	mu      sync.Mutex
-	keys    map[string]*verbatimv1.DataKey // nil value: shredded
-	changed chan struct{}                  // closed and replaced on every update
-	err     error
-	caught  bool // the topic has been read to its end once
+	cl     *kgo.Client
+	adm    *kadm.Client
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu struct {
+		sync.Mutex
+		keys    map[string]*verbatimv1.DataKey // nil value: shredded
+		read    *kafkaclient.Progress
+		changed chan struct{} // closed and replaced on every fetch
+		err     error         // the last fetch or decoding error
+	}
 }
 
-// Start follows the keys topic from its beginning with cl, which must be a
-// client without a group consuming schemas.TopicKeys (read committed). The
-// registry owns cl and closes it on Close.
+// Start follows the keys topic from its beginning with cl, a client made
+// with ConsumeOpts and no consumer group (read committed). The registry
+// owns cl and closes it on Close.
 func Start(cl *kgo.Client) *Registry {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &Registry{cl: cl, cancel: cancel, done: make(chan struct{}), keys: map[string]*verbatimv1.DataKey{},
-		changed: make(chan struct{})}
+	r := &Registry{cl: cl, adm: kadm.NewClient(cl), cancel: cancel, done: make(chan struct{})}
+	r.mu.keys = map[string]*verbatimv1.DataKey{}
+	r.mu.read = kafkaclient.NewProgress()
+	r.mu.changed = make(chan struct{})
 	go r.run(ctx)
 	return r
 }
 
-// ConsumeOpts are the options a registry's client needs.
+// ConsumeOpts are the options a registry's client needs: the keys topic
+// from its start, with transaction markers delivered so that the registry
+// can tell when it has read a partition to its end.
 func ConsumeOpts() []kgo.Opt {
-	return []kgo.Opt{kgo.ConsumeTopics(schemas.TopicKeys), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}
+	return []kgo.Opt{kgo.ConsumeTopics(schemas.TopicKeys), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.KeepControlRecords()}
 }
 
 func (r *Registry) run(ctx context.Context) {
 	defer close(r.done)
 	for {
-		// A poll that times out with nothing means the broker had
-		// nothing more: the registry has caught up.
-		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		fs := r.cl.PollFetches(pctx)
-		cancel()
+		fs := r.cl.PollFetches(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		var bad error
-		idle := fs.NumRecords() == 0
 		fs.EachError(func(t string, p int32, err error) {
-			if errors.Is(err, context.DeadlineExceeded) {
-				return
-			}
-			idle = false
 			bad = fmt.Errorf("keyreg: fetch %s/%d: %w", t, p, err)
 		})
 		r.mu.Lock()
 		fs.EachRecord(func(rec *kgo.Record) {
-			if rec.Value == nil {
-				r.keys[string(rec.Key)] = nil
-				return
+			r.mu.read.Observe(rec)
+			switch {
+			case rec.Attrs.IsControl():
+			case rec.Value == nil:
+				r.mu.keys[string(rec.Key)] = nil
+			default:
+				dk := &verbatimv1.DataKey{}
+				if err := proto.Unmarshal(rec.Value, dk); err != nil || dk.GetKeyId() == "" {
+					bad = fmt.Errorf("keyreg: %s/%d offset %d: not a DataKey: %v", rec.Topic, rec.Partition, rec.Offset, err)
+					return
+				}
+				r.mu.keys[dk.GetKeyId()] = dk
 			}
-			dk := &verbatimv1.DataKey{}
-			if err := proto.Unmarshal(rec.Value, dk); err != nil || dk.GetKeyId() == "" {
-				bad = fmt.Errorf("keyreg: %s/%d offset %d: not a DataKey: %v", rec.Topic, rec.Partition, rec.Offset, err)
-				return
-			}
-			r.keys[dk.GetKeyId()] = dk
 		})
 		if bad != nil {
-			r.err = bad
+			r.mu.err = bad
 		}
-		r.caught = r.caught || idle
-		close(r.changed)
-		r.changed = make(chan struct{})
+		close(r.mu.changed)
+		r.mu.changed = make(chan struct{})
 		r.mu.Unlock()
 	}
 }
 
-// Get returns key id's wrapped key for tenant, waiting for it until ctx
-// ends (it may still be on its way from another partition).
+// lookup returns id's key if the registry has read it (or its tombstone).
+func (r *Registry) lookup(tenant, id string) (*verbatimv1.DataKey, bool, error) {
+	r.mu.Lock()
+	dk, seen := r.mu.keys[id]
+	r.mu.Unlock()
+	switch {
+	case !seen:
+		return nil, false, nil
+	case dk == nil:
+		return nil, true, fmt.Errorf("%w: %s", ErrShredded, id)
+	case dk.GetTenant() != tenant:
+		return nil, true, fmt.Errorf("%w: %s", ErrOtherTenant, id)
+	}
+	return dk, true, nil
+}
+
+// Get returns key id's wrapped key for tenant. A key not read yet is looked
+// for up to the keys topic's end offsets as they are now (Sync): if it is
+// not there, Get returns ErrNotFound. An error that wraps ctx's means the
+// registry could not finish reading before ctx ended: nothing is known
+// about the key then.
 func (r *Registry) Get(ctx context.Context, tenant, id string) (*verbatimv1.DataKey, error) {
+	if dk, seen, err := r.lookup(tenant, id); seen {
+		return dk, err
+	}
+	if err := r.Sync(ctx); err != nil {
+		return nil, fmt.Errorf("keyreg: key %s: %w", id, err)
+	}
+	if dk, seen, err := r.lookup(tenant, id); seen {
+		return dk, err
+	}
+	return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+}
+
+// Sync returns once the registry has read every partition of the keys
+// topic up to the end offset it has when Sync is called: every key
+// acknowledged to a writer before then is known, and every transaction
+// still open below that end has committed or aborted.
+func (r *Registry) Sync(ctx context.Context) error {
+	starts, ends, err := kafkaclient.Bounds(ctx, r.adm, schemas.TopicKeys)
+	if err != nil {
+		return err
+	}
 	for {
 		r.mu.Lock()
-		dk, seen := r.keys[id]
-		changed, lastErr := r.changed, r.err
+		behind := r.mu.read.Behind(starts, ends)
+		changed, lastErr := r.mu.changed, r.mu.err
 		r.mu.Unlock()
-		switch {
-		case seen && dk == nil:
-			return nil, fmt.Errorf("%w: %s", ErrShredded, id)
-		case seen && dk.GetTenant() != tenant:
-			return nil, fmt.Errorf("keyreg: key %s belongs to another tenant", id)
-		case seen:
-			return dk, nil
+		if len(behind) == 0 {
+			return nil
 		}
 		select {
 		case <-changed:
 		case <-r.done:
-			return nil, fmt.Errorf("keyreg: closed while waiting for key %s", id)
+			return errors.New("keyreg: closed")
 		case <-ctx.Done():
 			if lastErr != nil {
-				return nil, fmt.Errorf("%w: %s (%w); last fetch error: %v", ErrNotFound, id, ctx.Err(), lastErr)
+				return fmt.Errorf("registry not read to its end (%v still to read): %w; last fetch error: %w", behind, ctx.Err(), lastErr)
 			}
-			return nil, fmt.Errorf("%w: %s (%w)", ErrNotFound, id, ctx.Err())
+			return fmt.Errorf("registry not read to its end (%v still to read): %w", behind, ctx.Err())
 		}
 	}
-}
-
-// CaughtUp reports whether the registry has once read everything the
-// broker had: a key missing after that is missing, not late.
-func (r *Registry) CaughtUp() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.caught
 }
 
 // Close stops following and closes the client.

@@ -2,100 +2,51 @@ package stacktest
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 )
 
 // ReadBack reads topics from their start up to their end offsets as they
-// are when it is called, passing each record to fn. cons must consume the
-// topics from the start (read committed). A partition whose end is a
-// transaction marker, or aborted records, never shows a record at its last
-// offset: once nothing has arrived for quiet and every such partition's
-// last stable offset has reached its end (no transaction still open
-// below it), those are taken as read.
-func ReadBack(ctx context.Context, t testing.TB, cons *kgo.Client, quiet time.Duration, fn func(*kgo.Record), topics ...string) {
+// are when it is called, passing each data record to fn. cons must consume
+// the topics from the start, read committed, with kgo.KeepControlRecords:
+// the transaction markers are what let a partition that ends in one be read
+// to its end. It returns once every partition has been read to that end;
+// it never takes a quiet poll for the end (a poll that brought nothing may
+// only mean that a partition was not fetched yet).
+func ReadBack(ctx context.Context, t testing.TB, cons *kgo.Client, fn func(*kgo.Record), topics ...string) {
 	t.Helper()
-	// A partition's end may fail to list for a moment (its leader not yet
-	// known to this new client): a partition silently left out would not
-	// be waited for, and its records would look missing. List again.
-	var ends kadm.ListedOffsets
-	for {
-		var err error
-		ends, err = kadm.NewClient(cons).ListEndOffsets(ctx, topics...)
-		if err == nil {
-			err = ends.Error()
-		}
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("list end offsets: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if keep, _ := cons.OptValue(kgo.KeepControlRecords).(bool); !keep {
+		t.Fatal("stacktest.ReadBack: the client must consume with kgo.KeepControlRecords()")
 	}
-	left := map[string]int64{} // "topic/partition" -> end offset not yet reached
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			left[fmt.Sprintf("%s/%d", o.Topic, o.Partition)] = o.Offset
+	starts, ends, err := kafkaclient.Bounds(ctx, kadm.NewClient(cons), topics...)
+	if err != nil {
+		t.Fatalf("read back: %v", err)
+	}
+	read := kafkaclient.NewProgress()
+	for {
+		behind := read.Behind(starts, ends)
+		if len(behind) == 0 {
+			return
 		}
-	})
-	var seen bool
-	for len(left) > 0 {
-		pctx, cancel := context.WithTimeout(ctx, quiet)
-		fs := cons.PollFetches(pctx)
-		cancel()
+		fs := cons.PollFetches(ctx)
 		if ctx.Err() != nil {
-			t.Fatalf("records not read back: %d partitions short: %v", len(left), left)
+			t.Fatalf("records not read back: %d partitions short of their end: %v", len(behind), behind)
 		}
 		fs.EachError(func(topic string, p int32, err error) {
-			if !errors.Is(err, context.DeadlineExceeded) {
-				t.Fatalf("fetch %s/%d: %v", topic, p, err)
-			}
+			t.Fatalf("fetch %s/%d: %v", topic, p, err)
 		})
-		if fs.NumRecords() == 0 && seen && stable(ctx, t, cons, left) {
-			return // only markers and aborted records remain
-		}
 		fs.EachRecord(func(r *kgo.Record) {
-			seen = true
-			if k := fmt.Sprintf("%s/%d", r.Topic, r.Partition); r.Offset+1 >= left[k] {
-				delete(left, k)
+			read.Observe(r)
+			if !r.Attrs.IsControl() {
+				fn(r)
 			}
-			fn(r)
 		})
 	}
-}
-
-// stable reports whether the last stable offset of every partition in left
-// has reached the end it must be read to: what a read-committed consumer
-// has not delivered by then are markers and aborted records. Below it, an
-// open transaction still holds records back.
-func stable(ctx context.Context, t testing.TB, cons *kgo.Client, left map[string]int64) bool {
-	t.Helper()
-	var topics []string
-	for k := range left {
-		topic := k[:strings.LastIndexByte(k, '/')]
-		if !slices.Contains(topics, topic) {
-			topics = append(topics, topic)
-		}
-	}
-	lsos, err := kadm.NewClient(cons).ListCommittedOffsets(ctx, topics...)
-	if err != nil || lsos.Error() != nil {
-		return false // ask again after the next quiet poll
-	}
-	ok := true
-	lsos.Each(func(o kadm.ListedOffset) {
-		if end, want := left[fmt.Sprintf("%s/%d", o.Topic, o.Partition)]; want && o.Offset < end {
-			ok = false
-		}
-	})
-	return ok
 }
 
 // StartGroupAtEnd commits group's offsets at the end of topic, so the

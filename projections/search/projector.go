@@ -15,15 +15,31 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/verbatimrec/verbatim/internal/keyreg"
 	"github.com/verbatimrec/verbatim/internal/keys"
 	"github.com/verbatimrec/verbatim/internal/seal"
 	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
 
-// ErrKeyMissing is returned when an event names a data key the projector
-// has not seen on the keys topic (yet, or because it was shredded).
-var ErrKeyMissing = errors.New("search: data key not found")
+// KeyLookup finds the wrapped data key an event names; *keyreg.Registry
+// is one. Get returns an error wrapping keyreg.ErrNotFound only once it
+// knows the key is not in the registry, and keyreg.ErrShredded for an
+// erased key; any other error (the registry could not be read) stops the
+// poll, which is applied again.
+type KeyLookup interface {
+	Get(ctx context.Context, tenant, id string) (*verbatimv1.DataKey, error)
+}
+
+var _ KeyLookup = (*keyreg.Registry)(nil)
+
+// errNoKey marks a key the registry says is not there, erased, or
+// another tenant's: the events it seals cannot be read, ever.
+var errNoKey = errors.New("no usable data key")
+
+// maxSealers bounds the unwrapped keys kept between polls: a call's
+// events mostly come while the call lasts.
+const maxSealers = 10000
 
 // Projector turns call events into rows. Rows carry the event's time as
 // their version, so applying the same events again changes no query
@@ -32,15 +48,16 @@ type Projector struct {
 	conn    driver.Conn
 	db      string
 	keys    keys.Manager
-	dataKey map[string]*verbatimv1.DataKey
+	reg     KeyLookup
 	sealers map[string]*seal.Sealer
 	started map[string]callRow // open calls, to complete on CallEnded
 	// pending holds this Apply's rows, one batch per INSERT statement:
 	// ClickHouse takes one insert per table per poll, not one per event.
 	pending map[string]driver.Batch
-	// Unreadable counts sealed values that could not be read: the key
-	// manager refused their key, or the key does not open them. Their
-	// calls are projected without those identities.
+	// Unreadable counts sealed values that could not be read: their data
+	// key is not in the registry or erased, the key manager refused it, or
+	// the key does not open them. Their calls are projected without those
+	// identities.
 	Unreadable int
 }
 
@@ -52,13 +69,15 @@ type callRow struct {
 	endReason                         string
 }
 
-// UnreadableIdentity stands for the SIP Call-ID of a call whose data key
-// the key manager refuses to unwrap.
-const UnreadableIdentity = "(unreadable: data key refused by the key manager)"
+// UnreadableIdentity stands for the SIP Call-ID of a call whose identities
+// cannot be read: its data key is not in the registry, is erased, or the
+// key manager refuses to unwrap it.
+const UnreadableIdentity = "(unreadable: data key missing, erased or refused by the key manager)"
 
-// NewProjector returns a Projector writing to database db.
-func NewProjector(conn driver.Conn, db string, km keys.Manager) *Projector {
-	return &Projector{conn: conn, db: db, keys: km, dataKey: map[string]*verbatimv1.DataKey{},
+// NewProjector returns a Projector writing to database db, finding data
+// keys with reg and unwrapping them with km.
+func NewProjector(conn driver.Conn, db string, km keys.Manager, reg KeyLookup) *Projector {
+	return &Projector{conn: conn, db: db, keys: km, reg: reg,
 		sealers: map[string]*seal.Sealer{}, started: map[string]callRow{}}
 }
 
@@ -81,23 +100,8 @@ func (p *Projector) Apply(ctx context.Context, recs []*kgo.Record) (err error) {
 		}
 	}()
 	for _, r := range recs {
-		if r.Topic != schemas.TopicKeys {
-			continue
-		}
-		if r.Value == nil { // tombstone: the key is shredded
-			delete(p.dataKey, string(r.Key))
-			delete(p.sealers, string(r.Key))
-			continue
-		}
-		var dk verbatimv1.DataKey
-		if err := proto.Unmarshal(r.Value, &dk); err != nil {
-			return fmt.Errorf("search: keys record at offset %d: %w", r.Offset, err)
-		}
-		p.dataKey[dk.GetKeyId()] = &dk
-	}
-	for _, r := range recs {
-		if r.Topic == schemas.TopicKeys {
-			continue
+		if r.Attrs.IsControl() || r.Topic == schemas.TopicKeys {
+			continue // a transaction marker; keys are the registry's
 		}
 		env, err := schemas.ParseHeaders(r.Headers)
 		if err != nil {
@@ -114,9 +118,12 @@ func (p *Projector) sealer(ctx context.Context, tenant, keyID string) (*seal.Sea
 	if s, ok := p.sealers[keyID]; ok {
 		return s, nil
 	}
-	dk, ok := p.dataKey[keyID]
-	if !ok || dk.GetTenant() != tenant {
-		return nil, fmt.Errorf("%w: %s", ErrKeyMissing, keyID)
+	dk, err := p.reg.Get(ctx, tenant, keyID)
+	if errors.Is(err, keyreg.ErrNotFound) || errors.Is(err, keyreg.ErrShredded) || errors.Is(err, keyreg.ErrOtherTenant) {
+		return nil, fmt.Errorf("%w: %w", errNoKey, err)
+	}
+	if err != nil {
+		return nil, err
 	}
 	plain, err := p.keys.UnwrapDataKey(ctx, tenant, keys.Wrapped{KEKName: dk.GetKekName(), KEKVersion: dk.GetKekVersion(), Ciphertext: dk.GetWrappedDek()})
 	if err != nil {
@@ -126,8 +133,17 @@ func (p *Projector) sealer(ctx context.Context, tenant, keyID string) (*seal.Sea
 	if err != nil {
 		return nil, err
 	}
+	if len(p.sealers) >= maxSealers {
+		clear(p.sealers)
+	}
 	p.sealers[keyID] = s
 	return s, nil
+}
+
+// unreadable reports whether err means the sealed value can never be read
+// (as opposed to a failure worth retrying).
+func unreadable(err error) bool {
+	return errors.Is(err, errNoKey) || errors.Is(err, keys.ErrUnwrap) || errors.Is(err, seal.ErrOpen)
 }
 
 func open[M proto.Message](s *seal.Sealer, sealed *verbatimv1.Sealed, m M) error {
@@ -154,9 +170,10 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 		if err == nil {
 			err = open(s, ev.GetSignalling(), &sig)
 		}
-		if errors.Is(err, keys.ErrUnwrap) || errors.Is(err, seal.ErrOpen) {
-			// The key manager refuses the call's key (its KEK is gone:
-			// the call is effectively erased), or the registry's key for
+		if unreadable(err) {
+			// The call's key is not in the registry or erased, the key
+			// manager refuses it (its KEK is gone: the call is
+			// effectively erased), or the registry's key for
 			// it does not open its identities (tampered, or replaced by
 			// another key of the same id). The call stays findable by
 			// time, its identities shown as unreadable, and the
@@ -226,7 +243,7 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 		if ev.GetPersonal() != nil {
 			s, err := p.sealer(ctx, env.Tenant, ev.GetPersonal().GetKeyId())
 			switch {
-			case errors.Is(err, keys.ErrUnwrap):
+			case unreadable(err):
 				p.Unreadable++ // the event's other fields are still projected
 			case err != nil:
 				return err

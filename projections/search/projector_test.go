@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/verbatimrec/verbatim/internal/keyreg"
 	"github.com/verbatimrec/verbatim/internal/keys"
 	"github.com/verbatimrec/verbatim/internal/seal"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
@@ -93,6 +94,40 @@ func callRecords(t *testing.T, km keys.Manager, tenant, callID, sipCallID, calle
 	}
 }
 
+// keyTable stands in for the key registry (keyreg, tested against Kafka
+// in its own package): the data keys it was given, and a definitive
+// keyreg.ErrNotFound for any other.
+type keyTable map[string]*verbatimv1.DataKey
+
+// keysOf is the registry of the DataKey records among recs; a later record
+// of the same id replaces an earlier one, as in the compacted topic.
+func keysOf(t *testing.T, recs []*kgo.Record) keyTable {
+	t.Helper()
+	k := keyTable{}
+	for _, r := range recs {
+		if r.Topic != schemas.TopicKeys {
+			continue
+		}
+		dk := &verbatimv1.DataKey{}
+		if err := proto.Unmarshal(r.Value, dk); err != nil {
+			t.Fatal(err)
+		}
+		k[dk.GetKeyId()] = dk
+	}
+	return k
+}
+
+func (k keyTable) Get(_ context.Context, tenant, id string) (*verbatimv1.DataKey, error) {
+	dk, ok := k[id]
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("%w: %s", keyreg.ErrNotFound, id)
+	case dk.GetTenant() != tenant:
+		return nil, fmt.Errorf("%w: %s", keyreg.ErrOtherTenant, id)
+	}
+	return dk, nil
+}
+
 func TestProjectAndSearch(t *testing.T) {
 	conn, db := openDB(t)
 	ctx := context.Background()
@@ -124,7 +159,7 @@ func TestProjectAndSearch(t *testing.T) {
 	// Apply, then replay everything through a fresh projector (a restart
 	// from the beginning): no query result may change.
 	for range 2 {
-		if err := search.NewProjector(conn, db, km).Apply(ctx, recs); err != nil {
+		if err := search.NewProjector(conn, db, km, keysOf(t, recs)).Apply(ctx, recs); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -160,7 +195,7 @@ func TestProjectAndSearch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := search.NewProjector(conn, db, km).Apply(ctx, []*kgo.Record{failed}); err != nil {
+	if err := search.NewProjector(conn, db, km, keyTable{}).Apply(ctx, []*kgo.Record{failed}); err != nil {
 		t.Fatal(err)
 	}
 	if rs := run(search.Query{Tenant: "demo", CallID: "c2"}); len(rs) != 1 || rs[0].Status != search.StatusFailed ||
@@ -195,20 +230,41 @@ func TestProjectAndSearch(t *testing.T) {
 	}
 }
 
+// TestProjectorMissingKey: a call whose data key is not in the registry
+// (the registry says so after reading to its end) is projected, findable
+// by time, with its identities unreadable; it does not stop the projection.
 func TestProjectorMissingKey(t *testing.T) {
 	conn, db := openDB(t)
 	km, _ := keys.OpenKeyring(filepath.Join(t.TempDir(), "keyring.json"))
-	recs := callRecords(t, km, "demo", "c1", "x", "1", "2", time.Now(), time.Second)
-	err := search.NewProjector(conn, db, km).Apply(context.Background(), []*kgo.Record{recs[0]}) // no key record
-	if !errors.Is(err, search.ErrKeyMissing) {
-		t.Fatalf("got %v, want ErrKeyMissing", err)
+	t0 := time.Date(2016, 11, 26, 10, 0, 0, 0, time.UTC)
+	recs := callRecords(t, km, "demo", "c1", "x", "1", "2", t0, time.Second)
+	other := callRecords(t, km, "demo", "c2", "y", "1", "3", t0.Add(time.Minute), time.Second)
+	p := search.NewProjector(conn, db, km, keysOf(t, other)) // c1's key is not there
+	rs := applyAndSearch(t, p, conn, db, append([]*kgo.Record{recs[0], recs[2]}, other...))
+	if p.Unreadable != 1 || len(rs) != 2 || rs[0].SIPCallID != search.UnreadableIdentity || rs[0].EndReason != "END_REASON_BYE" || rs[1].SIPCallID != "y" {
+		t.Fatalf("unreadable %d, results %+v", p.Unreadable, rs)
 	}
+}
+
+// flakyKeys fails to look up key id (the registry could not be read to its
+// end) until ok is set.
+type flakyKeys struct {
+	keyTable
+	id string
+	ok *bool
+}
+
+func (f flakyKeys) Get(ctx context.Context, tenant, id string) (*verbatimv1.DataKey, error) {
+	if id == f.id && !*f.ok {
+		return nil, fmt.Errorf("registry not read to its end: %w", context.DeadlineExceeded)
+	}
+	return f.keyTable.Get(ctx, tenant, id)
 }
 
 // TestProjectorAllOrNothing: rows go to ClickHouse once per poll, so a
 // poll that fails on a record inserts none of its rows, even those of the
-// records before it; the poll applied again (its key now there) inserts
-// them all, once.
+// records before it; the poll applied again (the registry readable again)
+// inserts them all, once.
 func TestProjectorAllOrNothing(t *testing.T) {
 	conn, db := openDB(t)
 	ctx := context.Background()
@@ -216,28 +272,21 @@ func TestProjectorAllOrNothing(t *testing.T) {
 	t0 := time.Date(2016, 11, 26, 10, 0, 0, 0, time.UTC)
 	good := callRecords(t, km, "demo", "c1", "x", "1", "2", t0, time.Second)
 	late := callRecords(t, km, "demo", "c2", "y", "1", "3", t0.Add(time.Minute), time.Second)
-	var key *kgo.Record
-	var poll []*kgo.Record
-	for _, r := range late {
-		if r.Topic == schemas.TopicKeys {
-			key = r // not yet in the registry
-		} else {
-			poll = append(poll, r)
-		}
-	}
-	poll = append(good, poll...)
-	p := search.NewProjector(conn, db, km)
-	if err := p.Apply(ctx, poll); !errors.Is(err, search.ErrKeyMissing) {
-		t.Fatalf("got %v, want ErrKeyMissing", err)
+	poll := append(good, late...)
+	ok := false
+	p := search.NewProjector(conn, db, km, flakyKeys{keysOf(t, poll), "dk-c2", &ok})
+	if err := p.Apply(ctx, poll); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want the registry's error", err)
 	}
 	if rs, err := search.Search(ctx, conn, db, search.Query{Tenant: "demo"}); err != nil || len(rs) != 0 {
 		t.Fatalf("after the failed poll: %d calls (%v)", len(rs), err)
 	}
-	if err := p.Apply(ctx, append(poll, key)); err != nil {
+	ok = true
+	if err := p.Apply(ctx, poll); err != nil {
 		t.Fatal(err)
 	}
-	if rs, err := search.Search(ctx, conn, db, search.Query{Tenant: "demo"}); err != nil || len(rs) != 2 || len(rs[0].Parties) != 2 {
-		t.Fatalf("after the poll again: %+v (%v)", rs, err)
+	if rs, err := search.Search(ctx, conn, db, search.Query{Tenant: "demo"}); err != nil || len(rs) != 2 || len(rs[0].Parties) != 2 || p.Unreadable != 0 {
+		t.Fatalf("after the poll again: %+v (%v), %d unreadable", rs, err, p.Unreadable)
 	}
 }
 
@@ -265,7 +314,7 @@ func TestProjectorKeyRefused(t *testing.T) {
 	t0 := time.Date(2016, 11, 26, 10, 0, 0, 0, time.UTC)
 	recs := callRecords(t, lost, "demo", "c1", "x", "1", "2", t0, time.Second)
 	recs = append(recs, callRecords(t, current, "demo", "c2", "y", "1", "3", t0.Add(time.Minute), time.Second)...)
-	p := search.NewProjector(conn, db, current)
+	p := search.NewProjector(conn, db, current, keysOf(t, recs))
 	rs := applyAndSearch(t, p, conn, db, recs)
 	if p.Unreadable != 1 || len(rs) != 2 || rs[0].SIPCallID != search.UnreadableIdentity || rs[0].EndReason != "END_REASON_BYE" ||
 		len(rs[0].Parties) != 0 || rs[1].SIPCallID != "y" {
@@ -296,7 +345,7 @@ func TestProjectorKeyReplaced(t *testing.T) {
 		}
 	}
 	recs = append(recs, callRecords(t, km, "demo", "c2", "y", "1", "3", t0.Add(time.Minute), time.Second)...)
-	p := search.NewProjector(conn, db, km)
+	p := search.NewProjector(conn, db, km, keysOf(t, recs))
 	rs := applyAndSearch(t, p, conn, db, recs)
 	if p.Unreadable != 1 || len(rs) != 2 || rs[0].SIPCallID != search.UnreadableIdentity || rs[1].SIPCallID != "y" {
 		t.Fatalf("unreadable %d, results %+v", p.Unreadable, rs)
@@ -337,7 +386,7 @@ func TestProjectMetadata(t *testing.T) {
 	}
 	recs = append(recs, md)
 	for range 2 {
-		if err := search.NewProjector(conn, db, km).Apply(ctx, recs); err != nil {
+		if err := search.NewProjector(conn, db, km, keysOf(t, recs)).Apply(ctx, recs); err != nil {
 			t.Fatal(err)
 		}
 	}

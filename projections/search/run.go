@@ -5,66 +5,132 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/internal/keyreg"
+	"github.com/verbatimrec/verbatim/internal/keys"
 	"github.com/verbatimrec/verbatim/schemas"
 )
 
-// Topics the search projection consumes.
+// Topics the search projection consumes in its group. The keys topic is
+// not one of them: data keys come from a key registry rebuilt from the
+// start of that compacted topic on every start (keyreg), never through a
+// committed group offset, which would forget every key read before a
+// restart.
 func Topics() []string {
-	return []string{schemas.TopicKeys, schemas.TopicCalls, schemas.TopicMetadata, schemas.TopicRecordings}
+	return []string{schemas.TopicCalls, schemas.TopicMetadata, schemas.TopicRecordings}
 }
 
 // RunConfig configures the projection's consumer loop.
 type RunConfig struct {
-	// Client consumes Topics() in a consumer group with auto-commit
-	// disabled. Required.
-	Client *kgo.Client
-	// Projector applies the records. Required.
-	Projector *Projector
-	// KeyWait bounds how long records wait for a data key still missing
-	// (it may be on a partition not fetched yet). Default 30 s.
-	KeyWait time.Duration
-	// IdleExit, if positive, returns nil once no record has arrived for
-	// this long after the first one (or, on empty topics, after
-	// max(IdleExit, 30 s), which also covers a slow group join): for
-	// catch-up runs and demos.
-	IdleExit time.Duration
+	// Kafka says how to reach the brokers. Required.
+	Kafka kafkaclient.Config
+	// Group is the consumer group. Default "verbatim-project-search".
+	Group string
+	// Instance is the group's static member id, stable across restarts:
+	// a projection started again after a crash gets its partitions back
+	// at once instead of after the dead member's session timeout. It must
+	// be unique in the group. Default: the host name.
+	Instance string
+	// Conn and Database are where the rows go (migrated). Required.
+	Conn     driver.Conn
+	Database string
+	// Keys unwraps data keys. Required.
+	Keys keys.Manager
+	// ExitWhenCaughtUp returns once the group has committed, on every
+	// partition of Topics(), an offset at the partition's end (listed after
+	// a poll that brought nothing): everything written before then is
+	// projected. For catch-up runs, tests and demos. Never decided by a
+	// quiet period.
+	ExitWhenCaughtUp bool
 	// Logger, default discard.
 	Logger *slog.Logger
 }
 
-// Run projects until ctx ends (or the topics stay idle for IdleExit). It
-// commits offsets only after their rows are inserted (ack, then commit), so
-// a crash replays some records, which the versioned rows absorb.
-func Run(ctx context.Context, cfg RunConfig) (projected int, err error) {
-	if cfg.Client == nil || cfg.Projector == nil {
-		return 0, errors.New("search: client and projector are required")
+func (c *RunConfig) setDefaults() {
+	if c.Group == "" {
+		c.Group = "verbatim-project-search"
 	}
-	if cfg.KeyWait <= 0 {
-		cfg.KeyWait = 30 * time.Second
+	if c.Instance == "" {
+		c.Instance, _ = os.Hostname()
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	var pending []*kgo.Record
-	var waitingSince time.Time
-	// The idle clock starts at the first record: joining the group and the
-	// first fetch can take longer than IdleExit.
-	var lastRecord time.Time
-	started := time.Now()
+}
+
+// Validate reports missing settings.
+func (c RunConfig) Validate() error {
+	var errs []error
+	if c.Conn == nil || c.Database == "" {
+		errs = append(errs, errors.New("search: a ClickHouse connection and database are required"))
+	}
+	if c.Keys == nil {
+		errs = append(errs, errors.New("search: a key manager is required"))
+	}
+	if c.Instance == "" {
+		errs = append(errs, errors.New("search: an instance name is required (no host name)"))
+	}
+	return errors.Join(c.Kafka.Validate(), errors.Join(errs...))
+}
+
+// Stats counts what a Run did.
+type Stats struct {
+	// Records is the number of records projected (transaction markers
+	// not counted).
+	Records int
+	// Unreadable counts sealed values that could not be read (see
+	// Projector.Unreadable).
+	Unreadable int
+}
+
+// Run projects until ctx ends (or, with ExitWhenCaughtUp, until the group
+// has read every partition to its end). It commits offsets only after
+// their rows are inserted (ack, then commit), so a crash replays some
+// records, which the versioned rows absorb. A record whose sealed values
+// cannot be read (its key missing, erased or refused) is projected without
+// them and counted: one call, or one tenant, never stops the others.
+func Run(ctx context.Context, cfg RunConfig) (Stats, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return Stats{}, err
+	}
+	regCl, err := kafkaclient.New(cfg.Kafka, keyreg.ConsumeOpts()...)
+	if err != nil {
+		return Stats{}, err
+	}
+	reg := keyreg.Start(regCl)
+	defer reg.Close()
+	cl, err := kafkaclient.New(cfg.Kafka, kgo.ConsumerGroup(cfg.Group), kgo.ConsumeTopics(Topics()...),
+		kgo.InstanceID(cfg.Instance), kgo.DisableAutoCommit(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// Markers are delivered (Apply skips them) and committed, so the
+		// committed offset reaches a partition's end: ExitWhenCaughtUp.
+		kgo.KeepControlRecords())
+	if err != nil {
+		return Stats{}, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	proj := NewProjector(cfg.Conn, cfg.Database, cfg.Keys, reg)
+	var st Stats
 	for {
-		pctx := ctx
-		var cancel context.CancelFunc = func() {}
-		if cfg.IdleExit > 0 {
+		pctx, cancel := ctx, context.CancelFunc(func() {})
+		if cfg.ExitWhenCaughtUp {
+			// The poll returns, empty, now and then so that the end
+			// offsets can be compared; the timeout decides nothing.
 			pctx, cancel = context.WithTimeout(ctx, time.Second)
 		}
-		fs := cfg.Client.PollRecords(pctx, 5000)
+		fs := cl.PollRecords(pctx, 5000)
 		cancel()
+		st.Unreadable = proj.Unreadable
 		if ctx.Err() != nil {
-			return projected, nil
+			return st, nil
 		}
 		var fetchErr error
 		fs.EachError(func(t string, p int32, err error) {
@@ -73,44 +139,39 @@ func Run(ctx context.Context, cfg RunConfig) (projected int, err error) {
 			}
 		})
 		if fetchErr != nil {
-			return projected, fetchErr
+			return st, fetchErr
 		}
 		recs := fs.Records()
-		if len(recs) > 0 {
-			lastRecord = time.Now()
-		} else if len(pending) == 0 && cfg.IdleExit > 0 && idle(lastRecord, started, cfg.IdleExit) {
-			return projected, nil
-		}
-		pending = append(pending, recs...)
-		if len(pending) == 0 {
-			continue
-		}
-		err := cfg.Projector.Apply(ctx, pending)
-		switch {
-		case errors.Is(err, ErrKeyMissing):
-			// Applying again is safe: keep the batch and fetch more.
-			if waitingSince.IsZero() {
-				waitingSince = time.Now()
-			}
-			if time.Since(waitingSince) > cfg.KeyWait {
-				return projected, fmt.Errorf("%w (waited %v)", err, cfg.KeyWait)
+		if len(recs) == 0 {
+			if cfg.ExitWhenCaughtUp {
+				behind, err := kafkaclient.GroupCaughtUp(ctx, adm, cfg.Group, Topics()...)
+				if err != nil {
+					if ctx.Err() != nil {
+						return st, nil
+					}
+					return st, fmt.Errorf("search: %w", err)
+				}
+				if len(behind) == 0 {
+					return st, nil
+				}
 			}
 			continue
-		case err != nil:
-			return projected, err
 		}
-		if err := cfg.Client.CommitRecords(ctx, pending...); err != nil {
-			return projected, fmt.Errorf("search: commit: %w", err)
+		if err := proj.Apply(ctx, recs); err != nil {
+			if ctx.Err() != nil {
+				return st, nil
+			}
+			return st, err
 		}
-		projected += len(pending)
-		cfg.Logger.Debug("projected", "records", len(pending))
-		pending, waitingSince = pending[:0], time.Time{}
+		if err := cl.CommitRecords(ctx, recs...); err != nil {
+			return st, fmt.Errorf("search: commit: %w", err)
+		}
+		for _, r := range recs {
+			if !r.Attrs.IsControl() {
+				st.Records++
+			}
+		}
+		st.Unreadable = proj.Unreadable
+		cfg.Logger.Debug("projected", "records", len(recs))
 	}
-}
-
-func idle(lastRecord, started time.Time, after time.Duration) bool {
-	if lastRecord.IsZero() {
-		return time.Since(started) >= max(after, 30*time.Second)
-	}
-	return time.Since(lastRecord) >= after
 }
