@@ -1,5 +1,5 @@
 # Verbatim's single binary. docker-compose.yml builds it.
-FROM golang:1.25-bookworm AS build
+FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

@@ -99,6 +99,9 @@ func TestLiveLoopbackSIPp(t *testing.T) {
 		if e.GetReason() != verbatimv1.EndReason_END_REASON_BYE {
 			t.Fatalf("ended by %v", e.GetReason())
 		}
+		if src := out.started[id].GetSource(); src != verbatimv1.CaptureSource_CAPTURE_SOURCE_LIVE_INTERFACE {
+			t.Fatalf("a live capture's call says it came from %v", src)
+		}
 		var n uint32
 		for _, b := range out.batches[id] {
 			n += b.GetPacketCount()

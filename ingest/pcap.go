@@ -207,6 +207,9 @@ type pcapIngest struct {
 	scratch rtpbatch.Shared
 	values  sync.Pool
 
+	// source is where the packets come from: a file, or a live interface.
+	source verbatimv1.CaptureSource
+
 	produceMu  sync.Mutex
 	produceErr error // first failed delivery
 }
@@ -238,7 +241,11 @@ func run(ctx context.Context, cfg Config, rd *pcapread.Reader, drops func() (uin
 		pctx = context.WithoutCancel(ctx)
 	}
 	in := &pcapIngest{cfg: cfg, ctx: pctx, calls: map[string]*call{}, byAddr: map[netip.AddrPort]*stream{}, tcp: siptcp.New(),
-		rtpOnly: rtpOnly{candidates: map[flowKey]*candidate{}, flows: map[flowKey]*stream{}, calls: map[pairKey]*rtpCall{}}}
+		rtpOnly: rtpOnly{candidates: map[flowKey]*candidate{}, flows: map[flowKey]*stream{}, calls: map[pairKey]*rtpCall{}},
+		source: verbatimv1.CaptureSource_CAPTURE_SOURCE_PCAP_FILE}
+	if live {
+		in.source = verbatimv1.CaptureSource_CAPTURE_SOURCE_LIVE_INTERFACE
+	}
 	in.tracker = sipdialog.NewTracker(func(e sipdialog.Event) { in.pending = append(in.pending, e) })
 	var last time.Time
 	progress := func() {
@@ -547,7 +554,7 @@ func (in *pcapIngest) started(e sipdialog.Event) {
 	c.conv = in.conversation(d, c.id)
 	in.calls[d.CallID] = c
 	ev := &verbatimv1.CallStarted{
-		CallId: c.id, StartedAt: timestamppb.New(d.InvitedAt), Source: verbatimv1.CaptureSource_CAPTURE_SOURCE_PCAP_FILE,
+		CallId: c.id, StartedAt: timestamppb.New(d.InvitedAt), Source: in.source,
 		DataKeyId: c.keyID, ConversationId: c.conv,
 		Signalling: in.sealMsg(c, &verbatimv1.SignallingIdentity{SipCallId: d.CallID, FromTag: d.Caller.Tag}),
 	}

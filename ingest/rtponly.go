@@ -218,7 +218,7 @@ func (r *rtpOnly) confirm(in *pcapIngest, k flowKey, pt uint8, at time.Time) *st
 	}
 	if sender == "caller" {
 		in.produce(schemas.TopicCalls, c.id, c, "started", at, &verbatimv1.CallStarted{
-			CallId: c.id, StartedAt: timestamppb.New(at), Source: verbatimv1.CaptureSource_CAPTURE_SOURCE_PCAP_FILE,
+			CallId: c.id, StartedAt: timestamppb.New(at), Source: in.source,
 			DataKeyId: c.keyID, ConversationId: c.conv, Signalling: in.sealMsg(c, &verbatimv1.SignallingIdentity{}),
 			Participants: parties, Streams: c.desc,
 		})

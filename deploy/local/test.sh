@@ -64,6 +64,11 @@ status=${PIPESTATUS[0]}
 step "schema checks"
 schemas/check.sh
 
+step "Dockerfile's Go matches go.mod"
+want=$(sed -n 's/^go \([0-9]*\.[0-9]*\).*/\1/p' go.mod)
+grep -q "^FROM golang:$want-" Dockerfile || { echo "Dockerfile does not build with Go $want, which go.mod asks for" >&2; exit 1; }
+echo "Go $want in both"
+
 step "docker-compose.yml"
 # The compose file takes credentials from the environment; use the stack's.
 VERBATIM_MINIO_USER=$VERBATIM_S3_ACCESS_KEY VERBATIM_MINIO_PASSWORD=$VERBATIM_S3_SECRET_KEY \
