@@ -538,9 +538,25 @@ func (p *processor) transaction(ctx context.Context, recs []*kgo.Record) error {
 		return err
 	}
 	var recorded, failed uint64
+	// Every record of the transaction must be accepted before the commit:
+	// a record the broker refuses (MESSAGE_TOO_LARGE, say) would otherwise
+	// be lost while the transaction commits the offsets of the media that
+	// made it, and the call would be announced nowhere.
+	var refusedMu sync.Mutex
+	var refused error
 	for _, o := range out {
 		for _, r := range o.recs {
-			p.sess.Produce(ctx, r, nil) // End flushes; a failed record aborts
+			p.sess.Produce(ctx, r, func(r *kgo.Record, err error) {
+				if err == nil {
+					return
+				}
+				refusedMu.Lock() // promises run on the client's goroutines
+				if refused == nil {
+					refused = fmt.Errorf("%s for call %s to %s (%d bytes): %w",
+						schemas.HeaderValue(r.Headers, schemas.HeaderType), r.Key, r.Topic, len(r.Value), err)
+				}
+				refusedMu.Unlock()
+			})
 		}
 		switch {
 		case o.failed:
@@ -548,6 +564,18 @@ func (p *processor) transaction(ctx context.Context, recs []*kgo.Record) error {
 		case len(o.recs) > 0:
 			recorded++
 		}
+	}
+	if err := p.sess.Client().Flush(ctx); err != nil {
+		return fmt.Errorf("processors: flush: %w", err)
+	}
+	refusedMu.Lock()
+	err = refused
+	refusedMu.Unlock()
+	if err != nil {
+		if _, aerr := p.sess.End(ctx, kgo.TryAbort); aerr != nil {
+			err = errors.Join(err, aerr)
+		}
+		return errors.Join(fmt.Errorf("processors: a record was refused, so the transaction is aborted and nothing of it committed: %w", err), p.rollback())
 	}
 	restart := map[int32]int64{}
 	for n, calls := range p.open {

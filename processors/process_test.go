@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -16,8 +17,11 @@ import (
 	"time"
 
 	"github.com/pion/rtp"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/verbatimrec/verbatim/ingest"
@@ -50,6 +54,8 @@ type pipeline struct {
 	producer func(ingest.Producer) ingest.Producer
 	// failures holds the RecordingFailed events recordings() read.
 	failures []*verbatimv1.RecordingFailed
+	// cluster is the kfake cluster of kfakePipeline, for injecting faults.
+	cluster *kfake.Cluster
 }
 
 func (p *pipeline) kafka() kafkaclient.Config { return kafkaclient.Config{Brokers: p.brokers} }
@@ -106,6 +112,16 @@ func (p *pipeline) process(stop func(processors.Stats) bool) processors.Stats {
 		p.t.Fatalf("process: %v (stats %+v)", err, st)
 	}
 	return st
+}
+
+// processErr runs the processor until the media topic is read to its end,
+// and returns its error.
+func (p *pipeline) processErr() (processors.Stats, error) {
+	p.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	return processors.Run(ctx, processors.Config{Kafka: p.kafka(), Group: p.group, Instance: p.group + "-1", Keys: p.km, Store: p.store,
+		Tenants: []string{p.tenant}, SpoolDir: p.t.TempDir(), ExitWhenCaughtUp: true, MaxPollRecords: 3})
 }
 
 type stored struct {
@@ -238,7 +254,7 @@ func kfakePipeline(t *testing.T) *pipeline {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &pipeline{t: t, brokers: cluster.ListenAddrs(), km: kr, store: store, tenant: "demo", group: "verbatim-process"}
+	return &pipeline{t: t, brokers: cluster.ListenAddrs(), km: kr, store: store, tenant: "demo", group: "verbatim-process", cluster: cluster}
 }
 
 // The MANIFEST's digests of the two one-way streams of the G.711 capture,
@@ -859,4 +875,73 @@ func TestProcessCaptureIngestedTwice(t *testing.T) {
 		last[call] = rs[len(rs)-1:]
 	}
 	checkG711(t, last)
+}
+
+// TestProcessRefusedRecordAborts: a RecordingStored the broker refuses
+// (MESSAGE_TOO_LARGE) is not lost while the transaction commits: the
+// transaction aborts, the processor stops with the broker's reason, and a
+// run after the fault records every call.
+func TestProcessRefusedRecordAborts(t *testing.T) {
+	p := kfakePipeline(t)
+	p.ingest("pcap/wireshark_sip-rtp-g711.pcap")
+	recordingsID := p.topicID(schemas.TopicRecordings) // produce v13 names topics by id
+	var refuse atomic.Bool
+	refuse.Store(true)
+	p.cluster.ControlKey(int16(kmsg.Produce), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		p.cluster.KeepControl()
+		req := kreq.(*kmsg.ProduceRequest)
+		if !refuse.Load() {
+			return nil, nil, false
+		}
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		hit := false
+		for _, rt := range req.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition = rp.Partition
+				if rt.Topic == schemas.TopicRecordings || rt.TopicID == recordingsID {
+					sp.ErrorCode, hit = kerr.MessageTooLarge.Code, true
+				}
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		if !hit {
+			return nil, nil, false
+		}
+		return resp, nil, true
+	})
+	st, err := p.processErr()
+	if err == nil || !errors.Is(err, kerr.MessageTooLarge) || !strings.Contains(err.Error(), "RecordingStored") {
+		t.Fatalf("a refused announcement: err %v, stats %+v", err, st)
+	}
+	if st.Recorded != 0 {
+		t.Fatalf("stats %+v: a call counted as recorded whose announcement was refused", st)
+	}
+	if recs, _ := p.recordings(); len(recs) != 0 {
+		t.Fatalf("%d recordings committed by an aborted transaction", len(recs))
+	}
+	refuse.Store(false)
+	if st := p.process(nil); st.Recorded != 2 {
+		t.Fatalf("after the fault: stats %+v, want both calls recorded", st)
+	}
+	recs, _ := p.recordings()
+	checkG711(t, recs)
+}
+
+// topicID returns topic's id, as produce requests from v13 on name it.
+func (p *pipeline) topicID(topic string) [16]byte {
+	p.t.Helper()
+	cl, err := kafkaclient.New(p.kafka())
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer cl.Close()
+	td, err := kadm.NewClient(cl).ListTopics(context.Background(), topic)
+	if err != nil || td.Error() != nil {
+		p.t.Fatalf("list %s: %v %v", topic, err, td.Error())
+	}
+	return td[topic].ID
 }
