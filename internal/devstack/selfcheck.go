@@ -68,16 +68,19 @@ func (s *Stack) SelfCheck(ctx context.Context, w io.Writer, tenant string) error
 	if err := prod.BeginTransaction(); err != nil {
 		return fmt.Errorf("selfcheck: begin transaction: %w", err)
 	}
+	var recs []*kgo.Record
 	for _, e := range events {
 		rec, err := schemas.NewRecord(e.topic, []byte(e.key), schemas.Envelope{ID: schemas.RandomID(), Tenant: tenant, CallID: callID,
 			OccurredAt: now, Producer: "verbatim-dev/selfcheck"}, e.msg)
 		if err != nil {
 			return err
 		}
-		prod.Produce(ctx, rec, nil)
+		recs = append(recs, rec)
 	}
-	if err := prod.Flush(ctx); err != nil {
-		return fmt.Errorf("selfcheck: flush: %w", err)
+	// Every record must be accepted before the commit, or the
+	// transaction aborts.
+	if err := prod.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return errors.Join(fmt.Errorf("selfcheck: produce: %w", err), prod.EndTransaction(ctx, kgo.TryAbort))
 	}
 	if err := prod.EndTransaction(ctx, kgo.TryCommit); err != nil {
 		return fmt.Errorf("selfcheck: commit: %w", err)
