@@ -86,9 +86,24 @@ func options(cfg Config) ([]kgo.Opt, error) {
 }
 
 // EnsureTopics creates the topics that do not exist yet, with their
-// catalogued partitions and configs. Existing topics are left alone, so it
-// is safe to run at every start.
+// catalogued partitions and configs, and returns once every partition of
+// every topic is served (its leader answers a list of offsets): a topic
+// just created is not served by its leader at once, and a producer that
+// writes to it then gets UNKNOWN_TOPIC_OR_PARTITION. Existing topics are
+// left alone, so it is safe to run at every start.
 func EnsureTopics(ctx context.Context, cl *kgo.Client, topics []schemas.Topic, replicationFactor int16) error {
+	if err := createTopics(ctx, cl, topics, replicationFactor); err != nil {
+		return err
+	}
+	names := make([]string, len(topics))
+	for i, t := range topics {
+		names[i] = t.Name
+	}
+	_, _, err := Bounds(ctx, kadm.NewClient(cl), names...)
+	return err
+}
+
+func createTopics(ctx context.Context, cl *kgo.Client, topics []schemas.Topic, replicationFactor int16) error {
 	adm := kadm.NewClient(cl)
 	var errs []error
 	for _, t := range topics {
