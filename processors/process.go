@@ -999,7 +999,7 @@ func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer
 			return outcome{}, err
 		}
 	}
-	ev, recKey, err := rec.finish(ctx, p.cfg.Keys, p.cfg.Store, recordingID, objectKey)
+	ev, recKey, err := rec.finish(ctx, p.cfg.Keys, p.cfg.Store, recordingID, objectKey, end)
 	if err != nil {
 		return outcome{}, err
 	}

@@ -297,6 +297,9 @@ func checkG711(t *testing.T, recs map[string][]stored) {
 		if c.GetPacketsCaptured() != c.GetPacketsInRecording() || len(c.GetGaps()) != 0 || c.GetBatchesSent() == 0 || c.GetBatchesSent() != c.GetBatchesReceived() {
 			t.Errorf("call %s: completeness %v", call, c)
 		}
+		if cs := schemas.Summarize(ev.GetLedgers()); cs.Status != schemas.StatusComplete || cs.AudioRecorded != c.GetPacketsCaptured() {
+			t.Errorf("call %s: %s, ledgers %v", call, cs, ev.GetLedgers())
+		}
 		left, right := channels(t, wav)
 		audio, silent := left, right
 		if isSilent(left) {
@@ -944,4 +947,49 @@ func (p *pipeline) topicID(topic string) [16]byte {
 		p.t.Fatalf("list %s: %v %v", topic, err, td.Error())
 	}
 	return td[topic].ID
+}
+
+// understate rewrites every MediaEnded so that ingest appears to have
+// captured n fewer packets per stream than it batched.
+type understate struct {
+	ingest.Producer
+	n uint64
+}
+
+func (u understate) Produce(ctx context.Context, r *kgo.Record, promise func(*kgo.Record, error)) {
+	if string(schemas.HeaderValue(r.Headers, schemas.HeaderType)) == "verbatim.v1.MediaEnded" {
+		var me verbatimv1.MediaEnded
+		if err := proto.Unmarshal(r.Value, &me); err == nil {
+			for _, m := range me.GetMedia() {
+				m.Packets -= min(m.GetPackets(), u.n)
+			}
+			r.Value, _ = proto.Marshal(&me)
+		}
+	}
+	u.Producer.Produce(ctx, r, promise)
+}
+
+// TestProcessLedgerMustBalance: a recording whose ledger does not add up
+// (here ingest's counts understated on purpose: the processor received
+// more packets than ingest says it captured) is not announced: the call
+// is failed with the reason, nothing is stored but its raw media, and the
+// next call is recorded.
+func TestProcessLedgerMustBalance(t *testing.T) {
+	p := kfakePipeline(t)
+	p.producer = func(pr ingest.Producer) ingest.Producer { return understate{pr, 5} }
+	p.ingest("pcap/sipp_g711a.pcap")
+	p.producer = nil
+	p.ingest("pcap/wireshark_sip-rtp-g729a.pcap")
+	st := p.process(nil)
+	if st.Failed != 1 || st.Recorded != 1 {
+		t.Fatalf("stats %+v: want 1 failed, 1 recorded", st)
+	}
+	recs, _ := p.recordings()
+	if len(recs) != 1 || len(p.failures) != 1 {
+		t.Fatalf("%d recordings, %d failures", len(recs), len(p.failures))
+	}
+	if f := p.failures[0]; !strings.Contains(f.GetReason(), "does not balance") || !strings.Contains(f.GetReason(), "236 accounted for") ||
+		f.GetRawSize() == 0 {
+		t.Fatalf("failure %v", f)
+	}
 }

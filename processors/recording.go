@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -57,6 +58,7 @@ type streamRec struct {
 	track      *assemble.Track
 	started    bool
 	notDecoded string // why not, for a stream kept raw only
+	encrypted  bool   // kept raw because its keys were not captured
 	packets    uint64 // captured, for a stream kept raw only
 	eventPT    int    // telephone-event payload type, -1 if none declared
 	dtmf       dtmfTrack
@@ -296,6 +298,7 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		return nil
 	}
 	if s.track == nil && strings.Contains(s.meta.GetTransport(), "SAVP") && !s.meta.GetDecodable() {
+		s.encrypted = true
 		s.notDecoded = "SRTP whose keys were not captured (DTLS-SRTP, or SDES over TLS): the encrypted packets are in the raw media object"
 		if strings.HasPrefix(s.meta.GetTransport(), "ZRTP") {
 			s.notDecoded = "ZRTP: the SRTP keys were agreed inside the media and cannot be captured; the encrypted packets are in the raw media object"
@@ -343,11 +346,12 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		ch := s.channel
 		cfg := assemble.Config{StreamID: s.meta.GetStreamId(), SSRC: pb.GetSsrc(), Decoders: decs,
 			SamplesPerTick: r.rate / narrowband, // every codec decoded has an 8 kHz RTP clock
-			Out:            func(samples []int16) { r.fail(r.mixer.Write(ch, samples)) }}
-		if cn := cnPayloadTypes(s.meta); len(cn) > 0 && !r.opts.silentCN {
+			Out:            func(samples []int16) { r.fail(r.mixer.Write(ch, samples)) },
+			IsEvent:        func(pt uint8, n int) bool { return r.isEvent(s, pt, n) },
+			CNPayloadTypes: cnPayloadTypes(s.meta)}
+		if len(cfg.CNPayloadTypes) > 0 && !r.opts.silentCN {
 			// Seeded by stream and source: the same media always gives
 			// the same recording.
-			cfg.CNPayloadTypes = cn
 			cfg.ComfortNoise = cng.New(uint64(crc32.ChecksumIEEE([]byte(s.meta.GetStreamId())))<<32 | uint64(pb.GetSsrc()))
 		}
 		if r.opts.pci {
@@ -479,30 +483,66 @@ func (r *callRecording) writePCM(p []byte) (int, error) {
 // finish closes the tracks and the mixer, then writes header and PCM,
 // sealed under a fresh recording key, as one object, and returns the event
 // announcing it. The spool is removed.
-func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objstore.Store, recordingID, objectKey string) (*verbatimv1.RecordingStored, *keys.DataKey, error) {
+func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objstore.Store, recordingID, objectKey string, end *verbatimv1.MediaEnded) (*verbatimv1.RecordingStored, *keys.DataKey, error) {
 	defer os.Remove(r.spool.Name())
 	defer r.spool.Close()
 	var report []*verbatimv1.StreamCompleteness
+	var ledgers []*verbatimv1.StreamLedger
 	for _, s := range r.streams {
+		l := &verbatimv1.StreamLedger{StreamId: s.meta.GetStreamId()}
+		ledgers = append(ledgers, l)
 		report = append(report, s.reports...)
-		if s.ogg != nil {
-			report = append(report, &verbatimv1.StreamCompleteness{StreamId: s.meta.GetStreamId(), PacketsCaptured: s.ogg.captured,
-				PacketsInRecording: s.ogg.written, Late: s.ogg.late,
+		var segments []*verbatimv1.StreamCompleteness
+		switch {
+		case s.ogg != nil:
+			o := s.ogg
+			report = append(report, &verbatimv1.StreamCompleteness{StreamId: s.meta.GetStreamId(), PacketsCaptured: o.captured,
+				PacketsInRecording: o.written, Late: o.late,
 				NotDecoded: "Opus: kept as Ogg Opus in its own object (stream_objects), not transcoded into the WAV"})
-			continue
-		}
-		if s.track != nil {
-			report = append(report, s.track.Close())
-		} else {
+			// Its audio is in the Ogg object, not in the recording.
+			l.Captured, l.NotDecodable, l.Late = o.captured, o.written, o.late
+			l.Detail = "Opus is kept as Ogg Opus in its own object (stream_objects), not decoded into the recording"
+		case s.track != nil:
+			segments = append(slices.Clone(s.reports), s.track.Close())
+			report = append(report, segments[len(segments)-1])
+			if pts := s.track.Undecoded(); len(pts) > 0 {
+				l.Detail = undecodedDetail(s.meta, pts)
+			}
+		default:
+			segments = s.reports
 			report = append(report, &verbatimv1.StreamCompleteness{StreamId: s.meta.GetStreamId(),
 				PacketsCaptured: s.packets, NotDecoded: s.notDecoded})
+			l.Captured, l.Detail = s.packets, s.notDecoded
+			if s.encrypted {
+				l.EncryptedNoKeys = s.packets
+			} else {
+				l.NotDecodable = s.packets
+			}
+		}
+		for _, sc := range segments {
+			l.Captured += sc.GetPacketsCaptured()
+			l.Recorded += sc.GetPacketsInRecording()
+			l.Events += sc.GetEvents()
+			l.ComfortNoise += sc.GetComfortNoise()
+			l.Duplicate += sc.GetDuplicates()
+			l.Late += sc.GetLate()
+			l.NotDecodable += sc.GetNotDecodable()
+			for _, g := range sc.GetGaps() {
+				l.NeverCaptured += g.GetLast() - g.GetFirst() + 1
+			}
 		}
 	}
 	slices.SortStableFunc(report, func(a, b *verbatimv1.StreamCompleteness) int {
 		return strings.Compare(a.GetStreamId(), b.GetStreamId())
 	})
+	slices.SortFunc(ledgers, func(a, b *verbatimv1.StreamLedger) int { return strings.Compare(a.GetStreamId(), b.GetStreamId()) })
 	if r.err != nil {
 		return nil, nil, r.err
+	}
+	// Nothing is stored, and nothing announced, for a ledger that does not
+	// balance: the call fails with the reason and its raw media is kept.
+	if err := settle(ledgers, end); err != nil {
+		return nil, nil, permanent{err}
 	}
 	frames, err := r.mixer.Close()
 	if err != nil {
@@ -548,6 +588,7 @@ func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objst
 		StoredAt:      timestamppb.Now(),
 		Completeness:  report,
 		StreamObjects: objects,
+		Ledgers:       ledgers,
 	}
 	return ev, &dk, nil
 }
@@ -629,3 +670,52 @@ func recordingAAD(tenant, objectKey string) []byte {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// undecodedDetail says why audio packets of payload types pts had no
+// decoder: what the stream's SDP names them, if anything.
+func undecodedDetail(s *verbatimv1.Stream, pts []uint8) string {
+	var parts []string
+	for _, pt := range pts {
+		name := ""
+		for _, c := range s.GetCodecs() {
+			if c.GetPayloadType() == uint32(pt) {
+				name = c.GetName()
+			}
+		}
+		if name == "" {
+			parts = append(parts, fmt.Sprintf("payload type %d is named by no SDP of the call and no static assignment this build decodes", pt))
+		} else {
+			parts = append(parts, fmt.Sprintf("payload type %d (%s) has no decoder in this build", pt, name))
+		}
+	}
+	return strings.Join(parts, "; ") + "; the packets are in the raw media object"
+}
+
+// settle completes each ledger with what ingest says it captured for the
+// stream (MediaEnded: packets batched, SRTP packets dropped, capture
+// damage) and checks that its lines add up. Before, a ledger's Captured
+// is what the processor received; packets ingest batched that never came
+// are lost in transit.
+func settle(ledgers []*verbatimv1.StreamLedger, end *verbatimv1.MediaEnded) error {
+	sent := map[string]*verbatimv1.StreamMedia{}
+	for _, m := range end.GetMedia() {
+		sent[m.GetStreamId()] = m
+	}
+	var errs []error
+	for _, l := range ledgers {
+		l.CaptureDamaged = end.GetCaptureDamaged()
+		if m, ok := sent[l.GetStreamId()]; ok {
+			received := l.GetCaptured()
+			if m.GetPackets() > received {
+				l.LostInTransit = m.GetPackets() - received
+			}
+			l.SrtpAuthFailed, l.SrtpReplayed = m.GetSrtpAuthFailures(), m.GetSrtpReplayed()
+			// Received more than ingest sent: the check below fails.
+			l.Captured = m.GetPackets() + l.SrtpAuthFailed + l.SrtpReplayed
+		}
+		if err := schemas.CheckLedger(l); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

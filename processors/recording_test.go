@@ -83,7 +83,7 @@ func TestCallRecording(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ev, dk, err := rec.finish(ctx, kr, store, "rec-1", "demo/2016/11/24/call-1/rec-1")
+	ev, dk, err := rec.finish(ctx, kr, store, "rec-1", "demo/2016/11/24/call-1/rec-1", &verbatimv1.MediaEnded{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,6 +98,12 @@ func TestCallRecording(t *testing.T) {
 	}
 	if caller.GetPacketsInRecording() != 99 || len(caller.GetGaps()) != 1 || caller.GetGaps()[0].GetFirst() != 10 {
 		t.Fatalf("caller completeness %v", caller)
+	}
+	// The ledger: the caller's lost packet is known missing though never
+	// captured, so the recording is partial, not complete.
+	if c := schemas.Summarize(ev.GetLedgers()); c.Status != schemas.StatusPartial || c.AudioRecorded != 149 || c.AudioExpected != 150 ||
+		c.Missing["never_captured"] != 1 {
+		t.Fatalf("completeness %+v (%s), ledgers %v", c, c, ev.GetLedgers())
 	}
 
 	// Read the object back: hashes match the event, and it opens to a WAV
@@ -283,7 +289,7 @@ func (f *recFixture) record(streams []*verbatimv1.Stream, opts recordOptions, ba
 			f.t.Fatal(err)
 		}
 	}
-	ev, dk, err := rec.finish(ctx, f.kr, f.store, "rec-1", "demo/2016/11/24/call-1/rec-1")
+	ev, dk, err := rec.finish(ctx, f.kr, f.store, "rec-1", "demo/2016/11/24/call-1/rec-1", &verbatimv1.MediaEnded{})
 	if err != nil {
 		f.t.Fatal(err)
 	}

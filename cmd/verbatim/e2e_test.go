@@ -21,6 +21,7 @@ import (
 
 	"github.com/verbatimrec/verbatim/internal/stacktest"
 	"github.com/verbatimrec/verbatim/projections/search"
+	"github.com/verbatimrec/verbatim/schemas"
 )
 
 // TestIngestProjectSearch is the user journey so far: captures in, calls
@@ -83,7 +84,7 @@ func TestIngestProjectSearch(t *testing.T) {
 	for _, r := range find() {
 		switch {
 		case r.SIPCallID == "1-1966@10.0.2.20" || r.SIPCallID == "1-1968@10.0.2.20":
-			if r.Status != search.StatusRecorded || r.Recording.PacketsMissing != 0 || r.Recording.PacketsInRecording < 414 {
+			if c := r.Recording.Completeness; r.Status != search.StatusRecorded || c == nil || c.Status != schemas.StatusComplete || c.AudioRecorded < 414 {
 				t.Errorf("%s: %s %+v", r.SIPCallID, r.Status, r.Recording)
 			}
 		case r.EndReason == "END_REASON_REJECTED":

@@ -124,8 +124,8 @@ func TestProcessKilled(t *testing.T) {
 		t.Fatalf("%d calls found, want 2", len(rs))
 	}
 	for _, r := range rs {
-		if r.Status != search.StatusRecorded || r.Recording.PacketsMissing != 0 || r.Recording.BatchesLost != 0 ||
-			(r.Recording.PacketsInRecording != 425 && r.Recording.PacketsInRecording != 414) {
+		if c := r.Recording.Completeness; r.Status != search.StatusRecorded || c == nil || c.Status != schemas.StatusComplete ||
+			(c.AudioRecorded != 425 && c.AudioRecorded != 414) {
 			t.Fatalf("%s: %s %+v", r.SIPCallID, r.Status, r.Recording)
 		}
 		wavPath := filepath.Join(t.TempDir(), "call.wav")

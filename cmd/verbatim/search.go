@@ -140,7 +140,10 @@ func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 // recordingSummary says in a few words whether a call was recorded and how
-// completely: "complete, 425 packets", "3 of 425 packets missing", "MISSING".
+// completely, from the recording's ledgers: "complete, 425 audio packets",
+// "partial: 0 of 246 audio packets recorded (246 not decodable)",
+// "MISSING". A recording without ledgers (stored by an earlier version) is
+// never called complete: nothing proved it.
 func recordingSummary(r search.Result) string {
 	rec := r.Recording
 	if rec == nil {
@@ -149,21 +152,8 @@ func recordingSummary(r search.Result) string {
 	if rec.Failure != "" {
 		return "FAILED: " + rec.Failure
 	}
-	var issues []string
-	if rec.PacketsMissing > 0 {
-		issues = append(issues, fmt.Sprintf("%d of %d packets missing", rec.PacketsMissing, rec.PacketsMissing+rec.PacketsInRecording))
+	if rec.Completeness == nil {
+		return fmt.Sprintf("unverified: stored before ledgers (%d of %d packets in the recording)", rec.PacketsInRecording, rec.PacketsCaptured)
 	}
-	if rec.BatchesLost > 0 {
-		issues = append(issues, fmt.Sprintf("%d batches lost", rec.BatchesLost))
-	}
-	if rec.StreamsNotDecoded > 0 {
-		issues = append(issues, fmt.Sprintf("%d streams not decoded (kept raw)", rec.StreamsNotDecoded))
-	}
-	if rec.Late > 0 {
-		issues = append(issues, fmt.Sprintf("%d late packets dropped", rec.Late))
-	}
-	if len(issues) == 0 {
-		return fmt.Sprintf("complete, %d packets", rec.PacketsInRecording)
-	}
-	return strings.Join(issues, ", ")
+	return rec.Completeness.String()
 }

@@ -328,6 +328,14 @@ func (p *Projector) insertRecording(ctx context.Context, tenant string, ev *verb
 	if err != nil {
 		return err
 	}
+	ledgers, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(&verbatimv1.RecordingStored{Ledgers: ev.GetLedgers()})
+	if err != nil {
+		return err
+	}
+	status := ""
+	if len(ev.GetLedgers()) > 0 {
+		status = schemas.Summarize(ev.GetLedgers()).Status
+	}
 	var objects []byte
 	if len(ev.GetStreamObjects()) > 0 {
 		if objects, err = protojson.Marshal(&verbatimv1.RecordingStored{StreamObjects: ev.GetStreamObjects()}); err != nil {
@@ -336,7 +344,7 @@ func (p *Projector) insertRecording(ctx context.Context, tenant string, ev *verb
 	}
 	b, err := p.batch(ctx, "INSERT INTO `"+p.db+"`.recordings (tenant, call_id, recording_id, object_key, format, duration_ms, channels, "+
 		"plaintext_sha256, ciphertext_sha256, key_id, stored_at, version, end_reason, raw_object_key, ciphertext_size, "+
-		"packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, completeness, streams_not_decoded, stream_objects)")
+		"packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, completeness, streams_not_decoded, stream_objects, ledgers, status)")
 	if err != nil {
 		return err
 	}
@@ -344,7 +352,7 @@ func (p *Projector) insertRecording(ctx context.Context, tenant string, ev *verb
 		uint64(ev.GetDuration().AsDuration().Milliseconds()), uint8(ev.GetChannels()),
 		hex.EncodeToString(ev.GetPlaintextSha256()), hex.EncodeToString(ev.GetCiphertextSha256()), ev.GetKey().GetKeyId(),
 		ev.GetStoredAt().AsTime(), version, ev.GetEndReason().String(), ev.GetRawObjectKey(), ev.GetCiphertextSize(),
-		captured, inRec, missing, dups, late, lost, string(report), notDecoded, string(objects)); err != nil {
+		captured, inRec, missing, dups, late, lost, string(report), notDecoded, string(objects), string(ledgers), status); err != nil {
 		return err
 	}
 	return nil // sent with the rest of the poll, by Apply

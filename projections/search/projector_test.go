@@ -1,7 +1,9 @@
 package search_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -150,6 +152,10 @@ func TestProjectAndSearch(t *testing.T) {
 			Completeness: []*verbatimv1.StreamCompleteness{
 				{StreamId: "caller-audio", PacketsCaptured: 421, PacketsInRecording: 421, Gaps: []*verbatimv1.SequenceGap{{First: 10, Last: 12}}, BatchesSent: 9, BatchesReceived: 9},
 				{StreamId: "callee-audio", PacketsCaptured: 424, PacketsInRecording: 424, BatchesSent: 9, BatchesReceived: 9},
+			},
+			Ledgers: []*verbatimv1.StreamLedger{
+				{StreamId: "caller-audio", Captured: 421, Recorded: 421, NeverCaptured: 3},
+				{StreamId: "callee-audio", Captured: 424, Recorded: 424},
 			}})
 	if err != nil {
 		t.Fatal(err)
@@ -183,6 +189,17 @@ func TestProjectAndSearch(t *testing.T) {
 	if r := c1.Recording; c1.Status != search.StatusRecorded || r == nil || r.RecordingID != "r1" || r.PacketsMissing != 3 ||
 		r.PacketsInRecording != 845 || r.Duration != 8480*time.Millisecond || r.PlaintextSHA256 != "01" {
 		t.Fatalf("c1 recording: %s %+v", c1.Status, r)
+	}
+	// Its completeness comes from the ledgers: 3 packets never captured
+	// make it partial, and the JSON nests it with snake_case names.
+	if c := c1.Recording.Completeness; c == nil || c.Status != "partial" || c.AudioExpected != 848 || c.AudioRecorded != 845 ||
+		c.Missing["never_captured"] != 3 || len(c1.Recording.Ledgers) != 2 || c1.Recording.Ledgers[0].NeverCaptured != 3 {
+		t.Fatalf("c1 completeness: %+v, ledgers %+v", c, c1.Recording.Ledgers)
+	}
+	if b, err := json.Marshal(c1); err != nil || !bytes.Contains(b, []byte(`"duration_seconds":8.48`)) ||
+		!bytes.Contains(b, []byte(`"completeness":{"status":"partial","audio_expected":848,"audio_recorded":845,"missing":{"never_captured":3}}`)) ||
+		!bytes.Contains(b, []byte(`"never_captured":3`)) {
+		t.Fatalf("JSON %s (%v)", b, err)
 	}
 	if c2 := all[1]; c2.Status != search.StatusMissing || c2.Recording != nil {
 		t.Fatalf("c2 ended without a recording: %s %+v", c2.Status, c2.Recording)

@@ -2,12 +2,17 @@ package search
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/verbatimrec/verbatim/schemas"
+	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
 
 // Query selects calls of one tenant. Empty fields do not filter.
@@ -30,12 +35,16 @@ type Query struct {
 
 // Party is one participant of a found call.
 type Party struct {
-	ID, Role, URI, Number, DisplayName string
+	ID          string `json:"id"`
+	Role        string `json:"role"`
+	URI         string `json:"uri,omitempty"`
+	Number      string `json:"number,omitempty"`
+	DisplayName string `json:"display_name,omitempty"`
 }
 
 // Recording statuses of a found call.
 const (
-	StatusRecorded   = "recorded"    // stored; see Recording for completeness
+	StatusRecorded   = "recorded"    // stored; see Recording.Completeness
 	StatusInProgress = "in progress" // the call has not ended
 	// StatusFailed: the media could not be made into a recording;
 	// Recording.Failure says why, and the raw media object is kept.
@@ -46,53 +55,147 @@ const (
 	StatusMissing = "MISSING"
 )
 
-// Recording is the stored recording of a found call and how complete it is.
+// Recording is the stored recording of a found call and how complete it
+// is. In JSON, names are snake_case and durations are seconds.
 type Recording struct {
-	RecordingID, ObjectKey, RawObjectKey, Format string
-	Duration                                     time.Duration
-	Channels                                     uint8
-	PlaintextSHA256, CiphertextSHA256, KeyID     string
-	CiphertextSize                               uint64
-	StoredAt                                     time.Time
-	EndReason                                    string
-	// Totals over the streams; Completeness has them per stream (JSON).
-	PacketsCaptured, PacketsInRecording, PacketsMissing, Duplicates, Late, BatchesLost uint64
-	// StreamsNotDecoded have no audio in the recording (Completeness says
-	// why); their packets are in the raw media object.
-	StreamsNotDecoded uint8
-	Completeness      string
+	RecordingID      string        `json:"recording_id"`
+	ObjectKey        string        `json:"object_key,omitempty"`
+	RawObjectKey     string        `json:"raw_object_key,omitempty"`
+	Format           string        `json:"format,omitempty"`
+	Duration         time.Duration `json:"-"` // duration_seconds
+	Channels         uint8         `json:"channels,omitempty"`
+	PlaintextSHA256  string        `json:"plaintext_sha256,omitempty"`
+	CiphertextSHA256 string        `json:"ciphertext_sha256,omitempty"`
+	KeyID            string        `json:"key_id,omitempty"`
+	CiphertextSize   uint64        `json:"ciphertext_size,omitempty"`
+	StoredAt         time.Time     `json:"stored_at"`
+	EndReason        string        `json:"end_reason,omitempty"`
+	// Completeness is derived from Ledgers (schemas.Summarize). It is nil
+	// for a recording stored before ledgers existed, whose completeness
+	// is therefore not proven, and for a failed one.
+	Completeness *schemas.Completeness `json:"completeness"`
+	// Ledgers account for every packet captured, per stream.
+	Ledgers []Ledger `json:"ledgers,omitempty"`
+	// Totals over the streams' per-source reports, for recordings stored
+	// before ledgers (not in JSON).
+	PacketsCaptured, PacketsInRecording, PacketsMissing, Duplicates, Late, BatchesLost uint64 `json:"-"`
+	// StreamsNotDecoded have no audio in the recording; their packets are
+	// in the raw media object.
+	StreamsNotDecoded uint8 `json:"streams_not_decoded,omitempty"`
 	// Failure is set when the call could not be recorded.
-	Failure string
-	// StreamObjects lists, as JSON ({"streamObjects": [...]}), the
-	// streams kept in their own codec beside the WAV (Opus as Ogg).
-	StreamObjects string `json:",omitempty"`
+	Failure string `json:"failure,omitempty"`
+	// StreamObjects lists, as protobuf JSON ({"streamObjects": [...]}),
+	// the streams kept in their own codec beside the WAV (Opus as Ogg).
+	StreamObjects string `json:"-"`
+}
+
+// Ledger is a StreamLedger (schemas/proto/verbatim/v1/recordings.proto):
+// where every packet captured for one stream went.
+type Ledger struct {
+	StreamID        string `json:"stream_id"`
+	Captured        uint64 `json:"captured"`
+	Recorded        uint64 `json:"recorded"`
+	Events          uint64 `json:"events"`
+	ComfortNoise    uint64 `json:"comfort_noise"`
+	Duplicate       uint64 `json:"duplicate"`
+	Late            uint64 `json:"late"`
+	NotDecodable    uint64 `json:"not_decodable"`
+	EncryptedNoKeys uint64 `json:"encrypted_no_keys"`
+	SRTPAuthFailed  uint64 `json:"srtp_auth_failed"`
+	SRTPReplayed    uint64 `json:"srtp_replayed"`
+	LostInTransit   uint64 `json:"lost_in_transit"`
+	NeverCaptured   uint64 `json:"never_captured"`
+	CaptureDamaged  string `json:"capture_damaged,omitempty"`
+	Detail          string `json:"detail,omitempty"`
+}
+
+func ledgerOf(l *verbatimv1.StreamLedger) Ledger {
+	return Ledger{StreamID: l.GetStreamId(), Captured: l.GetCaptured(), Recorded: l.GetRecorded(), Events: l.GetEvents(),
+		ComfortNoise: l.GetComfortNoise(), Duplicate: l.GetDuplicate(), Late: l.GetLate(), NotDecodable: l.GetNotDecodable(),
+		EncryptedNoKeys: l.GetEncryptedNoKeys(), SRTPAuthFailed: l.GetSrtpAuthFailed(), SRTPReplayed: l.GetSrtpReplayed(),
+		LostInTransit: l.GetLostInTransit(), NeverCaptured: l.GetNeverCaptured(), CaptureDamaged: l.GetCaptureDamaged(), Detail: l.GetDetail()}
+}
+
+// MarshalJSON writes the duration in seconds.
+func (r Recording) MarshalJSON() ([]byte, error) {
+	type plain Recording
+	return json.Marshal(struct {
+		plain
+		DurationSeconds float64 `json:"duration_seconds"`
+	}{plain(r), r.Duration.Seconds()})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (r *Recording) UnmarshalJSON(b []byte) error {
+	type plain Recording
+	v := struct {
+		*plain
+		DurationSeconds float64 `json:"duration_seconds"`
+	}{plain: (*plain)(r)}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	r.Duration = time.Duration(v.DurationSeconds * float64(time.Second))
+	return nil
 }
 
 // Metadata is one contact-centre metadata event of a found call.
 type Metadata struct {
-	OccurredAt                              time.Time
-	Source, AgentID, AgentName, SkillGroup  string
-	RequestedService, WrapUpCode, ANI, DNIS string
-	Variables                               map[string]string `json:",omitempty"`
+	OccurredAt       time.Time         `json:"occurred_at"`
+	Source           string            `json:"source,omitempty"`
+	AgentID          string            `json:"agent_id,omitempty"`
+	AgentName        string            `json:"agent_name,omitempty"`
+	SkillGroup       string            `json:"skill_group,omitempty"`
+	RequestedService string            `json:"requested_service,omitempty"`
+	WrapUpCode       string            `json:"wrap_up_code,omitempty"`
+	ANI              string            `json:"ani,omitempty"`
+	DNIS             string            `json:"dnis,omitempty"`
+	Variables        map[string]string `json:"variables,omitempty"`
 	// Digits keyed during the call; "*" each when masked (PCI mode).
-	Digits       string `json:",omitempty"`
-	DigitsMasked bool   `json:",omitempty"`
+	Digits       string `json:"digits,omitempty"`
+	DigitsMasked bool   `json:"digits_masked,omitempty"`
 	// Scores: QA evaluations, and RTCP call quality
 	// ("rtcp.ssrc.0x….jitter_max_ms", "….loss_fraction_max", ...).
-	Scores map[string]float64 `json:",omitempty"`
+	Scores map[string]float64 `json:"scores,omitempty"`
 }
 
-// Result is one found call.
+// Result is one found call. In JSON, names are snake_case and durations
+// are seconds.
 type Result struct {
-	CallID, SIPCallID  string
-	ConversationID     string
-	StartedAt, EndedAt time.Time
-	Duration           time.Duration
-	EndReason          string
-	Parties            []Party
-	Status             string
-	Recording          *Recording
-	Metadata           []Metadata `json:",omitempty"`
+	CallID         string        `json:"call_id"`
+	SIPCallID      string        `json:"sip_call_id"`
+	ConversationID string        `json:"conversation_id,omitempty"`
+	StartedAt      time.Time     `json:"started_at"`
+	EndedAt        time.Time     `json:"ended_at"`
+	Duration       time.Duration `json:"-"` // duration_seconds
+	EndReason      string        `json:"end_reason,omitempty"`
+	Parties        []Party       `json:"parties"`
+	Status         string        `json:"status"`
+	Recording      *Recording    `json:"recording,omitempty"`
+	Metadata       []Metadata    `json:"metadata,omitempty"`
+}
+
+// MarshalJSON writes the duration in seconds.
+func (r Result) MarshalJSON() ([]byte, error) {
+	type plain Result
+	return json.Marshal(struct {
+		plain
+		DurationSeconds float64 `json:"duration_seconds"`
+	}{plain(r), r.Duration.Seconds()})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (r *Result) UnmarshalJSON(b []byte) error {
+	type plain Result
+	v := struct {
+		*plain
+		DurationSeconds float64 `json:"duration_seconds"`
+	}{plain: (*plain)(r)}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	r.Duration = time.Duration(v.DurationSeconds * float64(time.Second))
+	return nil
 }
 
 // Search runs q against the projection in database db.
@@ -171,7 +274,7 @@ func Search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 // recording fills in r's recording, if any, and its status.
 func recording(ctx context.Context, conn driver.Conn, db, tenant string, r *Result) error {
 	rows, err := conn.Query(ctx, "SELECT recording_id, object_key, raw_object_key, format, duration_ms, channels, plaintext_sha256, ciphertext_sha256, "+
-		"key_id, ciphertext_size, stored_at, end_reason, packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, completeness, streams_not_decoded, failure, stream_objects "+
+		"key_id, ciphertext_size, stored_at, end_reason, packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, streams_not_decoded, failure, stream_objects, ledgers "+
 		"FROM `"+db+"`.recordings FINAL WHERE tenant = ? AND call_id = ? ORDER BY stored_at DESC LIMIT 1", tenant, r.CallID)
 	if err != nil {
 		return fmt.Errorf("search: %w", err)
@@ -180,13 +283,27 @@ func recording(ctx context.Context, conn driver.Conn, db, tenant string, r *Resu
 	if rows.Next() {
 		var rec Recording
 		var ms uint64
+		var ledgers string
 		if err := rows.Scan(&rec.RecordingID, &rec.ObjectKey, &rec.RawObjectKey, &rec.Format, &ms, &rec.Channels, &rec.PlaintextSHA256,
 			&rec.CiphertextSHA256, &rec.KeyID, &rec.CiphertextSize, &rec.StoredAt, &rec.EndReason, &rec.PacketsCaptured,
-			&rec.PacketsInRecording, &rec.PacketsMissing, &rec.Duplicates, &rec.Late, &rec.BatchesLost, &rec.Completeness,
-			&rec.StreamsNotDecoded, &rec.Failure, &rec.StreamObjects); err != nil {
+			&rec.PacketsInRecording, &rec.PacketsMissing, &rec.Duplicates, &rec.Late, &rec.BatchesLost,
+			&rec.StreamsNotDecoded, &rec.Failure, &rec.StreamObjects, &ledgers); err != nil {
 			return fmt.Errorf("search: %w", err)
 		}
 		rec.Duration = time.Duration(ms) * time.Millisecond
+		if ledgers != "" && rec.Failure == "" {
+			var ev verbatimv1.RecordingStored
+			if err := protojson.Unmarshal([]byte(ledgers), &ev); err != nil {
+				return fmt.Errorf("search: recording %s: ledgers: %w", rec.RecordingID, err)
+			}
+			if len(ev.GetLedgers()) > 0 {
+				c := schemas.Summarize(ev.GetLedgers())
+				rec.Completeness = &c
+				for _, l := range ev.GetLedgers() {
+					rec.Ledgers = append(rec.Ledgers, ledgerOf(l))
+				}
+			}
+		}
 		r.Recording, r.Status = &rec, StatusRecorded
 		if rec.Failure != "" {
 			r.Status = StatusFailed

@@ -158,6 +158,9 @@ var migrations = []string{
 	"ALTER TABLE {db}.recordings ADD COLUMN stream_objects String",
 	// Transfers: the conversation a call belongs to.
 	"ALTER TABLE {db}.calls ADD COLUMN conversation_id String",
+	// The ledgers (RecordingStored.ledgers, JSON with proto field names)
+	// and the status schemas.Summarize derives from them.
+	"ALTER TABLE {db}.recordings ADD COLUMN ledgers String, ADD COLUMN status String",
 }
 
 // Migrate creates the database and applies pending migrations. It is safe

@@ -171,9 +171,13 @@ type MediaEnded struct {
 	// The streams as last negotiated (roles, codecs).
 	Streams []*Stream `protobuf:"bytes,5,rep,name=streams,proto3" json:"streams,omitempty"`
 	// What ingest sent per stream, so lost batches are detected.
-	Media         []*StreamMedia `protobuf:"bytes,6,rep,name=media,proto3" json:"media,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Media []*StreamMedia `protobuf:"bytes,6,rep,name=media,proto3" json:"media,omitempty"`
+	// What the capture lost while the call was open, empty if nothing: a
+	// damaged or truncated capture file ("capture ended early at frame 421:
+	// ..."). The streams may then miss packets no counter saw.
+	CaptureDamaged string `protobuf:"bytes,7,opt,name=capture_damaged,json=captureDamaged,proto3" json:"capture_damaged,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *MediaEnded) Reset() {
@@ -246,6 +250,13 @@ func (x *MediaEnded) GetMedia() []*StreamMedia {
 		return x.Media
 	}
 	return nil
+}
+
+func (x *MediaEnded) GetCaptureDamaged() string {
+	if x != nil {
+		return x.CaptureDamaged
+	}
+	return ""
 }
 
 // StreamMedia counts what ingest produced for one stream.
@@ -356,7 +367,7 @@ const file_verbatim_v1_media_proto_rawDesc = "" +
 	"\x17first_arrival_unix_nano\x18\t \x01(\x03R\x14firstArrivalUnixNano\x120\n" +
 	"\x12arrival_offsets_us\x18\n" +
 	" \x03(\rB\x02\x10\x01R\x10arrivalOffsetsUs\x12-\n" +
-	"\apackets\x18\v \x01(\v2\x13.verbatim.v1.SealedR\apackets\"\xa6\x02\n" +
+	"\apackets\x18\v \x01(\v2\x13.verbatim.v1.SealedR\apackets\"\xcf\x02\n" +
 	"\n" +
 	"MediaEnded\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x129\n" +
@@ -365,7 +376,8 @@ const file_verbatim_v1_media_proto_rawDesc = "" +
 	"\bended_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12.\n" +
 	"\x06reason\x18\x04 \x01(\x0e2\x16.verbatim.v1.EndReasonR\x06reason\x12-\n" +
 	"\astreams\x18\x05 \x03(\v2\x13.verbatim.v1.StreamR\astreams\x12.\n" +
-	"\x05media\x18\x06 \x03(\v2\x18.verbatim.v1.StreamMediaR\x05media\"\xe8\x01\n" +
+	"\x05media\x18\x06 \x03(\v2\x18.verbatim.v1.StreamMediaR\x05media\x12'\n" +
+	"\x0fcapture_damaged\x18\a \x01(\tR\x0ecaptureDamaged\"\xe8\x01\n" +
 	"\vStreamMedia\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x18\n" +
 	"\abatches\x18\x02 \x01(\x04R\abatches\x12\x18\n" +

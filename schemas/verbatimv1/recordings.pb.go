@@ -110,6 +110,11 @@ type RecordingStored struct {
 	// Streams kept in their own codec rather than decoded into the WAV (Opus
 	// as Ogg Opus), each sealed like the recording, under the same key.
 	StreamObjects []*StreamObject `protobuf:"bytes,21,rep,name=stream_objects,json=streamObjects,proto3" json:"stream_objects,omitempty"`
+	// One per stream: where every packet captured for it went. The
+	// processor announces a recording only when each ledger's lines add up
+	// to its captured count; a recording is complete only when every audio
+	// packet captured is in it and none is known missing (see StreamLedger).
+	Ledgers       []*StreamLedger `protobuf:"bytes,22,rep,name=ledgers,proto3" json:"ledgers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -291,6 +296,202 @@ func (x *RecordingStored) GetStreamObjects() []*StreamObject {
 	return nil
 }
 
+func (x *RecordingStored) GetLedgers() []*StreamLedger {
+	if x != nil {
+		return x.Ledgers
+	}
+	return nil
+}
+
+// StreamLedger accounts for every RTP packet ingest captured on one stream
+// (all of its sources): each packet is in the recording or counted under
+// exactly one named line, so that
+//
+//	captured = recorded + events + comfort_noise + duplicate + late
+//	         + not_decodable + encrypted_no_keys + srtp_auth_failed
+//	         + srtp_replayed + lost_in_transit
+//
+// holds; the processor refuses to announce a recording whose ledger does
+// not (RecordingFailed instead). The stream is complete when no line after
+// duplicate is above zero, never_captured is 0, capture_damaged is empty
+// and, if any audio was captured, some of it is recorded.
+type StreamLedger struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	StreamId string                 `protobuf:"bytes,1,opt,name=stream_id,json=streamId,proto3" json:"stream_id,omitempty"`
+	// RTP packets ingest captured for the stream: the ones it batched, and
+	// the ones it dropped (SRTP authentication failed, replayed).
+	Captured uint64 `protobuf:"varint,2,opt,name=captured,proto3" json:"captured,omitempty"`
+	// Audio packets whose samples are in the recording.
+	Recorded uint64 `protobuf:"varint,3,opt,name=recorded,proto3" json:"recorded,omitempty"`
+	// Not audio, each in a line of its own: RFC 4733 telephone-events (their
+	// digits are metadata) and RFC 3389 comfort noise (played as the noise it
+	// describes, or as silence).
+	Events       uint64 `protobuf:"varint,4,opt,name=events,proto3" json:"events,omitempty"`
+	ComfortNoise uint64 `protobuf:"varint,5,opt,name=comfort_noise,json=comfortNoise,proto3" json:"comfort_noise,omitempty"`
+	// Copies of a packet already recorded: not a loss.
+	Duplicate uint64 `protobuf:"varint,6,opt,name=duplicate,proto3" json:"duplicate,omitempty"`
+	// Audio captured but not in the recording, by reason. late: arrived
+	// after the reorder window had passed its place.
+	Late uint64 `protobuf:"varint,7,opt,name=late,proto3" json:"late,omitempty"`
+	// Of a payload type this build cannot decode, or that no SDP and no
+	// static assignment (RFC 3551) names; detail says which.
+	NotDecodable uint64 `protobuf:"varint,8,opt,name=not_decodable,json=notDecodable,proto3" json:"not_decodable,omitempty"`
+	// SRTP or ZRTP whose keys were not captured: kept, encrypted, in the raw
+	// media object.
+	EncryptedNoKeys uint64 `protobuf:"varint,9,opt,name=encrypted_no_keys,json=encryptedNoKeys,proto3" json:"encrypted_no_keys,omitempty"`
+	// Dropped by ingest: SRTP authentication failed (forged or corrupted),
+	// and replayed.
+	SrtpAuthFailed uint64 `protobuf:"varint,10,opt,name=srtp_auth_failed,json=srtpAuthFailed,proto3" json:"srtp_auth_failed,omitempty"`
+	SrtpReplayed   uint64 `protobuf:"varint,11,opt,name=srtp_replayed,json=srtpReplayed,proto3" json:"srtp_replayed,omitempty"`
+	// In batches ingest produced that never reached the processor.
+	LostInTransit uint64 `protobuf:"varint,12,opt,name=lost_in_transit,json=lostInTransit,proto3" json:"lost_in_transit,omitempty"`
+	// Known missing though never captured: sequence numbers that never
+	// arrived (lost before the capture point).
+	NeverCaptured uint64 `protobuf:"varint,13,opt,name=never_captured,json=neverCaptured,proto3" json:"never_captured,omitempty"`
+	// What a damaged or truncated capture lost while the call was open
+	// ("capture ended early at frame 421: ..."), empty if nothing.
+	CaptureDamaged string `protobuf:"bytes,14,opt,name=capture_damaged,json=captureDamaged,proto3" json:"capture_damaged,omitempty"`
+	// Why audio is not in the recording, in words, when some is not.
+	Detail        string `protobuf:"bytes,15,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamLedger) Reset() {
+	*x = StreamLedger{}
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamLedger) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamLedger) ProtoMessage() {}
+
+func (x *StreamLedger) ProtoReflect() protoreflect.Message {
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamLedger.ProtoReflect.Descriptor instead.
+func (*StreamLedger) Descriptor() ([]byte, []int) {
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StreamLedger) GetStreamId() string {
+	if x != nil {
+		return x.StreamId
+	}
+	return ""
+}
+
+func (x *StreamLedger) GetCaptured() uint64 {
+	if x != nil {
+		return x.Captured
+	}
+	return 0
+}
+
+func (x *StreamLedger) GetRecorded() uint64 {
+	if x != nil {
+		return x.Recorded
+	}
+	return 0
+}
+
+func (x *StreamLedger) GetEvents() uint64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *StreamLedger) GetComfortNoise() uint64 {
+	if x != nil {
+		return x.ComfortNoise
+	}
+	return 0
+}
+
+func (x *StreamLedger) GetDuplicate() uint64 {
+	if x != nil {
+		return x.Duplicate
+	}
+	return 0
+}
+
+func (x *StreamLedger) GetLate() uint64 {
+	if x != nil {
+		return x.Late
+	}
+	return 0
+}
+
+func (x *StreamLedger) GetNotDecodable() uint64 {
+	if x != nil {
+		return x.NotDecodable
+	}
+	return 0
+}
+
+func (x *StreamLedger) GetEncryptedNoKeys() uint64 {
+	if x != nil {
+		return x.EncryptedNoKeys
+	}
+	return 0
+}
+
+func (x *StreamLedger) GetSrtpAuthFailed() uint64 {
+	if x != nil {
+		return x.SrtpAuthFailed
+	}
+	return 0
+}
+
+func (x *StreamLedger) GetSrtpReplayed() uint64 {
+	if x != nil {
+		return x.SrtpReplayed
+	}
+	return 0
+}
+
+func (x *StreamLedger) GetLostInTransit() uint64 {
+	if x != nil {
+		return x.LostInTransit
+	}
+	return 0
+}
+
+func (x *StreamLedger) GetNeverCaptured() uint64 {
+	if x != nil {
+		return x.NeverCaptured
+	}
+	return 0
+}
+
+func (x *StreamLedger) GetCaptureDamaged() string {
+	if x != nil {
+		return x.CaptureDamaged
+	}
+	return ""
+}
+
+func (x *StreamLedger) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
 // StreamObject is one stream stored on its own.
 type StreamObject struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -308,7 +509,7 @@ type StreamObject struct {
 
 func (x *StreamObject) Reset() {
 	*x = StreamObject{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[1]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -320,7 +521,7 @@ func (x *StreamObject) String() string {
 func (*StreamObject) ProtoMessage() {}
 
 func (x *StreamObject) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[1]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -333,7 +534,7 @@ func (x *StreamObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamObject.ProtoReflect.Descriptor instead.
 func (*StreamObject) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{1}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *StreamObject) GetStreamId() string {
@@ -407,7 +608,7 @@ type RecordingFailed struct {
 
 func (x *RecordingFailed) Reset() {
 	*x = RecordingFailed{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[2]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -419,7 +620,7 @@ func (x *RecordingFailed) String() string {
 func (*RecordingFailed) ProtoMessage() {}
 
 func (x *RecordingFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[2]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -432,7 +633,7 @@ func (x *RecordingFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordingFailed.ProtoReflect.Descriptor instead.
 func (*RecordingFailed) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{2}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RecordingFailed) GetCallId() string {
@@ -511,7 +712,7 @@ type KeyReference struct {
 
 func (x *KeyReference) Reset() {
 	*x = KeyReference{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[3]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -523,7 +724,7 @@ func (x *KeyReference) String() string {
 func (*KeyReference) ProtoMessage() {}
 
 func (x *KeyReference) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[3]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -536,7 +737,7 @@ func (x *KeyReference) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyReference.ProtoReflect.Descriptor instead.
 func (*KeyReference) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{3}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *KeyReference) GetKeyId() string {
@@ -581,13 +782,19 @@ type StreamCompleteness struct {
 	// SRTP packets ingest dropped: forged or corrupted, and replayed.
 	SrtpAuthFailures uint64 `protobuf:"varint,11,opt,name=srtp_auth_failures,json=srtpAuthFailures,proto3" json:"srtp_auth_failures,omitempty"`
 	SrtpReplayed     uint64 `protobuf:"varint,12,opt,name=srtp_replayed,json=srtpReplayed,proto3" json:"srtp_replayed,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Of packets_captured, those that are not audio: RFC 4733 events and
+	// RFC 3389 comfort noise; and audio packets of a payload type with no
+	// decoder (StreamLedger has the whole account).
+	Events        uint64 `protobuf:"varint,13,opt,name=events,proto3" json:"events,omitempty"`
+	ComfortNoise  uint64 `protobuf:"varint,14,opt,name=comfort_noise,json=comfortNoise,proto3" json:"comfort_noise,omitempty"`
+	NotDecodable  uint64 `protobuf:"varint,15,opt,name=not_decodable,json=notDecodable,proto3" json:"not_decodable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StreamCompleteness) Reset() {
 	*x = StreamCompleteness{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[4]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -599,7 +806,7 @@ func (x *StreamCompleteness) String() string {
 func (*StreamCompleteness) ProtoMessage() {}
 
 func (x *StreamCompleteness) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[4]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -612,7 +819,7 @@ func (x *StreamCompleteness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamCompleteness.ProtoReflect.Descriptor instead.
 func (*StreamCompleteness) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{4}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StreamCompleteness) GetStreamId() string {
@@ -699,6 +906,27 @@ func (x *StreamCompleteness) GetSrtpReplayed() uint64 {
 	return 0
 }
 
+func (x *StreamCompleteness) GetEvents() uint64 {
+	if x != nil {
+		return x.Events
+	}
+	return 0
+}
+
+func (x *StreamCompleteness) GetComfortNoise() uint64 {
+	if x != nil {
+		return x.ComfortNoise
+	}
+	return 0
+}
+
+func (x *StreamCompleteness) GetNotDecodable() uint64 {
+	if x != nil {
+		return x.NotDecodable
+	}
+	return 0
+}
+
 // SequenceGap is a run of missing RTP sequence numbers (extended), inclusive.
 type SequenceGap struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -710,7 +938,7 @@ type SequenceGap struct {
 
 func (x *SequenceGap) Reset() {
 	*x = SequenceGap{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[5]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -722,7 +950,7 @@ func (x *SequenceGap) String() string {
 func (*SequenceGap) ProtoMessage() {}
 
 func (x *SequenceGap) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[5]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -735,7 +963,7 @@ func (x *SequenceGap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SequenceGap.ProtoReflect.Descriptor instead.
 func (*SequenceGap) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{5}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SequenceGap) GetFirst() uint64 {
@@ -768,7 +996,7 @@ type RecordingDeleted struct {
 
 func (x *RecordingDeleted) Reset() {
 	*x = RecordingDeleted{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[6]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +1008,7 @@ func (x *RecordingDeleted) String() string {
 func (*RecordingDeleted) ProtoMessage() {}
 
 func (x *RecordingDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[6]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +1021,7 @@ func (x *RecordingDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordingDeleted.ProtoReflect.Descriptor instead.
 func (*RecordingDeleted) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{6}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RecordingDeleted) GetCallId() string {
@@ -842,7 +1070,7 @@ var File_verbatim_v1_recordings_proto protoreflect.FileDescriptor
 
 const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\n" +
-	"\x1cverbatim/v1/recordings.proto\x12\vverbatim.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17verbatim/v1/calls.proto\"\xa7\a\n" +
+	"\x1cverbatim/v1/recordings.proto\x12\vverbatim.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17verbatim/v1/calls.proto\"\xdc\a\n" +
 	"\x0fRecordingStored\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12!\n" +
 	"\frecording_id\x18\x02 \x01(\tR\vrecordingId\x12\x1d\n" +
@@ -869,7 +1097,25 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\braw_size\x18\x13 \x01(\x04R\arawSize\x12\x1d\n" +
 	"\n" +
 	"raw_sha256\x18\x14 \x01(\fR\trawSha256\x12@\n" +
-	"\x0estream_objects\x18\x15 \x03(\v2\x19.verbatim.v1.StreamObjectR\rstreamObjects\"\x8a\x02\n" +
+	"\x0estream_objects\x18\x15 \x03(\v2\x19.verbatim.v1.StreamObjectR\rstreamObjects\x123\n" +
+	"\aledgers\x18\x16 \x03(\v2\x19.verbatim.v1.StreamLedgerR\aledgers\"\x82\x04\n" +
+	"\fStreamLedger\x12\x1b\n" +
+	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x1a\n" +
+	"\bcaptured\x18\x02 \x01(\x04R\bcaptured\x12\x1a\n" +
+	"\brecorded\x18\x03 \x01(\x04R\brecorded\x12\x16\n" +
+	"\x06events\x18\x04 \x01(\x04R\x06events\x12#\n" +
+	"\rcomfort_noise\x18\x05 \x01(\x04R\fcomfortNoise\x12\x1c\n" +
+	"\tduplicate\x18\x06 \x01(\x04R\tduplicate\x12\x12\n" +
+	"\x04late\x18\a \x01(\x04R\x04late\x12#\n" +
+	"\rnot_decodable\x18\b \x01(\x04R\fnotDecodable\x12*\n" +
+	"\x11encrypted_no_keys\x18\t \x01(\x04R\x0fencryptedNoKeys\x12(\n" +
+	"\x10srtp_auth_failed\x18\n" +
+	" \x01(\x04R\x0esrtpAuthFailed\x12#\n" +
+	"\rsrtp_replayed\x18\v \x01(\x04R\fsrtpReplayed\x12&\n" +
+	"\x0flost_in_transit\x18\f \x01(\x04R\rlostInTransit\x12%\n" +
+	"\x0enever_captured\x18\r \x01(\x04R\rneverCaptured\x12'\n" +
+	"\x0fcapture_damaged\x18\x0e \x01(\tR\x0ecaptureDamaged\x12\x16\n" +
+	"\x06detail\x18\x0f \x01(\tR\x06detail\"\x8a\x02\n" +
 	"\fStreamObject\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x1d\n" +
 	"\n" +
@@ -895,7 +1141,7 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
 	"\bkek_name\x18\x02 \x01(\tR\akekName\x12\x1f\n" +
 	"\vkek_version\x18\x03 \x01(\rR\n" +
-	"kekVersion\"\xc6\x03\n" +
+	"kekVersion\"\xa8\x04\n" +
 	"\x12StreamCompleteness\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x12\n" +
 	"\x04ssrc\x18\x02 \x01(\rR\x04ssrc\x12)\n" +
@@ -912,7 +1158,10 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	" \x01(\tR\n" +
 	"notDecoded\x12,\n" +
 	"\x12srtp_auth_failures\x18\v \x01(\x04R\x10srtpAuthFailures\x12#\n" +
-	"\rsrtp_replayed\x18\f \x01(\x04R\fsrtpReplayed\"7\n" +
+	"\rsrtp_replayed\x18\f \x01(\x04R\fsrtpReplayed\x12\x16\n" +
+	"\x06events\x18\r \x01(\x04R\x06events\x12#\n" +
+	"\rcomfort_noise\x18\x0e \x01(\x04R\fcomfortNoise\x12#\n" +
+	"\rnot_decodable\x18\x0f \x01(\x04R\fnotDecodable\"7\n" +
 	"\vSequenceGap\x12\x14\n" +
 	"\x05first\x18\x01 \x01(\x04R\x05first\x12\x12\n" +
 	"\x04last\x18\x02 \x01(\x04R\x04last\"\xfc\x01\n" +
@@ -944,40 +1193,42 @@ func file_verbatim_v1_recordings_proto_rawDescGZIP() []byte {
 }
 
 var file_verbatim_v1_recordings_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_verbatim_v1_recordings_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_verbatim_v1_recordings_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_verbatim_v1_recordings_proto_goTypes = []any{
 	(DeletionReason)(0),           // 0: verbatim.v1.DeletionReason
 	(*RecordingStored)(nil),       // 1: verbatim.v1.RecordingStored
-	(*StreamObject)(nil),          // 2: verbatim.v1.StreamObject
-	(*RecordingFailed)(nil),       // 3: verbatim.v1.RecordingFailed
-	(*KeyReference)(nil),          // 4: verbatim.v1.KeyReference
-	(*StreamCompleteness)(nil),    // 5: verbatim.v1.StreamCompleteness
-	(*SequenceGap)(nil),           // 6: verbatim.v1.SequenceGap
-	(*RecordingDeleted)(nil),      // 7: verbatim.v1.RecordingDeleted
-	(*durationpb.Duration)(nil),   // 8: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(EndReason)(0),                // 10: verbatim.v1.EndReason
+	(*StreamLedger)(nil),          // 2: verbatim.v1.StreamLedger
+	(*StreamObject)(nil),          // 3: verbatim.v1.StreamObject
+	(*RecordingFailed)(nil),       // 4: verbatim.v1.RecordingFailed
+	(*KeyReference)(nil),          // 5: verbatim.v1.KeyReference
+	(*StreamCompleteness)(nil),    // 6: verbatim.v1.StreamCompleteness
+	(*SequenceGap)(nil),           // 7: verbatim.v1.SequenceGap
+	(*RecordingDeleted)(nil),      // 8: verbatim.v1.RecordingDeleted
+	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(EndReason)(0),                // 11: verbatim.v1.EndReason
 }
 var file_verbatim_v1_recordings_proto_depIdxs = []int32{
-	8,  // 0: verbatim.v1.RecordingStored.duration:type_name -> google.protobuf.Duration
-	4,  // 1: verbatim.v1.RecordingStored.key:type_name -> verbatim.v1.KeyReference
-	9,  // 2: verbatim.v1.RecordingStored.stored_at:type_name -> google.protobuf.Timestamp
-	9,  // 3: verbatim.v1.RecordingStored.retain_until:type_name -> google.protobuf.Timestamp
-	5,  // 4: verbatim.v1.RecordingStored.completeness:type_name -> verbatim.v1.StreamCompleteness
-	10, // 5: verbatim.v1.RecordingStored.end_reason:type_name -> verbatim.v1.EndReason
-	9,  // 6: verbatim.v1.RecordingStored.call_started_at:type_name -> google.protobuf.Timestamp
-	2,  // 7: verbatim.v1.RecordingStored.stream_objects:type_name -> verbatim.v1.StreamObject
-	9,  // 8: verbatim.v1.RecordingFailed.failed_at:type_name -> google.protobuf.Timestamp
-	10, // 9: verbatim.v1.RecordingFailed.end_reason:type_name -> verbatim.v1.EndReason
-	9,  // 10: verbatim.v1.RecordingFailed.call_started_at:type_name -> google.protobuf.Timestamp
-	6,  // 11: verbatim.v1.StreamCompleteness.gaps:type_name -> verbatim.v1.SequenceGap
-	0,  // 12: verbatim.v1.RecordingDeleted.reason:type_name -> verbatim.v1.DeletionReason
-	9,  // 13: verbatim.v1.RecordingDeleted.deleted_at:type_name -> google.protobuf.Timestamp
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	9,  // 0: verbatim.v1.RecordingStored.duration:type_name -> google.protobuf.Duration
+	5,  // 1: verbatim.v1.RecordingStored.key:type_name -> verbatim.v1.KeyReference
+	10, // 2: verbatim.v1.RecordingStored.stored_at:type_name -> google.protobuf.Timestamp
+	10, // 3: verbatim.v1.RecordingStored.retain_until:type_name -> google.protobuf.Timestamp
+	6,  // 4: verbatim.v1.RecordingStored.completeness:type_name -> verbatim.v1.StreamCompleteness
+	11, // 5: verbatim.v1.RecordingStored.end_reason:type_name -> verbatim.v1.EndReason
+	10, // 6: verbatim.v1.RecordingStored.call_started_at:type_name -> google.protobuf.Timestamp
+	3,  // 7: verbatim.v1.RecordingStored.stream_objects:type_name -> verbatim.v1.StreamObject
+	2,  // 8: verbatim.v1.RecordingStored.ledgers:type_name -> verbatim.v1.StreamLedger
+	10, // 9: verbatim.v1.RecordingFailed.failed_at:type_name -> google.protobuf.Timestamp
+	11, // 10: verbatim.v1.RecordingFailed.end_reason:type_name -> verbatim.v1.EndReason
+	10, // 11: verbatim.v1.RecordingFailed.call_started_at:type_name -> google.protobuf.Timestamp
+	7,  // 12: verbatim.v1.StreamCompleteness.gaps:type_name -> verbatim.v1.SequenceGap
+	0,  // 13: verbatim.v1.RecordingDeleted.reason:type_name -> verbatim.v1.DeletionReason
+	10, // 14: verbatim.v1.RecordingDeleted.deleted_at:type_name -> google.protobuf.Timestamp
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_verbatim_v1_recordings_proto_init() }
@@ -992,7 +1243,7 @@ func file_verbatim_v1_recordings_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_verbatim_v1_recordings_proto_rawDesc), len(file_verbatim_v1_recordings_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

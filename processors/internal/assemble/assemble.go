@@ -56,15 +56,31 @@ type Config struct {
 	// the listener heard it. Without it those spans are silence.
 	ComfortNoise   *cng.Generator
 	CNPayloadTypes []uint8
+	// IsEvent, if set, says whether a packet of payload type pt and n
+	// bytes of payload is an RFC 4733 telephone-event: not audio, counted
+	// as an event, never decoded.
+	IsEvent func(pt uint8, n int) bool
 }
 
 type pending struct {
 	seq     uint64
 	ts      uint32
-	dec     Decoder // nil: not audio (telephone-event, comfort noise)
+	dec     Decoder // nil: no audio to decode (see kind)
+	kind    kind
 	pt      uint8
 	payload []byte
 }
+
+// kind says what a packet is, for the completeness report: every packet
+// Add takes is counted exactly once, as an event, comfort noise, a
+// duplicate, late, recorded or not decodable.
+type kind uint8
+
+const (
+	audio kind = iota
+	event
+	comfortNoise
+)
 
 // Track assembles one stream. Not safe for concurrent use.
 type Track struct {
@@ -78,6 +94,8 @@ type Track struct {
 	silence  []int16
 	report   verbatimv1.StreamCompleteness
 	payloads [][]byte // recycled payload buffers
+	// undecoded lists the payload types of audio packets no decoder took.
+	undecoded []uint8
 }
 
 // New returns a Track.
@@ -100,8 +118,19 @@ func New(cfg Config) *Track {
 // type and payload (copied).
 func (t *Track) Add(seq uint64, ts uint32, pt uint8, payload []byte) {
 	t.report.PacketsCaptured++
+	k := audio
+	switch {
+	case t.cfg.IsEvent != nil && t.cfg.IsEvent(pt, len(payload)):
+		k = event
+		t.report.Events++
+	case slices.Contains(t.cfg.CNPayloadTypes, pt):
+		k = comfortNoise
+		t.report.ComfortNoise++
+	}
 	if t.started && seq < t.nextSeq {
-		t.report.Late++
+		if k == audio {
+			t.report.Late++
+		}
 		return
 	}
 	// Insert in order; the common case appends at the end.
@@ -110,7 +139,9 @@ func (t *Track) Add(seq uint64, ts uint32, pt uint8, payload []byte) {
 		i--
 	}
 	if i > 0 && t.buf[i-1].seq == seq {
-		t.report.Duplicates++
+		if k == audio {
+			t.report.Duplicates++
+		}
 		return
 	}
 	var p []byte
@@ -120,12 +151,14 @@ func (t *Track) Add(seq uint64, ts uint32, pt uint8, payload []byte) {
 	t.buf = append(t.buf, pending{})
 	copy(t.buf[i+1:], t.buf[i:])
 	var dec Decoder
-	if t.cfg.Decoders != nil {
+	switch {
+	case k != audio:
+	case t.cfg.Decoders != nil:
 		dec = t.cfg.Decoders[pt]
-	} else if pt == t.cfg.PayloadType {
+	case pt == t.cfg.PayloadType:
 		dec = t.cfg.Decode
 	}
-	t.buf[i] = pending{seq: seq, ts: ts, dec: dec, pt: pt, payload: append(p, payload...)}
+	t.buf[i] = pending{seq: seq, ts: ts, dec: dec, kind: k, pt: pt, payload: append(p, payload...)}
 	if len(t.buf) > t.cfg.Window {
 		t.emit()
 	}
@@ -143,11 +176,17 @@ func (t *Track) emit() {
 	}
 	t.nextSeq = p.seq + 1
 	if p.dec == nil {
-		if t.cfg.ComfortNoise != nil && slices.Contains(t.cfg.CNPayloadTypes, p.pt) && len(p.payload) > 0 {
+		switch {
+		case p.kind == comfortNoise && t.cfg.ComfortNoise != nil && len(p.payload) > 0:
 			t.fillTo(p.ts) // the span before this packet, at the level in force there
 			_ = t.cfg.ComfortNoise.Set(p.payload)
 			t.noise, t.started, t.nextTS = true, true, p.ts
-			t.report.PacketsInRecording++
+		case p.kind == audio:
+			// Audio no decoder takes: captured, not in the recording.
+			t.report.NotDecodable++
+			if !slices.Contains(t.undecoded, p.pt) && len(t.undecoded) < 8 {
+				t.undecoded = append(t.undecoded, p.pt)
+			}
 		}
 		return
 	}
@@ -188,8 +227,13 @@ func (t *Track) fill(n int) {
 	}
 }
 
+// Undecoded returns the payload types of the audio packets no decoder took
+// (at most 8), in the order first seen.
+func (t *Track) Undecoded() []uint8 { return t.undecoded }
+
 // Close outputs everything still buffered and returns the completeness
-// report.
+// report: PacketsCaptured = PacketsInRecording + Events + ComfortNoise +
+// Duplicates + Late + NotDecodable.
 func (t *Track) Close() *verbatimv1.StreamCompleteness {
 	for len(t.buf) > 0 {
 		t.emit()

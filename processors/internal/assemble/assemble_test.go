@@ -196,7 +196,8 @@ func TestComfortNoise(t *testing.T) {
 		tr.Add(3, 320, 13, []byte{40})       // 400 ticks of noise
 		tr.Add(4, 720, 13, []byte{60})       // then 400 more, 20 dB quieter
 		tr.Add(5, 1120, 0, make([]byte, 160))
-		if rep := tr.Close(); rep.GetPacketsInRecording() != 5 && g != nil {
+		// Comfort noise is counted in its own line, played or silent.
+		if rep := tr.Close(); rep.GetPacketsInRecording() != 2 || rep.GetComfortNoise() != 3 || rep.GetPacketsCaptured() != 5 {
 			t.Fatalf("report %v", rep)
 		}
 		return out
@@ -222,5 +223,39 @@ func TestComfortNoise(t *testing.T) {
 	}
 	if noisy[160] != 1000 || noisy[1120] != 1000 {
 		t.Fatal("speech moved")
+	}
+}
+
+// TestEveryPacketCountedOnce: each packet Add takes lands in exactly one
+// line of the report (recorded, event, comfort noise, duplicate, late, not
+// decodable), and audio of a payload type no decoder takes is counted as
+// not decodable, by type, never silently dropped.
+func TestEveryPacketCountedOnce(t *testing.T) {
+	var out []int16
+	tr := assemble.New(assemble.Config{StreamID: "s", Decoders: map[uint8]assemble.Decoder{0: g711.DecodeUlaw}, Window: 2,
+		Out: func(s []int16) { out = append(out, s...) }, CNPayloadTypes: []uint8{13},
+		IsEvent: func(pt uint8, n int) bool { return pt == 101 }})
+	pcm := make([]byte, 160)
+	tr.Add(10, 0, 0, pcm)         // recorded
+	tr.Add(11, 160, 8, pcm)       // PCMA: no decoder here
+	tr.Add(11, 160, 8, pcm)       // a copy of it
+	tr.Add(12, 320, 101, pcm[:4]) // an event
+	tr.Add(13, 480, 13, []byte{40})
+	tr.Add(14, 640, 0, pcm)
+	tr.Add(15, 800, 8, pcm)
+	tr.Add(16, 960, 0, pcm)
+	tr.Add(17, 1120, 0, pcm)
+	tr.Add(12, 320, 0, pcm) // too late: its place has been emitted
+	rep := tr.Close()
+	lines := rep.GetPacketsInRecording() + rep.GetEvents() + rep.GetComfortNoise() + rep.GetDuplicates() + rep.GetLate() + rep.GetNotDecodable()
+	if rep.GetPacketsCaptured() != 10 || lines != 10 {
+		t.Fatalf("captured %d, lines add up to %d: %v", rep.GetPacketsCaptured(), lines, rep)
+	}
+	if rep.GetPacketsInRecording() != 4 || rep.GetNotDecodable() != 2 || rep.GetEvents() != 1 || rep.GetComfortNoise() != 1 ||
+		rep.GetDuplicates() != 1 || rep.GetLate() != 1 {
+		t.Fatalf("report %v", rep)
+	}
+	if pts := tr.Undecoded(); len(pts) != 1 || pts[0] != 8 {
+		t.Fatalf("undecoded payload types %v", pts)
 	}
 }
