@@ -242,7 +242,7 @@ func run(ctx context.Context, cfg Config, rd *pcapread.Reader, drops func() (uin
 	}
 	in := &pcapIngest{cfg: cfg, ctx: pctx, calls: map[string]*call{}, byAddr: map[netip.AddrPort]*stream{}, tcp: siptcp.New(),
 		rtpOnly: rtpOnly{candidates: map[flowKey]*candidate{}, flows: map[flowKey]*stream{}, calls: map[pairKey]*rtpCall{}},
-		source: verbatimv1.CaptureSource_CAPTURE_SOURCE_PCAP_FILE}
+		source:  verbatimv1.CaptureSource_CAPTURE_SOURCE_PCAP_FILE}
 	if live {
 		in.source = verbatimv1.CaptureSource_CAPTURE_SOURCE_LIVE_INTERFACE
 	}

@@ -498,34 +498,11 @@ func TestPcapSRTPForgedAndReplayed(t *testing.T) {
 	}
 }
 
-// udpFrame builds an Ethernet/IPv4/UDP frame.
-func udpFrame(t *testing.T, src, dst netip.AddrPort, payload []byte) []byte {
-	t.Helper()
-	eth := &layers.Ethernet{SrcMAC: net.HardwareAddr{2, 0, 0, 0, 0, 1}, DstMAC: net.HardwareAddr{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv4}
-	var ip interface {
-		gopacket.NetworkLayer
-		gopacket.SerializableLayer
-	} = &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: src.Addr().AsSlice(), DstIP: dst.Addr().AsSlice()}
-	if src.Addr().Is6() {
-		eth.EthernetType = layers.EthernetTypeIPv6
-		ip = &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolUDP, SrcIP: src.Addr().AsSlice(), DstIP: dst.Addr().AsSlice()}
-	}
-	udp := &layers.UDP{SrcPort: layers.UDPPort(src.Port()), DstPort: layers.UDPPort(dst.Port())}
-	if err := udp.SetNetworkLayerForChecksum(ip); err != nil {
-		t.Fatal(err)
-	}
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, udp, gopacket.Payload(payload)); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
 // sendFragmented6 writes an IPv6 UDP datagram as fragments of at most
 // size bytes of data, in the order given by order (indexes of fragments).
-func (s *synth) sendFragmented6(src, dst netip.AddrPort, payload []byte, size int, id uint32, order ...int) {
-	s.t.Helper()
-	whole := udpFrame(s.t, src, dst, payload)
+func sendFragmented6(t *testing.T, s *stacktest.Synth, src, dst netip.AddrPort, payload []byte, size int, id uint32, order ...int) {
+	t.Helper()
+	whole := stacktest.UDPFrame(t, src, dst, payload)
 	const ethIP = 14 + 40
 	datagram := whole[ethIP:] // UDP header and payload
 	var frags [][]byte
@@ -543,50 +520,17 @@ func (s *synth) sendFragmented6(src, dst netip.AddrPort, payload []byte, size in
 		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolIPv6Fragment, SrcIP: src.Addr().AsSlice(), DstIP: dst.Addr().AsSlice()}
 		buf := gopacket.NewSerializeBuffer()
 		if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true}, eth, ip, gopacket.Payload(append(h, datagram[off:end]...))); err != nil {
-			s.t.Fatal(err)
+			t.Fatal(err)
 		}
 		frags = append(frags, buf.Bytes())
 	}
 	if len(order) != len(frags) {
-		s.t.Fatalf("%d fragments, order names %d", len(frags), len(order))
+		t.Fatalf("%d fragments, order names %d", len(frags), len(order))
 	}
 	for _, i := range order {
-		s.at = s.at.Add(s.step)
-		if err := s.w.WritePacket(gopacket.CaptureInfo{Timestamp: s.at, CaptureLength: len(frags[i]), Length: len(frags[i])}, frags[i]); err != nil {
-			s.t.Fatal(err)
-		}
+		s.WriteFrame(frags[i])
 	}
 }
-
-// synth builds a capture of UDP datagrams on Ethernet, one every step.
-type synth struct {
-	t    *testing.T
-	buf  bytes.Buffer
-	w    *pcapgo.Writer
-	at   time.Time
-	step time.Duration
-}
-
-func newSynth(t *testing.T, step time.Duration) *synth {
-	t.Helper()
-	s := &synth{t: t, at: time.Unix(1_700_000_000, 0), step: step}
-	s.w = pcapgo.NewWriter(&s.buf)
-	if err := s.w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func (s *synth) send(src, dst netip.AddrPort, payload []byte) {
-	s.t.Helper()
-	s.at = s.at.Add(s.step)
-	f := udpFrame(s.t, src, dst, payload)
-	if err := s.w.WritePacket(gopacket.CaptureInfo{Timestamp: s.at, CaptureLength: len(f), Length: len(f)}, f); err != nil {
-		s.t.Fatal(err)
-	}
-}
-
-func (s *synth) bytes() []byte { return s.buf.Bytes() }
 
 // rtpPacket is a 20 ms packet of 160 zero bytes.
 func rtpPacket(ssrc uint32, seq uint16, pt uint8) []byte {
@@ -633,8 +577,8 @@ func TestPcapSDES(t *testing.T) {
 		return audioSDP(addr, "RTP/SAVP", 0, "a=rtpmap:0 PCMU/8000", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"+base64.StdEncoding.EncodeToString(key))
 	}
 	sipMsg := func(first, cseq, body string) []byte { return dialogMsg("sdes-1@example.com", first, cseq, body) }
-	pc := newSynth(t, 10*time.Millisecond)
-	write := pc.send
+	pc := stacktest.NewSynth(t, 10*time.Millisecond)
+	write := pc.Send
 	write(caller, callee, sipMsg("INVITE sip:bob@example.com SIP/2.0", "1 INVITE", sdp(callerMedia, keyA)))
 	write(callee, caller, sipMsg("SIP/2.0 200 OK", "1 INVITE", sdp(calleeMedia, keyB)))
 	write(caller, callee, sipMsg("ACK sip:bob@example.com SIP/2.0", "1 ACK", ""))
@@ -671,7 +615,7 @@ func TestPcapSDES(t *testing.T) {
 	}
 	write(netip.AddrPortFrom(callerMedia.Addr(), callerMedia.Port()+1), netip.AddrPortFrom(calleeMedia.Addr(), calleeMedia.Port()+1), srtcp)
 	write(caller, callee, sipMsg("BYE sip:bob@example.com SIP/2.0", "2 BYE", ""))
-	rep, out := ingestFile(t, "", pc.bytes())
+	rep, out := ingestFile(t, "", pc.Bytes())
 	if rep.RTCPPackets != 1 || len(out.meta) != 1 {
 		t.Fatalf("SRTCP: %d RTCP packets, %d metadata events (%s)", rep.RTCPPackets, len(out.meta), rep.LastSRTPError)
 	}
@@ -781,8 +725,8 @@ func TestPcapTransfersShareAConversation(t *testing.T) {
 		}
 		return []byte(h + "Content-Length: 0\r\n\r\n")
 	}
-	pc := newSynth(t, 100*time.Millisecond)
-	send := pc.send
+	pc := stacktest.NewSynth(t, 100*time.Millisecond)
+	send := pc.Send
 	call := func(src, dst netip.AddrPort, id, from, to string, extra ...string) {
 		send(src, dst, msg("INVITE "+to+" SIP/2.0", id, from, to, "1 INVITE", extra...))
 		send(dst, src, msg("SIP/2.0 200 OK", id, from, to, "1 INVITE"))
@@ -795,7 +739,7 @@ func TestPcapTransfersShareAConversation(t *testing.T) {
 	call(alice, carol, "call-b", "sip:alice@example.com", "sip:carol@example.com:5060", "Referred-By: <sip:bob@example.com>")
 	call(bob, carol, "call-c", "sip:bob@example.com", "sip:carol@example.com", "Replaces: call-b;to-tag=t-call-b;from-tag=f-call-b")
 	call(carol, bob, "call-d", "sip:carol@example.com", "sip:bob@example.com") // unrelated
-	_, out := ingestFile(t, "", pc.bytes())
+	_, out := ingestFile(t, "", pc.Bytes())
 	if len(out.started) != 4 {
 		t.Fatalf("%d calls", len(out.started))
 	}
@@ -823,8 +767,8 @@ func TestPcapCodecChange(t *testing.T) {
 		return audioSDP(addr, "RTP/AVP", pt, fmt.Sprintf("a=rtpmap:%d %s/8000", pt, name))
 	}
 	msg := func(first, cseq, body string) []byte { return dialogMsg("codec-change@example.com", first, cseq, body) }
-	pc := newSynth(t, 20*time.Millisecond)
-	write := pc.send
+	pc := stacktest.NewSynth(t, 20*time.Millisecond)
+	write := pc.Send
 	rtpPkt := func(seq uint16, pt uint8) []byte { return rtpPacket(5, seq, pt) }
 	write(caller, callee, msg("INVITE sip:bob@example.com SIP/2.0", "1 INVITE", sdp(callerMedia, 0, "PCMU")))
 	write(callee, caller, msg("SIP/2.0 200 OK", "1 INVITE", sdp(calleeMedia, 0, "PCMU")))
@@ -838,7 +782,7 @@ func TestPcapCodecChange(t *testing.T) {
 		write(callerMedia, calleeMedia, rtpPkt(seq, 8))
 	}
 	write(caller, callee, msg("BYE sip:bob@example.com SIP/2.0", "3 BYE", ""))
-	_, out := ingestFile(t, "", pc.bytes())
+	_, out := ingestFile(t, "", pc.Bytes())
 	if len(out.media) != 1 {
 		t.Fatalf("%d calls", len(out.media))
 	}
@@ -869,8 +813,8 @@ func TestPcapNATMedia(t *testing.T) {
 	nat := netip.MustParseAddrPort("198.51.100.7:62000")
 	sdp := func(addr netip.AddrPort) string { return audioSDP(addr, "RTP/AVP", 0) }
 	msg := func(first, cseq, body string) []byte { return dialogMsg("nat@example.com", first, cseq, body) }
-	pc := newSynth(t, 10*time.Millisecond)
-	write := pc.send
+	pc := stacktest.NewSynth(t, 10*time.Millisecond)
+	write := pc.Send
 	rtpPkt := func(ssrc uint32, seq uint16) []byte { return rtpPacket(ssrc, seq, 0) }
 	write(caller, server, msg("INVITE sip:bob@example.com SIP/2.0", "1 INVITE", sdp(private)))
 	write(server, caller, msg("SIP/2.0 200 OK", "1 INVITE", sdp(serverMedia)))
@@ -880,7 +824,7 @@ func TestPcapNATMedia(t *testing.T) {
 		write(serverMedia, nat, rtpPkt(2, seq)) // to the NAT's address: matched by its source
 	}
 	write(caller, server, msg("BYE sip:bob@example.com SIP/2.0", "2 BYE", ""))
-	rep, out := ingestFile(t, "", pc.bytes())
+	rep, out := ingestFile(t, "", pc.Bytes())
 	if rep.Calls != 1 || rep.RTPOnlyCalls != 0 {
 		t.Fatalf("calls %d, of which found by RTP alone %d: want the one SIP call", rep.Calls, rep.RTPOnlyCalls)
 	}
@@ -916,8 +860,8 @@ func TestPcapForkedCall(t *testing.T) {
 		return []byte(first + "\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK" + cseq[:1] + "\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: " + to +
 			"\r\nCall-ID: fork@example.com\r\nCSeq: " + cseq + "\r\n" + ct + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(body)) + body)
 	}
-	pc := newSynth(t, 10*time.Millisecond)
-	write := pc.send
+	pc := stacktest.NewSynth(t, 10*time.Millisecond)
+	write := pc.Send
 	rtpPkt := func(ssrc uint32, seq uint16) []byte { return rtpPacket(ssrc, seq, 0) }
 	write(caller, proxy, msg("INVITE sip:group@example.com SIP/2.0", "", "1 INVITE", sdp(callerMedia)))
 	write(proxy, caller, msg("SIP/2.0 183 Session Progress", "forkA", "1 INVITE", sdp(phoneA)))
@@ -931,7 +875,7 @@ func TestPcapForkedCall(t *testing.T) {
 		write(callerMedia, phoneB, rtpPkt(0xC, seq))
 	}
 	write(caller, proxy, msg("BYE sip:group@example.com SIP/2.0", "forkB", "2 BYE", ""))
-	rep, out := ingestFile(t, "", pc.bytes())
+	rep, out := ingestFile(t, "", pc.Bytes())
 	if rep.Calls != 1 || rep.RTPOnlyCalls != 0 || rep.RTPPackets != 130 {
 		t.Fatalf("calls %d (by RTP alone %d), RTP packets %d: want 1 call with all 130", rep.Calls, rep.RTPOnlyCalls, rep.RTPPackets)
 	}
@@ -948,12 +892,12 @@ func TestPcapForkedCall(t *testing.T) {
 // packet that broke it, so it is kept.
 func TestPcapRTPOnlyDetectionLosesNoCount(t *testing.T) {
 	src, dst := netip.MustParseAddrPort("192.0.2.1:4000"), netip.MustParseAddrPort("192.0.2.2:5000")
-	pc := newSynth(t, 20*time.Millisecond)
-	pc.send(src, dst, rtpPacket(9, 1, 0))
+	pc := stacktest.NewSynth(t, 20*time.Millisecond)
+	pc.Send(src, dst, rtpPacket(9, 1, 0))
 	for seq := uint16(3); seq <= 20; seq++ { // seq 2 was lost on the wire
-		pc.send(src, dst, rtpPacket(9, seq, 0))
+		pc.Send(src, dst, rtpPacket(9, seq, 0))
 	}
-	rep, _ := ingestFile(t, "", pc.bytes())
+	rep, _ := ingestFile(t, "", pc.Bytes())
 	if rep.RTPOnlyCalls != 1 || rep.RTPPackets != 18 || rep.UnmatchedUDP != 1 {
 		t.Fatalf("calls by RTP %d, RTP packets %d, unmatched %d: want 1, 18 (seq 3-20), 1 (seq 1, counted)",
 			rep.RTPOnlyCalls, rep.RTPPackets, rep.UnmatchedUDP)
@@ -975,20 +919,20 @@ func TestPcapIPv6FragmentedInvite(t *testing.T) {
 		return s
 	}
 	msg := func(first, cseq, body string) []byte { return dialogMsg("v6-1@example.com", first, cseq, body) }
-	pc := newSynth(t, 10*time.Millisecond)
+	pc := stacktest.NewSynth(t, 10*time.Millisecond)
 	invite := msg("INVITE sip:bob@example.com SIP/2.0", "1 INVITE", sdp6(callerMedia, 60))
 	if len(invite) < 3000 {
 		t.Fatalf("INVITE of %d bytes: not fragmented enough", len(invite))
 	}
-	pc.sendFragmented6(caller, callee, invite, 1448, 0x1234, 2, 0, 1) // the last first
-	pc.send(callee, caller, msg("SIP/2.0 200 OK", "1 INVITE", sdp6(calleeMedia, 0)))
-	pc.send(caller, callee, msg("ACK sip:bob@example.com SIP/2.0", "1 ACK", ""))
+	sendFragmented6(t, pc, caller, callee, invite, 1448, 0x1234, 2, 0, 1) // the last first
+	pc.Send(callee, caller, msg("SIP/2.0 200 OK", "1 INVITE", sdp6(calleeMedia, 0)))
+	pc.Send(caller, callee, msg("ACK sip:bob@example.com SIP/2.0", "1 ACK", ""))
 	for seq := uint16(1); seq <= 50; seq++ {
-		pc.send(callerMedia, calleeMedia, rtpPacket(11, seq, 0))
-		pc.send(calleeMedia, callerMedia, rtpPacket(22, seq, 0))
+		pc.Send(callerMedia, calleeMedia, rtpPacket(11, seq, 0))
+		pc.Send(calleeMedia, callerMedia, rtpPacket(22, seq, 0))
 	}
-	pc.send(caller, callee, msg("BYE sip:bob@example.com SIP/2.0", "2 BYE", ""))
-	rep, out := ingestFile(t, "", pc.bytes())
+	pc.Send(caller, callee, msg("BYE sip:bob@example.com SIP/2.0", "2 BYE", ""))
+	rep, out := ingestFile(t, "", pc.Bytes())
 	if rep.Calls != 1 || rep.RTPOnlyCalls != 0 || rep.RTPPackets != 100 || rep.Pcap.Reassembled != 1 || rep.Pcap.FragmentsLost != 0 {
 		t.Fatalf("calls %d (%d RTP only), RTP %d, pcap %+v", rep.Calls, rep.RTPOnlyCalls, rep.RTPPackets, rep.Pcap)
 	}
