@@ -696,7 +696,19 @@ func (in *pcapIngest) parties(c *call) ([]*verbatimv1.Participant, []*verbatimv1
 			}
 			st := &verbatimv1.Stream{StreamId: id, ParticipantId: sender, Media: "audio", Transport: m.Transport,
 				Decodable: m.Transport == "RTP/AVP" || dec != nil, Label: m.Label}
-			for _, k := range m.Codecs {
+			// A payload type means what the sender's own SDP says it
+			// means (it sends what it offered: SIPp's uac_pcap offers 8
+			// 101 and sends PCMA to an answer of 0 alone), then what the
+			// receiver's says; the processor falls back on the static
+			// assignments of RFC 3551.
+			var own []sipdialog.Codec
+			if i < len(senderMedia) && senderMedia[i].Kind == "audio" {
+				own = senderMedia[i].Codecs
+			}
+			for _, k := range slices.Concat(own, m.Codecs) {
+				if slices.ContainsFunc(st.Codecs, func(c *verbatimv1.Codec) bool { return c.GetPayloadType() == uint32(k.PayloadType) }) {
+					continue
+				}
 				st.Codecs = append(st.Codecs, &verbatimv1.Codec{PayloadType: uint32(k.PayloadType), Name: k.Name,
 					ClockRate: k.ClockRate, Channels: k.Channels, Fmtp: k.Fmtp})
 			}

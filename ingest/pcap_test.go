@@ -540,31 +540,6 @@ func rtpPacket(ssrc uint32, seq uint16, pt uint8) []byte {
 	return b
 }
 
-// audioSDP offers one audio line at addr; extra lines follow the m-line.
-func audioSDP(addr netip.AddrPort, proto string, pt int, extra ...string) string {
-	s := fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio %d %s %d\r\n", addr.Addr(), addr.Addr(), addr.Port(), proto, pt)
-	for _, e := range extra {
-		s += e + "\r\n"
-	}
-	return s
-}
-
-// dialogMsg is one message of dialog callID from alice to bob: everything
-// but the initial INVITE carries Bob's tag.
-func dialogMsg(callID, first, cseq, body string) []byte {
-	to := "<sip:bob@example.com>;tag=b1"
-	if strings.HasPrefix(first, "INVITE") && cseq == "1 INVITE" {
-		to = "<sip:bob@example.com>"
-	}
-	ct := ""
-	if body != "" {
-		ct = "Content-Type: application/sdp\r\n"
-	}
-	return []byte(first + "\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK" + cseq[:1] + "\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: " + to +
-		"\r\nCall-ID: " + callID + "\r\nCSeq: " + cseq + "\r\nContact: <sip:alice@192.0.2.10>\r\n" + ct +
-		fmt.Sprintf("Content-Length: %d\r\n\r\n", len(body)) + body)
-}
-
 // TestPcapSDES: a call whose SDP offers SRTP with an a=crypto key in each
 // direction (RFC 4568). Each direction is decrypted with the key its
 // sender announced, and the stream is decodable.
@@ -574,9 +549,9 @@ func TestPcapSDES(t *testing.T) {
 	keyA := bytes.Repeat([]byte{0xA1}, 30) // caller's master key || salt
 	keyB := bytes.Repeat([]byte{0xB2}, 30)
 	sdp := func(addr netip.AddrPort, key []byte) string {
-		return audioSDP(addr, "RTP/SAVP", 0, "a=rtpmap:0 PCMU/8000", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"+base64.StdEncoding.EncodeToString(key))
+		return stacktest.AudioSDP(addr, "RTP/SAVP", 0, "a=rtpmap:0 PCMU/8000", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"+base64.StdEncoding.EncodeToString(key))
 	}
-	sipMsg := func(first, cseq, body string) []byte { return dialogMsg("sdes-1@example.com", first, cseq, body) }
+	sipMsg := func(first, cseq, body string) []byte { return stacktest.DialogMessage("sdes-1@example.com", first, cseq, body) }
 	pc := stacktest.NewSynth(t, 10*time.Millisecond)
 	write := pc.Send
 	write(caller, callee, sipMsg("INVITE sip:bob@example.com SIP/2.0", "1 INVITE", sdp(callerMedia, keyA)))
@@ -764,9 +739,9 @@ func TestPcapCodecChange(t *testing.T) {
 	caller, callee := netip.MustParseAddrPort("192.0.2.10:5060"), netip.MustParseAddrPort("192.0.2.20:5060")
 	callerMedia, calleeMedia := netip.MustParseAddrPort("192.0.2.10:40000"), netip.MustParseAddrPort("192.0.2.20:50000")
 	sdp := func(addr netip.AddrPort, pt int, name string) string {
-		return audioSDP(addr, "RTP/AVP", pt, fmt.Sprintf("a=rtpmap:%d %s/8000", pt, name))
+		return stacktest.AudioSDP(addr, "RTP/AVP", pt, fmt.Sprintf("a=rtpmap:%d %s/8000", pt, name))
 	}
-	msg := func(first, cseq, body string) []byte { return dialogMsg("codec-change@example.com", first, cseq, body) }
+	msg := func(first, cseq, body string) []byte { return stacktest.DialogMessage("codec-change@example.com", first, cseq, body) }
 	pc := stacktest.NewSynth(t, 20*time.Millisecond)
 	write := pc.Send
 	rtpPkt := func(seq uint16, pt uint8) []byte { return rtpPacket(5, seq, pt) }
@@ -811,8 +786,8 @@ func TestPcapNATMedia(t *testing.T) {
 	caller, server := netip.MustParseAddrPort("198.51.100.7:5060"), netip.MustParseAddrPort("203.0.113.9:5060")
 	private, serverMedia := netip.MustParseAddrPort("10.0.0.5:4000"), netip.MustParseAddrPort("203.0.113.9:30000")
 	nat := netip.MustParseAddrPort("198.51.100.7:62000")
-	sdp := func(addr netip.AddrPort) string { return audioSDP(addr, "RTP/AVP", 0) }
-	msg := func(first, cseq, body string) []byte { return dialogMsg("nat@example.com", first, cseq, body) }
+	sdp := func(addr netip.AddrPort) string { return stacktest.AudioSDP(addr, "RTP/AVP", 0) }
+	msg := func(first, cseq, body string) []byte { return stacktest.DialogMessage("nat@example.com", first, cseq, body) }
 	pc := stacktest.NewSynth(t, 10*time.Millisecond)
 	write := pc.Send
 	rtpPkt := func(ssrc uint32, seq uint16) []byte { return rtpPacket(ssrc, seq, 0) }
@@ -847,7 +822,7 @@ func TestPcapForkedCall(t *testing.T) {
 	caller, proxy := netip.MustParseAddrPort("192.0.2.10:5060"), netip.MustParseAddrPort("192.0.2.1:5060")
 	callerMedia := netip.MustParseAddrPort("192.0.2.10:40000")
 	phoneA, phoneB := netip.MustParseAddrPort("192.0.2.21:30000"), netip.MustParseAddrPort("192.0.2.22:30000")
-	sdp := func(addr netip.AddrPort) string { return audioSDP(addr, "RTP/AVP", 0) }
+	sdp := func(addr netip.AddrPort) string { return stacktest.AudioSDP(addr, "RTP/AVP", 0) }
 	msg := func(first, toTag, cseq, body string) []byte {
 		to := "<sip:group@example.com>"
 		if toTag != "" {
@@ -918,7 +893,7 @@ func TestPcapIPv6FragmentedInvite(t *testing.T) {
 		}
 		return s
 	}
-	msg := func(first, cseq, body string) []byte { return dialogMsg("v6-1@example.com", first, cseq, body) }
+	msg := func(first, cseq, body string) []byte { return stacktest.DialogMessage("v6-1@example.com", first, cseq, body) }
 	pc := stacktest.NewSynth(t, 10*time.Millisecond)
 	invite := msg("INVITE sip:bob@example.com SIP/2.0", "1 INVITE", sdp6(callerMedia, 60))
 	if len(invite) < 3000 {

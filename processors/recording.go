@@ -235,6 +235,42 @@ func decoders(s *verbatimv1.Stream, rate int) (m map[uint8]assemble.Decoder, clo
 		}
 		m[pt] = dec
 	}
+	// Static payload types (RFC 3551) mean the same with or without SDP:
+	// a packet of one that no SDP line of the stream names is decoded by
+	// the static assignment. G.722 (9) only in a wideband recording.
+	for pt, name := range staticPayloadTypes {
+		if _, named := m[pt]; named || slices.ContainsFunc(s.GetCodecs(), func(c *verbatimv1.Codec) bool { return c.GetPayloadType() == uint32(pt) }) {
+			continue
+		}
+		var dec assemble.Decoder
+		switch name {
+		case "PCMU":
+			dec = g711.DecodeUlaw
+		case "PCMA":
+			dec = g711.DecodeAlaw
+		case "G729":
+			if !g729.Available {
+				continue
+			}
+			if g == nil {
+				g = g729.New()
+			}
+			dec = g.Decode
+		case "G722":
+			if rate != wideband {
+				continue
+			}
+			if g7 == nil {
+				g7 = g722.New()
+			}
+			m[pt] = g7.Decode
+			continue
+		}
+		if rate == wideband {
+			dec = assemble.Upsample2(dec)
+		}
+		m[pt] = dec
+	}
 	return m, func() {
 		if g != nil {
 			g.Close()
@@ -264,14 +300,24 @@ func decodable(c *verbatimv1.Codec) string {
 	return ""
 }
 
+// staticPayloadTypes are the RFC 3551 static audio assignments this build
+// may decode.
+var staticPayloadTypes = map[uint8]string{0: "PCMU", 8: "PCMA", 9: "G722", 18: "G729"} //nolint:gochecknoglobals // a constant table
+
 // cnPayloadTypes returns the stream's RFC 3389 comfort-noise payload types
-// (13, or a dynamic CN/8000).
+// (13, or a dynamic CN/8000); 13 is comfort noise by its static
+// assignment even when no SDP line names it.
 func cnPayloadTypes(s *verbatimv1.Stream) []uint8 {
 	var pts []uint8
+	named13 := false
 	for _, c := range s.GetCodecs() {
 		if strings.EqualFold(c.GetName(), "CN") {
 			pts = append(pts, uint8(c.GetPayloadType()))
 		}
+		named13 = named13 || c.GetPayloadType() == 13
+	}
+	if !named13 {
+		pts = append(pts, 13)
 	}
 	return pts
 }
@@ -503,10 +549,14 @@ func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objst
 			l.Captured, l.NotDecodable, l.Late = o.captured, o.written, o.late
 			l.Detail = "Opus is kept as Ogg Opus in its own object (stream_objects), not decoded into the recording"
 		case s.track != nil:
-			segments = append(slices.Clone(s.reports), s.track.Close())
-			report = append(report, segments[len(segments)-1])
+			last := s.track.Close()
+			segments = append(slices.Clone(s.reports), last)
+			report = append(report, last)
 			if pts := s.track.Undecoded(); len(pts) > 0 {
 				l.Detail = undecodedDetail(s.meta, pts)
+				if last.GetPacketsInRecording() == 0 {
+					last.NotDecoded = l.Detail // nothing of this source is in the recording
+				}
 			}
 		default:
 			segments = s.reports

@@ -103,78 +103,24 @@ func TestIngestProjectSearch(t *testing.T) {
 	// SIP_DTMF2's second direction (SSRC 0x9A7B5382) is sent to an address
 	// neither SDP names: it is recorded, as a call found by its RTP, until
 	// NAT'd media is matched to its dialog (issue 4).
-	type ref struct {
-		ssrc  uint32
-		pt    int
-		codec string
-	}
 	for _, c := range []struct {
 		capture, call string // call: SIP Call-ID, or a party for a call found by its RTP
-		refs          []ref
+		refs          []streamRef
 	}{
-		{"pcap/wireshark_sip-rtp-g711.pcap", "1-1966@10.0.2.20", []ref{{0x343DA99B, 0, "ul"}}},
-		{"pcap/wireshark_sip-rtp-g711.pcap", "1-1968@10.0.2.20", []ref{{0x343FFA34, 8, "al"}}},
-		{"pcap/wireshark_SIP_DTMF2.cap", "25672@192.168.105.110", []ref{{0x5711BF84, 8, "al"}}}, // 30 ms frames, DTMF events between
+		{"pcap/wireshark_sip-rtp-g711.pcap", "1-1966@10.0.2.20", []streamRef{{0x343DA99B, 0, "ul"}}},
+		{"pcap/wireshark_sip-rtp-g711.pcap", "1-1968@10.0.2.20", []streamRef{{0x343FFA34, 8, "al"}}},
+		{"pcap/wireshark_SIP_DTMF2.cap", "25672@192.168.105.110", []streamRef{{0x5711BF84, 8, "al"}}}, // 30 ms frames, DTMF events between
 		// SIP over TCP, both directions, comfort noise (PT 13) between.
-		{"pcap/audiocodes_sip-over-tcp.pcap", "158936656982201062716@10.33.6.100", []ref{{0x42F433D4, 8, "al"}, {0x5A3361B3, 8, "al"}}},
-		{"pcap/wireshark_SIP_DTMF2.cap", "rtp:192.168.105.110:4374", []ref{{0x9A7B5382, 8, "al"}}}, // 2 packets lost
+		{"pcap/audiocodes_sip-over-tcp.pcap", "158936656982201062716@10.33.6.100", []streamRef{{0x42F433D4, 8, "al"}, {0x5A3361B3, 8, "al"}}},
+		{"pcap/wireshark_SIP_DTMF2.cap", "rtp:192.168.105.110:4374", []streamRef{{0x9A7B5382, 8, "al"}}}, // 2 packets lost
 		// No SIP at all; RFC 2833 events between.
-		{"pcap/metaswitch_09a_2833_dtmf.pcap", "rtp:192.91.191.186:20014", []ref{{0x12CC6BF4, 0, "ul"}}},
+		{"pcap/metaswitch_09a_2833_dtmf.pcap", "rtp:192.91.191.186:20014", []streamRef{{0x12CC6BF4, 0, "ul"}}},
 		// G.722, decoded at 16 kHz (the SIPREC INVITE's first fragment is
 		// missing, so these are found by their RTP).
-		{"pcap/miarec_siprec_dual_channel_udp.pcap", "rtp:192.168.86.48:58594", []ref{{0x19473744, 9, "g722"}}},
-		{"pcap/miarec_siprec_dual_channel_udp.pcap", "rtp:192.168.86.48:58596", []ref{{0x04AD37B4, 9, "g722"}}},
+		{"pcap/miarec_siprec_dual_channel_udp.pcap", "rtp:192.168.86.48:58594", []streamRef{{0x19473744, 9, "g722"}}},
+		{"pcap/miarec_siprec_dual_channel_udp.pcap", "rtp:192.168.86.48:58596", []streamRef{{0x04AD37B4, 9, "g722"}}},
 	} {
-		callID := c.call
-		if strings.HasPrefix(callID, "rtp:") {
-			rs := find("--party", callID)
-			if len(rs) != 1 || rs[0].Status != search.StatusRecorded {
-				t.Fatalf("call found by its RTP: %+v", rs)
-			}
-			callID = rs[0].CallID
-		}
-		wavPath := filepath.Join(t.TempDir(), "call.wav")
-		out := cmd("play", callID, "-o", wavPath, "--database", db, "--brokers", brokers, "--keyring", keyring, "--objects", objects)
-		if !strings.Contains(out, "verified") {
-			t.Fatalf("play: %s", out)
-		}
-		wav, err := os.ReadFile(wavPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// sox reads the header as a WAV player would.
-		rate := "8000"
-		if c.refs[0].codec == "g722" {
-			rate = "16000"
-		}
-		if info, err := exec.Command("soxi", wavPath).CombinedOutput(); err != nil ||
-			!strings.Contains(string(info), "Channels       : 2") || !strings.Contains(string(info), "Sample Rate    : "+rate) {
-			t.Fatalf("soxi: %v\n%s", err, info)
-		}
-		left, right := wavChannels(t, wav)
-		chans := [][]int16{left, right}
-		used := [2]bool{}
-		for _, r := range c.refs {
-			want, cn := tsharkRef(t, stacktest.SharedTestdata(t, c.capture), r.ssrc, r.pt, r.codec)
-			found := false
-			for i, ch := range chans {
-				at := matchAt(t, ch, want, cn)
-				if used[i] || at < 0 || !silent(ch[:at]) || !silent(ch[at+len(want):]) {
-					continue
-				}
-				used[i], found = true, true
-				t.Logf("%s SSRC 0x%08x: %d samples equal tshark's export decoded by %s, channel %d from sample %d", c.call, r.ssrc, len(want), map[bool]string{true: "ffmpeg", false: "sox"}[r.codec == "g722"], i, at)
-				break
-			}
-			if !found {
-				t.Fatalf("%s: no channel holds SSRC 0x%08x as tshark+sox decode it, and nothing else", c.call, r.ssrc)
-			}
-		}
-		for i, ch := range chans {
-			if !used[i] && !silent(ch) {
-				t.Errorf("%s: channel %d has sound no recorded stream explains", c.call, i)
-			}
-		}
+		e.assertPlays(stacktest.SharedTestdata(t, c.capture), c.call, c.refs)
 	}
 	// The Opus call's stream, kept as Ogg Opus, is played out as it is.
 	oggPath := filepath.Join(t.TempDir(), "call.ogg")
@@ -195,6 +141,86 @@ func TestIngestProjectSearch(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// streamRef names one RTP stream of a capture, and how sox or ffmpeg
+// decodes it.
+type streamRef struct {
+	ssrc  uint32
+	pt    int
+	codec string // sox's "ul" or "al", or "g722" for ffmpeg
+}
+
+// find runs search --json with args.
+func (e *cliEnv) find(args ...string) []search.Result {
+	e.t.Helper()
+	var rs []search.Result
+	if err := json.Unmarshal([]byte(e.cmd(append([]string{"search", "--json", "--database", e.db}, args...)...)), &rs); err != nil {
+		e.t.Fatal(err)
+	}
+	return rs
+}
+
+// assertPlays plays the recording of call (a SIP Call-ID, or a party for
+// a call found by its RTP) and checks that each stream of refs is, sample
+// for sample and at its RTP time, in one channel of its own (tshark's
+// export of capture decoded by sox or ffmpeg), and that nothing else
+// sounds. It returns the call as search finds it.
+func (e *cliEnv) assertPlays(capture, call string, refs []streamRef) search.Result {
+	t := e.t
+	t.Helper()
+	var rs []search.Result
+	if strings.HasPrefix(call, "rtp:") {
+		rs = e.find("--party", call)
+	} else {
+		rs = e.find("--call-id", call)
+	}
+	if len(rs) != 1 || rs[0].Status != search.StatusRecorded {
+		t.Fatalf("call %s: %+v", call, rs)
+	}
+	wavPath := filepath.Join(t.TempDir(), "call.wav")
+	out := e.cmd("play", rs[0].CallID, "-o", wavPath, "--database", e.db, "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects)
+	if !strings.Contains(out, "verified") {
+		t.Fatalf("play: %s", out)
+	}
+	wav, err := os.ReadFile(wavPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sox reads the header as a WAV player would.
+	rate := "8000"
+	if refs[0].codec == "g722" {
+		rate = "16000"
+	}
+	if info, err := exec.Command("soxi", wavPath).CombinedOutput(); err != nil ||
+		!strings.Contains(string(info), "Channels       : 2") || !strings.Contains(string(info), "Sample Rate    : "+rate) {
+		t.Fatalf("soxi: %v\n%s", err, info)
+	}
+	left, right := wavChannels(t, wav)
+	chans := [][]int16{left, right}
+	used := [2]bool{}
+	for _, r := range refs {
+		want, cn := tsharkRef(t, capture, r.ssrc, r.pt, r.codec)
+		found := false
+		for i, ch := range chans {
+			at := matchAt(t, ch, want, cn)
+			if used[i] || at < 0 || !silent(ch[:at]) || !silent(ch[at+len(want):]) {
+				continue
+			}
+			used[i], found = true, true
+			t.Logf("%s SSRC 0x%08x: %d samples equal tshark's export decoded by %s, channel %d from sample %d", call, r.ssrc, len(want), map[bool]string{true: "ffmpeg", false: "sox"}[r.codec == "g722"], i, at)
+			break
+		}
+		if !found {
+			t.Fatalf("%s: no channel holds SSRC 0x%08x as tshark+sox decode it, and nothing else", call, r.ssrc)
+		}
+	}
+	for i, ch := range chans {
+		if !used[i] && !silent(ch) {
+			t.Errorf("%s: channel %d has sound no recorded stream explains", call, i)
+		}
+	}
+	return rs[0]
+}
 
 // cliEnv runs the commands as a user would, in-process, against an
 // embedded broker (topics created), a keyring, an object directory and a

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/verbatimrec/verbatim/internal/stacktest"
+	"github.com/verbatimrec/verbatim/schemas"
 )
 
 // TestLiveSRTPCallBetweenBaresips is the live-capture acceptance test over
@@ -237,4 +238,105 @@ func soxUlaw(t *testing.T, path string) []int16 {
 		t.Fatalf("sox: %v: %s", err, b)
 	}
 	return stacktest.ReadPCM(t, raw)
+}
+
+// udpBound reports whether something listens on UDP port on 127.0.0.1
+// (/proc/net/udp): the wait for a user agent to bind ends on that, not on
+// a sleep.
+func udpBound(port int) bool {
+	b, err := os.ReadFile("/proc/net/udp")
+	return err == nil && strings.Contains(string(b), fmt.Sprintf(":%04X 00000000:0000", port))
+}
+
+// TestLiveSIPpCallPlaysItsAudio: SIPp's uac_pcap calls SIPp's uas on
+// loopback, offering RTP/AVP 8 101 and playing SIPp's A-law sample, while
+// the uas answers RTP/AVP 0 alone. Captured live, recorded and played, the
+// caller's channel holds the sample's audio as tshark's export of it
+// decodes with sox, at its RTP time. (The recording was silent while the
+// capture counted every packet: static payload types the answer omits.)
+func TestLiveSIPpCallPlaysItsAudio(t *testing.T) {
+	stacktest.Env(t, "VERBATIM_CLICKHOUSE_ADDR")
+	if os.Geteuid() != 0 {
+		t.Fatal("live capture needs root (CAP_NET_RAW)")
+	}
+	sipp, err := exec.LookPath("sipp")
+	if err != nil {
+		t.Fatal("sipp not installed: make test installs Debian's sip-tester")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// uac_pcap plays pcap/g711a.pcap and pcap/dtmf_2833_*.pcap from its
+	// working directory; Debian ships them in /usr/share/sip-tester.
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "pcap"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	samples, _ := filepath.Glob("/usr/share/sip-tester/*.pcap")
+	for _, f := range samples {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "pcap", filepath.Base(f)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := newCLIEnv(ctx, t, "live_sipp")
+	capCtx, stopCapture := context.WithCancel(ctx)
+	defer stopCapture()
+	var stderr syncBuffer
+	var captureOut bytes.Buffer
+	captured := make(chan error, 1)
+	go func() {
+		// Only this test's ports: other tests use loopback too.
+		captured <- run(capCtx, []string{"ingest", "live", "--interface", "lo", "--filter", "udp and portrange 15400-15499",
+			"--brokers", e.brokers, "--keyring", e.keyring}, &captureOut, &stderr)
+	}()
+	for !strings.Contains(stderr.String(), "capturing on lo") {
+		select {
+		case err := <-captured:
+			t.Fatalf("ingest live: %v\n%s", err, stderr.String())
+		case <-ctx.Done():
+			t.Fatal("ingest live never started capturing")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	uas := exec.CommandContext(ctx, sipp, "-sn", "uas", "-i", "127.0.0.1", "-p", "15401", "-mp", "15420", "-m", "1", "-nostdin")
+	uas.Dir = dir
+	if err := uas.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = uas.Process.Kill(); _ = uas.Wait() }()
+	for !udpBound(15401) {
+		select {
+		case <-ctx.Done():
+			t.Fatal("sipp's uas never bound its port")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	uac := exec.CommandContext(ctx, sipp, "-sn", "uac_pcap", "127.0.0.1:15401", "-i", "127.0.0.1", "-p", "15402", "-mp", "15410", "-m", "1", "-nostdin")
+	uac.Dir = dir
+	if b, err := uac.CombinedOutput(); err != nil {
+		t.Logf("%s", b[max(0, len(b)-2000):])
+		t.Fatalf("sipp uac: %v", err)
+	}
+	if err := uas.Wait(); err != nil {
+		t.Fatalf("sipp uas: %v", err)
+	}
+	stopCapture() // both SIPps have exited: the call is over
+	if err := <-captured; err != nil {
+		t.Fatalf("ingest live: %v\n%s", err, stderr.String())
+	}
+	t.Log(captureOut.String())
+	e.t.Log(e.cmd("process", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--spool", t.TempDir(), "--exit-when-idle", "--quiet"))
+	e.t.Log(e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db, "--exit-when-idle"))
+	rs := e.find()
+	if len(rs) != 1 {
+		t.Fatalf("%d calls found, want SIPp's one", len(rs))
+	}
+	r := e.assertPlays(stacktest.SharedTestdata(t, "pcap/sipp_g711a.pcap"), rs[0].CallID, []streamRef{{0xDEE0EE8F, 8, "al"}})
+	if c := r.Recording.Completeness; c == nil || c.Status != schemas.StatusComplete {
+		t.Fatalf("completeness %+v, ledgers %+v", c, r.Recording.Ledgers)
+	}
+	t.Logf("%s", r.Recording.Completeness)
 }

@@ -2,9 +2,11 @@ package stacktest
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,4 +102,29 @@ func AudioPacket(ssrc uint32, seq uint16, pt uint8, salt byte) []byte {
 		Payload: payload}
 	b, _ := p.Marshal()
 	return b
+}
+
+// AudioSDP offers one audio line at addr; extra lines follow the m-line.
+func AudioSDP(addr netip.AddrPort, proto string, pt int, extra ...string) string {
+	s := fmt.Sprintf("v=0\r\no=- 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\nm=audio %d %s %d\r\n", addr.Addr(), addr.Addr(), addr.Port(), proto, pt)
+	for _, e := range extra {
+		s += e + "\r\n"
+	}
+	return s
+}
+
+// DialogMessage is one message of dialog callID from alice to bob: everything
+// but the initial INVITE carries Bob's tag.
+func DialogMessage(callID, first, cseq, body string) []byte {
+	to := "<sip:bob@example.com>;tag=b1"
+	if strings.HasPrefix(first, "INVITE") && cseq == "1 INVITE" {
+		to = "<sip:bob@example.com>"
+	}
+	ct := ""
+	if body != "" {
+		ct = "Content-Type: application/sdp\r\n"
+	}
+	return []byte(first + "\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK" + cseq[:1] + "\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: " + to +
+		"\r\nCall-ID: " + callID + "\r\nCSeq: " + cseq + "\r\nContact: <sip:alice@192.0.2.10>\r\n" + ct +
+		fmt.Sprintf("Content-Length: %d\r\n\r\n", len(body)) + body)
 }

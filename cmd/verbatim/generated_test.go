@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/verbatimrec/verbatim/internal/stacktest"
+	"github.com/verbatimrec/verbatim/schemas"
+)
+
+// Captures of traffic classes the sample captures lack, generated here and
+// recorded as a user would: each stream must play, sample for sample at
+// its RTP time, as tshark's export decoded by sox does, and the call's
+// label must say so.
+
+// genCall writes one call's INVITE (offer), 200 OK (answer) and ACK, then
+// n packets each way (caller's payload type ptCaller, callee's ptCallee),
+// then BYE and its 200 OK.
+func genCall(s *stacktest.Synth, callID string, caller, callee netip.AddrPort, offer, answer string, ptCaller, ptCallee uint8, n int) {
+	sigA, sigB := netip.MustParseAddrPort(caller.Addr().String()+":5060"), netip.MustParseAddrPort(callee.Addr().String()+":5060")
+	s.Send(sigA, sigB, stacktest.DialogMessage(callID, "INVITE sip:bob@example.com SIP/2.0", "1 INVITE", offer))
+	s.Send(sigB, sigA, stacktest.DialogMessage(callID, "SIP/2.0 200 OK", "1 INVITE", answer))
+	s.Send(sigA, sigB, stacktest.DialogMessage(callID, "ACK sip:bob@example.com SIP/2.0", "1 ACK", ""))
+	for i := range n {
+		s.Send(caller, callee, stacktest.AudioPacket(0x1000, uint16(1000+i), ptCaller, 0x11))
+		s.Send(callee, caller, stacktest.AudioPacket(0x2000, uint16(5000+i), ptCallee, 0x22))
+	}
+	s.Send(sigA, sigB, stacktest.DialogMessage(callID, "BYE sip:bob@example.com SIP/2.0", "2 BYE", ""))
+	s.Send(sigB, sigA, stacktest.DialogMessage(callID, "SIP/2.0 200 OK", "2 BYE", ""))
+}
+
+// record ingests, processes and projects the captures in e.
+func (e *cliEnv) record(captures ...string) {
+	e.t.Helper()
+	e.t.Log(e.cmd(append([]string{"ingest", "pcap", "--brokers", e.brokers, "--keyring", e.keyring}, captures...)...))
+	e.t.Log(e.cmd("process", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--spool", e.t.TempDir(), "--exit-when-idle", "--quiet"))
+	e.t.Log(e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db, "--exit-when-idle"))
+}
+
+// TestStaticPayloadTypeTheAnswerOmits: SIPp's uac_pcap offers RTP/AVP 8
+// 101 and sends PCMA; SIPp's uas answers RTP/AVP 0. PCMA is a static
+// payload type (RFC 3551) and the sender's own offer declares it: the
+// caller's audio is decoded by its offer, the callee's by its answer.
+// Before, every caller packet was captured and none was in the recording,
+// and the call read "complete".
+func TestStaticPayloadTypeTheAnswerOmits(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newCLIEnv(ctx, t, "static_pt")
+	caller, callee := netip.MustParseAddrPort("192.0.2.10:6004"), netip.MustParseAddrPort("192.0.2.20:6000")
+	s := stacktest.NewSynth(t, 10*time.Millisecond)
+	offer := stacktest.AudioSDP(caller, "RTP/AVP", 8, "a=rtpmap:8 PCMA/8000", "a=rtpmap:101 telephone-event/8000")
+	offer = strings.Replace(offer, "RTP/AVP 8\r\n", "RTP/AVP 8 101\r\n", 1)
+	answer := stacktest.AudioSDP(callee, "RTP/AVP", 0, "a=rtpmap:0 PCMU/8000")
+	genCall(s, "static-pt@example.com", caller, callee, offer, answer, 8, 0, 100)
+	capture := s.WriteFile("static-pt.pcap")
+	e.record(capture)
+	r := e.assertPlays(capture, "static-pt@example.com", []streamRef{{0x1000, 8, "al"}, {0x2000, 0, "ul"}})
+	if c := r.Recording.Completeness; c == nil || c.Status != schemas.StatusComplete || c.AudioRecorded != 200 {
+		t.Fatalf("completeness %+v, ledgers %+v", c, r.Recording.Ledgers)
+	}
+	if table := e.cmd("search", "--database", e.db, "--call-id", "static-pt@example.com"); !strings.Contains(table, "complete, 200 audio packets") {
+		t.Fatalf("search:\n%s", table)
+	}
+}
