@@ -175,6 +175,7 @@ type stream struct {
 	srtp    *srtpdec.Decryptor // nil: plain RTP, or SRTP with unknown keys
 	zrtp    bool               // ZRTP seen: the media is SRTP with keys no capture has
 	from    netip.AddrPort     // where its packets come from (a NAT's address, maybe)
+	flows   []flowKey          // sender's SDP address -> receiver's, in pcapIngest.byFlow
 	batcher *rtpbatch.Batcher
 	sent    verbatimv1.StreamMedia // what has been produced, for MediaEnded
 }
@@ -192,10 +193,17 @@ type call struct {
 }
 
 type pcapIngest struct {
-	cfg     Config
-	ctx     context.Context            //nolint:containedctx // lifetime of one Pcap call
-	calls   map[string]*call           // by SIP Call-ID
-	byAddr  map[netip.AddrPort]*stream // RTP destination -> stream, one lookup per packet
+	cfg   Config
+	ctx   context.Context  //nolint:containedctx // lifetime of one Pcap call
+	calls map[string]*call // by SIP Call-ID
+	// byFlow maps both ends of a stream (the sender's SDP address to the
+	// receiver's) to it, byAddr its destination alone: a packet is
+	// matched by both ends first, so calls whose media share one endpoint
+	// (a media server answering every call from one address) keep their
+	// own packets; by its destination only when its source is not the
+	// sender's SDP address (a NAT).
+	byFlow  map[flowKey]*stream
+	byAddr  map[netip.AddrPort]*stream
 	tracker *sipdialog.Tracker
 	tcp     *siptcp.Reassembler
 	rtpOnly rtpOnly
@@ -240,7 +248,7 @@ func run(ctx context.Context, cfg Config, rd *pcapread.Reader, drops func() (uin
 	if live { // ctx stops the capture; what was captured is still produced
 		pctx = context.WithoutCancel(ctx)
 	}
-	in := &pcapIngest{cfg: cfg, ctx: pctx, calls: map[string]*call{}, byAddr: map[netip.AddrPort]*stream{}, tcp: siptcp.New(),
+	in := &pcapIngest{cfg: cfg, ctx: pctx, calls: map[string]*call{}, byFlow: map[flowKey]*stream{}, byAddr: map[netip.AddrPort]*stream{}, tcp: siptcp.New(),
 		rtpOnly: rtpOnly{candidates: map[flowKey]*candidate{}, flows: map[flowKey]*stream{}, calls: map[pairKey]*rtpCall{}},
 		source:  verbatimv1.CaptureSource_CAPTURE_SOURCE_PCAP_FILE}
 	if live {
@@ -353,7 +361,10 @@ func (in *pcapIngest) packet(p *pcapread.Packet) {
 		in.sip(p, p.Payload)
 		return
 	}
-	s, ok := in.byAddr[p.Dst]
+	s, ok := in.byFlow[flowKey{p.Src, p.Dst}]
+	if !ok || s.call.ended {
+		s, ok = in.byAddr[p.Dst]
+	}
 	if !ok || s.call.ended {
 		// RTCP goes to the RTP port + 1 (RFC 3550 §11).
 		if p.Dst.Port()%2 == 1 {
@@ -729,6 +740,18 @@ func (in *pcapIngest) parties(c *call) ([]*verbatimv1.Participant, []*verbatimv1
 				c.streams[m.Addr] = st
 				in.byAddr[m.Addr] = st
 			}
+			if i < len(senderMedia) && senderMedia[i].Addr.IsValid() && senderMedia[i].Addr.Port() != 0 {
+				st := c.streams[m.Addr]
+				k := flowKey{senderMedia[i].Addr, m.Addr}
+				// A later call never takes over a flow an earlier call
+				// still has on both ends.
+				if cur, taken := in.byFlow[k]; !taken || cur.call.ended || cur.call == c {
+					in.byFlow[k] = st
+					if !slices.Contains(st.flows, k) {
+						st.flows = append(st.flows, k)
+					}
+				}
+			}
 			if dec != nil && c.streams[m.Addr].srtp == nil {
 				c.streams[m.Addr].srtp = dec
 			}
@@ -824,6 +847,11 @@ func (in *pcapIngest) endCall(c *call, at time.Time, reason verbatimv1.EndReason
 		s := c.streams[addr]
 		if in.byAddr[addr] == s { // a later call may reuse the address
 			delete(in.byAddr, addr)
+		}
+		for _, k := range s.flows {
+			if in.byFlow[k] == s {
+				delete(in.byFlow, k)
+			}
 		}
 		if slices.Contains(media, &s.sent) {
 			continue // the stream moved: flushed at its first address

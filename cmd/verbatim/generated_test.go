@@ -67,3 +67,58 @@ func TestStaticPayloadTypeTheAnswerOmits(t *testing.T) {
 		t.Fatalf("search:\n%s", table)
 	}
 }
+
+// TestConcurrentCallsShareAMediaEndpoint: SIPp's uas answers every call
+// with the same media address; the callers send from their own ports and
+// the calls overlap. Each call's recording holds its own caller's audio,
+// and nothing of the other's (a later call took over the shared address
+// before, and the first call recorded 34 of its 246 packets).
+func TestConcurrentCallsShareAMediaEndpoint(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newCLIEnv(ctx, t, "shared_ep")
+	uas := netip.MustParseAddrPort("192.0.2.20:6000")
+	callers := []netip.AddrPort{netip.MustParseAddrPort("192.0.2.10:6004"), netip.MustParseAddrPort("192.0.2.10:6008")}
+	s := stacktest.NewSynth(t, 5*time.Millisecond)
+	sig := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr(), 5060) }
+	ids := []string{"shared-1@example.com", "shared-2@example.com"}
+	answer := stacktest.AudioSDP(uas, "RTP/AVP", 0, "a=rtpmap:0 PCMU/8000")
+	// Call 1 starts; call 2 starts while call 1 sends; both send at once;
+	// call 1 ends while call 2 goes on.
+	setup := func(i int) {
+		offer := stacktest.AudioSDP(callers[i], "RTP/AVP", 0, "a=rtpmap:0 PCMU/8000")
+		s.Send(sig(callers[i]), sig(uas), stacktest.DialogMessage(ids[i], "INVITE sip:bob@example.com SIP/2.0", "1 INVITE", offer))
+		s.Send(sig(uas), sig(callers[i]), stacktest.DialogMessage(ids[i], "SIP/2.0 200 OK", "1 INVITE", answer))
+		s.Send(sig(callers[i]), sig(uas), stacktest.DialogMessage(ids[i], "ACK sip:bob@example.com SIP/2.0", "1 ACK", ""))
+	}
+	bye := func(i int) {
+		s.Send(sig(callers[i]), sig(uas), stacktest.DialogMessage(ids[i], "BYE sip:bob@example.com SIP/2.0", "2 BYE", ""))
+		s.Send(sig(uas), sig(callers[i]), stacktest.DialogMessage(ids[i], "SIP/2.0 200 OK", "2 BYE", ""))
+	}
+	ssrc := []uint32{0x1111, 0x2222}
+	send := func(i, n int) {
+		s.Send(callers[i], uas, stacktest.AudioPacket(ssrc[i], uint16(100*(i+1)+n), 0, byte(0x40*(i+1))))
+	}
+	setup(0)
+	for n := range 20 {
+		send(0, n)
+	}
+	setup(1)
+	for n := 20; n < 60; n++ {
+		send(0, n)
+		send(1, n-20)
+	}
+	bye(0)
+	for n := 40; n < 60; n++ {
+		send(1, n)
+	}
+	bye(1)
+	capture := s.WriteFile("shared-endpoint.pcap")
+	e.record(capture)
+	for i, id := range ids {
+		r := e.assertPlays(capture, id, []streamRef{{ssrc[i], 0, "ul"}})
+		if c := r.Recording.Completeness; c == nil || c.Status != schemas.StatusComplete || c.AudioRecorded != 60 {
+			t.Fatalf("%s: completeness %+v, ledgers %+v", id, c, r.Recording.Ledgers)
+		}
+	}
+}
