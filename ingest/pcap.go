@@ -170,14 +170,19 @@ type Report struct {
 }
 
 type stream struct {
-	id      string
-	call    *call
-	srtp    *srtpdec.Decryptor // nil: plain RTP, or SRTP with unknown keys
-	zrtp    bool               // ZRTP seen: the media is SRTP with keys no capture has
-	from    netip.AddrPort     // where its packets come from (a NAT's address, maybe)
-	flows   []flowKey          // sender's SDP address -> receiver's, in pcapIngest.byFlow
-	batcher *rtpbatch.Batcher
-	sent    verbatimv1.StreamMedia // what has been produced, for MediaEnded
+	id   string
+	call *call
+	srtp *srtpdec.Decryptor // nil: plain RTP, or SRTP with unknown keys
+	// srtpPrev is the decryptor of the keys srtp replaced (a re-INVITE or
+	// UPDATE with new keys): packets sent before the new keys applied
+	// still authenticate under it, until one authenticates under srtp.
+	srtpPrev *srtpdec.Decryptor
+	srtpKey  [sha256.Size]byte // fingerprint of srtp's suite and key
+	zrtp     bool              // ZRTP seen: the media is SRTP with keys no capture has
+	from     netip.AddrPort    // where its packets come from (a NAT's address, maybe)
+	flows    []flowKey         // sender's SDP address -> receiver's, in pcapIngest.byFlow
+	batcher  *rtpbatch.Batcher
+	sent     verbatimv1.StreamMedia // what has been produced, for MediaEnded
 }
 
 type call struct {
@@ -404,6 +409,12 @@ func (in *pcapIngest) media(s *stream, p *pcapread.Packet) {
 	}
 	if s.srtp != nil {
 		plain, err := s.srtp.Decrypt(pkt)
+		switch {
+		case err == nil:
+			s.srtpPrev = nil // the new keys apply from here on
+		case errors.Is(err, srtpdec.ErrAuth) && s.srtpPrev != nil:
+			plain, err = s.srtpPrev.Decrypt(pkt) // sent before the new keys applied
+		}
 		switch {
 		case err == nil:
 			pkt = plain
@@ -664,9 +675,20 @@ func streamID(sender string, i int) string {
 	return fmt.Sprintf("%s-audio-%d", sender, i)
 }
 
-// sdesDecryptor returns a decryptor for the first crypto attribute it
-// supports, or nil (the stream is then kept encrypted, as not decodable).
-func (in *pcapIngest) sdesDecryptor(c *call, streamID string, cs []sipdialog.Crypto) *srtpdec.Decryptor {
+// sdesDecryptor returns a decryptor for the sender's key of a stream, and
+// the key's fingerprint, or nil (the stream is then kept encrypted, as not
+// decodable). sender are the crypto attributes of the sender's SDP, other
+// those of the other side's. When the sender offered several and the other
+// side answered one, the sender encrypts with its key of the tag answered
+// (RFC 4568 5.1.2), not with the first it listed; otherwise with the
+// first it lists that is supported.
+func (in *pcapIngest) sdesDecryptor(c *call, streamID string, sender, other []sipdialog.Crypto) (*srtpdec.Decryptor, [sha256.Size]byte) {
+	cs := sender
+	if len(sender) > 1 && len(other) == 1 {
+		if i := slices.IndexFunc(sender, func(k sipdialog.Crypto) bool { return k.Tag == other[0].Tag }); i >= 0 {
+			cs = sender[i : i+1]
+		}
+	}
 	for _, k := range cs {
 		if !srtpdec.Supported(k.Suite) || k.MKILen != 0 {
 			continue
@@ -676,9 +698,9 @@ func (in *pcapIngest) sdesDecryptor(c *call, streamID string, cs []sipdialog.Cry
 			in.report.LastSRTPError = fmt.Sprintf("call %s stream %s: %v", c.id, streamID, err)
 			continue
 		}
-		return d
+		return d, sha256.Sum256(append([]byte(k.Suite+"\x00"), k.Key...))
 	}
-	return nil
+	return nil, [sha256.Size]byte{}
 }
 
 // parties describes the participants and their streams, and (re)maps the
@@ -702,8 +724,9 @@ func (in *pcapIngest) parties(c *call) ([]*verbatimv1.Participant, []*verbatimv1
 			// SRTP is decrypted with the key the sender's SDP gives for
 			// this m-line (RFC 4568: each side announces its own).
 			var dec *srtpdec.Decryptor
+			var decKey [sha256.Size]byte
 			if strings.Contains(m.Transport, "SAVP") && i < len(senderMedia) {
-				dec = in.sdesDecryptor(c, id, senderMedia[i].Crypto)
+				dec, decKey = in.sdesDecryptor(c, id, senderMedia[i].Crypto, m.Crypto)
 			}
 			st := &verbatimv1.Stream{StreamId: id, ParticipantId: sender, Media: "audio", Transport: m.Transport,
 				Decodable: m.Transport == "RTP/AVP" || dec != nil, Label: m.Label}
@@ -752,8 +775,11 @@ func (in *pcapIngest) parties(c *call) ([]*verbatimv1.Participant, []*verbatimv1
 					}
 				}
 			}
-			if dec != nil && c.streams[m.Addr].srtp == nil {
-				c.streams[m.Addr].srtp = dec
+			// New keys (an answer choosing another tag, a re-INVITE or
+			// UPDATE) replace the old ones; the old stay for the packets
+			// sent before the new apply.
+			if st := c.streams[m.Addr]; dec != nil && (st.srtp == nil || st.srtpKey != decKey) {
+				st.srtpPrev, st.srtp, st.srtpKey = st.srtp, dec, decKey
 			}
 		}
 	}

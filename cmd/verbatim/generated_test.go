@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pion/srtp/v2"
 
 	"github.com/verbatimrec/verbatim/internal/stacktest"
 	"github.com/verbatimrec/verbatim/schemas"
@@ -120,5 +124,82 @@ func TestConcurrentCallsShareAMediaEndpoint(t *testing.T) {
 		if c := r.Recording.Completeness; c == nil || c.Status != schemas.StatusComplete || c.AudioRecorded != 60 {
 			t.Fatalf("%s: completeness %+v, ledgers %+v", id, c, r.Recording.Ledgers)
 		}
+	}
+}
+
+// TestSDESOfferWithSeveralSuites: MicroSIP offers four SDES suites, tags
+// 1 to 4; Asterisk's answer accepts tag 3. The caller encrypts with the key
+// of tag 3 (RFC 4568 5.1.2), not with the first one it listed; a re-INVITE
+// later brings new keys both ways, which apply from then on. Both
+// directions play as their plaintext does (tshark's export of a plaintext
+// twin of the capture, decoded by sox). Before, the caller's direction
+// failed authentication and the call read complete.
+func TestSDESOfferWithSeveralSuites(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newCLIEnv(ctx, t, "sdes_tags")
+	caller, callee := netip.MustParseAddrPort("192.0.2.10:40000"), netip.MustParseAddrPort("192.0.2.20:50000")
+	key := func(b byte, n int) []byte { return bytes.Repeat([]byte{b}, n) }
+	inline := func(k []byte) string { return "inline:" + base64.StdEncoding.EncodeToString(k) }
+	keyA3, keyB, keyA2, keyB2 := key(0xA3, 30), key(0xB1, 30), key(0xA7, 30), key(0xB7, 30)
+	offer := stacktest.AudioSDP(caller, "RTP/SAVP", 0, "a=rtpmap:0 PCMU/8000",
+		"a=crypto:1 AES_256_CM_HMAC_SHA1_80 "+inline(key(0xA1, 46)),
+		"a=crypto:2 AES_256_CM_HMAC_SHA1_32 "+inline(key(0xA2, 46)),
+		"a=crypto:3 AES_CM_128_HMAC_SHA1_80 "+inline(keyA3),
+		"a=crypto:4 AES_CM_128_HMAC_SHA1_32 "+inline(key(0xA4, 30)))
+	answer := stacktest.AudioSDP(callee, "RTP/SAVP", 0, "a=rtpmap:0 PCMU/8000", "a=crypto:3 AES_CM_128_HMAC_SHA1_80 "+inline(keyB))
+	reOffer := stacktest.AudioSDP(caller, "RTP/SAVP", 0, "a=rtpmap:0 PCMU/8000", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 "+inline(keyA2))
+	reAnswer := stacktest.AudioSDP(callee, "RTP/SAVP", 0, "a=rtpmap:0 PCMU/8000", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 "+inline(keyB2))
+
+	enc, plain := stacktest.NewSynth(t, 10*time.Millisecond), stacktest.NewSynth(t, 10*time.Millisecond)
+	both := func(src, dst netip.AddrPort, sealed, clear []byte) { enc.Send(src, dst, sealed); plain.Send(src, dst, clear) }
+	sip := func(src, dst netip.AddrPort, first, cseq, body string) {
+		// Not in the twin: tshark would take its SDP's streams for SRTP.
+		enc.Send(netip.AddrPortFrom(src.Addr(), 5060), netip.AddrPortFrom(dst.Addr(), 5060), stacktest.DialogMessage("sdes-tags@example.com", first, cseq, body))
+	}
+	srtpCtx := func(k []byte) *srtp.Context {
+		c, err := srtp.CreateContext(k[:16], k[16:], srtp.ProtectionProfileAes128CmHmacSha1_80)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	media := func(c *srtp.Context, src, dst netip.AddrPort, ssrc uint32, seq uint16, salt byte) {
+		p := stacktest.AudioPacket(ssrc, seq, 0, salt)
+		sealed, err := c.EncryptRTP(nil, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		both(src, dst, sealed, p)
+	}
+	sip(caller, callee, "INVITE sip:bob@example.com SIP/2.0", "1 INVITE", offer)
+	sip(callee, caller, "SIP/2.0 200 OK", "1 INVITE", answer)
+	sip(caller, callee, "ACK sip:bob@example.com SIP/2.0", "1 ACK", "")
+	ca, cb := srtpCtx(keyA3), srtpCtx(keyB)
+	for n := range uint16(50) {
+		media(ca, caller, callee, 0x3333, 100+n, 0x31)
+		media(cb, callee, caller, 0x4444, 900+n, 0x42)
+	}
+	// The re-INVITE: until its answer, both sides still send with the old
+	// keys.
+	sip(caller, callee, "INVITE sip:bob@example.com SIP/2.0", "3 INVITE", reOffer)
+	for n := range uint16(5) {
+		media(ca, caller, callee, 0x3333, 150+n, 0x31)
+		media(cb, callee, caller, 0x4444, 950+n, 0x42)
+	}
+	sip(callee, caller, "SIP/2.0 200 OK", "3 INVITE", reAnswer)
+	sip(caller, callee, "ACK sip:bob@example.com SIP/2.0", "3 ACK", "")
+	ca, cb = srtpCtx(keyA2), srtpCtx(keyB2)
+	for n := range uint16(45) {
+		media(ca, caller, callee, 0x3333, 155+n, 0x31)
+		media(cb, callee, caller, 0x4444, 955+n, 0x42)
+	}
+	sip(caller, callee, "BYE sip:bob@example.com SIP/2.0", "4 BYE", "")
+	sip(callee, caller, "SIP/2.0 200 OK", "4 BYE", "")
+	capture, twin := enc.WriteFile("sdes-tags.pcap"), plain.WriteFile("sdes-tags-plain.pcap")
+	e.record(capture)
+	r := e.assertPlays(twin, "sdes-tags@example.com", []streamRef{{0x3333, 0, "ul"}, {0x4444, 0, "ul"}})
+	if c := r.Recording.Completeness; c == nil || c.Status != schemas.StatusComplete || c.AudioRecorded != 200 {
+		t.Fatalf("completeness %+v, ledgers %+v", c, r.Recording.Ledgers)
 	}
 }
