@@ -343,7 +343,7 @@ setup_minio() { # the recordings bucket, created with object lock (implies versi
 		die "bucket $BUCKET exists without object lock; delete $STACK_DIR/minio to recreate it"
 }
 
-# --- Vault (dev mode, Transit) -------------------------------------------
+# --- Vault (file storage, Transit) ---------------------------------------
 
 vault_bin() { echo "$CACHE/bin/vault-${VAULT_VERSION#v}"; }
 
@@ -359,26 +359,88 @@ install_vault() {
 	mv "$bin.tmp" "$bin"
 }
 
+# Vault keeps its keys in $STACK_DIR/vault/data, as Kafka keeps its log in
+# $STACK_DIR/kafka: a stack started again (a second `make test` in the same
+# checkout) can still unwrap the data keys of every call its Kafka holds.
+# Dev mode forgot them at every restart while Kafka kept the calls. The
+# script initialises Vault once (one unseal key, kept with the root token
+# in vault/init.json, 0600) and unseals it at every start. No token or key
+# is ever on a command line: curl reads them from files or stdin.
 start_vault() {
 	local d=$STACK_DIR/vault
-	mkdir -p "$d"
-	# Dev mode keeps everything in memory: a restart forgets keys, and so
-	# makes every sealed dev recording unreadable, as a real key loss would.
-	HOME=$d VAULT_DISABLE_MLOCK=true start_bg vault "$d/vault.log" "$(vault_bin)" server -dev \
-		-dev-listen-address="$HOST:$VAULT_PORT" -dev-root-token-id="$VAULT_ROOT_TOKEN" -dev-no-store-token
+	mkdir -p "$d/data"
+	cat >"$d/vault.hcl" <<EOF
+storage "file" {
+  path = "$d/data"
+}
+listener "tcp" {
+  address     = "$HOST:$VAULT_PORT"
+  tls_disable = true
+}
+api_addr      = "http://$HOST:$VAULT_PORT"
+disable_mlock = true
+ui            = false
+EOF
+	HOME=$d start_bg vault "$d/vault.log" "$(vault_bin)" server -config="$d/vault.hcl"
 }
 
-ready_vault() {
-	curl -fsS --max-time 3 "http://$HOST:$VAULT_PORT/v1/sys/health" | grep -q '"sealed":false'
+vault_curl() { # method path, JSON body on stdin; the token from a file, never in argv
+	curl -sS --max-time 10 -X "$1" -H @"$STACK_DIR/vault/token.header" --data-binary @- "http://$HOST:$VAULT_PORT/v1/$2"
 }
 
-vault_api() { # method path [json]
-	local body=${3:-}
-	curl -fsS --max-time 10 -X "$1" -H "X-Vault-Token: $VAULT_ROOT_TOKEN" \
-		${body:+-d "$body"} "http://$HOST:$VAULT_PORT/v1/$2"
+json_field() { # name: the first string value of "name" (or of its array) in the JSON on stdin
+	sed -n "s/.*\"$1\":\[\{0,1\}\"\([^\"]*\)\".*/\1/p" | head -n 1
 }
 
-setup_vault() { # Transit engine and one key per dev tenant
+vault_token_header() { # token: the header file curl reads it from
+	(umask 077 && printf 'X-Vault-Token: %s\n' "$1" >"$STACK_DIR/vault/token.header")
+}
+
+ready_vault() { # initialise once, unseal at every start; ready once unsealed
+	local d=$STACK_DIR/vault health out
+	health=$(curl -sS --max-time 3 "http://$HOST:$VAULT_PORT/v1/sys/health" 2>/dev/null) || return 1
+	case $health in
+	*'"initialized":false'*)
+		out=$(printf '{"secret_shares":1,"secret_threshold":1}' | curl -fsS --max-time 30 -X PUT --data-binary @- \
+			"http://$HOST:$VAULT_PORT/v1/sys/init") || return 1
+		(umask 077 && printf '%s\n' "$out" >"$d/init.json")
+		log "initialised Vault (unseal key and root token in $d/init.json, 0600)"
+		return 1
+		;;
+	*'"sealed":true'*)
+		[ -f "$d/init.json" ] || die "Vault in $d/data is sealed and $d/init.json is gone; delete $d to start afresh"
+		json_field keys <"$d/init.json" | sed 's/.*/{"key":"&"}/' |
+			curl -fsS --max-time 30 -X PUT --data-binary @- "http://$HOST:$VAULT_PORT/v1/sys/unseal" >/dev/null || return 1
+		return 1
+		;;
+	*'"sealed":false'*) return 0 ;;
+	esac
+	return 1
+}
+
+vault_api() { # method path [json]: the response, or its errors on stderr and status 1
+	local out
+	out=$(printf '%s' "${3:-}" | vault_curl "$1" "$2") || return 1
+	case $out in *'"errors":['*) printf '%s\n' "$out" >&2; return 1 ;; esac
+	printf '%s' "$out"
+}
+
+# The clients' token is the generated VAULT_ROOT_TOKEN of credentials.env,
+# made once with the root token of init.json.
+vault_client_token() {
+	local d=$STACK_DIR/vault
+	vault_token_header "$VAULT_ROOT_TOKEN"
+	if vault_api GET auth/token/lookup-self >/dev/null 2>&1; then return 0; fi
+	vault_token_header "$(json_field root_token <"$d/init.json")"
+	printf '{"id":"%s","policies":["root"],"no_parent":true,"display_name":"verbatim-dev"}' "$VAULT_ROOT_TOKEN" |
+		vault_curl POST auth/token/create >/dev/null
+	vault_token_header "$VAULT_ROOT_TOKEN"
+	vault_api GET auth/token/lookup-self >/dev/null || die "could not make Vault's client token"
+	log "made Vault's client token"
+}
+
+setup_vault() { # the clients' token, the Transit engine and one key per dev tenant
+	vault_client_token
 	if ! vault_api GET sys/mounts | grep -q '"transit/"'; then
 		vault_api POST sys/mounts/transit '{"type":"transit"}' >/dev/null
 		log "enabled the Transit engine"
