@@ -153,6 +153,10 @@ type Report struct {
 	Digits uint64
 	// RTPOnlyCalls are the calls (of Calls) found by their RTP alone.
 	RTPOnlyCalls int
+	// EncryptedFlows are the streams found by their RTP alone whose
+	// payloads carry an SRTP authentication tag and whose keys were not
+	// given: kept encrypted, labelled "encrypted: keys not captured".
+	EncryptedFlows int
 	// RTCP packets read for call quality, and those that did not parse
 	// (LastRTCPError says the last reason).
 	RTCPPackets, BadRTCP uint64

@@ -551,7 +551,9 @@ func TestPcapSDES(t *testing.T) {
 	sdp := func(addr netip.AddrPort, key []byte) string {
 		return stacktest.AudioSDP(addr, "RTP/SAVP", 0, "a=rtpmap:0 PCMU/8000", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"+base64.StdEncoding.EncodeToString(key))
 	}
-	sipMsg := func(first, cseq, body string) []byte { return stacktest.DialogMessage("sdes-1@example.com", first, cseq, body) }
+	sipMsg := func(first, cseq, body string) []byte {
+		return stacktest.DialogMessage("sdes-1@example.com", first, cseq, body)
+	}
 	pc := stacktest.NewSynth(t, 10*time.Millisecond)
 	write := pc.Send
 	write(caller, callee, sipMsg("INVITE sip:bob@example.com SIP/2.0", "1 INVITE", sdp(callerMedia, keyA)))
@@ -741,7 +743,9 @@ func TestPcapCodecChange(t *testing.T) {
 	sdp := func(addr netip.AddrPort, pt int, name string) string {
 		return stacktest.AudioSDP(addr, "RTP/AVP", pt, fmt.Sprintf("a=rtpmap:%d %s/8000", pt, name))
 	}
-	msg := func(first, cseq, body string) []byte { return stacktest.DialogMessage("codec-change@example.com", first, cseq, body) }
+	msg := func(first, cseq, body string) []byte {
+		return stacktest.DialogMessage("codec-change@example.com", first, cseq, body)
+	}
 	pc := stacktest.NewSynth(t, 20*time.Millisecond)
 	write := pc.Send
 	rtpPkt := func(seq uint16, pt uint8) []byte { return rtpPacket(5, seq, pt) }
@@ -787,7 +791,9 @@ func TestPcapNATMedia(t *testing.T) {
 	private, serverMedia := netip.MustParseAddrPort("10.0.0.5:4000"), netip.MustParseAddrPort("203.0.113.9:30000")
 	nat := netip.MustParseAddrPort("198.51.100.7:62000")
 	sdp := func(addr netip.AddrPort) string { return stacktest.AudioSDP(addr, "RTP/AVP", 0) }
-	msg := func(first, cseq, body string) []byte { return stacktest.DialogMessage("nat@example.com", first, cseq, body) }
+	msg := func(first, cseq, body string) []byte {
+		return stacktest.DialogMessage("nat@example.com", first, cseq, body)
+	}
 	pc := stacktest.NewSynth(t, 10*time.Millisecond)
 	write := pc.Send
 	rtpPkt := func(ssrc uint32, seq uint16) []byte { return rtpPacket(ssrc, seq, 0) }
@@ -893,7 +899,9 @@ func TestPcapIPv6FragmentedInvite(t *testing.T) {
 		}
 		return s
 	}
-	msg := func(first, cseq, body string) []byte { return stacktest.DialogMessage("v6-1@example.com", first, cseq, body) }
+	msg := func(first, cseq, body string) []byte {
+		return stacktest.DialogMessage("v6-1@example.com", first, cseq, body)
+	}
 	pc := stacktest.NewSynth(t, 10*time.Millisecond)
 	invite := msg("INVITE sip:bob@example.com SIP/2.0", "1 INVITE", sdp6(callerMedia, 60))
 	if len(invite) < 3000 {

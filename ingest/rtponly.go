@@ -107,7 +107,7 @@ func (r *rtpOnly) packet(in *pcapIngest, p *pcapread.Packet) bool {
 	delete(r.candidates, k)
 	s := r.natStream(in, k)
 	if s == nil {
-		s = r.confirm(in, k, c.pt, c.packets[0].at)
+		s = r.confirm(in, k, c)
 	} else {
 		r.flows[k] = s
 	}
@@ -163,9 +163,46 @@ func (r *rtpOnly) natStream(in *pcapIngest, k flowKey) *stream {
 	return nil
 }
 
-// confirm makes flow k a stream: of a new call, or the other direction of
-// an existing one.
-func (r *rtpOnly) confirm(in *pcapIngest, k flowKey, pt uint8, at time.Time) *stream {
+// srtpTag returns the length of the authentication tag the held packets
+// of a candidate carry, if they look like SRTP: for a codec of a fixed
+// rate (G.711 and G.722 take one octet per RTP clock tick, G.729 ten per
+// 80), every payload is longer than its timestamp step implies by the same
+// 4, 10 or 16 octets (HMAC-SHA1-32, HMAC-SHA1-80, AES-GCM). 0 otherwise.
+func (c *candidate) srtpTag() int {
+	var perTick func(ticks int) int
+	switch c.pt {
+	case 0, 8, 9:
+		perTick = func(t int) int { return t }
+	case 18:
+		perTick = func(t int) int { return t / 8 }
+	default:
+		return 0
+	}
+	tag := -1
+	var h rtp.Header
+	var prevTS uint32
+	for i, p := range c.packets {
+		n, err := h.Unmarshal(p.payload)
+		if err != nil {
+			return 0
+		}
+		if i > 0 {
+			ticks := int(h.Timestamp - prevTS)
+			extra := len(p.payload) - n - perTick(ticks)
+			if ticks <= 0 || (tag >= 0 && extra != tag) || (extra != 4 && extra != 10 && extra != 16) {
+				return 0
+			}
+			tag = extra
+		}
+		prevTS = h.Timestamp
+	}
+	return max(tag, 0)
+}
+
+// confirm makes flow k, whose first packets cand holds, a stream: of a new
+// call, or the other direction of an existing one.
+func (r *rtpOnly) confirm(in *pcapIngest, k flowKey, cand *candidate) *stream {
+	pt, at := cand.pt, cand.packets[0].at
 	pair := pairOf(k.src, k.dst)
 	rc := r.calls[pair]
 	if rc == nil {
@@ -199,8 +236,16 @@ func (r *rtpOnly) confirm(in *pcapIngest, k flowKey, pt uint8, at time.Time) *st
 			}
 		}
 	}
+	decodable := codec.GetName() != ""
+	if tag := cand.srtpTag(); dec == nil && tag > 0 {
+		// SRTP whose keys were not captured (SIP over TLS, or no SIP in
+		// the capture): kept encrypted and labelled so, never decoded as
+		// noise.
+		transport, decodable = "RTP/SAVP", false
+		in.report.EncryptedFlows++
+	}
 	c.desc = append(c.desc, &verbatimv1.Stream{StreamId: id, ParticipantId: sender, Media: "audio", Transport: transport,
-		Decodable: codec.GetName() != "", Codecs: []*verbatimv1.Codec{codec}})
+		Decodable: decodable || dec != nil, Codecs: []*verbatimv1.Codec{codec}})
 	s := &stream{id: id, call: c, srtp: dec, batcher: rtpbatch.New(rtpbatch.Config{CallID: c.id, StreamID: id, Shared: &in.scratch}, c.sealer),
 		sent: verbatimv1.StreamMedia{StreamId: id}}
 	c.streams[k.dst] = s

@@ -152,7 +152,10 @@ func TestSDESOfferWithSeveralSuites(t *testing.T) {
 	reAnswer := stacktest.AudioSDP(callee, "RTP/SAVP", 0, "a=rtpmap:0 PCMU/8000", "a=crypto:1 AES_CM_128_HMAC_SHA1_80 "+inline(keyB2))
 
 	enc, plain := stacktest.NewSynth(t, 10*time.Millisecond), stacktest.NewSynth(t, 10*time.Millisecond)
-	both := func(src, dst netip.AddrPort, sealed, clear []byte) { enc.Send(src, dst, sealed); plain.Send(src, dst, clear) }
+	both := func(src, dst netip.AddrPort, sealed, clear []byte) {
+		enc.Send(src, dst, sealed)
+		plain.Send(src, dst, clear)
+	}
 	sip := func(src, dst netip.AddrPort, first, cseq, body string) {
 		// Not in the twin: tshark would take its SDP's streams for SRTP.
 		enc.Send(netip.AddrPortFrom(src.Addr(), 5060), netip.AddrPortFrom(dst.Addr(), 5060), stacktest.DialogMessage("sdes-tags@example.com", first, cseq, body))
@@ -201,5 +204,27 @@ func TestSDESOfferWithSeveralSuites(t *testing.T) {
 	r := e.assertPlays(twin, "sdes-tags@example.com", []streamRef{{0x3333, 0, "ul"}, {0x4444, 0, "ul"}})
 	if c := r.Recording.Completeness; c == nil || c.Status != schemas.StatusComplete || c.AudioRecorded != 200 {
 		t.Fatalf("completeness %+v, ledgers %+v", c, r.Recording.Ledgers)
+	}
+}
+
+// TestEncryptedMediaIsLabelled: SRTP found without SIP and without a key
+// (the Marseillaise sample with no --srtp-key) is kept encrypted and
+// labelled so, never decoded as noise and called complete; with the key
+// it plays.
+func TestEncryptedMediaIsLabelled(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newCLIEnv(ctx, t, "encrypted")
+	e.record(stacktest.SharedTestdata(t, "srtp/marseillaise-srtp.pcap"))
+	rs := e.find("--party", "rtp:10.1.1.1:10000")
+	if len(rs) != 1 || rs[0].Recording == nil {
+		t.Fatalf("calls %+v", rs)
+	}
+	c := rs[0].Recording.Completeness
+	if c == nil || c.Status != schemas.StatusPartial || c.AudioRecorded != 0 || c.Missing["encrypted_no_keys"] != 11888 {
+		t.Fatalf("completeness %+v, ledgers %+v", c, rs[0].Recording.Ledgers)
+	}
+	if table := e.cmd("search", "--database", e.db, "--party", "rtp:10.1.1.1:10000"); !strings.Contains(table, "partial: 0 of 11888 audio packets recorded (11888 encrypted no keys)") {
+		t.Fatalf("search:\n%s", table)
 	}
 }
