@@ -57,10 +57,11 @@ type streamRec struct {
 	channel    int // 0 left (caller), 1 right (callee)
 	track      *assemble.Track
 	started    bool
-	notDecoded string // why not, for a stream kept raw only
-	encrypted  bool   // kept raw because its keys were not captured
-	packets    uint64 // captured, for a stream kept raw only
-	eventPT    int    // telephone-event payload type, -1 if none declared
+	notDecoded string   // why not, for a stream kept raw only
+	encrypted  bool     // kept raw because its keys were not captured
+	ssrcs      []uint32 // sources seen, in order (at most maxSSRCs)
+	packets    uint64   // captured, for a stream kept raw only
+	eventPT    int      // telephone-event payload type, -1 if none declared
 	dtmf       dtmfTrack
 	ssrc       uint32                           // of the current track
 	reports    []*verbatimv1.StreamCompleteness // of earlier sources (SSRC changes)
@@ -339,6 +340,9 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		r.streams[pb.GetStreamId()] = s
 	}
 	first := time.Unix(0, pb.GetFirstArrivalUnixNano())
+	if n := len(s.ssrcs); (n == 0 || s.ssrcs[n-1] != pb.GetSsrc()) && n < maxSSRCs && !slices.Contains(s.ssrcs, pb.GetSsrc()) {
+		s.ssrcs = append(s.ssrcs, pb.GetSsrc())
+	}
 	if s.notDecoded != "" {
 		s.packets += uint64(pb.GetPacketCount())
 		return nil
@@ -535,7 +539,7 @@ func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objst
 	var report []*verbatimv1.StreamCompleteness
 	var ledgers []*verbatimv1.StreamLedger
 	for _, s := range r.streams {
-		l := &verbatimv1.StreamLedger{StreamId: s.meta.GetStreamId()}
+		l := &verbatimv1.StreamLedger{StreamId: s.meta.GetStreamId(), Ssrcs: s.ssrcs}
 		ledgers = append(ledgers, l)
 		report = append(report, s.reports...)
 		var segments []*verbatimv1.StreamCompleteness
@@ -720,6 +724,10 @@ func recordingAAD(tenant, objectKey string) []byte {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// maxSSRCs bounds the sources a ledger names: what an attacker sends
+// (random SSRCs on a media port) never grows a recording's report.
+const maxSSRCs = 16
 
 // undecodedDetail says why audio packets of payload types pts had no
 // decoder: what the stream's SDP names them, if anything.

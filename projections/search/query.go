@@ -107,13 +107,16 @@ type Ledger struct {
 	NeverCaptured   uint64 `json:"never_captured"`
 	CaptureDamaged  string `json:"capture_damaged,omitempty"`
 	Detail          string `json:"detail,omitempty"`
+	// SSRCs are the RTP sources the stream's packets came from.
+	SSRCs []uint32 `json:"ssrcs,omitempty"`
 }
 
 func ledgerOf(l *verbatimv1.StreamLedger) Ledger {
 	return Ledger{StreamID: l.GetStreamId(), Captured: l.GetCaptured(), Recorded: l.GetRecorded(), Events: l.GetEvents(),
 		ComfortNoise: l.GetComfortNoise(), Duplicate: l.GetDuplicate(), Late: l.GetLate(), NotDecodable: l.GetNotDecodable(),
 		EncryptedNoKeys: l.GetEncryptedNoKeys(), SRTPAuthFailed: l.GetSrtpAuthFailed(), SRTPReplayed: l.GetSrtpReplayed(),
-		LostInTransit: l.GetLostInTransit(), NeverCaptured: l.GetNeverCaptured(), CaptureDamaged: l.GetCaptureDamaged(), Detail: l.GetDetail()}
+		LostInTransit: l.GetLostInTransit(), NeverCaptured: l.GetNeverCaptured(), CaptureDamaged: l.GetCaptureDamaged(), Detail: l.GetDetail(),
+		SSRCs: l.GetSsrcs()}
 }
 
 // MarshalJSON writes the duration in seconds.

@@ -352,7 +352,9 @@ type StreamLedger struct {
 	// ("capture ended early at frame 421: ..."), empty if nothing.
 	CaptureDamaged string `protobuf:"bytes,14,opt,name=capture_damaged,json=captureDamaged,proto3" json:"capture_damaged,omitempty"`
 	// Why audio is not in the recording, in words, when some is not.
-	Detail        string `protobuf:"bytes,15,opt,name=detail,proto3" json:"detail,omitempty"`
+	Detail string `protobuf:"bytes,15,opt,name=detail,proto3" json:"detail,omitempty"`
+	// The RTP sources (SSRCs) the stream's packets came from, in order.
+	Ssrcs         []uint32 `protobuf:"varint,16,rep,packed,name=ssrcs,proto3" json:"ssrcs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -490,6 +492,13 @@ func (x *StreamLedger) GetDetail() string {
 		return x.Detail
 	}
 	return ""
+}
+
+func (x *StreamLedger) GetSsrcs() []uint32 {
+	if x != nil {
+		return x.Ssrcs
+	}
+	return nil
 }
 
 // StreamObject is one stream stored on its own.
@@ -1098,7 +1107,7 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\n" +
 	"raw_sha256\x18\x14 \x01(\fR\trawSha256\x12@\n" +
 	"\x0estream_objects\x18\x15 \x03(\v2\x19.verbatim.v1.StreamObjectR\rstreamObjects\x123\n" +
-	"\aledgers\x18\x16 \x03(\v2\x19.verbatim.v1.StreamLedgerR\aledgers\"\x82\x04\n" +
+	"\aledgers\x18\x16 \x03(\v2\x19.verbatim.v1.StreamLedgerR\aledgers\"\x98\x04\n" +
 	"\fStreamLedger\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x1a\n" +
 	"\bcaptured\x18\x02 \x01(\x04R\bcaptured\x12\x1a\n" +
@@ -1115,7 +1124,8 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\x0flost_in_transit\x18\f \x01(\x04R\rlostInTransit\x12%\n" +
 	"\x0enever_captured\x18\r \x01(\x04R\rneverCaptured\x12'\n" +
 	"\x0fcapture_damaged\x18\x0e \x01(\tR\x0ecaptureDamaged\x12\x16\n" +
-	"\x06detail\x18\x0f \x01(\tR\x06detail\"\x8a\x02\n" +
+	"\x06detail\x18\x0f \x01(\tR\x06detail\x12\x14\n" +
+	"\x05ssrcs\x18\x10 \x03(\rR\x05ssrcs\"\x8a\x02\n" +
 	"\fStreamObject\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x1d\n" +
 	"\n" +

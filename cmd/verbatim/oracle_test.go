@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/verbatimrec/verbatim/internal/stacktest"
+	"github.com/verbatimrec/verbatim/projections/search"
+	"github.com/verbatimrec/verbatim/schemas"
+)
+
+// The oracle: every audio stream tshark sees in every capture of
+// ../shared/testdata is either in the recording of its own call, sample
+// for sample at its RTP time and alone in its channel, or its call's label
+// says why not. The reference is built without Verbatim's code: tshark's
+// export of the payloads decoded by sox or ffmpeg, or, for SRTP whose
+// plaintext tshark cannot export, the MANIFEST's digest of the decrypted
+// audio.
+
+// oracleStream is one RTP source as tshark sees it.
+type oracleStream struct {
+	ssrc    uint32
+	pt      int // its audio payload type
+	packets int // of that payload type
+}
+
+// tsharkStreams lists the audio streams of a capture: per SSRC, the most
+// common payload type that is neither comfort noise (13) nor an RFC 4733
+// event (a dynamic type whose payloads are 4 octets).
+func tsharkStreams(t *testing.T, capture string) []oracleStream {
+	t.Helper()
+	out, err := exec.Command("tshark", "-r", capture, "-o", "rtp.heuristic_rtp:TRUE", "-Y", "rtp.version == 2",
+		"-T", "fields", "-e", "rtp.ssrc", "-e", "rtp.p_type", "-e", "udp.length").Output()
+	if err != nil {
+		t.Fatalf("tshark (make test installs it): %v", err)
+	}
+	counts := map[uint32]map[int]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) != 3 || f[0] == "" {
+			continue
+		}
+		ssrc, err1 := strconv.ParseUint(strings.TrimPrefix(f[0], "0x"), 16, 32)
+		pt, err2 := strconv.Atoi(f[1])
+		udpLen, err3 := strconv.Atoi(f[2])
+		if err1 != nil || err2 != nil || err3 != nil {
+			t.Fatalf("tshark line %q", line)
+		}
+		if pt == 13 || (pt >= 96 && udpLen == 8+12+4) {
+			continue
+		}
+		if counts[uint32(ssrc)] == nil {
+			counts[uint32(ssrc)] = map[int]int{}
+		}
+		counts[uint32(ssrc)][pt]++
+	}
+	var ss []oracleStream
+	for ssrc, pts := range counts {
+		s := oracleStream{ssrc: ssrc}
+		for pt, n := range pts {
+			if n > s.packets {
+				s.pt, s.packets = pt, n
+			}
+		}
+		ss = append(ss, s)
+	}
+	slices.SortFunc(ss, func(a, b oracleStream) int { return int(a.ssrc>>1) - int(b.ssrc>>1) })
+	return ss
+}
+
+// referenceCodec is how sox or ffmpeg decodes a payload type for
+// tsharkRef, or "" when there is no reference decoder here.
+func referenceCodec(pt int) string {
+	switch pt {
+	case 0:
+		return "ul"
+	case 8:
+		return "al"
+	case 9:
+		return "g722"
+	}
+	return ""
+}
+
+// decryptedDigest is the MANIFEST's SHA-256 of the decrypted, decoded
+// (s16le) audio of SRTP streams whose keys the MANIFEST gives, and how
+// many samples it covers.
+var decryptedDigest = map[uint32]struct {
+	sum     string
+	samples int
+}{
+	0xDEADBEEF: {"82161ad840ebec05699eb524cb0650b47800b413714fc2ce5736e00c6774891c", 11888 * 160},
+}
+
+func TestOracleEveryCapture(t *testing.T) {
+	captures, _ := filepath.Glob(filepath.Join(stacktest.SharedTestdata(t, "pcap"), "*"))
+	srtpCaptures, _ := filepath.Glob(filepath.Join(stacktest.SharedTestdata(t, "srtp"), "*.pcap"))
+	captures = append(captures, srtpCaptures...)
+	// Keys the MANIFEST gives where no SDP does.
+	ingestArgs := map[string][]string{
+		"marseillaise-srtp.pcap": {"--srtp-key", "AES_CM_128_HMAC_SHA1_80:inline:aSBrbm93IGFsbCB5b3VyIGxpdHRsZSBzZWNyZXRz"},
+	}
+	var table strings.Builder
+	tw := tabwriter.NewWriter(&table, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CAPTURE\tSTREAM\tPT\tPACKETS\tFOUND IN\tLABEL")
+	var failures []string
+	for _, capture := range captures {
+		name := filepath.Base(capture)
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			e := newCLIEnv(ctx, t, "oracle")
+			args := append([]string{"ingest", "pcap", "--brokers", e.brokers, "--keyring", e.keyring}, ingestArgs[name]...)
+			e.cmd(append(args, capture)...)
+			e.cmd("process", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--spool", t.TempDir(), "--exit-when-idle", "--quiet")
+			e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db, "--exit-when-idle")
+			calls := e.find("--limit", "1000")
+			t.Log("\n" + e.cmd("search", "--database", e.db, "--limit", "1000"))
+			type owner struct {
+				call   search.Result
+				ledger search.Ledger
+				chans  [][]int16
+			}
+			owners := map[uint32]*owner{}
+			usedBy := map[string]uint32{} // call id and channel -> the SSRC found there
+			wavs := map[string][][]int16{}
+			for _, c := range calls {
+				if c.Recording == nil || c.Recording.Failure != "" {
+					continue
+				}
+				for _, l := range c.Recording.Ledgers {
+					for _, ssrc := range l.SSRCs {
+						owners[ssrc] = &owner{call: c, ledger: l}
+					}
+				}
+			}
+			fail := func(format string, a ...any) {
+				msg := name + ": " + fmt.Sprintf(format, a...)
+				failures = append(failures, msg)
+				t.Error(msg)
+			}
+			for _, s := range tsharkStreams(t, capture) {
+				o := owners[s.ssrc]
+				if o == nil {
+					fail("SSRC 0x%08x (%d packets): in no recording", s.ssrc, s.packets)
+					fmt.Fprintf(tw, "%s\t0x%08x\t%d\t%d\t-\tin no recording\n", name, s.ssrc, s.pt, s.packets)
+					continue
+				}
+				label := o.call.Recording.Completeness.String()
+				if wavs[o.call.CallID] == nil {
+					wavPath := filepath.Join(t.TempDir(), "call.wav")
+					e.cmd("play", o.call.CallID, "-o", wavPath, "--database", e.db, "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects)
+					wav, err := os.ReadFile(wavPath)
+					if err != nil {
+						t.Fatal(err)
+					}
+					l, r := wavChannels(t, wav)
+					wavs[o.call.CallID] = [][]int16{l, r}
+				}
+				chans := wavs[o.call.CallID]
+				found := -1
+				if d, ok := decryptedDigest[s.ssrc]; ok {
+					for i, ch := range chans {
+						if len(ch) >= d.samples {
+							if sum := sha256.Sum256(pcmLE(ch[:d.samples])); hex.EncodeToString(sum[:]) == d.sum {
+								found = i
+							}
+						}
+					}
+				} else if codec := referenceCodec(s.pt); codec != "" {
+					want, cn := tsharkRef(t, capture, s.ssrc, s.pt, codec)
+					for i, ch := range chans {
+						if at := matchAt(t, ch, want, cn); at >= 0 {
+							found = i
+							break
+						}
+					}
+				}
+				where := "-"
+				if found >= 0 {
+					where = fmt.Sprintf("%s ch %d", o.call.CallID[:8], found)
+				}
+				fmt.Fprintf(tw, "%s\t0x%08x\t%d\t%d\t%s\t%s\n", name, s.ssrc, s.pt, s.packets, where, label)
+				if found >= 0 {
+					k := fmt.Sprintf("%s/%d", o.call.CallID, found)
+					if other, taken := usedBy[k]; taken {
+						fail("SSRC 0x%08x: in channel %d of %s, where SSRC 0x%08x is too", s.ssrc, found, o.call.CallID, other)
+					}
+					usedBy[k] = s.ssrc
+				}
+				switch {
+				case found >= 0 && o.ledger.Recorded*100 < uint64(s.packets)*99:
+					fail("SSRC 0x%08x: in the recording, but its ledger says %d of %d packets recorded", s.ssrc, o.ledger.Recorded, s.packets)
+				case found < 0 && o.call.Recording.Completeness.Status == schemas.StatusComplete:
+					fail("SSRC 0x%08x: not in its call's recording, which says %q", s.ssrc, label)
+				case found < 0 && o.ledger.NotDecodable+o.ledger.EncryptedNoKeys+o.ledger.SRTPAuthFailed+o.ledger.LostInTransit == 0:
+					fail("SSRC 0x%08x: not in its call's recording, and its ledger names no reason: %+v", s.ssrc, o.ledger)
+				}
+			}
+		})
+	}
+	tw.Flush()
+	t.Log("\n" + table.String())
+	if len(failures) > 0 {
+		t.Fatalf("%d streams neither recorded nor labelled:\n%s", len(failures), strings.Join(failures, "\n"))
+	}
+}
