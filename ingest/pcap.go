@@ -168,9 +168,11 @@ type Report struct {
 	SIPOverTCP                     siptcp.Stats
 	BadRTP                         uint64 // too short or not version 2, on a known media port
 	Truncated                      bool
-	LastSIPError                   string
-	LastRTPError                   string
-	Elapsed                        time.Duration
+	// TruncatedAt says where a truncated capture ended.
+	TruncatedAt  string
+	LastSIPError string
+	LastRTPError string
+	Elapsed      time.Duration
 }
 
 type stream struct {
@@ -190,7 +192,10 @@ type stream struct {
 }
 
 type call struct {
-	id      string
+	id string
+	// damaged says what the capture lost while the call was open (a
+	// damaged or truncated file), for its ledger; empty if nothing.
+	damaged string
 	conv    string // conversation id
 	keyID   string
 	dialog  *sipdialog.Call // nil for a call found by its RTP alone
@@ -274,8 +279,15 @@ func run(ctx context.Context, cfg Config, rd *pcapread.Reader, drops func() (uin
 			}
 		}
 	}
+	var damaged uint64
 	for in.err == nil {
 		p, err := rd.Next()
+		if st := rd.Stats(); st.Damaged != damaged {
+			// Frames were skipped here: every call open now may have lost
+			// packets no counter can see.
+			damaged = st.Damaged
+			in.markDamaged(st.LastDamage)
+		}
 		if errors.Is(err, pcapread.ErrNoPacket) { // live and quiet
 			if ctx.Err() != nil {
 				break
@@ -291,6 +303,8 @@ func run(ctx context.Context, cfg Config, rd *pcapread.Reader, drops func() (uin
 		}
 		if errors.Is(err, pcapread.ErrTruncated) && !live {
 			in.report.Truncated = true
+			in.report.TruncatedAt = strings.TrimPrefix(err.Error(), pcapread.ErrTruncated.Error()+": ")
+			in.markDamaged(in.report.TruncatedAt)
 			cfg.Logger.Warn("capture truncated; keeping everything before the damage", "err", err)
 			break
 		}
@@ -342,7 +356,39 @@ func run(ctx context.Context, cfg Config, rd *pcapread.Reader, drops func() (uin
 	if cfg.Progress != nil {
 		cfg.Progress(in.report)
 	}
+	if in.err == nil && (in.report.Truncated || in.report.Pcap.Damaged > 0) {
+		// Everything readable is recorded, but input was lost: say so
+		// with a failure, not only a warning.
+		what := in.report.TruncatedAt
+		if in.report.Pcap.Damaged > 0 {
+			what = fmt.Sprintf("%d damaged stretches, %d bytes skipped (first: %s)", in.report.Pcap.Damaged, in.report.Pcap.DamagedBytes, in.report.Pcap.FirstDamage)
+			if in.report.Truncated {
+				what += "; " + in.report.TruncatedAt
+			}
+		}
+		return in.report, fmt.Errorf("%w: %s", ErrCaptureDamaged, what)
+	}
 	return in.report, in.err
+}
+
+// ErrCaptureDamaged is returned, with the Report of everything that was
+// recorded, when a capture file was damaged or truncated: the calls open
+// then carry the damage in their ledgers.
+var ErrCaptureDamaged = errors.New("ingest: capture damaged, input lost")
+
+// markDamaged notes, in every call open now, what the capture lost.
+func (in *pcapIngest) markDamaged(what string) {
+	mark := func(c *call) {
+		if c != nil && !c.ended && c.damaged == "" {
+			c.damaged = what
+		}
+	}
+	for _, c := range in.calls {
+		mark(c)
+	}
+	for _, rc := range in.rtpOnly.calls {
+		mark(rc.c)
+	}
 }
 
 func isSIP(p *pcapread.Packet) bool {
@@ -917,7 +963,7 @@ func (in *pcapIngest) endCall(c *call, at time.Time, reason verbatimv1.EndReason
 	}
 	in.produce(schemas.TopicMedia, c.id, c, "media-ended", at, &verbatimv1.MediaEnded{
 		CallId: c.id, StartedAt: timestamppb.New(startedAt), EndedAt: timestamppb.New(endedAt), Reason: reason,
-		Streams: c.desc, Media: media,
+		Streams: c.desc, Media: media, CaptureDamaged: c.damaged,
 	})
 	in.produce(schemas.TopicCalls, c.id, c, "ended", at, &verbatimv1.CallEnded{
 		CallId: c.id, EndedAt: timestamppb.New(endedAt), Reason: reason,

@@ -44,6 +44,9 @@ type ingested struct {
 	meta    []*verbatimv1.MetadataAttached
 	dks     map[string]*verbatimv1.DataKey
 	records []*kgo.Record
+	// err is ingest's ErrCaptureDamaged, for a damaged capture (any other
+	// error fails the test).
+	err error
 }
 
 func ingestFile(t *testing.T, name string, data []byte, opts ...func(*ingest.Config)) (ingest.Report, ingested) {
@@ -94,13 +97,13 @@ func ingestRun(t *testing.T, brokers []string, km keys.Manager, tenant string, r
 	for _, o := range opts {
 		o(&cfg)
 	}
-	rep, err := run(ctx, cfg)
-	if err != nil {
-		t.Fatalf("ingest: %v (report %+v)", err, rep)
+	rep, runErr := run(ctx, cfg)
+	if runErr != nil && !errors.Is(runErr, ingest.ErrCaptureDamaged) {
+		t.Fatalf("ingest: %v (report %+v)", runErr, rep)
 	}
 
 	out := ingested{started: map[string]*verbatimv1.CallStarted{}, ended: map[string]*verbatimv1.CallEnded{}, batches: map[string][]*verbatimv1.PacketBatch{},
-		media: map[string]*verbatimv1.MediaEnded{}, dks: map[string]*verbatimv1.DataKey{}}
+		media: map[string]*verbatimv1.MediaEnded{}, dks: map[string]*verbatimv1.DataKey{}, err: runErr}
 	cons, err := kafkaclient.New(kafkaclient.Config{Brokers: brokers},
 		kgo.ConsumeTopics(schemas.TopicCalls, schemas.TopicMedia, schemas.TopicKeys, schemas.TopicMetadata), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.KeepControlRecords())
@@ -257,6 +260,16 @@ func TestPcapTruncatedAndCorrupt(t *testing.T) {
 	rep, out := ingestFile(t, "", bad)
 	if !rep.Truncated || rep.SIP.Malformed == 0 || !strings.Contains(rep.LastSIPError, "malformed") {
 		t.Fatalf("report does not say what was wrong: %+v", rep)
+	}
+	// Input was lost: ingest says so with an error, and the calls open at
+	// the cut carry it into their ledgers.
+	if !errors.Is(out.err, ingest.ErrCaptureDamaged) || !strings.Contains(out.err.Error(), "capture ended early after frame") {
+		t.Fatalf("a truncated capture gave error %v", out.err)
+	}
+	for id, me := range out.media {
+		if !strings.HasPrefix(me.GetCaptureDamaged(), "capture ended early after frame") {
+			t.Errorf("call %s was open at the cut, but its MediaEnded says %q", id, me.GetCaptureDamaged())
+		}
 	}
 	// The second call is still recorded, and the first call's audio is
 	// not lost with its INVITE: it is recorded as a call found by its RTP.

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -227,4 +230,44 @@ func TestEncryptedMediaIsLabelled(t *testing.T) {
 	if table := e.cmd("search", "--database", e.db, "--party", "rtp:10.1.1.1:10000"); !strings.Contains(table, "partial: 0 of 11888 audio packets recorded (11888 encrypted no keys)") {
 		t.Fatalf("search:\n%s", table)
 	}
+}
+
+// TestDamagedCaptureIsNotComplete: a record in the middle of a capture
+// claims 1 GB. Reading resynchronises at the next record, so the frames
+// after it are recorded; ingest exits with an error (input was lost), and
+// the call that was open then reads partial, saying so, never complete.
+func TestDamagedCaptureIsNotComplete(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newCLIEnv(ctx, t, "damaged")
+	data, err := os.ReadFile(stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := 24
+	for range 299 { // frame 300 is an RTP packet of call 1-1966
+		off += 16 + int(binary.LittleEndian.Uint32(data[off+8:]))
+	}
+	bad := bytes.Clone(data)
+	binary.LittleEndian.PutUint32(bad[off+8:], 1<<30)
+	capture := filepath.Join(t.TempDir(), "damaged.pcap")
+	if err := os.WriteFile(capture, bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runOut(ctx, "ingest", "pcap", "--brokers", e.brokers, "--keyring", e.keyring, capture)
+	if err == nil || !strings.Contains(out, "1 damaged stretches of the file") || !strings.Contains(out, "1073741824") {
+		t.Fatalf("ingest of a damaged capture: err %v\n%s", err, out)
+	}
+	e.cmd("process", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--spool", t.TempDir(), "--exit-when-idle", "--quiet")
+	e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db, "--exit-when-idle")
+	rs := e.find("--call-id", "1-1966@10.0.2.20")
+	if len(rs) != 1 || rs[0].Recording == nil {
+		t.Fatalf("calls %+v", rs)
+	}
+	c := rs[0].Recording.Completeness
+	if c == nil || c.Status != schemas.StatusPartial || !strings.Contains(c.CaptureDamaged, "capture damaged after frame 299") ||
+		c.AudioRecorded != 424 || c.Missing["never_captured"] != 1 {
+		t.Fatalf("completeness %+v", c)
+	}
+	t.Logf("1-1966: %s", c)
 }

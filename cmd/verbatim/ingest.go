@@ -88,16 +88,27 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		rep, err := ingest.Pcap(ctx, cfg, f)
 		f.Close()
 		fmt.Fprintln(stderr)
-		if err != nil {
+		damaged := errors.Is(err, ingest.ErrCaptureDamaged)
+		if err != nil && !damaged {
 			fmt.Fprintf(stderr, "%s: %v\n", name, err)
 			failed++
 			continue
 		}
 		fmt.Fprintf(stdout, "%s: %d calls, %d RTP packets in %d batches\n", name, rep.Calls, rep.RTPPackets, rep.Batches)
+		if rep.Pcap.Damaged > 0 {
+			fmt.Fprintf(stdout, "  warning: %d damaged stretches of the file (%d bytes) skipped; reading went on at the next valid record (first: %s)\n",
+				rep.Pcap.Damaged, rep.Pcap.DamagedBytes, rep.Pcap.FirstDamage)
+		}
 		if rep.Truncated {
-			fmt.Fprintf(stdout, "  warning: the capture is truncated or corrupt after frame %d; everything before it was recorded\n", rep.Pcap.Frames)
+			fmt.Fprintf(stdout, "  warning: %s; everything before it was recorded\n", rep.TruncatedAt)
 		}
 		printWarnings(stdout, rep)
+		if damaged {
+			// Recorded, and the calls open then say so in their ledgers;
+			// still a failure: input was lost.
+			fmt.Fprintf(stderr, "%s: %v\n", name, err)
+			failed++
+		}
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d of %d captures failed", failed, fs.NArg())

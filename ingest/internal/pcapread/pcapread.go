@@ -22,7 +22,8 @@ import (
 )
 
 // ErrTruncated is returned by Next when the capture ends inside a frame or
-// its header: the file was cut or corrupted. Frames before it were valid.
+// its header, or in damage no valid record follows: the file was cut or
+// corrupted. Frames before it were valid. The wrapping error says where.
 var ErrTruncated = errors.New("pcapread: capture truncated or corrupt")
 
 // Transport protocols of a Packet.
@@ -61,6 +62,14 @@ type Stats struct {
 	FragmentsLost uint64
 	Malformed     uint64 // headers that do not parse
 	LastMalformed string
+	// Damaged counts stretches of the file skipped because their framing
+	// was corrupt (a record claiming 1 GB, a pcapng block of length 8),
+	// DamagedBytes their bytes, FirstDamage describes the first. Reading
+	// goes on at the next valid record: valid data around damage is kept.
+	Damaged      uint64
+	DamagedBytes uint64
+	FirstDamage  string
+	LastDamage   string
 }
 
 // PacketSource yields raw frames: a capture file, or a live interface.
@@ -94,6 +103,22 @@ type Reader struct {
 	defrag   *ip4defrag.IPv4Defragmenter
 	defrag6  ip6Defrag
 	swept    time.Time // last time old fragments were given up
+	// truncated is the damage that ended the file early, if any.
+	truncated *Damage
+}
+
+// damaged counts one stretch of skipped damage.
+func (r *Reader) damaged(d Damage) {
+	if d.Truncated {
+		r.truncated = &d
+		return
+	}
+	r.stats.Damaged++
+	r.stats.DamagedBytes += uint64(d.Skipped)
+	if r.stats.FirstDamage == "" {
+		r.stats.FirstDamage = d.String()
+	}
+	r.stats.LastDamage = d.String()
 }
 
 // fragmentTimeout is how long the fragments of one datagram may take to
@@ -103,12 +128,16 @@ const fragmentTimeout = 30 * time.Second
 // Open sniffs the format (pcap or pcapng, either byte order, micro- or
 // nanosecond) and returns a Reader.
 func Open(r io.Reader) (*Reader, error) {
-	br := bufio.NewReaderSize(r, 1<<16)
-	magic, err := br.Peek(4)
+	raw := bufio.NewReaderSize(r, maxBlock+4096) // a whole record fits: resynchronising looks ahead
+	magic, err := raw.Peek(4)
 	if err != nil {
 		return nil, fmt.Errorf("pcapread: not a capture file: %w", err)
 	}
 	rd := &Reader{decoded: make([]gopacket.LayerType, 0, 8)}
+	// pcapgo parses what the framer passes on: the file with its damaged
+	// records cut out. The framer reads one record ahead of pcapgo, so a
+	// damage is reported when the frames before it have been read.
+	br := newFramer(raw, rd.damaged)
 	if binary.LittleEndian.Uint32(magic) == 0x0A0D0D0A {
 		ng, err := pcapgo.NewNgReader(br, pcapgo.NgReaderOptions{})
 		if err != nil {
@@ -168,6 +197,9 @@ func (r *Reader) Next() (*Packet, error) {
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				r.sweepFragments(time.Unix(1<<40, 0)) // the file is over: incomplete sets never will be
+				if r.truncated != nil {
+					return nil, fmt.Errorf("%w: %s", ErrTruncated, r.truncated)
+				}
 				return nil, io.EOF
 			}
 			if errors.Is(err, ErrNoPacket) {

@@ -411,3 +411,74 @@ func TestReassembleIPv6Fragments(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// toPcapng rewrites a classic pcap as pcapng, and returns each enhanced
+// packet block's offset.
+func toPcapng(t *testing.T, data []byte) ([]byte, []int) {
+	t.Helper()
+	pr, err := pcapgo.NewReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	w, err := pcapgo.NewNgWriter(&buf, pr.LinkType())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var offsets []int
+	for {
+		d, ci, err := pr.ReadPacketData()
+		if err != nil {
+			break
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		offsets = append(offsets, buf.Len())
+		if err := w.WritePacket(ci, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes(), offsets
+}
+
+// TestDamagedRecordsAreSkipped: a corrupt record in the middle of a pcap
+// (a length of 1 GB) or pcapng file (block lengths of 8 and 0xFFFFFFF0)
+// costs that record only: reading resynchronises at the next valid one,
+// says what it skipped, and every other frame is read.
+func TestDamagedRecordsAreSkipped(t *testing.T) {
+	data, err := os.ReadFile(stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole := readAll(t, data)
+	// Classic pcap: record 300's captured length becomes 1 GB.
+	bad := bytes.Clone(data)
+	off := 24
+	for range 299 {
+		off += 16 + int(binary.LittleEndian.Uint32(bad[off+8:]))
+	}
+	binary.LittleEndian.PutUint32(bad[off+8:], 1<<30)
+	got := readAll(t, bad)
+	if got.err != nil || got.stats.Frames != whole.stats.Frames-1 || got.stats.Damaged != 1 || got.stats.DamagedBytes == 0 ||
+		!strings.Contains(got.stats.FirstDamage, "after frame 299") || !strings.Contains(got.stats.FirstDamage, "1073741824") {
+		t.Fatalf("pcap with a 1 GB record: %d of %d frames, err %v, stats %+v", got.stats.Frames, whole.stats.Frames, got.err, got.stats)
+	}
+	// pcapng: two blocks damaged, one with length 8, one with 0xFFFFFFF0.
+	ng, offsets := toPcapng(t, data)
+	binary.LittleEndian.PutUint32(ng[offsets[100]+4:], 8)
+	binary.LittleEndian.PutUint32(ng[offsets[500]+4:], 0xFFFFFFF0)
+	got = readAll(t, ng)
+	if got.err != nil || got.stats.Frames != whole.stats.Frames-2 || got.stats.Damaged != 2 {
+		t.Fatalf("pcapng with two damaged blocks: %d of %d frames, err %v, stats %+v", got.stats.Frames, whole.stats.Frames, got.err, got.stats)
+	}
+	// A cut inside the last record: every frame before it, then
+	// ErrTruncated saying where.
+	got = readAll(t, data[:len(data)-50])
+	if !errors.Is(got.err, pcapread.ErrTruncated) || got.stats.Frames != whole.stats.Frames-1 || !strings.Contains(got.err.Error(), "capture ended early after frame 851") {
+		t.Fatalf("truncated: %d frames, err %v", got.stats.Frames, got.err)
+	}
+}
