@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 
 	"net/netip"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/pion/srtp/v2"
 
 	"github.com/verbatimrec/verbatim/internal/stacktest"
+	"github.com/verbatimrec/verbatim/projections/search"
 	"github.com/verbatimrec/verbatim/schemas"
 )
 
@@ -270,4 +272,59 @@ func TestDamagedCaptureIsNotComplete(t *testing.T) {
 		t.Fatalf("completeness %+v", c)
 	}
 	t.Logf("1-1966: %s", c)
+}
+
+// TestCompletenessReport: per party and day, the calls signalled and what
+// became of each: complete (the G.711 calls), partial (SIP_DTMF2's relayed
+// direction lost 2 packets), not answered (its declined call), missing
+// (the SIP INFO capture's call has no media), and failed (a capture whose
+// keys the processor's key manager does not have).
+func TestCompletenessReport(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newCLIEnv(ctx, t, "report")
+	e.cmd("ingest", "pcap", "--brokers", e.brokers, "--keyring", e.keyring, stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"),
+		stacktest.SharedTestdata(t, "pcap/wireshark_SIP_DTMF2.cap"), stacktest.SharedTestdata(t, "pcap/wireshark_DTMFsipinfo.pcap"))
+	other := filepath.Join(t.TempDir(), "other-keyring.json")
+	e.cmd("ingest", "pcap", "--brokers", e.brokers, "--keyring", other, stacktest.SharedTestdata(t, "pcap/sipp_g711a.pcap"))
+	e.cmd("process", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--spool", t.TempDir(), "--exit-when-idle", "--quiet")
+	e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db, "--exit-when-idle")
+	table := e.cmd("completeness", "--database", e.db, "--from", "2000-01-01", "--to", "2030-01-01")
+	t.Log("\n" + table)
+	var rows []search.PartyDay
+	if err := json.Unmarshal([]byte(e.cmd("completeness", "--database", e.db, "--from", "2000-01-01", "--to", "2030-01-01", "--json")), &rows); err != nil {
+		t.Fatal(err)
+	}
+	get := func(party, day string) search.PartyDay {
+		t.Helper()
+		for _, r := range rows {
+			if r.Party == party && r.Day == day {
+				return r
+			}
+		}
+		t.Fatalf("no row for %s on %s in %+v", party, day, rows)
+		return search.PartyDay{}
+	}
+	for _, c := range []struct {
+		party, day                                          string
+		signalled, complete, partial, failed, missing, decl int
+	}{
+		{"sipp", "2016-11-26", 2, 2, 0, 0, 0, 0},                             // the G.711 capture's caller: two complete calls
+		{"2504", "2005-09-09", 2, 1, 0, 0, 0, 1},                             // SIP_DTMF2: 25672 complete, 5514 declined
+		{"rtp:192.168.105.110:4374", "2005-09-09", 1, 0, 1, 0, 0, 0},         // its relayed direction: 2 packets never captured
+		{"admind", "2011-04-27", 1, 0, 0, 0, 1, 0},                           // SIP INFO digits, no media: MISSING
+		{"(unknown: identities unreadable)", "2002-07-26", 1, 0, 0, 1, 0, 0}, // keys the processor does not have
+	} {
+		r := get(c.party, c.day)
+		if r.Signalled != c.signalled || r.Complete != c.complete || r.Partial != c.partial || r.Failed != c.failed ||
+			r.Missing != c.missing || r.NotAnswered != c.decl {
+			t.Errorf("%s on %s: %+v", c.party, c.day, r)
+		}
+	}
+	if !strings.Contains(table, "calls not completely recorded") {
+		t.Fatalf("table:\n%s", table)
+	}
+	if _, err := runOut(ctx, "completeness", "--database", e.db, "--from", "2000-01-01", "--to", "2030-01-01", "--check"); err == nil {
+		t.Fatal("--check passed with calls not completely recorded")
+	}
 }

@@ -36,6 +36,9 @@ Commands:
   project   project search: build the ClickHouse search tables from the topics
   play      play CALL-ID -o out.wav: fetch, verify and decrypt a recording
   search    find calls by time, party (number or SIP URI) or call id
+  completeness  --from DAY --to DAY [--party P]: per party and day, the
+            calls signalled and how many were recorded complete, partial,
+            failed or missing, with the reasons
   topics    list the v1 topic catalogue, or create the topics (--create)
   loadtest  -o load.pcap: write a capture of --calls concurrent calls
   version   print the version
@@ -72,6 +75,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runProject(ctx, args[1:], stdout, stderr)
 	case "search":
 		return runSearch(ctx, args[1:], stdout, stderr)
+	case "completeness":
+		return runCompleteness(ctx, args[1:], stdout, stderr)
 	case "topics":
 		return runTopics(ctx, args[1:], stdout, stderr)
 	case "loadtest":
