@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -151,6 +152,9 @@ type Report struct {
 	ZRTPPackets uint64
 	// Digits sent in SIP INFO.
 	Digits uint64
+	// StrayPackets are RTP packets of sources that never sent two in a row
+	// on a stream (a spray of random SSRCs): counted, not recorded.
+	StrayPackets uint64
 	// RTPOnlyCalls are the calls (of Calls) found by their RTP alone.
 	RTPOnlyCalls int
 	// EncryptedFlows are the streams found by their RTP alone whose
@@ -184,11 +188,23 @@ type stream struct {
 	// still authenticate under it, until one authenticates under srtp.
 	srtpPrev *srtpdec.Decryptor
 	srtpKey  [sha256.Size]byte // fingerprint of srtp's suite and key
-	zrtp     bool              // ZRTP seen: the media is SRTP with keys no capture has
-	from     netip.AddrPort    // where its packets come from (a NAT's address, maybe)
-	flows    []flowKey         // sender's SDP address -> receiver's, in pcapIngest.byFlow
-	batcher  *rtpbatch.Batcher
-	sent     verbatimv1.StreamMedia // what has been produced, for MediaEnded
+	// The stream's current RTP source, and a packet of another source
+	// held until a second one in sequence confirms it (a transfer, a
+	// restarted sender); a source that never sends two in a row is stray.
+	srcSet bool
+	src    uint32
+	cand   struct {
+		ssrc uint32
+		seq  uint16
+		at   time.Time
+		pkt  []byte
+		held bool
+	}
+	zrtp    bool           // ZRTP seen: the media is SRTP with keys no capture has
+	from    netip.AddrPort // where its packets come from (a NAT's address, maybe)
+	flows   []flowKey      // sender's SDP address -> receiver's, in pcapIngest.byFlow
+	batcher *rtpbatch.Batcher
+	sent    verbatimv1.StreamMedia // what has been produced, for MediaEnded
 }
 
 type call struct {
@@ -484,15 +500,40 @@ func (in *pcapIngest) media(s *stream, p *pcapread.Packet) {
 			return
 		}
 	}
-	done, err := s.batcher.Add(p.Time, pkt)
+	if len(pkt) >= 12 {
+		ssrc, seq := binary.BigEndian.Uint32(pkt[8:]), binary.BigEndian.Uint16(pkt[2:])
+		switch {
+		case !s.srcSet:
+			s.srcSet, s.src = true, ssrc
+		case ssrc == s.src:
+		case s.cand.held && s.cand.ssrc == ssrc && seq == s.cand.seq+1:
+			// Confirmed: the stream's source is now this one.
+			s.src, s.cand.held = ssrc, false
+			in.addRTP(s, p.Frame, s.cand.at, s.cand.pkt)
+		default:
+			if s.cand.held {
+				s.sent.StrayPackets++
+				in.report.StrayPackets++
+			}
+			s.cand.held, s.cand.ssrc, s.cand.seq, s.cand.at = true, ssrc, seq, p.Time
+			s.cand.pkt = append(s.cand.pkt[:0], pkt...)
+			return
+		}
+	}
+	in.addRTP(s, p.Frame, p.Time, pkt)
+}
+
+// addRTP batches one RTP packet of stream s.
+func (in *pcapIngest) addRTP(s *stream, frame uint64, at time.Time, pkt []byte) {
+	done, err := s.batcher.Add(at, pkt)
 	if err != nil {
 		in.report.BadRTP++
-		in.report.LastRTPError = fmt.Sprintf("frame %d: %v", p.Frame, err)
+		in.report.LastRTPError = fmt.Sprintf("frame %d: %v", frame, err)
 		return
 	}
 	in.report.RTPPackets++
 	if s.call.dialog != nil {
-		s.call.dialog.LastActivity = p.Time
+		s.call.dialog.LastActivity = at
 	}
 	if done != nil {
 		in.batch(s, done)
@@ -931,6 +972,11 @@ func (in *pcapIngest) endCall(c *call, at time.Time, reason verbatimv1.EndReason
 		}
 		if slices.Contains(media, &s.sent) {
 			continue // the stream moved: flushed at its first address
+		}
+		if s.cand.held { // a source that never sent a second packet
+			s.cand.held = false
+			s.sent.StrayPackets++
+			in.report.StrayPackets++
 		}
 		pb, err := s.batcher.Flush()
 		if err != nil {

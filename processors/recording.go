@@ -767,9 +767,9 @@ func settle(ledgers []*verbatimv1.StreamLedger, end *verbatimv1.MediaEnded) erro
 			if m.GetPackets() > received {
 				l.LostInTransit = m.GetPackets() - received
 			}
-			l.SrtpAuthFailed, l.SrtpReplayed = m.GetSrtpAuthFailures(), m.GetSrtpReplayed()
+			l.SrtpAuthFailed, l.SrtpReplayed, l.Stray = m.GetSrtpAuthFailures(), m.GetSrtpReplayed(), m.GetStrayPackets()
 			// Received more than ingest sent: the check below fails.
-			l.Captured = m.GetPackets() + l.SrtpAuthFailed + l.SrtpReplayed
+			l.Captured = m.GetPackets() + l.SrtpAuthFailed + l.SrtpReplayed + l.Stray
 		}
 		if err := schemas.CheckLedger(l); err != nil {
 			errs = append(errs, err)

@@ -26,6 +26,7 @@ func lines(l *verbatimv1.StreamLedger) []ledgerLine {
 		{"events", l.GetEvents(), false},
 		{"comfort_noise", l.GetComfortNoise(), false},
 		{"duplicate", l.GetDuplicate(), false},
+		{"stray", l.GetStray(), false},
 		{"late", l.GetLate(), true},
 		{"not_decodable", l.GetNotDecodable(), true},
 		{"encrypted_no_keys", l.GetEncryptedNoKeys(), true},
@@ -100,7 +101,7 @@ func Summarize(ls []*verbatimv1.StreamLedger) Completeness {
 		if sum != l.GetCaptured() { // CheckLedger fails: the difference is unexplained
 			c.Missing["unaccounted"] += max(sum, l.GetCaptured()) - min(sum, l.GetCaptured())
 		}
-		audio := l.GetCaptured() - min(l.GetCaptured(), l.GetEvents()+l.GetComfortNoise()+l.GetDuplicate())
+		audio := l.GetCaptured() - min(l.GetCaptured(), l.GetEvents()+l.GetComfortNoise()+l.GetDuplicate()+l.GetStray())
 		c.AudioExpected += audio + l.GetNeverCaptured()
 		c.AudioRecorded += l.GetRecorded()
 		if n := l.GetNeverCaptured(); n > 0 {

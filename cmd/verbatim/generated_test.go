@@ -328,3 +328,51 @@ func TestCompletenessReport(t *testing.T) {
 		t.Fatal("--check passed with calls not completely recorded")
 	}
 }
+
+// TestSprayOfRandomSSRCsCostsOneCounter: 2,000 packets of random SSRCs
+// sprayed onto a live call's media port cost one counter, not a segment
+// (and a batch, and a report entry) each: the call's own audio plays
+// sample for sample, its ledger counts the spray as stray, and the call
+// is complete. (Before, such a spray made a 1.7 MB completeness report
+// that Kafka refused.)
+func TestSprayOfRandomSSRCsCostsOneCounter(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newCLIEnv(ctx, t, "spray")
+	caller, callee := netip.MustParseAddrPort("192.0.2.10:40000"), netip.MustParseAddrPort("192.0.2.20:50000")
+	attacker := netip.MustParseAddrPort("203.0.113.9:7777")
+	s := stacktest.NewSynth(t, time.Millisecond)
+	offer := stacktest.AudioSDP(caller, "RTP/AVP", 0, "a=rtpmap:0 PCMU/8000")
+	answer := stacktest.AudioSDP(callee, "RTP/AVP", 0, "a=rtpmap:0 PCMU/8000")
+	sig := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr(), 5060) }
+	s.Send(sig(caller), sig(callee), stacktest.DialogMessage("spray@example.com", "INVITE sip:bob@example.com SIP/2.0", "1 INVITE", offer))
+	s.Send(sig(callee), sig(caller), stacktest.DialogMessage("spray@example.com", "SIP/2.0 200 OK", "1 INVITE", answer))
+	s.Send(sig(caller), sig(callee), stacktest.DialogMessage("spray@example.com", "ACK sip:bob@example.com SIP/2.0", "1 ACK", ""))
+	for n := range 100 {
+		s.Send(caller, callee, stacktest.AudioPacket(0x5555, uint16(300+n), 0, 0x55))
+		for k := range 20 {
+			x := uint32(n*20+k)*2654435761 + 12345 // a different SSRC and sequence number each
+			s.Send(attacker, callee, stacktest.AudioPacket(x, uint16(x>>7), 0, byte(x)))
+		}
+	}
+	s.Send(sig(caller), sig(callee), stacktest.DialogMessage("spray@example.com", "BYE sip:bob@example.com SIP/2.0", "2 BYE", ""))
+	capture := s.WriteFile("spray.pcap")
+	out := e.cmd("ingest", "pcap", "--brokers", e.brokers, "--keyring", e.keyring, capture)
+	if !strings.Contains(out, "2000 RTP packets of sources that never sent two in a row") {
+		t.Fatalf("ingest:\n%s", out)
+	}
+	e.cmd("process", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--spool", t.TempDir(), "--exit-when-idle", "--quiet")
+	e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db, "--exit-when-idle")
+	r := e.assertPlays(capture, "spray@example.com", []streamRef{{0x5555, 0, "ul"}})
+	c := r.Recording.Completeness
+	var stray uint64
+	for _, l := range r.Recording.Ledgers {
+		stray += l.Stray
+		if len(l.SSRCs) > 16 {
+			t.Fatalf("ledger names %d sources", len(l.SSRCs))
+		}
+	}
+	if c == nil || c.Status != schemas.StatusComplete || c.AudioRecorded != 100 || stray != 2000 {
+		t.Fatalf("completeness %+v, %d stray, ledgers %+v", c, stray, r.Recording.Ledgers)
+	}
+}

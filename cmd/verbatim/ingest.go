@@ -133,6 +133,7 @@ func printWarnings(w io.Writer, rep ingest.Report) {
 	warn(rep.SIPOverTCP.DiscardedBytes, "bytes of SIP over TCP that framed no message, skipped", "")
 	warn(rep.SRTPAuthFailures, "SRTP packets failed authentication (forged or corrupted) and were dropped", lastErr(rep.LastSRTPError))
 	warn(rep.SRTPReplayed, "SRTP packets were replays and were dropped", "")
+	warn(rep.StrayPackets, "RTP packets of sources that never sent two in a row on a stream (stray, e.g. a spray of random SSRCs) counted, not recorded", "")
 	warn(rep.ZRTPPackets, "ZRTP packets seen: those calls' media is encrypted with keys no capture has, and is kept encrypted", "")
 	warn(uint64(rep.EncryptedFlows), "streams found by their RTP carry SRTP authentication tags and no key was given (--srtp-key): kept encrypted, labelled so", "")
 	warn(rep.UnmatchedTCP, "TCP segments that are not SIP (SIP over TLS cannot be read) skipped", "")

@@ -98,6 +98,7 @@ type Ledger struct {
 	Events          uint64 `json:"events"`
 	ComfortNoise    uint64 `json:"comfort_noise"`
 	Duplicate       uint64 `json:"duplicate"`
+	Stray           uint64 `json:"stray"`
 	Late            uint64 `json:"late"`
 	NotDecodable    uint64 `json:"not_decodable"`
 	EncryptedNoKeys uint64 `json:"encrypted_no_keys"`
@@ -113,7 +114,7 @@ type Ledger struct {
 
 func ledgerOf(l *verbatimv1.StreamLedger) Ledger {
 	return Ledger{StreamID: l.GetStreamId(), Captured: l.GetCaptured(), Recorded: l.GetRecorded(), Events: l.GetEvents(),
-		ComfortNoise: l.GetComfortNoise(), Duplicate: l.GetDuplicate(), Late: l.GetLate(), NotDecodable: l.GetNotDecodable(),
+		ComfortNoise: l.GetComfortNoise(), Duplicate: l.GetDuplicate(), Stray: l.GetStray(), Late: l.GetLate(), NotDecodable: l.GetNotDecodable(),
 		EncryptedNoKeys: l.GetEncryptedNoKeys(), SRTPAuthFailed: l.GetSrtpAuthFailed(), SRTPReplayed: l.GetSrtpReplayed(),
 		LostInTransit: l.GetLostInTransit(), NeverCaptured: l.GetNeverCaptured(), CaptureDamaged: l.GetCaptureDamaged(), Detail: l.GetDetail(),
 		SSRCs: l.GetSsrcs()}

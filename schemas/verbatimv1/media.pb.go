@@ -273,8 +273,12 @@ type StreamMedia struct {
 	// corrupted) and replayed. Neither is in the batches.
 	SrtpAuthFailures uint64 `protobuf:"varint,5,opt,name=srtp_auth_failures,json=srtpAuthFailures,proto3" json:"srtp_auth_failures,omitempty"`
 	SrtpReplayed     uint64 `protobuf:"varint,6,opt,name=srtp_replayed,json=srtpReplayed,proto3" json:"srtp_replayed,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// RTP packets of sources that never sent two in a row on the stream (a
+	// spray of random SSRCs onto a media port): counted here, not batched,
+	// so what a stranger sends costs one counter, not a segment each.
+	StrayPackets  uint64 `protobuf:"varint,7,opt,name=stray_packets,json=strayPackets,proto3" json:"stray_packets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StreamMedia) Reset() {
@@ -349,6 +353,13 @@ func (x *StreamMedia) GetSrtpReplayed() uint64 {
 	return 0
 }
 
+func (x *StreamMedia) GetStrayPackets() uint64 {
+	if x != nil {
+		return x.StrayPackets
+	}
+	return 0
+}
+
 var File_verbatim_v1_media_proto protoreflect.FileDescriptor
 
 const file_verbatim_v1_media_proto_rawDesc = "" +
@@ -377,14 +388,15 @@ const file_verbatim_v1_media_proto_rawDesc = "" +
 	"\x06reason\x18\x04 \x01(\x0e2\x16.verbatim.v1.EndReasonR\x06reason\x12-\n" +
 	"\astreams\x18\x05 \x03(\v2\x13.verbatim.v1.StreamR\astreams\x12.\n" +
 	"\x05media\x18\x06 \x03(\v2\x18.verbatim.v1.StreamMediaR\x05media\x12'\n" +
-	"\x0fcapture_damaged\x18\a \x01(\tR\x0ecaptureDamaged\"\xe8\x01\n" +
+	"\x0fcapture_damaged\x18\a \x01(\tR\x0ecaptureDamaged\"\x8d\x02\n" +
 	"\vStreamMedia\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x18\n" +
 	"\abatches\x18\x02 \x01(\x04R\abatches\x12\x18\n" +
 	"\apackets\x18\x03 \x01(\x04R\apackets\x125\n" +
 	"\x17first_arrival_unix_nano\x18\x04 \x01(\x03R\x14firstArrivalUnixNano\x12,\n" +
 	"\x12srtp_auth_failures\x18\x05 \x01(\x04R\x10srtpAuthFailures\x12#\n" +
-	"\rsrtp_replayed\x18\x06 \x01(\x04R\fsrtpReplayedB4Z2github.com/verbatimrec/verbatim/schemas/verbatimv1b\x06proto3"
+	"\rsrtp_replayed\x18\x06 \x01(\x04R\fsrtpReplayed\x12#\n" +
+	"\rstray_packets\x18\a \x01(\x04R\fstrayPacketsB4Z2github.com/verbatimrec/verbatim/schemas/verbatimv1b\x06proto3"
 
 var (
 	file_verbatim_v1_media_proto_rawDescOnce sync.Once

@@ -307,13 +307,13 @@ func (x *RecordingStored) GetLedgers() []*StreamLedger {
 // (all of its sources): each packet is in the recording or counted under
 // exactly one named line, so that
 //
-//	captured = recorded + events + comfort_noise + duplicate + late
-//	         + not_decodable + encrypted_no_keys + srtp_auth_failed
-//	         + srtp_replayed + lost_in_transit
+//	captured = recorded + events + comfort_noise + duplicate + stray
+//	         + late + not_decodable + encrypted_no_keys
+//	         + srtp_auth_failed + srtp_replayed + lost_in_transit
 //
 // holds; the processor refuses to announce a recording whose ledger does
 // not (RecordingFailed instead). The stream is complete when no line after
-// duplicate is above zero, never_captured is 0, capture_damaged is empty
+// stray is above zero, never_captured is 0, capture_damaged is empty
 // and, if any audio was captured, some of it is recorded.
 type StreamLedger struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -354,7 +354,10 @@ type StreamLedger struct {
 	// Why audio is not in the recording, in words, when some is not.
 	Detail string `protobuf:"bytes,15,opt,name=detail,proto3" json:"detail,omitempty"`
 	// The RTP sources (SSRCs) the stream's packets came from, in order.
-	Ssrcs         []uint32 `protobuf:"varint,16,rep,packed,name=ssrcs,proto3" json:"ssrcs,omitempty"`
+	Ssrcs []uint32 `protobuf:"varint,16,rep,packed,name=ssrcs,proto3" json:"ssrcs,omitempty"`
+	// Packets of sources that never sent two in a row (StreamMedia
+	// stray_packets): not the stream's audio, not a loss of it.
+	Stray         uint64 `protobuf:"varint,17,opt,name=stray,proto3" json:"stray,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -499,6 +502,13 @@ func (x *StreamLedger) GetSsrcs() []uint32 {
 		return x.Ssrcs
 	}
 	return nil
+}
+
+func (x *StreamLedger) GetStray() uint64 {
+	if x != nil {
+		return x.Stray
+	}
+	return 0
 }
 
 // StreamObject is one stream stored on its own.
@@ -1107,7 +1117,7 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\n" +
 	"raw_sha256\x18\x14 \x01(\fR\trawSha256\x12@\n" +
 	"\x0estream_objects\x18\x15 \x03(\v2\x19.verbatim.v1.StreamObjectR\rstreamObjects\x123\n" +
-	"\aledgers\x18\x16 \x03(\v2\x19.verbatim.v1.StreamLedgerR\aledgers\"\x98\x04\n" +
+	"\aledgers\x18\x16 \x03(\v2\x19.verbatim.v1.StreamLedgerR\aledgers\"\xae\x04\n" +
 	"\fStreamLedger\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x1a\n" +
 	"\bcaptured\x18\x02 \x01(\x04R\bcaptured\x12\x1a\n" +
@@ -1125,7 +1135,8 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\x0enever_captured\x18\r \x01(\x04R\rneverCaptured\x12'\n" +
 	"\x0fcapture_damaged\x18\x0e \x01(\tR\x0ecaptureDamaged\x12\x16\n" +
 	"\x06detail\x18\x0f \x01(\tR\x06detail\x12\x14\n" +
-	"\x05ssrcs\x18\x10 \x03(\rR\x05ssrcs\"\x8a\x02\n" +
+	"\x05ssrcs\x18\x10 \x03(\rR\x05ssrcs\x12\x14\n" +
+	"\x05stray\x18\x11 \x01(\x04R\x05stray\"\x8a\x02\n" +
 	"\fStreamObject\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x1d\n" +
 	"\n" +
