@@ -360,7 +360,7 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		// A new source on the stream (transfer, re-INVITE): its sequence
 		// numbers and timestamps start anew. Close the old source's
 		// track and start the new one where it arrives.
-		s.reports = append(s.reports, s.track.Close())
+		s.reports = appendReport(s.reports, s.track.Close())
 		s.track = nil
 		if s.closeDecs != nil {
 			s.closeDecs() // the new source gets fresh decoder state
@@ -776,4 +776,26 @@ func settle(ledgers []*verbatimv1.StreamLedger, end *verbatimv1.MediaEnded) erro
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// appendReport adds a closed source's report to a stream's, or, past
+// maxSSRCs sources, adds its counts into the last one: however many
+// sources a stream has, its report stays bounded.
+func appendReport(rs []*verbatimv1.StreamCompleteness, r *verbatimv1.StreamCompleteness) []*verbatimv1.StreamCompleteness {
+	if len(rs) < maxSSRCs {
+		return append(rs, r)
+	}
+	last := rs[len(rs)-1]
+	last.Ssrc = 0 // several sources
+	last.PacketsCaptured += r.GetPacketsCaptured()
+	last.PacketsInRecording += r.GetPacketsInRecording()
+	last.Duplicates += r.GetDuplicates()
+	last.Late += r.GetLate()
+	last.Events += r.GetEvents()
+	last.ComfortNoise += r.GetComfortNoise()
+	last.NotDecodable += r.GetNotDecodable()
+	for _, g := range r.GetGaps() {
+		last.Gaps = assemble.AppendGap(last.Gaps, g.GetFirst(), g.GetLast())
+	}
+	return rs
 }

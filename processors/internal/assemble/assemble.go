@@ -172,7 +172,7 @@ func (t *Track) emit() {
 	defer func() { t.payloads = append(t.payloads, p.payload) }()
 
 	if t.started && p.seq > t.nextSeq {
-		t.report.Gaps = append(t.report.Gaps, &verbatimv1.SequenceGap{First: t.nextSeq, Last: p.seq - 1})
+		t.report.Gaps = AppendGap(t.report.Gaps, t.nextSeq, p.seq-1)
 	}
 	t.nextSeq = p.seq + 1
 	if p.dec == nil {
@@ -260,4 +260,19 @@ func Upsample2(dec Decoder) Decoder {
 		}
 		return dst
 	}
+}
+
+// MaxGaps bounds the gaps a report lists: a source that jumps its sequence
+// numbers at every packet never grows the report.
+const MaxGaps = 64
+
+// AppendGap adds the gap first..last to gaps. Past MaxGaps, the last gap is
+// widened by this one's length instead, so that the missing packets still
+// add up (sum of last-first+1) though their numbers are no longer listed.
+func AppendGap(gaps []*verbatimv1.SequenceGap, first, last uint64) []*verbatimv1.SequenceGap {
+	if len(gaps) < MaxGaps {
+		return append(gaps, &verbatimv1.SequenceGap{First: first, Last: last})
+	}
+	gaps[len(gaps)-1].Last += last - first + 1
+	return gaps
 }
