@@ -295,7 +295,18 @@ func run(ctx context.Context, cfg Config, rd *pcapread.Reader, drops func() (uin
 			}
 		}
 	}
-	var damaged uint64
+	var damaged, dropped uint64
+	// checkDrops marks the calls open while the kernel dropped frames:
+	// they may miss packets no sequence number shows (a whole burst).
+	checkDrops := func() {
+		if !live {
+			return
+		}
+		if n, err := drops(); err == nil && n > dropped {
+			in.markDamaged(fmt.Sprintf("the kernel dropped %d frames of the capture while the call was open", n-dropped))
+			dropped = n
+		}
+	}
 	for in.err == nil {
 		p, err := rd.Next()
 		if st := rd.Stats(); st.Damaged != damaged {
@@ -309,6 +320,7 @@ func run(ctx context.Context, cfg Config, rd *pcapread.Reader, drops func() (uin
 				break
 			}
 			if now := time.Now(); now.Sub(last) >= time.Second {
+				checkDrops()
 				in.expire(now)
 				last = now
 			}
@@ -335,6 +347,7 @@ func run(ctx context.Context, cfg Config, rd *pcapread.Reader, drops func() (uin
 		}
 		in.packet(p)
 		if p.Time.Sub(last) >= time.Second {
+			checkDrops()
 			in.expire(p.Time)
 			last = p.Time
 		}
@@ -349,6 +362,7 @@ func run(ctx context.Context, cfg Config, rd *pcapread.Reader, drops func() (uin
 	if live {
 		reason = sipdialog.EndCaptureEnded
 	}
+	checkDrops()
 	in.tracker.EachOpen(func(c *sipdialog.Call) { in.tracker.End(c, c.LastActivity, reason) })
 	in.drain()
 	in.rtpOnly.endAll(in)
