@@ -8,6 +8,7 @@ require (
 	github.com/gopacket/gopacket v1.7.7
 	github.com/hashicorp/vault/api v1.23.0
 	github.com/minio/minio-go/v7 v7.4.1
+	github.com/pion/opus v0.1.0
 	github.com/pion/rtcp v1.2.12
 	github.com/pion/rtp v1.10.6
 	github.com/pion/sdp/v3 v3.0.20

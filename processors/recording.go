@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pion/opus"
 	"github.com/pion/rtp"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -44,7 +45,7 @@ const (
 func recordingRate(ss []*verbatimv1.Stream) int {
 	for _, s := range ss {
 		for _, c := range s.GetCodecs() {
-			if decodable(c) == "G722" {
+			if d := decodable(c); d == "G722" || d == "OPUS" {
 				return wideband
 			}
 		}
@@ -228,6 +229,12 @@ func decoders(s *verbatimv1.Stream, rate int) (m map[uint8]assemble.Decoder, clo
 			}
 			m[pt] = g7.Decode
 			continue
+		case "OPUS":
+			// Decoded at the recording's rate (16 kHz: recordingRate).
+			if d, err := newOpusDecoder(rate); err == nil {
+				m[pt] = d
+			}
+			continue
 		default:
 			continue
 		}
@@ -297,8 +304,32 @@ func decodable(c *verbatimv1.Codec) string {
 		if c.GetChannels() <= 1 {
 			return name
 		}
+	case "OPUS":
+		return name
 	}
 	return ""
+}
+
+// opusClock is the RTP clock rate of Opus (RFC 7587), whatever its audio.
+const opusClock = 48000
+
+// newOpusDecoder decodes Opus (SILK, Hybrid and CELT, pion/opus, pure Go)
+// to mono at rate. A packet that does not decode is silence for its
+// duration: like lost packets, which pion/opus does not conceal either.
+func newOpusDecoder(rate int) (assemble.Decoder, error) {
+	d, err := opus.NewDecoderWithOutput(rate, 1)
+	if err != nil {
+		return nil, fmt.Errorf("processors: opus decoder: %w", err)
+	}
+	buf := make([]int16, rate*120/1000) // the longest packet: 120 ms
+	return func(dst []int16, payload []byte) []int16 {
+		n, err := d.DecodeToInt16(payload, buf)
+		if err != nil {
+			n = oggopus.Duration(payload) * rate / opusClock
+			clear(buf[:min(n, len(buf))])
+		}
+		return append(dst, buf[:min(n, len(buf))]...)
+	}, nil
 }
 
 // staticPayloadTypes are the RFC 3551 static audio assignments this build
@@ -368,7 +399,9 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		}
 		r.mixer.Align(s.channel, first)
 	}
-	if s.ogg == nil && s.track == nil && !canDecode(s.meta) {
+	if s.ogg == nil && s.track == nil {
+		// Opus is decoded into the recording, and kept as it came too,
+		// as Ogg Opus in an object of its own.
 		if pt, ok := opusPT(s.meta); ok {
 			var err error
 			if s.ogg, err = r.newOggStream(s, pt); err != nil {
@@ -377,7 +410,12 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		}
 	}
 	if s.ogg != nil {
-		return r.opusBatch(s, pb)
+		if err := r.opusBatch(s, pb); err != nil {
+			return err
+		}
+		if !canDecode(s.meta) {
+			return nil
+		}
 	}
 	if s.track == nil {
 		decs, closeDecs := decoders(s.meta, r.rate)
@@ -395,7 +433,7 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		}
 		ch := s.channel
 		cfg := assemble.Config{StreamID: s.meta.GetStreamId(), SSRC: pb.GetSsrc(), Decoders: decs,
-			SamplesPerTick: r.rate / narrowband, // every codec decoded has an 8 kHz RTP clock
+			SamplesPerTick: r.rate / narrowband, // an 8 kHz RTP clock, but for Opus
 			Out:            func(samples []int16) { r.fail(r.mixer.Write(ch, samples)) },
 			IsEvent:        func(pt uint8, n int) bool { return r.isEvent(s, pt, n) },
 			CNPayloadTypes: cnPayloadTypes(s.meta)}
@@ -403,6 +441,9 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 			// Seeded by stream and source: the same media always gives
 			// the same recording.
 			cfg.ComfortNoise = cng.New(uint64(crc32.ChecksumIEEE([]byte(s.meta.GetStreamId())))<<32 | uint64(pb.GetSsrc()))
+		}
+		if _, isOpus := opusPT(s.meta); isOpus {
+			cfg.SamplesPerTick, cfg.TicksPerSample = 1, opusClock/r.rate
 		}
 		if r.opts.pci {
 			cfg.Mask = s.dtmf.masked
@@ -544,7 +585,7 @@ func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objst
 		report = append(report, s.reports...)
 		var segments []*verbatimv1.StreamCompleteness
 		switch {
-		case s.ogg != nil:
+		case s.ogg != nil && s.track == nil:
 			o := s.ogg
 			report = append(report, &verbatimv1.StreamCompleteness{StreamId: s.meta.GetStreamId(), PacketsCaptured: o.captured,
 				PacketsInRecording: o.written, Late: o.late,

@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
+	"math"
 
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -376,3 +379,102 @@ func TestSprayOfRandomSSRCsCostsOneCounter(t *testing.T) {
 		t.Fatalf("completeness %+v, %d stray, ledgers %+v", c, stray, r.Recording.Ledgers)
 	}
 }
+
+// TestOpusIsInTheRecording: the Opus call's audio is decoded into the
+// recording (pion/opus), at its RTP time, and kept as it came in an Ogg
+// Opus object of its own. The reference is ffmpeg's decode of that Ogg
+// object, whose packets are checked to be tshark's export of the RTP
+// payloads, byte for byte; decoders differ in their last bits, so the
+// recording must match it to within a signal-to-noise ratio, not sample
+// for sample.
+func TestOpusIsInTheRecording(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newCLIEnv(ctx, t, "opus")
+	capture := stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-opus.pcap")
+	e.record(capture)
+	rs := e.find("--call-id", "1-4237@10.0.2.20")
+	if len(rs) != 1 || rs[0].Recording == nil {
+		t.Fatalf("calls %+v", rs)
+	}
+	if c := rs[0].Recording.Completeness; c == nil || c.Status != schemas.StatusComplete || c.AudioRecorded != 425 {
+		t.Fatalf("completeness %+v, ledgers %+v", c, rs[0].Recording.Ledgers)
+	}
+	dir := t.TempDir()
+	wavPath, oggPath, refPath := filepath.Join(dir, "call.wav"), filepath.Join(dir, "callee.ogg"), filepath.Join(dir, "ref.raw")
+	e.cmd("play", rs[0].CallID, "-o", wavPath, "--database", e.db, "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects)
+	e.cmd("play", rs[0].CallID, "--stream", "callee-audio", "-o", oggPath, "--database", e.db, "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects)
+	// The Ogg object holds the captured payloads as they were.
+	out, err := exec.Command("tshark", "-r", capture, "-o", "rtp.heuristic_rtp:TRUE", "-Y", "rtp.ssrc == 0x043eee04", "-T", "fields", "-e", "rtp.payload").Output()
+	if err != nil {
+		t.Fatalf("tshark: %v", err)
+	}
+	ogg, err := os.ReadFile(oggPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		p, err := hex.DecodeString(strings.ReplaceAll(line, ":", ""))
+		if err != nil || !bytes.Contains(ogg, p) {
+			t.Fatalf("RTP payload %d (%d bytes) is not in the Ogg object", i, len(p))
+		}
+	}
+	if b, err := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-i", oggPath, "-ar", "16000", "-ac", "1", "-f", "s16le", refPath).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, b)
+	}
+	ref := stacktest.ReadPCM(t, refPath)
+	wav, err := os.ReadFile(wavPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, right := wavChannels(t, wav)
+	if !silent(left) {
+		t.Fatal("the caller sent nothing, but its channel has sound")
+	}
+	best, bestAt, off := snrMatch(right, ref)
+	t.Logf("callee channel against ffmpeg's decode of the Ogg object: %.1f dB SNR over %d samples from sample %d (%.1f dB one frame later)",
+		best, len(ref), bestAt, off)
+	if !snrMatches(best, off) || bestAt > 16000/50 {
+		t.Fatalf("the callee's channel is %.1f dB from ffmpeg's decode at sample %d (%.1f dB a frame later): not the call's audio at its time", best, bestAt, off)
+	}
+}
+
+// snrMatch finds where ref best fits in ch (16 kHz), starting from where
+// each first has sound: the signal-to-noise ratio there, the offset, and
+// the ratio one 20 ms frame later.
+func snrMatch(ch, ref []int16) (best float64, bestAt int, off float64) {
+	firstSound := func(s []int16) int {
+		for i, v := range s {
+			if v > 64 || v < -64 {
+				return i
+			}
+		}
+		return -1
+	}
+	snrAt := func(at int) float64 {
+		var sig, noise float64
+		for i, v := range ref {
+			var got float64
+			if j := at + i; j >= 0 && j < len(ch) {
+				got = float64(ch[j])
+			}
+			diff := got - float64(v)
+			sig, noise = sig+float64(v)*float64(v), noise+diff*diff
+		}
+		return 10 * math.Log10(sig/max(noise, 1))
+	}
+	base := firstSound(ch) - firstSound(ref)
+	best = -1000
+	for d := -480; d <= 480; d++ {
+		if snr := snrAt(base + d); snr > best {
+			best, bestAt = snr, base+d
+		}
+	}
+	return best, bestAt, snrAt(bestAt + 320)
+}
+
+// snrMatches says whether a match found by snrMatch is the same audio: two
+// decoders of one Opus stream agree to 28 dB here (pion/opus into the
+// recording, ffmpeg for the reference), the same audio a frame off is
+// below 0 dB.
+func snrMatches(best, off float64) bool { return best >= 20 && off <= 10 }

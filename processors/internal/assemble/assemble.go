@@ -47,6 +47,11 @@ type Config struct {
 	// 8 kHz recording), 2 for G.722 (16 kHz audio on an 8 kHz clock) or
 	// G.711 upsampled into a 16 kHz recording. 0 means 1.
 	SamplesPerTick int
+	// TicksPerSample is how many ticks of the RTP clock one output sample
+	// spans, for clocks faster than the recording: 3 for Opus (48 kHz
+	// clock) into a 16 kHz recording. 0 means 1. Only one of
+	// SamplesPerTick and TicksPerSample may be above 1.
+	TicksPerSample int
 	// Mask, if set, says whether the audio of n ticks from RTP timestamp
 	// ts must be replaced by silence (PCI: DTMF tones).
 	Mask func(ts uint32, n int) bool
@@ -108,6 +113,9 @@ func New(cfg Config) *Track {
 	}
 	if cfg.SamplesPerTick <= 0 {
 		cfg.SamplesPerTick = 1
+	}
+	if cfg.TicksPerSample <= 0 {
+		cfg.TicksPerSample = 1
 	}
 	t := &Track{cfg: cfg, buf: make([]pending, 0, cfg.Window+1), silence: make([]int16, 160*cfg.SamplesPerTick)}
 	t.report.StreamId, t.report.Ssrc = cfg.StreamID, cfg.SSRC
@@ -193,8 +201,8 @@ func (t *Track) emit() {
 	t.fillTo(p.ts)
 	t.noise = false
 	t.samples = p.dec(t.samples[:0], p.payload)
-	ticks := len(t.samples) / t.cfg.SamplesPerTick
-	if t.cfg.Mask != nil && t.cfg.Mask(p.ts, ticks) {
+	ticks := len(t.samples) * t.cfg.TicksPerSample / t.cfg.SamplesPerTick
+	if t.cfg.Mask != nil && t.cfg.Mask(p.ts, ticks) { // ticks of the RTP clock
 		clear(t.samples)
 	}
 	t.cfg.Out(t.samples)
@@ -209,8 +217,8 @@ func (t *Track) fillTo(ts uint32) {
 	if !t.started {
 		return
 	}
-	if gap := int32(ts - t.nextTS); gap > 0 && int(gap) <= t.cfg.MaxGap {
-		t.fill(int(gap) * t.cfg.SamplesPerTick)
+	if gap := int32(ts - t.nextTS); gap > 0 && int(gap) <= t.cfg.MaxGap*t.cfg.TicksPerSample {
+		t.fill(int(gap) * t.cfg.SamplesPerTick / t.cfg.TicksPerSample)
 	}
 }
 
