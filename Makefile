@@ -7,8 +7,9 @@ STACK := deploy/local/stack.sh
 
 all: build
 
+## build: bin/verbatim with every codec (G.729 through libbcg729, installed when missing)
 build:
-	$(GO) build -o bin/verbatim ./cmd/verbatim
+	GO=$(GO) deploy/local/build.sh
 
 ## demo: the embedded default end to end on the sample captures (starts ClickHouse for search)
 demo:

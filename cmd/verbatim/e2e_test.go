@@ -346,29 +346,35 @@ func tsharkRef(t *testing.T, pcap string, ssrc uint32, pt int, codec string) ([]
 	if err := os.WriteFile(in, raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// Samples per payload octet, and per RTP clock tick: G.722 is 16 kHz
-	// audio on an 8 kHz clock.
-	k := 1
+	// Samples per RTP clock tick (k: G.722 is 16 kHz audio on an 8 kHz
+	// clock), and per payload octet (G.729: 80 samples in 10 octets).
+	k, perOctet := 1, 1
 	decode := exec.Command("sox", "-t", codec, "-r", "8000", "-c", "1", in, "-t", "raw", "-e", "signed", "-b", "16", "-L", outPath)
-	if codec == "g722" {
-		k = 2
+	switch codec {
+	case "g722":
+		k, perOctet = 2, 2
 		decode = exec.Command("ffmpeg", "-nostdin", "-v", "error", "-f", "g722", "-i", in, "-f", "s16le", "-acodec", "pcm_s16le", outPath)
+	case "g729":
+		perOctet = 8
+		decode = exec.Command("ffmpeg", "-nostdin", "-v", "error", "-f", "g729", "-i", in, "-f", "s16le", "-acodec", "pcm_s16le", outPath)
 	}
 	if b, err := decode.CombinedOutput(); err != nil {
 		t.Fatalf("%s (make test installs it): %v: %s", decode.Args[0], err, b)
 	}
 	pcm, err := os.ReadFile(outPath)
-	if err != nil || len(pcm) != 2*k*len(raw) {
+	if err != nil || len(pcm) != 2*perOctet*len(raw) {
 		t.Fatalf("%s output: %d bytes for %d octets (%v)", decode.Args[0], len(pcm), len(raw), err)
 	}
 	first, last := pkts[0], pkts[len(pkts)-1]
-	s := make([]int16, k*(last.ts-first.ts+len(last.payload)))
+	s := make([]int16, k*(last.ts-first.ts)+perOctet*len(last.payload))
 	i := 0
 	for _, p := range pkts {
-		for j := range k * len(p.payload) {
-			s[k*(p.ts-first.ts)+j] = int16(binary.LittleEndian.Uint16(pcm[2*(i+j):]))
+		for j := range perOctet * len(p.payload) {
+			if at := k*(p.ts-first.ts) + j; at < len(s) {
+				s[at] = int16(binary.LittleEndian.Uint16(pcm[2*(i+j):]))
+			}
 		}
-		i += k * len(p.payload)
+		i += perOctet * len(p.payload)
 	}
 	var cn []cnSpan
 	for n, p := range all {

@@ -19,7 +19,7 @@ port=${VERBATIM_DEMO_KAFKA_PORT:-19192}
 step() { printf '\n==> %s\n' "$*"; }
 
 step "build"
-go build -o bin/verbatim ./cmd/verbatim
+"$here/build.sh"
 
 step "ClickHouse for search"
 started_ch=0
