@@ -206,10 +206,11 @@ func decoders(s *verbatimv1.Stream, rate int) (m map[uint8]assemble.Decoder, clo
 	m = map[uint8]assemble.Decoder{}
 	var g *g729.Decoder
 	var g7 *g722.Decoder
-	for _, c := range s.GetCodecs() {
-		pt := uint8(c.GetPayloadType())
+	// decoder returns the decoder of a codec this build decodes (a name
+	// decodable gives), giving samples at the recording's rate, or nil.
+	decoder := func(name string) assemble.Decoder {
 		var dec assemble.Decoder
-		switch decodable(c) {
+		switch name {
 		case "PCMU":
 			dec = g711.DecodeUlaw
 		case "PCMA":
@@ -227,57 +228,38 @@ func decoders(s *verbatimv1.Stream, rate int) (m map[uint8]assemble.Decoder, clo
 			if g7 == nil {
 				g7 = g722.New()
 			}
-			m[pt] = g7.Decode
-			continue
+			return g7.Decode
 		case "OPUS":
 			// Decoded at the recording's rate (16 kHz: recordingRate).
-			if d, err := newOpusDecoder(rate); err == nil {
-				m[pt] = d
+			d, err := newOpusDecoder(rate)
+			if err != nil {
+				return nil
 			}
-			continue
+			return d
 		default:
-			continue
+			return nil
 		}
 		if rate == wideband {
 			dec = assemble.Upsample2(dec)
 		}
-		m[pt] = dec
+		return dec
+	}
+	for _, c := range s.GetCodecs() {
+		if dec := decoder(decodable(c)); dec != nil {
+			m[uint8(c.GetPayloadType())] = dec
+		}
 	}
 	// Static payload types (RFC 3551) mean the same with or without SDP:
 	// a packet of one that no SDP line of the stream names is decoded by
 	// the static assignment. G.722 (9) only in a wideband recording.
 	for pt, name := range staticPayloadTypes {
-		if _, named := m[pt]; named || slices.ContainsFunc(s.GetCodecs(), func(c *verbatimv1.Codec) bool { return c.GetPayloadType() == uint32(pt) }) {
+		named := slices.ContainsFunc(s.GetCodecs(), func(c *verbatimv1.Codec) bool { return c.GetPayloadType() == uint32(pt) })
+		if named || (name == "G729" && !g729.Available) || (name == "G722" && rate != wideband) {
 			continue
 		}
-		var dec assemble.Decoder
-		switch name {
-		case "PCMU":
-			dec = g711.DecodeUlaw
-		case "PCMA":
-			dec = g711.DecodeAlaw
-		case "G729":
-			if !g729.Available {
-				continue
-			}
-			if g == nil {
-				g = g729.New()
-			}
-			dec = g.Decode
-		case "G722":
-			if rate != wideband {
-				continue
-			}
-			if g7 == nil {
-				g7 = g722.New()
-			}
-			m[pt] = g7.Decode
-			continue
+		if dec := decoder(name); dec != nil {
+			m[pt] = dec
 		}
-		if rate == wideband {
-			dec = assemble.Upsample2(dec)
-		}
-		m[pt] = dec
 	}
 	return m, func() {
 		if g != nil {
