@@ -25,26 +25,7 @@ func TestLiveLoopbackSIPp(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("live capture needs root (CAP_NET_RAW)")
 	}
-	sipp, err := exec.LookPath("sipp")
-	if err != nil {
-		t.Fatal("sipp not installed: make test installs Debian's sip-tester")
-	}
-	// uac_pcap plays pcap/g711a.pcap and pcap/dtmf_2833_*.pcap from its
-	// working directory; Debian ships them in /usr/share/sip-tester.
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "pcap"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	samples, _ := filepath.Glob("/usr/share/sip-tester/*.pcap")
-	for _, f := range samples {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "pcap", filepath.Base(f)), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sipp, dir := stacktest.SIPp(t)
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
 		t.Fatal(err)

@@ -83,26 +83,10 @@ module_app menu.so
 	e := newCLIEnv(ctx, t, "live")
 	brokers, keyring, objects, db, cmd := e.brokers, e.keyring, e.objects, e.db, e.cmd
 
-	// verbatim ingest live, until the call is over.
-	capCtx, stopCapture := context.WithCancel(ctx)
-	defer stopCapture()
-	var stderr syncBuffer
-	var captureOut bytes.Buffer
-	captured := make(chan error, 1)
-	go func() {
-		// The kernel filter (compiled by tcpdump) keeps the broker's and
-		// ClickHouse's loopback TCP away from the capture.
-		captured <- run(capCtx, []string{"ingest", "live", "--interface", "lo", "--filter", "udp", "--brokers", brokers, "--keyring", keyring}, &captureOut, &stderr)
-	}()
-	for !strings.Contains(stderr.String(), "capturing on lo") {
-		select {
-		case err := <-captured:
-			t.Fatalf("ingest live: %v\n%s", err, stderr.String())
-		case <-ctx.Done():
-			t.Fatal("ingest live never started capturing")
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	// verbatim ingest live, until the call is over. The kernel filter
+	// (compiled by tcpdump) keeps the broker's and ClickHouse's loopback
+	// TCP away from the capture.
+	stopCapture := e.startLiveCapture("udp")
 
 	bob := exec.CommandContext(ctx, baresip, "-f", bobDir, "-t", "30")
 	var bobLog bytes.Buffer
@@ -119,14 +103,10 @@ module_app menu.so
 		t.Fatalf("baresip did not place an SRTP call:\n%s\n--- bob:\n%s", aliceLog, bobLog.String())
 	}
 	time.Sleep(500 * time.Millisecond) // the BYE's 200 OK
-	stopCapture()
-	if err := <-captured; err != nil {
-		t.Fatalf("ingest live: %v\n%s", err, stderr.String())
-	}
-	t.Log(captureOut.String())
-	if !strings.Contains(captureOut.String(), "lo: 1 calls") || !strings.Contains(captureOut.String(), " 0 frames dropped by the kernel") ||
-		strings.Contains(captureOut.String(), "TCP segments") {
-		t.Fatalf("ingest live: %s", captureOut.String())
+	captureOut := stopCapture()
+	if !strings.Contains(captureOut, "lo: 1 calls") || !strings.Contains(captureOut, " 0 frames dropped by the kernel") ||
+		strings.Contains(captureOut, "TCP segments") {
+		t.Fatalf("ingest live: %s", captureOut)
 	}
 
 	out := cmd("process", "--brokers", brokers, "--keyring", keyring, "--objects", objects, "--spool", t.TempDir(), "--exit-when-idle", "--quiet")
@@ -259,48 +239,11 @@ func TestLiveSIPpCallPlaysItsAudio(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("live capture needs root (CAP_NET_RAW)")
 	}
-	sipp, err := exec.LookPath("sipp")
-	if err != nil {
-		t.Fatal("sipp not installed: make test installs Debian's sip-tester")
-	}
+	sipp, dir := stacktest.SIPp(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	// uac_pcap plays pcap/g711a.pcap and pcap/dtmf_2833_*.pcap from its
-	// working directory; Debian ships them in /usr/share/sip-tester.
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "pcap"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	samples, _ := filepath.Glob("/usr/share/sip-tester/*.pcap")
-	for _, f := range samples {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "pcap", filepath.Base(f)), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 	e := newCLIEnv(ctx, t, "live_sipp")
-	capCtx, stopCapture := context.WithCancel(ctx)
-	defer stopCapture()
-	var stderr syncBuffer
-	var captureOut bytes.Buffer
-	captured := make(chan error, 1)
-	go func() {
-		// Only this test's ports: other tests use loopback too.
-		captured <- run(capCtx, []string{"ingest", "live", "--interface", "lo", "--filter", "udp and portrange 15400-15499",
-			"--brokers", e.brokers, "--keyring", e.keyring}, &captureOut, &stderr)
-	}()
-	for !strings.Contains(stderr.String(), "capturing on lo") {
-		select {
-		case err := <-captured:
-			t.Fatalf("ingest live: %v\n%s", err, stderr.String())
-		case <-ctx.Done():
-			t.Fatal("ingest live never started capturing")
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	stopCapture := e.startLiveCapture("udp and portrange 15400-15499") // only this test's ports: other tests use loopback too
 	uas := exec.CommandContext(ctx, sipp, "-sn", "uas", "-i", "127.0.0.1", "-p", "15401", "-mp", "15420", "-m", "1", "-nostdin")
 	uas.Dir = dir
 	if err := uas.Start(); err != nil {
@@ -324,10 +267,6 @@ func TestLiveSIPpCallPlaysItsAudio(t *testing.T) {
 		t.Fatalf("sipp uas: %v", err)
 	}
 	stopCapture() // both SIPps have exited: the call is over
-	if err := <-captured; err != nil {
-		t.Fatalf("ingest live: %v\n%s", err, stderr.String())
-	}
-	t.Log(captureOut.String())
 	e.t.Log(e.cmd("process", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--spool", t.TempDir(), "--exit-when-idle", "--quiet"))
 	e.t.Log(e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db, "--exit-when-idle"))
 	rs := e.find()
@@ -339,4 +278,40 @@ func TestLiveSIPpCallPlaysItsAudio(t *testing.T) {
 		t.Fatalf("completeness %+v, ledgers %+v", c, r.Recording.Ledgers)
 	}
 	t.Logf("%s", r.Recording.Completeness)
+}
+
+// startLiveCapture runs verbatim ingest live on lo with a kernel filter
+// until the returned func is called, which stops it and returns what it
+// printed. It returns once the capture says it is capturing.
+func (e *cliEnv) startLiveCapture(filter string) (stop func() string) {
+	t := e.t
+	t.Helper()
+	ctx, cancel := context.WithCancel(e.ctx)
+	var stderr syncBuffer
+	var out bytes.Buffer
+	captured := make(chan error, 1)
+	go func() {
+		captured <- run(ctx, []string{"ingest", "live", "--interface", "lo", "--filter", filter, "--brokers", e.brokers, "--keyring", e.keyring}, &out, &stderr)
+	}()
+	for !strings.Contains(stderr.String(), "capturing on lo") {
+		select {
+		case err := <-captured:
+			cancel()
+			t.Fatalf("ingest live: %v\n%s", err, stderr.String())
+		case <-e.ctx.Done():
+			cancel()
+			t.Fatal("ingest live never started capturing")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	t.Cleanup(cancel)
+	return func() string {
+		t.Helper()
+		cancel()
+		if err := <-captured; err != nil {
+			t.Fatalf("ingest live: %v\n%s", err, stderr.String())
+		}
+		t.Log(out.String())
+		return out.String()
+	}
 }

@@ -6,6 +6,7 @@ package stacktest
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -48,4 +49,30 @@ func SharedTestdata(t testing.TB, rel string) string {
 		t.Fatalf("shared test data missing (the repository expects ../shared/testdata beside it): %v", err)
 	}
 	return p
+}
+
+// SIPp returns the sipp binary and a working directory holding, under
+// pcap/, the captures its uac_pcap scenario plays (g711a.pcap and the
+// RFC 2833 digits; Debian ships them in /usr/share/sip-tester).
+func SIPp(t testing.TB) (sipp, dir string) {
+	t.Helper()
+	sipp, err := exec.LookPath("sipp")
+	if err != nil {
+		t.Fatal("sipp not installed: make test installs Debian's sip-tester")
+	}
+	dir = t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "pcap"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	samples, _ := filepath.Glob("/usr/share/sip-tester/*.pcap")
+	for _, f := range samples {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "pcap", filepath.Base(f)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return sipp, dir
 }
