@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
@@ -44,7 +43,9 @@ func TestLiveLoopbackSIPp(t *testing.T) {
 		}
 		done := make(chan result, 1)
 		go func() {
-			r, err := ingest.Live(cctx, cfg, ingest.LiveConfig{Interface: "lo", Ready: func() { close(ready) }})
+			r, err := ingest.Live(cctx, cfg, ingest.LiveConfig{Interface: "lo", Ready: func() { close(ready) },
+				// Only this test's ports: other tests' calls use loopback too.
+				Filter: stacktest.BPF(t, "udp and portrange 15070-15099")})
 			done <- result{r, err}
 		}()
 		select {
@@ -53,13 +54,13 @@ func TestLiveLoopbackSIPp(t *testing.T) {
 			stop()
 			return r.rep, r.err
 		}
-		uas := exec.CommandContext(ctx, sipp, "-sn", "uas", "-i", "127.0.0.1", "-p", "15070", "-m", "1", "-nostdin")
+		uas := exec.CommandContext(ctx, sipp, "-sn", "uas", "-i", "127.0.0.1", "-p", "15070", "-mp", "15080", "-m", "1", "-nostdin")
 		uas.Dir = dir
 		if err := uas.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(200 * time.Millisecond) // let the uas bind its port before the INVITE
-		uac := exec.CommandContext(ctx, sipp, "-sn", "uac_pcap", "127.0.0.1:15070", "-i", "127.0.0.1", "-p", "15071", "-m", "1", "-nostdin")
+		stacktest.WaitUDPBound(ctx, t, 15070) // the uas listens before the INVITE
+		uac := exec.CommandContext(ctx, sipp, "-sn", "uac_pcap", "127.0.0.1:15070", "-i", "127.0.0.1", "-p", "15071", "-mp", "15090", "-m", "1", "-nostdin")
 		uac.Dir = dir
 		if b, err := uac.CombinedOutput(); err != nil {
 			t.Logf("%s", b[max(0, len(b)-2000):])

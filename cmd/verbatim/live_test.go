@@ -86,7 +86,7 @@ module_app menu.so
 	// verbatim ingest live, until the call is over. The kernel filter
 	// (compiled by tcpdump) keeps the broker's and ClickHouse's loopback
 	// TCP away from the capture.
-	stopCapture := e.startLiveCapture("udp")
+	stopCapture := e.startLiveCapture("udp and portrange 15260-15329") // only this test's ports: other tests use loopback too
 
 	bob := exec.CommandContext(ctx, baresip, "-f", bobDir, "-t", "30")
 	var bobLog bytes.Buffer
@@ -95,7 +95,7 @@ module_app menu.so
 		t.Fatal(err)
 	}
 	defer func() { _ = bob.Process.Kill(); _ = bob.Wait() }()
-	time.Sleep(500 * time.Millisecond) // let bob bind its SIP port
+	stacktest.WaitUDPBound(ctx, t, 15270) // bob listens before alice dials
 	// alice hangs up (BYE) when her prompt ends; -t bounds her run.
 	alice := exec.CommandContext(ctx, baresip, "-f", aliceDir, "-t", "6", "-e", "/dial sip:bob@127.0.0.1:15270")
 	aliceLog, _ := alice.CombinedOutput()
@@ -220,14 +220,6 @@ func soxUlaw(t *testing.T, path string) []int16 {
 	return stacktest.ReadPCM(t, raw)
 }
 
-// udpBound reports whether something listens on UDP port on 127.0.0.1
-// (/proc/net/udp): the wait for a user agent to bind ends on that, not on
-// a sleep.
-func udpBound(port int) bool {
-	b, err := os.ReadFile("/proc/net/udp")
-	return err == nil && strings.Contains(string(b), fmt.Sprintf(":%04X 00000000:0000", port))
-}
-
 // TestLiveSIPpCallPlaysItsAudio: SIPp's uac_pcap calls SIPp's uas on
 // loopback, offering RTP/AVP 8 101 and playing SIPp's A-law sample, while
 // the uas answers RTP/AVP 0 alone. Captured live, recorded and played, the
@@ -250,13 +242,7 @@ func TestLiveSIPpCallPlaysItsAudio(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = uas.Process.Kill(); _ = uas.Wait() }()
-	for !udpBound(15401) {
-		select {
-		case <-ctx.Done():
-			t.Fatal("sipp's uas never bound its port")
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	stacktest.WaitUDPBound(ctx, t, 15401)
 	uac := exec.CommandContext(ctx, sipp, "-sn", "uac_pcap", "127.0.0.1:15401", "-i", "127.0.0.1", "-p", "15402", "-mp", "15410", "-m", "1", "-nostdin")
 	uac.Dir = dir
 	if b, err := uac.CombinedOutput(); err != nil {

@@ -5,10 +5,14 @@
 package stacktest
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 // Env returns the value of the environment variable name, skipping the test
@@ -75,4 +79,33 @@ func SIPp(t testing.TB) (sipp, dir string) {
 		}
 	}
 	return sipp, dir
+}
+
+// WaitUDPBound returns once something listens on UDP port of 127.0.0.1
+// (/proc/net/udp): a wait for a user agent to bind ends on that, not on a
+// sleep.
+func WaitUDPBound(ctx context.Context, t testing.TB, port int) {
+	t.Helper()
+	want := fmt.Sprintf(":%04X 00000000:0000", port)
+	for {
+		if b, err := os.ReadFile("/proc/net/udp"); err == nil && strings.Contains(string(b), want) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("nothing bound UDP port %d", port)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// BPF compiles a tcpdump filter expression for interface lo into the
+// `tcpdump -ddd` form ingest's live capture takes.
+func BPF(t testing.TB, expr string) string {
+	t.Helper()
+	out, err := exec.Command("tcpdump", "-i", "lo", "-ddd", expr).Output()
+	if err != nil {
+		t.Fatalf("tcpdump -ddd %q (make test installs tcpdump): %v", expr, err)
+	}
+	return strings.TrimSpace(string(out))
 }
