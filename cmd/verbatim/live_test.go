@@ -220,11 +220,12 @@ func soxUlaw(t *testing.T, path string) []int16 {
 	return stacktest.ReadPCM(t, raw)
 }
 
-// TestLiveSIPpCallPlaysItsAudio: SIPp's uac_pcap calls SIPp's uas on
-// loopback, offering RTP/AVP 8 101 and playing SIPp's A-law sample, while
-// the uas answers RTP/AVP 0 alone. Captured live, recorded and played, the
-// caller's channel holds the sample's audio as tshark's export of it
-// decodes with sox, at its RTP time. (The recording was silent while the
+// TestLiveSIPpCallPlaysItsAudio: SIPp's uac_pcap places three calls at
+// once (-l 3) to SIPp's uas on loopback, each offering RTP/AVP 8 101 and
+// playing SIPp's A-law sample, while the uas answers RTP/AVP 0 alone and
+// gives every call the same media address. Captured live, recorded and played, the
+// caller's channel of each call holds the sample's audio as tshark's export
+// of it decodes with sox, at its RTP time. (The recording was silent while the
 // capture counted every packet: static payload types the answer omits.)
 func TestLiveSIPpCallPlaysItsAudio(t *testing.T) {
 	stacktest.Env(t, "VERBATIM_CLICKHOUSE_ADDR")
@@ -236,14 +237,17 @@ func TestLiveSIPpCallPlaysItsAudio(t *testing.T) {
 	defer cancel()
 	e := newCLIEnv(ctx, t, "live_sipp")
 	stopCapture := e.startLiveCapture("udp and portrange 15400-15499") // only this test's ports: other tests use loopback too
-	uas := exec.CommandContext(ctx, sipp, "-sn", "uas", "-i", "127.0.0.1", "-p", "15401", "-mp", "15420", "-m", "1", "-nostdin")
+	// Three calls at once (-l 3): the uas answers each with its one media
+	// address, the callers send from their own ports.
+	uas := exec.CommandContext(ctx, sipp, "-sn", "uas", "-i", "127.0.0.1", "-p", "15401", "-mp", "15460", "-m", "3", "-nostdin")
 	uas.Dir = dir
 	if err := uas.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = uas.Process.Kill(); _ = uas.Wait() }()
 	stacktest.WaitUDPBound(ctx, t, 15401)
-	uac := exec.CommandContext(ctx, sipp, "-sn", "uac_pcap", "127.0.0.1:15401", "-i", "127.0.0.1", "-p", "15402", "-mp", "15410", "-m", "1", "-nostdin")
+	uac := exec.CommandContext(ctx, sipp, "-sn", "uac_pcap", "127.0.0.1:15401", "-i", "127.0.0.1", "-p", "15402", "-mp", "15410",
+		"-l", "3", "-m", "3", "-r", "3", "-nostdin")
 	uac.Dir = dir
 	if b, err := uac.CombinedOutput(); err != nil {
 		t.Logf("%s", b[max(0, len(b)-2000):])
@@ -256,14 +260,16 @@ func TestLiveSIPpCallPlaysItsAudio(t *testing.T) {
 	e.t.Log(e.cmd("process", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--spool", t.TempDir(), "--exit-when-idle", "--quiet"))
 	e.t.Log(e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db, "--exit-when-idle"))
 	rs := e.find()
-	if len(rs) != 1 {
-		t.Fatalf("%d calls found, want SIPp's one", len(rs))
+	if len(rs) != 3 {
+		t.Fatalf("%d calls found, want SIPp's three", len(rs))
 	}
-	r := e.assertPlays(stacktest.SharedTestdata(t, "pcap/sipp_g711a.pcap"), rs[0].CallID, []streamRef{{0xDEE0EE8F, 8, "al"}})
-	if c := r.Recording.Completeness; c == nil || c.Status != schemas.StatusComplete {
-		t.Fatalf("completeness %+v, ledgers %+v", c, r.Recording.Ledgers)
+	for _, c := range rs {
+		r := e.assertPlays(stacktest.SharedTestdata(t, "pcap/sipp_g711a.pcap"), c.CallID, []streamRef{{0xDEE0EE8F, 8, "al"}})
+		if cs := r.Recording.Completeness; cs == nil || cs.Status != schemas.StatusComplete {
+			t.Fatalf("completeness %+v, ledgers %+v", cs, r.Recording.Ledgers)
+		}
+		t.Logf("%s: %s", c.SIPCallID, r.Recording.Completeness)
 	}
-	t.Logf("%s", r.Recording.Completeness)
 }
 
 // startLiveCapture runs verbatim ingest live on lo with a kernel filter
