@@ -207,8 +207,20 @@ type stream struct {
 	sent    verbatimv1.StreamMedia // what has been produced, for MediaEnded
 }
 
+// heldRecord is a record of a call whose data key is not yet
+// acknowledged, with its promise.
+type heldRecord struct {
+	rec     *kgo.Record
+	promise func(*kgo.Record, error)
+}
+
 type call struct {
 	id string
+	// keyAcked receives the result of producing the call's data key; until
+	// it has (keyReady), the call's other records wait in held, in order.
+	keyAcked chan error
+	keyReady bool
+	held     []heldRecord
 	// damaged says what the capture lost while the call was open (a
 	// damaged or truncated file), for its ledger; empty if nothing.
 	damaged string
@@ -247,6 +259,8 @@ type pcapIngest struct {
 
 	// source is where the packets come from: a file, or a live interface.
 	source verbatimv1.CaptureSource
+	// pendingKeys are the calls whose data key is not yet acknowledged.
+	pendingKeys []*call
 
 	produceMu  sync.Mutex
 	produceErr error // first failed delivery
@@ -319,6 +333,7 @@ func run(ctx context.Context, cfg Config, rd *pcapread.Reader, drops func() (uin
 			if ctx.Err() != nil {
 				break
 			}
+			in.settleKeys(nil) // quiet: the records of calls whose key came back
 			if now := time.Now(); now.Sub(last) >= time.Second {
 				checkDrops()
 				in.expire(now)
@@ -372,6 +387,7 @@ func run(ctx context.Context, cfg Config, rd *pcapread.Reader, drops func() (uin
 		fctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 		defer cancel()
 	}
+	in.settleKeys(fctx) // every call's records, once its key is stored
 	if err := cfg.Producer.Flush(fctx); err != nil && in.err == nil {
 		in.err = fmt.Errorf("ingest: flush: %w", err)
 	}
@@ -641,7 +657,7 @@ func (in *pcapIngest) produceThen(topic, key string, c *call, kind string, at ti
 		in.err = err
 		return
 	}
-	in.cfg.Producer.Produce(in.ctx, rec, func(r *kgo.Record, err error) {
+	promise := func(r *kgo.Record, err error) {
 		*buf = r.Value[:0]
 		in.values.Put(buf)
 		if acked != nil {
@@ -655,7 +671,57 @@ func (in *pcapIngest) produceThen(topic, key string, c *call, kind string, at ti
 			in.produceErr = fmt.Errorf("ingest: produce to %s: %w", topic, err)
 		}
 		in.produceMu.Unlock()
-	})
+	}
+	in.settleKeys(nil)
+	if topic != schemas.TopicKeys && c != nil && !c.keyReady {
+		// The key is in the registry, acknowledged, before any record that
+		// names it is produced: a reader holding such a record and not
+		// finding the key after reading the registry to its end knows the
+		// key is missing, not late (keyreg.ErrNotFound). Held, not waited
+		// for: the capture goes on meanwhile.
+		c.held = append(c.held, heldRecord{rec, promise})
+		return
+	}
+	in.cfg.Producer.Produce(in.ctx, rec, promise)
+}
+
+// settleKeys produces, in order, the held records of every call whose key
+// has been acknowledged since; with a wait context, it waits (until that
+// ends) for every key still on its way. A key the broker refused fails the
+// ingest: nothing sealed under it could ever be read.
+func (in *pcapIngest) settleKeys(wait context.Context) {
+	kept := in.pendingKeys[:0]
+	for _, c := range in.pendingKeys {
+		var err error
+		if wait != nil {
+			select {
+			case err = <-c.keyAcked:
+			case <-wait.Done():
+				err = wait.Err()
+			}
+		} else {
+			select {
+			case err = <-c.keyAcked:
+			default:
+				kept = append(kept, c)
+				continue
+			}
+		}
+		if err != nil {
+			if in.err == nil {
+				in.err = fmt.Errorf("ingest: data key for call %s not stored in the key registry: %w", c.id, err)
+			}
+			c.held = nil
+			continue
+		}
+		c.keyReady = true
+		for _, h := range c.held {
+			in.cfg.Producer.Produce(in.ctx, h.rec, h.promise)
+		}
+		c.held = nil
+	}
+	clear(in.pendingKeys[len(kept):])
+	in.pendingKeys = kept
 }
 
 func (in *pcapIngest) sealMsg(c *call, m proto.Message) *verbatimv1.Sealed {
@@ -748,26 +814,15 @@ func (in *pcapIngest) newCall(id string, at time.Time) *call {
 		return nil
 	}
 	in.report.Calls++
-	// The key is in the registry, acknowledged, before any record that
-	// names it is produced: a reader holding such a record and not finding
-	// the key after reading the registry to its end knows the key is
-	// missing, not late (keyreg.ErrNotFound). One round trip per call,
-	// like the key manager's.
-	acked := make(chan error, 1)
+	// The call's other records wait for this one's acknowledgement
+	// (produceThen, settleKeys).
+	c.keyAcked = make(chan error, 1)
+	in.pendingKeys = append(in.pendingKeys, c)
 	in.produceThen(schemas.TopicKeys, c.keyID, c, "key/"+c.keyID, at, &verbatimv1.DataKey{ // its event id names the key too
 		KeyId: c.keyID, Tenant: in.cfg.Tenant, WrappedDek: dk.Wrapped.Ciphertext, KekName: dk.Wrapped.KEKName,
 		KekVersion: dk.Wrapped.KEKVersion, KeyManager: in.cfg.Keys.Kind(), CreatedAt: timestamppb.New(at),
 		Purpose: "call", CallId: c.id,
-	}, func(err error) { acked <- err })
-	select {
-	case err = <-acked:
-	case <-in.ctx.Done():
-		err = in.ctx.Err()
-	}
-	if err != nil {
-		in.err = fmt.Errorf("ingest: data key for call %s not stored in the key registry: %w", c.id, err)
-		return nil
-	}
+	}, func(err error) { c.keyAcked <- err })
 	return c
 }
 
