@@ -151,6 +151,13 @@ func (r *Registry) Get(ctx context.Context, tenant, id string) (*verbatimv1.Data
 // topic up to the end offset it has when Sync is called: every key
 // acknowledged to a writer before then is known, and every transaction
 // still open below that end has committed or aborted.
+//
+// Known limit: a partition whose last records the log cleaner has removed
+// (a tombstone or a transaction marker older than delete.retention.ms, in
+// a segment rolled since) ends in an empty batch that no consumer is
+// shown, and Sync waits for it until ctx ends. Every call stored writes
+// the keys topic, so only a registry left without writes for longer than
+// the retention meets it.
 func (r *Registry) Sync(ctx context.Context) error {
 	starts, ends, err := kafkaclient.Bounds(ctx, r.adm, schemas.TopicKeys)
 	if err != nil {
