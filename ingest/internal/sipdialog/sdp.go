@@ -1,6 +1,7 @@
 package sipdialog
 
 import (
+	"bytes"
 	"encoding/base64"
 	"fmt"
 	"net/netip"
@@ -104,7 +105,17 @@ var staticPT = map[uint8]Codec{
 func ParseSDP(body []byte) ([]Media, error) {
 	var sd sdp.SessionDescription
 	if err := sd.Unmarshal(body); err != nil {
-		return nil, fmt.Errorf("sdp: %w", err)
+		// RFC 4566 makes the t= line mandatory, and some SRCs and phones
+		// leave it out (Connectel's SIPREC offers); the media are still
+		// described: read it as if it said t=0 0.
+		fixed, ok := withTiming(body)
+		if !ok {
+			return nil, fmt.Errorf("sdp: %w", err)
+		}
+		sd = sdp.SessionDescription{}
+		if err2 := sd.Unmarshal(fixed); err2 != nil {
+			return nil, fmt.Errorf("sdp: %w", err)
+		}
 	}
 	var sessionAddr netip.Addr
 	if sd.ConnectionInformation != nil && sd.ConnectionInformation.Address != nil {
@@ -208,4 +219,27 @@ func parseRtpmap(v string) (Codec, bool) {
 		}
 	}
 	return c, true
+}
+
+// withTiming returns body with "t=0 0" after its s= line, if it has an s=
+// line and no t= line.
+func withTiming(body []byte) ([]byte, bool) {
+	lines := bytes.SplitAfter(body, []byte("\n"))
+	for _, l := range lines {
+		if bytes.HasPrefix(l, []byte("t=")) {
+			return nil, false
+		}
+	}
+	for i, l := range lines {
+		if bytes.HasPrefix(l, []byte("s=")) {
+			nl := "\r\n"
+			if !bytes.HasSuffix(l, []byte("\r\n")) {
+				nl = "\n"
+			}
+			out := bytes.Join(lines[:i+1], nil)
+			out = append(out, "t=0 0"+nl...)
+			return append(out, bytes.Join(lines[i+1:], nil)...), true
+		}
+	}
+	return nil, false
 }
