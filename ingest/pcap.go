@@ -530,7 +530,7 @@ func (in *pcapIngest) media(s *stream, p *pcapread.Packet) {
 			return
 		}
 	}
-	if len(pkt) >= 12 {
+	if len(pkt) >= 12 && pkt[0]>>6 == 2 { // RTP: what is not is refused by the batcher, as bad RTP
 		ssrc, seq := binary.BigEndian.Uint32(pkt[8:]), binary.BigEndian.Uint16(pkt[2:])
 		switch {
 		case !s.srcSet:
