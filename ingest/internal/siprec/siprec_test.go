@@ -2,6 +2,7 @@ package siprec_test
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -129,6 +130,35 @@ func TestOffersFromRealSRCs(t *testing.T) {
 				t.Fatalf("no participant address of record: %+v", m.Participants)
 			}
 			t.Logf("%d participants %v, %d streams, extensions %v", len(m.Participants), aors, len(m.Streams), m.Extensions)
+
+			// The SRS's answer: each offered line in order, the audio ones
+			// receive-only on the ports given, with their labels.
+			ports := []uint16{40000, 40002, 40004, 40006}
+			ans, err := siprec.Answer(media, netip.MustParseAddr("192.0.2.1"), ports, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, err := sipdialog.ParseSDP(ans)
+			if err != nil || len(back) != len(media) {
+				t.Fatalf("answer %q: %v (%d lines for %d)", ans, err, len(back), len(media))
+			}
+			for i, a := range back {
+				if a.Label != media[i].Label || a.Direction != "recvonly" || a.Addr.Port() != ports[i] || len(a.Codecs) == 0 ||
+					a.Codecs[0].PayloadType != media[i].Codecs[0].PayloadType {
+					t.Fatalf("answer line %d %+v to offer %+v", i, a, media[i])
+				}
+			}
+			// Every stream's sender, by label, when the metadata says.
+			parties, unsent, inferred := m.Parties(media)
+			if len(unsent) != 0 {
+				t.Fatalf("streams %v have no sender; parties %+v", unsent, parties)
+			}
+			for _, p := range parties {
+				if len(p.Sends) != 1 {
+					t.Fatalf("party %+v does not send one stream", p)
+				}
+			}
+			t.Logf("parties %+v (senders inferred from order: %v)", parties, inferred)
 		})
 	}
 	// Not SIPREC offers: refused with the reason.
