@@ -89,7 +89,7 @@ module_app menu.so
 	stopCapture := e.startLiveCapture("udp and portrange 15260-15329") // only this test's ports: other tests use loopback too
 
 	bob := exec.CommandContext(ctx, baresip, "-f", bobDir, "-t", "30")
-	var bobLog bytes.Buffer
+	var bobLog syncBuffer
 	bob.Stdout, bob.Stderr = &bobLog, &bobLog
 	if err := bob.Start(); err != nil {
 		t.Fatal(err)
@@ -102,7 +102,15 @@ module_app menu.so
 	if !strings.Contains(string(aliceLog), "Call established") || !strings.Contains(string(aliceLog), "SRTP is Enabled") {
 		t.Fatalf("baresip did not place an SRTP call:\n%s\n--- bob:\n%s", aliceLog, bobLog.String())
 	}
-	time.Sleep(500 * time.Millisecond) // the BYE's 200 OK
+	// bob answers the BYE with 200 OK, then says the call is terminated:
+	// the capture has everything once it says so.
+	for !strings.Contains(bobLog.String(), "terminated") {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("bob never saw the call end:\n%s", bobLog.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 	captureOut := stopCapture()
 	if !strings.Contains(captureOut, "lo: 1 calls") || !strings.Contains(captureOut, " 0 frames dropped by the kernel") ||
 		strings.Contains(captureOut, "TCP segments") {
