@@ -246,3 +246,28 @@ func FuzzSplitBody(f *testing.F) {
 		}
 	})
 }
+
+// TestLatch: media is taken only from the SRC's negotiated address, the
+// first source from it is latched, and no later packet re-learns it.
+func TestLatch(t *testing.T) {
+	l := siprec.NewLatch(netip.MustParseAddrPort("192.0.2.7:30000"))
+	attacker := netip.MustParseAddrPort("203.0.113.9:30000")
+	if l.Accept(attacker) {
+		t.Fatal("a packet from another host was accepted before the SRC's")
+	}
+	src := netip.MustParseAddrPort("192.0.2.7:41234") // behind NAT: another port
+	if !l.Accept(src) || !l.Accept(src) {
+		t.Fatal("the SRC's packets were refused")
+	}
+	for _, other := range []netip.AddrPort{attacker, netip.MustParseAddrPort("192.0.2.7:30000"), netip.MustParseAddrPort("[::ffff:203.0.113.9]:5")} {
+		if l.Accept(other) {
+			t.Fatalf("%v took over a latched stream", other)
+		}
+	}
+	if got, ok := l.Source(); !ok || got != src || l.Strays != 4 {
+		t.Fatalf("latched %v %v, %d strays", got, ok, l.Strays)
+	}
+	if !l.Accept(netip.MustParseAddrPort("[::ffff:192.0.2.7]:41234")) {
+		t.Fatal("the SRC's source written as an IPv4-mapped address was refused")
+	}
+}
