@@ -612,13 +612,13 @@ func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objst
 	slices.SortStableFunc(report, func(a, b *verbatimv1.StreamCompleteness) int {
 		return strings.Compare(a.GetStreamId(), b.GetStreamId())
 	})
-	slices.SortFunc(ledgers, func(a, b *verbatimv1.StreamLedger) int { return strings.Compare(a.GetStreamId(), b.GetStreamId()) })
 	if r.err != nil {
 		return nil, nil, r.err
 	}
 	// Nothing is stored, and nothing announced, for a ledger that does not
 	// balance: the call fails with the reason and its raw media is kept.
-	if err := settle(ledgers, end); err != nil {
+	ledgers, err := settle(ledgers, end)
+	if err != nil {
 		return nil, nil, permanent{err}
 	}
 	frames, err := r.mixer.Close()
@@ -773,11 +773,24 @@ func undecodedDetail(s *verbatimv1.Stream, pts []uint8) string {
 }
 
 // settle completes each ledger with what ingest says it captured for the
-// stream (MediaEnded: packets batched, SRTP packets dropped, capture
-// damage) and checks that its lines add up. Before, a ledger's Captured
-// is what the processor received; packets ingest batched that never came
-// are lost in transit.
-func settle(ledgers []*verbatimv1.StreamLedger, end *verbatimv1.MediaEnded) error {
+// stream (MediaEnded: packets batched, SRTP packets dropped, stray packets,
+// capture damage) and checks that its lines add up. Before, a ledger's
+// Captured is what the processor received; packets ingest batched that
+// never came are lost in transit. A stream ingest sent media for that the
+// recording never saw (no description, no batch) gets a ledger of its own,
+// all of it lost in transit: no stream is left out of the account.
+func settle(ledgers []*verbatimv1.StreamLedger, end *verbatimv1.MediaEnded) ([]*verbatimv1.StreamLedger, error) {
+	have := map[string]bool{}
+	for _, l := range ledgers {
+		have[l.GetStreamId()] = true
+	}
+	for _, m := range end.GetMedia() {
+		if !have[m.GetStreamId()] {
+			ledgers = append(ledgers, &verbatimv1.StreamLedger{StreamId: m.GetStreamId()})
+			have[m.GetStreamId()] = true
+		}
+	}
+	slices.SortFunc(ledgers, func(a, b *verbatimv1.StreamLedger) int { return strings.Compare(a.GetStreamId(), b.GetStreamId()) })
 	sent := map[string]*verbatimv1.StreamMedia{}
 	for _, m := range end.GetMedia() {
 		sent[m.GetStreamId()] = m
@@ -798,7 +811,7 @@ func settle(ledgers []*verbatimv1.StreamLedger, end *verbatimv1.MediaEnded) erro
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	return ledgers, errors.Join(errs...)
 }
 
 // appendReport adds a closed source's report to a stream's, or, past

@@ -400,3 +400,25 @@ func TestComfortNoiseOption(t *testing.T) {
 		}
 	}
 }
+
+// TestSettleAccountsForEveryStreamSent: a stream ingest sent packets for
+// that the recording never saw (no description reached the processor and
+// every batch of it was lost) is in the account, all of it lost in
+// transit: the recording is partial, never complete without it.
+func TestSettleAccountsForEveryStreamSent(t *testing.T) {
+	ledgers := []*verbatimv1.StreamLedger{{StreamId: "caller-audio", Captured: 100, Recorded: 100}}
+	end := &verbatimv1.MediaEnded{Media: []*verbatimv1.StreamMedia{
+		{StreamId: "caller-audio", Batches: 2, Packets: 100},
+		{StreamId: "callee-audio", Batches: 2, Packets: 90},
+	}}
+	got, err := settle(ledgers, end)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].GetStreamId() != "callee-audio" || got[0].GetLostInTransit() != 90 || got[0].GetCaptured() != 90 {
+		t.Fatalf("ledgers %v", got)
+	}
+	if c := schemas.Summarize(got); c.Status != schemas.StatusPartial || c.Missing["lost_in_transit"] != 90 {
+		t.Fatalf("%s", c)
+	}
+}
