@@ -596,17 +596,19 @@ func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objst
 				l.NotDecodable = s.packets
 			}
 		}
+		var sum verbatimv1.StreamCompleteness
 		for _, sc := range segments {
-			l.Captured += sc.GetPacketsCaptured()
-			l.Recorded += sc.GetPacketsInRecording()
-			l.Events += sc.GetEvents()
-			l.ComfortNoise += sc.GetComfortNoise()
-			l.Duplicate += sc.GetDuplicates()
-			l.Late += sc.GetLate()
-			l.NotDecodable += sc.GetNotDecodable()
-			for _, g := range sc.GetGaps() {
-				l.NeverCaptured += g.GetLast() - g.GetFirst() + 1
-			}
+			addCounts(&sum, sc)
+		}
+		l.Captured += sum.GetPacketsCaptured()
+		l.Recorded += sum.GetPacketsInRecording()
+		l.Events += sum.GetEvents()
+		l.ComfortNoise += sum.GetComfortNoise()
+		l.Duplicate += sum.GetDuplicates()
+		l.Late += sum.GetLate()
+		l.NotDecodable += sum.GetNotDecodable()
+		for _, g := range sum.GetGaps() {
+			l.NeverCaptured += g.GetLast() - g.GetFirst() + 1
 		}
 	}
 	slices.SortStableFunc(report, func(a, b *verbatimv1.StreamCompleteness) int {
@@ -823,15 +825,20 @@ func appendReport(rs []*verbatimv1.StreamCompleteness, r *verbatimv1.StreamCompl
 	}
 	last := rs[len(rs)-1]
 	last.Ssrc = 0 // several sources
-	last.PacketsCaptured += r.GetPacketsCaptured()
-	last.PacketsInRecording += r.GetPacketsInRecording()
-	last.Duplicates += r.GetDuplicates()
-	last.Late += r.GetLate()
-	last.Events += r.GetEvents()
-	last.ComfortNoise += r.GetComfortNoise()
-	last.NotDecodable += r.GetNotDecodable()
-	for _, g := range r.GetGaps() {
-		last.Gaps = assemble.AppendGap(last.Gaps, g.GetFirst(), g.GetLast())
-	}
+	addCounts(last, r)
 	return rs
+}
+
+// addCounts adds src's packet counts and gaps to dst's.
+func addCounts(dst, src *verbatimv1.StreamCompleteness) {
+	dst.PacketsCaptured += src.GetPacketsCaptured()
+	dst.PacketsInRecording += src.GetPacketsInRecording()
+	dst.Duplicates += src.GetDuplicates()
+	dst.Late += src.GetLate()
+	dst.Events += src.GetEvents()
+	dst.ComfortNoise += src.GetComfortNoise()
+	dst.NotDecodable += src.GetNotDecodable()
+	for _, g := range src.GetGaps() {
+		dst.Gaps = assemble.AppendGap(dst.Gaps, g.GetFirst(), g.GetLast())
+	}
 }
