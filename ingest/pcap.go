@@ -160,7 +160,7 @@ type Report struct {
 	// EncryptedFlows are the streams found by their RTP alone whose
 	// payloads carry an SRTP authentication tag and whose keys were not
 	// given: kept encrypted, labelled "encrypted: keys not captured".
-	EncryptedFlows int
+	EncryptedFlows uint64
 	// RTCP packets read for call quality, and those that did not parse
 	// (LastRTCPError says the last reason).
 	RTCPPackets, BadRTCP uint64

@@ -395,9 +395,6 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		if err := r.opusBatch(s, pb); err != nil {
 			return err
 		}
-		if !canDecode(s.meta) {
-			return nil
-		}
 	}
 	if s.track == nil {
 		decs, closeDecs := decoders(s.meta, r.rate)

@@ -135,7 +135,7 @@ func printWarnings(w io.Writer, rep ingest.Report) {
 	warn(rep.SRTPReplayed, "SRTP packets were replays and were dropped", "")
 	warn(rep.StrayPackets, "RTP packets of sources that never sent two in a row on a stream (stray, e.g. a spray of random SSRCs) counted, not recorded", "")
 	warn(rep.ZRTPPackets, "ZRTP packets seen: those calls' media is encrypted with keys no capture has, and is kept encrypted", "")
-	warn(uint64(rep.EncryptedFlows), "streams found by their RTP carry SRTP authentication tags and no key was given (--srtp-key): kept encrypted, labelled so", "")
+	warn(rep.EncryptedFlows, "streams found by their RTP carry SRTP authentication tags and no key was given (--srtp-key): kept encrypted, labelled so", "")
 	warn(rep.UnmatchedTCP, "TCP segments that are not SIP (SIP over TLS cannot be read) skipped", "")
 	warn(rep.BadRTCP, "RTCP packets that do not parse skipped", lastErr(rep.LastRTCPError))
 }
