@@ -52,7 +52,7 @@ type framer struct {
 	off      int64  // bytes of the input consumed
 	frames   uint64
 	lastSec  uint32
-	out      []byte
+	pass     int  // bytes of a checked record still to pass on to the reader
 	header   bool // the file header has been passed on
 	onDamage func(Damage)
 	done     bool
@@ -62,9 +62,10 @@ func newFramer(r *bufio.Reader, onDamage func(Damage)) *framer {
 	return &framer{r: r, onDamage: onDamage}
 }
 
-// Read implements io.Reader.
+// Read implements io.Reader. The bytes of a checked record go straight
+// from the input to p, not through a buffer of the framer's own.
 func (f *framer) Read(p []byte) (int, error) {
-	for len(f.out) == 0 {
+	for f.pass == 0 {
 		if f.done {
 			return 0, io.EOF
 		}
@@ -72,21 +73,20 @@ func (f *framer) Read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	n := copy(p, f.out)
-	f.out = f.out[n:]
-	return n, nil
+	n, err := f.r.Read(p[:min(len(p), f.pass)])
+	f.pass -= n
+	f.off += int64(n)
+	if errors.Is(err, io.EOF) && n > 0 {
+		err = nil // the rest of the record was peeked: it is there
+	}
+	return n, err
 }
 
-// take consumes n bytes of the input as output.
+// take passes the next n bytes of the input on, as checked (they have been
+// peeked, so they are in the buffer).
 func (f *framer) take(n int) error {
-	b, err := f.r.Peek(n)
-	if err != nil {
-		return err
-	}
-	f.out = append(f.out[:0], b...)
-	_, err = f.r.Discard(n)
-	f.off += int64(n)
-	return err
+	f.pass = n
+	return nil
 }
 
 func (f *framer) next() error {

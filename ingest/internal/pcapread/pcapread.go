@@ -135,8 +135,9 @@ func Open(r io.Reader) (*Reader, error) {
 	}
 	rd := &Reader{decoded: make([]gopacket.LayerType, 0, 8)}
 	// pcapgo parses what the framer passes on: the file with its damaged
-	// records cut out. The framer reads one record ahead of pcapgo, so a
-	// damage is reported when the frames before it have been read.
+	// records cut out. pcapgo reads ahead through a buffer of its own (4
+	// KiB), so a damage is reported at most that far before the frames
+	// preceding it are returned.
 	br := newFramer(raw, rd.damaged)
 	if binary.LittleEndian.Uint32(magic) == 0x0A0D0D0A {
 		ng, err := pcapgo.NewNgReader(br, pcapgo.NgReaderOptions{})
