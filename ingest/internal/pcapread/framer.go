@@ -64,22 +64,39 @@ func newFramer(r *bufio.Reader, onDamage func(Damage)) *framer {
 
 // Read implements io.Reader. The bytes of a checked record go straight
 // from the input to p, not through a buffer of the framer's own.
+// It fills p with as many checked records as fit: the reader above reads
+// through a buffer, and one record a call would cost a call a record.
 func (f *framer) Read(p []byte) (int, error) {
-	for f.pass == 0 {
-		if f.done {
-			return 0, io.EOF
+	total := 0
+	for len(p) > 0 {
+		if f.pass == 0 {
+			if f.done {
+				break
+			}
+			if err := f.next(); err != nil {
+				if total > 0 {
+					break // what was read is returned first; next() fails again
+				}
+				return 0, err
+			}
+			continue
 		}
-		if err := f.next(); err != nil {
-			return 0, err
+		n, err := f.r.Read(p[:min(len(p), f.pass)])
+		f.pass -= n
+		f.off += int64(n)
+		total += n
+		p = p[n:]
+		if err != nil && !errors.Is(err, io.EOF) {
+			return total, err
+		}
+		if n == 0 {
+			break
 		}
 	}
-	n, err := f.r.Read(p[:min(len(p), f.pass)])
-	f.pass -= n
-	f.off += int64(n)
-	if errors.Is(err, io.EOF) && n > 0 {
-		err = nil // the rest of the record was peeked: it is there
+	if total == 0 && f.done {
+		return 0, io.EOF
 	}
-	return n, err
+	return total, nil
 }
 
 // take passes the next n bytes of the input on, as checked (they have been
