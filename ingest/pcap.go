@@ -200,11 +200,14 @@ type stream struct {
 		pkt  []byte
 		held bool
 	}
-	zrtp    bool           // ZRTP seen: the media is SRTP with keys no capture has
-	from    netip.AddrPort // where its packets come from (a NAT's address, maybe)
-	flows   []flowKey      // sender's SDP address -> receiver's, in pcapIngest.byFlow
-	batcher *rtpbatch.Batcher
-	sent    verbatimv1.StreamMedia // what has been produced, for MediaEnded
+	zrtp  bool           // ZRTP seen: the media is SRTP with keys no capture has
+	from  netip.AddrPort // where its packets come from (a NAT's address, maybe)
+	flows []flowKey      // sender's SDP address -> receiver's, in pcapIngest.byFlow
+	// sharedDst says another call\'s media go to this stream\'s destination
+	// too: packets to it are matched by both ends (byFlow) first.
+	sharedDst bool
+	batcher   *rtpbatch.Batcher
+	sent      verbatimv1.StreamMedia // what has been produced, for MediaEnded
 }
 
 // heldRecord is a record of a call whose data key is not yet
@@ -238,12 +241,13 @@ type pcapIngest struct {
 	cfg   Config
 	ctx   context.Context  //nolint:containedctx // lifetime of one Pcap call
 	calls map[string]*call // by SIP Call-ID
-	// byFlow maps both ends of a stream (the sender's SDP address to the
-	// receiver's) to it, byAddr its destination alone: a packet is
-	// matched by both ends first, so calls whose media share one endpoint
-	// (a media server answering every call from one address) keep their
-	// own packets; by its destination only when its source is not the
-	// sender's SDP address (a NAT).
+	// byAddr maps a stream's destination to it, byFlow both of its ends
+	// (the sender's SDP address to the receiver's). A packet is matched by
+	// its destination, one lookup; where calls' media share a destination
+	// (a media server answering every call from one address), by both
+	// ends first, so each call keeps its own packets, and by its
+	// destination only when its source is not the sender's SDP address (a
+	// NAT). A later call never takes over a flow an earlier one holds.
 	byFlow  map[flowKey]*stream
 	byAddr  map[netip.AddrPort]*stream
 	tracker *sipdialog.Tracker
@@ -462,9 +466,13 @@ func (in *pcapIngest) packet(p *pcapread.Packet) {
 		in.sip(p, p.Payload)
 		return
 	}
-	s, ok := in.byFlow[flowKey{p.Src, p.Dst}]
-	if !ok || s.call.ended {
-		s, ok = in.byAddr[p.Dst]
+	s, ok := in.byAddr[p.Dst]
+	if ok && s.sharedDst {
+		// Other calls' media go to this address too: the flow's both
+		// ends say whose packet this is.
+		if f, mine := in.byFlow[flowKey{p.Src, p.Dst}]; mine && !f.call.ended {
+			s = f
+		}
 	}
 	if !ok || s.call.ended {
 		// RTCP goes to the RTP port + 1 (RFC 3550 §11).
@@ -921,6 +929,12 @@ func (in *pcapIngest) parties(c *call) ([]*verbatimv1.Participant, []*verbatimv1
 						sent: verbatimv1.StreamMedia{StreamId: id}}
 				}
 				c.streams[m.Addr] = st
+				if prev, taken := in.byAddr[m.Addr]; taken && prev.call != c && !prev.call.ended {
+					// Two calls' media to one address (a media server
+					// answering every call from one port): from now on
+					// packets to it are matched by both ends.
+					prev.sharedDst, st.sharedDst = true, true
+				}
 				in.byAddr[m.Addr] = st
 			}
 			if i < len(senderMedia) && senderMedia[i].Addr.IsValid() && senderMedia[i].Addr.Port() != 0 {
