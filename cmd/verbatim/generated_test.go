@@ -5,13 +5,11 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"math"
 
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,26 +27,45 @@ import (
 // its RTP time, as tshark's export decoded by sox does, and the call's
 // label must say so.
 
-// genCall writes one call's INVITE (offer), 200 OK (answer) and ACK, then
-// n packets each way (caller's payload type ptCaller, callee's ptCallee),
-// then BYE and its 200 OK.
+// sigOf is the SIP address of the host of a media address.
+func sigOf(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr(), 5060) }
+
+// genSetup writes a call's INVITE (offer), 200 OK (answer) and ACK between
+// the hosts of caller and callee.
+func genSetup(s *stacktest.Synth, callID string, caller, callee netip.AddrPort, offer, answer string) {
+	s.Send(sigOf(caller), sigOf(callee), stacktest.DialogMessage(callID, "INVITE sip:bob@example.com SIP/2.0", "1 INVITE", offer))
+	s.Send(sigOf(callee), sigOf(caller), stacktest.DialogMessage(callID, "SIP/2.0 200 OK", "1 INVITE", answer))
+	s.Send(sigOf(caller), sigOf(callee), stacktest.DialogMessage(callID, "ACK sip:bob@example.com SIP/2.0", "1 ACK", ""))
+}
+
+// genBye writes the caller's BYE and its 200 OK.
+func genBye(s *stacktest.Synth, callID string, caller, callee netip.AddrPort) {
+	s.Send(sigOf(caller), sigOf(callee), stacktest.DialogMessage(callID, "BYE sip:bob@example.com SIP/2.0", "2 BYE", ""))
+	s.Send(sigOf(callee), sigOf(caller), stacktest.DialogMessage(callID, "SIP/2.0 200 OK", "2 BYE", ""))
+}
+
+// genCall writes one call: its setup, then n packets each way (caller's
+// payload type ptCaller, callee's ptCallee), then BYE and its 200 OK.
 func genCall(s *stacktest.Synth, callID string, caller, callee netip.AddrPort, offer, answer string, ptCaller, ptCallee uint8, n int) {
-	sigA, sigB := netip.MustParseAddrPort(caller.Addr().String()+":5060"), netip.MustParseAddrPort(callee.Addr().String()+":5060")
-	s.Send(sigA, sigB, stacktest.DialogMessage(callID, "INVITE sip:bob@example.com SIP/2.0", "1 INVITE", offer))
-	s.Send(sigB, sigA, stacktest.DialogMessage(callID, "SIP/2.0 200 OK", "1 INVITE", answer))
-	s.Send(sigA, sigB, stacktest.DialogMessage(callID, "ACK sip:bob@example.com SIP/2.0", "1 ACK", ""))
+	genSetup(s, callID, caller, callee, offer, answer)
 	for i := range n {
 		s.Send(caller, callee, stacktest.AudioPacket(0x1000, uint16(1000+i), ptCaller, 0x11))
 		s.Send(callee, caller, stacktest.AudioPacket(0x2000, uint16(5000+i), ptCallee, 0x22))
 	}
-	s.Send(sigA, sigB, stacktest.DialogMessage(callID, "BYE sip:bob@example.com SIP/2.0", "2 BYE", ""))
-	s.Send(sigB, sigA, stacktest.DialogMessage(callID, "SIP/2.0 200 OK", "2 BYE", ""))
+	genBye(s, callID, caller, callee)
 }
 
 // record ingests, processes and projects the captures in e.
 func (e *cliEnv) record(captures ...string) {
 	e.t.Helper()
 	e.t.Log(e.cmd(append([]string{"ingest", "pcap", "--brokers", e.brokers, "--keyring", e.keyring}, captures...)...))
+	e.processAndProject()
+}
+
+// processAndProject records what is ingested and projects it, each run
+// until its group has read every topic to its end.
+func (e *cliEnv) processAndProject() {
+	e.t.Helper()
 	e.t.Log(e.cmd("process", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--spool", e.t.TempDir(), "--exit-when-idle", "--quiet"))
 	e.t.Log(e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db, "--exit-when-idle"))
 }
@@ -92,21 +109,14 @@ func TestConcurrentCallsShareAMediaEndpoint(t *testing.T) {
 	uas := netip.MustParseAddrPort("192.0.2.20:6000")
 	callers := []netip.AddrPort{netip.MustParseAddrPort("192.0.2.10:6004"), netip.MustParseAddrPort("192.0.2.10:6008")}
 	s := stacktest.NewSynth(t, 5*time.Millisecond)
-	sig := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr(), 5060) }
 	ids := []string{"shared-1@example.com", "shared-2@example.com"}
 	answer := stacktest.AudioSDP(uas, "RTP/AVP", 0, "a=rtpmap:0 PCMU/8000")
 	// Call 1 starts; call 2 starts while call 1 sends; both send at once;
 	// call 1 ends while call 2 goes on.
 	setup := func(i int) {
-		offer := stacktest.AudioSDP(callers[i], "RTP/AVP", 0, "a=rtpmap:0 PCMU/8000")
-		s.Send(sig(callers[i]), sig(uas), stacktest.DialogMessage(ids[i], "INVITE sip:bob@example.com SIP/2.0", "1 INVITE", offer))
-		s.Send(sig(uas), sig(callers[i]), stacktest.DialogMessage(ids[i], "SIP/2.0 200 OK", "1 INVITE", answer))
-		s.Send(sig(callers[i]), sig(uas), stacktest.DialogMessage(ids[i], "ACK sip:bob@example.com SIP/2.0", "1 ACK", ""))
+		genSetup(s, ids[i], callers[i], uas, stacktest.AudioSDP(callers[i], "RTP/AVP", 0, "a=rtpmap:0 PCMU/8000"), answer)
 	}
-	bye := func(i int) {
-		s.Send(sig(callers[i]), sig(uas), stacktest.DialogMessage(ids[i], "BYE sip:bob@example.com SIP/2.0", "2 BYE", ""))
-		s.Send(sig(uas), sig(callers[i]), stacktest.DialogMessage(ids[i], "SIP/2.0 200 OK", "2 BYE", ""))
-	}
+	bye := func(i int) { genBye(s, ids[i], callers[i], uas) }
 	ssrc := []uint32{0x1111, 0x2222}
 	send := func(i, n int) {
 		s.Send(callers[i], uas, stacktest.AudioPacket(ssrc[i], uint16(100*(i+1)+n), 0, byte(0x40*(i+1))))
@@ -166,7 +176,7 @@ func TestSDESOfferWithSeveralSuites(t *testing.T) {
 	}
 	sip := func(src, dst netip.AddrPort, first, cseq, body string) {
 		// Not in the twin: tshark would take its SDP's streams for SRTP.
-		enc.Send(netip.AddrPortFrom(src.Addr(), 5060), netip.AddrPortFrom(dst.Addr(), 5060), stacktest.DialogMessage("sdes-tags@example.com", first, cseq, body))
+		enc.Send(sigOf(src), sigOf(dst), stacktest.DialogMessage("sdes-tags@example.com", first, cseq, body))
 	}
 	srtpCtx := func(k []byte) *srtp.Context {
 		c, err := srtp.CreateContext(k[:16], k[16:], srtp.ProtectionProfileAes128CmHmacSha1_80)
@@ -263,8 +273,7 @@ func TestDamagedCaptureIsNotComplete(t *testing.T) {
 	if err == nil || !strings.Contains(out, "1 damaged stretches of the file") || !strings.Contains(out, "1073741824") {
 		t.Fatalf("ingest of a damaged capture: err %v\n%s", err, out)
 	}
-	e.cmd("process", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--spool", t.TempDir(), "--exit-when-idle", "--quiet")
-	e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db, "--exit-when-idle")
+	e.processAndProject()
 	rs := e.find("--call-id", "1-1966@10.0.2.20")
 	if len(rs) != 1 || rs[0].Recording == nil {
 		t.Fatalf("calls %+v", rs)
@@ -290,8 +299,7 @@ func TestCompletenessReport(t *testing.T) {
 		stacktest.SharedTestdata(t, "pcap/wireshark_SIP_DTMF2.cap"), stacktest.SharedTestdata(t, "pcap/wireshark_DTMFsipinfo.pcap"))
 	other := filepath.Join(t.TempDir(), "other-keyring.json")
 	e.cmd("ingest", "pcap", "--brokers", e.brokers, "--keyring", other, stacktest.SharedTestdata(t, "pcap/sipp_g711a.pcap"))
-	e.cmd("process", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--spool", t.TempDir(), "--exit-when-idle", "--quiet")
-	e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db, "--exit-when-idle")
+	e.processAndProject()
 	table := e.cmd("completeness", "--database", e.db, "--from", "2000-01-01", "--to", "2030-01-01")
 	t.Log("\n" + table)
 	var rows []search.PartyDay
@@ -347,10 +355,7 @@ func TestSprayOfRandomSSRCsCostsOneCounter(t *testing.T) {
 	s := stacktest.NewSynth(t, time.Millisecond)
 	offer := stacktest.AudioSDP(caller, "RTP/AVP", 0, "a=rtpmap:0 PCMU/8000")
 	answer := stacktest.AudioSDP(callee, "RTP/AVP", 0, "a=rtpmap:0 PCMU/8000")
-	sig := func(a netip.AddrPort) netip.AddrPort { return netip.AddrPortFrom(a.Addr(), 5060) }
-	s.Send(sig(caller), sig(callee), stacktest.DialogMessage("spray@example.com", "INVITE sip:bob@example.com SIP/2.0", "1 INVITE", offer))
-	s.Send(sig(callee), sig(caller), stacktest.DialogMessage("spray@example.com", "SIP/2.0 200 OK", "1 INVITE", answer))
-	s.Send(sig(caller), sig(callee), stacktest.DialogMessage("spray@example.com", "ACK sip:bob@example.com SIP/2.0", "1 ACK", ""))
+	genSetup(s, "spray@example.com", caller, callee, offer, answer)
 	for n := range 100 {
 		s.Send(caller, callee, stacktest.AudioPacket(0x5555, uint16(300+n), 0, 0x55))
 		for k := range 20 {
@@ -358,14 +363,13 @@ func TestSprayOfRandomSSRCsCostsOneCounter(t *testing.T) {
 			s.Send(attacker, callee, stacktest.AudioPacket(x, uint16(x>>7), 0, byte(x)))
 		}
 	}
-	s.Send(sig(caller), sig(callee), stacktest.DialogMessage("spray@example.com", "BYE sip:bob@example.com SIP/2.0", "2 BYE", ""))
+	genBye(s, "spray@example.com", caller, callee)
 	capture := s.WriteFile("spray.pcap")
 	out := e.cmd("ingest", "pcap", "--brokers", e.brokers, "--keyring", e.keyring, capture)
 	if !strings.Contains(out, "2000 RTP packets of sources that never sent two in a row") {
 		t.Fatalf("ingest:\n%s", out)
 	}
-	e.cmd("process", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--spool", t.TempDir(), "--exit-when-idle", "--quiet")
-	e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db, "--exit-when-idle")
+	e.processAndProject()
 	r := e.assertPlays(capture, "spray@example.com", []streamRef{{0x5555, 0, "ul"}})
 	c := r.Recording.Completeness
 	var stray uint64
@@ -400,29 +404,12 @@ func TestOpusIsInTheRecording(t *testing.T) {
 	if c := rs[0].Recording.Completeness; c == nil || c.Status != schemas.StatusComplete || c.AudioRecorded != 425 {
 		t.Fatalf("completeness %+v, ledgers %+v", c, rs[0].Recording.Ledgers)
 	}
-	dir := t.TempDir()
-	wavPath, oggPath, refPath := filepath.Join(dir, "call.wav"), filepath.Join(dir, "callee.ogg"), filepath.Join(dir, "ref.raw")
+	wavPath := filepath.Join(t.TempDir(), "call.wav")
 	e.cmd("play", rs[0].CallID, "-o", wavPath, "--database", e.db, "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects)
-	e.cmd("play", rs[0].CallID, "--stream", "callee-audio", "-o", oggPath, "--database", e.db, "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects)
-	// The Ogg object holds the captured payloads as they were.
-	out, err := exec.Command("tshark", "-r", capture, "-o", "rtp.heuristic_rtp:TRUE", "-Y", "rtp.ssrc == 0x043eee04", "-T", "fields", "-e", "rtp.payload").Output()
-	if err != nil {
-		t.Fatalf("tshark: %v", err)
+	ref := e.oggReference(capture, rs[0].CallID, "callee-audio", 0x043eee04)
+	if ref == nil {
+		t.Fatal("the call keeps no Ogg Opus object of its callee's stream")
 	}
-	ogg, err := os.ReadFile(oggPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		p, err := hex.DecodeString(strings.ReplaceAll(line, ":", ""))
-		if err != nil || !bytes.Contains(ogg, p) {
-			t.Fatalf("RTP payload %d (%d bytes) is not in the Ogg object", i, len(p))
-		}
-	}
-	if b, err := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-i", oggPath, "-ar", "16000", "-ac", "1", "-f", "s16le", refPath).CombinedOutput(); err != nil {
-		t.Fatalf("ffmpeg: %v: %s", err, b)
-	}
-	ref := stacktest.ReadPCM(t, refPath)
 	wav, err := os.ReadFile(wavPath)
 	if err != nil {
 		t.Fatal(err)

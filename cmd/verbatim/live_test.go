@@ -265,8 +265,7 @@ func TestLiveSIPpCallPlaysItsAudio(t *testing.T) {
 		t.Fatalf("sipp uas: %v", err)
 	}
 	stopCapture() // both SIPps have exited: the call is over
-	e.t.Log(e.cmd("process", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--spool", t.TempDir(), "--exit-when-idle", "--quiet"))
-	e.t.Log(e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db, "--exit-when-idle"))
+	e.processAndProject()
 	rs := e.find()
 	if len(rs) != 3 {
 		t.Fatalf("%d calls found, want SIPp's three", len(rs))

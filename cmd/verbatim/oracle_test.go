@@ -124,8 +124,7 @@ func TestOracleEveryCapture(t *testing.T) {
 			e := newCLIEnv(ctx, t, "oracle")
 			args := append([]string{"ingest", "pcap", "--brokers", e.brokers, "--keyring", e.keyring}, ingestArgs[name]...)
 			e.cmd(append(args, capture)...)
-			e.cmd("process", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--spool", t.TempDir(), "--exit-when-idle", "--quiet")
-			e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db, "--exit-when-idle")
+			e.processAndProject()
 			calls := e.find("--limit", "1000")
 			t.Log("\n" + e.cmd("search", "--database", e.db, "--limit", "1000"))
 			type owner struct {
