@@ -224,6 +224,13 @@ type call struct {
 	keyAcked chan error
 	keyReady bool
 	held     []heldRecord
+	// onReady, if set, is told when the key is stored and the held records
+	// are produced (nil), or that the key could not be stored.
+	onReady func(error)
+	// abandoned: a SIPREC session refused before it was answered; nothing
+	// of it is produced.
+	abandoned bool
+	started   time.Time // when the call began (SIPREC sessions)
 	// damaged says what the capture lost while the call was open (a
 	// damaged or truncated file), for its ledger; empty if nothing.
 	damaged string
@@ -268,6 +275,11 @@ type pcapIngest struct {
 
 	produceMu  sync.Mutex
 	produceErr error // first failed delivery
+
+	// server says the engine runs the SIPREC server: a call's failure is
+	// its own, not the end of the ingest.
+	server bool
+	srs    *srsEngine
 }
 
 // Pcap ingests one pcap or pcapng capture: SIP dialogs become call events,
@@ -665,7 +677,14 @@ func (in *pcapIngest) produceThen(topic, key string, c *call, kind string, at ti
 		in.err = err
 		return
 	}
+	size := int64(len(rec.Value))
+	if in.srs != nil {
+		in.srs.outstanding.Add(size)
+	}
 	promise := func(r *kgo.Record, err error) {
+		if in.srs != nil {
+			in.srs.outstanding.Add(-size)
+		}
 		*buf = r.Value[:0]
 		in.values.Put(buf)
 		if acked != nil {
@@ -700,6 +719,9 @@ func (in *pcapIngest) produceThen(topic, key string, c *call, kind string, at ti
 func (in *pcapIngest) settleKeys(wait context.Context) {
 	kept := in.pendingKeys[:0]
 	for _, c := range in.pendingKeys {
+		if c.abandoned { // its key, if it comes, names no record
+			continue
+		}
 		var err error
 		if wait != nil {
 			select {
@@ -716,10 +738,14 @@ func (in *pcapIngest) settleKeys(wait context.Context) {
 			}
 		}
 		if err != nil {
-			if in.err == nil {
-				in.err = fmt.Errorf("ingest: data key for call %s not stored in the key registry: %w", c.id, err)
+			err = fmt.Errorf("ingest: data key for call %s not stored in the key registry: %w", c.id, err)
+			if in.err == nil && !in.server {
+				in.err = err
 			}
 			c.held = nil
+			if c.onReady != nil {
+				c.onReady(err)
+			}
 			continue
 		}
 		c.keyReady = true
@@ -727,6 +753,9 @@ func (in *pcapIngest) settleKeys(wait context.Context) {
 			in.cfg.Producer.Produce(in.ctx, h.rec, h.promise)
 		}
 		c.held = nil
+		if c.onReady != nil {
+			c.onReady(nil)
+		}
 	}
 	clear(in.pendingKeys[len(kept):])
 	in.pendingKeys = kept
@@ -803,12 +832,24 @@ func uriKey(s string) string {
 
 // newCall makes a call's data key and announces it on the keys topic.
 func (in *pcapIngest) newCall(id string, at time.Time) *call {
-	c := &call{id: id, streams: map[netip.AddrPort]*stream{}}
 	dk, err := in.cfg.Keys.GenerateDataKey(in.ctx, in.cfg.Tenant)
 	if err != nil {
-		in.err = fmt.Errorf("ingest: data key for call %s: %w", c.id, err)
+		in.err = fmt.Errorf("ingest: data key for call %s: %w", id, err)
 		return nil
 	}
+	c, err := in.newCallWithKey(id, at, dk, nil)
+	if err != nil {
+		in.err = err
+		return nil
+	}
+	return c
+}
+
+// newCallWithKey announces a call whose data key dk is made; acked, if not
+// nil, is called (on a client goroutine) with the result of producing it.
+func (in *pcapIngest) newCallWithKey(id string, at time.Time, dk keys.DataKey, acked func(error)) (*call, error) {
+	c := &call{id: id, streams: map[netip.AddrPort]*stream{}}
+	var err error
 	// The key id names the key, not only the call: a capture ingested
 	// again (after a crash, or by mistake) gives its calls the same ids
 	// and new keys, and a key id of the call alone would replace the
@@ -818,8 +859,7 @@ func (in *pcapIngest) newCall(id string, at time.Time) *call {
 	kh := sha256.Sum256(dk.Wrapped.Ciphertext)
 	c.keyID = "dk-" + c.id + "-" + hex.EncodeToString(kh[:4])
 	if c.sealer, err = seal.New(in.cfg.Tenant, c.keyID, dk.Plaintext); err != nil {
-		in.err = err
-		return nil
+		return nil, err
 	}
 	in.report.Calls++
 	// The call's other records wait for this one's acknowledgement
@@ -830,8 +870,13 @@ func (in *pcapIngest) newCall(id string, at time.Time) *call {
 		KeyId: c.keyID, Tenant: in.cfg.Tenant, WrappedDek: dk.Wrapped.Ciphertext, KekName: dk.Wrapped.KEKName,
 		KekVersion: dk.Wrapped.KEKVersion, KeyManager: in.cfg.Keys.Kind(), CreatedAt: timestamppb.New(at),
 		Purpose: "call", CallId: c.id,
-	}, func(err error) { c.keyAcked <- err })
-	return c
+	}, func(err error) {
+		c.keyAcked <- err
+		if acked != nil {
+			acked(err)
+		}
+	})
+	return c, nil
 }
 
 // streamID names the stream a participant ("caller", "callee") sends on

@@ -146,6 +146,7 @@ type callRecording struct {
 	tenant, callID string
 	opener         *seal.Sealer
 	streams        map[string]*streamRec
+	channels       map[string]int // by participant id, for SIPREC sessions
 	mixer          *wav.Mixer
 	rate           int // samples per second
 	spool          *os.File
@@ -184,10 +185,7 @@ func (r *callRecording) setStreams(ss []*verbatimv1.Stream) {
 			cur.meta = s
 			continue
 		}
-		ch := 1
-		if s.GetParticipantId() == "caller" {
-			ch = 0
-		}
+		ch := r.channelOf(s.GetParticipantId())
 		ept := -1
 		for _, c := range s.GetCodecs() {
 			if strings.EqualFold(c.GetName(), "telephone-event") {
@@ -342,6 +340,31 @@ func decodeL16(dst []int16, payload []byte) []int16 {
 		dst = append(dst, int16(binary.BigEndian.Uint16(payload[i:])))
 	}
 	return dst
+}
+
+// channelOf is the channel of a participant's streams: the caller's left
+// and the callee's right (passive capture); a SIPREC session's first
+// participant (of the metadata, or of the stream list) left and the
+// others right.
+func (r *callRecording) channelOf(participant string) int {
+	switch participant {
+	case "caller":
+		return 0
+	case "callee":
+		return 1
+	}
+	if r.channels == nil {
+		r.channels = map[string]int{}
+	}
+	if ch, ok := r.channels[participant]; ok {
+		return ch
+	}
+	ch := 1
+	if len(r.channels) == 0 {
+		ch = 0
+	}
+	r.channels[participant] = ch
+	return ch
 }
 
 // batch adds one PacketBatch.

@@ -32,6 +32,8 @@ Commands:
             in one process (ClickHouse optional); --check runs a self-check
   ingest    ingest pcap FILE...: record the SIP/RTP calls in captures;
             ingest live --interface IF: record from a network interface
+  siprec    run the SIPREC recording server (RFC 7866): SBCs and PBXs fork
+            calls to it (--listen udp:HOST:PORT, tcp:, tls:)
   process   assemble, encrypt and store the recordings (exactly once)
   project   project search: build the ClickHouse search tables from the topics
   play      play CALL-ID -o out.wav: fetch, verify and decrypt a recording
@@ -67,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runDev(ctx, args[1:], stdout, stderr)
 	case "ingest":
 		return runIngest(ctx, args[1:], stdout, stderr)
+	case "siprec":
+		return runSIPREC(ctx, args[1:], stdout, stderr)
 	case "process":
 		return runProcess(ctx, args[1:], stdout, stderr)
 	case "play":

@@ -1,6 +1,7 @@
 package siprec
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -19,8 +20,10 @@ var recordable = []string{"PCMU", "PCMA", "G722", "opus", "G729", "L16"} //nolin
 // the first payload type the SRC offered that Verbatim records (and
 // telephone-event, if offered); any other line, or an audio line with no
 // codec Verbatim records, is refused with port 0. It needs a port for
-// every audio line.
-func Answer(offer []sipdialog.Media, addr netip.Addr, ports []uint16, version uint64) ([]byte, error) {
+// every audio line. crypto, if given, are the SRS's SDES answers of the
+// audio lines (in the order of ports): one a=crypto each, for SRTP. A line
+// the SRC offers inactive (a pause, RFC 7866 7.1.1) is answered inactive.
+func Answer(offer []sipdialog.Media, addr netip.Addr, ports []uint16, version uint64, crypto ...[]sipdialog.Crypto) ([]byte, error) {
 	if !addr.IsValid() {
 		return nil, fmt.Errorf("siprec: answer: no address")
 	}
@@ -53,6 +56,10 @@ func Answer(offer []sipdialog.Media, addr netip.Addr, ports []uint16, version ui
 			pts += fmt.Sprintf(" %d", event.PayloadType)
 		}
 		fmt.Fprintf(&b, "m=audio %d %s %s\r\n", ports[next], transport, pts)
+		var keys []sipdialog.Crypto
+		if next < len(crypto) {
+			keys = crypto[next]
+		}
 		next++
 		fmt.Fprintf(&b, "a=rtpmap:%d %s/%d", codec.PayloadType, codec.Name, codec.ClockRate)
 		if codec.Channels > 1 {
@@ -65,12 +72,26 @@ func Answer(offer []sipdialog.Media, addr netip.Addr, ports []uint16, version ui
 		if event != nil {
 			fmt.Fprintf(&b, "a=rtpmap:%d telephone-event/%d\r\n", event.PayloadType, event.ClockRate)
 		}
-		b.WriteString("a=recvonly\r\n")
+		for _, k := range keys {
+			fmt.Fprintf(&b, "a=crypto:%d %s inline:%s\r\n", k.Tag, k.Suite, base64.StdEncoding.EncodeToString(k.Key))
+		}
+		if m.Direction == "inactive" {
+			b.WriteString("a=inactive\r\n")
+		} else {
+			b.WriteString("a=recvonly\r\n")
+		}
 		if m.Label != "" {
 			fmt.Fprintf(&b, "a=label:%s\r\n", m.Label)
 		}
 	}
 	return []byte(b.String()), nil
+}
+
+// Recordable reports whether an offered line is audio with a codec
+// Verbatim records: the lines Answer gives a port.
+func Recordable(m sipdialog.Media) bool {
+	codec, _ := choose(m)
+	return m.Kind == "audio" && codec != nil
 }
 
 // choose returns the codec to answer an audio line with, and its

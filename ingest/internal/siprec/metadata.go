@@ -430,3 +430,43 @@ func hasKey(m map[string]string, k string) bool {
 	_, ok := m[k]
 	return ok
 }
+
+// Merge applies a metadata update to the snapshot before it: a "partial"
+// document (RFC 7865 6.1) adds to and replaces, by id, the participants,
+// streams, sessions and associations of prev; a complete one replaces it.
+func Merge(prev, next *Metadata) *Metadata {
+	if prev == nil || next == nil || next.DataMode != "partial" {
+		if next == nil {
+			return prev
+		}
+		return next
+	}
+	m := *prev
+	m.Participants = mergeBy(prev.Participants, next.Participants, func(p Participant) string { return p.ID })
+	m.Streams = mergeBy(prev.Streams, next.Streams, func(s Stream) string { return s.ID })
+	m.Sessions = mergeBy(prev.Sessions, next.Sessions, func(s Session) string { return s.ID })
+	m.ParticipantStreams = mergeBy(prev.ParticipantStreams, next.ParticipantStreams, func(p ParticipantStreams) string { return p.ParticipantID })
+	m.ParticipantSessions = mergeBy(prev.ParticipantSessions, next.ParticipantSessions, func(p ParticipantSession) string { return p.ParticipantID + "\x00" + p.SessionID })
+	if len(next.Extensions) > 0 {
+		m.Extensions = make(map[string]string, len(prev.Extensions)+len(next.Extensions))
+		for k, v := range prev.Extensions {
+			m.Extensions[k] = v
+		}
+		for k, v := range next.Extensions {
+			m.Extensions[k] = v
+		}
+	}
+	return &m
+}
+
+func mergeBy[T any](prev, next []T, id func(T) string) []T {
+	out := slices.Clone(prev)
+	for _, n := range next {
+		if i := slices.IndexFunc(out, func(o T) bool { return id(o) == id(n) }); i >= 0 {
+			out[i] = n
+		} else if len(out) < MaxItems {
+			out = append(out, n)
+		}
+	}
+	return out
+}

@@ -132,7 +132,7 @@ func TestOffersFromRealSRCs(t *testing.T) {
 			t.Logf("%d participants %v, %d streams, extensions %v", len(m.Participants), aors, len(m.Streams), m.Extensions)
 
 			// The SRS's answer: each offered line in order, the audio ones
-			// receive-only on the ports given, with their labels.
+			// on the ports given, with their labels.
 			ports := []uint16{40000, 40002, 40004, 40006}
 			ans, err := siprec.Answer(media, netip.MustParseAddr("192.0.2.1"), ports, 1)
 			if err != nil {
@@ -143,7 +143,13 @@ func TestOffersFromRealSRCs(t *testing.T) {
 				t.Fatalf("answer %q: %v (%d lines for %d)", ans, err, len(back), len(media))
 			}
 			for i, a := range back {
-				if a.Label != media[i].Label || a.Direction != "recvonly" || a.Addr.Port() != ports[i] || len(a.Codecs) == 0 ||
+				// An inactive offer (a paused session) is answered inactive
+				// (RFC 3264 6.1), any other receive-only.
+				want := "recvonly"
+				if media[i].Direction == "inactive" {
+					want = "inactive"
+				}
+				if a.Label != media[i].Label || a.Direction != want || a.Addr.Port() != ports[i] || len(a.Codecs) == 0 ||
 					a.Codecs[0].PayloadType != media[i].Codecs[0].PayloadType {
 					t.Fatalf("answer line %d %+v to offer %+v", i, a, media[i])
 				}

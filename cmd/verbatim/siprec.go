@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/verbatimrec/verbatim/ingest"
+)
+
+// runSIPREC runs the SIPREC recording server until interrupted.
+func runSIPREC(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("siprec", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var sc ingest.SRSConfig
+	var listen []string
+	fs.Func("listen", "SIP listener `udp:HOST:PORT`, tcp:HOST:PORT or tls:HOST:PORT (repeatable; default udp:127.0.0.1:5060 and tcp:127.0.0.1:5060)", func(v string) error {
+		listen = append(listen, v)
+		return nil
+	})
+	mediaAddr := fs.String("media-addr", "", "address RTP is received on and announced in answers (default: the first listener's)")
+	ports := fs.String("rtp-ports", "20000-29999", "RTP port range `MIN-MAX`")
+	cert := fs.String("tls-cert", "", "certificate (PEM) of tls: listeners")
+	key := fs.String("tls-key", "", "its private key (PEM)")
+	clientCA := fs.String("tls-client-ca", "", "CA bundle (PEM) that SRC client certificates must chain to: mutual TLS")
+	fs.Func("allow-name", "certificate `NAME` an SRC may present over mutual TLS (repeatable; default: any the CA signed)", func(v string) error {
+		sc.AllowNames = append(sc.AllowNames, v)
+		return nil
+	})
+	fs.Func("allow-source", "`CIDR` SRCs may send from (repeatable; default: anywhere)", func(v string) error {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil {
+				return err
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		sc.AllowSources = append(sc.AllowSources, p)
+		return nil
+	})
+	fs.BoolVar(&sc.PlainCalls, "plain-calls", false, "record an INVITE that is not a SIPREC session as a plain call (default: refuse it, 488)")
+	fs.IntVar(&sc.MaxSessions, "max-sessions", 10_000, "sessions recorded at once; more are refused with 503")
+	fs.Float64Var(&sc.InviteRate, "invite-rate", 50, "new sessions a second one source may start; more are refused with 503")
+	fs.DurationVar(&sc.AcceptTimeout, "accept-timeout", 3*time.Second, "refuse a new session (503) when Kafka has not stored its key within this long")
+	mediaBuffer := fs.Int("media-buffer-mib", 256, "MiB of records waiting for Kafka before every session is ended with a recorded failure")
+	fs.DurationVar(&sc.IdleTimeout, "idle-timeout", 5*time.Minute, "end a session with neither SIP nor RTP for this long (paused sessions excepted)")
+	digestUser := fs.String("digest-user", "", "require SIP digest authentication of this user; the password is read from env VERBATIM_SIPREC_PASSWORD")
+	digestRealm := fs.String("digest-realm", "verbatim", "digest realm")
+	inf := addIngestFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if len(listen) == 0 {
+		listen = []string{"udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"}
+	}
+	sc.Listen = listen
+	if *mediaAddr != "" {
+		a, err := netip.ParseAddr(*mediaAddr)
+		if err != nil {
+			return fmt.Errorf("siprec: --media-addr: %w", err)
+		}
+		sc.MediaAddr = a
+	}
+	lo, hi, ok := strings.Cut(*ports, "-")
+	pmin, err1 := strconv.ParseUint(lo, 10, 16)
+	pmax, err2 := strconv.ParseUint(hi, 10, 16)
+	if !ok || err1 != nil || err2 != nil || pmin > pmax {
+		return fmt.Errorf("siprec: --rtp-ports %q: want MIN-MAX", *ports)
+	}
+	sc.PortMin, sc.PortMax = uint16(pmin), uint16(pmax)
+	sc.MediaBuffer = int64(*mediaBuffer) << 20
+	if *digestUser != "" {
+		pw := os.Getenv("VERBATIM_SIPREC_PASSWORD")
+		if pw == "" {
+			return errors.New("siprec: --digest-user needs the password in env VERBATIM_SIPREC_PASSWORD (never on the command line)")
+		}
+		sc.Digest = &ingest.DigestAuth{Realm: *digestRealm, User: *digestUser, Password: pw}
+	}
+	if slices.ContainsFunc(listen, func(l string) bool { return strings.HasPrefix(l, "tls:") }) {
+		if *cert == "" || *key == "" {
+			return errors.New("siprec: a tls: listener needs --tls-cert and --tls-key")
+		}
+		c, err := tls.LoadX509KeyPair(*cert, *key)
+		if err != nil {
+			return fmt.Errorf("siprec: %w", err)
+		}
+		sc.TLS = &tls.Config{Certificates: []tls.Certificate{c}, MinVersion: tls.VersionTLS12}
+		if *clientCA != "" {
+			pem, err := os.ReadFile(*clientCA)
+			if err != nil {
+				return fmt.Errorf("siprec: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("siprec: --tls-client-ca %s holds no certificate", *clientCA)
+			}
+			sc.TLS.ClientCAs, sc.TLS.ClientAuth = pool, tls.RequireAndVerifyClientCert
+		} else if len(sc.AllowNames) > 0 {
+			return errors.New("siprec: --allow-name needs mutual TLS (--tls-client-ca)")
+		}
+	}
+	km, err := inf.keys.manager()
+	if err != nil {
+		return err
+	}
+	// No delivery timeout: while Kafka is away records wait, up to
+	// --media-buffer-mib, and new sessions are refused.
+	cl, err := inf.kafka.client("verbatim-srs", stderr, kgo.RecordDeliveryTimeout(0),
+		kgo.MaxBufferedBytes(int(sc.MediaBuffer)*2), kgo.MaxBufferedRecords(1<<20))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	cfg := ingest.Config{Tenant: *inf.tenant, Keys: km, Producer: cl, Logger: warnLogger(stderr), PCI: *inf.pci, Source: "verbatim-srs"}
+	sc.Ready = func(ls []string) {
+		fmt.Fprintf(stderr, "SIPREC recording server listening on %s; RTP on %s ports %s; Ctrl-C to stop\n",
+			strings.Join(ls, ", "), sc.MediaAddr, *ports)
+	}
+	rep, st, err := ingest.SIPREC(ctx, cfg, sc)
+	fmt.Fprintf(stdout, "siprec: %d sessions recorded, %d RTP packets in %d batches\n", st.Sessions, rep.RTPPackets, rep.Batches)
+	printSRSWarnings(stdout, st)
+	printWarnings(stdout, rep)
+	return err
+}
+
+// printSRSWarnings says what the server refused and dropped, and why.
+func printSRSWarnings(w io.Writer, st ingest.SRSStats) {
+	codes := make([]int, 0, len(st.Refused))
+	for c := range st.Refused {
+		codes = append(codes, c)
+	}
+	slices.Sort(codes)
+	for _, c := range codes {
+		fmt.Fprintf(w, "  refused: %d INVITEs answered %d\n", st.Refused[c], c)
+	}
+	if st.LastRefusal != "" {
+		fmt.Fprintf(w, "  last refusal: %s\n", st.LastRefusal)
+	}
+	if st.RateLimited > 0 {
+		fmt.Fprintf(w, "  warning: %d INVITEs over --invite-rate refused (503)\n", st.RateLimited)
+	}
+	if st.ForeignPackets > 0 {
+		fmt.Fprintf(w, "  warning: %d RTP packets from addresses other than their SRC's dropped\n", st.ForeignPackets)
+	}
+	if st.EndedByRecorder > 0 {
+		fmt.Fprintf(w, "  warning: %d sessions ended by the recorder (session timer expired, idle, or Kafka unavailable past the buffer): their recordings say why\n", st.EndedByRecorder)
+	}
+}
