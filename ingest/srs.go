@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -123,6 +124,7 @@ func (sc *SRSConfig) setDefaults() {
 type SRSStats struct {
 	Sessions uint64 // accepted
 	Active   int
+	Peak     int // the most sessions recorded at once
 	// Refused counts refused INVITEs by SIP status (400, 403, 415, 488,
 	// 503...); LastRefusal says the last reason.
 	Refused     map[int]uint64
@@ -274,11 +276,20 @@ type srsPort struct {
 	foreign atomic.Uint64
 	reader  atomic.Bool
 	crypto  []sipdialog.Crypto // the SRS's answer's key (SRTP)
+	// draining tells the reader to read what the kernel still holds and
+	// stop; done is closed when it has handed everything to the engine.
+	draining atomic.Bool
+	done     chan struct{}
 }
 
 func (s *srsServer) listen(ctx context.Context) error {
 	var err error
-	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("Verbatim SRS"),
+	// A message may be as large as the body bound and its headers: larger
+	// ones are still refused with a reason (413), not by dropping the
+	// connection; past this the connection is dropped (bounded cost).
+	parser := sip.NewParser()
+	parser.MaxMessageLength = maxBody + 32<<10
+	s.ua, err = sipgo.NewUA(sipgo.WithUserAgent("Verbatim SRS"), sipgo.WithUserAgentParser(parser),
 		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(s.log)),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(s.log)))
 	if err != nil {
@@ -601,6 +612,7 @@ func (s *srsServer) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	s.sessions[sess.key] = sess
 	s.byCallID[sess.sipCallID] = sess
 	s.stats.Sessions++
+	s.stats.Peak = max(s.stats.Peak, len(s.sessions))
 	s.down = time.Time{}
 	s.mu.Unlock()
 	for _, p := range sess.ports {
@@ -814,7 +826,18 @@ func (s *srsServer) openPort() (*srsPort, error) {
 	return nil, fmt.Errorf("no free RTP port in %d-%d", s.sc.PortMin, s.sc.PortMax)
 }
 
+// closePort stops a port: what the kernel holds of it is read and handed
+// to the engine first (an SRC's last packets come just before its BYE),
+// then the socket is closed.
 func (s *srsServer) closePort(p *srsPort) {
+	if p.reader.Load() {
+		p.draining.Store(true)
+		_ = p.conn.SetReadDeadline(time.Now()) // wakes the reader
+		select {
+		case <-p.done:
+		case <-s.stopped:
+		}
+	}
 	_ = p.conn.Close()
 	s.mu.Lock()
 	delete(s.ports, p.local.Port())
@@ -850,40 +873,99 @@ func (s *srsServer) startReader(p *srsPort) {
 	}
 	s.readers.Add(1)
 	p.reader.Store(true)
+	p.done = make(chan struct{})
 	go func() {
 		defer s.readers.Done()
-		for {
-			buf := srsBufs.Get().(*[]byte)
-			m := &srsMsg{kind: srsMedia, dst: p.local, buf: buf}
-			latch := p.latch.Load()
-			_, err := rc.Read(func(payload []byte, from netip.AddrPort, truncated bool) {
-				if truncated || latch == nil || !latch.Accept(from) {
-					p.foreign.Add(1)
-					return
-				}
-				off := len(*buf)
-				*buf = append(*buf, payload...)
-				m.pkts = append(m.pkts, srsPacket{from: from, data: (*buf)[off:len(*buf):len(*buf)]})
-			})
-			if err != nil {
-				srsBufs.Put(buf)
-				return // closed
-			}
+		defer close(p.done)
+		send := func(m *srsMsg) bool {
 			if len(m.pkts) == 0 {
-				*buf = (*buf)[:0]
-				srsBufs.Put(buf)
-				continue
+				*m.buf = (*m.buf)[:0]
+				srsBufs.Put(m.buf)
+				return true
 			}
 			now := time.Now()
 			m.at = now
 			p.last.Store(now.UnixNano())
 			select {
 			case s.eng.msgs <- m:
+				return true
 			case <-s.stopped:
+				return false
+			}
+		}
+		for {
+			buf := srsBufs.Get().(*[]byte)
+			m := &srsMsg{kind: srsMedia, dst: p.local, buf: buf}
+			latch := p.latch.Load()
+			_, err := rc.Read(func(payload []byte, from netip.AddrPort, truncated bool) {
+				s.accept(p, latch, m, payload, from, truncated)
+			})
+			if err != nil {
+				srsBufs.Put(buf)
+				if p.draining.Load() {
+					s.drain(p, send)
+				}
+				return
+			}
+			if !send(m) {
 				return
 			}
 		}
 	}()
+}
+
+// accept adds a received datagram to m if it is the SRC's.
+func (s *srsServer) accept(p *srsPort, latch *siprec.Latch, m *srsMsg, payload []byte, from netip.AddrPort, truncated bool) {
+	if truncated || latch == nil || !latch.Accept(from) {
+		p.foreign.Add(1)
+		return
+	}
+	off := len(*m.buf)
+	*m.buf = append(*m.buf, payload...)
+	m.pkts = append(m.pkts, srsPacket{from: from, data: (*m.buf)[off:len(*m.buf):len(*m.buf)]})
+}
+
+// drain reads, without waiting, the datagrams the kernel still holds for
+// a port that is being closed, and sends them to the engine.
+func (s *srsServer) drain(p *srsPort, send func(*srsMsg) bool) {
+	_ = p.conn.SetReadDeadline(time.Time{})
+	raw, err := p.conn.SyscallConn()
+	if err != nil {
+		return
+	}
+	latch := p.latch.Load()
+	pkt := make([]byte, udprecv.MaxDatagram+1)
+	var m *srsMsg
+	_ = raw.Read(func(fd uintptr) bool {
+		for {
+			if m == nil {
+				buf := srsBufs.Get().(*[]byte)
+				m = &srsMsg{kind: srsMedia, dst: p.local, buf: buf}
+			}
+			n, sa, err := syscall.Recvfrom(int(fd), pkt, syscall.MSG_DONTWAIT)
+			if err != nil {
+				return true // EAGAIN: nothing left
+			}
+			var from netip.AddrPort
+			switch a := sa.(type) {
+			case *syscall.SockaddrInet4:
+				from = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+			case *syscall.SockaddrInet6:
+				from = netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+			}
+			s.accept(p, latch, m, pkt[:min(n, udprecv.MaxDatagram)], from, n > udprecv.MaxDatagram)
+			if len(m.pkts) == srsBatch {
+				if !send(m) {
+					m = nil
+					return true
+				}
+				m = nil
+			}
+		}
+	})
+	if m != nil {
+		send(m)
+	}
 }
 
 // describe snapshots a session for the engine: the metadata's

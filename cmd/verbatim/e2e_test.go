@@ -199,7 +199,16 @@ func (e *cliEnv) assertPlays(capture, call string, refs []streamRef) search.Resu
 	chans := [][]int16{left, right}
 	used := [2]bool{}
 	for _, r := range refs {
-		want, cn := tsharkRef(t, capture, r.ssrc, r.pt, r.codec)
+		k := fmt.Sprintf("%s\x00%08x\x00%d\x00%s", capture, r.ssrc, r.pt, r.codec)
+		ref, ok := e.refs[k]
+		if !ok { // one export per stream, however many calls replay it
+			ref.want, ref.cn = tsharkRef(t, capture, r.ssrc, r.pt, r.codec)
+			if e.refs == nil {
+				e.refs = map[string]tsharkExport{}
+			}
+			e.refs[k] = ref
+		}
+		want, cn := ref.want, ref.cn
 		found := false
 		for i, ch := range chans {
 			at := matchAt(t, ch, want, cn)
@@ -229,6 +238,13 @@ type cliEnv struct {
 	ctx                           context.Context
 	t                             *testing.T
 	brokers, keyring, objects, db string
+	refs                          map[string]tsharkExport // by capture and stream
+}
+
+// tsharkExport is one stream's reference audio (tsharkRef).
+type tsharkExport struct {
+	want []int16
+	cn   []cnSpan
 }
 
 func newCLIEnv(ctx context.Context, t *testing.T, name string) *cliEnv {

@@ -130,7 +130,7 @@ func runSIPREC(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			strings.Join(ls, ", "), sc.MediaAddr, *ports)
 	}
 	rep, st, err := ingest.SIPREC(ctx, cfg, sc)
-	fmt.Fprintf(stdout, "siprec: %d sessions recorded, %d RTP packets in %d batches\n", st.Sessions, rep.RTPPackets, rep.Batches)
+	fmt.Fprintf(stdout, "siprec: %d sessions recorded (at most %d at once), %d RTP packets in %d batches\n", st.Sessions, st.Peak, rep.RTPPackets, rep.Batches)
 	printSRSWarnings(stdout, st)
 	printWarnings(stdout, rep)
 	return err

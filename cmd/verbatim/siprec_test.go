@@ -134,7 +134,7 @@ func TestSIPRECSessionFromSIPp(t *testing.T) {
 			}
 			sippSRC(ctx, t, tc.port, tc.port+1, tc.port+2000, "-t", mode, "-m", "1")
 			out := s.shutdown()
-			if !strings.Contains(out, "1 sessions recorded") {
+			if !strings.Contains(out, "1 sessions recorded (at most 1 at once)") {
 				t.Fatalf("siprec said: %s", out)
 			}
 			e.processAndProject()
@@ -144,5 +144,29 @@ func TestSIPRECSessionFromSIPp(t *testing.T) {
 			}
 			e.checkSIPRECCall(rs[0])
 		})
+	}
+}
+
+// TestSIPREC100ConcurrentSessions: SIPp opens 100 recording sessions at
+// once (50 a second, each some 9 s long); all 100 are recorded, complete,
+// each with the SRC's audio sample for sample.
+func TestSIPREC100ConcurrentSessions(t *testing.T) {
+	stacktest.Env(t, "VERBATIM_CLICKHOUSE_ADDR")
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	e := newCLIEnv(ctx, t, "siprec_100")
+	s := e.startSRS("--listen", "udp:127.0.0.1:15621", "--rtp-ports", "16000-16999")
+	sippSRC(ctx, t, 15621, 15622, 17000, "-t", "u1", "-m", "100", "-l", "100", "-r", "50")
+	out := s.shutdown()
+	if !strings.Contains(out, "100 sessions recorded (at most 100 at once)") || strings.Contains(out, "refused") {
+		t.Fatalf("siprec said: %s", out)
+	}
+	e.processAndProject()
+	rs := e.find("--limit", "1000")
+	if len(rs) != 100 {
+		t.Fatalf("%d calls found, want the 100 sessions", len(rs))
+	}
+	for _, r := range rs {
+		e.checkSIPRECCall(r)
 	}
 }

@@ -1,0 +1,372 @@
+package ingest_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/verbatimrec/verbatim/ingest"
+	"github.com/verbatimrec/verbatim/ingest/internal/siprec"
+	"github.com/verbatimrec/verbatim/internal/keys"
+	"github.com/verbatimrec/verbatim/internal/seal"
+	"github.com/verbatimrec/verbatim/internal/stacktest"
+	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
+)
+
+// runSRS runs the SIPREC server with sc (its listener on a free port of
+// 127.0.0.1 unless sc says) into a broker of its own, calls drive with the
+// bound listeners, then stops the server and reads back what it produced.
+func runSRS(t *testing.T, sc ingest.SRSConfig, drive func(ctx context.Context, listeners []string)) (ingest.Report, ingest.SRSStats, ingested, *keys.Keyring) {
+	t.Helper()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	kr, err := keys.OpenKeyring(filepath.Join(t.TempDir(), "keyring.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sc.Listen) == 0 {
+		sc.Listen = []string{"udp:127.0.0.1:0"}
+	}
+	var st ingest.SRSStats
+	rep, out := ingestRun(t, cluster.ListenAddrs(), kr, "demo", func(ctx context.Context, cfg ingest.Config) (ingest.Report, error) {
+		sctx, stop := context.WithCancel(ctx)
+		defer stop()
+		ready := make(chan []string, 1)
+		sc.Ready = func(ls []string) { ready <- ls }
+		type result struct {
+			rep ingest.Report
+			st  ingest.SRSStats
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			rep, st, err := ingest.SIPREC(sctx, cfg, sc)
+			done <- result{rep, st, err}
+		}()
+		select {
+		case ls := <-ready:
+			drive(ctx, ls)
+		case r := <-done:
+			t.Fatalf("SRS stopped: %v", r.err)
+		}
+		stop()
+		r := <-done
+		st = r.st
+		return r.rep, r.err
+	})
+	return rep, st, out, kr
+}
+
+// identities opens the sealed identities of a call's participants.
+func identities(t *testing.T, kr *keys.Keyring, out ingested, cs *verbatimv1.CallStarted) []*verbatimv1.ParticipantIdentity {
+	t.Helper()
+	dk := out.dks[cs.GetDataKeyId()]
+	plain, err := kr.UnwrapDataKey(context.Background(), "demo", keys.Wrapped{KEKName: dk.GetKekName(), KEKVersion: dk.GetKekVersion(), Ciphertext: dk.GetWrappedDek()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := seal.New("demo", dk.GetKeyId(), plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []*verbatimv1.ParticipantIdentity
+	for _, p := range cs.GetParticipants() {
+		b, err := s.Open(nil, "verbatim.v1.ParticipantIdentity", p.GetIdentity())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var id verbatimv1.ParticipantIdentity
+		mustUnmarshal(t, b, &id)
+		ids = append(ids, &id)
+	}
+	return ids
+}
+
+// realOffers are the multipart bodies of INVITEs from real SRCs.
+var realOffers = []string{"drachtio_acme-siprec-offer.txt", "drachtio_broadworks-offer-2.txt", "drachtio_cisco-siprec-offer.txt", //nolint:gochecknoglobals // test data
+	"drachtio_connectel-offer.txt", "drachtio_connectel-offer2.txt", "drachtio_connectel-offer3.txt",
+	"drachtio_inactive-sdp-offer.txt", "drachtio_procomm-siprec-offer.txt", "drachtio_sonus-siprec-offer.txt"}
+
+// offerBody reads a real SRC's body and the Content-Type it came with.
+func offerBody(t *testing.T, name string) (string, []byte) {
+	t.Helper()
+	b, err := os.ReadFile(stacktest.SharedTestdata(t, "siprec/"+name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if line = strings.TrimSpace(line); strings.HasPrefix(line, "--") {
+			return "multipart/mixed;boundary=" + strings.TrimPrefix(line, "--"), b
+		}
+	}
+	t.Fatalf("%s: no boundary", name)
+	return "", nil
+}
+
+// TestSRSAnswersRealSRCOffers: each INVITE body recorded from a real SRC
+// (Acme, BroadWorks, Cisco, Connectel, Procomm, Sonus) is offered to the
+// SRS over SIP; it answers 200 with one receive-only line per labelled
+// stream on a port of its range, and records a call whose parties are the
+// metadata's participants.
+func TestSRSAnswersRealSRCOffers(t *testing.T) {
+	type want struct {
+		aors    []string
+		streams int
+	}
+	wants := map[string]want{}
+	_, st, out, kr := runSRS(t, ingest.SRSConfig{Listen: []string{"tcp:127.0.0.1:0"}, PortMin: 18000, PortMax: 18199}, func(ctx context.Context, ls []string) {
+		src := stacktest.NewSRC(t, ls[0], nil)
+		for _, name := range realOffers {
+			ct, body := offerBody(t, name)
+			sess, res, err := src.Invite(ctx, ct, body)
+			if err != nil || sess == nil {
+				t.Fatalf("%s: %v %v", name, err, res)
+			}
+			parts, err := siprec.SplitBody(ct, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			md, err := siprec.ParseMetadata(parts.Metadata)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var w want
+			for _, p := range md.Participants {
+				w.aors = append(w.aors, p.Names[0].AoR)
+			}
+			offer := strings.Count(string(parts.SDP), "m=audio")
+			ports := sess.Ports()
+			if len(ports) != offer {
+				t.Fatalf("%s: %d answered lines for %d offered", name, len(ports), offer)
+			}
+			for i, m := range sess.Answer.MediaDescriptions {
+				p := ports[i]
+				if !p.IsValid() {
+					continue
+				}
+				w.streams++
+				if p.Port() < 18000 || p.Port() > 18199 || p.Addr() != netip.MustParseAddr("127.0.0.1") {
+					t.Fatalf("%s: line %d answered at %v, outside the SRS's range", name, i, p)
+				}
+				label, _ := m.Attribute("label")
+				_, recvonly := m.Attribute("recvonly")
+				_, inactive := m.Attribute("inactive")
+				if label == "" || !(recvonly || inactive) {
+					t.Fatalf("%s: line %d %+v: want its label, receive-only or inactive", name, i, m.Attributes)
+				}
+			}
+			if w.streams == 0 {
+				t.Fatalf("%s: no stream answered", name)
+			}
+			wants[name] = w
+			if err := sess.D.Bye(ctx); err != nil {
+				t.Fatalf("%s: BYE: %v", name, err)
+			}
+		}
+	})
+	if st.Sessions != uint64(len(realOffers)) || len(out.started) != len(realOffers) || len(out.media) != len(realOffers) {
+		t.Fatalf("%d sessions, %d calls started, %d ended; want %d (stats %+v)", st.Sessions, len(out.started), len(out.media), len(realOffers), st)
+	}
+	found := map[string]bool{}
+	for _, cs := range out.started {
+		if cs.GetSource() != verbatimv1.CaptureSource_CAPTURE_SOURCE_SIPREC {
+			t.Fatalf("call %s: source %v", cs.GetCallId(), cs.GetSource())
+		}
+		var aors []string
+		for _, id := range identities(t, kr, out, cs) {
+			aors = append(aors, id.GetUri())
+		}
+		for name, w := range wants {
+			if fmt.Sprint(aors) == fmt.Sprint(w.aors) && len(cs.GetStreams()) == w.streams {
+				found[name] = true
+			}
+		}
+		if out.ended[cs.GetCallId()].GetReason() != verbatimv1.EndReason_END_REASON_BYE {
+			t.Fatalf("call %s ended %v", cs.GetCallId(), out.ended[cs.GetCallId()])
+		}
+	}
+	for name, w := range wants {
+		if !found[name] {
+			t.Errorf("%s: no call with parties %v and %d streams", name, w.aors, w.streams)
+		}
+	}
+	if w := wants["drachtio_cisco-siprec-offer.txt"]; len(w.aors) != 2 || !strings.HasPrefix(w.aors[0], "sip:7301@") || !strings.HasPrefix(w.aors[1], "sip:7300@") {
+		t.Fatalf("Cisco CUBE's participants %v, want sip:7301@… and sip:7300@…", w.aors)
+	}
+}
+
+// metadataDoc is an RFC 7865 document of one session, two participants
+// and two streams labelled 1 and 2, with extra inside <recording>.
+func metadataDoc(extra string) string {
+	return `<?xml version="1.0" encoding="UTF-8"?>
+<recording xmlns="urn:ietf:params:xml:ns:recording:1">
+  <datamode>complete</datamode>
+  <session session_id="s1"><sipSessionID>abc</sipSessionID></session>
+  <participant participant_id="p1"><nameID aor="sip:alice@example.com"><name>Alice</name></nameID></participant>
+  <participant participant_id="p2"><nameID aor="sip:+15551230000@example.com"/></participant>
+  <stream stream_id="st1" session_id="s1"><label>1</label></stream>
+  <stream stream_id="st2" session_id="s1"><label>2</label></stream>
+  <participantstreamassoc participant_id="p1"><send>st1</send><recv>st2</recv></participantstreamassoc>
+  <participantstreamassoc participant_id="p2"><send>st2</send><recv>st1</recv></participantstreamassoc>
+` + extra + `</recording>
+`
+}
+
+// offerSDP offers two PCMU streams labelled 1 and 2 from a and b.
+func offerSDP(a, b netip.AddrPort) string {
+	s := "v=0\r\no=src 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+	for i, p := range []netip.AddrPort{a, b} {
+		s += fmt.Sprintf("m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendonly\r\na=label:%d\r\n", p.Port(), i+1)
+	}
+	return s
+}
+
+// TestSRSRefusesHostileInput: oversized metadata, entity expansion, a
+// stream id no stream has, a non-SIPREC INVITE, RTP from another address
+// and an INVITE flood are refused with their codes and counted, while a
+// session open meanwhile is recorded whole.
+func TestSRSRefusesHostileInput(t *testing.T) {
+	const packets = 100
+	var sent [2]int
+	rep, st, out, _ := runSRS(t, ingest.SRSConfig{Listen: []string{"tcp:127.0.0.1:0"}, PortMin: 18200, PortMax: 18399, InviteRate: 1, InviteBurst: 10}, func(ctx context.Context, ls []string) {
+		src := stacktest.NewSRC(t, ls[0], nil)
+		socks := [2]*net.UDPConn{stacktest.MediaSocket(t), stacktest.MediaSocket(t)}
+		addr := func(c *net.UDPConn) netip.AddrPort { return c.LocalAddr().(*net.UDPAddr).AddrPort() }
+		ct, body := stacktest.SIPRECBody(offerSDP(addr(socks[0]), addr(socks[1])), metadataDoc(""))
+		good, res, err := src.Invite(ctx, ct, body)
+		if err != nil || good == nil {
+			t.Fatalf("the good session: %v %v", err, res)
+		}
+		ports := good.Ports()
+		// A stranger on another loopback address sprays the good
+		// session's ports (RTP Bleed): dropped, counted.
+		stranger, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stranger.Close()
+		for seq := range uint16(packets) {
+			for i, s := range socks {
+				if _, err := s.WriteToUDPAddrPort(stacktest.AudioPacket(0x1000+uint32(i), seq, 0, byte(i)), ports[i]); err != nil {
+					t.Fatal(err)
+				}
+				sent[i]++
+				if seq%10 == 0 {
+					_, _ = stranger.WriteToUDPAddrPort(stacktest.AudioPacket(0x6666, seq, 0, 9), ports[i])
+				}
+			}
+			if seq == packets/2 {
+				hostile(ctx, t, src, addr(socks[0]), addr(socks[1]))
+			}
+		}
+		// Every packet sent is in the SRS's socket buffers now (loopback
+		// delivers within the send): the SRS reads them before it ends the
+		// session at the BYE.
+		if err := good.D.Bye(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// The good session, and the flood's sessions the rate let through
+	// (ended at once, without media): nothing of the refused INVITEs.
+	if want := int(st.Sessions); len(out.started) != want || len(out.media) != want || want < 1 {
+		t.Fatalf("%d calls started, %d ended, for %d sessions (stats %+v)", len(out.started), len(out.media), want, st)
+	}
+	withMedia := 0
+	for _, me := range out.media {
+		if len(me.GetMedia()) == 0 || me.GetMedia()[0].GetPackets() == 0 {
+			continue
+		}
+		withMedia++
+		for i, m := range me.GetMedia() {
+			if m.GetPackets() != uint64(sent[i]) {
+				t.Errorf("stream %s: %d packets recorded, %d sent", m.GetStreamId(), m.GetPackets(), sent[i])
+			}
+		}
+		if me.GetCaptureDamaged() != "" {
+			t.Errorf("capture damaged: %s", me.GetCaptureDamaged())
+		}
+	}
+	if withMedia != 1 {
+		t.Fatalf("%d calls with media, want the good session", withMedia)
+	}
+	if st.ForeignPackets != 2*packets/10 {
+		t.Errorf("%d packets from the stranger counted, want %d", st.ForeignPackets, 2*packets/10)
+	}
+	for code, n := range map[int]uint64{400: 3, 488: 1, 413: 1} {
+		if st.Refused[code] != n {
+			t.Errorf("%d INVITEs refused %d, want %d (stats %+v)", st.Refused[code], code, n, st)
+		}
+	}
+	if st.RateLimited == 0 || st.Refused[503] != st.RateLimited {
+		t.Errorf("flood: %d rate limited, %d refused 503", st.RateLimited, st.Refused[503])
+	}
+	t.Logf("refused %v, %d rate limited, %d foreign packets; %d RTP packets recorded", st.Refused, st.RateLimited, st.ForeignPackets, rep.RTPPackets)
+}
+
+// hostile sends the bad INVITEs, each of which must be refused with its
+// code: nothing of them is recorded.
+func hostile(ctx context.Context, t *testing.T, src *stacktest.SRC, a, b netip.AddrPort) {
+	t.Helper()
+	sdpOffer := offerSDP(a, b)
+	expect := func(what string, code int, ct string, body []byte) {
+		t.Helper()
+		sess, res, err := src.Invite(ctx, ct, body)
+		if err != nil || sess != nil || res == nil || res.StatusCode != code {
+			t.Fatalf("%s: %v %v, want %d", what, err, res, code)
+		}
+		if code == 503 {
+			if res.GetHeader("Retry-After") == nil {
+				t.Fatalf("%s: 503 without Retry-After", what)
+			}
+		} else if w := res.GetHeader("Warning"); w == nil || !strings.Contains(w.Value(), "399") {
+			t.Fatalf("%s: %d without a Warning saying why", what, code)
+		}
+		t.Logf("%s: %d %s", what, res.StatusCode, res.GetHeader("Warning"))
+	}
+	big := metadataDoc("<extra>" + strings.Repeat("x", siprec.MaxMetadataBytes) + "</extra>")
+	ct, body := stacktest.SIPRECBody(sdpOffer, big)
+	expect("oversized metadata", 400, ct, body)
+	bomb := `<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>` +
+		strings.TrimPrefix(metadataDoc("<x>&b;</x>"), `<?xml version="1.0" encoding="UTF-8"?>`)
+	ct, body = stacktest.SIPRECBody(sdpOffer, bomb)
+	expect("entity expansion", 400, ct, body)
+	unknown := strings.Replace(metadataDoc(""), "<send>st2</send>", "<send>st9</send>", 1)
+	ct, body = stacktest.SIPRECBody(sdpOffer, unknown)
+	expect("unknown stream id", 400, ct, body)
+	expect("body too large", 413, "multipart/mixed;boundary=x", bytes.Repeat([]byte("x"), 260<<10))
+	plain := src.Plain()
+	sess, res, err := plain.Invite(ctx, "application/sdp", []byte(sdpOffer))
+	if err != nil || sess != nil || res.StatusCode != 488 {
+		t.Fatalf("a plain INVITE: %v %v, want 488", err, res)
+	}
+	// A flood: more new sessions than the rate allows from one address.
+	ct, body = stacktest.SIPRECBody(sdpOffer, metadataDoc(""))
+	limited := 0
+	for range 20 {
+		sess, res, err := src.Invite(ctx, ct, body)
+		switch {
+		case err != nil:
+			t.Fatal(err)
+		case sess != nil:
+			_ = sess.D.Bye(ctx)
+		case res.StatusCode == 503 && res.GetHeader("Retry-After") != nil:
+			limited++
+		default:
+			t.Fatalf("flood: %v", res)
+		}
+	}
+	if limited == 0 {
+		t.Fatal("an INVITE flood was not limited")
+	}
+}
