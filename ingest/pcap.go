@@ -684,6 +684,9 @@ func (in *pcapIngest) produceThen(topic, key string, c *call, kind string, at ti
 	promise := func(r *kgo.Record, err error) {
 		if in.srs != nil {
 			in.srs.outstanding.Add(-size)
+			if err == nil {
+				in.srs.lastAck.Store(time.Now().UnixNano())
+			}
 		}
 		*buf = r.Value[:0]
 		in.values.Put(buf)

@@ -237,6 +237,7 @@ type srsServer struct {
 	// down says since when new sessions are refused: Kafka did not store
 	// a session's key in time. Cleared by the next acknowledgement.
 	down    time.Time
+	probe   time.Time // when a session last was tried while down
 	stopped chan struct{}
 	readers sync.WaitGroup
 	secret  [32]byte // signs digest nonces
@@ -543,7 +544,12 @@ func (s *srsServer) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	s.mu.Lock()
 	full := len(s.sessions) >= s.sc.MaxSessions
-	down := !s.down.IsZero()
+	// While Kafka is down, sessions are refused at once, but one every
+	// Retry-After is tried, to see whether it is back.
+	down := !s.down.IsZero() && time.Since(s.probe) < time.Duration(s.sc.RetryAfter)*time.Second
+	if !s.down.IsZero() && !down {
+		s.probe = time.Now()
+	}
 	s.mu.Unlock()
 	switch {
 	case full:
@@ -1037,6 +1043,7 @@ func (s *srsServer) session(req *sip.Request) *srsSession {
 }
 
 func (s *srsServer) onAck(req *sip.Request, tx sip.ServerTransaction) {
+
 	if sess := s.session(req); sess != nil {
 		sess.lastSIP.Store(time.Now().UnixNano())
 		if req.CSeq() != nil && sess.dialog.InviteRequest.CSeq() != nil && req.CSeq().SeqNo == sess.dialog.InviteRequest.CSeq().SeqNo {
@@ -1051,8 +1058,13 @@ func (s *srsServer) onBye(req *sip.Request, tx sip.ServerTransaction) {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
 		return
 	}
-	_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	// Ended first (a BYE handled before the ACK of the 200, which runs
+	// concurrently, must not let the INVITE's handler end it as
+	// unconfirmed), then answered: the dialog's 200 retransmissions stop.
 	s.finish(sess, verbatimv1.EndReason_END_REASON_BYE, "", false)
+	if err := sess.dialog.ReadBye(req, tx); err != nil {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	}
 }
 
 func (s *srsServer) onOptions(req *sip.Request, tx sip.ServerTransaction) {
@@ -1331,8 +1343,8 @@ func (s *srsServer) janitor(ctx context.Context) {
 					delete(s.limiters, a)
 				}
 			}
-			if !s.down.IsZero() && s.eng.outstanding.Load() == 0 {
-				s.down = time.Time{} // everything produced is stored: Kafka is back
+			if !s.down.IsZero() && s.eng.lastAck.Load() > s.down.UnixNano() {
+				s.down = time.Time{} // Kafka stored a record since: it is back
 			}
 			s.mu.Unlock()
 			for _, sess := range expired {

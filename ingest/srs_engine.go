@@ -95,6 +95,8 @@ type srsEngine struct {
 	kick chan struct{} // a key was acknowledged
 	// outstanding are the bytes produced and not yet acknowledged.
 	outstanding atomic.Int64
+	// lastAck is when Kafka last acknowledged a record (unix nanos).
+	lastAck atomic.Int64
 	// overflow is called when outstanding passed the bound: the sessions
 	// whose calls were ended then, with the reason.
 	overflow    func(keys []string, why string)
@@ -292,8 +294,8 @@ func (e *srsEngine) checkBound() {
 		return
 	}
 	e.overflowing = true
-	why := fmt.Sprintf("Kafka did not acknowledge %d MiB of records for %s (the SRS's buffer bound, --media-buffer): the recorder ended the session",
-		n>>20, time.Since(e.since).Round(time.Second))
+	why := fmt.Sprintf("Kafka did not acknowledge %d KiB of records for %s, past the SRS's media buffer (%d KiB): the recorder ended the session",
+		n>>10, time.Since(e.since).Round(time.Millisecond), e.bound>>10)
 	var ended []string
 	now := time.Now()
 	for key, c := range e.in.calls {

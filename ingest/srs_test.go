@@ -3,21 +3,28 @@ package ingest_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/verbatimrec/verbatim/ingest"
 	"github.com/verbatimrec/verbatim/ingest/internal/siprec"
+	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/internal/keys"
 	"github.com/verbatimrec/verbatim/internal/seal"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
+	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
 
@@ -31,6 +38,12 @@ func runSRS(t *testing.T, sc ingest.SRSConfig, drive func(ctx context.Context, l
 		t.Fatal(err)
 	}
 	t.Cleanup(cluster.Close)
+	return runSRSOn(t, cluster.ListenAddrs(), sc, drive)
+}
+
+// runSRSOn is runSRS on brokers.
+func runSRSOn(t *testing.T, brokers []string, sc ingest.SRSConfig, drive func(ctx context.Context, listeners []string)) (ingest.Report, ingest.SRSStats, ingested, *keys.Keyring) {
+	t.Helper()
 	kr, err := keys.OpenKeyring(filepath.Join(t.TempDir(), "keyring.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +52,7 @@ func runSRS(t *testing.T, sc ingest.SRSConfig, drive func(ctx context.Context, l
 		sc.Listen = []string{"udp:127.0.0.1:0"}
 	}
 	var st ingest.SRSStats
-	rep, out := ingestRun(t, cluster.ListenAddrs(), kr, "demo", func(ctx context.Context, cfg ingest.Config) (ingest.Report, error) {
+	rep, out := ingestRun(t, brokers, kr, "demo", func(ctx context.Context, cfg ingest.Config) (ingest.Report, error) {
 		sctx, stop := context.WithCancel(ctx)
 		defer stop()
 		ready := make(chan []string, 1)
@@ -368,5 +381,235 @@ func hostile(ctx context.Context, t *testing.T, src *stacktest.SRC, a, b netip.A
 	}
 	if limited == 0 {
 		t.Fatal("an INVITE flood was not limited")
+	}
+}
+
+// goodSession opens a two-stream session, sends n packets on each and ends
+// it; it returns the packets sent.
+func goodSession(ctx context.Context, t *testing.T, src *stacktest.SRC, n int) (*stacktest.SRCSession, int) {
+	t.Helper()
+	socks := [2]*net.UDPConn{stacktest.MediaSocket(t), stacktest.MediaSocket(t)}
+	addr := func(c *net.UDPConn) netip.AddrPort { return c.LocalAddr().(*net.UDPAddr).AddrPort() }
+	ct, body := stacktest.SIPRECBody(offerSDP(addr(socks[0]), addr(socks[1])), metadataDoc(""))
+	sess, res, err := src.Invite(ctx, ct, body)
+	if err != nil || sess == nil {
+		t.Fatalf("session: %v %v", err, res)
+	}
+	ports := sess.Ports()
+	sent := 0
+	for seq := range uint16(n) {
+		for i, s := range socks {
+			if _, err := s.WriteToUDPAddrPort(stacktest.AudioPacket(0x2000+uint32(i), seq, 0, byte(i)), ports[i]); err != nil {
+				t.Fatal(err)
+			}
+			sent++
+		}
+	}
+	if err := sess.D.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return sess, sent
+}
+
+// TestSRSRefusesSessionsWhileKafkaIsDown: while the broker stores nothing
+// (every produce request fails: down), a new session is refused with 503
+// and Retry-After within the accept timeout (the SBC fails over, or blocks
+// the call under a recording-required policy); once it stores again, new
+// sessions are recorded.
+func TestSRSRefusesSessionsWhileKafkaIsDown(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	var down atomic.Bool
+	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		if down.Load() {
+			return nil, errors.New("broker unavailable"), true // the connection is dropped
+		}
+		return nil, nil, false
+	})
+	brokers := cluster.ListenAddrs()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	setup, err := kafkaclient.New(kafkaclient.Config{Brokers: brokers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kafkaclient.EnsureTopics(ctx, setup, schemas.Topics(), 1); err != nil {
+		t.Fatal(err)
+	}
+	setup.Close()
+	kr, err := keys.OpenKeyring(filepath.Join(t.TempDir(), "keyring.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: brokers}, kgo.RecordDeliveryTimeout(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ready := make(chan []string, 1)
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	type result struct {
+		st  ingest.SRSStats
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, st, err := ingest.SIPREC(sctx, ingest.Config{Tenant: "demo", Keys: kr, Producer: cl},
+			ingest.SRSConfig{Listen: []string{"tcp:127.0.0.1:0"}, PortMin: 18400, PortMax: 18499, AcceptTimeout: time.Second,
+				RetryAfter: 1, Ready: func(ls []string) { ready <- ls }})
+		done <- result{st, err}
+	}()
+	src := stacktest.NewSRC(t, (<-ready)[0], nil)
+	_, first := goodSession(ctx, t, src, 10)
+
+	down.Store(true)
+	ct, body := stacktest.SIPRECBody(offerSDP(netip.MustParseAddrPort("127.0.0.1:9"), netip.MustParseAddrPort("127.0.0.1:11")), metadataDoc(""))
+	began := time.Now()
+	sess, res, err := src.Invite(ctx, ct, body)
+	if err != nil || sess != nil || res.StatusCode != 503 || res.GetHeader("Retry-After") == nil {
+		t.Fatalf("with Kafka down: %v %v, want 503 with Retry-After", err, res)
+	}
+	t.Logf("with Kafka down: %d %s after %v, Retry-After %s", res.StatusCode, res.GetHeader("Warning").Value(), time.Since(began).Round(time.Millisecond), res.GetHeader("Retry-After").Value())
+
+	down.Store(false)
+	// Back: the SRS accepts again once what waited is stored. Each try is
+	// answered at once (503 while it still waits), so this loop ends on
+	// the SRS's own answer.
+	var sent int
+	for tries := 0; ; tries++ {
+		sess, res, err := src.Invite(ctx, ct, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sess != nil {
+			_ = sess.D.Bye(ctx)
+			t.Logf("accepted again after %d refusals", tries)
+			break
+		}
+		if res.StatusCode != 503 {
+			t.Fatalf("after Kafka is back: %v", res)
+		}
+
+		select {
+		case <-ctx.Done():
+			t.Fatal("never accepted again")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	_, sent = goodSession(ctx, t, src, 10)
+	stop()
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	// The broker holds both sessions, whole, and nothing of the refused
+	// ones.
+	cons, err := kafkaclient.New(kafkaclient.Config{Brokers: brokers}, kgo.ConsumeTopics(schemas.TopicMedia, schemas.TopicCalls),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	var packets uint64
+	started := 0
+	stacktest.ReadBack(ctx, t, cons, func(rec *kgo.Record) {
+		env, err := schemas.ParseHeaders(rec.Headers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch env.Type {
+		case "verbatim.v1.MediaEnded":
+			var me verbatimv1.MediaEnded
+			mustUnmarshal(t, rec.Value, &me)
+			for _, m := range me.GetMedia() {
+				packets += m.GetPackets()
+			}
+		case "verbatim.v1.CallStarted":
+			started++
+		}
+	}, schemas.TopicMedia, schemas.TopicCalls)
+	if packets != uint64(sent+first) || started != 3 {
+		t.Fatalf("%d packets recorded of %d sent, %d calls started (want the two sessions and the probe accepted); stats %+v", packets, sent+first, started, r.st)
+	}
+	if r.st.Refused[503] == 0 {
+		t.Fatalf("no 503 counted: %+v", r.st)
+	}
+}
+
+// TestSRSEndsSessionsPastTheMediaBuffer: while Kafka stores nothing, a
+// running session's media waits, up to the buffer's bound; past it the SRS
+// ends the session (BYE to the SRC) and its recording says why, so it is
+// never silently truncated.
+func TestSRSEndsSessionsPastTheMediaBuffer(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	var down atomic.Bool
+	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		if down.Load() {
+			return nil, errors.New("broker unavailable"), true
+		}
+		return nil, nil, false
+	})
+	var callID string
+	var byes []string
+	const bound = 64 << 10
+	_, st, out, _ := runSRSOn(t, cluster.ListenAddrs(), ingest.SRSConfig{Listen: []string{"tcp:127.0.0.1:0"}, PortMin: 18500, PortMax: 18599, MediaBuffer: bound},
+		func(ctx context.Context, ls []string) {
+			src := stacktest.NewSRC(t, ls[0], nil)
+			socks := [2]*net.UDPConn{stacktest.MediaSocket(t), stacktest.MediaSocket(t)}
+			addr := func(c *net.UDPConn) netip.AddrPort { return c.LocalAddr().(*net.UDPAddr).AddrPort() }
+			ct, body := stacktest.SIPRECBody(offerSDP(addr(socks[0]), addr(socks[1])), metadataDoc(""))
+			sess, res, err := src.Invite(ctx, ct, body)
+			if err != nil || sess == nil {
+				t.Fatalf("session: %v %v", err, res)
+			}
+			callID = sess.D.InviteRequest.CallID().Value()
+			down.Store(true)
+			ports := sess.Ports()
+			// Send until the SRS ends the session: the bound is some 64 KiB
+			// of batches, a few hundred packets.
+			for seq := uint16(0); ; seq++ {
+				for i, s := range socks {
+					_, _ = s.WriteToUDPAddrPort(stacktest.AudioPacket(0x3000+uint32(i), seq, 0, byte(i)), ports[i])
+				}
+				select {
+				case id := <-src.Byes:
+					byes = append(byes, id)
+				case <-ctx.Done():
+					t.Fatal("the SRS never ended the session")
+				default:
+					if seq < 60000 {
+						continue
+					}
+					t.Fatal("60,000 packets and the session still runs")
+				}
+				break
+			}
+			down.Store(false)
+		})
+	if len(byes) != 1 || byes[0] != callID || st.EndedByRecorder != 1 {
+		t.Fatalf("BYEs from the SRS %v (session %s), ended by recorder %d", byes, callID, st.EndedByRecorder)
+	}
+	if len(out.media) != 1 {
+		t.Fatalf("%d calls ended", len(out.media))
+	}
+	for id, me := range out.media {
+		if !strings.Contains(me.GetCaptureDamaged(), "Kafka did not acknowledge") || out.ended[id].GetReason() != verbatimv1.EndReason_END_REASON_CAPTURE_ENDED {
+			t.Fatalf("the recording does not say why it ended: damaged %q, end %v", me.GetCaptureDamaged(), out.ended[id])
+		}
+		var n uint64
+		for _, m := range me.GetMedia() {
+			n += m.GetPackets()
+		}
+		t.Logf("ended after %d packets: %s", n, me.GetCaptureDamaged())
 	}
 }

@@ -23,6 +23,9 @@ type SRC struct {
 	cl     *sipgo.Client
 	target sip.Uri
 	dua    sipgo.DialogUA
+	// Byes receives the Call-ID of every session the SRS ended (its BYE,
+	// answered 200).
+	Byes chan string
 }
 
 // NewSRC returns an SRC sending to srs ("udp:127.0.0.1:5060", "tcp:...",
@@ -54,7 +57,21 @@ func NewSRC(t testing.TB, srs string, conf *tls.Config) *SRC {
 	}
 	contact := sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "src", Host: "127.0.0.1"}, Params: sip.NewParams()}
 	contact.Params.Add("+sip.src", "")
-	return &SRC{t: t, ua: ua, cl: cl, target: target, dua: sipgo.DialogUA{Client: cl, ContactHDR: contact}}
+	c := &SRC{t: t, ua: ua, cl: cl, target: target, dua: sipgo.DialogUA{Client: cl, ContactHDR: contact}, Byes: make(chan string, 100)}
+	// The SRS's requests in a session (its BYE) come on the connection the
+	// SRC opened.
+	srv, err := sipgo.NewServer(ua)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+		select {
+		case c.Byes <- req.CallID().Value():
+		default:
+		}
+	})
+	return c
 }
 
 // Plain returns an SRC that does not say it is one: no +sip.src in its
