@@ -347,21 +347,25 @@ func decodeL16(dst []int16, payload []byte) []int16 {
 // participant (of the metadata, or of the stream list) left and the
 // others right.
 func (r *callRecording) channelOf(participant string) int {
-	switch participant {
-	case "caller":
-		return 0
-	case "callee":
-		return 1
+	if ch, ok := r.channels[participant]; ok {
+		return ch
 	}
 	if r.channels == nil {
 		r.channels = map[string]int{}
 	}
-	if ch, ok := r.channels[participant]; ok {
-		return ch
-	}
 	ch := 1
-	if len(r.channels) == 0 {
+	switch participant {
+	case "caller":
 		ch = 0
+	case "callee":
+	default:
+		left := false
+		for _, c := range r.channels {
+			left = left || c == 0
+		}
+		if !left {
+			ch = 0
+		}
 	}
 	r.channels[participant] = ch
 	return ch
@@ -456,6 +460,7 @@ func (r *callRecording) batch(pb *verbatimv1.PacketBatch) error {
 		s.started = true
 		r.mixer.Start(s.channel, first)
 	}
+	r.mixer.Arrived(first)
 	var err error
 	if r.plain, err = r.opener.Open(r.plain, schemas.SealedRTPPackets, pb.GetPackets()); err != nil {
 		return permanent{fmt.Errorf("batch %d of %s does not open under the call's key (tampered or corrupt): %w", pb.GetBatchIndex(), pb.GetStreamId(), err)}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -169,4 +171,81 @@ func TestSIPREC100ConcurrentSessions(t *testing.T) {
 	for _, r := range rs {
 		e.checkSIPRECCall(r)
 	}
+}
+
+// TestSIPRECReplayOfARealFork: the two G.722 streams of a real SIPREC fork
+// (MiaRec behind Kamailio, a Webex call; its INVITE is lost to a missing IP
+// fragment, so the test SRC offers what the SRS's answer in the capture
+// shows: labels 1 and 2, G.722) are sent to Verbatim's SRS from loopback at
+// four times their pace. Both channels of the recording equal the
+// capture's audio, decoded by ffmpeg from tshark's export.
+func TestSIPRECReplayOfARealFork(t *testing.T) {
+	stacktest.Env(t, "VERBATIM_CLICKHOUSE_ADDR")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e := newCLIEnv(ctx, t, "siprec_miarec")
+	s := e.startSRS("--listen", "tcp:127.0.0.1:15631", "--rtp-ports", "16700-16799")
+	src := stacktest.NewSRC(t, "tcp:127.0.0.1:15631", nil)
+	socks := []*net.UDPConn{stacktest.MediaSocket(t), stacktest.MediaSocket(t)}
+	sdpOffer := "v=0\r\no=src 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+	for i, c := range socks {
+		sdpOffer += fmt.Sprintf("m=audio %d RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\na=sendonly\r\na=label:%d\r\n", c.LocalAddr().(*net.UDPAddr).Port, i+1)
+	}
+	meta := `<?xml version="1.0" encoding="UTF-8"?>
+<recording xmlns="urn:ietf:params:xml:ns:recording:1">
+  <datamode>complete</datamode>
+  <session session_id="webex"><sipSessionID>46006780-839a-499d-b5c3-7d7d96a3557f</sipSessionID></session>
+  <participant participant_id="caller"><nameID aor="sip:+12025550100@webex.example"><name>Caller</name></nameID></participant>
+  <participant participant_id="agent"><nameID aor="sip:agent@webex.example"><name>Agent</name></nameID></participant>
+  <stream stream_id="s1" session_id="webex"><label>1</label></stream>
+  <stream stream_id="s2" session_id="webex"><label>2</label></stream>
+  <participantstreamassoc participant_id="caller"><send>s1</send></participantstreamassoc>
+  <participantstreamassoc participant_id="agent"><send>s2</send></participantstreamassoc>
+</recording>`
+	ct, body := stacktest.SIPRECBody(sdpOffer, meta)
+	sess, res, err := src.Invite(ctx, ct, body)
+	if err != nil || sess == nil {
+		t.Fatalf("INVITE: %v %v", err, res)
+	}
+	ports := sess.Ports()
+	// The capture's streams by their SRS port: label 1 at :23832, label 2
+	// at :22716.
+	stream := map[uint16]int{23832: 0, 22716: 1}
+	var first time.Time
+	began := time.Now()
+	sent := 0
+	stacktest.EachUDP(t, "pcap/miarec_siprec_dual_channel_udp.pcap", func(at time.Time, _, dst netip.AddrPort, payload []byte) {
+		i, ok := stream[dst.Port()]
+		if !ok {
+			return
+		}
+		if first.IsZero() {
+			first = at
+		}
+		if d := at.Sub(first)/4 - time.Since(began); d > 0 {
+			time.Sleep(d) // the capture's pace, four times faster
+		}
+		if _, err := socks[i].WriteToUDPAddrPort(payload, ports[i]); err != nil {
+			t.Fatal(err)
+		}
+		sent++
+	})
+	if err := sess.D.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out := s.shutdown()
+	if !strings.Contains(out, fmt.Sprintf("%d RTP packets", sent)) {
+		t.Fatalf("sent %d packets; siprec said: %s", sent, out)
+	}
+	e.processAndProject()
+	rs := e.find()
+	if len(rs) != 1 {
+		t.Fatalf("%d calls found", len(rs))
+	}
+	pcap := stacktest.SharedTestdata(t, "pcap/miarec_siprec_dual_channel_udp.pcap")
+	got := e.assertPlays(pcap, rs[0].CallID, []streamRef{{0x19473744, 9, "g722"}, {0x04AD37B4, 9, "g722"}})
+	if cs := got.Recording.Completeness; cs == nil || cs.Status != schemas.StatusComplete {
+		t.Fatalf("completeness %+v, ledgers %+v", cs, got.Recording.Ledgers)
+	}
+	t.Logf("%d packets replayed: %s", sent, got.Recording.Completeness)
 }

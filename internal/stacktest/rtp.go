@@ -2,8 +2,10 @@ package stacktest
 
 import (
 	"bytes"
+	"net/netip"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -31,5 +33,29 @@ func EachRTP(t testing.TB, rel string, ssrc uint32, fn func(*rtp.Packet)) {
 			continue
 		}
 		fn(&pkt)
+	}
+}
+
+// EachUDP calls fn, in capture order, for every UDP datagram of a pcap of
+// ../shared/testdata, with its capture time and ends.
+func EachUDP(t testing.TB, rel string, fn func(at time.Time, src, dst netip.AddrPort, payload []byte)) {
+	t.Helper()
+	data, err := os.ReadFile(SharedTestdata(t, rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := pcapgo.NewReader(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range gopacket.NewPacketSource(r, r.LinkType()).Packets() {
+		udp, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
+		ip, ok4 := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		if !ok || !ok4 {
+			continue
+		}
+		src, _ := netip.AddrFromSlice(ip.SrcIP.To4())
+		dst, _ := netip.AddrFromSlice(ip.DstIP.To4())
+		fn(p.Metadata().Timestamp, netip.AddrPortFrom(src, uint16(udp.SrcPort)), netip.AddrPortFrom(dst, uint16(udp.DstPort)), udp.Payload)
 	}
 }

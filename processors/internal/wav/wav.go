@@ -38,10 +38,13 @@ type Mixer struct {
 	rate   int
 	maxLag int
 	t0     time.Time
-	ch     [2]channel
-	out    []byte
-	frames int64
-	err    error
+	clock  time.Time // the latest arrival written (Arrived)
+	// maxQueue bounds the samples a channel queues for the other: 60 s.
+	maxQueue int
+	ch       [2]channel
+	out      []byte
+	frames   int64
+	err      error
 }
 
 type channel struct {
@@ -58,7 +61,7 @@ func NewMixer(w io.Writer, rate int, t0 time.Time, maxLag time.Duration) *Mixer 
 		maxLag = 2 * time.Second
 	}
 	lag := int(maxLag.Seconds() * float64(rate))
-	return &Mixer{w: w, rate: rate, t0: t0, maxLag: lag, out: make([]byte, 0, 4*1024)}
+	return &Mixer{w: w, rate: rate, t0: t0, maxLag: lag, maxQueue: 60 * rate, out: make([]byte, 0, 4*1024)}
 }
 
 // Start aligns channel c (0 left, 1 right) to its first packet's arrival
@@ -97,12 +100,28 @@ func (m *Mixer) Write(c int, samples []int16) error {
 	ch := &m.ch[c]
 	ch.queue = append(ch.queue, samples...)
 	ch.pos += int64(len(samples))
-	// The other channel is silent if it has fallen maxLag behind.
+	// The other channel is silent if it has fallen maxLag behind, in
+	// samples and in arrival time: media that came faster than it plays
+	// (an SRC catching up, a replay) has batches of each channel longer
+	// than maxLag, and the other channel's next batch is not late. A
+	// queue past maxQueue is written out regardless: memory is bounded.
 	o := &m.ch[1-c]
-	if behind := ch.pos - o.pos - int64(m.maxLag); behind > 0 {
+	behind := ch.pos - o.pos - int64(m.maxLag)
+	if !m.clock.IsZero() && len(ch.queue) < m.maxQueue {
+		behind = min(behind, int64(m.clock.Sub(m.t0).Seconds()*float64(m.rate))-int64(m.maxLag)-o.pos)
+	}
+	if behind > 0 {
 		m.pad(1-c, behind)
 	}
 	return m.flush(false)
+}
+
+// Arrived says media that arrived at t is being written: a channel is
+// taken to be silent only up to maxLag before the latest arrival.
+func (m *Mixer) Arrived(t time.Time) {
+	if t.After(m.clock) {
+		m.clock = t
+	}
 }
 
 // flush writes the frames both channels have; at the end, the shorter

@@ -75,6 +75,38 @@ func TestMixerOneWayBoundsMemory(t *testing.T) {
 	}
 }
 
+// Media that came four times faster than it plays (a replay, an SRC
+// catching up) arrives in batches of 4 s of audio per channel, taking
+// turns: neither channel is silent, and neither may be padded while the
+// other's next batch, not late by its arrival, is still to come.
+func TestMixerMediaFasterThanRealTime(t *testing.T) {
+	var buf bytes.Buffer
+	t0 := time.Unix(0, 0)
+	m := wav.NewMixer(&buf, 8000, t0, 2*time.Second)
+	const batch = 4 * 8000 // 4 s of samples, arriving over 1 s
+	for i := range 10 {
+		at := t0.Add(time.Duration(i) * time.Second)
+		for c := range 2 {
+			if i == 0 {
+				m.Start(c, at)
+			}
+			m.Arrived(at)
+			if err := m.Write(c, ramp(batch, int16(1000*c+1))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	n, err := m.Close()
+	if err != nil || n != 10*batch {
+		t.Fatalf("%d frames, %v; want %d: silence was inserted", n, err, 10*batch)
+	}
+	for i, f := range frames(buf.Bytes()) {
+		if want := [2]int16{1 + int16(i%batch), 1001 + int16(i%batch)}; f != want {
+			t.Fatalf("frame %d = %v, want %v", i, f, want)
+		}
+	}
+}
+
 func TestHeader(t *testing.T) {
 	h := wav.Header(2, 8000, 32000)
 	if string(h[0:4]) != "RIFF" || string(h[8:16]) != "WAVEfmt " || binary.LittleEndian.Uint32(h[4:]) != 36+32000 ||
