@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/netip"
@@ -12,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pion/srtp/v2"
 
 	"github.com/verbatimrec/verbatim/internal/stacktest"
 	"github.com/verbatimrec/verbatim/projections/search"
@@ -249,3 +254,121 @@ func TestSIPRECReplayOfARealFork(t *testing.T) {
 	}
 	t.Logf("%d packets replayed: %s", sent, got.Recording.Completeness)
 }
+
+// TestSIPRECOverMutualTLSWithSRTP: an SRC with a client certificate the
+// SRS allows opens a session over TLS and sends both streams as SDES-SRTP
+// (the keys in its SDP, protected by TLS); the recording holds each
+// stream's audio, decrypted, sample for sample. An SRC whose certificate
+// names another host, or that has none, cannot connect.
+func TestSIPRECOverMutualTLSWithSRTP(t *testing.T) {
+	stacktest.Env(t, "VERBATIM_CLICKHOUSE_ADDR")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	ca := stacktest.NewCA(t)
+	_, srvCert, srvKey := ca.Issue("127.0.0.1")
+	sbc, _, _ := ca.Issue("sbc1.example")
+	rogue, _, _ := ca.Issue("rogue.example")
+	e := newCLIEnv(ctx, t, "siprec_tls")
+	s := e.startSRS("--listen", "tls:127.0.0.1:15641", "--rtp-ports", "16800-16899", "--tls-cert", srvCert, "--tls-key", srvKey,
+		"--tls-client-ca", ca.File, "--allow-name", "sbc1.example")
+
+	// Refused: a certificate of another name, and none. The SRS ends the
+	// handshake; the SRC learns it at its first read.
+	options := "OPTIONS sip:srs@127.0.0.1:15641 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bKopt\r\nFrom: <sip:src@127.0.0.1>;tag=1\r\n" +
+		"To: <sip:srs@127.0.0.1>\r\nCall-ID: opt-1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+	for name, certs := range map[string][]tls.Certificate{"rogue.example": {rogue}, "no certificate": nil, "sbc1.example": {sbc}} {
+		conn, err := tls.Dial("tcp", "127.0.0.1:15641", &tls.Config{RootCAs: ca.Pool, Certificates: certs, MinVersion: tls.VersionTLS12})
+		if err == nil {
+			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+			if _, err = conn.Write([]byte(options)); err == nil {
+				var b [512]byte
+				var n int
+				n, err = conn.Read(b[:])
+				if err == nil && !strings.HasPrefix(string(b[:n]), "SIP/2.0 200") {
+					err = fmt.Errorf("answered %q", b[:n])
+				}
+			}
+			conn.Close()
+		}
+		switch {
+		case name == "sbc1.example" && err != nil:
+			t.Fatalf("%s: the allowed SRC cannot reach the SRS: %v", name, err)
+		case name != "sbc1.example" && (err == nil || !strings.Contains(err.Error(), "certificate")):
+			t.Fatalf("%s: want the handshake refused for its certificate, got %v", name, err)
+		}
+		t.Logf("%s: %v", name, err)
+	}
+
+	src := stacktest.NewSRC(t, "tls:127.0.0.1:15641", &tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{sbc}, MinVersion: tls.VersionTLS12})
+	socks := []*net.UDPConn{stacktest.MediaSocket(t), stacktest.MediaSocket(t)}
+	var keys [2][]byte
+	sdpOffer := "v=0\r\no=src 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+	for i, c := range socks {
+		keys[i] = make([]byte, 30)
+		if _, err := rand.Read(keys[i]); err != nil {
+			t.Fatal(err)
+		}
+		sdpOffer += fmt.Sprintf("m=audio %d RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:%s\r\na=sendonly\r\na=label:%d\r\n",
+			c.LocalAddr().(*net.UDPAddr).Port, base64.StdEncoding.EncodeToString(keys[i]), i+1)
+	}
+	ct, body := stacktest.SIPRECBody(sdpOffer, siprecMeta)
+	sess, res, err := src.Invite(ctx, ct, body)
+	if err != nil || sess == nil {
+		t.Fatalf("mutual TLS session: %v %v", err, res)
+	}
+	ports := sess.Ports()
+	for i, m := range sess.Answer.MediaDescriptions {
+		if c, ok := m.Attribute("crypto"); !ok || !strings.HasPrefix(c, "1 AES_CM_128_HMAC_SHA1_80 inline:") || m.MediaName.Protos[1] != "SAVP" {
+			t.Fatalf("answer line %d: %v %v, want RTP/SAVP and a crypto line of tag 1", i, m.MediaName, m.Attributes)
+		}
+	}
+	// The plaintext, for the reference; SRTP on the wire.
+	ref := stacktest.NewSynth(t, 10*time.Millisecond)
+	for i, c := range socks {
+		sctx, err := srtp.CreateContext(keys[i][:16], keys[i][16:], srtp.ProtectionProfileAes128CmHmacSha1_80)
+		if err != nil {
+			t.Fatal(err)
+		}
+		from := c.LocalAddr().(*net.UDPAddr).AddrPort()
+		for seq := range uint16(150) {
+			plain := stacktest.AudioPacket(0xA0+uint32(i), seq, 0, byte(0x55*i))
+			ref.Send(from, ports[i], plain)
+			enc, err := sctx.EncryptRTP(nil, plain, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.WriteToUDPAddrPort(enc, ports[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := sess.D.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out := s.shutdown()
+	if !strings.Contains(out, "1 sessions recorded") || !strings.Contains(out, "300 RTP packets") {
+		t.Fatalf("siprec said: %s", out)
+	}
+	e.processAndProject()
+	rs := e.find()
+	if len(rs) != 1 {
+		t.Fatalf("%d calls found", len(rs))
+	}
+	got := e.assertPlays(ref.WriteFile("plaintext.pcap"), rs[0].CallID, []streamRef{{0xA0, 0, "ul"}, {0xA1, 0, "ul"}})
+	if cs := got.Recording.Completeness; cs == nil || cs.Status != schemas.StatusComplete {
+		t.Fatalf("completeness %+v, ledgers %+v", cs, got.Recording.Ledgers)
+	}
+}
+
+// siprecMeta is a metadata document for two streams labelled 1 and 2.
+const siprecMeta = `<?xml version="1.0" encoding="UTF-8"?>
+<recording xmlns="urn:ietf:params:xml:ns:recording:1">
+  <datamode>complete</datamode>
+  <session session_id="s1"/>
+  <participant participant_id="p1"><nameID aor="sip:alice@bank.example"/></participant>
+  <participant participant_id="p2"><nameID aor="sip:+15551230000@pstn.example"/></participant>
+  <stream stream_id="st1" session_id="s1"><label>1</label></stream>
+  <stream stream_id="st2" session_id="s1"><label>2</label></stream>
+  <participantstreamassoc participant_id="p1"><send>st1</send></participantstreamassoc>
+  <participantstreamassoc participant_id="p2"><send>st2</send></participantstreamassoc>
+</recording>`
