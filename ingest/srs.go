@@ -533,10 +533,10 @@ func (s *srsServer) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.refuse(req, tx, 400, "Bad Request", "SDP: "+err.Error())
 		return
 	}
-	if err := checkLabels(offer, meta); err != nil {
-		s.refuse(req, tx, 400, "Bad Request", err.Error())
-		return
-	}
+	// A metadata stream whose label no m-line has is not recorded (there
+	// is no media for it) and does not refuse the session: the call is
+	// still recorded. Streams an association names that the document
+	// does not define were refused by ParseMetadata.
 	expires, err := sessionExpires(req)
 	if err != nil {
 		s.refuse(req, tx, 422, "Session Interval Too Small", err.Error(), sip.NewHeader("Min-SE", "90"))
@@ -688,30 +688,6 @@ func isSRC(req *sip.Request) bool {
 		}
 	}
 	return false
-}
-
-// checkLabels refuses metadata naming labels no m-line has: a stream of
-// the metadata must be one the SDP offers (RFC 7866 7.2).
-func checkLabels(offer []sipdialog.Media, meta *siprec.Metadata) error {
-	if meta == nil {
-		return nil
-	}
-	for _, st := range meta.Streams {
-		if st.Label == "" {
-			continue
-		}
-		if !slices.ContainsFunc(offer, func(m sipdialog.Media) bool { return m.Label == st.Label }) {
-			// Real SRCs (drachtio's SIPp scenario) label metadata streams
-			// differently from the SDP: tolerated when no label matches
-			// at all, refused when only some do.
-			if slices.ContainsFunc(meta.Streams, func(o siprec.Stream) bool {
-				return o.Label != "" && slices.ContainsFunc(offer, func(m sipdialog.Media) bool { return m.Label == o.Label })
-			}) {
-				return fmt.Errorf("siprec: metadata stream %s has label %q, which no m-line of the SDP has", st.ID, st.Label)
-			}
-		}
-	}
-	return nil
 }
 
 // sessionExpires reads RFC 4028's Session-Expires; under 90 s is refused.
@@ -1140,10 +1116,6 @@ func (s *srsServer) modify(req *sip.Request, tx sip.ServerTransaction, sess *srs
 		if body.SDP != nil {
 			if offer, err = sipdialog.ParseSDP(body.SDP); err != nil {
 				s.refuse(req, tx, 400, "Bad Request", "SDP: "+err.Error())
-				return nil, false
-			}
-			if err := checkLabels(offer, meta); err != nil {
-				s.refuse(req, tx, 400, "Bad Request", err.Error())
 				return nil, false
 			}
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -81,5 +82,59 @@ func TestDevRecordsWhatIsIngested(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(data, "spool")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDevRecordsSIPREC: `verbatim dev --roles process,siprec` is a SIPREC
+// recording server: a session an SRC opens is stored as a recording.
+func TestDevRecordsSIPREC(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	data := t.TempDir()
+	devCtx, stopDev := context.WithCancel(ctx)
+	var out, errb syncBuffer
+	devErr := make(chan error, 1)
+	go func() {
+		devErr <- run(devCtx, []string{"dev", "--data", data, "--kafka-port", "0", "--clickhouse", "", "--roles", "process,siprec",
+			"--siprec-listen", "tcp:127.0.0.1:15651", "--siprec-rtp-ports", "16900-16949"}, &out, &errb)
+	}()
+	for !strings.Contains(out.String(), "running") {
+		select {
+		case err := <-devErr:
+			t.Fatalf("dev exited: %v\n%s%s", err, out.String(), errb.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if !strings.Contains(out.String(), "role      siprec: SIPREC recording server on tcp:127.0.0.1:15651") {
+		t.Fatalf("dev did not say it runs the siprec role:\n%s", out.String())
+	}
+	src := stacktest.NewSRC(t, "tcp:127.0.0.1:15651", nil)
+	sock := stacktest.MediaSocket(t)
+	ct, body := stacktest.SIPRECBody(stacktest.AudioSDP(sock.LocalAddr().(*net.UDPAddr).AddrPort(), "RTP/AVP", 0, "a=sendonly", "a=label:1"), siprecMeta)
+	sess, res, err := src.Invite(ctx, ct, body)
+	if err != nil || sess == nil {
+		t.Fatalf("INVITE: %v %v", err, res)
+	}
+	for seq := range uint16(50) {
+		if _, err := sock.WriteToUDPAddrPort(stacktest.AudioPacket(7, seq, 0, 1), sess.Ports()[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sess.D.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for { // the process role stores the recording
+		wavs, _ := filepath.Glob(filepath.Join(data, "objects", "demo", "*", "*", "*", "*", "*.wav.sealed"))
+		if len(wavs) == 1 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("recording not stored: %v\n%s%s", wavs, out.String(), errb.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stopDev()
+	if err := <-devErr; err != nil {
+		t.Fatalf("dev: %v\n%s", err, errb.String())
 	}
 }

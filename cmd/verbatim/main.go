@@ -122,11 +122,15 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	port := fs.Int("kafka-port", 19092, "loopback port of the embedded Kafka broker (0: any free port)")
 	chAddr := fs.String("clickhouse", os.Getenv("VERBATIM_CLICKHOUSE_ADDR"), "ClickHouse native address host:port, to migrate the search schema (env VERBATIM_CLICKHOUSE_ADDR; empty: no search)")
 	check := fs.Bool("check", false, "run the self-check and exit instead of serving")
-	roles := fs.String("roles", "process,project", "pipeline roles to run in this process: process (recordings), project (search, needs --clickhouse); empty for none")
-	tenant := fs.String("tenant", "demo", "tenant for --check")
+	roles := fs.String("roles", "process,project", "pipeline roles to run in this process: process (recordings), project (search, needs --clickhouse), siprec (the SIPREC recording server); empty for none")
+	var srs devSIPREC
+	fs.StringVar(&srs.listen, "siprec-listen", "udp:127.0.0.1:5060,tcp:127.0.0.1:5060", "SIP listeners of the siprec role, comma separated")
+	fs.StringVar(&srs.ports, "siprec-rtp-ports", "20000-29999", "RTP port range of the siprec role")
+	tenant := fs.String("tenant", "demo", "tenant for --check and of the siprec role's recordings")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	srs.tenant = *tenant
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
 	s, err := devstack.Start(ctx, devstack.Config{DataDir: *dataDir, KafkaPort: *port, Logger: log})
@@ -161,7 +165,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintln(stdout, "self-check passed")
 		return nil
 	}
-	done, err := startRoles(ctx, *roles, s, *chAddr, *dataDir, stdout, stderr)
+	done, err := startRoles(ctx, *roles, s, *chAddr, *dataDir, srs, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -173,9 +177,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 // startRoles runs the pipeline roles against the embedded stack until ctx
 // ends; the returned func waits for them and reports the first failure.
-func startRoles(ctx context.Context, roles string, s *devstack.Stack, chAddr, dataDir string, stdout, stderr io.Writer) (func() error, error) {
+func startRoles(ctx context.Context, roles string, s *devstack.Stack, chAddr, dataDir string, srs devSIPREC, stdout, stderr io.Writer) (func() error, error) {
 	var wg sync.WaitGroup
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
 	kcfg := kafkaclient.Config{Brokers: s.Brokers, Logger: warnLogger(stderr)}
 	for _, role := range strings.Split(roles, ",") {
 		switch strings.TrimSpace(role) {
@@ -217,8 +221,21 @@ func startRoles(ctx context.Context, roles string, s *devstack.Stack, chAddr, da
 					errs <- fmt.Errorf("project search: %w", err)
 				}
 			}()
+		case "siprec":
+			run, err := srs.start(ctx, s, stdout, stderr)
+			if err != nil {
+				return nil, err
+			}
+			wg.Add(1)
+			go func() { // stops with ctx; waited for by the returned func
+				defer wg.Done()
+				if err := run(); err != nil {
+					fmt.Fprintf(stderr, "dev: role siprec stopped: %v\n", err)
+					errs <- fmt.Errorf("siprec: %w", err)
+				}
+			}()
 		default:
-			return nil, fmt.Errorf("dev: unknown role %q (process, project)", role)
+			return nil, fmt.Errorf("dev: unknown role %q (process, project, siprec)", role)
 		}
 	}
 	return func() error {

@@ -18,6 +18,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/verbatimrec/verbatim/ingest"
+	"github.com/verbatimrec/verbatim/internal/devstack"
+	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 )
 
 // runSIPREC runs the SIPREC recording server until interrupted.
@@ -74,13 +76,10 @@ func runSIPREC(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		sc.MediaAddr = a
 	}
-	lo, hi, ok := strings.Cut(*ports, "-")
-	pmin, err1 := strconv.ParseUint(lo, 10, 16)
-	pmax, err2 := strconv.ParseUint(hi, 10, 16)
-	if !ok || err1 != nil || err2 != nil || pmin > pmax {
-		return fmt.Errorf("siprec: --rtp-ports %q: want MIN-MAX", *ports)
+	var err error
+	if sc.PortMin, sc.PortMax, err = parsePorts(*ports); err != nil {
+		return err
 	}
-	sc.PortMin, sc.PortMax = uint16(pmin), uint16(pmax)
 	sc.MediaBuffer = int64(*mediaBuffer) << 20
 	if *digestUser != "" {
 		pw := os.Getenv("VERBATIM_SIPREC_PASSWORD")
@@ -158,4 +157,48 @@ func printSRSWarnings(w io.Writer, st ingest.SRSStats) {
 	if st.EndedByRecorder > 0 {
 		fmt.Fprintf(w, "  warning: %d sessions ended by the recorder (session timer expired, idle, or Kafka unavailable past the buffer): their recordings say why\n", st.EndedByRecorder)
 	}
+}
+
+// devSIPREC is the siprec role of verbatim dev.
+type devSIPREC struct{ listen, ports, tenant string }
+
+// start binds the role's listeners and returns the func that serves until
+// ctx ends.
+func (d devSIPREC) start(ctx context.Context, s *devstack.Stack, stdout, stderr io.Writer) (func() error, error) {
+	pmin, pmax, err := parsePorts(d.ports)
+	if err != nil {
+		return nil, err
+	}
+	sc := ingest.SRSConfig{Listen: strings.Split(d.listen, ","), PortMin: pmin, PortMax: pmax}
+	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: s.Brokers, ClientID: "verbatim-srs", Logger: warnLogger(stderr)},
+		kgo.RecordDeliveryTimeout(0), kgo.MaxBufferedBytes(512<<20), kgo.MaxBufferedRecords(1<<20))
+	if err != nil {
+		return nil, err
+	}
+	ready := make(chan []string, 1)
+	sc.Ready = func(ls []string) { ready <- ls }
+	done := make(chan error, 1)
+	go func() {
+		defer cl.Close()
+		_, _, err := ingest.SIPREC(ctx, ingest.Config{Tenant: d.tenant, Keys: s.Keys, Producer: cl, Logger: warnLogger(stderr), Source: "verbatim-srs"}, sc)
+		done <- err
+	}()
+	select {
+	case ls := <-ready:
+		fmt.Fprintf(stdout, "  role      siprec: SIPREC recording server on %s, RTP ports %s\n", strings.Join(ls, ", "), d.ports)
+	case err := <-done:
+		return nil, fmt.Errorf("siprec: %w", err)
+	}
+	return func() error { return <-done }, nil
+}
+
+// parsePorts reads a port range MIN-MAX.
+func parsePorts(v string) (uint16, uint16, error) {
+	lo, hi, ok := strings.Cut(v, "-")
+	pmin, err1 := strconv.ParseUint(lo, 10, 16)
+	pmax, err2 := strconv.ParseUint(hi, 10, 16)
+	if !ok || err1 != nil || err2 != nil || pmin > pmax {
+		return 0, 0, fmt.Errorf("siprec: RTP port range %q: want MIN-MAX", v)
+	}
+	return uint16(pmin), uint16(pmax), nil
 }
