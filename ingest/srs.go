@@ -265,6 +265,11 @@ type srsSession struct {
 	lastSIP atomic.Int64 // unix nanos
 	ended   bool
 	fromTag string
+	// plain: not a SIPREC session (PlainCalls): recorded as a call of
+	// its From (caller, who sends the media) and To.
+	plain           bool
+	fromURI, fromDN string
+	toURI, toDN     string
 }
 
 // srsPort is one SRS media port: where one stream's RTP arrives.
@@ -509,7 +514,7 @@ func (s *srsServer) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		if code == 415 {
 			reason = "Unsupported Media Type"
 		}
-		s.refuse(req, tx, code, reason, err.Error(), sip.NewHeader("Accept", "application/sdp, multipart/mixed"))
+		s.refuse(req, tx, code, reason, err.Error(), sip.NewHeader("Accept", "application/sdp, multipart/mixed, application/rs-metadata+xml"))
 		return
 	}
 	isSIPREC := body.Metadata != nil || isSRC(req)
@@ -577,7 +582,12 @@ func (s *srsServer) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		meta: meta, expires: expires, version: uint64(now.Unix())}
 	if f := req.From(); f != nil {
 		sess.fromTag, _ = f.Params.Get("tag")
+		sess.fromURI, sess.fromDN = f.Address.String(), f.DisplayName
 	}
+	if to := req.To(); to != nil {
+		sess.toURI, sess.toDN = to.Address.String(), to.DisplayName
+	}
+	sess.plain = !isSIPREC
 	sess.callID = schemas.DerivedID(s.cfg.Tenant, "siprec", sess.sipCallID, now.UTC().Format(time.RFC3339Nano))
 	sess.lastSIP.Store(now.UnixNano())
 	if err := s.negotiate(sess, offer); err != nil {
@@ -657,13 +667,20 @@ func splitOffer(contentType string, body []byte) (siprec.Body, int, error) {
 	switch mt {
 	case "application/sdp":
 		return siprec.Body{SDP: body}, 0, nil
+	case "application/rs-metadata+xml", "application/rs-metadata":
+		// A metadata update alone (RFC 7866 7.3), in an UPDATE or a
+		// re-INVITE.
+		return siprec.Body{Metadata: body}, 0, nil
 	case "multipart/mixed", "":
 	default:
-		return siprec.Body{}, 415, fmt.Errorf("a body of type %s; an SRS takes application/sdp or multipart/mixed", mt)
+		return siprec.Body{}, 415, fmt.Errorf("a body of type %s; an SRS takes application/sdp, multipart/mixed or application/rs-metadata+xml", mt)
 	}
 	b, err := siprec.SplitBody(contentType, body)
 	if errors.Is(err, siprec.ErrNotSIPREC) && b.SDP != nil {
 		return b, 0, nil // SDP without metadata: the metadata may come later
+	}
+	if err != nil && b.SDP == nil && b.Metadata != nil {
+		return siprec.Body{Metadata: b.Metadata}, 0, nil // metadata alone: an update
 	}
 	if err != nil {
 		return siprec.Body{}, 400, err
@@ -970,6 +987,19 @@ func (s *srsServer) describe(sess *srsSession) *srsDesc {
 			d.vars["siprec.sipSessionID"] = sess.meta.Sessions[0].SIPSessionIDs[0]
 		}
 	}
+	if sess.plain {
+		// A plain call to the recorder: the caller sends, the callee is
+		// who it called.
+		d.parties = []srsParty{{id: "caller", role: verbatimv1.ParticipantRole_PARTICIPANT_ROLE_CALLER, uri: sess.fromURI, name: sess.fromDN},
+			{id: "callee", role: verbatimv1.ParticipantRole_PARTICIPANT_ROLE_CALLEE, uri: sess.toURI, name: sess.toDN}}
+		for i, m := range sess.offer {
+			if p := sess.ports[i]; p != nil {
+				d.streams = append(d.streams, srsStream{id: fmt.Sprintf("caller-audio-%d", i+1), participant: "caller", label: m.Label,
+					local: p.local, offer: m, answer: p.crypto, direction: m.Direction})
+			}
+		}
+		return d
+	}
 	sender := map[string]string{}
 	for i, p := range parties {
 		role := verbatimv1.ParticipantRole_PARTICIPANT_ROLE_OTHER
@@ -1101,7 +1131,7 @@ func (s *srsServer) modify(req *sip.Request, tx sip.ServerTransaction, sess *srs
 			if code == 415 {
 				reason = "Unsupported Media Type"
 			}
-			s.refuse(req, tx, code, reason, err.Error(), sip.NewHeader("Accept", "application/sdp, multipart/mixed"))
+			s.refuse(req, tx, code, reason, err.Error(), sip.NewHeader("Accept", "application/sdp, multipart/mixed, application/rs-metadata+xml"))
 			return nil, false
 		}
 		if body.Metadata != nil {

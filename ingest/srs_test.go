@@ -3,6 +3,8 @@ package ingest_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emiago/sipgo/sip"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -611,5 +614,132 @@ func TestSRSEndsSessionsPastTheMediaBuffer(t *testing.T) {
 			n += m.GetPackets()
 		}
 		t.Logf("ended after %d packets: %s", n, me.GetCaptureDamaged())
+	}
+}
+
+// TestSRSDigestAuthentication: with an account configured, a new session
+// is challenged (401); the wrong password is refused, the right one
+// recorded.
+func TestSRSDigestAuthentication(t *testing.T) {
+	pw := make([]byte, 12)
+	if _, err := rand.Read(pw); err != nil {
+		t.Fatal(err)
+	}
+	password := hex.EncodeToString(pw) // made at run time: no secret in the repository
+	_, st, out, _ := runSRS(t, ingest.SRSConfig{Listen: []string{"tcp:127.0.0.1:0"}, PortMin: 18600, PortMax: 18699,
+		Digest: &ingest.DigestAuth{Realm: "verbatim", User: "sbc", Password: password}}, func(ctx context.Context, ls []string) {
+		src := stacktest.NewSRC(t, ls[0], nil)
+		ct, body := stacktest.SIPRECBody(offerSDP(netip.MustParseAddrPort("127.0.0.1:9"), netip.MustParseAddrPort("127.0.0.1:11")), metadataDoc(""))
+		sess, res, err := src.Invite(ctx, ct, body)
+		if err != nil || sess != nil || res.StatusCode != 401 || res.GetHeader("WWW-Authenticate") == nil {
+			t.Fatalf("no credentials: %v %v, want 401 with a challenge", err, res)
+		}
+		sess, res, err = src.InviteAs(ctx, "sbc", "wrong", ct, body)
+		if err != nil || sess != nil || res.StatusCode != 401 {
+			t.Fatalf("wrong password: %v %v, want 401", err, res)
+		}
+		sess, res, err = src.InviteAs(ctx, "sbc", password, ct, body)
+		if err != nil || sess == nil {
+			t.Fatalf("right password: %v %v", err, res)
+		}
+		if err := sess.D.Bye(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if st.Sessions != 1 || len(out.started) != 1 || st.Refused[401] == 0 {
+		t.Fatalf("%d sessions, %d calls, refused %v: want the authenticated one alone", st.Sessions, len(out.started), st.Refused)
+	}
+}
+
+// TestSRSSessionLifecycle: OPTIONS keep-alives, session timers (RFC 4028:
+// an interval under 90 s refused with 422 and Min-SE, one above it agreed
+// in the 200), a metadata update by UPDATE (a partial document naming a
+// third participant), and a session the SRC abandons (neither SIP nor RTP
+// for the idle timeout) ended by the SRS with a BYE.
+func TestSRSSessionLifecycle(t *testing.T) {
+	var abandoned string
+	_, st, out, kr := runSRS(t, ingest.SRSConfig{Listen: []string{"tcp:127.0.0.1:0"}, PortMin: 18700, PortMax: 18799, IdleTimeout: time.Second},
+		func(ctx context.Context, ls []string) {
+			src := stacktest.NewSRC(t, ls[0], nil)
+			ct, body := stacktest.SIPRECBody(offerSDP(netip.MustParseAddrPort("127.0.0.1:9"), netip.MustParseAddrPort("127.0.0.1:11")), metadataDoc(""))
+			_, res, err := src.Invite(ctx, ct, body, sip.NewHeader("Session-Expires", "30"), sip.NewHeader("Supported", "timer"))
+			if err != nil || res.StatusCode != 422 || res.GetHeader("Min-SE") == nil {
+				t.Fatalf("Session-Expires 30: %v %v, want 422 with Min-SE", err, res)
+			}
+			sess, res, err := src.Invite(ctx, ct, body, sip.NewHeader("Session-Expires", "120"), sip.NewHeader("Supported", "timer"))
+			if err != nil || sess == nil {
+				t.Fatalf("Session-Expires 120: %v %v", err, res)
+			}
+			if se := res.GetHeader("Session-Expires"); se == nil || se.Value() != "120;refresher=uac" {
+				t.Fatalf("200 without the session interval: %v", res)
+			}
+			partial := `<?xml version="1.0"?><recording xmlns="urn:ietf:params:xml:ns:recording:1"><datamode>partial</datamode>
+  <participant participant_id="p3"><nameID aor="sip:supervisor@bank.example"><name>Supervisor</name></nameID></participant>
+</recording>`
+			up, err := sess.Update(ctx, "application/rs-metadata+xml", []byte(partial))
+			if err != nil || up.StatusCode != 200 {
+				t.Fatalf("UPDATE with metadata: %v %v", err, up)
+			}
+			// The session goes silent, and the SRS ends it.
+			abandoned = sess.D.InviteRequest.CallID().Value()
+			select {
+			case id := <-src.Byes:
+				if id != abandoned {
+					t.Fatalf("BYE for %s, want %s", id, abandoned)
+				}
+			case <-ctx.Done():
+				t.Fatal("the SRS never ended the idle session")
+			}
+		})
+	if len(out.started) != 1 || st.EndedByRecorder != 1 || st.Refused[422] != 1 {
+		t.Fatalf("%d calls, %d ended by the recorder, refused %v", len(out.started), st.EndedByRecorder, st.Refused)
+	}
+	for id := range out.started {
+		if out.ended[id].GetReason() != verbatimv1.EndReason_END_REASON_TIMEOUT {
+			t.Fatalf("ended %v, want a timeout", out.ended[id])
+		}
+	}
+	// The UPDATE's participant is in the call's CallUpdated.
+	found := false
+	for _, r := range out.records {
+		env, _ := schemas.ParseHeaders(r.Headers)
+		if env.Type != "verbatim.v1.CallUpdated" {
+			continue
+		}
+		var cu verbatimv1.CallUpdated
+		mustUnmarshal(t, r.Value, &cu)
+		cs := out.started[cu.GetCallId()]
+		cs.Participants = cu.GetParticipants()
+		for _, id := range identities(t, kr, out, cs) {
+			found = found || (id.GetUri() == "sip:supervisor@bank.example" && cu.GetReason() == "metadata")
+		}
+	}
+	if !found {
+		t.Fatal("no CallUpdated (metadata) names the participant the UPDATE added")
+	}
+}
+
+// TestSRSRecordsPlainCallsWhenAsked: with PlainCalls, an INVITE that is not
+// a SIPREC session is recorded as a call of its From and To.
+func TestSRSRecordsPlainCallsWhenAsked(t *testing.T) {
+	_, _, out, kr := runSRS(t, ingest.SRSConfig{Listen: []string{"tcp:127.0.0.1:0"}, PortMin: 18800, PortMax: 18899, PlainCalls: true},
+		func(ctx context.Context, ls []string) {
+			src := stacktest.NewSRC(t, ls[0], nil).Plain()
+			sess, res, err := src.Invite(ctx, "application/sdp", []byte(stacktest.AudioSDP(netip.MustParseAddrPort("127.0.0.1:9"), "RTP/AVP", 0)))
+			if err != nil || sess == nil {
+				t.Fatalf("plain INVITE: %v %v", err, res)
+			}
+			if err := sess.D.Bye(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	if len(out.started) != 1 {
+		t.Fatalf("%d calls", len(out.started))
+	}
+	for _, cs := range out.started {
+		ids := identities(t, kr, out, cs)
+		if len(ids) != 2 || !strings.HasPrefix(ids[1].GetUri(), "sip:srs@127.0.0.1") || cs.GetStreams()[0].GetParticipantId() != "caller" {
+			t.Fatalf("parties %v, streams %v", ids, cs.GetStreams())
+		}
 	}
 }

@@ -114,12 +114,17 @@ func (s *SRCSession) Ports() []netip.AddrPort {
 // multipart/mixed) and the extra headers. It returns the session when the
 // SRS answered 2xx (the ACK sent), or the SRS's final response otherwise.
 func (c *SRC) Invite(ctx context.Context, contentType string, body []byte, hdrs ...sip.Header) (*SRCSession, *sip.Response, error) {
+	return c.InviteAs(ctx, "", "", contentType, body, hdrs...)
+}
+
+// InviteAs is Invite answering a digest challenge as user with password.
+func (c *SRC) InviteAs(ctx context.Context, user, password, contentType string, body []byte, hdrs ...sip.Header) (*SRCSession, *sip.Response, error) {
 	hdrs = append(hdrs, sip.NewHeader("Content-Type", contentType))
 	d, err := c.dua.Invite(ctx, c.target, body, hdrs...)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := d.WaitAnswer(ctx, sipgo.AnswerOptions{}); err != nil {
+	if err := d.WaitAnswer(ctx, sipgo.AnswerOptions{Username: user, Password: password}); err != nil {
 		var re *sipgo.ErrDialogResponse
 		if errors.As(err, &re) {
 			_ = d.Close()
@@ -161,6 +166,21 @@ func (s *SRCSession) Reinvite(ctx context.Context, contentType string, body []by
 		}
 	}
 	return res, nil
+}
+
+// Update sends an in-dialog UPDATE with body (none if empty) and returns
+// the final response.
+func (s *SRCSession) Update(ctx context.Context, contentType string, body []byte) (*sip.Response, error) {
+	target := s.D.InviteRequest.Recipient
+	if c := s.D.InviteResponse.Contact(); c != nil {
+		target = c.Address
+	}
+	req := sip.NewRequest(sip.UPDATE, target)
+	if len(body) > 0 {
+		req.AppendHeader(sip.NewHeader("Content-Type", contentType))
+		req.SetBody(body)
+	}
+	return s.D.Do(ctx, req)
 }
 
 // SIPRECBody is the multipart/mixed body of a SIPREC offer (RFC 7866 9):
