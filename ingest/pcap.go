@@ -789,7 +789,8 @@ func (in *pcapIngest) started(e sipdialog.Event) {
 	ev := &verbatimv1.CallStarted{
 		CallId: c.id, StartedAt: timestamppb.New(d.InvitedAt), Source: in.source,
 		DataKeyId: c.keyID, ConversationId: c.conv,
-		Signalling: in.sealMsg(c, &verbatimv1.SignallingIdentity{SipCallId: d.CallID, FromTag: d.Caller.Tag}),
+		Signalling:  in.sealMsg(c, &verbatimv1.SignallingIdentity{SipCallId: d.CallID, FromTag: d.Caller.Tag}),
+		SessionKeys: sessionKeys(in.cfg.Tenant, []string{d.SessionID}, []string{d.CallID}),
 	}
 	ev.Participants, ev.Streams = in.parties(c)
 	in.produce(schemas.TopicCalls, c.id, c, "started", e.At, ev)

@@ -980,6 +980,9 @@ func (s *srsServer) describe(sess *srsSession) *srsDesc {
 				d.vars[k] = v
 			}
 		}
+		for _, cs := range sess.meta.Sessions {
+			d.csSessionIDs = append(d.csSessionIDs, cs.SIPSessionIDs...)
+		}
 		if len(sess.meta.Sessions) > 0 && len(sess.meta.Sessions[0].SIPSessionIDs) > 0 {
 			if d.vars == nil {
 				d.vars = map[string]string{}

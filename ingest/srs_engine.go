@@ -56,9 +56,12 @@ type srsStream struct {
 // engine.
 type srsDesc struct {
 	sipCallID, fromTag string
-	parties            []srsParty
-	streams            []srsStream
-	vars               map[string]string
+	// csSessionIDs are the metadata's sipSessionIDs: the communication
+	// sessions' Session-IDs (RFC 7989), or their Call-IDs.
+	csSessionIDs []string
+	parties      []srsParty
+	streams      []srsStream
+	vars         map[string]string
 }
 
 type srsPacket struct {
@@ -189,6 +192,9 @@ func (e *srsEngine) start(m *srsMsg) {
 		CallId: c.id, StartedAt: timestamppb.New(m.at), Source: verbatimv1.CaptureSource_CAPTURE_SOURCE_SIPREC,
 		DataKeyId: c.keyID, ConversationId: c.conv,
 		Signalling: in.sealMsg(c, &verbatimv1.SignallingIdentity{SipCallId: m.desc.sipCallID, FromTag: m.desc.fromTag}),
+		// The communication session's, not the recording session's: a
+		// sipSessionID is a Session-ID, or (some SRCs) the CS's Call-ID.
+		SessionKeys: sessionKeys(in.cfg.Tenant, m.desc.csSessionIDs, m.desc.csSessionIDs),
 	}
 	ev.Participants, ev.Streams = e.parties(c, m.desc)
 	in.produce(schemas.TopicCalls, c.id, c, "started", m.at, ev)

@@ -122,10 +122,10 @@ func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	for _, r := range rs {
 		var fromP, toP string
 		for _, p := range r.Parties {
-			switch p.ID {
-			case "caller":
+			switch { // passive capture's ids, or a SIPREC participant's role
+			case p.ID == "caller" || p.Role == "PARTICIPANT_ROLE_CALLER" && fromP == "":
 				fromP = p.URI
-			case "callee":
+			case p.ID == "callee" || p.Role == "PARTICIPANT_ROLE_CALLEE" && toP == "":
 				toP = p.URI
 			}
 		}
@@ -134,6 +134,12 @@ func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, r := range rs {
+		if len(r.LinkedCalls) > 0 {
+			fmt.Fprintf(stdout, "call %s is also recorded as %s (one conversation: SIPREC and passive capture, or two SRCs)\n",
+				r.CallID, strings.Join(r.LinkedCalls, ", "))
+		}
 	}
 	fmt.Fprintf(stdout, "%d calls\n", len(rs))
 	return nil

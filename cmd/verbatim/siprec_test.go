@@ -372,3 +372,67 @@ const siprecMeta = `<?xml version="1.0" encoding="UTF-8"?>
   <participantstreamassoc participant_id="p1"><send>st1</send></participantstreamassoc>
   <participantstreamassoc participant_id="p2"><send>st2</send></participantstreamassoc>
 </recording>`
+
+// TestSIPRECAndPassiveCaptureOfOneCallAreLinked: a call seen by passive
+// capture (its INVITE carries an RFC 7989 Session-ID) and recorded by an
+// SBC's SIPREC fork (whose metadata names the session by the same
+// Session-ID, as the SBC saw it) are two recordings of one conversation:
+// search links each to the other. A call with another Session-ID is not
+// linked.
+func TestSIPRECAndPassiveCaptureOfOneCallAreLinked(t *testing.T) {
+	stacktest.Env(t, "VERBATIM_CLICKHOUSE_ADDR")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	e := newCLIEnv(ctx, t, "siprec_link")
+	const caller, callee = "a84b4c76e66710ab6f3a1c9e5d2b7f01", "f81d4fae7dec11d0a76500a0c91e6bf6"
+	s := stacktest.NewSynth(t, 10*time.Millisecond)
+	a, b := netip.MustParseAddrPort("192.0.2.10:6000"), netip.MustParseAddrPort("192.0.2.20:6000")
+	for i, sid := range []string{caller, "0123456789abcdef0123456789abcdef"} {
+		callID := fmt.Sprintf("passive-%d@example.com", i)
+		invite := stacktest.DialogMessage(callID, "INVITE sip:bob@example.com SIP/2.0", "1 INVITE", stacktest.AudioSDP(a, "RTP/AVP", 0))
+		invite = bytes.Replace(invite, []byte("CSeq: 1 INVITE\r\n"), []byte("CSeq: 1 INVITE\r\nSession-ID: "+sid+";remote=00000000000000000000000000000000\r\n"), 1)
+		s.Send(sigOf(a), sigOf(b), invite)
+		s.Send(sigOf(b), sigOf(a), stacktest.DialogMessage(callID, "SIP/2.0 200 OK", "1 INVITE", stacktest.AudioSDP(b, "RTP/AVP", 0)))
+		s.Send(sigOf(a), sigOf(b), stacktest.DialogMessage(callID, "ACK sip:bob@example.com SIP/2.0", "1 ACK", ""))
+		for n := range 20 {
+			s.Send(a, b, stacktest.AudioPacket(0x1000+uint32(i), uint16(n), 0, 1))
+		}
+		genBye(s, callID, a, b)
+	}
+	e.t.Log(e.cmd("ingest", "pcap", "--brokers", e.brokers, "--keyring", e.keyring, s.WriteFile("passive.pcap")))
+
+	srs := e.startSRS("--listen", "tcp:127.0.0.1:15661", "--rtp-ports", "16950-16999")
+	src := stacktest.NewSRC(t, "tcp:127.0.0.1:15661", nil)
+	sock := stacktest.MediaSocket(t)
+	// The SBC's view: the callee's UUID local, the caller's remote.
+	meta := strings.Replace(siprecMeta, `<session session_id="s1"/>`,
+		`<session session_id="s1"><sipSessionID>`+callee+`;remote=`+caller+`</sipSessionID></session>`, 1)
+	ct, body := stacktest.SIPRECBody(stacktest.AudioSDP(sock.LocalAddr().(*net.UDPAddr).AddrPort(), "RTP/AVP", 0, "a=sendonly", "a=label:1"), meta)
+	sess, res, err := src.Invite(ctx, ct, body)
+	if err != nil || sess == nil {
+		t.Fatalf("INVITE: %v %v", err, res)
+	}
+	for n := range uint16(20) {
+		if _, err := sock.WriteToUDPAddrPort(stacktest.AudioPacket(0x3000, n, 0, 2), sess.Ports()[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sess.D.Bye(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srs.shutdown()
+	e.processAndProject()
+	byCall := map[string]search.Result{}
+	for _, r := range e.find() {
+		byCall[r.SIPCallID] = r
+	}
+	siprecCall, passive, other := byCall[sess.D.InviteRequest.CallID().Value()], byCall["passive-0@example.com"], byCall["passive-1@example.com"]
+	if len(byCall) != 3 || fmt.Sprint(siprecCall.LinkedCalls) != fmt.Sprint([]string{passive.CallID}) ||
+		fmt.Sprint(passive.LinkedCalls) != fmt.Sprint([]string{siprecCall.CallID}) || len(other.LinkedCalls) != 0 {
+		t.Fatalf("links: SIPREC %v, passive %v, other %v (calls %v)", siprecCall.LinkedCalls, passive.LinkedCalls, other.LinkedCalls, byCall)
+	}
+	table := e.cmd("search", "--database", e.db)
+	if !strings.Contains(table, "call "+siprecCall.CallID+" is also recorded as "+passive.CallID) {
+		t.Fatalf("search does not say so:\n%s", table)
+	}
+}

@@ -193,6 +193,17 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 		if err := p.insertCall(ctx, row, version); err != nil {
 			return err
 		}
+		if len(ev.GetSessionKeys()) > 0 {
+			kb, err := p.batch(ctx, "INSERT INTO `"+p.db+"`.session_keys (tenant, session_key, call_id, started_at, version)")
+			if err != nil {
+				return err
+			}
+			for _, k := range ev.GetSessionKeys() {
+				if err := kb.Append(env.Tenant, k, ev.GetCallId(), row.startedAt, version); err != nil {
+					return err
+				}
+			}
+		}
 		b, err := p.batch(ctx, "INSERT INTO `"+p.db+"`.participants (tenant, call_id, participant_id, role, uri, number, display_name, started_at, version)")
 		if err != nil {
 			return err

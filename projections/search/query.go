@@ -176,7 +176,11 @@ type Result struct {
 	Parties        []Party       `json:"parties"`
 	Status         string        `json:"status"`
 	Recording      *Recording    `json:"recording,omitempty"`
-	Metadata       []Metadata    `json:"metadata,omitempty"`
+	// LinkedCalls are other recordings of the same conversation: calls
+	// that share a communication-session key (a SIPREC recording and a
+	// passive capture of one call, or two SRCs' forks).
+	LinkedCalls []string   `json:"linked_calls,omitempty"`
+	Metadata    []Metadata `json:"metadata,omitempty"`
 }
 
 // MarshalJSON writes the duration in seconds.
@@ -271,8 +275,29 @@ func Search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 		if err := metadata(ctx, conn, db, q.Tenant, &out[i]); err != nil {
 			return nil, err
 		}
+		if err := linked(ctx, conn, db, q.Tenant, &out[i]); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
+}
+
+// linked fills in the other calls that share a session key with r.
+func linked(ctx context.Context, conn driver.Conn, db, tenant string, r *Result) error {
+	rows, err := conn.Query(ctx, "SELECT DISTINCT call_id FROM `"+db+"`.session_keys FINAL WHERE tenant = ? AND call_id != ? AND session_key IN "+
+		"(SELECT session_key FROM `"+db+"`.session_keys FINAL WHERE tenant = ? AND call_id = ?) ORDER BY call_id", tenant, r.CallID, tenant, r.CallID)
+	if err != nil {
+		return fmt.Errorf("search: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return fmt.Errorf("search: %w", err)
+		}
+		r.LinkedCalls = append(r.LinkedCalls, id)
+	}
+	return rows.Err()
 }
 
 // recording fills in r's recording, if any, and its status.

@@ -161,6 +161,18 @@ var migrations = []string{
 	// The ledgers (RecordingStored.ledgers, JSON with proto field names)
 	// and the status schemas.Summarize derives from them.
 	"ALTER TABLE {db}.recordings ADD COLUMN ledgers String, ADD COLUMN status String",
+	// Keys of the communication session each call records
+	// (CallStarted.session_keys): calls sharing one are recordings of one
+	// conversation (SIPREC and passive capture of the same call).
+	`CREATE TABLE IF NOT EXISTS {db}.session_keys (
+		tenant String,
+		session_key String,
+		call_id String,
+		started_at DateTime,
+		version UInt64
+	) ENGINE = ReplacingMergeTree(version)
+	PARTITION BY toYYYYMM(started_at)
+	ORDER BY (tenant, session_key, call_id)`,
 }
 
 // Migrate creates the database and applies pending migrations. It is safe

@@ -263,8 +263,15 @@ type CallStarted struct {
 	// 3892, blind transfer) carries the conversation of the call it
 	// continues. Otherwise it is the call's own id.
 	ConversationId string `protobuf:"bytes,9,opt,name=conversation_id,json=conversationId,proto3" json:"conversation_id,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Keys of the communication session the call is a recording of, so that
+	// one conversation recorded twice (by SIPREC and by passive capture, or
+	// by two SRCs) links: a hash of each RFC 7989 Session-ID UUID and of the
+	// SIP Call-ID it carries (for SIPREC, the metadata's sipSessionID).
+	// Two calls sharing a key are recordings of one conversation. Hashed
+	// per tenant ("sk-" and 32 hex digits): no identifier in the clear.
+	SessionKeys   []string `protobuf:"bytes,10,rep,name=session_keys,json=sessionKeys,proto3" json:"session_keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CallStarted) Reset() {
@@ -358,6 +365,13 @@ func (x *CallStarted) GetConversationId() string {
 		return x.ConversationId
 	}
 	return ""
+}
+
+func (x *CallStarted) GetSessionKeys() []string {
+	if x != nil {
+		return x.SessionKeys
+	}
+	return nil
 }
 
 // CallUpdated replaces the participants and streams of a call: a re-INVITE
@@ -886,7 +900,7 @@ var File_verbatim_v1_calls_proto protoreflect.FileDescriptor
 
 const file_verbatim_v1_calls_proto_rawDesc = "" +
 	"\n" +
-	"\x17verbatim/v1/calls.proto\x12\vverbatim.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18verbatim/v1/common.proto\"\xb6\x03\n" +
+	"\x17verbatim/v1/calls.proto\x12\vverbatim.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18verbatim/v1/common.proto\"\xd9\x03\n" +
 	"\vCallStarted\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x129\n" +
 	"\n" +
@@ -899,7 +913,9 @@ const file_verbatim_v1_calls_proto_rawDesc = "" +
 	"\fparticipants\x18\x06 \x03(\v2\x18.verbatim.v1.ParticipantR\fparticipants\x12-\n" +
 	"\astreams\x18\a \x03(\v2\x13.verbatim.v1.StreamR\astreams\x124\n" +
 	"\tdirection\x18\b \x01(\x0e2\x16.verbatim.v1.DirectionR\tdirection\x12'\n" +
-	"\x0fconversation_id\x18\t \x01(\tR\x0econversationId\"\xe6\x01\n" +
+	"\x0fconversation_id\x18\t \x01(\tR\x0econversationId\x12!\n" +
+	"\fsession_keys\x18\n" +
+	" \x03(\tR\vsessionKeys\"\xe6\x01\n" +
 	"\vCallUpdated\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x129\n" +
 	"\n" +

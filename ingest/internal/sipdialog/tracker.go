@@ -84,6 +84,8 @@ type Call struct {
 	// Replaces is the Call-ID of the dialog this call replaces (RFC 3891:
 	// an attended transfer or a call pickup), from its INVITE.
 	Replaces string
+	// SessionID is the INVITE's Session-ID header (RFC 7989), if any.
+	SessionID string
 	// ReferredBy is set when the INVITE says a REFER caused it (RFC 3892
 	// Referred-By): a blind transfer.
 	ReferredBy string
@@ -235,6 +237,7 @@ func (t *Tracker) request(at time.Time, src netip.AddrPort, r *sip.Request, call
 		c.Callee = party(r.To().DisplayName, &r.To().Address, r.To().Params)
 		c.Caller.Signalling = src
 		c.Replaces, c.ReferredBy = replaces(r), headerValue(r, "Referred-By", "b")
+		c.SessionID = headerValue(r, "Session-ID", "")
 		t.calls[callID] = c
 		media, err := bodyMedia(r)
 		c.Caller.Media = media
