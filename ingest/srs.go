@@ -13,12 +13,12 @@ import (
 	"mime"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -79,6 +79,10 @@ type SRSConfig struct {
 	// Digest, if set, requires SIP digest authentication (RFC 8760 MD5 or
 	// SHA-256) of every new session.
 	Digest *DigestAuth
+	// Linger is how long media may wait in the kernel's socket buffers
+	// between reads (default udprecv.DefaultLinger, 20 ms): one read then
+	// takes what each port gathered, instead of one wake per packet.
+	Linger time.Duration
 	// RetryAfter is the Retry-After of a 503, in seconds (default 5).
 	RetryAfter int
 	// Ready, if set, is called with the bound listeners ("udp:127.0.0.1:5060").
@@ -172,8 +176,17 @@ func SIPREC(ctx context.Context, cfg Config, sc SRSConfig) (Report, SRSStats, er
 	if _, err := rand.Read(srv.secret[:]); err != nil {
 		return Report{}, SRSStats{}, err
 	}
+	for range min(max(runtime.GOMAXPROCS(0), 1), 4) {
+		pl, err := udprecv.NewPoller(srv.received, sc.Linger)
+		if err != nil {
+			srv.closePollers()
+			return Report{}, SRSStats{}, err
+		}
+		srv.pollers = append(srv.pollers, pl)
+	}
 	if err := srv.listen(ctx); err != nil {
 		srv.closeListeners()
+		srv.closePollers()
 		return Report{}, SRSStats{}, err
 	}
 	engCtx, stopEngine := context.WithCancel(context.WithoutCancel(ctx))
@@ -191,13 +204,13 @@ func SIPREC(ctx context.Context, cfg Config, sc SRSConfig) (Report, SRSStats, er
 	srv.closeListeners()
 	<-janitorDone
 	srv.endAll(verbatimv1.EndReason_END_REASON_CAPTURE_ENDED, "")
+	srv.closePollers() // every port is closed, drained
 	barrier := make(chan bool, 1)
 	eng.msgs <- &srsMsg{kind: srsAbandon, key: "\x00barrier", reply: barrier}
 	<-barrier
 	stopEngine()
 	<-engDone
 	close(srv.stopped)
-	srv.readers.Wait()
 	srv.ua.Close()
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
 	defer cancel()
@@ -239,8 +252,10 @@ type srsServer struct {
 	down    time.Time
 	probe   time.Time // when a session last was tried while down
 	stopped chan struct{}
-	readers sync.WaitGroup
-	secret  [32]byte // signs digest nonces
+	// pollers read the media ports, a few sockets each.
+	pollers    []*udprecv.Poller
+	nextPoller int
+	secret     [32]byte // signs digest nonces
 }
 
 type srsLimiter struct {
@@ -274,7 +289,7 @@ type srsSession struct {
 
 // srsPort is one SRS media port: where one stream's RTP arrives.
 type srsPort struct {
-	conn    *net.UDPConn
+	sock    *udprecv.Socket
 	local   netip.AddrPort
 	latch   atomic.Pointer[siprec.Latch]
 	want    netip.AddrPort // the SRC's SDP address of the stream
@@ -282,10 +297,7 @@ type srsPort struct {
 	foreign atomic.Uint64
 	reader  atomic.Bool
 	crypto  []sipdialog.Crypto // the SRS's answer's key (SRTP)
-	// draining tells the reader to read what the kernel still holds and
-	// stop; done is closed when it has handed everything to the engine.
-	draining atomic.Bool
-	done     chan struct{}
+	poller  *udprecv.Poller
 }
 
 func (s *srsServer) listen(ctx context.Context) error {
@@ -387,6 +399,13 @@ func (s *srsServer) listen(ctx context.Context) error {
 	})
 	_ = ctx
 	return nil
+}
+
+func (s *srsServer) closePollers() {
+	for _, pl := range s.pollers {
+		pl.Close()
+	}
+	s.pollers = nil
 }
 
 func (s *srsServer) closeListeners() {
@@ -814,13 +833,12 @@ func (s *srsServer) openPort() (*srsPort, error) {
 		if n < s.sc.PortMin || s.ports[n] {
 			continue
 		}
-		conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(s.sc.MediaAddr, n)))
+		sock, err := udprecv.Listen(netip.AddrPortFrom(s.sc.MediaAddr, n), 256<<10)
 		if err != nil {
 			continue // taken by another program
 		}
-		_ = conn.SetReadBuffer(256 << 10)
 		s.ports[n] = true
-		return &srsPort{conn: conn, local: netip.AddrPortFrom(s.sc.MediaAddr, n)}, nil
+		return &srsPort{sock: sock, local: netip.AddrPortFrom(s.sc.MediaAddr, n)}, nil
 	}
 	return nil, fmt.Errorf("no free RTP port in %d-%d", s.sc.PortMin, s.sc.PortMax)
 }
@@ -830,14 +848,9 @@ func (s *srsServer) openPort() (*srsPort, error) {
 // then the socket is closed.
 func (s *srsServer) closePort(p *srsPort) {
 	if p.reader.Load() {
-		p.draining.Store(true)
-		_ = p.conn.SetReadDeadline(time.Now()) // wakes the reader
-		select {
-		case <-p.done:
-		case <-s.stopped:
-		}
+		p.poller.Remove(p.sock)
 	}
-	_ = p.conn.Close()
+	_ = p.sock.Close()
 	s.mu.Lock()
 	delete(s.ports, p.local.Port())
 	s.stats.ForeignPackets += p.foreign.Load()
@@ -854,117 +867,65 @@ func (s *srsServer) closePorts(sess *srsSession) {
 	}
 }
 
-// srsBufs hold the packets of one read, until the engine has batched them.
-var srsBufs = sync.Pool{New: func() any { b := make([]byte, 0, srsBatch*udprecv.MaxDatagram); return &b }} //nolint:gochecknoglobals // a pool
+// srsBufs hold the packets of one poller round, until the engine has
+// batched them.
+var srsBufs = sync.Pool{New: func() any { b := make([]byte, 0, 64*udprecv.MaxDatagram); return &b }} //nolint:gochecknoglobals // a pool
 
-// srsBatch is how many datagrams one read of a media port takes: RTP at
-// 50 packets a second queues only when the reader is late.
-const srsBatch = 4
-
-// startReader reads a media port until it is closed: packets from the
-// SRC's negotiated address go to the engine, others are dropped and
-// counted (RTP Bleed).
+// startReader has a poller read a media port until it is closed.
 func (s *srsServer) startReader(p *srsPort) {
-	rc, err := udprecv.New(p.conn, srsBatch)
-	if err != nil {
+	s.mu.Lock()
+	pl := s.pollers[s.nextPoller%len(s.pollers)]
+	s.nextPoller++
+	s.mu.Unlock()
+	if err := pl.Add(p.sock, p); err != nil {
 		s.log.Warn("media port unreadable", "port", p.local, "err", err)
 		return
 	}
-	s.readers.Add(1)
+	p.poller = pl
 	p.reader.Store(true)
-	p.done = make(chan struct{})
-	go func() {
-		defer s.readers.Done()
-		defer close(p.done)
-		send := func(m *srsMsg) bool {
-			if len(m.pkts) == 0 {
-				*m.buf = (*m.buf)[:0]
-				srsBufs.Put(m.buf)
-				return true
-			}
-			now := time.Now()
-			m.at = now
-			p.last.Store(now.UnixNano())
+}
+
+// received takes a poller round's datagrams: those from the address each
+// port's SRC negotiated go to the engine, others are dropped and counted
+// (RTP Bleed).
+func (s *srsServer) received(ds []udprecv.Datagram) {
+	now := time.Now()
+	var m *srsMsg
+	send := func() {
+		if m == nil {
+			return
+		}
+		if len(m.pkts) == 0 {
+			*m.buf = (*m.buf)[:0]
+			srsBufs.Put(m.buf)
+		} else {
 			select {
 			case s.eng.msgs <- m:
-				return true
 			case <-s.stopped:
-				return false
 			}
 		}
-		for {
+		m = nil
+	}
+	for _, d := range ds {
+		p := d.Socket.(*srsPort)
+		latch := p.latch.Load()
+		if d.Truncated || latch == nil || !latch.Accept(d.From) {
+			p.foreign.Add(1)
+			continue
+		}
+		if m != nil && cap(*m.buf)-len(*m.buf) < len(d.Payload) {
+			send()
+		}
+		if m == nil {
 			buf := srsBufs.Get().(*[]byte)
-			m := &srsMsg{kind: srsMedia, dst: p.local, buf: buf}
-			latch := p.latch.Load()
-			_, err := rc.Read(func(payload []byte, from netip.AddrPort, truncated bool) {
-				s.accept(p, latch, m, payload, from, truncated)
-			})
-			if err != nil {
-				srsBufs.Put(buf)
-				if p.draining.Load() {
-					s.drain(p, send)
-				}
-				return
-			}
-			if !send(m) {
-				return
-			}
+			m = &srsMsg{kind: srsMedia, buf: buf, at: now}
 		}
-	}()
-}
-
-// accept adds a received datagram to m if it is the SRC's.
-func (s *srsServer) accept(p *srsPort, latch *siprec.Latch, m *srsMsg, payload []byte, from netip.AddrPort, truncated bool) {
-	if truncated || latch == nil || !latch.Accept(from) {
-		p.foreign.Add(1)
-		return
+		off := len(*m.buf)
+		*m.buf = append(*m.buf, d.Payload...)
+		m.pkts = append(m.pkts, srsPacket{dst: p.local, from: d.From, data: (*m.buf)[off:len(*m.buf):len(*m.buf)]})
+		p.last.Store(now.UnixNano())
 	}
-	off := len(*m.buf)
-	*m.buf = append(*m.buf, payload...)
-	m.pkts = append(m.pkts, srsPacket{from: from, data: (*m.buf)[off:len(*m.buf):len(*m.buf)]})
-}
-
-// drain reads, without waiting, the datagrams the kernel still holds for
-// a port that is being closed, and sends them to the engine.
-func (s *srsServer) drain(p *srsPort, send func(*srsMsg) bool) {
-	_ = p.conn.SetReadDeadline(time.Time{})
-	raw, err := p.conn.SyscallConn()
-	if err != nil {
-		return
-	}
-	latch := p.latch.Load()
-	pkt := make([]byte, udprecv.MaxDatagram+1)
-	var m *srsMsg
-	_ = raw.Read(func(fd uintptr) bool {
-		for {
-			if m == nil {
-				buf := srsBufs.Get().(*[]byte)
-				m = &srsMsg{kind: srsMedia, dst: p.local, buf: buf}
-			}
-			n, sa, err := syscall.Recvfrom(int(fd), pkt, syscall.MSG_DONTWAIT)
-			if err != nil {
-				return true // EAGAIN: nothing left
-			}
-			var from netip.AddrPort
-			switch a := sa.(type) {
-			case *syscall.SockaddrInet4:
-				from = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-			case *syscall.SockaddrInet6:
-				from = netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
-			}
-			s.accept(p, latch, m, pkt[:min(n, udprecv.MaxDatagram)], from, n > udprecv.MaxDatagram)
-			if len(m.pkts) == srsBatch {
-				if !send(m) {
-					m = nil
-					return true
-				}
-				m = nil
-			}
-		}
-	})
-	if m != nil {
-		send(m)
-	}
+	send()
 }
 
 // describe snapshots a session for the engine: the metadata's

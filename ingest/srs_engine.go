@@ -65,8 +65,8 @@ type srsDesc struct {
 }
 
 type srsPacket struct {
-	from netip.AddrPort
-	data []byte
+	dst, from netip.AddrPort // the SRS port it came to, and its source
+	data      []byte
 }
 
 type srsMsg struct {
@@ -86,7 +86,6 @@ type srsMsg struct {
 	// it was ready first, and is recorded).
 	reply chan bool
 	// media
-	dst  netip.AddrPort
 	pkts []srsPacket
 	buf  *[]byte // holds pkts' data; given back after
 }
@@ -132,15 +131,18 @@ func (e *srsEngine) handle(m *srsMsg, pkt *pcapread.Packet) {
 	in := e.in
 	switch m.kind {
 	case srsMedia:
-		s, ok := in.byAddr[m.dst]
-		if !ok || s.call.ended {
-			in.report.UnmatchedUDP += uint64(len(m.pkts))
-		} else {
-			for _, p := range m.pkts {
-				in.report.Pcap.Frames++
-				pkt.Frame, pkt.Time, pkt.Src, pkt.Dst, pkt.Payload = in.report.Pcap.Frames, m.at, p.from, m.dst, p.data
-				in.media(s, pkt)
+		var s *stream
+		for _, p := range m.pkts {
+			if s == nil || s.call.ended || p.dst != pkt.Dst {
+				s = in.byAddr[p.dst]
 			}
+			if s == nil || s.call.ended {
+				in.report.UnmatchedUDP++
+				continue
+			}
+			in.report.Pcap.Frames++
+			pkt.Frame, pkt.Time, pkt.Src, pkt.Dst, pkt.Payload = in.report.Pcap.Frames, m.at, p.from, p.dst, p.data
+			in.media(s, pkt)
 		}
 		if m.buf != nil {
 			*m.buf = (*m.buf)[:0]
