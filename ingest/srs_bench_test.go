@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -72,6 +73,9 @@ func benchSRS(b *testing.B, sessions int) {
 		done <- result{rep, err}
 	}()
 	src := stacktest.NewSRC(b, (<-ready)[0], nil)
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
 	var targets []string
 	var open []*stacktest.SRCSession
 	for range sessions {
@@ -85,6 +89,8 @@ func benchSRS(b *testing.B, sessions int) {
 		}
 		open = append(open, sess)
 	}
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
 	list := filepath.Join(b.TempDir(), "targets")
 	if err := os.WriteFile(list, []byte(strings.Join(targets, "\n")), 0o600); err != nil {
 		b.Fatal(err)
@@ -118,6 +124,9 @@ func benchSRS(b *testing.B, sessions int) {
 	b.ReportMetric(float64(r.rep.RTPPackets)/sendTime.Seconds(), "packets/s")
 	b.ReportMetric(float64(sent-min(sent, r.rep.RTPPackets)), "lost")
 	b.ReportMetric(float64(cpu.Microseconds())/max(float64(r.rep.RTPPackets), 1), "cpu-µs/packet")
+	// Heap held by an open session (both sides of the test SRC's dialog
+	// are in this process: an upper bound), before any media.
+	b.ReportMetric(float64(int64(m1.HeapInuse)-int64(m0.HeapInuse))/float64(sessions)/1024, "heap-KiB/session")
 }
 
 // TestSRSBenchSender is BenchmarkSRS's sender, run in a process of its own;
