@@ -52,6 +52,10 @@ type SRSConfig struct {
 	// answers. Default: the first listener's address (which must then not
 	// be a wildcard).
 	MediaAddr netip.Addr
+	// MediaBind is the address the media ports are bound to, when it is
+	// not MediaAddr (behind NAT or in a container: bind 0.0.0.0, announce
+	// the public address). Default MediaAddr.
+	MediaBind netip.Addr
 	// PortMin and PortMax bound the RTP ports (default 20000-29999).
 	PortMin, PortMax uint16
 	// PlainCalls records an INVITE that is not a SIPREC session (no
@@ -833,7 +837,11 @@ func (s *srsServer) openPort() (*srsPort, error) {
 		if n < s.sc.PortMin || s.ports[n] {
 			continue
 		}
-		sock, err := udprecv.Listen(netip.AddrPortFrom(s.sc.MediaAddr, n), 256<<10)
+		bind := s.sc.MediaBind
+		if !bind.IsValid() {
+			bind = s.sc.MediaAddr
+		}
+		sock, err := udprecv.Listen(netip.AddrPortFrom(bind, n), 256<<10)
 		if err != nil {
 			continue // taken by another program
 		}

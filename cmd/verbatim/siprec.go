@@ -33,6 +33,7 @@ func runSIPREC(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return nil
 	})
 	mediaAddr := fs.String("media-addr", "", "address RTP is received on and announced in answers (default: the first listener's)")
+	mediaBind := fs.String("media-bind", "", "address the RTP ports are bound to, when not --media-addr (behind NAT, in a container: 0.0.0.0)")
 	ports := fs.String("rtp-ports", "20000-29999", "RTP port range `MIN-MAX`")
 	cert := fs.String("tls-cert", "", "certificate (PEM) of tls: listeners")
 	key := fs.String("tls-key", "", "its private key (PEM)")
@@ -75,6 +76,13 @@ func runSIPREC(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return fmt.Errorf("siprec: --media-addr: %w", err)
 		}
 		sc.MediaAddr = a
+	}
+	if *mediaBind != "" {
+		a, err := netip.ParseAddr(*mediaBind)
+		if err != nil {
+			return fmt.Errorf("siprec: --media-bind: %w", err)
+		}
+		sc.MediaBind = a
 	}
 	var err error
 	if sc.PortMin, sc.PortMax, err = parsePorts(*ports); err != nil {
