@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -26,4 +27,22 @@ func TestSessionUUIDs(t *testing.T) {
 	if !slices.ContainsFunc(a, func(k string) bool { return slices.Contains(b, k) }) || slices.ContainsFunc(a, func(k string) bool { return slices.Contains(c, k) }) {
 		t.Fatalf("keys %v %v %v", a, b, c)
 	}
+}
+
+// FuzzSessionUUIDs: any header value gives UUIDs of 32 lower-case hex
+// digits, never the null one, and at most one per part.
+func FuzzSessionUUIDs(f *testing.F) {
+	f.Add("ab30317f1a784dc48ff824d0d3715d86;remote=47755a9de7794ba387653f2099600ef2")
+	f.Add("2d8abbf0769c66e15bb349f509693d60@52.57.92.239")
+	f.Fuzz(func(t *testing.T, v string) {
+		got := sessionUUIDs(v)
+		if len(got) > strings.Count(v, ";")+1 {
+			t.Fatalf("%d UUIDs from %q", len(got), v)
+		}
+		for _, u := range got {
+			if !isUUID32(u) || u != strings.ToLower(u) || u == strings.Repeat("0", 32) {
+				t.Fatalf("UUID %q from %q", u, v)
+			}
+		}
+	})
 }
