@@ -397,7 +397,7 @@ func (s *srsServer) listen(ctx context.Context) error {
 	s.srv.OnBye(s.onBye)
 	s.srv.OnCancel(func(*sip.Request, sip.ServerTransaction) {}) // the transaction layer answers it
 	s.srv.OnOptions(s.onOptions)
-	s.srv.OnUpdate(s.onUpdate)
+	s.srv.OnUpdate(s.inDialog)
 	s.srv.OnInfo(func(req *sip.Request, tx sip.ServerTransaction) {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 	})
@@ -492,7 +492,7 @@ var supportedOptions = []string{"siprec", "timer", "replaces", "100rel"} //nolin
 func (s *srsServer) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if to := req.To(); to != nil {
 		if tag, _ := to.Params.Get("tag"); tag != "" {
-			s.reinvite(req, tx)
+			s.inDialog(req, tx)
 			return
 		}
 	}
@@ -527,17 +527,8 @@ func (s *srsServer) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.refuse(req, tx, 413, "Request Entity Too Large", fmt.Sprintf("body of %d bytes, more than %d", len(req.Body()), maxBody))
 		return
 	}
-	ct := ""
-	if h := req.ContentType(); h != nil {
-		ct = h.Value()
-	}
-	body, code, err := splitOffer(ct, req.Body())
-	if err != nil {
-		reason := "Bad Request"
-		if code == 415 {
-			reason = "Unsupported Media Type"
-		}
-		s.refuse(req, tx, code, reason, err.Error(), sip.NewHeader("Accept", "application/sdp, multipart/mixed, application/rs-metadata+xml"))
+	body, ok := s.readBody(req, tx)
+	if !ok {
 		return
 	}
 	isSIPREC := body.Metadata != nil || isSRC(req)
@@ -671,6 +662,25 @@ func (s *srsServer) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.log.Warn("SIPREC session not confirmed", "call-id", sess.sipCallID, "err", err)
 		s.finish(sess, verbatimv1.EndReason_END_REASON_TIMEOUT, "", true)
 	}
+}
+
+// readBody splits a request's body (splitOffer), or refuses the request
+// with the reason.
+func (s *srsServer) readBody(req *sip.Request, tx sip.ServerTransaction) (siprec.Body, bool) {
+	ct := ""
+	if h := req.ContentType(); h != nil {
+		ct = h.Value()
+	}
+	body, code, err := splitOffer(ct, req.Body())
+	if err != nil {
+		reason := "Bad Request"
+		if code == 415 {
+			reason = "Unsupported Media Type"
+		}
+		s.refuse(req, tx, code, reason, err.Error(), sip.NewHeader("Accept", "application/sdp, multipart/mixed, application/rs-metadata+xml"))
+		return siprec.Body{}, false
+	}
+	return body, true
 }
 
 // splitOffer reads an INVITE's or UPDATE's body: SDP alone, or SDP and
@@ -1053,24 +1063,10 @@ func (s *srsServer) onOptions(req *sip.Request, tx sip.ServerTransaction) {
 	_ = tx.Respond(res)
 }
 
-// reinvite handles an in-dialog INVITE: new or removed streams, pause and
-// resume (a=inactive, sendonly), new metadata, a session refresh.
-func (s *srsServer) reinvite(req *sip.Request, tx sip.ServerTransaction) {
-	sess := s.session(req)
-	if sess == nil {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
-		return
-	}
-	res, ok := s.modify(req, tx, sess)
-	if !ok {
-		return
-	}
-	_ = tx.Respond(res)
-}
-
-// onUpdate handles UPDATE (RFC 3311): a session refresh, new metadata, or
-// a new offer.
-func (s *srsServer) onUpdate(req *sip.Request, tx sip.ServerTransaction) {
+// inDialog handles a re-INVITE or an UPDATE (RFC 3311): new or removed
+// streams, pause and resume (a=inactive, sendonly), new metadata, a
+// session refresh.
+func (s *srsServer) inDialog(req *sip.Request, tx sip.ServerTransaction) {
 	sess := s.session(req)
 	if sess == nil {
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
@@ -1089,21 +1085,12 @@ func (s *srsServer) modify(req *sip.Request, tx sip.ServerTransaction, sess *srs
 		s.refuse(req, tx, 413, "Request Entity Too Large", "body too large")
 		return nil, false
 	}
-	ct := ""
-	if h := req.ContentType(); h != nil {
-		ct = h.Value()
-	}
 	var offer []sipdialog.Media
 	meta := sess.meta
 	reason := "refresh"
 	if len(req.Body()) > 0 {
-		body, code, err := splitOffer(ct, req.Body())
-		if err != nil {
-			reason := "Bad Request"
-			if code == 415 {
-				reason = "Unsupported Media Type"
-			}
-			s.refuse(req, tx, code, reason, err.Error(), sip.NewHeader("Accept", "application/sdp, multipart/mixed, application/rs-metadata+xml"))
+		body, ok := s.readBody(req, tx)
+		if !ok {
 			return nil, false
 		}
 		if body.Metadata != nil {
@@ -1116,6 +1103,7 @@ func (s *srsServer) modify(req *sip.Request, tx sip.ServerTransaction, sess *srs
 			reason = "metadata"
 		}
 		if body.SDP != nil {
+			var err error
 			if offer, err = sipdialog.ParseSDP(body.SDP); err != nil {
 				s.refuse(req, tx, 400, "Bad Request", "SDP: "+err.Error())
 				return nil, false

@@ -257,13 +257,8 @@ func TestSRSRefusesHostileInput(t *testing.T) {
 	var sent [2]int
 	rep, st, out, _ := runSRS(t, ingest.SRSConfig{Listen: []string{"tcp:127.0.0.1:0"}, PortMin: 18200, PortMax: 18399, InviteRate: 1, InviteBurst: 10}, func(ctx context.Context, ls []string) {
 		src := stacktest.NewSRC(t, ls[0], nil)
-		socks := [2]*net.UDPConn{stacktest.MediaSocket(t), stacktest.MediaSocket(t)}
+		good, socks := openSession(ctx, t, src)
 		addr := func(c *net.UDPConn) netip.AddrPort { return c.LocalAddr().(*net.UDPAddr).AddrPort() }
-		ct, body := stacktest.SIPRECBody(offerSDP(addr(socks[0]), addr(socks[1])), metadataDoc(""))
-		good, res, err := src.Invite(ctx, ct, body)
-		if err != nil || good == nil {
-			t.Fatalf("the good session: %v %v", err, res)
-		}
 		ports := good.Ports()
 		// A stranger on another loopback address sprays the good
 		// session's ports (RTP Bleed): dropped, counted.
@@ -387,9 +382,8 @@ func hostile(ctx context.Context, t *testing.T, src *stacktest.SRC, a, b netip.A
 	}
 }
 
-// goodSession opens a two-stream session, sends n packets on each and ends
-// it; it returns the packets sent.
-func goodSession(ctx context.Context, t *testing.T, src *stacktest.SRC, n int) (*stacktest.SRCSession, int) {
+// openSession opens a two-stream session from two media sockets.
+func openSession(ctx context.Context, t *testing.T, src *stacktest.SRC) (*stacktest.SRCSession, [2]*net.UDPConn) {
 	t.Helper()
 	socks := [2]*net.UDPConn{stacktest.MediaSocket(t), stacktest.MediaSocket(t)}
 	addr := func(c *net.UDPConn) netip.AddrPort { return c.LocalAddr().(*net.UDPAddr).AddrPort() }
@@ -398,6 +392,14 @@ func goodSession(ctx context.Context, t *testing.T, src *stacktest.SRC, n int) (
 	if err != nil || sess == nil {
 		t.Fatalf("session: %v %v", err, res)
 	}
+	return sess, socks
+}
+
+// goodSession opens a two-stream session, sends n packets on each and ends
+// it; it returns the packets sent.
+func goodSession(ctx context.Context, t *testing.T, src *stacktest.SRC, n int) (*stacktest.SRCSession, int) {
+	t.Helper()
+	sess, socks := openSession(ctx, t, src)
 	ports := sess.Ports()
 	sent := 0
 	for seq := range uint16(n) {
@@ -414,25 +416,34 @@ func goodSession(ctx context.Context, t *testing.T, src *stacktest.SRC, n int) (
 	return sess, sent
 }
 
+// downableBroker is a broker that, while down is set, stores nothing:
+// every produce request fails (its connection is dropped), and the client
+// retries, as it does while a real broker is away.
+func downableBroker(t *testing.T) (*kfake.Cluster, *atomic.Bool) {
+	t.Helper()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	down := new(atomic.Bool)
+	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.KeepControl()
+		if down.Load() {
+			return nil, errors.New("broker unavailable"), true
+		}
+		return nil, nil, false
+	})
+	return cluster, down
+}
+
 // TestSRSRefusesSessionsWhileKafkaIsDown: while the broker stores nothing
 // (every produce request fails: down), a new session is refused with 503
 // and Retry-After within the accept timeout (the SBC fails over, or blocks
 // the call under a recording-required policy); once it stores again, new
 // sessions are recorded.
 func TestSRSRefusesSessionsWhileKafkaIsDown(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	var down atomic.Bool
-	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		cluster.KeepControl()
-		if down.Load() {
-			return nil, errors.New("broker unavailable"), true // the connection is dropped
-		}
-		return nil, nil, false
-	})
+	cluster, down := downableBroker(t)
 	brokers := cluster.ListenAddrs()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -549,19 +560,7 @@ func TestSRSRefusesSessionsWhileKafkaIsDown(t *testing.T) {
 // ends the session (BYE to the SRC) and its recording says why, so it is
 // never silently truncated.
 func TestSRSEndsSessionsPastTheMediaBuffer(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-	var down atomic.Bool
-	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		cluster.KeepControl()
-		if down.Load() {
-			return nil, errors.New("broker unavailable"), true
-		}
-		return nil, nil, false
-	})
+	cluster, down := downableBroker(t)
 	var callID string
 	var byes []string
 	const bound = 64 << 10
@@ -569,13 +568,7 @@ func TestSRSEndsSessionsPastTheMediaBuffer(t *testing.T) {
 		Linger: time.Millisecond},
 		func(ctx context.Context, ls []string) {
 			src := stacktest.NewSRC(t, ls[0], nil)
-			socks := [2]*net.UDPConn{stacktest.MediaSocket(t), stacktest.MediaSocket(t)}
-			addr := func(c *net.UDPConn) netip.AddrPort { return c.LocalAddr().(*net.UDPAddr).AddrPort() }
-			ct, body := stacktest.SIPRECBody(offerSDP(addr(socks[0]), addr(socks[1])), metadataDoc(""))
-			sess, res, err := src.Invite(ctx, ct, body)
-			if err != nil || sess == nil {
-				t.Fatalf("session: %v %v", err, res)
-			}
+			sess, socks := openSession(ctx, t, src)
 			callID = sess.D.InviteRequest.CallID().Value()
 			down.Store(true)
 			ports := sess.Ports()

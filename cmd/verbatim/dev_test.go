@@ -39,24 +39,9 @@ func TestDevRecordsWhatIsIngested(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	data := t.TempDir()
-	devCtx, stopDev := context.WithCancel(ctx)
-	var out, errb syncBuffer
-	devErr := make(chan error, 1)
-	go func() {
-		devErr <- run(devCtx, []string{"dev", "--data", data, "--kafka-port", "0", "--clickhouse", ""}, &out, &errb)
-	}()
-	addr := regexp.MustCompile(`kafka\s+(127\.0\.0\.1:\d+)`)
-	var brokers string
-	for brokers == "" {
-		select {
-		case err := <-devErr:
-			t.Fatalf("dev exited: %v\n%s%s", err, out.String(), errb.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if m := addr.FindStringSubmatch(out.String()); m != nil && strings.Contains(out.String(), "running") {
-			brokers = m[1]
-		}
-	}
+	d := startDev(ctx, t, "--data", data, "--kafka-port", "0", "--clickhouse", "")
+	out, errb := &d.out, &d.errb
+	brokers := regexp.MustCompile(`kafka\s+(127\.0\.0\.1:\d+)`).FindStringSubmatch(out.String())[1]
 	if _, err := runOut(ctx, "ingest", "pcap", "--brokers", brokers, "--keyring", filepath.Join(data, "keyring.json"),
 		stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap")); err != nil {
 		t.Fatal(err)
@@ -73,10 +58,7 @@ func TestDevRecordsWhatIsIngested(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	stopDev()
-	if err := <-devErr; err != nil {
-		t.Fatalf("dev: %v\n%s", err, errb.String())
-	}
+	d.stop()
 	if !strings.Contains(out.String(), "role      process") {
 		t.Fatalf("dev did not say it runs the process role:\n%s", out.String())
 	}
@@ -91,20 +73,9 @@ func TestDevRecordsSIPREC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	data := t.TempDir()
-	devCtx, stopDev := context.WithCancel(ctx)
-	var out, errb syncBuffer
-	devErr := make(chan error, 1)
-	go func() {
-		devErr <- run(devCtx, []string{"dev", "--data", data, "--kafka-port", "0", "--clickhouse", "", "--roles", "process,siprec",
-			"--siprec-listen", "tcp:127.0.0.1:15651", "--siprec-rtp-ports", "16900-16949"}, &out, &errb)
-	}()
-	for !strings.Contains(out.String(), "running") {
-		select {
-		case err := <-devErr:
-			t.Fatalf("dev exited: %v\n%s%s", err, out.String(), errb.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	d := startDev(ctx, t, "--data", data, "--kafka-port", "0", "--clickhouse", "", "--roles", "process,siprec",
+		"--siprec-listen", "tcp:127.0.0.1:15651", "--siprec-rtp-ports", "16900-16949")
+	out, errb := &d.out, &d.errb
 	if !strings.Contains(out.String(), "role      siprec: SIPREC recording server on tcp:127.0.0.1:15651") {
 		t.Fatalf("dev did not say it runs the siprec role:\n%s", out.String())
 	}
@@ -133,8 +104,40 @@ func TestDevRecordsSIPREC(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	stopDev()
-	if err := <-devErr; err != nil {
-		t.Fatalf("dev: %v\n%s", err, errb.String())
+	d.stop()
+}
+
+// devRun is a `verbatim dev` running in the test.
+type devRun struct {
+	t         *testing.T
+	out, errb syncBuffer
+	cancel    context.CancelFunc
+	done      chan error
+}
+
+// startDev runs verbatim dev with args and returns once it says it runs.
+func startDev(ctx context.Context, t *testing.T, args ...string) *devRun {
+	t.Helper()
+	d := &devRun{t: t, done: make(chan error, 1)}
+	devCtx, cancel := context.WithCancel(ctx)
+	d.cancel = cancel
+	t.Cleanup(cancel)
+	go func() { d.done <- run(devCtx, append([]string{"dev"}, args...), &d.out, &d.errb) }()
+	for !strings.Contains(d.out.String(), "running") {
+		select {
+		case err := <-d.done:
+			t.Fatalf("dev exited: %v\n%s%s", err, d.out.String(), d.errb.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return d
+}
+
+// stop stops it; it must exit cleanly.
+func (d *devRun) stop() {
+	d.t.Helper()
+	d.cancel()
+	if err := <-d.done; err != nil {
+		d.t.Fatalf("dev: %v\n%s", err, d.errb.String())
 	}
 }
