@@ -734,3 +734,48 @@ func TestSRSRecordsPlainCallsWhenAsked(t *testing.T) {
 		}
 	}
 }
+
+// TestSRSRefusesSessionsWhileTheKeyManagerIsDown: with Vault unreachable
+// no data key can be made, and a new session is refused with 503 and
+// Retry-After, never recorded without encryption.
+func TestSRSRefusesSessionsWhileTheKeyManagerIsDown(t *testing.T) {
+	cluster, _ := downableBroker(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close() // nothing listens there now
+	km, err := keys.NewVault(keys.VaultConfig{Address: "http://" + dead, Token: "not-a-token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: cluster.ListenAddrs()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ready := make(chan []string, 1)
+	done := make(chan error, 1)
+	sctx, stop := context.WithCancel(ctx)
+	go func() {
+		_, _, err := ingest.SIPREC(sctx, ingest.Config{Tenant: "demo", Keys: km, Producer: cl},
+			ingest.SRSConfig{Listen: []string{"tcp:127.0.0.1:0"}, PortMin: 18900, PortMax: 18949, AcceptTimeout: 2 * time.Second,
+				Ready: func(ls []string) { ready <- ls }})
+		done <- err
+	}()
+	src := stacktest.NewSRC(t, (<-ready)[0], nil)
+	ct, body := stacktest.SIPRECBody(offerSDP(netip.MustParseAddrPort("127.0.0.1:9"), netip.MustParseAddrPort("127.0.0.1:11")), metadataDoc(""))
+	sess, res, err := src.Invite(ctx, ct, body)
+	if err != nil || sess != nil || res.StatusCode != 503 || res.GetHeader("Retry-After") == nil ||
+		!strings.Contains(res.GetHeader("Warning").Value(), "key manager unavailable") {
+		t.Fatalf("with Vault down: %v %v, want 503 with Retry-After", err, res)
+	}
+	t.Logf("%d %s", res.StatusCode, res.GetHeader("Warning").Value())
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
