@@ -658,6 +658,12 @@ func (s *srsServer) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"))
 	res.AppendHeader(sip.NewHeader("Supported", "timer"))
 	if err := dlg.WriteResponse(res); err != nil {
+		if errors.Is(err, sip.ErrTransactionCanceled) {
+			// CANCEL came before the 200 went out (the transaction layer
+			// answered it, and the INVITE with 487).
+			s.finish(sess, verbatimv1.EndReason_END_REASON_CANCEL, "", false)
+			return
+		}
 		// No ACK: RFC 3261 13.3.1.4 says end the session.
 		s.log.Warn("SIPREC session not confirmed", "call-id", sess.sipCallID, "err", err)
 		s.finish(sess, verbatimv1.EndReason_END_REASON_TIMEOUT, "", true)
