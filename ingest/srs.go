@@ -267,8 +267,11 @@ type srsLimiter struct {
 	seen time.Time
 }
 
-// srsSession is one recording session (one SIP dialog).
+// srsSession is one recording session (one SIP dialog). mu serialises
+// what changes it (an in-dialog offer, its end) and guards its ports,
+// offer, metadata and timer; lock it before srsServer.mu, never after.
 type srsSession struct {
+	mu                     sync.Mutex
 	key, sipCallID, callID string
 	dialog                 *sipgo.DialogServerSession
 	transport              string
@@ -324,6 +327,17 @@ func (s *srsServer) listen(ctx context.Context) error {
 		return fmt.Errorf("srs: %w", err)
 	}
 	s.contacts = map[string]sip.ContactHeader{}
+	// The listeners serve once handlers, contacts and ports are set.
+	var serve []func()
+	s.srv.OnInvite(s.onInvite)
+	s.srv.OnAck(s.onAck)
+	s.srv.OnBye(s.onBye)
+	s.srv.OnCancel(func(*sip.Request, sip.ServerTransaction) {}) // the transaction layer answers it
+	s.srv.OnOptions(s.onOptions)
+	s.srv.OnUpdate(s.inDialog)
+	s.srv.OnInfo(func(req *sip.Request, tx sip.ServerTransaction) {
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
+	})
 	for _, l := range s.sc.Listen {
 		network, addr, ok := strings.Cut(l, ":")
 		if !ok {
@@ -338,7 +352,7 @@ func (s *srsServer) listen(ctx context.Context) error {
 			}
 			s.listeners = append(s.listeners, pc)
 			local = pc.LocalAddr()
-			go func() { _ = s.srv.ServeUDP(pc) }()
+			serve = append(serve, func() { _ = s.srv.ServeUDP(pc) })
 		case "tcp", "tls":
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
@@ -356,10 +370,10 @@ func (s *srsServer) listen(ctx context.Context) error {
 				}
 				ln = tls.NewListener(ln, conf)
 				s.listeners = append(s.listeners, ln)
-				go func() { _ = s.srv.ServeTLS(ln) }()
+				serve = append(serve, func() { _ = s.srv.ServeTLS(ln) })
 			} else {
 				s.listeners = append(s.listeners, ln)
-				go func() { _ = s.srv.ServeTCP(ln) }()
+				serve = append(serve, func() { _ = s.srv.ServeTCP(ln) })
 			}
 		default:
 			return fmt.Errorf("srs: listener %q: unknown transport %q", l, network)
@@ -392,15 +406,9 @@ func (s *srsServer) listen(ctx context.Context) error {
 		}
 	}
 	s.nextPort = s.sc.PortMin &^ 1
-	s.srv.OnInvite(s.onInvite)
-	s.srv.OnAck(s.onAck)
-	s.srv.OnBye(s.onBye)
-	s.srv.OnCancel(func(*sip.Request, sip.ServerTransaction) {}) // the transaction layer answers it
-	s.srv.OnOptions(s.onOptions)
-	s.srv.OnUpdate(s.inDialog)
-	s.srv.OnInfo(func(req *sip.Request, tx sip.ServerTransaction) {
-		_ = tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
-	})
+	for _, f := range serve { // everything requests read is set
+		go f()
+	}
 	_ = ctx
 	return nil
 }
@@ -443,13 +451,21 @@ func (s *srsServer) snapshot() SRSStats {
 		st.Refused[k] = v
 	}
 	st.Active = len(s.sessions)
+	open := make([]*srsSession, 0, len(s.sessions))
 	for _, ss := range s.sessions {
+		open = append(open, ss)
+	}
+	s.mu.Unlock()
+	for _, ss := range open {
+		ss.mu.Lock()
 		for _, p := range ss.ports {
 			if p != nil {
 				st.ForeignPackets += p.foreign.Load()
 			}
 		}
+		ss.mu.Unlock()
 	}
+	s.mu.Lock()
 	return st
 }
 
@@ -638,6 +654,7 @@ func (s *srsServer) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.refuse(req, tx, 503, "Service Unavailable", rerr.Error(), s.retryAfter())
 		return
 	}
+	sess.mu.Lock() // visible to the other handlers from here
 	s.mu.Lock()
 	s.sessions[sess.key] = sess
 	s.byCallID[sess.sipCallID] = sess
@@ -657,6 +674,7 @@ func (s *srsServer) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE, INFO"))
 	res.AppendHeader(sip.NewHeader("Supported", "timer"))
+	sess.mu.Unlock()
 	if err := dlg.WriteResponse(res); err != nil {
 		if errors.Is(err, sip.ErrTransactionCanceled) {
 			// CANCEL came before the 200 went out (the transaction layer
@@ -1086,6 +1104,8 @@ func (s *srsServer) inDialog(req *sip.Request, tx sip.ServerTransaction) {
 // modify applies an in-dialog offer or metadata and returns the 200 to
 // send; a bad one is refused and changes nothing.
 func (s *srsServer) modify(req *sip.Request, tx sip.ServerTransaction, sess *srsSession) (*sip.Response, bool) {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
 	sess.lastSIP.Store(time.Now().UnixNano())
 	if len(req.Body()) > maxBody {
 		s.refuse(req, tx, 413, "Request Entity Too Large", "body too large")
@@ -1219,6 +1239,8 @@ func streamChange(before, after map[string]string, reason string) string {
 // finish ends a session: its call is ended in the engine, its ports
 // closed; bye sends a BYE to the SRC (the SRS ended it).
 func (s *srsServer) finish(sess *srsSession, reason verbatimv1.EndReason, damaged string, bye bool) {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
 	s.mu.Lock()
 	if sess.ended {
 		s.mu.Unlock()
@@ -1295,17 +1317,26 @@ func (s *srsServer) janitor(ctx context.Context) {
 			return
 		case now := <-t.C:
 			s.mu.Lock()
-			var expired, idle []*srsSession
+			open := make([]*srsSession, 0, len(s.sessions))
 			for _, sess := range s.sessions {
-				last := time.Unix(0, sess.lastSIP.Load())
-				if sess.expires > 0 && now.Sub(last) > sess.expires+32*time.Second {
-					expired = append(expired, sess)
-					continue
+				open = append(open, sess)
+			}
+			s.mu.Unlock()
+			var expired, idle []*srsSession
+			for _, sess := range open {
+				if !sess.mu.TryLock() {
+					continue // changing now: not idle
 				}
-				if s.idle(sess, now) {
+				last := time.Unix(0, sess.lastSIP.Load())
+				switch {
+				case sess.expires > 0 && now.Sub(last) > sess.expires+32*time.Second:
+					expired = append(expired, sess)
+				case s.idle(sess, now):
 					idle = append(idle, sess)
 				}
+				sess.mu.Unlock()
 			}
+			s.mu.Lock()
 			for a, l := range s.limiters {
 				if now.Sub(l.seen) > time.Minute {
 					delete(s.limiters, a)
