@@ -89,6 +89,10 @@ type SRSConfig struct {
 	Linger time.Duration
 	// RetryAfter is the Retry-After of a 503, in seconds (default 5).
 	RetryAfter int
+	// Progress, if set, is called every ProgressEvery (default 10 s) with
+	// what the server has accepted and refused so far.
+	Progress      func(SRSStats)
+	ProgressEvery time.Duration
 	// Ready, if set, is called with the bound listeners ("udp:127.0.0.1:5060").
 	Ready func(listeners []string)
 }
@@ -1311,11 +1315,20 @@ func (s *srsServer) endAll(reason verbatimv1.EndReason, damaged string) {
 func (s *srsServer) janitor(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	every := s.sc.ProgressEvery
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	reported := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			if s.sc.Progress != nil && now.Sub(reported) >= every {
+				s.sc.Progress(s.snapshot())
+				reported = now
+			}
 			s.mu.Lock()
 			open := make([]*srsSession, 0, len(s.sessions))
 			for _, sess := range s.sessions {

@@ -649,7 +649,13 @@ func TestSRSDigestAuthentication(t *testing.T) {
 // for the idle timeout) ended by the SRS with a BYE.
 func TestSRSSessionLifecycle(t *testing.T) {
 	var abandoned string
-	_, st, out, kr := runSRS(t, ingest.SRSConfig{Listen: []string{"tcp:127.0.0.1:0"}, PortMin: 18700, PortMax: 18799, IdleTimeout: time.Second},
+	var reports atomic.Int64 // progress reports that saw the session
+	_, st, out, kr := runSRS(t, ingest.SRSConfig{Listen: []string{"tcp:127.0.0.1:0"}, PortMin: 18700, PortMax: 18799, IdleTimeout: time.Second,
+		ProgressEvery: time.Second, Progress: func(st ingest.SRSStats) {
+			if st.Sessions == 1 {
+				reports.Add(1)
+			}
+		}},
 		func(ctx context.Context, ls []string) {
 			src := stacktest.NewSRC(t, ls[0], nil)
 			ct, body := stacktest.SIPRECBody(offerSDP(netip.MustParseAddrPort("127.0.0.1:9"), netip.MustParseAddrPort("127.0.0.1:11")), metadataDoc(""))
@@ -682,6 +688,9 @@ func TestSRSSessionLifecycle(t *testing.T) {
 				t.Fatal("the SRS never ended the idle session")
 			}
 		})
+	if reports.Load() == 0 {
+		t.Error("no progress report while the session was open")
+	}
 	if len(out.started) != 1 || st.EndedByRecorder != 1 || st.Refused[422] != 1 {
 		t.Fatalf("%d calls, %d ended by the recorder, refused %v", len(out.started), st.EndedByRecorder, st.Refused)
 	}

@@ -136,6 +136,14 @@ func runSIPREC(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stderr, "SIPREC recording server listening on %s; RTP on %s ports %s; Ctrl-C to stop\n",
 			strings.Join(ls, ", "), sc.MediaAddr, *ports)
 	}
+	sc.Progress = func(st ingest.SRSStats) {
+		var refused uint64
+		for _, n := range st.Refused {
+			refused += n
+		}
+		fmt.Fprintf(stderr, "siprec: %d sessions open, %d recorded, %d INVITEs refused, %d foreign RTP packets dropped\n",
+			st.Active, st.Sessions, refused, st.ForeignPackets)
+	}
 	rep, st, err := ingest.SIPREC(ctx, cfg, sc)
 	fmt.Fprintf(stdout, "siprec: %d sessions recorded (at most %d at once), %d RTP packets in %d batches\n", st.Sessions, st.Peak, rep.RTPPackets, rep.Batches)
 	printSRSWarnings(stdout, st)
