@@ -42,6 +42,8 @@ func runProject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	host, _ := os.Hostname()
 	instance := fs.String("instance", host, "name of this projection, stable across its restarts and unique in the group (its static member id)")
 	idle := fs.Bool("exit-when-idle", false, "exit once the group has read every topic to its end offsets (everything written before is projected); default: run until stopped")
+	rebuild := fs.Bool("rebuild", false, "rebuild the projection into --database (a fresh one) from the start of the topics while the old one keeps serving, then compare it with --compare; resumable: run it again to go on")
+	compare := fs.String("compare", "", "with --rebuild, the database to compare the rebuilt one with, call for call per tenant and day (default env VERBATIM_CLICKHOUSE_DB or verbatim)")
 	ch := addClickHouseFlags(fs)
 	kf := addKeyFlags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
@@ -49,6 +51,22 @@ func runProject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("project search: unexpected argument %q", fs.Arg(0))
+	}
+	explicit := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { explicit[f.Name] = true })
+	if *rebuild {
+		if *compare == "" {
+			*compare = envOr("VERBATIM_CLICKHOUSE_DB", "verbatim")
+		}
+		if !explicit["database"] || *ch.db == *compare {
+			return fmt.Errorf("project search --rebuild: say which fresh database to build (--database NEW), not the one it replaces (%s)", *compare)
+		}
+		if !explicit["group"] {
+			// Its own group: the serving projection's offsets are not
+			// touched, and a rebuild run again goes on where it stopped.
+			*group = "verbatim-project-search-rebuild-" + *ch.db
+		}
+		*idle = true
 	}
 	km, err := kf.manager()
 	if err != nil {
@@ -62,13 +80,42 @@ func runProject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if _, err := search.Migrate(ctx, conn, db); err != nil {
 		return err
 	}
+	began := time.Now()
+	var progress func(search.Stats)
+	if *rebuild {
+		fmt.Fprintf(stderr, "rebuilding the search projection into database %s (group %s: from the start of the topics, or where its last run stopped)\n", db, *group)
+		progress = func(st search.Stats) {
+			rate := float64(st.Records) / max(time.Since(began).Seconds(), 1e-9)
+			eta := "?"
+			if rate > 0 {
+				eta = (time.Duration(float64(st.Behind)/rate) * time.Second).Round(time.Second).String()
+			}
+			fmt.Fprintf(stderr, "  %d records projected, about %d to go, %.0f/s, ETA %s\n", st.Records, st.Behind, rate, eta)
+		}
+	}
 	st, err := search.Run(ctx, search.RunConfig{Kafka: kafka.config("verbatim-project-search", stderr), Group: *group, Instance: *instance,
-		Conn: conn, Database: db, Keys: km, ExitWhenCaughtUp: *idle, Logger: warnLogger(stderr)})
-	fmt.Fprintf(stdout, "projected %d records into ClickHouse %s, database %s\n", st.Records, *ch.addr, db)
+		Conn: conn, Database: db, Keys: km, ExitWhenCaughtUp: *idle, Logger: warnLogger(stderr), Progress: progress})
+	fmt.Fprintf(stdout, "projected %d records into ClickHouse %s, database %s in %s\n", st.Records, *ch.addr, db, time.Since(began).Round(time.Millisecond))
 	if st.Unreadable > 0 {
 		fmt.Fprintf(stdout, "  warning: %d sealed values unreadable (their data key is missing, erased or refused by the key manager): those calls are listed without them\n", st.Unreadable)
 	}
-	return err
+	if err != nil || !*rebuild || ctx.Err() != nil {
+		return err
+	}
+	days, diffs, err := search.Compare(ctx, conn, *compare, db)
+	if err != nil {
+		return err
+	}
+	if len(diffs) == 0 {
+		fmt.Fprintf(stdout, "%s and %s hold the same calls, participants, recordings and metadata on every tenant's day (%d days): switch to %s when ready\n",
+			db, *compare, days, db)
+		return nil
+	}
+	fmt.Fprintf(stdout, "%s and %s differ on %d of %d tenant days (%s / %s):\n", *compare, db, len(diffs), days, *compare, db)
+	for _, d := range diffs {
+		fmt.Fprintf(stdout, "  %s\n", d)
+	}
+	return fmt.Errorf("project search --rebuild: %s does not match %s on %d days (calls recorded since the rebuild started show here too: run it again to catch up)", db, *compare, len(diffs))
 }
 
 func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -109,16 +109,45 @@ func (p *Progress) Behind(starts, ends kadm.ListedOffsets) map[string]int64 {
 // group that does not is never caught up on such a partition. The
 // partitions not yet caught up are returned, "topic/N" to their end.
 func GroupCaughtUp(ctx context.Context, adm *kadm.Client, group string, topics ...string) (map[string]int64, error) {
-	starts, ends, err := Bounds(ctx, adm, topics...)
+	read, starts, ends, err := groupProgress(ctx, adm, group, topics...)
 	if err != nil {
 		return nil, err
 	}
+	return read.Behind(starts, ends), nil
+}
+
+// GroupRemaining returns how many offsets group has still to read to the
+// end of topics, summed over their partitions (transaction markers
+// included: an estimate of records, for progress reports).
+func GroupRemaining(ctx context.Context, adm *kadm.Client, group string, topics ...string) (int64, error) {
+	read, starts, ends, err := groupProgress(ctx, adm, group, topics...)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	ends.Each(func(e kadm.ListedOffset) {
+		from := read.next[topicPartition{e.Topic, e.Partition}]
+		if s, ok := starts.Lookup(e.Topic, e.Partition); ok {
+			from = max(from, s.Offset)
+		}
+		n += max(0, e.Offset-from)
+	})
+	return n, nil
+}
+
+// groupProgress is what group has committed on topics, with the topics'
+// bounds.
+func groupProgress(ctx context.Context, adm *kadm.Client, group string, topics ...string) (*Progress, kadm.ListedOffsets, kadm.ListedOffsets, error) {
+	starts, ends, err := Bounds(ctx, adm, topics...)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	committed, err := adm.FetchOffsetsForTopics(ctx, group, topics...)
 	if err != nil {
-		return nil, fmt.Errorf("kafkaclient: committed offsets of %s: %w", group, err)
+		return nil, nil, nil, fmt.Errorf("kafkaclient: committed offsets of %s: %w", group, err)
 	}
 	if err := committed.Error(); err != nil {
-		return nil, fmt.Errorf("kafkaclient: committed offsets of %s: %w", group, err)
+		return nil, nil, nil, fmt.Errorf("kafkaclient: committed offsets of %s: %w", group, err)
 	}
 	read := NewProgress()
 	committed.Each(func(o kadm.OffsetResponse) {
@@ -126,5 +155,5 @@ func GroupCaughtUp(ctx context.Context, adm *kadm.Client, group string, topics .
 			read.next[topicPartition{o.Topic, o.Partition}] = o.At
 		}
 	})
-	return read.Behind(starts, ends), nil
+	return read, starts, ends, nil
 }

@@ -49,6 +49,10 @@ type RunConfig struct {
 	// projected. For catch-up runs, tests and demos. Never decided by a
 	// quiet period.
 	ExitWhenCaughtUp bool
+	// Progress, if set, is called about every ProgressEvery (default 5 s)
+	// with the records projected so far and Stats.Behind.
+	Progress      func(Stats)
+	ProgressEvery time.Duration
 	// Logger, default discard.
 	Logger *slog.Logger
 }
@@ -88,6 +92,9 @@ type Stats struct {
 	// Unreadable counts sealed values that could not be read (see
 	// Projector.Unreadable).
 	Unreadable int
+	// Behind is how many offsets the group still had to read, summed over
+	// the partitions, when Progress was last called.
+	Behind int64
 }
 
 // Run projects until ctx ends (or, with ExitWhenCaughtUp, until the group
@@ -119,7 +126,23 @@ func Run(ctx context.Context, cfg RunConfig) (Stats, error) {
 	adm := kadm.NewClient(cl)
 	proj := NewProjector(cfg.Conn, cfg.Database, cfg.Keys, reg)
 	var st Stats
+	reported := time.Now()
+	every := cfg.ProgressEvery
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	progress := func() {
+		if cfg.Progress == nil || time.Since(reported) < every {
+			return
+		}
+		reported = time.Now()
+		if n, err := kafkaclient.GroupRemaining(ctx, adm, cfg.Group, Topics()...); err == nil {
+			st.Behind = n
+		}
+		cfg.Progress(st)
+	}
 	for {
+		progress()
 		pctx, cancel := ctx, context.CancelFunc(func() {})
 		if cfg.ExitWhenCaughtUp {
 			// The poll returns, empty, now and then so that the end
