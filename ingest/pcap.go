@@ -956,13 +956,7 @@ func (in *pcapIngest) parties(c *call) ([]*verbatimv1.Participant, []*verbatimv1
 			if i < len(senderMedia) && senderMedia[i].Kind == "audio" {
 				own = senderMedia[i].Codecs
 			}
-			for _, k := range slices.Concat(own, m.Codecs) {
-				if slices.ContainsFunc(st.Codecs, func(c *verbatimv1.Codec) bool { return c.GetPayloadType() == uint32(k.PayloadType) }) {
-					continue
-				}
-				st.Codecs = append(st.Codecs, &verbatimv1.Codec{PayloadType: uint32(k.PayloadType), Name: k.Name,
-					ClockRate: k.ClockRate, Channels: k.Channels, Fmtp: k.Fmtp})
-			}
+			st.Codecs = codecs(own, m.Codecs)
 			ss = append(ss, st)
 			if _, ok := c.streams[m.Addr]; !ok {
 				// A re-INVITE may move a stream to a new address: it is
@@ -1008,8 +1002,28 @@ func (in *pcapIngest) parties(c *call) ([]*verbatimv1.Participant, []*verbatimv1
 	}
 	add("caller", d.Callee.Media, d.Caller.Media)
 	add("callee", d.Caller.Media, d.Callee.Media)
-	// MediaEnded describes every stream the call ever had: a re-INVITE
-	// may move a stream, but its earlier batches still need decoding.
+	c.remember(ss)
+	return ps, ss
+}
+
+// codecs are a stream's payload types: the first list's meaning of a
+// payload type wins, each once.
+func codecs(lists ...[]sipdialog.Codec) []*verbatimv1.Codec {
+	var out []*verbatimv1.Codec
+	for _, k := range slices.Concat(lists...) {
+		if slices.ContainsFunc(out, func(c *verbatimv1.Codec) bool { return c.GetPayloadType() == uint32(k.PayloadType) }) {
+			continue
+		}
+		out = append(out, &verbatimv1.Codec{PayloadType: uint32(k.PayloadType), Name: k.Name,
+			ClockRate: k.ClockRate, Channels: k.Channels, Fmtp: k.Fmtp})
+	}
+	return out
+}
+
+// remember keeps the streams as last negotiated for MediaEnded, which
+// describes every stream the call ever had: a re-INVITE may move a
+// stream, but its earlier batches still need decoding.
+func (c *call) remember(ss []*verbatimv1.Stream) {
 	for _, st := range ss {
 		if i := slices.IndexFunc(c.desc, func(o *verbatimv1.Stream) bool { return o.GetStreamId() == st.GetStreamId() }); i >= 0 {
 			// A re-INVITE may change codec: packets sent before it still
@@ -1024,7 +1038,6 @@ func (in *pcapIngest) parties(c *call) ([]*verbatimv1.Participant, []*verbatimv1
 			c.desc = append(c.desc, st)
 		}
 	}
-	return ps, ss
 }
 
 func (in *pcapIngest) updated(e sipdialog.Event) {

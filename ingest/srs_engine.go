@@ -234,10 +234,7 @@ func (e *srsEngine) parties(c *call, d *srsDesc) ([]*verbatimv1.Participant, []*
 		}
 		st := &verbatimv1.Stream{StreamId: sd.id, ParticipantId: sd.participant, Media: "audio", Transport: m.Transport,
 			Decodable: m.Transport == "RTP/AVP" || dec != nil, Label: sd.label}
-		for _, k := range m.Codecs {
-			st.Codecs = append(st.Codecs, &verbatimv1.Codec{PayloadType: uint32(k.PayloadType), Name: k.Name,
-				ClockRate: k.ClockRate, Channels: k.Channels, Fmtp: k.Fmtp})
-		}
+		st.Codecs = codecs(m.Codecs)
 		ss = append(ss, st)
 		s, ok := c.streams[sd.local]
 		if !ok {
@@ -250,17 +247,7 @@ func (e *srsEngine) parties(c *call, d *srsDesc) ([]*verbatimv1.Participant, []*
 			s.srtpPrev, s.srtp, s.srtpKey = s.srtp, dec, decKey
 		}
 	}
-	for _, st := range ss {
-		found := false
-		for i, o := range c.desc {
-			if o.GetStreamId() == st.GetStreamId() {
-				c.desc[i], found = st, true
-			}
-		}
-		if !found {
-			c.desc = append(c.desc, st)
-		}
-	}
+	c.remember(ss)
 	return ps, ss
 }
 
