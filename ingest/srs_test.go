@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -400,6 +401,13 @@ func openSession(ctx context.Context, t *testing.T, src *stacktest.SRC) (*stackt
 func goodSession(ctx context.Context, t *testing.T, src *stacktest.SRC, n int) (*stacktest.SRCSession, int) {
 	t.Helper()
 	sess, socks := openSession(ctx, t, src)
+	return sess, sendAndBye(ctx, t, sess, socks, n)
+}
+
+// sendAndBye sends n packets on each stream of sess and ends it; it
+// returns the packets sent.
+func sendAndBye(ctx context.Context, t *testing.T, sess *stacktest.SRCSession, socks [2]*net.UDPConn, n int) int {
+	t.Helper()
 	ports := sess.Ports()
 	sent := 0
 	for seq := range uint16(n) {
@@ -413,7 +421,7 @@ func goodSession(ctx context.Context, t *testing.T, src *stacktest.SRC, n int) (
 	if err := sess.D.Bye(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return sess, sent
+	return sent
 }
 
 // downableBroker is a broker that, while down is set, stores nothing:
@@ -491,31 +499,33 @@ func TestSRSRefusesSessionsWhileKafkaIsDown(t *testing.T) {
 	t.Logf("with Kafka down: %d %s after %v, Retry-After %s", res.StatusCode, res.GetHeader("Warning").Value(), time.Since(began).Round(time.Millisecond), res.GetHeader("Retry-After").Value())
 
 	down.Store(false)
-	// Back: the SRS accepts again once what waited is stored. Each try is
-	// answered at once (503 while it still waits), so this loop ends on
-	// the SRS's own answer.
-	var sent int
-	for tries := 0; ; tries++ {
-		sess, res, err := src.Invite(ctx, ct, body)
-		if err != nil {
+	// Back: the SRS accepts again once Kafka stores its records (the
+	// client reconnects with a backoff of its own). Each try is answered
+	// (503 while Kafka does not store yet), so this loop ends on the SRS's
+	// own answer; the session accepted is recorded whole.
+	socks := [2]*net.UDPConn{stacktest.MediaSocket(t), stacktest.MediaSocket(t)}
+	addr := func(c *net.UDPConn) netip.AddrPort { return c.LocalAddr().(*net.UDPAddr).AddrPort() }
+	ct, body = stacktest.SIPRECBody(offerSDP(addr(socks[0]), addr(socks[1])), metadataDoc(""))
+	var sess2 *stacktest.SRCSession
+	for tries := 0; sess2 == nil; tries++ {
+		s, res, err := src.Invite(ctx, ct, body)
+		switch {
+		case err != nil:
 			t.Fatal(err)
-		}
-		if sess != nil {
-			_ = sess.D.Bye(ctx)
+		case s != nil:
+			sess2 = s
 			t.Logf("accepted again after %d refusals", tries)
-			break
-		}
-		if res.StatusCode != 503 {
+			continue
+		case res.StatusCode != 503:
 			t.Fatalf("after Kafka is back: %v", res)
 		}
-
 		select {
 		case <-ctx.Done():
 			t.Fatal("never accepted again")
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	_, sent = goodSession(ctx, t, src, 10)
+	sent := sendAndBye(ctx, t, sess2, socks, 10)
 	stop()
 	r := <-done
 	if r.err != nil {
@@ -547,8 +557,8 @@ func TestSRSRefusesSessionsWhileKafkaIsDown(t *testing.T) {
 			started++
 		}
 	}, schemas.TopicMedia, schemas.TopicCalls)
-	if packets != uint64(sent+first) || started != 3 {
-		t.Fatalf("%d packets recorded of %d sent, %d calls started (want the two sessions and the probe accepted); stats %+v", packets, sent+first, started, r.st)
+	if packets != uint64(sent+first) || started != 2 {
+		t.Fatalf("%d packets recorded of %d sent, %d calls started (want the two sessions); stats %+v", packets, sent+first, started, r.st)
 	}
 	if r.st.Refused[503] == 0 {
 		t.Fatalf("no 503 counted: %+v", r.st)
@@ -786,5 +796,38 @@ func TestSRSRefusesSessionsWhileTheKeyManagerIsDown(t *testing.T) {
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSRSKeepsCodecsAReinviteDrops: a re-INVITE that changes a stream's
+// codec (PCMU to PCMA) keeps the old one in the call's stream description:
+// packets sent before it still need it to be decoded.
+func TestSRSKeepsCodecsAReinviteDrops(t *testing.T) {
+	_, _, out, _ := runSRS(t, ingest.SRSConfig{Listen: []string{"tcp:127.0.0.1:0"}, PortMin: 18950, PortMax: 18999}, func(ctx context.Context, ls []string) {
+		src := stacktest.NewSRC(t, ls[0], nil)
+		sess, _ := openSession(ctx, t, src)
+		offer := strings.ReplaceAll(offerSDP(netip.MustParseAddrPort("127.0.0.1:9"), netip.MustParseAddrPort("127.0.0.1:11")),
+			"RTP/AVP 0\r\na=rtpmap:0 PCMU/8000", "RTP/AVP 8\r\na=rtpmap:8 PCMA/8000")
+		ct, body := stacktest.SIPRECBody(offer, metadataDoc(""))
+		if res, err := sess.Reinvite(ctx, ct, body); err != nil || !res.IsSuccess() {
+			t.Fatalf("re-INVITE: %v %v", err, res)
+		}
+		if err := sess.D.Bye(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+	for _, me := range out.media {
+		for _, st := range me.GetStreams() {
+			var pts []uint32
+			for _, c := range st.GetCodecs() {
+				pts = append(pts, c.GetPayloadType())
+			}
+			if !slices.Contains(pts, 0) || !slices.Contains(pts, 8) {
+				t.Fatalf("stream %s: payload types %v, want PCMA and the PCMU it replaced", st.GetStreamId(), pts)
+			}
+		}
+	}
+	if len(out.media) != 1 {
+		t.Fatalf("%d calls", len(out.media))
 	}
 }
