@@ -213,9 +213,9 @@ func SIPREC(ctx context.Context, cfg Config, sc SRSConfig) (Report, SRSStats, er
 	<-janitorDone
 	srv.endAll(verbatimv1.EndReason_END_REASON_CAPTURE_ENDED, "")
 	srv.closePollers() // every port is closed, drained
-	barrier := make(chan bool, 1)
-	eng.msgs <- &srsMsg{kind: srsAbandon, key: "\x00barrier", reply: barrier}
-	<-barrier
+	synced := make(chan bool, 1)
+	eng.msgs <- &srsMsg{kind: srsSync, reply: synced} // after every end above
+	<-synced
 	stopEngine()
 	<-engDone
 	close(srv.stopped)
@@ -295,7 +295,9 @@ type srsSession struct {
 	// its From (caller, who sends the media) and To.
 	plain           bool
 	fromURI, fromDN string
-	toURI, toDN     string
+	// oversize sums the ports' oversize datagrams as they close.
+	oversize    uint64
+	toURI, toDN string
 }
 
 // srsPort is one SRS media port: where one stream's RTP arrives.
@@ -306,9 +308,11 @@ type srsPort struct {
 	want    netip.AddrPort // the SRC's SDP address of the stream
 	last    atomic.Int64   // unix nanos of its last packet
 	foreign atomic.Uint64
-	reader  atomic.Bool
-	crypto  []sipdialog.Crypto // the SRS's answer's key (SRTP)
-	poller  *udprecv.Poller
+	// oversize are datagrams from the SRC longer than udprecv.MaxDatagram:
+	// cut, so dropped, and the recording says so.
+	oversize atomic.Uint64
+	crypto   []sipdialog.Crypto // the SRS's answer's key (SRTP)
+	poller   *udprecv.Poller
 }
 
 func (s *srsServer) listen(ctx context.Context) error {
@@ -832,7 +836,7 @@ func (s *srsServer) negotiate(sess *srsSession, offer []sipdialog.Media) error {
 	}
 	for _, o := range old { // streams the offer no longer has
 		if o != nil {
-			s.closePort(o)
+			s.closePort(sess, o)
 		}
 	}
 	ans, err := siprec.Answer(offer, s.sc.MediaAddr, nums, sess.version, crypto...)
@@ -892,11 +896,12 @@ func (s *srsServer) openPort() (*srsPort, error) {
 // closePort stops a port: what the kernel holds of it is read and handed
 // to the engine first (an SRC's last packets come just before its BYE),
 // then the socket is closed.
-func (s *srsServer) closePort(p *srsPort) {
-	if p.reader.Load() {
+func (s *srsServer) closePort(sess *srsSession, p *srsPort) {
+	if p.poller != nil {
 		p.poller.Remove(p.sock)
 	}
 	_ = p.sock.Close()
+	sess.oversize += p.oversize.Load()
 	s.mu.Lock()
 	delete(s.ports, p.local.Port())
 	s.stats.ForeignPackets += p.foreign.Load()
@@ -907,7 +912,7 @@ func (s *srsServer) closePort(p *srsPort) {
 func (s *srsServer) closePorts(sess *srsSession) {
 	for i, p := range sess.ports {
 		if p != nil {
-			s.closePort(p)
+			s.closePort(sess, p)
 			sess.ports[i] = nil
 		}
 	}
@@ -928,7 +933,6 @@ func (s *srsServer) startReader(p *srsPort) {
 		return
 	}
 	p.poller = pl
-	p.reader.Store(true)
 }
 
 // received takes a poller round's datagrams: those from the address each
@@ -955,8 +959,12 @@ func (s *srsServer) received(ds []udprecv.Datagram) {
 	for _, d := range ds {
 		p := d.Socket.(*srsPort)
 		latch := p.latch.Load()
-		if d.Truncated || latch == nil || !latch.Accept(d.From) {
+		if latch == nil || !latch.Accept(d.From) {
 			p.foreign.Add(1)
+			continue
+		}
+		if d.Truncated {
+			p.oversize.Add(1) // the SRC's, but not whole
 			continue
 		}
 		if m != nil && cap(*m.buf)-len(*m.buf) < len(d.Payload) {
@@ -1158,7 +1166,7 @@ func (s *srsServer) modify(req *sip.Request, tx sip.ServerTransaction, sess *srs
 		}
 		reason = streamChange(before, directions(offer), reason)
 		for _, p := range sess.ports {
-			if p != nil && !s.reading(p) {
+			if p != nil && p.poller == nil { // a port of the new offer
 				s.startReader(p)
 			}
 		}
@@ -1182,9 +1190,6 @@ func (s *srsServer) modify(req *sip.Request, tx sip.ServerTransaction, sess *srs
 	}
 	return res, true
 }
-
-// reading says a port's reader runs; ports of a new offer start theirs.
-func (s *srsServer) reading(p *srsPort) bool { return p.reader.Load() }
 
 // directions are the offer's streams' directions by label (or position).
 func directions(offer []sipdialog.Media) map[string]string {
@@ -1260,6 +1265,10 @@ func (s *srsServer) finish(sess *srsSession, reason verbatimv1.EndReason, damage
 	}
 	s.mu.Unlock()
 	s.closePorts(sess)
+	if sess.oversize > 0 && damaged == "" {
+		// In no stream's count: the call must not read complete.
+		damaged = fmt.Sprintf("%d datagrams from the SRC were longer than %d bytes and were dropped", sess.oversize, udprecv.MaxDatagram)
+	}
 	if reason != 0 {
 		s.eng.msgs <- &srsMsg{kind: srsEnd, key: sess.key, at: time.Now(), end: reason, damaged: damaged}
 	}

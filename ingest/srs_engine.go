@@ -33,6 +33,7 @@ const (
 	srsEnd                    // the session ended
 	srsAbandon                // the session was refused before it was answered
 	srsMedia                  // packets received on one of its media ports
+	srsSync                   // replies once every message before it is handled
 )
 
 // srsParty is one participant as the metadata names it.
@@ -173,6 +174,8 @@ func (e *srsEngine) handle(m *srsMsg, pkt *pcapread.Packet) {
 			in.report.Calls--
 		}
 		m.reply <- abandoned
+	case srsSync:
+		m.reply <- true
 	}
 }
 

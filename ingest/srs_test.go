@@ -831,3 +831,33 @@ func TestSRSKeepsCodecsAReinviteDrops(t *testing.T) {
 		t.Fatalf("%d calls", len(out.media))
 	}
 }
+
+// TestSRSOversizeDatagramsMarkTheRecording: a datagram from the SRC too
+// long to be kept whole is dropped, and the call's ledger says so: it can
+// never read complete.
+func TestSRSOversizeDatagramsMarkTheRecording(t *testing.T) {
+	_, _, out, _ := runSRS(t, ingest.SRSConfig{Listen: []string{"tcp:127.0.0.1:0"}, PortMin: 19000, PortMax: 19049}, func(ctx context.Context, ls []string) {
+		src := stacktest.NewSRC(t, ls[0], nil)
+		sess, socks := openSession(ctx, t, src)
+		ports := sess.Ports()
+		for seq := range uint16(5) {
+			if _, err := socks[0].WriteToUDPAddrPort(stacktest.AudioPacket(0x4000, seq, 0, 1), ports[0]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := socks[0].WriteToUDPAddrPort(append(stacktest.AudioPacket(0x4000, 5, 0, 1), make([]byte, 3000)...), ports[0]); err != nil {
+			t.Fatal(err)
+		}
+		if err := sess.D.Bye(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+	for _, me := range out.media {
+		if !strings.Contains(me.GetCaptureDamaged(), "1 datagrams from the SRC were longer than 2048 bytes") {
+			t.Fatalf("capture damaged %q: the dropped datagram is not accounted for", me.GetCaptureDamaged())
+		}
+	}
+	if len(out.media) != 1 {
+		t.Fatalf("%d calls", len(out.media))
+	}
+}
