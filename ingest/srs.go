@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"mime"
 	"net"
 	"net/netip"
@@ -452,18 +453,11 @@ func (s *srsServer) verifyName(cs tls.ConnectionState) error {
 
 func (s *srsServer) snapshot() SRSStats {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	st := s.stats
-	st.Refused = make(map[int]uint64, len(s.stats.Refused))
-	for k, v := range s.stats.Refused {
-		st.Refused[k] = v
-	}
-	st.Active = len(s.sessions)
-	open := make([]*srsSession, 0, len(s.sessions))
-	for _, ss := range s.sessions {
-		open = append(open, ss)
-	}
+	st.Refused = maps.Clone(s.stats.Refused)
 	s.mu.Unlock()
+	open := s.openSessions()
+	st.Active = len(open)
 	for _, ss := range open {
 		ss.mu.Lock()
 		for _, p := range ss.ports {
@@ -473,8 +467,14 @@ func (s *srsServer) snapshot() SRSStats {
 		}
 		ss.mu.Unlock()
 	}
-	s.mu.Lock()
 	return st
+}
+
+// openSessions are the sessions open now.
+func (s *srsServer) openSessions() []*srsSession {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Collect(maps.Values(s.sessions))
 }
 
 // refuse answers an INVITE with a final error, counted with its reason.
@@ -1304,12 +1304,7 @@ func (s *srsServer) overflowed(keys []string, why string) {
 
 // endAll ends every open session (the server stops).
 func (s *srsServer) endAll(reason verbatimv1.EndReason, damaged string) {
-	s.mu.Lock()
-	ss := make([]*srsSession, 0, len(s.sessions))
-	for _, sess := range s.sessions {
-		ss = append(ss, sess)
-	}
-	s.mu.Unlock()
+	ss := s.openSessions()
 	var wg sync.WaitGroup
 	for _, sess := range ss {
 		wg.Add(1)
@@ -1338,23 +1333,16 @@ func (s *srsServer) janitor(ctx context.Context) {
 				s.sc.Progress(s.snapshot())
 				reported = now
 			}
-			s.mu.Lock()
-			open := make([]*srsSession, 0, len(s.sessions))
-			for _, sess := range s.sessions {
-				open = append(open, sess)
-			}
-			s.mu.Unlock()
-			var expired, idle []*srsSession
-			for _, sess := range open {
+			// Sessions whose timer (RFC 4028) expired unrefreshed, or that
+			// went idle: the SRS ends them.
+			var stale []*srsSession
+			for _, sess := range s.openSessions() {
 				if !sess.mu.TryLock() {
 					continue // changing now: not idle
 				}
 				last := time.Unix(0, sess.lastSIP.Load())
-				switch {
-				case sess.expires > 0 && now.Sub(last) > sess.expires+32*time.Second:
-					expired = append(expired, sess)
-				case s.idle(sess, now):
-					idle = append(idle, sess)
+				if sess.expires > 0 && now.Sub(last) > sess.expires+32*time.Second || s.idle(sess, now) {
+					stale = append(stale, sess)
 				}
 				sess.mu.Unlock()
 			}
@@ -1368,10 +1356,7 @@ func (s *srsServer) janitor(ctx context.Context) {
 				s.down = time.Time{} // Kafka stored a record since: it is back
 			}
 			s.mu.Unlock()
-			for _, sess := range expired {
-				go s.finish(sess, verbatimv1.EndReason_END_REASON_TIMEOUT, "", true)
-			}
-			for _, sess := range idle {
+			for _, sess := range stale {
 				go s.finish(sess, verbatimv1.EndReason_END_REASON_TIMEOUT, "", true)
 			}
 		}
