@@ -580,6 +580,11 @@ func (s *srsServer) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	// is no media for it) and does not refuse the session: the call is
 	// still recorded. Streams an association names that the document
 	// does not define were refused by ParseMetadata.
+	if !slices.ContainsFunc(offer, recordable) {
+		// Before any data key or port is spent on it.
+		s.refuse(req, tx, 488, "Not Acceptable Here", "no audio stream with a codec Verbatim records")
+		return
+	}
 	expires, err := sessionExpires(req)
 	if err != nil {
 		s.refuse(req, tx, 422, "Session Interval Too Small", err.Error(), sip.NewHeader("Min-SE", "90"))
@@ -631,10 +636,6 @@ func (s *srsServer) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if err := s.negotiate(sess, offer); err != nil {
 		s.closePorts(sess)
 		s.refuse(req, tx, 503, "Service Unavailable", err.Error(), s.retryAfter())
-		return
-	}
-	if !slices.ContainsFunc(sess.ports, func(p *srsPort) bool { return p != nil }) {
-		s.refuse(req, tx, 488, "Not Acceptable Here", "no audio stream with a codec Verbatim records")
 		return
 	}
 	ready := make(chan error, 1)
@@ -801,7 +802,7 @@ func (s *srsServer) negotiate(sess *srsSession, offer []sipdialog.Media) error {
 	var nums []uint16
 	var crypto [][]sipdialog.Crypto
 	for i, m := range offer {
-		if m.Kind != "audio" || m.Addr.Port() == 0 || !siprec.Recordable(m) {
+		if !recordable(m) {
 			continue
 		}
 		var p *srsPort
@@ -847,6 +848,10 @@ func (s *srsServer) negotiate(sess *srsSession, offer []sipdialog.Media) error {
 	sess.version++
 	return nil
 }
+
+// recordable says the SRS records a line of an offer: audio with a port
+// and a codec Verbatim records.
+func recordable(m sipdialog.Media) bool { return m.Addr.Port() != 0 && siprec.Recordable(m) }
 
 // answerCrypto is the SRS's answer to an SRC's SDES offer (RFC 4568): the
 // first offered suite it can decrypt, under the offer's tag, with a key of

@@ -315,7 +315,7 @@ func TestSRSRefusesHostileInput(t *testing.T) {
 	if st.ForeignPackets != 2*packets/10 {
 		t.Errorf("%d packets from the stranger counted, want %d", st.ForeignPackets, 2*packets/10)
 	}
-	for code, n := range map[int]uint64{400: 3, 488: 1, 413: 1} {
+	for code, n := range map[int]uint64{400: 3, 488: 2, 413: 1} {
 		if st.Refused[code] != n {
 			t.Errorf("%d INVITEs refused %d, want %d (stats %+v)", st.Refused[code], code, n, st)
 		}
@@ -357,6 +357,9 @@ func hostile(ctx context.Context, t *testing.T, src *stacktest.SRC, a, b netip.A
 	ct, body = stacktest.SIPRECBody(sdpOffer, unknown)
 	expect("unknown stream id", 400, ct, body)
 	expect("body too large", 413, "multipart/mixed;boundary=x", bytes.Repeat([]byte("x"), 260<<10))
+	gsm := strings.ReplaceAll(sdpOffer, "RTP/AVP 0\r\na=rtpmap:0 PCMU/8000", "RTP/AVP 3\r\na=rtpmap:3 GSM/8000")
+	ct, body = stacktest.SIPRECBody(gsm, metadataDoc(""))
+	expect("no codec Verbatim records", 488, ct, body)
 	plain := src.Plain()
 	sess, res, err := plain.Invite(ctx, "application/sdp", []byte(sdpOffer))
 	if err != nil || sess != nil || res.StatusCode != 488 {
