@@ -123,10 +123,7 @@ func runSIPREC(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	// No delivery timeout: while Kafka is away records wait, up to
-	// --media-buffer-mib, and new sessions are refused.
-	cl, err := inf.kafka.client("verbatim-srs", stderr, kgo.RecordDeliveryTimeout(0),
-		kgo.MaxBufferedBytes(int(sc.MediaBuffer)*2), kgo.MaxBufferedRecords(1<<20))
+	cl, err := inf.kafka.client("verbatim-srs", stderr, srsProducerOpts(sc.MediaBuffer)...)
 	if err != nil {
 		return err
 	}
@@ -185,9 +182,9 @@ func (d devSIPREC) start(ctx context.Context, s *devstack.Stack, stdout, stderr 
 	if err != nil {
 		return nil, err
 	}
-	sc := ingest.SRSConfig{Listen: strings.Split(d.listen, ","), PortMin: pmin, PortMax: pmax}
+	sc := ingest.SRSConfig{Listen: strings.Split(d.listen, ","), PortMin: pmin, PortMax: pmax, MediaBuffer: 256 << 20}
 	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: s.Brokers, ClientID: "verbatim-srs", Logger: warnLogger(stderr)},
-		kgo.RecordDeliveryTimeout(0), kgo.MaxBufferedBytes(512<<20), kgo.MaxBufferedRecords(1<<20))
+		srsProducerOpts(sc.MediaBuffer)...)
 	if err != nil {
 		return nil, err
 	}
@@ -206,6 +203,14 @@ func (d devSIPREC) start(ctx context.Context, s *devstack.Stack, stdout, stderr 
 		return nil, fmt.Errorf("siprec: %w", err)
 	}
 	return func() error { return <-done }, nil
+}
+
+// srsProducerOpts are the SRS's producer settings: no delivery timeout
+// (while Kafka is away records wait, up to the media buffer, and new
+// sessions are refused), and room in the client for that buffer so that a
+// produce never blocks the engine.
+func srsProducerOpts(mediaBuffer int64) []kgo.Opt {
+	return []kgo.Opt{kgo.RecordDeliveryTimeout(0), kgo.MaxBufferedBytes(int(mediaBuffer) * 2), kgo.MaxBufferedRecords(1 << 20)}
 }
 
 // parsePorts reads a port range MIN-MAX.
