@@ -296,9 +296,10 @@ type srsSession struct {
 	// its From (caller, who sends the media) and To.
 	plain           bool
 	fromURI, fromDN string
-	// oversize sums the ports' oversize datagrams as they close.
-	oversize    uint64
-	toURI, toDN string
+	// oversize and kernelDrops sum, as its ports close, the datagrams too
+	// long to keep and those the kernel dropped (a full socket buffer).
+	oversize, kernelDrops uint64
+	toURI, toDN           string
 }
 
 // srsPort is one SRS media port: where one stream's RTP arrives.
@@ -905,6 +906,9 @@ func (s *srsServer) closePort(sess *srsSession, p *srsPort) {
 	if p.poller != nil {
 		p.poller.Remove(p.sock)
 	}
+	if n, err := p.sock.Drops(); err == nil {
+		sess.kernelDrops += uint64(n)
+	}
 	_ = p.sock.Close()
 	sess.oversize += p.oversize.Load()
 	s.mu.Lock()
@@ -1270,8 +1274,11 @@ func (s *srsServer) finish(sess *srsSession, reason verbatimv1.EndReason, damage
 	}
 	s.mu.Unlock()
 	s.closePorts(sess)
+	// In no stream's count: the call must not read complete.
+	if sess.kernelDrops > 0 && damaged == "" {
+		damaged = fmt.Sprintf("the kernel dropped %d datagrams on the session's media ports (receive buffers full: the recorder fell behind)", sess.kernelDrops)
+	}
 	if sess.oversize > 0 && damaged == "" {
-		// In no stream's count: the call must not read complete.
 		damaged = fmt.Sprintf("%d datagrams from the SRC were longer than %d bytes and were dropped", sess.oversize, udprecv.MaxDatagram)
 	}
 	if reason != 0 {

@@ -148,6 +148,25 @@ func Listen(addr netip.AddrPort, rcvbuf int) (*Socket, error) {
 	return &Socket{fd: fd, local: local}, nil
 }
 
+// Drops is how many datagrams the kernel dropped for this socket because
+// its receive buffer was full (SO_MEMINFO's SK_MEMINFO_DROPS): media the
+// recorder never saw, which no sequence gap may show (the last packets of
+// a stream).
+func (s *Socket) Drops() (uint32, error) {
+	const skMeminfoDrops, skMeminfoVars = 8, 9
+	var info [skMeminfoVars]uint32
+	size := uint32(unsafe.Sizeof(info))
+	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(s.fd), unix.SOL_SOCKET, unix.SO_MEMINFO,
+		uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&size)), 0)
+	if errno != 0 {
+		return 0, fmt.Errorf("udprecv: SO_MEMINFO: %w", errno)
+	}
+	if size < (skMeminfoDrops+1)*4 {
+		return 0, errors.New("udprecv: SO_MEMINFO without the drops count")
+	}
+	return info[skMeminfoDrops], nil
+}
+
 // Close closes the socket (after Remove, if it was added).
 func (s *Socket) Close() error { return unix.Close(s.fd) }
 

@@ -86,3 +86,31 @@ func TestPollerReadsManySockets(t *testing.T) {
 		}
 	}
 }
+
+// TestSocketCountsKernelDrops: datagrams the kernel drops for a full
+// receive buffer are counted.
+func TestSocketCountsKernelDrops(t *testing.T) {
+	rx, err := udprecv.Listen(netip.MustParseAddrPort("127.0.0.1:0"), 1) // the kernel's minimum
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	tx, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(rx.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	if n, err := rx.Drops(); err != nil || n != 0 {
+		t.Fatalf("a fresh socket: %d drops, %v", n, err)
+	}
+	for range 200 { // nobody reads: the buffer fills
+		if _, err := tx.Write(make([]byte, 172)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := rx.Drops()
+	if err != nil || n == 0 {
+		t.Fatalf("200 datagrams to a full buffer: %d drops, %v", n, err)
+	}
+	t.Logf("%d of 200 dropped", n)
+}
