@@ -164,6 +164,21 @@ func (c *openCall) discard() {
 type finishing struct {
 	c   *openCall
 	end *verbatimv1.MediaEnded
+	// again is set when the call is recorded again from the raw media of
+	// an earlier recording (verbatim reprocess).
+	again *again
+}
+
+// again says how a call recorded before is recorded again: under which
+// id, superseding what, and with which raw media (already stored: it is
+// not stored twice).
+type again struct {
+	recordingID string
+	supersedes  *verbatimv1.Supersession
+	rawKey      string
+	rawSize     uint64
+	rawSHA256   []byte
+	digits      bool // announce the DTMF (the earlier attempt failed, so it never was)
 }
 
 type processor struct {
@@ -938,6 +953,11 @@ func (p *processor) failed(ctx context.Context, f finishing, cause error) (outco
 	started := c.startedAt(end)
 	recordingID := RecordingID(c.id, c.keyID)
 	_, rawKey := ObjectKeys(c.tenant, c.id, recordingID, started)
+	if f.again != nil {
+		// A reprocessing that fails leaves the call's current recording
+		// as it is: the job reports the call, nothing is announced.
+		return outcome{}, cause
+	}
 	info, err := p.storeRaw(ctx, c, rawKey)
 	if err != nil {
 		return outcome{}, err
@@ -948,7 +968,7 @@ func (p *processor) failed(ctx context.Context, f finishing, cause error) (outco
 		schemas.Envelope{ID: schemas.DerivedID(recordingID, "failed"), Tenant: c.tenant, CallID: c.id, OccurredAt: now, Producer: "verbatim-process"},
 		&verbatimv1.RecordingFailed{CallId: c.id, RecordingId: recordingID, Reason: cause.Error(), FailedAt: timestamppb.New(now),
 			EndReason: end.GetReason(), CallStartedAt: timestamppb.New(started), RawObjectKey: rawKey,
-			RawSize: uint64(info.Size), RawSha256: info.SHA256})
+			RawSize: uint64(info.Size), RawSha256: info.SHA256, MediaEnded: end, Processing: p.processing()})
 	if err != nil {
 		return outcome{}, err
 	}
@@ -961,6 +981,9 @@ func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer
 	t0 := c.firstArrival()
 	started := c.startedAt(end)
 	recordingID := RecordingID(c.id, c.keyID)
+	if f.again != nil {
+		recordingID = f.again.recordingID
+	}
 	objectKey, rawKey := ObjectKeys(c.tenant, c.id, recordingID, started)
 	pci := p.cfg.PCI != nil && p.cfg.PCI(c.tenant)
 	rec, err := newCallRecording(c.tenant, c.id, end.GetStreams(), t0, opener, p.dir, recordOptions{pci: pci, silentCN: p.cfg.SilentComfortNoise})
@@ -1004,9 +1027,15 @@ func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer
 		return outcome{}, err
 	}
 	ev.EndReason, ev.CallStartedAt = end.GetReason(), timestamppb.New(started)
+	ev.MediaEnded, ev.Processing = end, p.processing()
 	// In PCI mode the raw media is not kept: it holds the DTMF events
 	// (and the tones) the recording has masked.
-	if !pci {
+	switch {
+	case f.again != nil:
+		// The raw media of the earlier recording, already stored.
+		ev.RawObjectKey, ev.RawSize, ev.RawSha256 = f.again.rawKey, f.again.rawSize, f.again.rawSHA256
+		ev.Supersedes = f.again.supersedes
+	case !pci:
 		info, err := p.storeRaw(ctx, c, rawKey)
 		if err != nil {
 			return outcome{}, err
@@ -1044,7 +1073,7 @@ func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer
 		return outcome{}, err
 	}
 	recs := []*kgo.Record{keyRec, storedRec}
-	if ds := rec.digits(); len(ds) > 0 {
+	if ds := rec.digits(); len(ds) > 0 && (f.again == nil || f.again.digits) {
 		md, err := digitsRecord(c, opener, recordingID, ds, pci)
 		if err != nil {
 			return outcome{}, err

@@ -56,6 +56,8 @@ type pipeline struct {
 	failures []*verbatimv1.RecordingFailed
 	// cluster is the kfake cluster of kfakePipeline, for injecting faults.
 	cluster *kfake.Cluster
+	// objects is the directory of kfakePipeline's store.
+	objects string
 }
 
 func (p *pipeline) kafka() kafkaclient.Config { return kafkaclient.Config{Brokers: p.brokers} }
@@ -254,7 +256,8 @@ func kfakePipeline(t *testing.T) *pipeline {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &pipeline{t: t, brokers: cluster.ListenAddrs(), km: kr, store: store, tenant: "demo", group: "verbatim-process", cluster: cluster}
+	return &pipeline{t: t, brokers: cluster.ListenAddrs(), km: kr, store: store, tenant: "demo", group: "verbatim-process", cluster: cluster,
+		objects: filepath.Join(dir, "objects")}
 }
 
 // The MANIFEST's digests of the two one-way streams of the G.711 capture,

@@ -114,7 +114,23 @@ type RecordingStored struct {
 	// processor announces a recording only when each ledger's lines add up
 	// to its captured count; a recording is complete only when every audio
 	// packet captured is in it and none is known missing (see StreamLedger).
-	Ledgers       []*StreamLedger `protobuf:"bytes,22,rep,name=ledgers,proto3" json:"ledgers,omitempty"`
+	Ledgers []*StreamLedger `protobuf:"bytes,22,rep,name=ledgers,proto3" json:"ledgers,omitempty"`
+	// The call's MediaEnded (its streams as negotiated, what ingest sent per
+	// stream), so that the recording can be made again from raw_object_key
+	// once the media topic no longer holds it. Absent from recordings stored
+	// before this field existed: reprocessing those looks for it on the media
+	// topic while the topic retains it.
+	MediaEnded *MediaEnded `protobuf:"bytes,23,opt,name=media_ended,json=mediaEnded,proto3" json:"media_ended,omitempty"`
+	// Set when this recording was made again from the raw media of an
+	// earlier recording of the same call (`verbatim reprocess`): the earlier
+	// one stays stored, as its retention says, and this one is the call's
+	// current recording. Absent from a call's first recording.
+	Supersedes *Supersession `protobuf:"bytes,24,opt,name=supersedes,proto3" json:"supersedes,omitempty"`
+	// What made the recording: the processor's revision and the codecs its
+	// build decodes, e.g. "r2 decoders=G722,G729,L16,OPUS,PCMA,PCMU cn=noise".
+	// Reprocessing a call with the same processing yields the same
+	// recording id.
+	Processing    string `protobuf:"bytes,25,opt,name=processing,proto3" json:"processing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -303,6 +319,100 @@ func (x *RecordingStored) GetLedgers() []*StreamLedger {
 	return nil
 }
 
+func (x *RecordingStored) GetMediaEnded() *MediaEnded {
+	if x != nil {
+		return x.MediaEnded
+	}
+	return nil
+}
+
+func (x *RecordingStored) GetSupersedes() *Supersession {
+	if x != nil {
+		return x.Supersedes
+	}
+	return nil
+}
+
+func (x *RecordingStored) GetProcessing() string {
+	if x != nil {
+		return x.Processing
+	}
+	return ""
+}
+
+// Supersession names the recording a reprocessed one replaces, and why.
+type Supersession struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	RecordingId string                 `protobuf:"bytes,1,opt,name=recording_id,json=recordingId,proto3" json:"recording_id,omitempty"`
+	// In words, e.g. "reprocessed: g729 decoded (stream callee)".
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The reprocess job that made the new recording (its name).
+	Job string `protobuf:"bytes,3,opt,name=job,proto3" json:"job,omitempty"`
+	// 1 for the first reprocessing of a call, 2 for the next...: search shows
+	// the recording of the highest generation.
+	Generation    uint32 `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Supersession) Reset() {
+	*x = Supersession{}
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Supersession) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Supersession) ProtoMessage() {}
+
+func (x *Supersession) ProtoReflect() protoreflect.Message {
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Supersession.ProtoReflect.Descriptor instead.
+func (*Supersession) Descriptor() ([]byte, []int) {
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Supersession) GetRecordingId() string {
+	if x != nil {
+		return x.RecordingId
+	}
+	return ""
+}
+
+func (x *Supersession) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Supersession) GetJob() string {
+	if x != nil {
+		return x.Job
+	}
+	return ""
+}
+
+func (x *Supersession) GetGeneration() uint32 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 // StreamLedger accounts for every RTP packet ingest captured on one stream
 // (all of its sources): each packet is in the recording or counted under
 // exactly one named line, so that
@@ -364,7 +474,7 @@ type StreamLedger struct {
 
 func (x *StreamLedger) Reset() {
 	*x = StreamLedger{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[1]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +486,7 @@ func (x *StreamLedger) String() string {
 func (*StreamLedger) ProtoMessage() {}
 
 func (x *StreamLedger) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[1]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +499,7 @@ func (x *StreamLedger) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamLedger.ProtoReflect.Descriptor instead.
 func (*StreamLedger) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{1}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *StreamLedger) GetStreamId() string {
@@ -528,7 +638,7 @@ type StreamObject struct {
 
 func (x *StreamObject) Reset() {
 	*x = StreamObject{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[2]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -540,7 +650,7 @@ func (x *StreamObject) String() string {
 func (*StreamObject) ProtoMessage() {}
 
 func (x *StreamObject) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[2]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -553,7 +663,7 @@ func (x *StreamObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamObject.ProtoReflect.Descriptor instead.
 func (*StreamObject) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{2}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *StreamObject) GetStreamId() string {
@@ -621,13 +731,17 @@ type RecordingFailed struct {
 	RawObjectKey  string                 `protobuf:"bytes,7,opt,name=raw_object_key,json=rawObjectKey,proto3" json:"raw_object_key,omitempty"`
 	RawSize       uint64                 `protobuf:"varint,8,opt,name=raw_size,json=rawSize,proto3" json:"raw_size,omitempty"`
 	RawSha256     []byte                 `protobuf:"bytes,9,opt,name=raw_sha256,json=rawSha256,proto3" json:"raw_sha256,omitempty"`
+	// As in RecordingStored: what a reprocessing needs, and what was tried.
+	MediaEnded    *MediaEnded   `protobuf:"bytes,10,opt,name=media_ended,json=mediaEnded,proto3" json:"media_ended,omitempty"`
+	Supersedes    *Supersession `protobuf:"bytes,11,opt,name=supersedes,proto3" json:"supersedes,omitempty"`
+	Processing    string        `protobuf:"bytes,12,opt,name=processing,proto3" json:"processing,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RecordingFailed) Reset() {
 	*x = RecordingFailed{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[3]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +753,7 @@ func (x *RecordingFailed) String() string {
 func (*RecordingFailed) ProtoMessage() {}
 
 func (x *RecordingFailed) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[3]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +766,7 @@ func (x *RecordingFailed) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordingFailed.ProtoReflect.Descriptor instead.
 func (*RecordingFailed) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{3}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RecordingFailed) GetCallId() string {
@@ -718,6 +832,27 @@ func (x *RecordingFailed) GetRawSha256() []byte {
 	return nil
 }
 
+func (x *RecordingFailed) GetMediaEnded() *MediaEnded {
+	if x != nil {
+		return x.MediaEnded
+	}
+	return nil
+}
+
+func (x *RecordingFailed) GetSupersedes() *Supersession {
+	if x != nil {
+		return x.Supersedes
+	}
+	return nil
+}
+
+func (x *RecordingFailed) GetProcessing() string {
+	if x != nil {
+		return x.Processing
+	}
+	return ""
+}
+
 // KeyReference names the data key that sealed an object and the
 // key-encryption key that wraps it.
 type KeyReference struct {
@@ -731,7 +866,7 @@ type KeyReference struct {
 
 func (x *KeyReference) Reset() {
 	*x = KeyReference{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[4]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -743,7 +878,7 @@ func (x *KeyReference) String() string {
 func (*KeyReference) ProtoMessage() {}
 
 func (x *KeyReference) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[4]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -756,7 +891,7 @@ func (x *KeyReference) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyReference.ProtoReflect.Descriptor instead.
 func (*KeyReference) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{4}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *KeyReference) GetKeyId() string {
@@ -813,7 +948,7 @@ type StreamCompleteness struct {
 
 func (x *StreamCompleteness) Reset() {
 	*x = StreamCompleteness{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[5]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +960,7 @@ func (x *StreamCompleteness) String() string {
 func (*StreamCompleteness) ProtoMessage() {}
 
 func (x *StreamCompleteness) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[5]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +973,7 @@ func (x *StreamCompleteness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamCompleteness.ProtoReflect.Descriptor instead.
 func (*StreamCompleteness) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{5}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StreamCompleteness) GetStreamId() string {
@@ -957,7 +1092,7 @@ type SequenceGap struct {
 
 func (x *SequenceGap) Reset() {
 	*x = SequenceGap{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[6]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -969,7 +1104,7 @@ func (x *SequenceGap) String() string {
 func (*SequenceGap) ProtoMessage() {}
 
 func (x *SequenceGap) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[6]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -982,7 +1117,7 @@ func (x *SequenceGap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SequenceGap.ProtoReflect.Descriptor instead.
 func (*SequenceGap) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{6}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SequenceGap) GetFirst() uint64 {
@@ -1015,7 +1150,7 @@ type RecordingDeleted struct {
 
 func (x *RecordingDeleted) Reset() {
 	*x = RecordingDeleted{}
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[7]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1162,7 @@ func (x *RecordingDeleted) String() string {
 func (*RecordingDeleted) ProtoMessage() {}
 
 func (x *RecordingDeleted) ProtoReflect() protoreflect.Message {
-	mi := &file_verbatim_v1_recordings_proto_msgTypes[7]
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1175,7 @@ func (x *RecordingDeleted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordingDeleted.ProtoReflect.Descriptor instead.
 func (*RecordingDeleted) Descriptor() ([]byte, []int) {
-	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{7}
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RecordingDeleted) GetCallId() string {
@@ -1089,7 +1224,7 @@ var File_verbatim_v1_recordings_proto protoreflect.FileDescriptor
 
 const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\n" +
-	"\x1cverbatim/v1/recordings.proto\x12\vverbatim.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17verbatim/v1/calls.proto\"\xdc\a\n" +
+	"\x1cverbatim/v1/recordings.proto\x12\vverbatim.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17verbatim/v1/calls.proto\x1a\x17verbatim/v1/media.proto\"\xf1\b\n" +
 	"\x0fRecordingStored\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12!\n" +
 	"\frecording_id\x18\x02 \x01(\tR\vrecordingId\x12\x1d\n" +
@@ -1117,7 +1252,22 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\n" +
 	"raw_sha256\x18\x14 \x01(\fR\trawSha256\x12@\n" +
 	"\x0estream_objects\x18\x15 \x03(\v2\x19.verbatim.v1.StreamObjectR\rstreamObjects\x123\n" +
-	"\aledgers\x18\x16 \x03(\v2\x19.verbatim.v1.StreamLedgerR\aledgers\"\xae\x04\n" +
+	"\aledgers\x18\x16 \x03(\v2\x19.verbatim.v1.StreamLedgerR\aledgers\x128\n" +
+	"\vmedia_ended\x18\x17 \x01(\v2\x17.verbatim.v1.MediaEndedR\n" +
+	"mediaEnded\x129\n" +
+	"\n" +
+	"supersedes\x18\x18 \x01(\v2\x19.verbatim.v1.SupersessionR\n" +
+	"supersedes\x12\x1e\n" +
+	"\n" +
+	"processing\x18\x19 \x01(\tR\n" +
+	"processing\"{\n" +
+	"\fSupersession\x12!\n" +
+	"\frecording_id\x18\x01 \x01(\tR\vrecordingId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x10\n" +
+	"\x03job\x18\x03 \x01(\tR\x03job\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\rR\n" +
+	"generation\"\xae\x04\n" +
 	"\fStreamLedger\x12\x1b\n" +
 	"\tstream_id\x18\x01 \x01(\tR\bstreamId\x12\x1a\n" +
 	"\bcaptured\x18\x02 \x01(\x04R\bcaptured\x12\x1a\n" +
@@ -1145,7 +1295,7 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\x10plaintext_sha256\x18\x04 \x01(\fR\x0fplaintextSha256\x12+\n" +
 	"\x11ciphertext_sha256\x18\x05 \x01(\fR\x10ciphertextSha256\x12%\n" +
 	"\x0eplaintext_size\x18\x06 \x01(\x04R\rplaintextSize\x12'\n" +
-	"\x0fciphertext_size\x18\a \x01(\x04R\x0eciphertextSize\"\xf9\x02\n" +
+	"\x0fciphertext_size\x18\a \x01(\x04R\x0eciphertextSize\"\x8e\x04\n" +
 	"\x0fRecordingFailed\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12!\n" +
 	"\frecording_id\x18\x02 \x01(\tR\vrecordingId\x12\x16\n" +
@@ -1157,7 +1307,16 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\x0eraw_object_key\x18\a \x01(\tR\frawObjectKey\x12\x19\n" +
 	"\braw_size\x18\b \x01(\x04R\arawSize\x12\x1d\n" +
 	"\n" +
-	"raw_sha256\x18\t \x01(\fR\trawSha256\"a\n" +
+	"raw_sha256\x18\t \x01(\fR\trawSha256\x128\n" +
+	"\vmedia_ended\x18\n" +
+	" \x01(\v2\x17.verbatim.v1.MediaEndedR\n" +
+	"mediaEnded\x129\n" +
+	"\n" +
+	"supersedes\x18\v \x01(\v2\x19.verbatim.v1.SupersessionR\n" +
+	"supersedes\x12\x1e\n" +
+	"\n" +
+	"processing\x18\f \x01(\tR\n" +
+	"processing\"a\n" +
 	"\fKeyReference\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x19\n" +
 	"\bkek_name\x18\x02 \x01(\tR\akekName\x12\x1f\n" +
@@ -1214,42 +1373,48 @@ func file_verbatim_v1_recordings_proto_rawDescGZIP() []byte {
 }
 
 var file_verbatim_v1_recordings_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_verbatim_v1_recordings_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_verbatim_v1_recordings_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_verbatim_v1_recordings_proto_goTypes = []any{
 	(DeletionReason)(0),           // 0: verbatim.v1.DeletionReason
 	(*RecordingStored)(nil),       // 1: verbatim.v1.RecordingStored
-	(*StreamLedger)(nil),          // 2: verbatim.v1.StreamLedger
-	(*StreamObject)(nil),          // 3: verbatim.v1.StreamObject
-	(*RecordingFailed)(nil),       // 4: verbatim.v1.RecordingFailed
-	(*KeyReference)(nil),          // 5: verbatim.v1.KeyReference
-	(*StreamCompleteness)(nil),    // 6: verbatim.v1.StreamCompleteness
-	(*SequenceGap)(nil),           // 7: verbatim.v1.SequenceGap
-	(*RecordingDeleted)(nil),      // 8: verbatim.v1.RecordingDeleted
-	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
-	(EndReason)(0),                // 11: verbatim.v1.EndReason
+	(*Supersession)(nil),          // 2: verbatim.v1.Supersession
+	(*StreamLedger)(nil),          // 3: verbatim.v1.StreamLedger
+	(*StreamObject)(nil),          // 4: verbatim.v1.StreamObject
+	(*RecordingFailed)(nil),       // 5: verbatim.v1.RecordingFailed
+	(*KeyReference)(nil),          // 6: verbatim.v1.KeyReference
+	(*StreamCompleteness)(nil),    // 7: verbatim.v1.StreamCompleteness
+	(*SequenceGap)(nil),           // 8: verbatim.v1.SequenceGap
+	(*RecordingDeleted)(nil),      // 9: verbatim.v1.RecordingDeleted
+	(*durationpb.Duration)(nil),   // 10: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(EndReason)(0),                // 12: verbatim.v1.EndReason
+	(*MediaEnded)(nil),            // 13: verbatim.v1.MediaEnded
 }
 var file_verbatim_v1_recordings_proto_depIdxs = []int32{
-	9,  // 0: verbatim.v1.RecordingStored.duration:type_name -> google.protobuf.Duration
-	5,  // 1: verbatim.v1.RecordingStored.key:type_name -> verbatim.v1.KeyReference
-	10, // 2: verbatim.v1.RecordingStored.stored_at:type_name -> google.protobuf.Timestamp
-	10, // 3: verbatim.v1.RecordingStored.retain_until:type_name -> google.protobuf.Timestamp
-	6,  // 4: verbatim.v1.RecordingStored.completeness:type_name -> verbatim.v1.StreamCompleteness
-	11, // 5: verbatim.v1.RecordingStored.end_reason:type_name -> verbatim.v1.EndReason
-	10, // 6: verbatim.v1.RecordingStored.call_started_at:type_name -> google.protobuf.Timestamp
-	3,  // 7: verbatim.v1.RecordingStored.stream_objects:type_name -> verbatim.v1.StreamObject
-	2,  // 8: verbatim.v1.RecordingStored.ledgers:type_name -> verbatim.v1.StreamLedger
-	10, // 9: verbatim.v1.RecordingFailed.failed_at:type_name -> google.protobuf.Timestamp
-	11, // 10: verbatim.v1.RecordingFailed.end_reason:type_name -> verbatim.v1.EndReason
-	10, // 11: verbatim.v1.RecordingFailed.call_started_at:type_name -> google.protobuf.Timestamp
-	7,  // 12: verbatim.v1.StreamCompleteness.gaps:type_name -> verbatim.v1.SequenceGap
-	0,  // 13: verbatim.v1.RecordingDeleted.reason:type_name -> verbatim.v1.DeletionReason
-	10, // 14: verbatim.v1.RecordingDeleted.deleted_at:type_name -> google.protobuf.Timestamp
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	10, // 0: verbatim.v1.RecordingStored.duration:type_name -> google.protobuf.Duration
+	6,  // 1: verbatim.v1.RecordingStored.key:type_name -> verbatim.v1.KeyReference
+	11, // 2: verbatim.v1.RecordingStored.stored_at:type_name -> google.protobuf.Timestamp
+	11, // 3: verbatim.v1.RecordingStored.retain_until:type_name -> google.protobuf.Timestamp
+	7,  // 4: verbatim.v1.RecordingStored.completeness:type_name -> verbatim.v1.StreamCompleteness
+	12, // 5: verbatim.v1.RecordingStored.end_reason:type_name -> verbatim.v1.EndReason
+	11, // 6: verbatim.v1.RecordingStored.call_started_at:type_name -> google.protobuf.Timestamp
+	4,  // 7: verbatim.v1.RecordingStored.stream_objects:type_name -> verbatim.v1.StreamObject
+	3,  // 8: verbatim.v1.RecordingStored.ledgers:type_name -> verbatim.v1.StreamLedger
+	13, // 9: verbatim.v1.RecordingStored.media_ended:type_name -> verbatim.v1.MediaEnded
+	2,  // 10: verbatim.v1.RecordingStored.supersedes:type_name -> verbatim.v1.Supersession
+	11, // 11: verbatim.v1.RecordingFailed.failed_at:type_name -> google.protobuf.Timestamp
+	12, // 12: verbatim.v1.RecordingFailed.end_reason:type_name -> verbatim.v1.EndReason
+	11, // 13: verbatim.v1.RecordingFailed.call_started_at:type_name -> google.protobuf.Timestamp
+	13, // 14: verbatim.v1.RecordingFailed.media_ended:type_name -> verbatim.v1.MediaEnded
+	2,  // 15: verbatim.v1.RecordingFailed.supersedes:type_name -> verbatim.v1.Supersession
+	8,  // 16: verbatim.v1.StreamCompleteness.gaps:type_name -> verbatim.v1.SequenceGap
+	0,  // 17: verbatim.v1.RecordingDeleted.reason:type_name -> verbatim.v1.DeletionReason
+	11, // 18: verbatim.v1.RecordingDeleted.deleted_at:type_name -> google.protobuf.Timestamp
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_verbatim_v1_recordings_proto_init() }
@@ -1258,13 +1423,14 @@ func file_verbatim_v1_recordings_proto_init() {
 		return
 	}
 	file_verbatim_v1_calls_proto_init()
+	file_verbatim_v1_media_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_verbatim_v1_recordings_proto_rawDesc), len(file_verbatim_v1_recordings_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
