@@ -80,7 +80,7 @@ func runCompleteness(ctx context.Context, args []string, stdout, stderr io.Write
 		}
 	} else {
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "PARTY\tDAY\tSIGNALLED\tCOMPLETE\tPARTIAL\tNO AUDIO\tFAILED\tMISSING\tNOT ANSWERED\tIN PROGRESS\tWHY NOT COMPLETE")
+		fmt.Fprintln(tw, "PARTY\tDAY\tSIGNALLED\tCOMPLETE\tPARTIAL\tNO AUDIO\tFAILED\tMISSING\tNOT ANSWERED\tIN PROGRESS\tREPROCESSED\tWHY NOT COMPLETE")
 		for _, r := range rows {
 			var why []string
 			for _, k := range slices.Sorted(maps.Keys(r.Reasons)) {
@@ -92,8 +92,16 @@ func runCompleteness(ctx context.Context, args []string, stdout, stderr io.Write
 			if r.Unverified > 0 {
 				why = append(why, fmt.Sprintf("%d stored before ledgers (unverified)", r.Unverified))
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", r.Party, r.Day, r.Signalled, r.Complete, r.Partial, r.NoAudio,
-				r.Failed, r.Missing, r.NotAnswered, r.InProgress, strings.Join(why, "; "))
+			var was []string
+			for _, k := range slices.Sorted(maps.Keys(r.Superseded)) {
+				was = append(was, fmt.Sprintf("%d %s", r.Superseded[k], k))
+			}
+			reprocessed := "-"
+			if r.Reprocessed > 0 {
+				reprocessed = fmt.Sprintf("%d (superseded: %s)", r.Reprocessed, strings.Join(was, ", "))
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", r.Party, r.Day, r.Signalled, r.Complete, r.Partial, r.NoAudio,
+				r.Failed, r.Missing, r.NotAnswered, r.InProgress, reprocessed, strings.Join(why, "; "))
 		}
 		if err := tw.Flush(); err != nil {
 			return err

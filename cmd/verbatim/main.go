@@ -35,6 +35,9 @@ Commands:
   siprec    run the SIPREC recording server (RFC 7866): SBCs and PBXs fork
             calls to it (--listen udp:HOST:PORT, tcp:, tls:)
   process   assemble, encrypt and store the recordings (exactly once)
+  reprocess --job NAME [--codec C] [--status S] [--dry-run]: record calls
+            again from their raw media with this build; each new recording
+            supersedes the old, which is kept
   project   project search: build the ClickHouse search tables from the topics
   play      play CALL-ID -o out.wav: fetch, verify and decrypt a recording
   search    find calls by time, party (number or SIP URI) or call id
@@ -73,6 +76,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSIPREC(ctx, args[1:], stdout, stderr)
 	case "process":
 		return runProcess(ctx, args[1:], stdout, stderr)
+	case "reprocess":
+		return runReprocess(ctx, args[1:], stdout, stderr)
 	case "play":
 		return runPlay(ctx, args[1:], stdout, stderr)
 	case "project":

@@ -128,12 +128,13 @@ func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	callID := fs.String("call-id", "", "Verbatim call id or SIP Call-ID")
 	conversation := fs.String("conversation", "", "the calls of one conversation: a call and the transfers that continued it (see --json)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	history := fs.Bool("history", false, "also list each call's earlier recordings (those reprocessing superseded), with their completeness")
 	limit := fs.Int("limit", 100, "at most this many calls")
 	ch := addClickHouseFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	q := search.Query{Tenant: *tenant, Party: *party, CallID: *callID, Conversation: *conversation, Limit: *limit}
+	q := search.Query{Tenant: *tenant, Party: *party, CallID: *callID, Conversation: *conversation, Limit: *limit, History: *history}
 	for _, tv := range []struct {
 		s   string
 		dst *time.Time
@@ -183,6 +184,14 @@ func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	for _, r := range rs {
+		if rec := r.Recording; rec != nil && rec.Generation > 0 {
+			fmt.Fprintf(stdout, "call %s: recording %s (generation %d, %s) supersedes %s: %s\n",
+				r.CallID, rec.RecordingID, rec.Generation, rec.Processing, rec.Supersedes, rec.SupersedeReason)
+		}
+		for _, h := range r.History {
+			fmt.Fprintf(stdout, "call %s: earlier recording %s (generation %d, stored %s): %s\n",
+				r.CallID, h.RecordingID, h.Generation, h.StoredAt.UTC().Format(time.RFC3339), recordingSummary(search.Result{Recording: &h}))
+		}
 		if len(r.LinkedCalls) > 0 {
 			fmt.Fprintf(stdout, "call %s is also recorded as %s (one conversation: SIPREC and passive capture, or two SRCs)\n",
 				r.CallID, strings.Join(r.LinkedCalls, ", "))

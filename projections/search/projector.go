@@ -300,7 +300,8 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 		if err := proto.Unmarshal(val, &ev); err != nil {
 			return err
 		}
-		b, err := p.batch(ctx, "INSERT INTO `"+p.db+"`.recordings (tenant, call_id, recording_id, stored_at, version, end_reason, raw_object_key, failure)")
+		b, err := p.batch(ctx, "INSERT INTO `"+p.db+"`.recordings (tenant, call_id, recording_id, stored_at, version, end_reason, raw_object_key, failure, "+
+			"supersedes, supersede_reason, generation, processing)")
 		if err != nil {
 			return err
 		}
@@ -309,7 +310,8 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 			reason = "unknown"
 		}
 		if err := b.Append(env.Tenant, ev.GetCallId(), ev.GetRecordingId(), ev.GetFailedAt().AsTime(), version, ev.GetEndReason().String(),
-			ev.GetRawObjectKey(), reason); err != nil {
+			ev.GetRawObjectKey(), reason, ev.GetSupersedes().GetRecordingId(), ev.GetSupersedes().GetReason(), ev.GetSupersedes().GetGeneration(),
+			ev.GetProcessing()); err != nil {
 			return err
 		}
 		return nil // sent with the rest of the poll, by Apply
@@ -355,7 +357,8 @@ func (p *Projector) insertRecording(ctx context.Context, tenant string, ev *verb
 	}
 	b, err := p.batch(ctx, "INSERT INTO `"+p.db+"`.recordings (tenant, call_id, recording_id, object_key, format, duration_ms, channels, "+
 		"plaintext_sha256, ciphertext_sha256, key_id, stored_at, version, end_reason, raw_object_key, ciphertext_size, "+
-		"packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, completeness, streams_not_decoded, stream_objects, ledgers, status)")
+		"packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, completeness, streams_not_decoded, stream_objects, ledgers, status, "+
+		"supersedes, supersede_reason, generation, processing)")
 	if err != nil {
 		return err
 	}
@@ -363,7 +366,8 @@ func (p *Projector) insertRecording(ctx context.Context, tenant string, ev *verb
 		uint64(ev.GetDuration().AsDuration().Milliseconds()), uint8(ev.GetChannels()),
 		hex.EncodeToString(ev.GetPlaintextSha256()), hex.EncodeToString(ev.GetCiphertextSha256()), ev.GetKey().GetKeyId(),
 		ev.GetStoredAt().AsTime(), version, ev.GetEndReason().String(), ev.GetRawObjectKey(), ev.GetCiphertextSize(),
-		captured, inRec, missing, dups, late, lost, string(report), notDecoded, string(objects), string(ledgers), status); err != nil {
+		captured, inRec, missing, dups, late, lost, string(report), notDecoded, string(objects), string(ledgers), status,
+		ev.GetSupersedes().GetRecordingId(), ev.GetSupersedes().GetReason(), ev.GetSupersedes().GetGeneration(), ev.GetProcessing()); err != nil {
 		return err
 	}
 	return nil // sent with the rest of the poll, by Apply

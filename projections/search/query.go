@@ -29,6 +29,9 @@ type Query struct {
 	// Conversation matches the calls of one conversation (a call and
 	// the transfers that continued it).
 	Conversation string
+	// History fills in each call's earlier recordings (Result.History):
+	// the ones reprocessing superseded.
+	History bool
 	// Limit, default 100.
 	Limit int
 }
@@ -87,6 +90,14 @@ type Recording struct {
 	// StreamObjects lists, as protobuf JSON ({"streamObjects": [...]}),
 	// the streams kept in their own codec beside the WAV (Opus as Ogg).
 	StreamObjects string `json:"-"`
+	// Generation is 0 for a call's first recording, n for the n-th made
+	// again from its raw media (verbatim reprocess); Supersedes and
+	// SupersedeReason then name the recording it replaced, and why.
+	Generation      uint32 `json:"generation,omitempty"`
+	Supersedes      string `json:"supersedes,omitempty"`
+	SupersedeReason string `json:"supersede_reason,omitempty"`
+	// Processing made the recording (RecordingStored.processing).
+	Processing string `json:"processing,omitempty"`
 }
 
 // Ledger is a StreamLedger (schemas/proto/verbatim/v1/recordings.proto):
@@ -175,7 +186,12 @@ type Result struct {
 	EndReason      string        `json:"end_reason,omitempty"`
 	Parties        []Party       `json:"parties"`
 	Status         string        `json:"status"`
-	Recording      *Recording    `json:"recording,omitempty"`
+	// Recording is the call's current recording: of the highest
+	// generation, the latest stored.
+	Recording *Recording `json:"recording,omitempty"`
+	// History holds, when asked for (Query.History), the call's other
+	// recordings, newest first: those reprocessing superseded.
+	History []Recording `json:"history,omitempty"`
 	// LinkedCalls are other recordings of the same conversation: calls
 	// that share a communication-session key (a SIPREC recording and a
 	// passive capture of one call, or two SRCs' forks).
@@ -269,7 +285,7 @@ func Search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 			out[i].Parties = append(out[i].Parties, p)
 		}
 		prow.Close()
-		if err := recording(ctx, conn, db, q.Tenant, &out[i]); err != nil {
+		if err := recording(ctx, conn, db, q.Tenant, &out[i], q.History); err != nil {
 			return nil, err
 		}
 		if err := metadata(ctx, conn, db, q.Tenant, &out[i]); err != nil {
@@ -300,23 +316,30 @@ func linked(ctx context.Context, conn driver.Conn, db, tenant string, r *Result)
 	return rows.Err()
 }
 
-// recording fills in r's recording, if any, and its status.
-func recording(ctx context.Context, conn driver.Conn, db, tenant string, r *Result) error {
+// recording fills in r's current recording, if any, and its status; and,
+// if history is set, its earlier ones.
+func recording(ctx context.Context, conn driver.Conn, db, tenant string, r *Result, history bool) error {
+	limit := " LIMIT 1"
+	if history {
+		limit = ""
+	}
 	rows, err := conn.Query(ctx, "SELECT recording_id, object_key, raw_object_key, format, duration_ms, channels, plaintext_sha256, ciphertext_sha256, "+
-		"key_id, ciphertext_size, stored_at, end_reason, packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, streams_not_decoded, failure, stream_objects, ledgers "+
-		"FROM `"+db+"`.recordings FINAL WHERE tenant = ? AND call_id = ? ORDER BY stored_at DESC LIMIT 1", tenant, r.CallID)
+		"key_id, ciphertext_size, stored_at, end_reason, packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, "+
+		"streams_not_decoded, failure, stream_objects, ledgers, generation, supersedes, supersede_reason, processing "+
+		"FROM `"+db+"`.recordings FINAL WHERE tenant = ? AND call_id = ? ORDER BY generation DESC, stored_at DESC, recording_id"+limit, tenant, r.CallID)
 	if err != nil {
 		return fmt.Errorf("search: %w", err)
 	}
 	defer rows.Close()
-	if rows.Next() {
+	for rows.Next() {
 		var rec Recording
 		var ms uint64
 		var ledgers string
 		if err := rows.Scan(&rec.RecordingID, &rec.ObjectKey, &rec.RawObjectKey, &rec.Format, &ms, &rec.Channels, &rec.PlaintextSHA256,
 			&rec.CiphertextSHA256, &rec.KeyID, &rec.CiphertextSize, &rec.StoredAt, &rec.EndReason, &rec.PacketsCaptured,
 			&rec.PacketsInRecording, &rec.PacketsMissing, &rec.Duplicates, &rec.Late, &rec.BatchesLost,
-			&rec.StreamsNotDecoded, &rec.Failure, &rec.StreamObjects, &ledgers); err != nil {
+			&rec.StreamsNotDecoded, &rec.Failure, &rec.StreamObjects, &ledgers, &rec.Generation, &rec.Supersedes,
+			&rec.SupersedeReason, &rec.Processing); err != nil {
 			return fmt.Errorf("search: %w", err)
 		}
 		rec.Duration = time.Duration(ms) * time.Millisecond
@@ -333,10 +356,16 @@ func recording(ctx context.Context, conn driver.Conn, db, tenant string, r *Resu
 				}
 			}
 		}
+		if r.Recording != nil {
+			r.History = append(r.History, rec)
+			continue
+		}
 		r.Recording, r.Status = &rec, StatusRecorded
 		if rec.Failure != "" {
 			r.Status = StatusFailed
 		}
+	}
+	if r.Recording != nil {
 		return rows.Err()
 	}
 	switch {

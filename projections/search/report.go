@@ -38,6 +38,12 @@ type PartyDay struct {
 	FailureReasons map[string]int    `json:"failure_reasons,omitempty"`
 	// Calls are the ids of the calls that are not complete, for follow-up.
 	NotComplete []string `json:"not_complete,omitempty"`
+	// Reprocessed counts the calls whose current recording was made again
+	// from their raw media (verbatim reprocess), and Superseded, by
+	// status, the recordings those replaced: a "partial" that became
+	// "complete" shows in both, so the change is on the record.
+	Reprocessed int            `json:"reprocessed,omitempty"`
+	Superseded  map[string]int `json:"superseded,omitempty"`
 }
 
 // MaxReportCalls bounds the calls one report reads; a range holding more
@@ -47,7 +53,7 @@ const MaxReportCalls = 100000
 // Report returns, per party and day, what was recorded of the calls q
 // selects (tenant, time range, party). q.Limit is ignored.
 func Report(ctx context.Context, conn driver.Conn, db string, q Query) ([]PartyDay, error) {
-	q.Limit = MaxReportCalls + 1
+	q.Limit, q.History = MaxReportCalls+1, true
 	calls, err := Search(ctx, conn, db, q)
 	if err != nil {
 		return nil, err
@@ -96,8 +102,29 @@ func Report(ctx context.Context, conn driver.Conn, db string, q Query) ([]PartyD
 	return out, nil
 }
 
+// RecordingStatus is a recording's status in a report: its completeness
+// status, "failed", or "unverified" (stored before ledgers).
+func RecordingStatus(rec Recording) string {
+	switch {
+	case rec.Failure != "":
+		return "failed"
+	case rec.Completeness == nil:
+		return "unverified"
+	}
+	return rec.Completeness.Status
+}
+
 func (r *PartyDay) add(c Result) {
 	r.Signalled++
+	if c.Recording != nil && c.Recording.Generation > 0 {
+		r.Reprocessed++
+	}
+	for _, h := range c.History {
+		if r.Superseded == nil {
+			r.Superseded = map[string]int{}
+		}
+		r.Superseded[RecordingStatus(h)]++
+	}
 	complete := false
 	switch c.Status {
 	case StatusFailed:

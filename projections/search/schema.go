@@ -173,6 +173,15 @@ var migrations = []string{
 	) ENGINE = ReplacingMergeTree(version)
 	PARTITION BY toYYYYMM(started_at)
 	ORDER BY (tenant, session_key, call_id)`,
+	// Reprocessed recordings (RecordingStored.supersedes): the recording
+	// each supersedes and why, its generation (0 for a call's first), and
+	// the processing that made it. A call's current recording is the one
+	// of the highest generation.
+	`ALTER TABLE {db}.recordings
+		ADD COLUMN supersedes String,
+		ADD COLUMN supersede_reason String,
+		ADD COLUMN generation UInt32,
+		ADD COLUMN processing String`,
 }
 
 // Migrate creates the database and applies pending migrations. It is safe
