@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -323,6 +324,9 @@ func runJob(ctx context.Context, cfg ReprocessConfig, group, sel string, ends jo
 	sess, err := kafkaclient.NewGroupTransactSession(cfg.Kafka,
 		kgo.ConsumerGroup(group), kgo.ConsumeTopics(schemas.TopicRecordings),
 		kgo.TransactionalID(group), kgo.TransactionTimeout(cfg.TransactionTimeout),
+		// One process runs a job: static membership lets a restarted
+		// run take the partitions at once, not after a session timeout.
+		kgo.InstanceID(group),
 		kgo.RequireStableFetchOffsets(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.KeepControlRecords())
 	if err != nil {
@@ -333,36 +337,23 @@ func runJob(ctx context.Context, cfg ReprocessConfig, group, sel string, ends jo
 	if _, _, err := sess.Client().ProducerID(ctx); err != nil {
 		return fmt.Errorf("processors: reprocess: transactional id %s: %w", group, err)
 	}
-	starts, _, err := kafkaclient.Bounds(ctx, kadm.NewClient(sess.Client()), schemas.TopicRecordings)
-	if err != nil {
-		return err
-	}
 	read := map[int32]int64{}
 	for p, o := range committed {
 		read[p] = o
 	}
-	finished := func() bool {
-		for p, e := range ends {
-			s, _ := starts.Lookup(schemas.TopicRecordings, p)
-			if e > s.Offset && read[p] < e {
-				return false
-			}
-		}
-		return true
+	triggers := map[int32][]int64{} // per partition, the offsets of the calls to redo, ascending
+	for k := range todo {
+		triggers[int32(k[0])] = append(triggers[int32(k[0])], k[1])
 	}
-	// One poll is one transaction (the session commits the offsets of
-	// everything polled), so a poll is sized to bring about
-	// CallsPerTransaction calls to redo, by their density in the job's
-	// range.
-	var inScope int64
-	for p, e := range ends {
-		inScope += max(0, e-read[p])
+	for _, offs := range triggers {
+		slices.Sort(offs)
 	}
-	pollSize := int(min(1000, max(int64(cfg.CallsPerTransaction), int64(cfg.CallsPerTransaction)*inScope/int64(max(1, len(todo))))))
 	began := time.Now()
 	doneHere := 0
-	for !finished() {
-		fs := sess.PollRecords(ctx, pollSize)
+	// The job is over once every call to redo is committed, done or
+	// failed; the rest of the topic is not read.
+	for st.Remaining > 0 {
+		fs := sess.PollRecords(ctx, pollSize(triggers, read, cfg.CallsPerTransaction))
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -408,6 +399,33 @@ func runJob(ctx context.Context, cfg ReprocessConfig, group, sel string, ends jo
 		return fmt.Errorf("processors: reprocess: %d of %d calls could not be redone (their current recordings stay)", st.Failed, st.ToDo)
 	}
 	return nil
+}
+
+// pollSize is how many records the next poll may bring so that it holds
+// at most about perTxn calls to redo: one poll is one transaction (the
+// session commits the offsets of everything polled), and a transaction
+// redoes whole calls. Wherever the poll's records come from, none of the
+// P partitions with calls left gives more than perTxn/P of them (records
+// aborted transactions left on the topic can stretch it a little).
+func pollSize(triggers map[int32][]int64, read map[int32]int64, perTxn int) int {
+	var parts int
+	for p, offs := range triggers {
+		if i, _ := slices.BinarySearch(offs, read[p]); i < len(offs) {
+			parts++
+		}
+	}
+	if parts == 0 {
+		return 1000
+	}
+	k := max(1, (perTxn+parts-1)/parts)
+	size := int64(1000)
+	for p, offs := range triggers {
+		i, _ := slices.BinarySearch(offs, read[p])
+		if i+k < len(offs) {
+			size = min(size, offs[i+k]-read[p]) // the records before its (k+1)-th call to redo
+		}
+	}
+	return int(max(1, size))
 }
 
 // reprocessTxn redoes the planned calls among recs in one transaction

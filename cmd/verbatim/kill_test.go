@@ -16,11 +16,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/internal/keys"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
 	"github.com/verbatimrec/verbatim/projections/search"
 	"github.com/verbatimrec/verbatim/schemas"
+	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
 
 // TestProcessKilled is the acceptance test for crashes, on the whole local
@@ -175,4 +179,180 @@ func startAtEnd(ctx context.Context, t *testing.T, brokers, group string) {
 	}
 	defer cl.Close()
 	stacktest.StartGroupAtEnd(ctx, t, cl, group, schemas.TopicMedia)
+}
+
+// TestReprocessKilled: on the whole local stack, `verbatim reprocess` is
+// killed with SIGKILL after its first committed transaction, with the
+// next one open, and started again. Each of the six recordings (a capture
+// of two calls ingested three times) is superseded exactly once, by the
+// recording the plan named; the restarted job says how many an earlier
+// run did; and every call's current recording still holds its audio as
+// tshark's export decoded by sox has it.
+func TestReprocessKilled(t *testing.T) {
+	brokers := stacktest.Env(t, "VERBATIM_KAFKA_BROKERS")
+	for _, v := range []string{"VERBATIM_CLICKHOUSE_ADDR", "VERBATIM_S3_ENDPOINT", "VERBATIM_VAULT_ADDR", "VERBATIM_VAULT_TOKEN"} {
+		stacktest.Env(t, v)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	bin := filepath.Join(t.TempDir(), "verbatim")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	tenant, group, db, job := "r"+run, "verbatim-process-rkill-"+run, "verbatim_rkill_"+run, "kill-"+run
+	t.Cleanup(func() {
+		if conn, _, err := (chFlags{addr: ptr(os.Getenv("VERBATIM_CLICKHOUSE_ADDR")), db: &db}).open(context.Background()); err == nil {
+			_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS `"+db+"`")
+			conn.Close()
+		}
+	})
+	verbatim := func(args ...string) *exec.Cmd {
+		c := exec.CommandContext(ctx, bin, args...)
+		c.Env = append(os.Environ(), "VERBATIM_TENANT="+tenant)
+		return c
+	}
+	mustRun := func(args ...string) string {
+		t.Helper()
+		out, err := verbatim(args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("verbatim %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	mustRun("topics", "--create", "--brokers", brokers)
+	startAtEnd(ctx, t, brokers, group)
+	km, err := keys.NewVault(keys.VaultConfig{Address: os.Getenv("VERBATIM_VAULT_ADDR"), Token: os.Getenv("VERBATIM_VAULT_TOKEN"), CreateKeys: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := km.GenerateDataKey(ctx, tenant); err != nil {
+		t.Fatal(err)
+	}
+	capture := stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap")
+	for range 3 {
+		mustRun("ingest", "pcap", "--tenant", tenant, "--brokers", brokers, capture)
+	}
+	t.Log(mustRun("process", "--brokers", brokers, "--group", group, "--instance", "rkill-"+run, "--tenants", tenant,
+		"--spool", t.TempDir(), "--exit-when-idle", "--quiet"))
+
+	args := []string{"reprocess", "--job", job, "--tenant", tenant, "--brokers", brokers, "--force", "--reason", "kill test",
+		"--workers", "1", "--calls-per-transaction", "1", "--spool", t.TempDir()}
+	first := verbatim(args...)
+	stderr, err := first.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	progress := regexp.MustCompile(`reprocess: (\d+) of 6 done`)
+	sc := bufio.NewScanner(stderr)
+	killed := false
+	for sc.Scan() {
+		t.Log(sc.Text())
+		if m := progress.FindStringSubmatch(sc.Text()); m != nil && m[1] != "6" {
+			if err := first.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			killed = true
+			t.Logf("killed after: %s", sc.Text())
+			break
+		}
+	}
+	_ = first.Wait()
+	if !killed {
+		t.Fatal("the job finished before it could be killed")
+	}
+	out := mustRun(append(args, "--json")...)
+	var rep struct {
+		Plan []struct {
+			CallID         string `json:"call_id"`
+			RecordingID    string `json:"recording_id"`
+			NewRecordingID string `json:"new_recording_id"`
+			Done           bool   `json:"done"`
+		}
+		Stats struct{ ToDo, Done, Failed, Remaining int }
+	}
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &rep); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	doneBefore := 0
+	planned := map[string]string{}
+	for _, pl := range rep.Plan {
+		if pl.Done {
+			doneBefore++
+		}
+		planned[pl.NewRecordingID] = pl.RecordingID
+	}
+	if rep.Stats.ToDo != 6 || rep.Stats.Done != 6 || rep.Stats.Failed != 0 || rep.Stats.Remaining != 0 || doneBefore == 0 || doneBefore == 6 {
+		t.Fatalf("restarted job: %+v, %d done by the killed run", rep.Stats, doneBefore)
+	}
+
+	// On the topic: six reprocessed recordings, each superseding another.
+	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(brokers, ",")}, kgo.ConsumeTopics(schemas.TopicRecordings),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	superseded := map[string]int{}
+	stacktest.ReadBack(ctx, t, cl, func(r *kgo.Record) {
+		if string(schemas.HeaderValue(r.Headers, schemas.HeaderTenant)) != tenant ||
+			string(schemas.HeaderValue(r.Headers, schemas.HeaderType)) != "verbatim.v1.RecordingStored" {
+			return
+		}
+		var ev verbatimv1.RecordingStored
+		if err := proto.Unmarshal(r.Value, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if s := ev.GetSupersedes(); s != nil {
+			if planned[ev.GetRecordingId()] != s.GetRecordingId() {
+				t.Fatalf("recording %s supersedes %s; the plan said %q", ev.GetRecordingId(), s.GetRecordingId(), planned[ev.GetRecordingId()])
+			}
+			superseded[s.GetRecordingId()]++
+		}
+	}, schemas.TopicRecordings)
+	if len(superseded) != 6 {
+		t.Fatalf("%d recordings superseded, want 6: %v", len(superseded), superseded)
+	}
+	for id, n := range superseded {
+		if n != 1 {
+			t.Fatalf("recording %s superseded %d times", id, n)
+		}
+	}
+
+	mustRun("project", "search", "--brokers", brokers, "--database", db, "--group", "verbatim-project-rkill-"+run, "--exit-when-idle")
+	var rs []search.Result
+	if err := json.Unmarshal([]byte(mustRun("search", "--json", "--history", "--database", db)), &rs); err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 {
+		t.Fatalf("%d calls found, want 2", len(rs))
+	}
+	for _, r := range rs {
+		if rec := r.Recording; rec.Generation != 1 || rec.Completeness == nil || rec.Completeness.Status != schemas.StatusComplete || len(r.History) != 5 {
+			t.Fatalf("%s: current recording %+v, %d others", r.SIPCallID, rec, len(r.History))
+		}
+		wavPath := filepath.Join(t.TempDir(), "call.wav")
+		mustRun("play", r.CallID, "-o", wavPath, "--database", db, "--brokers", brokers)
+		wav, err := os.ReadFile(wavPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ssrc, pt, codec := uint32(0x343DA99B), 0, "ul"
+		if r.SIPCallID == "1-1968@10.0.2.20" {
+			ssrc, pt, codec = 0x343FFA34, 8, "al"
+		}
+		left, right := wavChannels(t, wav)
+		got := left
+		if silent(left) {
+			got = right
+		}
+		want, _ := tsharkRef(t, capture, ssrc, pt, codec)
+		if at := containsAt(got, want); at != 0 {
+			t.Fatalf("%s: the reprocessed recording's audio differs from the capture (at %d)", r.SIPCallID, at)
+		}
+	}
+	t.Log("\n" + mustRun("search", "--history", "--database", db))
 }
