@@ -15,3 +15,13 @@ func WithoutDecoders(t testing.TB, names ...string) (restore func()) {
 	t.Cleanup(restore)
 	return restore
 }
+
+// AsBeforeMediaEnded makes this build, until restore is called, announce
+// recordings as versions before RecordingStored.media_ended and
+// processing existed did.
+func AsBeforeMediaEnded(t testing.TB) (restore func()) {
+	omitMediaEnded = true
+	restore = func() { omitMediaEnded = false }
+	t.Cleanup(restore)
+	return restore
+}

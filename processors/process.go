@@ -1028,6 +1028,9 @@ func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer
 	}
 	ev.EndReason, ev.CallStartedAt = end.GetReason(), timestamppb.New(started)
 	ev.MediaEnded, ev.Processing = end, p.processing()
+	if omitMediaEnded {
+		ev.MediaEnded, ev.Processing = nil, ""
+	}
 	// In PCI mode the raw media is not kept: it holds the DTMF events
 	// (and the tones) the recording has masked.
 	switch {

@@ -298,6 +298,10 @@ func decodable(c *verbatimv1.Codec) string {
 // (tests: a recording made by an earlier build, then reprocessed).
 var withoutDecoders map[string]bool //nolint:gochecknoglobals // set by tests only
 
+// omitMediaEnded makes this build announce recordings as versions before
+// RecordingStored.media_ended did (tests).
+var omitMediaEnded bool //nolint:gochecknoglobals // set by tests only
+
 // Revision names the processor's way of making a recording. Bump it with
 // any change that alters what a recording of the same media holds (a
 // decoder fixed, a new concealment), so that `verbatim reprocess` can tell

@@ -142,11 +142,11 @@ func Reprocess(ctx context.Context, cfg ReprocessConfig) (ReprocessReport, error
 	}
 	defer admCl.Close()
 	adm := kadm.NewClient(admCl)
-	ends, committed, err := jobScope(ctx, adm, group, sel)
+	ends, now, committed, err := jobScope(ctx, adm, group, sel)
 	if err != nil {
 		return rep, err
 	}
-	chains, scanned, err := readChains(ctx, cfg.Kafka, cfg.Select.Tenant, ends, func(n int) {
+	chains, scanned, err := readChains(ctx, cfg.Kafka, cfg.Select.Tenant, ends, now, func(n int) {
 		cfg.Logger.Info("planning", "job", cfg.Job, "recording events read", n)
 	})
 	if err != nil {
@@ -165,10 +165,15 @@ func Reprocess(ctx context.Context, cfg ReprocessConfig) (ReprocessReport, error
 		switch {
 		case pl.Skip != "":
 			st.Skipped++
-		case pl.offset < committed[pl.partition]:
-			pl.Done = true
+		case pl.Done: // by an earlier run of the job: its recording is on the topic
 			st.ToDo++
 			st.Done++
+		case pl.offset < committed[pl.partition]:
+			// An earlier run committed past it and announced nothing:
+			// it could not be redone (the audit trail says why).
+			st.ToDo++
+			st.Failed++
+			st.Failures[pl.CallID] = "not redone by an earlier run of this job (its audit event says why); its current recording stays"
 		default:
 			st.ToDo++
 			todo[[2]int64{int64(pl.partition), pl.offset}] = pl
@@ -178,11 +183,15 @@ func Reprocess(ctx context.Context, cfg ReprocessConfig) (ReprocessReport, error
 	if cfg.Progress != nil {
 		cfg.Progress(*st)
 	}
-	if cfg.DryRun || len(todo) == 0 {
-		return rep, nil
+	if !cfg.DryRun && len(todo) > 0 {
+		if err := runJob(ctx, cfg, group, sel, ends, committed, todo, st); err != nil {
+			return rep, err
+		}
 	}
-	err = runJob(ctx, cfg, group, sel, ends, committed, todo, st)
-	return rep, err
+	if st.Failed > 0 && !cfg.DryRun {
+		return rep, fmt.Errorf("processors: reprocess: %d of %d calls could not be redone (their current recordings stay)", st.Failed, st.ToDo)
+	}
+	return rep, nil
 }
 
 func (c *ReprocessConfig) validate() error {
@@ -220,7 +229,7 @@ func (c *ReprocessConfig) validate() error {
 // jobScope returns the offsets the job reads up to, and what it has
 // committed: for a job that has committed before, the ends its first run
 // saw (its metadata); otherwise the topic's ends now.
-func jobScope(ctx context.Context, adm *kadm.Client, group, sel string) (jobEnds, map[int32]int64, error) {
+func jobScope(ctx context.Context, adm *kadm.Client, group, sel string) (ends, now jobEnds, committed map[int32]int64, err error) {
 	offs, err := adm.FetchOffsetsForTopics(ctx, group, schemas.TopicRecordings)
 	if err == nil {
 		err = offs.Error()
@@ -229,9 +238,15 @@ func jobScope(ctx context.Context, adm *kadm.Client, group, sel string) (jobEnds
 		offs, err = nil, nil // a job never run (some brokers say so rather than list nothing)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("processors: reprocess: committed offsets of %s: %w", group, err)
+		return nil, nil, nil, fmt.Errorf("processors: reprocess: committed offsets of %s: %w", group, err)
 	}
-	committed := map[int32]int64{}
+	_, listed, err := kafkaclient.Bounds(ctx, adm, schemas.TopicRecordings)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	now = jobEnds{}
+	listed.Each(func(o kadm.ListedOffset) { now[o.Partition] = o.Offset })
+	committed = map[int32]int64{}
 	var md string
 	offs.Each(func(o kadm.OffsetResponse) {
 		if o.At >= 0 {
@@ -244,21 +259,15 @@ func jobScope(ctx context.Context, adm *kadm.Client, group, sel string) (jobEnds
 	if md != "" {
 		ends, gotSel, err := parseJobCheckpoint(md)
 		if err != nil {
-			return nil, nil, fmt.Errorf("processors: reprocess: %s: %w", group, err)
+			return nil, nil, nil, fmt.Errorf("processors: reprocess: %s: %w", group, err)
 		}
 		if gotSel != sel {
-			return nil, nil, fmt.Errorf("processors: reprocess: job %s was started with another selection, reason or build (its checkpoint says %s, this run %s): give this one another --job name",
+			return nil, nil, nil, fmt.Errorf("processors: reprocess: job %s was started with another selection, reason or build (its checkpoint says %s, this run %s): give this one another --job name",
 				strings.TrimPrefix(group, "verbatim-reprocess-"), gotSel, sel)
 		}
-		return ends, committed, nil
+		return ends, now, committed, nil
 	}
-	_, listed, err := kafkaclient.Bounds(ctx, adm, schemas.TopicRecordings)
-	if err != nil {
-		return nil, nil, err
-	}
-	ends := jobEnds{}
-	listed.Each(func(o kadm.ListedOffset) { ends[o.Partition] = o.Offset })
-	return ends, committed, nil
+	return now, now, committed, nil
 }
 
 // jobCheckpoint is the offset-commit metadata of every partition a job
@@ -394,9 +403,6 @@ func runJob(ctx context.Context, cfg ReprocessConfig, group, sel string, ends jo
 		if cfg.Progress != nil && (redone > 0 || len(failures) > 0) {
 			cfg.Progress(*st)
 		}
-	}
-	if st.Failed > 0 {
-		return fmt.Errorf("processors: reprocess: %d of %d calls could not be redone (their current recordings stay)", st.Failed, st.ToDo)
 	}
 	return nil
 }

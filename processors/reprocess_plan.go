@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"path"
 	"slices"
 	"sort"
 	"strings"
@@ -109,6 +110,9 @@ type version struct {
 	offset                              int64
 	stored                              *verbatimv1.RecordingStored
 	failed                              *verbatimv1.RecordingFailed
+	// inScope: below the job's end offsets. Later events (the job's own
+	// output, calls recorded since it started) only say what exists.
+	inScope bool
 }
 
 func (v *version) startedAt() time.Time {
@@ -146,9 +150,9 @@ type chain struct {
 // current is the chain's recording of the highest generation, the latest
 // of them if several (a reprocess interrupted and redone by another job).
 func (c *chain) current() *version {
-	cur := c.versions[0]
-	for _, v := range c.versions[1:] {
-		if v.generation >= cur.generation {
+	var cur *version
+	for _, v := range c.versions {
+		if v.inScope && (cur == nil || v.generation >= cur.generation) {
 			cur = v
 		}
 	}
@@ -165,8 +169,9 @@ func ReprocessedID(callID, rawKey, processing string) string {
 // jobEnds are the offsets of the recordings topic a job reads up to.
 type jobEnds map[int32]int64
 
-// readChains reads the tenant's recording events below ends, oldest first.
-func readChains(ctx context.Context, cfg kafkaclient.Config, tenant string, ends jobEnds, progress func(n int)) (map[string]*chain, int, error) {
+// readChains reads the tenant's recording events below upTo, oldest
+// first; those below ends are in the job's scope.
+func readChains(ctx context.Context, cfg kafkaclient.Config, tenant string, ends, upTo jobEnds, progress func(n int)) (map[string]*chain, int, error) {
 	cl, err := kafkaclient.New(cfg, kgo.ConsumeTopics(schemas.TopicRecordings), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.KeepControlRecords(), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if err != nil {
@@ -179,7 +184,7 @@ func readChains(ctx context.Context, cfg kafkaclient.Config, tenant string, ends
 	}
 	next := map[int32]int64{}
 	behind := func() bool {
-		for p, e := range ends {
+		for p, e := range upTo {
 			s, _ := starts.Lookup(schemas.TopicRecordings, p)
 			if e > s.Offset && next[p] < e {
 				return true
@@ -202,14 +207,14 @@ func readChains(ctx context.Context, cfg kafkaclient.Config, tenant string, ends
 			return nil, n, ferr
 		}
 		fs.EachRecord(func(r *kgo.Record) {
-			if r.Offset >= ends[r.Partition] {
+			if r.Offset >= upTo[r.Partition] {
 				return
 			}
 			next[r.Partition] = max(next[r.Partition], r.Offset+1)
 			if r.Attrs.IsControl() || string(schemas.HeaderValue(r.Headers, schemas.HeaderTenant)) != tenant {
 				return
 			}
-			v := &version{partition: r.Partition, offset: r.Offset}
+			v := &version{partition: r.Partition, offset: r.Offset, inScope: r.Offset < ends[r.Partition]}
 			switch string(schemas.HeaderValue(r.Headers, schemas.HeaderType)) {
 			case "verbatim.v1.RecordingStored":
 				v.stored = &verbatimv1.RecordingStored{}
@@ -228,7 +233,9 @@ func readChains(ctx context.Context, cfg kafkaclient.Config, tenant string, ends
 			default:
 				return
 			}
-			n++
+			if v.inScope {
+				n++
+			}
 			if progress != nil && n%1000 == 0 {
 				progress(n)
 			}
@@ -262,6 +269,9 @@ func plan(chains map[string]*chain, fromTopic map[string]*verbatimv1.MediaEnded,
 	var out []Planned
 	for _, c := range chains {
 		cur := c.current()
+		if cur == nil {
+			continue // recorded since the job started
+		}
 		started := cur.startedAt()
 		if (len(calls) > 0 && !calls[c.callID]) ||
 			(!sel.From.IsZero() && started.Before(sel.From)) || (!sel.To.IsZero() && !started.Before(sel.To)) {
@@ -285,7 +295,7 @@ func plan(chains map[string]*chain, fromTopic map[string]*verbatimv1.MediaEnded,
 			}
 		}
 		if end == nil {
-			end = fromTopic[c.callID]
+			end = fromTopic[c.firstID()]
 		}
 		pl := Planned{CallID: c.callID, RecordingID: cur.recordingID, StartedAt: started, Status: status,
 			partition: cur.partition, offset: cur.offset, failed: cur.failed != nil, rawKey: c.rawKey, end: end,
@@ -307,6 +317,15 @@ func plan(chains map[string]*chain, fromTopic map[string]*verbatimv1.MediaEnded,
 		switch {
 		case c.rawKey == "":
 			pl.Skip = "no raw media was kept (PCI mode): there is nothing to record again"
+		case slices.ContainsFunc(c.versions, func(v *version) bool { return !v.inScope && v.recordingID == pl.NewRecordingID }):
+			// Announced after the job's end offsets: by an earlier run of
+			// this job.
+			pl.Done = true
+			for _, v := range c.versions {
+				if v.recordingID == pl.NewRecordingID {
+					pl.Reason = v.stored.GetSupersedes().GetReason()
+				}
+			}
 		case slices.ContainsFunc(c.versions, func(v *version) bool { return v.recordingID == pl.NewRecordingID }):
 			if cur.recordingID == pl.NewRecordingID {
 				pl.Skip = "already reprocessed by this processing (" + processing + ")"
@@ -395,6 +414,12 @@ func whyAgain(v *version, end *verbatimv1.MediaEnded) string {
 	return strings.Join(why, ", ")
 }
 
+// firstID is the id of the chain's first recording, RecordingID(call,
+// data key), which names its raw media object too.
+func (c *chain) firstID() string {
+	return strings.TrimSuffix(path.Base(c.rawKey), ".rtp.sealed")
+}
+
 // withoutEnd returns the calls of chains none of whose recording events
 // carries the call's MediaEnded.
 func withoutEnd(chains map[string]*chain) map[string]bool {
@@ -409,7 +434,10 @@ func withoutEnd(chains map[string]*chain) map[string]bool {
 
 // mediaEndedFromTopic finds, on the media topic while it retains them,
 // the MediaEnded of calls whose recording events do not carry it
-// (recordings stored before RecordingStored.media_ended existed).
+// (recordings stored before RecordingStored.media_ended existed), by the
+// id of the first recording each made: a call ingested twice has two, one
+// per data key, and a MediaEnded belongs to the key of the batches before
+// it on the call's partition.
 func mediaEndedFromTopic(ctx context.Context, cfg kafkaclient.Config, tenant string, want map[string]bool) (map[string]*verbatimv1.MediaEnded, error) {
 	found := map[string]*verbatimv1.MediaEnded{}
 	if len(want) == 0 {
@@ -426,21 +454,27 @@ func mediaEndedFromTopic(ctx context.Context, cfg kafkaclient.Config, tenant str
 		return nil, err
 	}
 	read := kafkaclient.NewProgress()
-	for !read.Reached(starts, ends) && len(found) < len(want) {
+	keyOf := map[string]string{} // call id -> data key of its last batch
+	for !read.Reached(starts, ends) {
 		fs := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("processors: read %s: %w", schemas.TopicMedia, err)
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			read.Observe(r)
-			if r.Attrs.IsControl() || !want[string(r.Key)] ||
-				string(schemas.HeaderValue(r.Headers, schemas.HeaderType)) != "verbatim.v1.MediaEnded" ||
-				string(schemas.HeaderValue(r.Headers, schemas.HeaderTenant)) != tenant {
+			if r.Attrs.IsControl() || !want[string(r.Key)] || string(schemas.HeaderValue(r.Headers, schemas.HeaderTenant)) != tenant {
 				return
 			}
-			var me verbatimv1.MediaEnded
-			if proto.Unmarshal(r.Value, &me) == nil && me.GetCallId() == string(r.Key) {
-				found[me.GetCallId()] = &me
+			switch string(schemas.HeaderValue(r.Headers, schemas.HeaderType)) {
+			case "verbatim.v1.PacketBatch":
+				if h, err := scanBatch(r.Value); err == nil && string(h.callID) == string(r.Key) {
+					keyOf[string(r.Key)] = string(h.keyID)
+				}
+			case "verbatim.v1.MediaEnded":
+				var me verbatimv1.MediaEnded
+				if k := keyOf[string(r.Key)]; k != "" && proto.Unmarshal(r.Value, &me) == nil && me.GetCallId() == string(r.Key) {
+					found[RecordingID(me.GetCallId(), k)] = &me
+				}
 			}
 		})
 	}

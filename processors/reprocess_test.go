@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"io/fs"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
@@ -253,5 +256,141 @@ func TestReprocessKilledMidway(t *testing.T) {
 	if _, err := p.reprocess(ctx, "fix", processors.Selection{Tenant: p.tenant, Statuses: []string{"partial"}}, force); err == nil ||
 		!strings.Contains(err.Error(), "another selection") {
 		t.Fatalf("job reused with another selection: %v", err)
+	}
+}
+
+// TestReprocessFindsStreamsOnTheMediaTopic: a recording announced before
+// RecordingStored carried media_ended is redone with the MediaEnded found
+// on the media topic while the topic holds it (the one of its own data
+// key: the call is ingested twice); once retention has removed it, the
+// plan says so instead of guessing the streams.
+func TestReprocessFindsStreamsOnTheMediaTopic(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p := kfakePipeline(t)
+	restoreDec := processors.WithoutDecoders(t, "OPUS")
+	restoreEnd := processors.AsBeforeMediaEnded(t)
+	p.ingest("pcap/wireshark_sip-rtp-opus.pcap")
+	p.process(nil)
+	restoreDec()
+	restoreEnd()
+	recs, _ := p.recordings()
+	for _, rs := range recs {
+		if rs[0].ev.GetMediaEnded() != nil {
+			t.Fatal("the recording carries media_ended")
+		}
+	}
+	sel := processors.Selection{Tenant: p.tenant}
+	dry, err := p.reprocess(ctx, "old", sel, func(c *processors.ReprocessConfig) { c.DryRun = true })
+	if err != nil || len(dry.Plan) != 1 || !strings.Contains(dry.Plan[0].Reason, "opus decoded") {
+		t.Fatalf("dry run with the media topic: %v, %+v", err, dry.Plan)
+	}
+
+	rep, err := p.reprocess(ctx, "old", sel, nil)
+	if err != nil || rep.Stats.Done != 1 {
+		t.Fatalf("reprocess: %v, %+v", err, rep.Stats)
+	}
+	for _, rs := range func() map[string][]stored { r, _ := p.recordings(); return r }() {
+		for _, r := range rs {
+			if r.ev.GetSupersedes() != nil && (r.ev.GetMediaEnded() == nil || schemas.Summarize(r.ev.GetLedgers()).Status != schemas.StatusComplete) {
+				t.Fatalf("reprocessed recording: media_ended %v, %s", r.ev.GetMediaEnded() != nil, schemas.Summarize(r.ev.GetLedgers()))
+			}
+		}
+	}
+
+	// The capture again, by the earlier build (a new data key: a second
+	// recording of the call), then retention removes the media topic's
+	// records.
+	restoreDec = processors.WithoutDecoders(t, "OPUS")
+	restoreEnd = processors.AsBeforeMediaEnded(t)
+	p.ingest("pcap/wireshark_sip-rtp-opus.pcap")
+	p.process(nil)
+	restoreDec()
+	restoreEnd()
+	cl, err := kafkaclient.New(p.kafka())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(ctx, schemas.TopicMedia)
+	if err != nil {
+		t.Fatal(err)
+	}
+	del, err := adm.DeleteRecords(ctx, ends.Offsets())
+	if err == nil {
+		err = del.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, err := p.reprocess(ctx, "later", sel, func(c *processors.ReprocessConfig) { c.DryRun = true })
+	var skips []string
+	for _, pl := range gone.Plan {
+		skips = append(skips, pl.Skip)
+	}
+	slices.Sort(skips)
+	if err != nil || len(skips) != 2 || !strings.Contains(skips[0], "already reprocessed") || !strings.Contains(skips[1], "nor on the media topic") {
+		t.Fatalf("dry run without the media topic: %v, %q", err, skips)
+	}
+}
+
+// TestReprocessTamperedRawMediaFails: a raw media object altered in the
+// store is not made into a recording: the job names the call and the
+// reason, audits it, and leaves its current recording as it was; the
+// other call is redone. Running the job again says the same.
+func TestReprocessTamperedRawMediaFails(t *testing.T) {
+	ctx := context.Background()
+	p := kfakePipeline(t)
+	p.ingest("pcap/wireshark_sip-rtp-g711.pcap")
+	p.process(nil)
+	before, _ := p.recordings()
+	var victim string
+	for id, rs := range before {
+		victim = id
+		path := filepath.Join(p.objects, filepath.FromSlash(rs[0].ev.GetRawObjectKey()))
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)/2] ^= 1
+		if err := os.Chmod(path, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		break
+	}
+	force := func(c *processors.ReprocessConfig) { c.Force, c.Reason = true, "ticket 7" }
+	for run := range 2 {
+		rep, err := p.reprocess(ctx, "tamper", processors.Selection{Tenant: p.tenant}, force)
+		if err == nil || rep.Stats.Done != 1 || rep.Stats.Failed != 1 || rep.Stats.Remaining != 0 || rep.Stats.Failures[victim] == "" {
+			t.Fatalf("run %d: %v, %+v", run+1, err, rep.Stats)
+		}
+		if run == 0 && !strings.Contains(rep.Stats.Failures[victim], "does not match the SHA-256 its recording announced") {
+			t.Fatalf("failure: %q", rep.Stats.Failures[victim])
+		}
+		t.Logf("run %d: %v; %s", run+1, err, rep.Stats.Failures[victim])
+	}
+	after, _ := p.recordings()
+	for id, rs := range after {
+		want := 2
+		if id == victim {
+			want = 1
+		}
+		if len(rs) != want {
+			t.Fatalf("call %s: %d recordings, want %d", id, len(rs), want)
+		}
+	}
+	var errs int
+	for _, a := range p.audits() {
+		if a.GetAction() == "recording.reprocess" && a.GetResult() == verbatimv1.AuditResult_AUDIT_RESULT_ERROR &&
+			a.GetTarget().GetId() == before[victim][0].ev.GetRecordingId() {
+			errs++
+		}
+	}
+	if errs != 1 {
+		t.Fatalf("%d audit events of the failure, want 1", errs)
 	}
 }
