@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -34,6 +35,7 @@ func runPlay(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	out := fs.String("o", "", "output WAV file (required; written only once verified)")
 	streamID := fs.String("stream", "", "instead of the WAV, write this stream kept in its own codec (e.g. an Opus stream as Ogg); search --json lists them")
 	tenant := fs.String("tenant", envOr("VERBATIM_TENANT", "demo"), "tenant that owns the call")
+	recordingID := fs.String("recording", "", "play this recording of the call instead of its current one: one that reprocessing superseded (search --history lists them)")
 	keyWait := fs.Duration("key-wait", 30*time.Second, "how long to wait for the recording's key in the key registry")
 	kafka := addKafkaFlags(fs)
 	ch := addClickHouseFlags(fs)
@@ -63,7 +65,7 @@ func runPlay(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer conn.Close()
-	rs, err := search.Search(ctx, conn, db, search.Query{Tenant: *tenant, CallID: callID, Limit: 2})
+	rs, err := search.Search(ctx, conn, db, search.Query{Tenant: *tenant, CallID: callID, Limit: 2, History: *recordingID != ""})
 	if err != nil {
 		return err
 	}
@@ -76,6 +78,21 @@ func runPlay(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("play: call %s has no recording (%s)", rs[0].CallID, rs[0].Status)
 	}
 	call, rec := rs[0], rs[0].Recording
+	if *recordingID != "" {
+		ids := []string{rec.RecordingID}
+		for i := range call.History {
+			ids = append(ids, call.History[i].RecordingID)
+			if call.History[i].RecordingID == *recordingID {
+				rec = &call.History[i]
+			}
+		}
+		if rec.RecordingID != *recordingID {
+			return fmt.Errorf("play: call %s has no recording %s (it has %s)", call.CallID, *recordingID, strings.Join(ids, ", "))
+		}
+		if rec.Failure != "" {
+			return fmt.Errorf("play: recording %s of call %s failed (%s): there is nothing to play", rec.RecordingID, call.CallID, rec.Failure)
+		}
+	}
 
 	km, err := kf.manager()
 	if err != nil {

@@ -100,6 +100,17 @@ func TestReprocessG729DecodedByALaterBuild(t *testing.T) {
 		t.Fatalf("the reprocessed recording does not hold the callee's G.729 audio (%.1f dB, %.1f a frame off), or the caller's channel has sound", best, off)
 	}
 
+	// The earlier recording stays playable as it was: without the G.729.
+	oldPath := filepath.Join(t.TempDir(), "earlier.wav")
+	e.cmd("play", rs[0].CallID, "--recording", first.RecordingID, "-o", oldPath, "--database", e.db, "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects)
+	oldWAV, err := os.ReadFile(oldPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, r := wavChannels(t, oldWAV); !silent(l) || !silent(r) {
+		t.Fatal("the earlier recording has sound: it is not the one the build without G.729 made")
+	}
+
 	var days []search.PartyDay
 	rep := e.cmd("completeness", "--database", e.db, "--from", "2000-01-01", "--to", "2100-01-01", "--json")
 	if err := json.Unmarshal([]byte(rep), &days); err != nil {

@@ -129,6 +129,11 @@ func printRecord(out io.Writer, r *kgo.Record, tenant string) {
 		}
 		fmt.Fprintf(out, "%s stored   call %s recording %s: %s, %s, %s\n", where, ev.GetCallId(), ev.GetRecordingId(),
 			ev.GetFormat(), ev.GetDuration().AsDuration(), schemas.Summarize(ev.GetLedgers()))
+		if s := ev.GetSupersedes(); s != nil {
+			// Reprocessed: this is now the call's recording; the one it
+			// names stays stored as its retention says.
+			fmt.Fprintf(out, "    supersedes %s (generation %d, job %s): %s\n", s.GetRecordingId(), s.GetGeneration(), s.GetJob(), s.GetReason())
+		}
 		for _, l := range ev.GetLedgers() {
 			fmt.Fprintf(out, "    stream %s: %d captured, %d recorded\n", l.GetStreamId(), l.GetCaptured(), l.GetRecorded())
 		}

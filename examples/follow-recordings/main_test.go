@@ -39,8 +39,11 @@ func TestFollowRecordings(t *testing.T) {
 		&verbatimv1.RecordingStored{CallId: "c1", RecordingId: "r1", Format: "audio/wav",
 			Ledgers: []*verbatimv1.StreamLedger{{StreamId: "caller-audio", Captured: 10, Recorded: 10}}},
 		&verbatimv1.RecordingFailed{CallId: "c2", RecordingId: "r2", Reason: "the call's data key is missing", RawObjectKey: "demo/raw"},
+		&verbatimv1.RecordingStored{CallId: "c1", RecordingId: "r3", Format: "audio/wav",
+			Ledgers:    []*verbatimv1.StreamLedger{{StreamId: "caller-audio", Captured: 10, Recorded: 10}},
+			Supersedes: &verbatimv1.Supersession{RecordingId: "r1", Reason: "reprocessed: g729 decoded (stream caller-audio)", Job: "j1", Generation: 1}},
 	} {
-		env := schemas.Envelope{ID: string(m.ProtoReflect().Descriptor().Name()), Tenant: "demo", CallID: "c", OccurredAt: time.Now(), Producer: "test"}
+		env := schemas.Envelope{ID: string(m.ProtoReflect().Descriptor().Name()) + m.(interface{ GetRecordingId() string }).GetRecordingId(), Tenant: "demo", CallID: "c", OccurredAt: time.Now(), Producer: "test"}
 		rec, err := schemas.NewRecord(schemas.TopicRecordings, []byte("c"), env, m)
 		if err != nil {
 			t.Fatal(err)
@@ -58,7 +61,8 @@ func TestFollowRecordings(t *testing.T) {
 	}
 	got := out.String()
 	for _, want := range []string{"stored   call c1 recording r1: audio/wav", "complete, 10 audio packets", "stream caller-audio: 10 captured, 10 recorded",
-		"FAILED   call c2: the call's data key is missing"} {
+		"FAILED   call c2: the call's data key is missing",
+		"stored   call c1 recording r3", "supersedes r1 (generation 1, job j1): reprocessed: g729 decoded (stream caller-audio)"} {
 		if !strings.Contains(got, want) {
 			t.Fatalf("output lacks %q:\n%s", want, got)
 		}
