@@ -68,8 +68,8 @@ type ReprocessConfig struct {
 	Actor string
 	// Workers redo that many calls at once. Default 2.
 	Workers int
-	// CallsPerTransaction bounds the calls one transaction redoes.
-	// Default 8.
+	// CallsPerTransaction bounds the calls one transaction redoes (about:
+	// see pollSize). Default 32.
 	CallsPerTransaction int
 	// TransactionTimeout, default 5 minutes: a transaction redoes whole
 	// calls, which for long calls takes a while.
@@ -209,7 +209,7 @@ func (c *ReprocessConfig) validate() error {
 		c.Workers = 2
 	}
 	if c.CallsPerTransaction <= 0 {
-		c.CallsPerTransaction = 8
+		c.CallsPerTransaction = 32
 	}
 	if c.TransactionTimeout <= 0 {
 		c.TransactionTimeout = 5 * time.Minute

@@ -39,7 +39,7 @@ func runReprocess(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	spool := fs.String("spool", os.TempDir(), "directory for a call's media while it is recorded (sealed)")
 	comfortNoise := fs.String("comfort-noise", "generate", "as for verbatim process: generate or silence")
 	workers := fs.Int("workers", 2, "calls redone at once")
-	perTxn := fs.Int("calls-per-transaction", 8, "about this many calls redone per Kafka transaction (the unit a restarted job does not redo)")
+	perTxn := fs.Int("calls-per-transaction", 32, "about this many calls redone per Kafka transaction (the unit a restarted job does not redo)")
 	kf := addKeyFlags(fs)
 	sf := addStoreFlags(fs)
 	if err := fs.Parse(args); err != nil {
