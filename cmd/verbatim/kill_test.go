@@ -32,83 +32,27 @@ import (
 // with SIGKILL while a call is open, started again, and the calls come out
 // recorded once each, complete, with the same audio.
 func TestProcessKilled(t *testing.T) {
-	brokers := stacktest.Env(t, "VERBATIM_KAFKA_BROKERS")
-	for _, v := range []string{"VERBATIM_CLICKHOUSE_ADDR", "VERBATIM_S3_ENDPOINT", "VERBATIM_VAULT_ADDR", "VERBATIM_VAULT_TOKEN"} {
-		stacktest.Env(t, v)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	bin := filepath.Join(t.TempDir(), "verbatim")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	run := strconv.FormatInt(time.Now().UnixNano(), 36)
-	tenant, group, db := "k"+run, "verbatim-process-kill-"+run, "verbatim_kill_"+run
-	t.Cleanup(func() {
-		if conn, _, err := (chFlags{addr: ptr(os.Getenv("VERBATIM_CLICKHOUSE_ADDR")), db: &db}).open(context.Background()); err == nil {
-			_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS `"+db+"`")
-			conn.Close()
-		}
-	})
-	verbatim := func(args ...string) *exec.Cmd {
-		c := exec.CommandContext(ctx, bin, args...)
-		c.Env = append(os.Environ(), "VERBATIM_TENANT="+tenant)
-		return c
-	}
-	mustRun := func(args ...string) string {
-		t.Helper()
-		out, err := verbatim(args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("verbatim %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-	// Start the group at the media topic's end: earlier runs' media is not
-	// this test's business.
-	mustRun("topics", "--create", "--brokers", brokers)
+	e := newStackCLI(ctx, t, "k")
+	brokers, tenant, db, mustRun := e.brokers, e.tenant, e.db, e.mustRun
+	group := "verbatim-process-kill-" + e.run
 	startAtEnd(ctx, t, brokers, group)
-	// The tenant's key-encryption key, as an administrator would create it.
-	km, err := keys.NewVault(keys.VaultConfig{Address: os.Getenv("VERBATIM_VAULT_ADDR"), Token: os.Getenv("VERBATIM_VAULT_TOKEN"), CreateKeys: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := km.GenerateDataKey(ctx, tenant); err != nil {
-		t.Fatal(err)
-	}
 	mustRun("ingest", "pcap", "--tenant", tenant, "--brokers", brokers, stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"))
 
 	// First run: killed once a transaction has committed with a call open.
-	procArgs := []string{"process", "--brokers", brokers, "--group", group, "--instance", "kill-test-" + run, "--tenants", tenant,
+	procArgs := []string{"process", "--brokers", brokers, "--group", group, "--instance", "kill-test-" + e.run, "--tenants", tenant,
 		"--spool", t.TempDir(), "--max-poll-records", "2"}
-	first := verbatim(procArgs...)
-	stderr, err := first.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := first.Start(); err != nil {
-		t.Fatal(err)
-	}
 	progress := regexp.MustCompile(`process: (\d+) media records, (\d+) recordings stored, \d+ failed, (\d+) calls open`)
-	sc := bufio.NewScanner(stderr)
-	sc.Split(splitCR)
-	killed := false
-	for sc.Scan() {
-		m := progress.FindStringSubmatch(sc.Text())
+	killed := e.killWhen(procArgs, func(line string) bool {
+		m := progress.FindStringSubmatch(line)
 		if m == nil {
-			continue
+			return false
 		}
 		records, _ := strconv.Atoi(m[1])
 		open, _ := strconv.Atoi(m[3])
-		if open > 0 && records >= 4 {
-			if err := first.Process.Signal(syscall.SIGKILL); err != nil {
-				t.Fatal(err)
-			}
-			killed = true
-			t.Logf("killed after: %s", sc.Text())
-			break
-		}
-	}
-	_ = first.Wait()
+		return open > 0 && records >= 4
+	})
 	if !killed {
 		t.Fatal("the processor finished before it could be killed with a call open")
 	}
@@ -119,7 +63,7 @@ func TestProcessKilled(t *testing.T) {
 	if !strings.Contains(out, "read again to rebuild") || strings.Contains(out, " 0 read again") {
 		t.Fatalf("the restarted processor rebuilt nothing: %s", out)
 	}
-	mustRun("project", "search", "--brokers", brokers, "--database", db, "--group", "verbatim-project-kill-"+run, "--exit-when-idle")
+	mustRun("project", "search", "--brokers", brokers, "--database", db, "--group", "verbatim-project-kill-"+e.run, "--exit-when-idle")
 	var rs []search.Result
 	if err := json.Unmarshal([]byte(mustRun("search", "--json", "--database", db)), &rs); err != nil {
 		t.Fatal(err)
@@ -132,25 +76,7 @@ func TestProcessKilled(t *testing.T) {
 			(c.AudioRecorded != 425 && c.AudioRecorded != 414) {
 			t.Fatalf("%s: %s %+v", r.SIPCallID, r.Status, r.Recording)
 		}
-		wavPath := filepath.Join(t.TempDir(), "call.wav")
-		mustRun("play", r.CallID, "-o", wavPath, "--database", db, "--brokers", brokers)
-		wav, err := os.ReadFile(wavPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ssrc, pt, codec := uint32(0x343DA99B), 0, "ul"
-		if r.SIPCallID == "1-1968@10.0.2.20" {
-			ssrc, pt, codec = 0x343FFA34, 8, "al"
-		}
-		left, right := wavChannels(t, wav)
-		got := left
-		if silent(left) {
-			got = right
-		}
-		want, _ := tsharkRef(t, stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"), ssrc, pt, codec)
-		if at := containsAt(got, want); at != 0 {
-			t.Fatalf("%s: audio after the crash differs from the capture (at %d)", r.SIPCallID, at)
-		}
+		e.assertG711Plays(r)
 	}
 	// Exactly one RecordingStored per call on the topic, too.
 	var stored bytes.Buffer
@@ -189,46 +115,12 @@ func startAtEnd(ctx context.Context, t *testing.T, brokers, group string) {
 // run did; and every call's current recording still holds its audio as
 // tshark's export decoded by sox has it.
 func TestReprocessKilled(t *testing.T) {
-	brokers := stacktest.Env(t, "VERBATIM_KAFKA_BROKERS")
-	for _, v := range []string{"VERBATIM_CLICKHOUSE_ADDR", "VERBATIM_S3_ENDPOINT", "VERBATIM_VAULT_ADDR", "VERBATIM_VAULT_TOKEN"} {
-		stacktest.Env(t, v)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	bin := filepath.Join(t.TempDir(), "verbatim")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	run := strconv.FormatInt(time.Now().UnixNano(), 36)
-	tenant, group, db, job := "r"+run, "verbatim-process-rkill-"+run, "verbatim_rkill_"+run, "kill-"+run
-	t.Cleanup(func() {
-		if conn, _, err := (chFlags{addr: ptr(os.Getenv("VERBATIM_CLICKHOUSE_ADDR")), db: &db}).open(context.Background()); err == nil {
-			_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS `"+db+"`")
-			conn.Close()
-		}
-	})
-	verbatim := func(args ...string) *exec.Cmd {
-		c := exec.CommandContext(ctx, bin, args...)
-		c.Env = append(os.Environ(), "VERBATIM_TENANT="+tenant)
-		return c
-	}
-	mustRun := func(args ...string) string {
-		t.Helper()
-		out, err := verbatim(args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("verbatim %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-	mustRun("topics", "--create", "--brokers", brokers)
+	e := newStackCLI(ctx, t, "r")
+	brokers, tenant, db, run, mustRun := e.brokers, e.tenant, e.db, e.run, e.mustRun
+	group, job := "verbatim-process-rkill-"+run, "kill-"+run
 	startAtEnd(ctx, t, brokers, group)
-	km, err := keys.NewVault(keys.VaultConfig{Address: os.Getenv("VERBATIM_VAULT_ADDR"), Token: os.Getenv("VERBATIM_VAULT_TOKEN"), CreateKeys: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := km.GenerateDataKey(ctx, tenant); err != nil {
-		t.Fatal(err)
-	}
 	capture := stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap")
 	for range 3 {
 		mustRun("ingest", "pcap", "--tenant", tenant, "--brokers", brokers, capture)
@@ -238,29 +130,11 @@ func TestReprocessKilled(t *testing.T) {
 
 	args := []string{"reprocess", "--job", job, "--tenant", tenant, "--brokers", brokers, "--force", "--reason", "kill test",
 		"--workers", "1", "--calls-per-transaction", "1", "--spool", t.TempDir()}
-	first := verbatim(args...)
-	stderr, err := first.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := first.Start(); err != nil {
-		t.Fatal(err)
-	}
 	progress := regexp.MustCompile(`reprocess: (\d+) of 6 done`)
-	sc := bufio.NewScanner(stderr)
-	killed := false
-	for sc.Scan() {
-		t.Log(sc.Text())
-		if m := progress.FindStringSubmatch(sc.Text()); m != nil && m[1] != "6" {
-			if err := first.Process.Signal(syscall.SIGKILL); err != nil {
-				t.Fatal(err)
-			}
-			killed = true
-			t.Logf("killed after: %s", sc.Text())
-			break
-		}
-	}
-	_ = first.Wait()
+	killed := e.killWhen(args, func(line string) bool {
+		m := progress.FindStringSubmatch(line)
+		return m != nil && m[1] != "6"
+	})
 	if !killed {
 		t.Fatal("the job finished before it could be killed")
 	}
@@ -334,25 +208,116 @@ func TestReprocessKilled(t *testing.T) {
 		if rec := r.Recording; rec.Generation != 1 || rec.Completeness == nil || rec.Completeness.Status != schemas.StatusComplete || len(r.History) != 5 {
 			t.Fatalf("%s: current recording %+v, %d others", r.SIPCallID, rec, len(r.History))
 		}
-		wavPath := filepath.Join(t.TempDir(), "call.wav")
-		mustRun("play", r.CallID, "-o", wavPath, "--database", db, "--brokers", brokers)
-		wav, err := os.ReadFile(wavPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ssrc, pt, codec := uint32(0x343DA99B), 0, "ul"
-		if r.SIPCallID == "1-1968@10.0.2.20" {
-			ssrc, pt, codec = 0x343FFA34, 8, "al"
-		}
-		left, right := wavChannels(t, wav)
-		got := left
-		if silent(left) {
-			got = right
-		}
-		want, _ := tsharkRef(t, capture, ssrc, pt, codec)
-		if at := containsAt(got, want); at != 0 {
-			t.Fatalf("%s: the reprocessed recording's audio differs from the capture (at %d)", r.SIPCallID, at)
-		}
+		e.assertG711Plays(r)
 	}
 	t.Log("\n" + mustRun("search", "--history", "--database", db))
+}
+
+// stackCLI runs the verbatim binary, as a user would, against the whole
+// local stack (Kafka, MinIO, Vault, ClickHouse), for a tenant and a
+// ClickHouse database of its own (dropped at the end). The tenant's
+// key-encryption key is created as an administrator would.
+type stackCLI struct {
+	ctx                           context.Context
+	t                             *testing.T
+	bin, brokers, tenant, db, run string
+}
+
+func newStackCLI(ctx context.Context, t *testing.T, prefix string) *stackCLI {
+	t.Helper()
+	brokers := stacktest.Env(t, "VERBATIM_KAFKA_BROKERS")
+	for _, v := range []string{"VERBATIM_CLICKHOUSE_ADDR", "VERBATIM_S3_ENDPOINT", "VERBATIM_VAULT_ADDR", "VERBATIM_VAULT_TOKEN"} {
+		stacktest.Env(t, v)
+	}
+	e := &stackCLI{ctx: ctx, t: t, bin: filepath.Join(t.TempDir(), "verbatim"), brokers: brokers, run: strconv.FormatInt(time.Now().UnixNano(), 36)}
+	e.tenant, e.db = prefix+e.run, "verbatim_"+prefix+"kill_"+e.run
+	if out, err := exec.Command("go", "build", "-o", e.bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if conn, _, err := (chFlags{addr: ptr(os.Getenv("VERBATIM_CLICKHOUSE_ADDR")), db: &e.db}).open(context.Background()); err == nil {
+			_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS `"+e.db+"`")
+			conn.Close()
+		}
+	})
+	e.mustRun("topics", "--create", "--brokers", brokers)
+	km, err := keys.NewVault(keys.VaultConfig{Address: os.Getenv("VERBATIM_VAULT_ADDR"), Token: os.Getenv("VERBATIM_VAULT_TOKEN"), CreateKeys: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := km.GenerateDataKey(ctx, e.tenant); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *stackCLI) verbatim(args ...string) *exec.Cmd {
+	c := exec.CommandContext(e.ctx, e.bin, args...)
+	c.Env = append(os.Environ(), "VERBATIM_TENANT="+e.tenant)
+	return c
+}
+
+func (e *stackCLI) mustRun(args ...string) string {
+	e.t.Helper()
+	out, err := e.verbatim(args...).CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("verbatim %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// assertG711Plays plays a call of wireshark_sip-rtp-g711.pcap and checks
+// that its one stream is in the recording from the first sample, as
+// tshark's export decoded by sox has it.
+func (e *stackCLI) assertG711Plays(r search.Result) {
+	t := e.t
+	t.Helper()
+	wavPath := filepath.Join(t.TempDir(), "call.wav")
+	e.mustRun("play", r.CallID, "-o", wavPath, "--database", e.db, "--brokers", e.brokers)
+	wav, err := os.ReadFile(wavPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ssrc, pt, codec := uint32(0x343DA99B), 0, "ul"
+	if r.SIPCallID == "1-1968@10.0.2.20" {
+		ssrc, pt, codec = 0x343FFA34, 8, "al"
+	}
+	left, right := wavChannels(t, wav)
+	got := left
+	if silent(left) {
+		got = right
+	}
+	want, _ := tsharkRef(t, stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"), ssrc, pt, codec)
+	if at := containsAt(got, want); at != 0 {
+		t.Fatalf("%s: the recording's audio differs from the capture (at %d)", r.SIPCallID, at)
+	}
+}
+
+// killWhen runs verbatim with args and kills it with SIGKILL at the first
+// line of its standard error that kill accepts. It reports whether it
+// killed it (false: it ended first).
+func (e *stackCLI) killWhen(args []string, kill func(line string) bool) bool {
+	t := e.t
+	t.Helper()
+	c := e.verbatim(args...)
+	stderr, err := c.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Wait() }()
+	sc := bufio.NewScanner(stderr)
+	sc.Split(splitCR)
+	for sc.Scan() {
+		if kill(sc.Text()) {
+			if err := c.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("killed after: %s", sc.Text())
+			return true
+		}
+	}
+	return false
 }
