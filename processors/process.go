@@ -968,7 +968,7 @@ func (p *processor) failed(ctx context.Context, f finishing, cause error) (outco
 		schemas.Envelope{ID: schemas.DerivedID(recordingID, "failed"), Tenant: c.tenant, CallID: c.id, OccurredAt: now, Producer: "verbatim-process"},
 		&verbatimv1.RecordingFailed{CallId: c.id, RecordingId: recordingID, Reason: cause.Error(), FailedAt: timestamppb.New(now),
 			EndReason: end.GetReason(), CallStartedAt: timestamppb.New(started), RawObjectKey: rawKey,
-			RawSize: uint64(info.Size), RawSha256: info.SHA256, MediaEnded: end, Processing: p.processing()})
+			RawSize: uint64(info.Size), RawSha256: info.SHA256, MediaEnded: end, Processing: p.processing(c.tenant)})
 	if err != nil {
 		return outcome{}, err
 	}
@@ -1027,7 +1027,7 @@ func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer
 		return outcome{}, err
 	}
 	ev.EndReason, ev.CallStartedAt = end.GetReason(), timestamppb.New(started)
-	ev.MediaEnded, ev.Processing = end, p.processing()
+	ev.MediaEnded, ev.Processing = end, p.processing(c.tenant)
 	if omitMediaEnded {
 		ev.MediaEnded, ev.Processing = nil, ""
 	}

@@ -309,10 +309,10 @@ var omitMediaEnded bool //nolint:gochecknoglobals // set by tests only
 const Revision = "r1"
 
 // Processing describes what this build makes of a call's media: the
-// revision, the codecs it decodes, how it fills comfort noise
-// (RecordingStored.processing). Two runs with the same processing record
-// the same media alike.
-func Processing(silentCN bool) string {
+// revision, the codecs it decodes, how it fills comfort noise, and "pci"
+// when DTMF is masked (RecordingStored.processing). Two runs with the same
+// processing record the same media alike.
+func Processing(silentCN, pci bool) string {
 	var names []string
 	for _, n := range []string{"G722", "G729", "L16", "OPUS", "PCMA", "PCMU"} {
 		if decodable(&verbatimv1.Codec{Name: n}) != "" {
@@ -323,10 +323,16 @@ func Processing(silentCN bool) string {
 	if silentCN {
 		cn = "silence"
 	}
-	return Revision + " decoders=" + strings.Join(names, ",") + " cn=" + cn
+	s := Revision + " decoders=" + strings.Join(names, ",") + " cn=" + cn
+	if pci {
+		s += " pci"
+	}
+	return s
 }
 
-func (p *processor) processing() string { return Processing(p.cfg.SilentComfortNoise) }
+func (p *processor) processing(tenant string) string {
+	return Processing(p.cfg.SilentComfortNoise, p.cfg.PCI != nil && p.cfg.PCI(tenant))
+}
 
 // opusClock is the RTP clock rate of Opus (RFC 7587), whatever its audio.
 const opusClock = 48000

@@ -62,8 +62,11 @@ type ReprocessConfig struct {
 	// SpoolDir holds a call's media while it is recorded; default
 	// os.TempDir().
 	SpoolDir string
-	// SilentComfortNoise as in Config.
+	// SilentComfortNoise and PCI as in Config: a tenant recorded in PCI
+	// mode now has its DTMF masked in the new recordings, whatever the old
+	// ones hold.
 	SilentComfortNoise bool
+	PCI                func(tenant string) bool
 	// Actor is who runs the job, for the audit trail ("os-user:alice").
 	Actor string
 	// Workers redo that many calls at once. Default 2.
@@ -131,7 +134,7 @@ func Reprocess(ctx context.Context, cfg ReprocessConfig) (ReprocessReport, error
 	if err := cfg.validate(); err != nil {
 		return ReprocessReport{}, err
 	}
-	processing := Processing(cfg.SilentComfortNoise)
+	processing := Processing(cfg.SilentComfortNoise, cfg.PCI != nil && cfg.PCI(cfg.Select.Tenant))
 	rep := ReprocessReport{Processing: processing}
 	group := "verbatim-reprocess-" + cfg.Job
 	sel := selectionHash(cfg.Select, processing, cfg.Force, cfg.Reason)
@@ -328,7 +331,7 @@ func runJob(ctx context.Context, cfg ReprocessConfig, group, sel string, ends jo
 	}
 	reg := keyreg.Start(regCl)
 	defer reg.Close()
-	p := &processor{cfg: Config{Keys: cfg.Keys, Store: cfg.Store, SilentComfortNoise: cfg.SilentComfortNoise, Logger: cfg.Logger}, dir: dir, reg: reg}
+	p := &processor{cfg: Config{Keys: cfg.Keys, Store: cfg.Store, SilentComfortNoise: cfg.SilentComfortNoise, PCI: cfg.PCI, Logger: cfg.Logger}, dir: dir, reg: reg}
 
 	sess, err := kafkaclient.NewGroupTransactSession(cfg.Kafka,
 		kgo.ConsumerGroup(group), kgo.ConsumeTopics(schemas.TopicRecordings),

@@ -131,7 +131,7 @@ func TestReprocessOpusDecodedByALaterBuild(t *testing.T) {
 		t.Fatalf("supersedes %v", sup)
 	}
 	if again.ev.GetRecordingId() != dry.Plan[0].NewRecordingID || again.ev.GetRawObjectKey() != old.ev.GetRawObjectKey() ||
-		again.ev.GetProcessing() != processors.Processing(false) {
+		again.ev.GetProcessing() != processors.Processing(false, false) {
 		t.Fatalf("new recording %s (planned %s), raw %s (old %s), processing %q", again.ev.GetRecordingId(), dry.Plan[0].NewRecordingID,
 			again.ev.GetRawObjectKey(), old.ev.GetRawObjectKey(), again.ev.GetProcessing())
 	}
@@ -392,5 +392,50 @@ func TestReprocessTamperedRawMediaFails(t *testing.T) {
 	}
 	if errs != 1 {
 		t.Fatalf("%d audit events of the failure, want 1", errs)
+	}
+}
+
+// TestReprocessMasksDTMFForAPCITenant: a tenant that records in PCI mode
+// now, whose calls were recorded before it did (raw media kept, tones in
+// the WAV), has them redone masked: the new recording is what this build
+// records live in PCI mode, sample for sample, and says "pci" in its
+// processing.
+func TestReprocessMasksDTMFForAPCITenant(t *testing.T) {
+	ctx := context.Background()
+	const capture = "pcap/metaswitch_09a_2833_dtmf.pcap"
+	p := kfakePipeline(t)
+	p.ingest(capture)
+	p.process(nil)
+	rep, err := p.reprocess(ctx, "pci", processors.Selection{Tenant: p.tenant}, func(c *processors.ReprocessConfig) {
+		c.PCI = func(string) bool { return true }
+		c.Force, c.Reason = true, "the tenant records in PCI mode now"
+	})
+	if err != nil || rep.Stats.Done != 1 || !strings.HasSuffix(rep.Processing, " pci") {
+		t.Fatalf("reprocess: %v, %+v, processing %q", err, rep.Stats, rep.Processing)
+	}
+	live := kfakePipeline(t)
+	live.pci = true
+	live.ingest(capture)
+	live.process(nil)
+	want, _ := live.recordings()
+	got, _ := p.recordings()
+	for call, rs := range got {
+		var again *stored
+		for i := range rs {
+			if rs[i].ev.GetSupersedes() != nil {
+				again = &rs[i]
+			}
+		}
+		if again == nil || again.ev.GetProcessing() != rep.Processing {
+			t.Fatalf("call %s: no reprocessed recording with processing %q", call, rep.Processing)
+		}
+		for _, w := range want {
+			if !bytes.Equal(w[0].wav, again.wav) {
+				t.Fatal("the reprocessed recording differs from this build's live PCI recording: the tones are not masked alike")
+			}
+		}
+		if bytes.Equal(rs[0].wav, again.wav) {
+			t.Fatal("the reprocessed recording is the unmasked one")
+		}
 	}
 }

@@ -46,6 +46,18 @@ func (s storeFlags) open(ctx context.Context) (objstore.Store, string, error) {
 	return st, "s3://" + *s.bucket + " at " + *s.s3, err
 }
 
+// pciTenantsFunc reads --pci-tenants: tenants, comma separated, or *.
+func pciTenantsFunc(list string) func(tenant string) bool {
+	if list == "" {
+		return nil
+	}
+	pci := map[string]bool{}
+	for _, t := range strings.Split(list, ",") {
+		pci[strings.TrimSpace(t)] = true
+	}
+	return func(tenant string) bool { return pci["*"] || pci[tenant] }
+}
+
 func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("process", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -94,13 +106,7 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			cfg.Tenants = append(cfg.Tenants, strings.TrimSpace(t))
 		}
 	}
-	if *pciTenants != "" {
-		pci := map[string]bool{}
-		for _, t := range strings.Split(*pciTenants, ",") {
-			pci[strings.TrimSpace(t)] = true
-		}
-		cfg.PCI = func(tenant string) bool { return pci["*"] || pci[tenant] }
-	}
+	cfg.PCI = pciTenantsFunc(*pciTenants)
 	if !*quiet {
 		cfg.Progress = func(s processors.Stats) {
 			fmt.Fprintf(stderr, "\rprocess: %d media records, %d recordings stored, %d failed, %d calls open ", s.Records, s.Recorded, s.Failed, s.Open)

@@ -38,6 +38,7 @@ func runReprocess(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	asJSON := fs.Bool("json", false, "print the plan and the result as JSON")
 	spool := fs.String("spool", os.TempDir(), "directory for a call's media while it is recorded (sealed)")
 	comfortNoise := fs.String("comfort-noise", "generate", "as for verbatim process: generate or silence")
+	pciTenants := fs.String("pci-tenants", os.Getenv("VERBATIM_PCI_TENANTS"), "as for verbatim process (env VERBATIM_PCI_TENANTS): the new recordings of these tenants have their DTMF masked")
 	workers := fs.Int("workers", 2, "calls redone at once")
 	perTxn := fs.Int("calls-per-transaction", 32, "about this many calls redone per Kafka transaction (the unit a restarted job does not redo)")
 	kf := addKeyFlags(fs)
@@ -77,7 +78,7 @@ func runReprocess(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	cfg := processors.ReprocessConfig{Kafka: kafka.config("verbatim-reprocess", stderr), Job: *job, Select: sel, Reason: *reason, Force: *force,
 		DryRun: *dryRun, SpoolDir: *spool, SilentComfortNoise: *comfortNoise == "silence", Actor: actor, Workers: *workers,
-		CallsPerTransaction: *perTxn, Logger: warnLogger(stderr)}
+		CallsPerTransaction: *perTxn, PCI: pciTenantsFunc(*pciTenants), Logger: warnLogger(stderr)}
 	if !*dryRun {
 		if cfg.Keys, err = kf.manager(); err != nil {
 			return err
