@@ -55,6 +55,9 @@ func runReprocess(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *comfortNoise != "generate" && *comfortNoise != "silence" {
 		return fmt.Errorf("reprocess: --comfort-noise is generate or silence, not %q", *comfortNoise)
 	}
+	if *force && strings.TrimSpace(*reason) == "" {
+		return fmt.Errorf("reprocess: --force redoes calls this build would record alike: say why with --reason")
+	}
 	sel := processors.Selection{Tenant: *tenant, CallIDs: list(*callIDs), Codecs: list(*codecs), Statuses: list(*statuses), Failure: *failure}
 	for _, st := range sel.Statuses {
 		if !slices.Contains([]string{"complete", "partial", "no audio", "failed", "unverified"}, st) {
@@ -102,6 +105,9 @@ func runReprocess(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			s.Done, s.ToDo, s.Failed, s.Remaining, s.Rate, s.ETA.Round(time.Second))
 	}
 	rep, runErr := processors.Reprocess(ctx, cfg)
+	if runErr != nil && rep.Plan == nil {
+		return runErr // nothing planned: a bad setting, or Kafka unreachable
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
