@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -149,11 +150,14 @@ func Reprocess(ctx context.Context, cfg ReprocessConfig) (ReprocessReport, error
 	if err != nil {
 		return rep, err
 	}
-	chains, scanned, err := readChains(ctx, cfg.Kafka, cfg.Select.Tenant, ends, now, func(n int) {
+	chains, scanned, bad, err := readChains(ctx, cfg.Kafka, cfg.Select, ends, now, func(n int) {
 		cfg.Logger.Info("planning", "job", cfg.Job, "recording events read", n)
 	})
 	if err != nil {
 		return rep, err
+	}
+	if bad > 0 {
+		cfg.Logger.Warn("recording events that do not decode were skipped: their calls are not in the plan", "job", cfg.Job, "events", bad)
 	}
 	fromTopic, err := mediaEndedFromTopic(ctx, cfg.Kafka, cfg.Select.Tenant, withoutEnd(chains))
 	if err != nil {
@@ -278,23 +282,23 @@ func jobScope(ctx context.Context, adm *kadm.Client, group, sel string) (ends, n
 func jobCheckpoint(sel string, ends jobEnds) string {
 	var b strings.Builder
 	b.WriteString(reprocessCheckpoint + " sel=" + sel + " ends=")
-	first := true
-	for p := range int32(len(ends)) {
-		if e, ok := ends[p]; ok {
-			if !first {
-				b.WriteByte(',')
-			}
-			first = false
-			fmt.Fprintf(&b, "%d:%d", p, e)
+	for i, p := range slices.Sorted(maps.Keys(ends)) {
+		if i > 0 {
+			b.WriteByte(',')
 		}
+		fmt.Fprintf(&b, "%d:%d", p, ends[p])
 	}
 	return b.String()
 }
 
 func parseJobCheckpoint(md string) (jobEnds, string, error) {
+	rest, ok := strings.CutPrefix(md, reprocessCheckpoint+" ")
+	if !ok {
+		return nil, "", fmt.Errorf("checkpoint %q: not a reprocess job's", md)
+	}
 	var sel string
 	ends := jobEnds{}
-	for _, f := range strings.Fields(strings.TrimPrefix(md, reprocessCheckpoint)) {
+	for _, f := range strings.Fields(rest) {
 		k, v, _ := strings.Cut(f, "=")
 		switch k {
 		case "sel":
@@ -304,7 +308,7 @@ func parseJobCheckpoint(md string) (jobEnds, string, error) {
 				ps, es, ok := strings.Cut(pe, ":")
 				p, err1 := strconv.ParseInt(ps, 10, 32)
 				e, err2 := strconv.ParseInt(es, 10, 64)
-				if !ok || err1 != nil || err2 != nil {
+				if !ok || err1 != nil || err2 != nil || p < 0 || e < 0 {
 					return nil, "", fmt.Errorf("checkpoint %q: bad ends", md)
 				}
 				ends[int32(p)] = e

@@ -169,18 +169,23 @@ func ReprocessedID(callID, rawKey, processing string) string {
 // jobEnds are the offsets of the recordings topic a job reads up to.
 type jobEnds map[int32]int64
 
-// readChains reads the tenant's recording events below upTo, oldest
-// first; those below ends are in the job's scope.
-func readChains(ctx context.Context, cfg kafkaclient.Config, tenant string, ends, upTo jobEnds, progress func(n int)) (map[string]*chain, int, error) {
+// MaxPlanned bounds the recordings one job plans (about 1 KiB of memory
+// each); a selection matching more is refused, asking for a narrower one.
+const MaxPlanned = 1_000_000
+
+// readChains reads the recording events of sel's tenant, calls and time
+// range below upTo, oldest first; those below ends are in the job's
+// scope. Events that do not decode are counted in bad and skipped.
+func readChains(ctx context.Context, cfg kafkaclient.Config, sel Selection, ends, upTo jobEnds, progress func(n int)) (chains map[string]*chain, n, bad int, err error) {
 	cl, err := kafkaclient.New(cfg, kgo.ConsumeTopics(schemas.TopicRecordings), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.KeepControlRecords(), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	defer cl.Close()
 	starts, _, err := kafkaclient.Bounds(ctx, kadm.NewClient(cl), schemas.TopicRecordings)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	next := map[int32]int64{}
 	behind := func() bool {
@@ -192,26 +197,31 @@ func readChains(ctx context.Context, cfg kafkaclient.Config, tenant string, ends
 		}
 		return false
 	}
-	chains := map[string]*chain{}
-	n := 0
+	calls := map[string]bool{}
+	for _, id := range sel.CallIDs {
+		calls[id] = true
+	}
+	chains = map[string]*chain{}
+	versions := 0
 	for behind() {
 		fs := cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
-			return nil, n, fmt.Errorf("processors: read %s: %w", schemas.TopicRecordings, err)
+			return nil, n, bad, fmt.Errorf("processors: read %s: %w", schemas.TopicRecordings, err)
 		}
 		var ferr error
 		fs.EachError(func(topic string, p int32, err error) {
 			ferr = errors.Join(ferr, fmt.Errorf("fetch %s/%d: %w", topic, p, err))
 		})
 		if ferr != nil {
-			return nil, n, ferr
+			return nil, n, bad, ferr
 		}
 		fs.EachRecord(func(r *kgo.Record) {
 			if r.Offset >= upTo[r.Partition] {
 				return
 			}
 			next[r.Partition] = max(next[r.Partition], r.Offset+1)
-			if r.Attrs.IsControl() || string(schemas.HeaderValue(r.Headers, schemas.HeaderTenant)) != tenant {
+			if r.Attrs.IsControl() || string(schemas.HeaderValue(r.Headers, schemas.HeaderTenant)) != sel.Tenant ||
+				(len(calls) > 0 && !calls[string(r.Key)]) {
 				return
 			}
 			v := &version{partition: r.Partition, offset: r.Offset, inScope: r.Offset < ends[r.Partition]}
@@ -219,13 +229,21 @@ func readChains(ctx context.Context, cfg kafkaclient.Config, tenant string, ends
 			case "verbatim.v1.RecordingStored":
 				v.stored = &verbatimv1.RecordingStored{}
 				if proto.Unmarshal(r.Value, v.stored) != nil {
+					bad++
 					return
+				}
+				// What planning needs: the per-source reports only for a
+				// recording stored before ledgers.
+				v.stored.StreamObjects, v.stored.PlaintextSha256, v.stored.CiphertextSha256 = nil, nil, nil
+				if len(v.stored.GetLedgers()) > 0 {
+					v.stored.Completeness = nil
 				}
 				v.recordingID, v.processing = v.stored.GetRecordingId(), v.stored.GetProcessing()
 				v.supersedes, v.generation = v.stored.GetSupersedes().GetRecordingId(), v.stored.GetSupersedes().GetGeneration()
 			case "verbatim.v1.RecordingFailed":
 				v.failed = &verbatimv1.RecordingFailed{}
 				if proto.Unmarshal(r.Value, v.failed) != nil {
+					bad++
 					return
 				}
 				v.recordingID, v.processing = v.failed.GetRecordingId(), v.failed.GetProcessing()
@@ -233,6 +251,10 @@ func readChains(ctx context.Context, cfg kafkaclient.Config, tenant string, ends
 			default:
 				return
 			}
+			if started := v.startedAt(); (!sel.From.IsZero() && started.Before(sel.From)) || (!sel.To.IsZero() && !started.Before(sel.To)) {
+				return
+			}
+			versions++
 			if v.inScope {
 				n++
 			}
@@ -255,8 +277,11 @@ func readChains(ctx context.Context, cfg kafkaclient.Config, tenant string, ends
 			}
 			c.versions = append(c.versions, v)
 		})
+		if versions > MaxPlanned {
+			return nil, n, bad, fmt.Errorf("processors: reprocess: more than %d recordings in the selection: ask for a shorter time range (--from, --to) or fewer calls", MaxPlanned)
+		}
 	}
-	return chains, n, nil
+	return chains, n, bad, nil
 }
 
 // plan turns the chains into the job's work: the current recording of
