@@ -129,12 +129,13 @@ func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	conversation := fs.String("conversation", "", "the calls of one conversation: a call and the transfers that continued it (see --json)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
 	history := fs.Bool("history", false, "also list each call's earlier recordings (those reprocessing superseded), with their completeness")
-	limit := fs.Int("limit", 100, "at most this many calls")
+	limit := fs.Int("limit", 100, fmt.Sprintf("at most this many calls, a page (at most %d)", search.MaxLimit))
+	after := fs.String("after", "", "the page after this cursor (the last page's output gives it)")
 	ch := addClickHouseFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	q := search.Query{Tenant: *tenant, Party: *party, CallID: *callID, Conversation: *conversation, Limit: *limit, History: *history}
+	q := search.Query{Tenant: *tenant, Party: *party, CallID: *callID, Conversation: *conversation, Limit: *limit, History: *history, After: *after}
 	for _, tv := range []struct {
 		s   string
 		dst *time.Time
@@ -153,9 +154,12 @@ func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer conn.Close()
-	rs, err := search.Search(ctx, conn, db, q)
+	rs, next, err := search.SearchPage(ctx, conn, db, q)
 	if err != nil {
 		return err
+	}
+	if next != "" {
+		defer fmt.Fprintf(stderr, "more calls: the next page is --after %s\n", next)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)

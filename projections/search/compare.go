@@ -43,6 +43,9 @@ func (d Difference) String() string {
 
 // Counts returns what database db holds, per tenant and day.
 func Counts(ctx context.Context, conn driver.Conn, db string) ([]DayCount, error) {
+	if err := ValidDatabase(db); err != nil {
+		return nil, err
+	}
 	q := func(sql string) string { return strings.ReplaceAll(sql, "{db}", "`"+db+"`") }
 	byKey := map[string]*DayCount{}
 	get := func(tenant string, day time.Time) *DayCount {

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -32,7 +35,10 @@ type Query struct {
 	// History fills in each call's earlier recordings (Result.History):
 	// the ones reprocessing superseded.
 	History bool
-	// Limit, default 100.
+	// After is the cursor of the previous page (SearchPage): the calls
+	// after it, in the order of the results.
+	After string
+	// Limit is the page size: default 100, at most MaxLimit.
 	Limit int
 }
 
@@ -222,10 +228,62 @@ func (r *Result) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// Search runs q against the projection in database db.
+// MaxLimit bounds the calls one search returns: a page. More are read
+// page by page (SearchPage's cursor, given back as Query.After).
+const MaxLimit = 1000
+
+// dbRE is what a database name may be: it is an identifier in the SQL,
+// never a bound value, so nothing else gets near the query text.
+var dbRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,63}$`)
+
+// ValidDatabase reports whether db may name the projection's database.
+func ValidDatabase(db string) error {
+	if !dbRE.MatchString(db) {
+		return fmt.Errorf("search: database name %q: letters, digits and '_' (at most 64, not starting with a digit)", db)
+	}
+	return nil
+}
+
+// Search runs q against the projection in database db: one query for the
+// page of calls, then one per table for all the calls of the page.
 func Search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result, error) {
+	if q.Limit > MaxLimit {
+		return nil, fmt.Errorf("search: at most %d calls a page (asked for %d): read further pages with the cursor", MaxLimit, q.Limit)
+	}
+	rs, _, err := search(ctx, conn, db, q)
+	return rs, err
+}
+
+// SearchPage is Search, and the cursor of the next page ("" when there is
+// none).
+func SearchPage(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result, string, error) {
+	if q.Limit > MaxLimit {
+		return nil, "", fmt.Errorf("search: at most %d calls a page (asked for %d)", MaxLimit, q.Limit)
+	}
+	return search(ctx, conn, db, q)
+}
+
+// cursor is where a page ends: the last call's start and id (results are
+// ordered by both).
+func cursor(r Result) string {
+	return strconv.FormatInt(r.StartedAt.Unix(), 10) + "." + r.CallID
+}
+
+func parseCursor(c string) (time.Time, string, error) {
+	sec, id, ok := strings.Cut(c, ".")
+	n, err := strconv.ParseInt(sec, 10, 64)
+	if !ok || err != nil || id == "" || len(id) > 128 {
+		return time.Time{}, "", fmt.Errorf("search: bad cursor %q", c)
+	}
+	return time.Unix(n, 0).UTC(), id, nil
+}
+
+func search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result, string, error) {
 	if q.Tenant == "" {
-		return nil, errors.New("search: a tenant is required")
+		return nil, "", errors.New("search: a tenant is required")
+	}
+	if err := ValidDatabase(db); err != nil {
+		return nil, "", err
 	}
 	if q.Limit <= 0 {
 		q.Limit = 100
@@ -238,6 +296,13 @@ func Search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 	if !q.To.IsZero() {
 		where, args = append(where, "started_at < ?"), append(args, q.To.UTC())
 	}
+	if q.After != "" {
+		at, id, err := parseCursor(q.After)
+		if err != nil {
+			return nil, "", err
+		}
+		where, args = append(where, "(started_at > ? OR (started_at = ? AND call_id > ?))"), append(args, at, at, id)
+	}
 	if q.CallID != "" {
 		where, args = append(where, "(call_id = ? OR sip_call_id = ?)"), append(args, q.CallID, q.CallID)
 	}
@@ -249,11 +314,12 @@ func Search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 			" OR call_id IN (SELECT call_id FROM `"+db+"`.metadata FINAL WHERE tenant = ? AND (ani = ? OR dnis = ?)))")
 		args = append(args, q.Tenant, q.Party, q.Party, q.Tenant, q.Party, q.Party)
 	}
+	// One more than the page: whether there is a next one.
 	sql := fmt.Sprintf("SELECT call_id, sip_call_id, started_at, ended_at, duration_ms, end_reason, conversation_id FROM `%s`.calls FINAL WHERE %s ORDER BY started_at, call_id LIMIT %d",
-		db, strings.Join(where, " AND "), q.Limit)
+		db, strings.Join(where, " AND "), q.Limit+1)
 	rows, err := conn.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, fmt.Errorf("search: %w", err)
+		return nil, "", fmt.Errorf("search: %w", err)
 	}
 	var out []Result
 	for rows.Next() {
@@ -261,86 +327,158 @@ func Search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 		var ms uint64
 		if err := rows.Scan(&r.CallID, &r.SIPCallID, &r.StartedAt, &r.EndedAt, &ms, &r.EndReason, &r.ConversationID); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("search: %w", err)
+			return nil, "", fmt.Errorf("search: %w", err)
 		}
 		r.Duration = time.Duration(ms) * time.Millisecond
 		out = append(out, r)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("search: %w", err)
+		return nil, "", fmt.Errorf("search: %w", err)
+	}
+	next := ""
+	if len(out) > q.Limit {
+		out = out[:q.Limit]
+		next = cursor(out[len(out)-1])
+	}
+	if len(out) == 0 {
+		return out, "", nil
+	}
+	ids := make([]string, len(out))
+	byID := make(map[string]*Result, len(out))
+	for i := range out {
+		ids[i] = out[i].CallID
+		byID[out[i].CallID] = &out[i]
+	}
+	for _, fill := range []func(context.Context, driver.Conn, string, string, []string, map[string]*Result, bool) error{
+		participants, recordings, metadata, linked,
+	} {
+		if err := fill(ctx, conn, db, q.Tenant, ids, byID, q.History); err != nil {
+			return nil, "", err
+		}
 	}
 	for i := range out {
-		prow, err := conn.Query(ctx, "SELECT participant_id, role, uri, number, display_name FROM `"+db+"`.participants FINAL WHERE tenant = ? AND call_id = ? ORDER BY participant_id",
-			q.Tenant, out[i].CallID)
-		if err != nil {
-			return nil, fmt.Errorf("search: %w", err)
-		}
-		for prow.Next() {
-			var p Party
-			if err := prow.Scan(&p.ID, &p.Role, &p.URI, &p.Number, &p.DisplayName); err != nil {
-				prow.Close()
-				return nil, fmt.Errorf("search: %w", err)
-			}
-			out[i].Parties = append(out[i].Parties, p)
-		}
-		prow.Close()
-		if err := recording(ctx, conn, db, q.Tenant, &out[i], q.History); err != nil {
-			return nil, err
-		}
-		if err := metadata(ctx, conn, db, q.Tenant, &out[i]); err != nil {
-			return nil, err
-		}
-		if err := linked(ctx, conn, db, q.Tenant, &out[i]); err != nil {
-			return nil, err
-		}
+		out[i].setStatus()
 	}
-	return out, nil
+	return out, next, nil
 }
 
-// linked fills in the other calls that share a session key with r.
-func linked(ctx context.Context, conn driver.Conn, db, tenant string, r *Result) error {
-	rows, err := conn.Query(ctx, "SELECT DISTINCT call_id FROM `"+db+"`.session_keys FINAL WHERE tenant = ? AND call_id != ? AND session_key IN "+
-		"(SELECT session_key FROM `"+db+"`.session_keys FINAL WHERE tenant = ? AND call_id = ?) ORDER BY call_id", tenant, r.CallID, tenant, r.CallID)
+// placeholders is "(?, ?, ...)" for n bound values: the values of an IN
+// list are bound one by one, never written into the query.
+func placeholders(n int) string {
+	return "(" + strings.TrimSuffix(strings.Repeat("?, ", n), ", ") + ")"
+}
+
+// bind is the arguments tenant, then vs.
+func bind(tenant string, vs []string) []any {
+	args := make([]any, 0, 1+len(vs))
+	args = append(args, tenant)
+	for _, v := range vs {
+		args = append(args, v)
+	}
+	return args
+}
+
+// participants fills in the parties of the calls ids.
+func participants(ctx context.Context, conn driver.Conn, db, tenant string, ids []string, byID map[string]*Result, _ bool) error {
+	rows, err := conn.Query(ctx, "SELECT call_id, participant_id, role, uri, number, display_name FROM `"+db+"`.participants FINAL "+
+		"WHERE tenant = ? AND call_id IN "+placeholders(len(ids))+" ORDER BY call_id, participant_id", bind(tenant, ids)...)
 	if err != nil {
 		return fmt.Errorf("search: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var id string
-		if err := rows.Scan(&id); err != nil {
+		var p Party
+		if err := rows.Scan(&id, &p.ID, &p.Role, &p.URI, &p.Number, &p.DisplayName); err != nil {
 			return fmt.Errorf("search: %w", err)
 		}
-		r.LinkedCalls = append(r.LinkedCalls, id)
+		if r := byID[id]; r != nil {
+			r.Parties = append(r.Parties, p)
+		}
 	}
 	return rows.Err()
 }
 
-// recording fills in r's current recording, if any, and its status; and,
-// if history is set, its earlier ones.
-func recording(ctx context.Context, conn driver.Conn, db, tenant string, r *Result, history bool) error {
-	limit := " LIMIT 1"
-	if history {
-		limit = ""
+// linked fills in, for each call, the other calls that share a session
+// key with it.
+func linked(ctx context.Context, conn driver.Conn, db, tenant string, ids []string, byID map[string]*Result, _ bool) error {
+	rows, err := conn.Query(ctx, "SELECT call_id, session_key FROM `"+db+"`.session_keys FINAL WHERE tenant = ? AND call_id IN "+placeholders(len(ids)), bind(tenant, ids)...)
+	if err != nil {
+		return fmt.Errorf("search: %w", err)
 	}
-	rows, err := conn.Query(ctx, "SELECT recording_id, object_key, raw_object_key, format, duration_ms, channels, plaintext_sha256, ciphertext_sha256, "+
+	keysOf := map[string][]string{}
+	var keys []string
+	for rows.Next() {
+		var id, k string
+		if err := rows.Scan(&id, &k); err != nil {
+			rows.Close()
+			return fmt.Errorf("search: %w", err)
+		}
+		keysOf[id] = append(keysOf[id], k)
+		keys = append(keys, k)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(keys) == 0 {
+		return err
+	}
+	rows, err = conn.Query(ctx, "SELECT DISTINCT session_key, call_id FROM `"+db+"`.session_keys FINAL WHERE tenant = ? AND session_key IN "+placeholders(len(keys))+" ORDER BY call_id",
+		bind(tenant, keys)...)
+	if err != nil {
+		return fmt.Errorf("search: %w", err)
+	}
+	defer rows.Close()
+	callsOf := map[string][]string{}
+	for rows.Next() {
+		var k, id string
+		if err := rows.Scan(&k, &id); err != nil {
+			return fmt.Errorf("search: %w", err)
+		}
+		callsOf[k] = append(callsOf[k], id)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for id, ks := range keysOf {
+		r := byID[id]
+		for _, k := range ks {
+			for _, other := range callsOf[k] {
+				if other != id && !slices.Contains(r.LinkedCalls, other) {
+					r.LinkedCalls = append(r.LinkedCalls, other)
+				}
+			}
+		}
+		slices.Sort(r.LinkedCalls)
+	}
+	return nil
+}
+
+// recordings fills in each call's current recording and, if history is
+// set, its earlier ones.
+func recordings(ctx context.Context, conn driver.Conn, db, tenant string, ids []string, byID map[string]*Result, history bool) error {
+	rows, err := conn.Query(ctx, "SELECT call_id, recording_id, object_key, raw_object_key, format, duration_ms, channels, plaintext_sha256, ciphertext_sha256, "+
 		"key_id, ciphertext_size, stored_at, end_reason, packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, "+
 		"streams_not_decoded, failure, stream_objects, ledgers, generation, supersedes, supersede_reason, processing "+
-		"FROM `"+db+"`.recordings FINAL WHERE tenant = ? AND call_id = ? ORDER BY generation DESC, stored_at DESC, recording_id"+limit, tenant, r.CallID)
+		"FROM `"+db+"`.recordings FINAL WHERE tenant = ? AND call_id IN "+placeholders(len(ids))+" ORDER BY call_id, generation DESC, stored_at DESC, recording_id", bind(tenant, ids)...)
 	if err != nil {
 		return fmt.Errorf("search: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
+		var id string
 		var rec Recording
 		var ms uint64
 		var ledgers string
-		if err := rows.Scan(&rec.RecordingID, &rec.ObjectKey, &rec.RawObjectKey, &rec.Format, &ms, &rec.Channels, &rec.PlaintextSHA256,
+		if err := rows.Scan(&id, &rec.RecordingID, &rec.ObjectKey, &rec.RawObjectKey, &rec.Format, &ms, &rec.Channels, &rec.PlaintextSHA256,
 			&rec.CiphertextSHA256, &rec.KeyID, &rec.CiphertextSize, &rec.StoredAt, &rec.EndReason, &rec.PacketsCaptured,
 			&rec.PacketsInRecording, &rec.PacketsMissing, &rec.Duplicates, &rec.Late, &rec.BatchesLost,
 			&rec.StreamsNotDecoded, &rec.Failure, &rec.StreamObjects, &ledgers, &rec.Generation, &rec.Supersedes,
 			&rec.SupersedeReason, &rec.Processing); err != nil {
 			return fmt.Errorf("search: %w", err)
+		}
+		r := byID[id]
+		if r == nil || (r.Recording != nil && !history) {
+			continue
 		}
 		rec.Duration = time.Duration(ms) * time.Millisecond
 		if ledgers != "" && rec.Failure == "" {
@@ -360,15 +498,19 @@ func recording(ctx context.Context, conn driver.Conn, db, tenant string, r *Resu
 			r.History = append(r.History, rec)
 			continue
 		}
-		r.Recording, r.Status = &rec, StatusRecorded
-		if rec.Failure != "" {
-			r.Status = StatusFailed
-		}
+		r.Recording = &rec
 	}
-	if r.Recording != nil {
-		return rows.Err()
-	}
+	return rows.Err()
+}
+
+// setStatus derives the call's recording status from its recording, or
+// from how it ended when it has none.
+func (r *Result) setStatus() {
 	switch {
+	case r.Recording != nil && r.Recording.Failure != "":
+		r.Status = StatusFailed
+	case r.Recording != nil:
+		r.Status = StatusRecorded
 	case r.EndReason == "" || r.EndedAt.Unix() <= 0:
 		r.Status = StatusInProgress
 	case r.EndReason == "END_REASON_REJECTED" || r.EndReason == "END_REASON_CANCEL":
@@ -376,24 +518,25 @@ func recording(ctx context.Context, conn driver.Conn, db, tenant string, r *Resu
 	default:
 		r.Status = StatusMissing
 	}
-	return rows.Err()
 }
 
-// metadata fills in r's contact-centre metadata, oldest first.
-func metadata(ctx context.Context, conn driver.Conn, db, tenant string, r *Result) error {
-	rows, err := conn.Query(ctx, "SELECT occurred_at, source, agent_id, agent_name, skill_group, requested_service, wrap_up_code, ani, dnis, "+
-		"variable_names, variable_values, digits, digits_masked, score_names, score_values FROM `"+db+"`.metadata FINAL WHERE tenant = ? AND call_id = ? ORDER BY occurred_at, event_id", tenant, r.CallID)
+// metadata fills in each call's contact-centre metadata, oldest first.
+func metadata(ctx context.Context, conn driver.Conn, db, tenant string, ids []string, byID map[string]*Result, _ bool) error {
+	rows, err := conn.Query(ctx, "SELECT call_id, occurred_at, source, agent_id, agent_name, skill_group, requested_service, wrap_up_code, ani, dnis, "+
+		"variable_names, variable_values, digits, digits_masked, score_names, score_values FROM `"+db+"`.metadata FINAL "+
+		"WHERE tenant = ? AND call_id IN "+placeholders(len(ids))+" ORDER BY call_id, occurred_at, event_id", bind(tenant, ids)...)
 	if err != nil {
 		return fmt.Errorf("search: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
+		var id string
 		var m Metadata
 		var names, values []string
 		var masked uint8
 		var scoreNames []string
 		var scoreValues []float64
-		if err := rows.Scan(&m.OccurredAt, &m.Source, &m.AgentID, &m.AgentName, &m.SkillGroup, &m.RequestedService, &m.WrapUpCode,
+		if err := rows.Scan(&id, &m.OccurredAt, &m.Source, &m.AgentID, &m.AgentName, &m.SkillGroup, &m.RequestedService, &m.WrapUpCode,
 			&m.ANI, &m.DNIS, &names, &values, &m.Digits, &masked, &scoreNames, &scoreValues); err != nil {
 			return fmt.Errorf("search: %w", err)
 		}
@@ -410,7 +553,9 @@ func metadata(ctx context.Context, conn driver.Conn, db, tenant string, r *Resul
 			}
 			m.Variables[names[i]] = values[i]
 		}
-		r.Metadata = append(r.Metadata, m)
+		if r := byID[id]; r != nil {
+			r.Metadata = append(r.Metadata, m)
+		}
 	}
 	return rows.Err()
 }

@@ -53,13 +53,21 @@ const MaxReportCalls = 100000
 // Report returns, per party and day, what was recorded of the calls q
 // selects (tenant, time range, party). q.Limit is ignored.
 func Report(ctx context.Context, conn driver.Conn, db string, q Query) ([]PartyDay, error) {
-	q.Limit, q.History = MaxReportCalls+1, true
-	calls, err := Search(ctx, conn, db, q)
-	if err != nil {
-		return nil, err
-	}
-	if len(calls) > MaxReportCalls {
-		return nil, fmt.Errorf("search: more than %d calls in the range: ask for a shorter one", MaxReportCalls)
+	q.Limit, q.History, q.After = MaxLimit, true, ""
+	var calls []Result
+	for {
+		page, next, err := search(ctx, conn, db, q)
+		if err != nil {
+			return nil, err
+		}
+		calls = append(calls, page...)
+		if len(calls) > MaxReportCalls {
+			return nil, fmt.Errorf("search: more than %d calls in the range: ask for a shorter one", MaxReportCalls)
+		}
+		if next == "" {
+			break
+		}
+		q.After = next
 	}
 	rows := map[[2]string]*PartyDay{}
 	for _, c := range calls {

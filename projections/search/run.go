@@ -74,6 +74,8 @@ func (c RunConfig) Validate() error {
 	var errs []error
 	if c.Conn == nil || c.Database == "" {
 		errs = append(errs, errors.New("search: a ClickHouse connection and database are required"))
+	} else if err := ValidDatabase(c.Database); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Keys == nil {
 		errs = append(errs, errors.New("search: a key manager is required"))

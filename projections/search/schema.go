@@ -44,6 +44,9 @@ func (c Config) Validate() error {
 	if c.Addr == "" {
 		return errors.New("search: clickhouse address is required")
 	}
+	if c.Database != "" {
+		return ValidDatabase(c.Database)
+	}
 	return nil
 }
 
@@ -188,6 +191,9 @@ var migrations = []string{
 // to run at every start and from several processes: every statement is
 // idempotent.
 func Migrate(ctx context.Context, conn driver.Conn, db string) (applied int, err error) {
+	if err := ValidDatabase(db); err != nil {
+		return 0, err
+	}
 	q := func(s string) string { return replaceDB(s, db) }
 	if err := conn.Exec(ctx, q("CREATE DATABASE IF NOT EXISTS {db}")); err != nil {
 		return 0, fmt.Errorf("search: create database %s: %w", db, err)

@@ -1,0 +1,130 @@
+package search_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/verbatimrec/verbatim/internal/keys"
+	"github.com/verbatimrec/verbatim/projections/search"
+	"github.com/verbatimrec/verbatim/schemas"
+	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
+)
+
+// countingConn counts the queries a search sends.
+type countingConn struct {
+	driver.Conn
+	n atomic.Int32
+}
+
+func (c *countingConn) Query(ctx context.Context, q string, args ...any) (driver.Rows, error) {
+	c.n.Add(1)
+	return c.Conn.Query(ctx, q, args...)
+}
+
+func TestDatabaseNamesAreIdentifiers(t *testing.T) {
+	for _, bad := range []string{"", "x`.calls UNION ALL SELECT 1 --", "a b", "1abc", "a-b", strings.Repeat("a", 65), "db;DROP"} {
+		if search.ValidDatabase(bad) == nil {
+			t.Errorf("%q accepted", bad)
+		}
+		// Refused before any query is sent.
+		c := &countingConn{}
+		if _, err := search.Search(context.Background(), c, bad, search.Query{Tenant: "demo"}); err == nil || c.n.Load() != 0 {
+			t.Errorf("search in %q: %v after %d queries", bad, err, c.n.Load())
+		}
+	}
+	for _, good := range []string{"verbatim", "verbatim_test_1", "_x", "V2"} {
+		if err := search.ValidDatabase(good); err != nil {
+			t.Errorf("%q: %v", good, err)
+		}
+	}
+	if _, err := search.Search(context.Background(), &countingConn{}, "verbatim", search.Query{Tenant: "demo", Limit: search.MaxLimit + 1}); err == nil {
+		t.Error("a page larger than MaxLimit was accepted")
+	}
+}
+
+// TestSearchPagesInBatches: 25 calls of a tenant (several in one second),
+// some with two recordings, read in pages of 10 by cursor: each page is one
+// query for the calls and one per table, every call comes once, in order,
+// with its parties and its current recording, and none of the other
+// tenant's.
+func TestSearchPagesInBatches(t *testing.T) {
+	conn, db := openDB(t)
+	ctx := context.Background()
+	km, err := keys.OpenKeyring(filepath.Join(t.TempDir(), "keyring.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2016, 11, 26, 10, 0, 0, 0, time.UTC)
+	var recs []*kgo.Record
+	for i := range 25 {
+		id := fmt.Sprintf("c%02d", i)
+		at := t0.Add(time.Duration(i/3) * time.Second) // three calls a second
+		recs = append(recs, callRecords(t, km, "demo", id, "sip-"+id, "1001", "2002", at, time.Second)...)
+		for gen := range 1 + i%2 { // odd calls reprocessed once
+			ev := &verbatimv1.RecordingStored{CallId: id, RecordingId: fmt.Sprintf("r-%s-%d", id, gen), StoredAt: timestamppb.New(at.Add(time.Duration(gen) * time.Minute)),
+				Ledgers: []*verbatimv1.StreamLedger{{StreamId: "caller-audio", Captured: 10, Recorded: 10}}}
+			if gen == 1 {
+				ev.Supersedes = &verbatimv1.Supersession{RecordingId: fmt.Sprintf("r-%s-0", id), Generation: 1}
+			}
+			r, err := schemas.NewRecord(schemas.TopicRecordings, []byte(id),
+				schemas.Envelope{ID: fmt.Sprintf("rec-%s-%d", id, gen), Tenant: "demo", CallID: id, OccurredAt: at}, ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs = append(recs, r)
+		}
+	}
+	recs = append(recs, callRecords(t, km, "acme", "x1", "sip-x1", "1001", "2002", t0, time.Second)...)
+	if err := search.NewProjector(conn, db, km, keysOf(t, recs)).Apply(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	c := &countingConn{Conn: conn}
+	var got []string
+	pages, after := 0, ""
+	for {
+		before := c.n.Load()
+		rs, next, err := search.SearchPage(ctx, c, db, search.Query{Tenant: "demo", Limit: 10, After: after})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		// calls, participants, recordings, metadata, session keys (none
+		// here, so no second session-key query)
+		if q := c.n.Load() - before; q != 5 {
+			t.Errorf("page %d: %d queries, want 5", pages, q)
+		}
+		for _, r := range rs {
+			got = append(got, r.CallID)
+			n := 0
+			fmt.Sscanf(r.CallID, "c%d", &n)
+			wantRec := fmt.Sprintf("r-%s-%d", r.CallID, n%2)
+			if len(r.Parties) != 2 || r.Recording == nil || r.Recording.RecordingID != wantRec || r.Status != search.StatusRecorded {
+				t.Fatalf("%s: parties %v, recording %+v, status %s; want recording %s", r.CallID, r.Parties, r.Recording, r.Status, wantRec)
+			}
+		}
+		if next == "" {
+			break
+		}
+		after = next
+	}
+	if pages != 3 || len(got) != 25 {
+		t.Fatalf("%d pages, %d calls: %v", pages, len(got), got)
+	}
+	for i, id := range got {
+		if id != fmt.Sprintf("c%02d", i) {
+			t.Fatalf("call %d is %s: %v", i, id, got)
+		}
+	}
+	if _, _, err := search.SearchPage(ctx, conn, db, search.Query{Tenant: "demo", After: "not-a-cursor"}); err == nil {
+		t.Fatal("a bad cursor was accepted")
+	}
+}
