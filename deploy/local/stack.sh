@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Verbatim's local stack: real Kafka, ClickHouse, MinIO and Vault on 127.0.0.1.
+# Verbatim's local stack: real Kafka, ClickHouse, MinIO, Vault and Dex (the
+# OpenID Connect provider) on 127.0.0.1.
 #
 #   stack.sh up     [service...]  install what is missing, start, wait until ready
 #   stack.sh status [service...]  one line per service; exit 1 if any is not healthy
 #   stack.sh down   [service...]  stop what this script started (by PID), wait for exit
 #   stack.sh env                  print shell exports for clients and tests
 #
-# Services: kafka clickhouse minio vault (all by default). Every command is
+# Services: kafka clickhouse minio vault dex (all by default). Every command is
 # idempotent: a second `up` finds healthy services and does nothing.
 #
 # Data, logs, PIDs and generated dev credentials live in $VERBATIM_STACK_DIR
@@ -18,9 +19,9 @@
 #   VERBATIM_KAFKA_PORT=19092 VERBATIM_KAFKA_CONTROLLER_PORT=19093
 #   VERBATIM_CLICKHOUSE_PORT=19000 VERBATIM_CLICKHOUSE_HTTP_PORT=18123
 #   VERBATIM_MINIO_PORT=19100 VERBATIM_MINIO_CONSOLE_PORT=19101
-#   VERBATIM_VAULT_PORT=18200
+#   VERBATIM_VAULT_PORT=18200 VERBATIM_DEX_PORT=15556
 # Versions:
-#   VERBATIM_KAFKA_VERSION=4.1.1 VERBATIM_VAULT_VERSION=v1.19.0
+#   VERBATIM_KAFKA_VERSION=4.1.1 VERBATIM_VAULT_VERSION=v1.19.0 (Dex: deploy/dex/go.mod)
 #   VERBATIM_MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 set -euo pipefail
 
@@ -38,6 +39,7 @@ CLICKHOUSE_HTTP_PORT=${VERBATIM_CLICKHOUSE_HTTP_PORT:-18123}
 MINIO_PORT=${VERBATIM_MINIO_PORT:-19100}
 MINIO_CONSOLE_PORT=${VERBATIM_MINIO_CONSOLE_PORT:-19101}
 VAULT_PORT=${VERBATIM_VAULT_PORT:-18200}
+DEX_PORT=${VERBATIM_DEX_PORT:-15556}
 
 KAFKA_VERSION=${VERBATIM_KAFKA_VERSION:-4.1.1}
 VAULT_VERSION=${VERBATIM_VAULT_VERSION:-v1.19.0}
@@ -47,7 +49,7 @@ BUCKET=${VERBATIM_S3_BUCKET:-verbatim-recordings}
 # Tenants that get a Transit key at start-up; more are created on demand.
 TENANTS=${VERBATIM_DEV_TENANTS:-demo acme}
 
-ALL_SERVICES=(kafka clickhouse minio vault)
+ALL_SERVICES=(kafka clickhouse minio vault dex)
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
@@ -122,11 +124,18 @@ MINIO_ACCESS_KEY=verbatim$(randhex 6)
 MINIO_SECRET_KEY=$(randhex 24)
 VAULT_ROOT_TOKEN=dev-$(randhex 16)
 CLICKHOUSE_PASSWORD=$(randhex 16)
+DEX_CLIENT_SECRET=$(randhex 16)
+DEX_PASSWORD=$(randhex 12)
 EOF
 		)
 	fi
 	# shellcheck disable=SC1090
 	. "$f"
+	if [ -z "${DEX_PASSWORD:-}" ]; then # a stack made before Dex joined it
+		(umask 077 && printf 'DEX_CLIENT_SECRET=%s\nDEX_PASSWORD=%s\n' "$(randhex 16)" "$(randhex 12)" >>"$f")
+		# shellcheck disable=SC1090
+		. "$f"
+	fi
 }
 
 # --- Kafka (KRaft, single node, jars from Maven Central) ---------------
@@ -451,6 +460,108 @@ setup_vault() { # the clients' token, the Transit engine and one key per dev ten
 	done
 }
 
+# --- TLS: a CA and a server certificate for 127.0.0.1, made here ---------
+
+tls_dir() { echo "$STACK_DIR/tls"; }
+
+tls_material() { # once per stack: ca.pem, server.pem and server.key (0600)
+	local d
+	d=$(tls_dir)
+	[ -f "$d/server.pem" ] && return 0
+	command -v openssl >/dev/null || apt_install openssl
+	mkdir -p "$d"
+	(
+		umask 077
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 825 \
+			-subj "/CN=Verbatim local stack CA" -keyout "$d/ca.key" -out "$d/ca.pem" 2>/dev/null
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+			-keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
+		printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$d/server.ext"
+		openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 825 \
+			-extfile "$d/server.ext" -out "$d/server.pem" 2>/dev/null
+	) || die "could not make the stack's TLS certificates with openssl"
+	chmod 644 "$d/ca.pem" "$d/server.pem"
+	log "made a CA and a certificate for 127.0.0.1 in $d"
+}
+
+# --- Dex (OpenID Connect provider; static users and clients) -------------
+
+dex_version() { sed -n 's/^[[:space:]]*github.com\/dexidp\/dex \(v[^ ]*\).*/\1/p' "$repo/deploy/dex/go.mod"; }
+dex_bin() { echo "$CACHE/bin/dex-$(dex_version)"; }
+
+install_dex() {
+	local bin
+	bin=$(dex_bin)
+	[ -x "$bin" ] && [ -x "$bin-bcrypt" ] && return 0
+	command -v go >/dev/null || die "Dex is built with Go"
+	log "building Dex $(dex_version) (v2.45.1) from deploy/dex (about three minutes on two cores, once)"
+	mkdir -p "$CACHE/bin"
+	(cd "$repo/deploy/dex" && go build -trimpath -o "$bin.tmp" github.com/dexidp/dex/cmd/dex && go build -trimpath -o "$bin-bcrypt.tmp" ./bcrypt)
+	mv "$bin.tmp" "$bin"
+	mv "$bin-bcrypt.tmp" "$bin-bcrypt"
+}
+
+# The dev users, one password for all (DEX_PASSWORD): name, e-mail, and
+# the groups claim, which carries their tenant (tenant:), role (role:),
+# groups (group:) and, for a user, the party their own calls carry
+# (party:).
+dex_users() {
+	printf '%s\n' \
+		"demo-user user@demo.example tenant:demo role:user party:1001" \
+		"demo-supervisor supervisor@demo.example tenant:demo role:supervisor group:sales" \
+		"demo-admin admin@demo.example tenant:demo role:administrator" \
+		"demo-auditor auditor@demo.example tenant:demo role:auditor" \
+		"acme-supervisor supervisor@acme.example tenant:acme role:supervisor group:sales"
+}
+
+dex_config() { # the configuration, with the clients' secret and the users' hash
+	local tls hash name email groups g uid
+	tls=$(tls_dir)
+	hash=$(printf '%s\n' "$DEX_PASSWORD" | "$(dex_bin)-bcrypt")
+	printf '%s\n' \
+		"issuer: https://$HOST:$DEX_PORT/dex" \
+		"storage:" \
+		"  type: memory" \
+		"web:" \
+		"  https: $HOST:$DEX_PORT" \
+		"  tlsCert: $tls/server.pem" \
+		"  tlsKey: $tls/server.key" \
+		"logger:" \
+		"  level: warn" \
+		"oauth2:" \
+		"  passwordConnector: local" \
+		"  skipApprovalScreen: true" \
+		"  grantTypes: [authorization_code, refresh_token, password]" \
+		"  responseTypes: [code]" \
+		"enablePasswordDB: true" \
+		"staticClients:" \
+		"  - id: verbatim" \
+		"    name: Verbatim" \
+		"    secret: $DEX_CLIENT_SECRET" \
+		"    redirectURIs:" \
+		"      - https://$HOST:18443/auth/callback" \
+		"      - https://localhost:18443/auth/callback" \
+		"staticPasswords:"
+	while read -r name email groups; do
+		uid=$(printf '%s' "$name" | sha256sum | cut -c1-32)
+		printf '  - email: %s\n    username: %s\n    preferredUsername: %s\n    userID: %s\n    hash: "%s"\n    groups:\n' \
+			"$email" "$name" "$name" "$uid" "$hash"
+		for g in $groups; do printf '      - %s\n' "$g"; done
+	done < <(dex_users)
+}
+
+start_dex() {
+	local d=$STACK_DIR/dex
+	tls_material
+	mkdir -p "$d"
+	(umask 077 && dex_config >"$d/config.yaml")
+	start_bg dex "$d/dex.log" "$(dex_bin)" serve "$d/config.yaml"
+}
+
+ready_dex() {
+	curl -fsS --max-time 3 --cacert "$(tls_dir)/ca.pem" "https://$HOST:$DEX_PORT/dex/.well-known/openid-configuration" | grep -q '"issuer"'
+}
+
 # --- commands ------------------------------------------------------------
 
 services_or_all() { if [ $# -eq 0 ]; then echo "${ALL_SERVICES[@]}"; else echo "$@"; fi; }
@@ -465,6 +576,7 @@ port_of() {
 	clickhouse) echo "$CLICKHOUSE_PORT" ;;
 	minio) echo "$MINIO_PORT" ;;
 	vault) echo "$VAULT_PORT" ;;
+	dex) echo "$DEX_PORT" ;;
 	esac
 }
 
@@ -543,6 +655,13 @@ export VERBATIM_S3_SECRET_KEY=$MINIO_SECRET_KEY
 export VERBATIM_S3_INSECURE=true
 export VERBATIM_VAULT_ADDR=http://$HOST:$VAULT_PORT
 export VERBATIM_VAULT_TOKEN=$VAULT_ROOT_TOKEN
+export VERBATIM_TLS_CA=$(tls_dir)/ca.pem
+export VERBATIM_TLS_CERT=$(tls_dir)/server.pem
+export VERBATIM_TLS_KEY=$(tls_dir)/server.key
+export VERBATIM_OIDC_ISSUER=https://$HOST:$DEX_PORT/dex
+export VERBATIM_OIDC_CLIENT_ID=verbatim
+export VERBATIM_OIDC_CLIENT_SECRET=$DEX_CLIENT_SECRET
+export VERBATIM_DEX_PASSWORD=$DEX_PASSWORD
 EOF
 }
 
