@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -18,8 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/verbatimrec/verbatim/internal/keyreg"
-	"github.com/verbatimrec/verbatim/internal/keys"
-	"github.com/verbatimrec/verbatim/processors"
+	"github.com/verbatimrec/verbatim/internal/playback"
 	"github.com/verbatimrec/verbatim/projections/search"
 	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
@@ -114,16 +112,6 @@ func runPlay(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := audit(ctx, kafka, stderr, *tenant, call.CallID, rec.RecordingID); err != nil {
 		return fmt.Errorf("play: audit event not written, so nothing is played: %w", err)
 	}
-	kctx, cancel := context.WithTimeout(ctx, *keyWait)
-	dk, err := reg.Get(kctx, *tenant, rec.KeyID)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("play: %w", err)
-	}
-	plainKey, err := km.UnwrapDataKey(ctx, *tenant, keys.Wrapped{KEKName: dk.GetKekName(), KEKVersion: dk.GetKekVersion(), Ciphertext: dk.GetWrappedDek()})
-	if err != nil {
-		return fmt.Errorf("play: unwrap the recording key: %w", err)
-	}
 	objectKey, cipherWant, plainWant := rec.ObjectKey, rec.CiphertextSHA256, rec.PlaintextSHA256
 	what := fmt.Sprintf("%s, %d channels", rec.Duration.Round(time.Millisecond), rec.Channels)
 	if *streamID != "" {
@@ -134,34 +122,18 @@ func runPlay(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		objectKey, cipherWant, plainWant = o.GetObjectKey(), hex.EncodeToString(o.GetCiphertextSha256()), hex.EncodeToString(o.GetPlaintextSha256())
 		what = "stream " + o.GetStreamId() + ", " + o.GetFormat()
 	}
-	obj, _, err := store.Get(ctx, objectKey)
-	if err != nil {
-		return fmt.Errorf("play: %w", err)
-	}
-	defer obj.Close()
-	cipherSum := sha256.New()
-	plain, err := processors.OpenRecording(io.TeeReader(obj, cipherSum), plainKey, *tenant, objectKey)
-	if err != nil {
-		return fmt.Errorf("play: %w", err)
-	}
 	tmp, err := os.CreateTemp(filepath.Dir(*out), ".verbatim-play-*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name()) // after a successful rename there is nothing to remove
-	plainSum := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, plainSum), plain)
+	opener := playback.Opener{Keys: km, Store: store, Registry: reg, KeyWait: *keyWait}
+	n, err := opener.Decrypt(ctx, *tenant, rec.KeyID, playback.Object{Key: objectKey, CiphertextSHA256: cipherWant, PlaintextSHA256: plainWant}, tmp)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("play: decrypt %s: %w", objectKey, err)
-	}
-	if got := hex.EncodeToString(cipherSum.Sum(nil)); got != cipherWant {
-		return fmt.Errorf("play: stored object %s has SHA-256 %s, but %s was recorded: refusing it", objectKey, got, cipherWant)
-	}
-	if got := hex.EncodeToString(plainSum.Sum(nil)); got != plainWant {
-		return fmt.Errorf("play: decrypted recording has SHA-256 %s, but %s was recorded: refusing it", got, plainWant)
+		return fmt.Errorf("play: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), *out); err != nil {
 		return err
