@@ -40,6 +40,8 @@ Commands:
             supersedes the old, which is kept
   project   project search: build the ClickHouse search tables from the topics
   play      play CALL-ID -o out.wav: fetch, verify and decrypt a recording
+  api       serve the HTTPS API for signed-in users (OpenID Connect bearer
+            tokens; search, call detail, playback with Range; audited)
   search    find calls by time, party (number or SIP URI) or call id
   completeness  --from DAY --to DAY [--party P]: per party and day, the
             calls signalled and how many were recorded complete, partial,
@@ -80,6 +82,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runReprocess(ctx, args[1:], stdout, stderr)
 	case "play":
 		return runPlay(ctx, args[1:], stdout, stderr)
+	case "api":
+		return runAPI(ctx, args[1:], stdout, stderr)
 	case "project":
 		return runProject(ctx, args[1:], stdout, stderr)
 	case "search":

@@ -35,6 +35,9 @@ type Query struct {
 	// History fills in each call's earlier recordings (Result.History):
 	// the ones reprocessing superseded.
 	History bool
+	// Parties, if set, keeps only the calls with one of them as a
+	// participant (number or SIP URI): a user's own calls.
+	Parties []string
 	// After is the cursor of the previous page (SearchPage): the calls
 	// after it, in the order of the results.
 	After string
@@ -269,6 +272,12 @@ func cursor(r Result) string {
 	return strconv.FormatInt(r.StartedAt.Unix(), 10) + "." + r.CallID
 }
 
+// ValidCursor reports whether c is a cursor SearchPage could have given.
+func ValidCursor(c string) bool {
+	_, _, err := parseCursor(c)
+	return err == nil
+}
+
 func parseCursor(c string) (time.Time, string, error) {
 	sec, id, ok := strings.Cut(c, ".")
 	n, err := strconv.ParseInt(sec, 10, 64)
@@ -313,6 +322,19 @@ func search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 		where = append(where, "(call_id IN (SELECT call_id FROM `"+db+"`.participants FINAL WHERE tenant = ? AND (number = ? OR uri = ?))"+
 			" OR call_id IN (SELECT call_id FROM `"+db+"`.metadata FINAL WHERE tenant = ? AND (ani = ? OR dnis = ?)))")
 		args = append(args, q.Tenant, q.Party, q.Party, q.Tenant, q.Party, q.Party)
+	}
+	if len(q.Parties) > 0 {
+		if len(q.Parties) > 100 {
+			return nil, "", fmt.Errorf("search: at most 100 parties (got %d)", len(q.Parties))
+		}
+		ph := placeholders(len(q.Parties))
+		where = append(where, "call_id IN (SELECT call_id FROM `"+db+"`.participants FINAL WHERE tenant = ? AND (number IN "+ph+" OR uri IN "+ph+"))")
+		args = append(args, q.Tenant)
+		for range 2 {
+			for _, p := range q.Parties {
+				args = append(args, p)
+			}
+		}
 	}
 	// One more than the page: whether there is a next one.
 	sql := fmt.Sprintf("SELECT call_id, sip_call_id, started_at, ended_at, duration_ms, end_reason, conversation_id FROM `%s`.calls FINAL WHERE %s ORDER BY started_at, call_id LIMIT %d",

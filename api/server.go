@@ -1,0 +1,438 @@
+// Package api is Verbatim's management layer over HTTPS: signed-in users
+// of a tenant search calls, read a call's parties, metadata and
+// completeness ledger, and play or download its recording, decrypted on
+// the fly with HTTP Range. Every request carries an OpenID Connect bearer
+// token (api/auth); the tenant comes only from the token and scopes every
+// query; and every request, refused ones too, is recorded as an
+// AuditEvent on the audit topic before any data leaves.
+package api
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/verbatimrec/verbatim/api/auth"
+	"github.com/verbatimrec/verbatim/internal/playback"
+	"github.com/verbatimrec/verbatim/projections/search"
+)
+
+//go:embed openapi.json
+var openAPI []byte
+
+// OpenAPI returns the API's OpenAPI 3.1 document.
+func OpenAPI() []byte { return slices.Clone(openAPI) }
+
+// Config configures the API.
+type Config struct {
+	// Verifier checks bearer tokens. Required.
+	Verifier *auth.Verifier
+	// Conn and Database are the search projection. Required.
+	Conn     driver.Conn
+	Database string
+	// Playback decrypts recordings. Required.
+	Playback *playback.Opener
+	// Audit records every request. Required: without it, nothing is
+	// served.
+	Audit Auditor
+	// SpoolDir holds a recording while it is decrypted and served; default
+	// os.TempDir().
+	SpoolDir string
+	// Logger, default discard.
+	Logger *slog.Logger
+}
+
+// Server is the API's handler.
+type Server struct {
+	cfg    Config
+	mux    *http.ServeMux
+	routes []string // "GET /v1/calls", as OpenAPI names them
+}
+
+// Routes lists the operations the server serves, as "METHOD /path/{param}".
+func (s *Server) Routes() []string { return slices.Clone(s.routes) }
+
+// maxQuery bounds a request's query string; request bodies are refused
+// on the read-only endpoints of this version.
+const maxQuery = 4 << 10
+
+// New returns the API's handler.
+func New(cfg Config) (*Server, error) {
+	if cfg.Verifier == nil || cfg.Conn == nil || cfg.Playback == nil || cfg.Audit == nil {
+		return nil, errors.New("api: a verifier, the search projection, playback and an auditor are required")
+	}
+	if err := search.ValidDatabase(cfg.Database); err != nil {
+		return nil, err
+	}
+	if cfg.SpoolDir == "" {
+		cfg.SpoolDir = os.TempDir()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	s.register()
+	return s, nil
+}
+
+// register adds the endpoints to the server's mux.
+func (s *Server) register() {
+	s.mux.HandleFunc("GET /openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openAPI)
+	})
+	s.route("GET /v1/me", "session.read", nil, s.me)
+	s.route("GET /v1/calls", "call.search", []auth.Role{auth.RoleUser, auth.RoleSupervisor, auth.RoleAdministrator}, s.searchCalls)
+	s.route("GET /v1/calls/{id}", "call.read", []auth.Role{auth.RoleUser, auth.RoleSupervisor, auth.RoleAdministrator}, s.getCall)
+	s.route("GET /v1/calls/{id}/recording", "recording.play", []auth.Role{auth.RoleUser, auth.RoleSupervisor, auth.RoleAdministrator}, s.recording)
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		// Refused and audited like any request, with who asked if the
+		// token says so.
+		var req *request
+		if raw, ok := bearer(r); ok {
+			if id, err := s.cfg.Verifier.Verify(r.Context(), raw); err == nil {
+				req = &request{id: id, r: r}
+			}
+		}
+		s.refuse(w, r, "endpoint.unknown", req, &apiError{http.StatusNotFound, "not_found", "no such endpoint: " + r.Method + " " + r.URL.Path + " (see /openapi.json)"})
+	})
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	s.mux.ServeHTTP(w, r)
+}
+
+// request is one authenticated request: who, and its audit record.
+type request struct {
+	id     auth.Identity
+	r      *http.Request
+	action string
+	target string // the call, or the recording, it reads
+}
+
+// handler serves an authenticated request. It returns the audit result:
+// nil (success), or an *apiError (refused or failed), which route writes.
+// A handler that sends data calls req.allow first: the audit event is
+// committed before the data leaves.
+type handler func(w http.ResponseWriter, req *request) error
+
+// apiError is an error a client gets: an HTTP status, a stable code and
+// a reason.
+type apiError struct {
+	status  int
+	code    string
+	message string
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.message }
+
+func badRequest(format string, a ...any) error {
+	return &apiError{http.StatusBadRequest, "bad_request", fmt.Sprintf(format, a...)}
+}
+
+func notFound(what string) error {
+	return &apiError{http.StatusNotFound, "not_found", what + " not found"}
+}
+
+// route registers an endpoint that needs a token with one of roles (any
+// role if nil).
+func (s *Server) route(pattern, action string, roles []auth.Role, h handler) {
+	s.routes = append(s.routes, pattern)
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > 0 || len(r.TransferEncoding) > 0 {
+			s.refuse(w, r, action, nil, &apiError{http.StatusRequestEntityTooLarge, "body_not_allowed", "this endpoint takes no request body"})
+			return
+		}
+		if len(r.URL.RawQuery) > maxQuery {
+			s.refuse(w, r, action, nil, &apiError{http.StatusRequestURITooLong, "query_too_long", fmt.Sprintf("the query string is longer than %d bytes", maxQuery)})
+			return
+		}
+		raw, ok := bearer(r)
+		if !ok {
+			s.refuse(w, r, action, nil, &apiError{http.StatusUnauthorized, "unauthenticated", "an Authorization: Bearer token is required"})
+			return
+		}
+		id, err := s.cfg.Verifier.Verify(r.Context(), raw)
+		if err != nil {
+			s.refuse(w, r, action, nil, &apiError{http.StatusUnauthorized, "unauthenticated", err.Error()})
+			return
+		}
+		req := &request{id: id, r: r, action: action, target: r.PathValue("id")}
+		if roles != nil && !slices.ContainsFunc(roles, id.Has) {
+			s.refuse(w, r, action, req, &apiError{http.StatusForbidden, "forbidden", fmt.Sprintf("%s needs one of the roles %v; the token has %v", action, roles, id.Roles)})
+			return
+		}
+		err = h(&auditedWriter{ResponseWriter: w, s: s, req: req}, req)
+		var ae *apiError
+		switch {
+		case err == nil:
+		case errors.As(err, &ae):
+			s.refuse(w, r, action, req, ae)
+		default:
+			s.cfg.Logger.Error("request failed", "action", action, "err", err)
+			s.refuse(w, r, action, req, &apiError{http.StatusInternalServerError, "internal", "the request failed; it is logged"})
+		}
+	})
+}
+
+// auditedWriter commits the request's success audit event before the
+// first byte of the response: no audit, no data.
+type auditedWriter struct {
+	http.ResponseWriter
+	s       *Server
+	req     *request
+	audited bool
+	failed  bool
+}
+
+func (w *auditedWriter) allow() bool {
+	if w.audited {
+		return !w.failed
+	}
+	w.audited = true
+	if err := w.s.cfg.Audit.Record(w.req.r.Context(), event(w.req.r, w.req.action, &w.req.id, w.req.target, nil)); err != nil {
+		w.failed = true
+		w.s.cfg.Logger.Error("audit event not written: nothing is served", "action", w.req.action, "err", err)
+		writeError(w.ResponseWriter, http.StatusServiceUnavailable, "audit_unavailable", "the audit log cannot be written, so nothing is served")
+		return false
+	}
+	return true
+}
+
+func (w *auditedWriter) WriteHeader(code int) {
+	if w.allow() {
+		w.ResponseWriter.WriteHeader(code)
+	}
+}
+
+func (w *auditedWriter) Write(b []byte) (int, error) {
+	if !w.allow() {
+		return 0, errors.New("api: audit event not written")
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// refuse audits a refused or failed request, then answers it.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, action string, req *request, e *apiError) {
+	var id *auth.Identity
+	target := r.PathValue("id")
+	if req != nil {
+		id, target = &req.id, req.target
+	}
+	if aw, ok := w.(*auditedWriter); ok && aw.audited {
+		// The success event is written and data has gone: log only.
+		s.cfg.Logger.Error("request failed after its response began", "action", action, "err", e)
+		return
+	}
+	if err := s.cfg.Audit.Record(r.Context(), event(r, action, id, target, e)); err != nil {
+		s.cfg.Logger.Error("audit event of a refused request not written", "action", action, "err", err)
+	}
+	if aw, ok := w.(*auditedWriter); ok {
+		w = aw.ResponseWriter
+	}
+	writeError(w, e.status, e.code, e.message)
+}
+
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+		return "", false
+	}
+	return strings.TrimSpace(tok), true
+}
+
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": message}})
+}
+
+func writeJSON(w http.ResponseWriter, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (s *Server) me(w http.ResponseWriter, req *request) error {
+	return writeJSON(w, req.id)
+}
+
+// query reads the allowed parameters of a request; any other is refused.
+func query(r *http.Request, allowed ...string) (map[string]string, error) {
+	out := map[string]string{}
+	for k, vs := range r.URL.Query() {
+		if !slices.Contains(allowed, k) {
+			return nil, badRequest("unknown parameter %q (this endpoint takes %v)", k, allowed)
+		}
+		if len(vs) != 1 {
+			return nil, badRequest("parameter %q given %d times", k, len(vs))
+		}
+		out[k] = vs[0]
+	}
+	return out, nil
+}
+
+func (s *Server) searchCalls(w http.ResponseWriter, req *request) error {
+	p, err := query(req.r, "from", "to", "party", "call_id", "conversation", "limit", "cursor", "history")
+	if err != nil {
+		return err
+	}
+	q := search.Query{Tenant: req.id.Tenant, Party: p["party"], CallID: p["call_id"], Conversation: p["conversation"], After: p["cursor"], Limit: 100}
+	for name, dst := range map[string]*time.Time{"from": &q.From, "to": &q.To} {
+		if v := p[name]; v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				return badRequest("%s: %q is not an RFC 3339 time", name, v)
+			}
+			*dst = t
+		}
+	}
+	if v := p["limit"]; v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > search.MaxLimit {
+			return badRequest("limit: %q is not a number from 1 to %d", v, search.MaxLimit)
+		}
+		q.Limit = n
+	}
+	if v := p["history"]; v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return badRequest("history: %q is not true or false", v)
+		}
+		q.History = b
+	}
+	if q.After != "" && !search.ValidCursor(q.After) {
+		return badRequest("cursor: %q is not a cursor this API gave", q.After)
+	}
+	q.Parties = own(req.id)
+	rs, next, err := search.SearchPage(req.r.Context(), s.cfg.Conn, s.cfg.Database, q)
+	if err != nil {
+		return err
+	}
+	if rs == nil {
+		rs = []search.Result{}
+	}
+	return writeJSON(w, map[string]any{"calls": rs, "next_cursor": next})
+}
+
+// own is the parties whose calls a user-only identity may see; nil for
+// those who see the tenant's calls.
+func own(id auth.Identity) []string {
+	if id.Has(auth.RoleSupervisor) || id.Has(auth.RoleAdministrator) {
+		return nil
+	}
+	if len(id.Parties) == 0 {
+		return []string{"\x00none"} // a user with no party owns no call
+	}
+	return id.Parties
+}
+
+// call finds the tenant's call id (Verbatim's id), as the identity may
+// see it; a call it may not see is not found, never forbidden.
+func (s *Server) call(ctx context.Context, id auth.Identity, callID string, history bool) (search.Result, error) {
+	if callID == "" || len(callID) > 128 {
+		return search.Result{}, badRequest("call id %q", callID)
+	}
+	rs, _, err := search.SearchPage(ctx, s.cfg.Conn, s.cfg.Database, search.Query{Tenant: id.Tenant, CallID: callID, Limit: 2, History: history, Parties: own(id)})
+	if err != nil {
+		return search.Result{}, err
+	}
+	for _, r := range rs {
+		if r.CallID == callID {
+			return r, nil
+		}
+	}
+	return search.Result{}, notFound("call " + callID)
+}
+
+func (s *Server) getCall(w http.ResponseWriter, req *request) error {
+	if _, err := query(req.r); err != nil {
+		return err
+	}
+	c, err := s.call(req.r.Context(), req.id, req.target, true)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, c)
+}
+
+// recording streams a call's recording, decrypted and verified, with
+// HTTP Range.
+func (s *Server) recording(w http.ResponseWriter, req *request) error {
+	p, err := query(req.r, "recording", "download")
+	if err != nil {
+		return err
+	}
+	c, err := s.call(req.r.Context(), req.id, req.target, true)
+	if err != nil {
+		return err
+	}
+	rec := c.Recording
+	if id := p["recording"]; id != "" {
+		rec = nil
+		for _, r := range append([]search.Recording{*c.Recording}, c.History...) {
+			if r.RecordingID == id {
+				rec = &r
+			}
+		}
+		if rec == nil {
+			return notFound("recording " + id + " of call " + c.CallID)
+		}
+	}
+	if rec == nil || rec.Failure != "" || rec.ObjectKey == "" {
+		return notFound("a recording of call " + c.CallID)
+	}
+	if v := p["download"]; v != "" && v != "true" && v != "false" {
+		return badRequest("download: %q is not true or false", v)
+	}
+	f, err := os.CreateTemp(s.cfg.SpoolDir, "verbatim-api-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	if err := os.Remove(f.Name()); err != nil { // nothing of it outlives the request
+		return err
+	}
+	if _, err := s.cfg.Playback.Decrypt(req.r.Context(), req.id.Tenant, rec.KeyID,
+		playback.Object{Key: rec.ObjectKey, CiphertextSHA256: rec.CiphertextSHA256, PlaintextSHA256: rec.PlaintextSHA256}, f); err != nil {
+		return err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	req.target = rec.RecordingID
+	if p["download"] == "true" {
+		req.action = "recording.download"
+		w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", c.CallID+".wav"))
+	}
+	w.Header().Set("Content-Type", "audio/wav")
+	w.Header().Set("ETag", `"`+rec.PlaintextSHA256+`"`)
+	http.ServeContent(w, req.r, "", rec.StoredAt, f)
+	return nil
+}
+
+// NewForDocs returns a server that serves nothing, for listing its
+// routes (Routes) without a verifier, projection or auditor.
+func NewForDocs() (*Server, error) {
+	s := &Server{mux: http.NewServeMux()}
+	s.register()
+	return s, nil
+}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/verbatimrec/verbatim/api"
+	"github.com/verbatimrec/verbatim/api/auth"
+	"github.com/verbatimrec/verbatim/internal/keyreg"
+	"github.com/verbatimrec/verbatim/internal/playback"
+)
+
+// claimFlag parses "path" or "path:prefix" ("groups:tenant:").
+func claimFlag(s string) auth.Claim {
+	path, prefix, _ := strings.Cut(s, ":")
+	return auth.Claim{Path: path, Prefix: prefix}
+}
+
+// runAPI is `verbatim api`: the HTTPS API for signed-in users.
+func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("api", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:18443", "HTTPS address to serve on")
+	cert := fs.String("tls-cert", os.Getenv("VERBATIM_TLS_CERT"), "server certificate, PEM (env VERBATIM_TLS_CERT)")
+	key := fs.String("tls-key", os.Getenv("VERBATIM_TLS_KEY"), "its private key, PEM (env VERBATIM_TLS_KEY)")
+	issuer := fs.String("oidc-issuer", os.Getenv("VERBATIM_OIDC_ISSUER"), "OpenID Connect issuer whose ID tokens are accepted (env VERBATIM_OIDC_ISSUER)")
+	audience := fs.String("oidc-audience", os.Getenv("VERBATIM_OIDC_CLIENT_ID"), "client ids a token may be issued to, comma separated (env VERBATIM_OIDC_CLIENT_ID)")
+	issuerCA := fs.String("oidc-ca", os.Getenv("VERBATIM_TLS_CA"), "CA of the issuer's certificate, PEM, if not a public one (env VERBATIM_TLS_CA)")
+	tenantClaim := fs.String("tenant-claim", "groups:tenant:", "claim carrying the tenant, as path[:prefix] (Dex in the local stack: groups:tenant:)")
+	rolesClaim := fs.String("roles-claim", "groups:role:", "claim carrying the roles, path[:prefix] (Entra ID: roles; Keycloak: realm_access.roles)")
+	groupsClaim := fs.String("groups-claim", "groups:group:", "claim carrying the groups, path[:prefix]")
+	partiesClaim := fs.String("parties-claim", "groups:party:", "claim carrying the numbers or SIP URIs of a user's own calls, path[:prefix]")
+	spool := fs.String("spool", os.TempDir(), "directory for a recording while it is decrypted and served (deleted at once: only the open file remains)")
+	kafka := addKafkaFlags(fs)
+	ch := addClickHouseFlags(fs)
+	kf := addKeyFlags(fs)
+	sf := addStoreFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("api: unexpected argument %q", fs.Arg(0))
+	}
+	if *cert == "" || *key == "" {
+		return errors.New("api: --tls-cert and --tls-key are required: the API is served over HTTPS only (the local stack makes them: source .stack/env.sh)")
+	}
+	if *issuer == "" || *audience == "" {
+		return errors.New("api: --oidc-issuer and --oidc-audience are required: nobody can sign in otherwise")
+	}
+	pair, err := tls.LoadX509KeyPair(*cert, *key)
+	if err != nil {
+		return fmt.Errorf("api: TLS: %w", err)
+	}
+	verifier, err := auth.NewVerifier(ctx, auth.Config{Issuer: *issuer, Audiences: list(*audience), CAFile: *issuerCA,
+		Tenant: claimFlag(*tenantClaim), Roles: claimFlag(*rolesClaim), Groups: claimFlag(*groupsClaim), Parties: claimFlag(*partiesClaim)})
+	if err != nil {
+		return err
+	}
+	conn, db, err := ch.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	km, err := kf.manager()
+	if err != nil {
+		return err
+	}
+	store, _, err := sf.open(ctx)
+	if err != nil {
+		return err
+	}
+	regCl, err := kafka.client("verbatim-api-keys", stderr, keyreg.ConsumeOpts()...)
+	if err != nil {
+		return err
+	}
+	reg := keyreg.Start(regCl)
+	defer reg.Close()
+	auditCl, err := kafka.client("verbatim-api", stderr)
+	if err != nil {
+		return err
+	}
+	defer auditCl.Close()
+	srv, err := api.New(api.Config{Verifier: verifier, Conn: conn, Database: db,
+		Playback: &playback.Opener{Keys: km, Store: store, Registry: reg}, Audit: api.KafkaAuditor{Client: auditCl},
+		SpoolDir: *spool, Logger: warnLogger(stderr)})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: 64 << 10, ErrorLog: nil,
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}}
+	fmt.Fprintf(stderr, "api: listening on https://%s (issuer %s, audience %s, database %s)\n", ln.Addr(), *issuer, *audience, db)
+	done := make(chan error, 1)
+	go func() { done <- hs.ServeTLS(ln, "", "") }() // joined below
+	select {
+	case err := <-done:
+		return fmt.Errorf("api: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = hs.Shutdown(sctx)
+	<-done
+	fmt.Fprintln(stdout, "api: stopped")
+	return err
+}

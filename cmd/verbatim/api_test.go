@@ -1,0 +1,217 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/internal/stacktest"
+	"github.com/verbatimrec/verbatim/projections/search"
+	"github.com/verbatimrec/verbatim/schemas"
+	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
+)
+
+// startAPI runs `verbatim api` in e, on a port of its own, and returns its
+// base URL once it says it listens.
+func (e *cliEnv) startAPI() string {
+	t := e.t
+	t.Helper()
+	ctx, cancel := context.WithCancel(e.ctx)
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() { // joined by the cleanup below
+		done <- run(ctx, []string{"api", "--listen", "127.0.0.1:0", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects,
+			"--database", e.db, "--spool", t.TempDir()}, io.Discard, pw)
+		pw.Close()
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("api: %v", err)
+		}
+	})
+	listening := regexp.MustCompile(`api: listening on (https://\S+)`)
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() {
+		t.Log(sc.Text())
+		if m := listening.FindStringSubmatch(sc.Text()); m != nil {
+			go func() { _, _ = io.Copy(io.Discard, pr) }() // the rest of its log
+			return m[1]
+		}
+	}
+	t.Fatalf("api did not start: %v", <-done)
+	return ""
+}
+
+// TestAPI: real tokens from the local stack's Dex against `verbatim api`
+// over HTTPS. A demo supervisor finds the two calls of the G.711 capture,
+// reads one, and plays its recording: the bytes `verbatim play` writes,
+// and the right slice of them for a Range request. Another tenant's
+// supervisor, a user whose party is in neither call, an auditor, no token
+// and a bad one each get what their rights say, and every request, refused
+// ones too, is on the audit topic.
+func TestAPI(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e := newCLIEnv(ctx, t, "api")
+	capture := stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap")
+	e.record(capture)
+	base := e.startAPI()
+	client := stacktest.TLSClient(t)
+	sup := stacktest.DexToken(t, "supervisor@demo.example")
+	tokens := map[string]string{"demo supervisor": sup, "acme supervisor": stacktest.DexToken(t, "supervisor@acme.example"),
+		"demo user": stacktest.DexToken(t, "user@demo.example"), "demo auditor": stacktest.DexToken(t, "auditor@demo.example"),
+		"no token": "", "bad token": sup[:len(sup)-4] + "AAAA"}
+	requests := 0
+	do := func(who, path string, hdr ...string) (int, []byte, http.Header) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tok := tokens[who]; tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		requests++
+		return resp.StatusCode, b, resp.Header
+	}
+	expect := func(who, path string, want int) []byte {
+		t.Helper()
+		got, body, _ := do(who, path)
+		if got != want {
+			t.Fatalf("%s GET %s: %d %s, want %d", who, path, got, body, want)
+		}
+		if want >= 400 {
+			var e struct{ Error struct{ Code, Message string } }
+			if json.Unmarshal(body, &e) != nil || e.Error.Code == "" || e.Error.Message == "" {
+				t.Fatalf("%s GET %s: %d without a JSON error: %s", who, path, got, body)
+			}
+		}
+		return body
+	}
+
+	var doc map[string]any
+	if err := json.Unmarshal(expect("no token", "/openapi.json", 200), &doc); err != nil || doc["openapi"] != "3.1.0" {
+		t.Fatalf("openapi.json: %v %v", err, doc["openapi"])
+	}
+	var me struct{ Tenant string }
+	if json.Unmarshal(expect("demo supervisor", "/v1/me", 200), &me); me.Tenant != "demo" {
+		t.Fatalf("me: %+v", me)
+	}
+	type page struct {
+		Calls      []search.Result `json:"calls"`
+		NextCursor string          `json:"next_cursor"`
+	}
+	var p page
+	if err := json.Unmarshal(expect("demo supervisor", "/v1/calls", 200), &p); err != nil || len(p.Calls) != 2 {
+		t.Fatalf("supervisor's calls: %v, %d", err, len(p.Calls))
+	}
+	call := p.Calls[0]
+	for who, n := range map[string]int{"acme supervisor": 0, "demo user": 0} {
+		var q page
+		if err := json.Unmarshal(expect(who, "/v1/calls", 200), &q); err != nil || len(q.Calls) != n {
+			t.Fatalf("%s: %v, %d calls, want %d", who, err, len(q.Calls), n)
+		}
+	}
+	expect("demo auditor", "/v1/calls", 403)
+	expect("no token", "/v1/calls", 401)
+	expect("bad token", "/v1/calls", 401)
+	expect("demo supervisor", "/v1/calls?limit=5000", 400)
+	expect("demo supervisor", "/v1/calls?bogus=1", 400)
+	expect("demo supervisor", "/v1/calls?from=yesterday", 400)
+	expect("demo supervisor", "/v1/calls?cursor=x", 400)
+	expect("demo supervisor", "/v1/nothing", 404)
+
+	var detail search.Result
+	if err := json.Unmarshal(expect("demo supervisor", "/v1/calls/"+call.CallID, 200), &detail); err != nil ||
+		detail.Recording == nil || len(detail.Recording.Ledgers) == 0 || len(detail.Parties) != 2 {
+		t.Fatalf("call detail: %v %+v", err, detail)
+	}
+	for _, who := range []string{"acme supervisor", "demo user"} {
+		expect(who, "/v1/calls/"+call.CallID, 404)
+		expect(who, "/v1/calls/"+call.CallID+"/recording", 404)
+	}
+
+	// Playback: what `verbatim play` writes, whole and by range.
+	wavPath := filepath.Join(t.TempDir(), "call.wav")
+	e.cmd("play", call.CallID, "-o", wavPath, "--database", e.db, "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects)
+	want, err := os.ReadFile(wavPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := expect("demo supervisor", "/v1/calls/"+call.CallID+"/recording", 200)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("streamed recording: %d bytes, differs from verbatim play's %d", len(got), len(want))
+	}
+	status, part, hdr := do("demo supervisor", "/v1/calls/"+call.CallID+"/recording", "Range", "bytes=1000-1999")
+	if status != http.StatusPartialContent || !bytes.Equal(part, want[1000:2000]) ||
+		hdr.Get("Content-Range") != fmt.Sprintf("bytes 1000-1999/%d", len(want)) || hdr.Get("Content-Type") != "audio/wav" {
+		t.Fatalf("range: %d, %d bytes, %q %q", status, len(part), hdr.Get("Content-Range"), hdr.Get("Content-Type"))
+	}
+	status, _, _ = do("demo supervisor", "/v1/calls/"+call.CallID+"/recording", "Range", fmt.Sprintf("bytes=%d-", len(want)+10))
+	if status != http.StatusRequestedRangeNotSatisfiable {
+		t.Fatalf("range past the end: %d", status)
+	}
+
+	// Every request above, on the audit topic (openapi.json needs no
+	// token and is not audited).
+	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(e.brokers, ",")}, kgo.ConsumeTopics(schemas.TopicAudit),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var events []*verbatimv1.AuditEvent
+	stacktest.ReadBack(ctx, t, cl, func(r *kgo.Record) {
+		var ev verbatimv1.AuditEvent
+		if err := proto.Unmarshal(r.Value, &ev); err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(ev.GetUserAgent(), "Go-http-client") { // this test's requests, not verbatim play's
+			events = append(events, &ev)
+		}
+	}, schemas.TopicAudit)
+	if len(events) != requests-1 {
+		t.Fatalf("%d audit events for %d audited requests", len(events), requests-1)
+	}
+	var anonymous, denied, played int
+	for _, ev := range events {
+		switch {
+		case ev.GetActor().GetSubject() == "anonymous" && ev.GetResult() == verbatimv1.AuditResult_AUDIT_RESULT_DENIED:
+			anonymous++
+		case ev.GetResult() == verbatimv1.AuditResult_AUDIT_RESULT_DENIED:
+			denied++
+		case ev.GetAction() == "recording.play" && ev.GetTenant() == "demo" && ev.GetTarget().GetId() == detail.Recording.RecordingID:
+			played++
+		}
+	}
+	if anonymous != 2 || played != 3 || denied < 9 {
+		t.Fatalf("audit: %d anonymous refusals (want 2), %d plays (want 3), %d other refusals (want at least 9)", anonymous, played, denied)
+	}
+}
