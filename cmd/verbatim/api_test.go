@@ -108,7 +108,9 @@ func TestAPI(t *testing.T) {
 			t.Fatalf("%s GET %s: %d %s, want %d", who, path, got, body, want)
 		}
 		if want >= 400 {
-			var e struct{ Error struct{ Code, Message string } }
+			var e struct {
+				Error struct{ Code, Message string }
+			}
 			if json.Unmarshal(body, &e) != nil || e.Error.Code == "" || e.Error.Message == "" {
 				t.Fatalf("%s GET %s: %d without a JSON error: %s", who, path, got, body)
 			}
