@@ -65,7 +65,7 @@ func TestProcessKilled(t *testing.T) {
 	}
 	mustRun("project", "search", "--brokers", brokers, "--database", db, "--group", "verbatim-project-kill-"+e.run, "--exit-when-idle")
 	var rs []search.Result
-	if err := json.Unmarshal([]byte(mustRun("search", "--json", "--database", db)), &rs); err != nil {
+	if err := json.Unmarshal([]byte(e.stdout("search", "--json", "--database", db)), &rs); err != nil {
 		t.Fatal(err)
 	}
 	if len(rs) != 2 {
@@ -198,7 +198,7 @@ func TestReprocessKilled(t *testing.T) {
 
 	mustRun("project", "search", "--brokers", brokers, "--database", db, "--group", "verbatim-project-rkill-"+run, "--exit-when-idle")
 	var rs []search.Result
-	if err := json.Unmarshal([]byte(mustRun("search", "--json", "--history", "--database", db)), &rs); err != nil {
+	if err := json.Unmarshal([]byte(e.stdout("search", "--json", "--history", "--database", db)), &rs); err != nil {
 		t.Fatal(err)
 	}
 	if len(rs) != 2 {
@@ -262,6 +262,20 @@ func (e *stackCLI) mustRun(args ...string) string {
 	out, err := e.verbatim(args...).CombinedOutput()
 	if err != nil {
 		e.t.Fatalf("verbatim %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// stdout runs verbatim with args and returns its standard output alone
+// (what --json prints), failing the test with its standard error.
+func (e *stackCLI) stdout(args ...string) string {
+	e.t.Helper()
+	var errb strings.Builder
+	c := e.verbatim(args...)
+	c.Stderr = &errb
+	out, err := c.Output()
+	if err != nil {
+		e.t.Fatalf("verbatim %s: %v\n%s%s", strings.Join(args, " "), err, out, errb.String())
 	}
 	return string(out)
 }

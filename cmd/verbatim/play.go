@@ -76,6 +76,7 @@ func runPlay(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("play: call %s has no recording (%s)", rs[0].CallID, rs[0].Status)
 	}
 	call, rec := rs[0], rs[0].Recording
+	fmt.Fprintf(stderr, "play: as operator %s of tenant %s, reading the stores directly (signed-in users play through verbatim api)\n", operator(), *tenant)
 	if *recordingID != "" {
 		ids := []string{rec.RecordingID}
 		for i := range call.History {
@@ -161,6 +162,15 @@ func streamObject(objects, id string) (*verbatimv1.StreamObject, error) {
 	return nil, fmt.Errorf("no stream %q kept on its own (there are: %q)", id, ids)
 }
 
+// operator is who an operator's command acts as: the OS user, with direct
+// access to the stores (no sign-in: signed-in users go through the API).
+func operator() string {
+	if u, err := user.Current(); err == nil {
+		return "os-user:" + u.Username
+	}
+	return "os-user:unknown"
+}
+
 // audit records who played which recording on the audit topic.
 func audit(ctx context.Context, kafka kafkaFlags, stderr io.Writer, tenant, callID, recordingID string) error {
 	cl, err := kafka.client("verbatim-play", stderr)
@@ -168,10 +178,7 @@ func audit(ctx context.Context, kafka kafkaFlags, stderr io.Writer, tenant, call
 		return err
 	}
 	defer cl.Close()
-	subject := "os-user:unknown"
-	if u, err := user.Current(); err == nil {
-		subject = "os-user:" + u.Username
-	}
+	subject := operator()
 	now := time.Now()
 	id := schemas.RandomID()
 	host, _ := os.Hostname()

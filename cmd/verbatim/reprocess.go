@@ -8,7 +8,6 @@ import (
 	"io"
 	"maps"
 	"os"
-	"os/user"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -75,10 +74,7 @@ func runReprocess(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return fmt.Errorf("reprocess: --to: %w", err)
 		}
 	}
-	actor := "os-user:unknown"
-	if u, err := user.Current(); err == nil {
-		actor = "os-user:" + u.Username
-	}
+	actor := operator()
 	cfg := processors.ReprocessConfig{Kafka: kafka.config("verbatim-reprocess", stderr), Job: *job, Select: sel, Reason: *reason, Force: *force,
 		DryRun: *dryRun, SpoolDir: *spool, SilentComfortNoise: *comfortNoise == "silence", Actor: actor, Workers: *workers,
 		CallsPerTransaction: *perTxn, PCI: pciTenantsFunc(*pciTenants), Logger: warnLogger(stderr)}

@@ -154,6 +154,7 @@ func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer conn.Close()
+	fmt.Fprintf(stderr, "search: as operator %s of tenant %s, reading ClickHouse %s directly (signed-in users search through verbatim api)\n", operator(), *tenant, db)
 	rs, next, err := search.SearchPage(ctx, conn, db, q)
 	if err != nil {
 		return err
