@@ -25,6 +25,26 @@ func claimFlag(s string) auth.Claim {
 	return auth.Claim{Path: path, Prefix: prefix}
 }
 
+// openPlayback opens what decrypting recordings needs: the key manager,
+// the store and a key registry following the keys topic (closed by the
+// returned func).
+func openPlayback(ctx context.Context, kafka kafkaFlags, kf keyFlags, sf storeFlags, clientID string, stderr io.Writer) (*playback.Opener, func(), error) {
+	km, err := kf.manager()
+	if err != nil {
+		return nil, nil, err
+	}
+	store, _, err := sf.open(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	cl, err := kafka.client(clientID, stderr, keyreg.ConsumeOpts()...)
+	if err != nil {
+		return nil, nil, err
+	}
+	reg := keyreg.Start(cl)
+	return &playback.Opener{Keys: km, Store: store, Registry: reg}, reg.Close, nil
+}
+
 // runAPI is `verbatim api`: the HTTPS API for signed-in users.
 func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("api", flag.ContinueOnError)
@@ -70,27 +90,18 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer conn.Close()
-	km, err := kf.manager()
+	opener, closeOpener, err := openPlayback(ctx, kafka, kf, sf, "verbatim-api-keys", stderr)
 	if err != nil {
 		return err
 	}
-	store, _, err := sf.open(ctx)
-	if err != nil {
-		return err
-	}
-	regCl, err := kafka.client("verbatim-api-keys", stderr, keyreg.ConsumeOpts()...)
-	if err != nil {
-		return err
-	}
-	reg := keyreg.Start(regCl)
-	defer reg.Close()
+	defer closeOpener()
 	auditCl, err := kafka.client("verbatim-api", stderr)
 	if err != nil {
 		return err
 	}
 	defer auditCl.Close()
 	srv, err := api.New(api.Config{Verifier: verifier, Conn: conn, Database: db,
-		Playback: &playback.Opener{Keys: km, Store: store, Registry: reg}, Audit: api.KafkaAuditor{Client: auditCl},
+		Playback: opener, Audit: api.KafkaAuditor{Client: auditCl},
 		SpoolDir: *spool, Logger: warnLogger(stderr)})
 	if err != nil {
 		return err

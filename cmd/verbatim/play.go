@@ -16,7 +16,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/verbatimrec/verbatim/internal/keyreg"
 	"github.com/verbatimrec/verbatim/internal/playback"
 	"github.com/verbatimrec/verbatim/projections/search"
 	"github.com/verbatimrec/verbatim/schemas"
@@ -93,20 +92,12 @@ func runPlay(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 
-	km, err := kf.manager()
+	opener, closeOpener, err := openPlayback(ctx, kafka, kf, sf, "verbatim-play", stderr)
 	if err != nil {
 		return err
 	}
-	store, _, err := sf.open(ctx)
-	if err != nil {
-		return err
-	}
-	cl, err := kafka.client("verbatim-play", stderr, keyreg.ConsumeOpts()...)
-	if err != nil {
-		return err
-	}
-	reg := keyreg.Start(cl)
-	defer reg.Close()
+	defer closeOpener()
+	opener.KeyWait = *keyWait
 
 	// Every access is audited, and the audit comes first: no audit, no
 	// playback.
@@ -128,7 +119,6 @@ func runPlay(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer os.Remove(tmp.Name()) // after a successful rename there is nothing to remove
-	opener := playback.Opener{Keys: km, Store: store, Registry: reg, KeyWait: *keyWait}
 	n, err := opener.Decrypt(ctx, *tenant, rec.KeyID, playback.Object{Key: objectKey, CiphertextSHA256: cipherWant, PlaintextSHA256: plainWant}, tmp)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
