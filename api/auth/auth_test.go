@@ -2,18 +2,12 @@ package auth_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/go-jose/go-jose/v4"
 
 	"github.com/verbatimrec/verbatim/api/auth"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
@@ -91,24 +85,8 @@ func TestDexTokens(t *testing.T) {
 	refused("garbage", v, "not.a.token", "")
 
 	// Signed by a key of its own, with Dex's issuer, audience and claims.
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithHeader("kid", "forged"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	claims, _ := json.Marshal(map[string]any{"iss": stacktest.Env(t, "VERBATIM_OIDC_ISSUER"), "aud": "verbatim", "sub": "mallory",
+	forged := stacktest.ForgedToken(t, map[string]any{"iss": stacktest.Env(t, "VERBATIM_OIDC_ISSUER"), "aud": "verbatim", "sub": "mallory",
 		"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix(), "groups": []string{"tenant:demo", "role:administrator"}})
-	jws, err := signer.Sign(claims)
-	if err != nil {
-		t.Fatal(err)
-	}
-	forged, err := jws.CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
 	refused("forged", v, forged, "")
 
 	if _, err := dexVerifier(t, func(c *auth.Config) { c.Algorithms = []string{"HS256"} }); err == nil {

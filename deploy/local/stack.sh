@@ -508,6 +508,7 @@ install_dex() {
 dex_users() {
 	printf '%s\n' \
 		"demo-user user@demo.example tenant:demo role:user party:1001" \
+		"demo-agent agent@demo.example tenant:demo role:user party:sipp" \
 		"demo-supervisor supervisor@demo.example tenant:demo role:supervisor group:sales" \
 		"demo-admin admin@demo.example tenant:demo role:administrator" \
 		"demo-auditor auditor@demo.example tenant:demo role:auditor" \
@@ -541,6 +542,10 @@ dex_config() { # the configuration, with the clients' secret and the users' hash
 		"    redirectURIs:" \
 		"      - https://$HOST:18443/auth/callback" \
 		"      - https://localhost:18443/auth/callback" \
+		"  - id: other-app" \
+		"    name: Another application (its tokens are not for Verbatim)" \
+		"    secret: $DEX_CLIENT_SECRET" \
+		"    redirectURIs: [https://$HOST:18444/callback]" \
 		"staticPasswords:"
 	while read -r name email groups; do
 		uid=$(printf '%s' "$name" | sha256sum | cut -c1-32)

@@ -1,6 +1,9 @@
 package stacktest
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -10,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-jose/go-jose/v4"
 )
 
 // DexToken signs user in to the local stack's Dex with the password grant
@@ -17,6 +22,13 @@ import (
 // its CA in VERBATIM_TLS_CA) and returns the ID token: a real token, signed
 // by Dex's keys, with the user's groups.
 func DexToken(t testing.TB, user string) string {
+	t.Helper()
+	return DexTokenFor(t, Env(t, "VERBATIM_OIDC_CLIENT_ID"), user)
+}
+
+// DexTokenFor is DexToken for another of the stack's Dex clients
+// ("other-app": a token issued to another application).
+func DexTokenFor(t testing.TB, client, user string) string {
 	t.Helper()
 	issuer := Env(t, "VERBATIM_OIDC_ISSUER")
 	form := url.Values{"grant_type": {"password"}, "username": {user}, "password": {Env(t, "VERBATIM_DEX_PASSWORD")},
@@ -26,7 +38,7 @@ func DexToken(t testing.TB, user string) string {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(Env(t, "VERBATIM_OIDC_CLIENT_ID"), Env(t, "VERBATIM_OIDC_CLIENT_SECRET"))
+	req.SetBasicAuth(client, Env(t, "VERBATIM_OIDC_CLIENT_SECRET"))
 	resp, err := TLSClient(t).Do(req)
 	if err != nil {
 		t.Fatalf("dex token for %s: %v", user, err)
@@ -56,4 +68,31 @@ func TLSClient(t testing.TB) *http.Client {
 		t.Fatal("VERBATIM_TLS_CA holds no certificate")
 	}
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+}
+
+// ForgedToken is a JWT with claims, signed (ES256) by a key of its own:
+// what an attacker who knows the issuer and audience can make.
+func ForgedToken(t testing.TB, claims map[string]any) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key}, (&jose.SignerOptions{}).WithHeader("kid", "forged"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jws, err := signer.Sign(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := jws.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
