@@ -30,16 +30,21 @@ const unauthenticatedTenant = "_unauthenticated"
 
 // Record produces ev and waits for its acknowledgement.
 func (a KafkaAuditor) Record(ctx context.Context, ev *verbatimv1.AuditEvent) error {
-	tenant := ev.GetTenant()
-	if tenant == "" {
-		tenant = unauthenticatedTenant
-	}
-	rec, err := schemas.NewRecord(schemas.TopicAudit, []byte(tenant),
-		schemas.Envelope{ID: ev.GetEventId(), Tenant: tenant, OccurredAt: ev.GetOccurredAt().AsTime(), Producer: "verbatim-api"}, ev)
+	rec, err := auditRecord(ev)
 	if err != nil {
 		return err
 	}
 	return a.Client.ProduceSync(ctx, rec).FirstErr()
+}
+
+// auditRecord is ev's record on the audit topic.
+func auditRecord(ev *verbatimv1.AuditEvent) (*kgo.Record, error) {
+	tenant := ev.GetTenant()
+	if tenant == "" {
+		tenant = unauthenticatedTenant
+	}
+	return schemas.NewRecord(schemas.TopicAudit, []byte(tenant),
+		schemas.Envelope{ID: ev.GetEventId(), Tenant: tenant, OccurredAt: ev.GetOccurredAt().AsTime(), Producer: "verbatim-api"}, ev)
 }
 
 // event is the audit event of a request: who (nil: the token did not

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"os"
 	"slices"
@@ -47,6 +48,9 @@ type Config struct {
 	// Audit records every request. Required: without it, nothing is
 	// served.
 	Audit Auditor
+	// Writer commits what a request changes with its audit event.
+	// Required.
+	Writer Writer
 	// SpoolDir holds a recording while it is decrypted and served; default
 	// os.TempDir().
 	SpoolDir string
@@ -70,8 +74,8 @@ const maxQuery = 4 << 10
 
 // New returns the API's handler.
 func New(cfg Config) (*Server, error) {
-	if cfg.Verifier == nil || cfg.Conn == nil || cfg.Playback == nil || cfg.Audit == nil {
-		return nil, errors.New("api: a verifier, the search projection, playback and an auditor are required")
+	if cfg.Verifier == nil || cfg.Conn == nil || cfg.Playback == nil || cfg.Audit == nil || cfg.Writer == nil {
+		return nil, errors.New("api: a verifier, the search projection, playback, an auditor and a writer are required")
 	}
 	if err := search.ValidDatabase(cfg.Database); err != nil {
 		return nil, err
@@ -93,10 +97,12 @@ func (s *Server) register() {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openAPI)
 	})
-	s.route("GET /v1/me", "session.read", nil, s.me)
-	s.route("GET /v1/calls", "call.search", []auth.Role{auth.RoleUser, auth.RoleSupervisor, auth.RoleAdministrator}, s.searchCalls)
-	s.route("GET /v1/calls/{id}", "call.read", []auth.Role{auth.RoleUser, auth.RoleSupervisor, auth.RoleAdministrator}, s.getCall)
-	s.route("GET /v1/calls/{id}/recording", "recording.play", []auth.Role{auth.RoleUser, auth.RoleSupervisor, auth.RoleAdministrator}, s.recording)
+	readers := []auth.Role{auth.RoleUser, auth.RoleSupervisor, auth.RoleAdministrator}
+	s.route("GET /v1/me", "session.read", nil, 0, s.me)
+	s.route("GET /v1/calls", "call.search", readers, 0, s.searchCalls)
+	s.route("GET /v1/calls/{id}", "call.read", readers, 0, s.getCall)
+	s.route("GET /v1/calls/{id}/recording", "recording.play", readers, 0, s.recording)
+	s.route("POST /v1/calls/{id}/metadata", "metadata.attach", readers, maxMetadataBody, s.attachMetadata)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// Refused and audited like any request, with who asked if the
 		// token says so.
@@ -123,6 +129,9 @@ type request struct {
 	r      *http.Request
 	action string
 	target string // the call, or the recording, it reads
+	// audited: the handler committed the audit event itself, with the
+	// change it made.
+	audited bool
 }
 
 // handler serves an authenticated request. It returns the audit result:
@@ -150,14 +159,10 @@ func notFound(what string) error {
 }
 
 // route registers an endpoint that needs a token with one of roles (any
-// role if nil).
-func (s *Server) route(pattern, action string, roles []auth.Role, h handler) {
+// role if nil), and takes a body of at most maxBody bytes (none if 0).
+func (s *Server) route(pattern, action string, roles []auth.Role, maxBody int64, h handler) {
 	s.routes = append(s.routes, pattern)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength > 0 || len(r.TransferEncoding) > 0 {
-			s.refuse(w, r, action, nil, &apiError{http.StatusRequestEntityTooLarge, "body_not_allowed", "this endpoint takes no request body"})
-			return
-		}
 		if len(r.URL.RawQuery) > maxQuery {
 			s.refuse(w, r, action, nil, &apiError{http.StatusRequestURITooLong, "query_too_long", fmt.Sprintf("the query string is longer than %d bytes", maxQuery)})
 			return
@@ -173,6 +178,20 @@ func (s *Server) route(pattern, action string, roles []auth.Role, h handler) {
 			return
 		}
 		req := &request{id: id, r: r, action: action, target: r.PathValue("id")}
+		switch {
+		case maxBody == 0 && (r.ContentLength > 0 || len(r.TransferEncoding) > 0):
+			s.refuse(w, r, action, req, &apiError{http.StatusRequestEntityTooLarge, "body_not_allowed", "this endpoint takes no request body"})
+			return
+		case r.ContentLength > maxBody:
+			s.refuse(w, r, action, req, &apiError{http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("the body is larger than %d bytes", maxBody)})
+			return
+		case maxBody > 0 && !isJSON(r.Header.Get("Content-Type")):
+			s.refuse(w, r, action, req, &apiError{http.StatusUnsupportedMediaType, "unsupported_media_type", "the body must be application/json"})
+			return
+		}
+		if maxBody > 0 {
+			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		}
 		if roles != nil && !slices.ContainsFunc(roles, id.Has) {
 			s.refuse(w, r, action, req, &apiError{http.StatusForbidden, "forbidden", fmt.Sprintf("%s needs one of the roles %v; the token has %v", action, roles, id.Roles)})
 			return
@@ -205,6 +224,9 @@ func (w *auditedWriter) allow() bool {
 		return !w.failed
 	}
 	w.audited = true
+	if w.req.audited {
+		return true
+	}
 	if err := w.s.cfg.Audit.Record(w.req.r.Context(), event(w.req.r, w.req.action, &w.req.id, w.req.target, nil)); err != nil {
 		w.failed = true
 		w.s.cfg.Logger.Error("audit event not written: nothing is served", "action", w.req.action, "err", err)
@@ -246,6 +268,13 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, action string, r
 		w = aw.ResponseWriter
 	}
 	writeError(w, e.status, e.code, e.message)
+}
+
+// isJSON reports whether a Content-Type is application/json (any
+// parameters, such as charset=utf-8).
+func isJSON(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == "application/json"
 }
 
 func bearer(r *http.Request) (string, bool) {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/verbatimrec/verbatim/api"
 	"github.com/verbatimrec/verbatim/api/auth"
 	"github.com/verbatimrec/verbatim/internal/keyreg"
@@ -59,6 +61,8 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	rolesClaim := fs.String("roles-claim", "groups:role:", "claim carrying the roles, path[:prefix] (Entra ID: roles; Keycloak: realm_access.roles)")
 	groupsClaim := fs.String("groups-claim", "groups:group:", "claim carrying the groups, path[:prefix]")
 	partiesClaim := fs.String("parties-claim", "groups:party:", "claim carrying the numbers or SIP URIs of a user's own calls, path[:prefix]")
+	host, _ := os.Hostname()
+	instance := fs.String("instance", host, "name of this API server, stable across its restarts and unique among them (its Kafka transactional id is verbatim-api-INSTANCE)")
 	spool := fs.String("spool", os.TempDir(), "directory for a recording while it is decrypted and served (deleted at once: only the open file remains)")
 	kafka := addKafkaFlags(fs)
 	ch := addClickHouseFlags(fs)
@@ -100,8 +104,16 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer auditCl.Close()
+	if *instance == "" {
+		return errors.New("api: --instance is required (no host name)")
+	}
+	writeCl, err := kafka.client("verbatim-api", stderr, kgo.TransactionalID("verbatim-api-"+*instance))
+	if err != nil {
+		return err
+	}
+	defer writeCl.Close()
 	srv, err := api.New(api.Config{Verifier: verifier, Conn: conn, Database: db,
-		Playback: opener, Audit: api.KafkaAuditor{Client: auditCl},
+		Playback: opener, Audit: api.KafkaAuditor{Client: auditCl}, Writer: &api.KafkaWriter{Client: writeCl},
 		SpoolDir: *spool, Logger: warnLogger(stderr)})
 	if err != nil {
 		return err

@@ -181,6 +181,80 @@ func TestAPI(t *testing.T) {
 		t.Fatalf("range past the end: %d", status)
 	}
 
+	// Metadata in: an agent's application posts the call's data; a retry
+	// with the same Idempotency-Key is the same event; bad bodies are
+	// refused with the reason and change nothing.
+	post := func(who, body, key, contentType string) (int, []byte) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/calls/"+call.CallID+"/metadata", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tokens[who])
+		req.Header.Set("Content-Type", contentType)
+		if key != "" {
+			req.Header.Set("Idempotency-Key", key)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		requests++
+		return resp.StatusCode, b
+	}
+	good := `{"source": "agent-app", "agent_id": "agent-7", "agent_name": "Ann Agent", "skill_group": "sales", "wrap_up_code": "SOLD",
+		"variables": {"account": "12345"}, "scores": {"qa": 0.9}, "comments": ["customer asked for a callback"]}`
+	var first, again struct {
+		EventID string `json:"event_id"`
+	}
+	for i, dst := range []*struct {
+		EventID string `json:"event_id"`
+	}{&first, &again} {
+		status, b := post("demo supervisor", good, "crm-4711", "application/json")
+		if status != http.StatusCreated || json.Unmarshal(b, dst) != nil || dst.EventID == "" {
+			t.Fatalf("metadata post %d: %d %s", i+1, status, b)
+		}
+	}
+	if first.EventID != again.EventID {
+		t.Fatalf("a retry with the same Idempotency-Key made another event: %s, %s", first.EventID, again.EventID)
+	}
+	for _, c := range []struct {
+		name, body, key, ct string
+		status              int
+	}{
+		{"malformed JSON", `{"source": "x",`, "k1", "application/json", 400},
+		{"unknown field", `{"source": "x", "owner": "mallory"}`, "k2", "application/json", 400},
+		{"two objects", `{"source": "x"} {"source": "y"}`, "k3", "application/json", 400},
+		{"no source", `{"agent_id": "a"}`, "k4", "application/json", 400},
+		{"no Idempotency-Key", good, "", "application/json", 400},
+		{"not JSON", good, "k5", "text/plain", 415},
+		{"too large", `{"source": "x", "comments": ["` + strings.Repeat("a", 70<<10) + `"]}`, "k6", "application/json", 413},
+	} {
+		if status, b := post("demo supervisor", c.body, c.key, c.ct); status != c.status || !bytes.Contains(b, []byte(`"code"`)) {
+			t.Errorf("%s: %d %s, want %d", c.name, status, b, c.status)
+		}
+	}
+	if status, _ := post("acme supervisor", good, "crm-1", "application/json"); status != http.StatusNotFound {
+		t.Errorf("another tenant's metadata post: %d, want 404", status)
+	}
+	e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db, "--exit-when-idle")
+	var withMeta search.Result
+	if err := json.Unmarshal(expect("demo supervisor", "/v1/calls/"+call.CallID, 200), &withMeta); err != nil {
+		t.Fatal(err)
+	}
+	var mine []search.Metadata
+	for _, m := range withMeta.Metadata {
+		if m.Source == "agent-app" {
+			mine = append(mine, m)
+		}
+	}
+	if len(mine) != 1 || mine[0].AgentName != "Ann Agent" || mine[0].AgentID != "agent-7" || mine[0].Variables["account"] != "12345" ||
+		mine[0].Scores["qa"] != 0.9 || mine[0].WrapUpCode != "SOLD" {
+		t.Fatalf("metadata after projection: %+v", mine)
+	}
+
 	// Every request above, on the audit topic (openapi.json needs no
 	// token and is not audited).
 	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(e.brokers, ",")}, kgo.ConsumeTopics(schemas.TopicAudit),
@@ -202,7 +276,7 @@ func TestAPI(t *testing.T) {
 	if len(events) != requests-1 {
 		t.Fatalf("%d audit events for %d audited requests", len(events), requests-1)
 	}
-	var anonymous, denied, played int
+	var anonymous, denied, played, attached int
 	for _, ev := range events {
 		switch {
 		case ev.GetActor().GetSubject() == "anonymous" && ev.GetResult() == verbatimv1.AuditResult_AUDIT_RESULT_DENIED:
@@ -211,9 +285,12 @@ func TestAPI(t *testing.T) {
 			denied++
 		case ev.GetAction() == "recording.play" && ev.GetTenant() == "demo" && ev.GetTarget().GetId() == detail.Recording.RecordingID:
 			played++
+		case ev.GetAction() == "metadata.attach" && ev.GetResult() == verbatimv1.AuditResult_AUDIT_RESULT_SUCCESS:
+			attached++
 		}
 	}
-	if anonymous != 2 || played != 3 || denied < 9 {
-		t.Fatalf("audit: %d anonymous refusals (want 2), %d plays (want 3), %d other refusals (want at least 9)", anonymous, played, denied)
+	if anonymous != 2 || played != 3 || denied < 17 || attached != 2 {
+		t.Fatalf("audit: %d anonymous refusals (want 2), %d plays (want 3), %d metadata posts (want 2), %d other refusals (want at least 17)",
+			anonymous, played, attached, denied)
 	}
 }

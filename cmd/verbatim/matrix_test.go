@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/verbatimrec/verbatim/api"
 	"github.com/verbatimrec/verbatim/api/auth"
@@ -60,8 +63,13 @@ func (e *cliEnv) apiServer(skew time.Duration) *httptest.Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(auditCl.Close)
+	writeCl, err := kafkaclient.New(kcfg, kgo.TransactionalID(fmt.Sprintf("verbatim-api-matrix-%d", skew)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(writeCl.Close)
 	srv, err := api.New(api.Config{Verifier: v, Conn: conn, Database: db, Playback: &playback.Opener{Keys: km, Store: store, Registry: reg},
-		Audit: api.KafkaAuditor{Client: auditCl}, SpoolDir: t.TempDir()})
+		Audit: api.KafkaAuditor{Client: auditCl}, Writer: &api.KafkaWriter{Client: writeCl}, SpoolDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,15 +100,17 @@ func TestTenantIsolationMatrix(t *testing.T) {
 	}
 	forged := stacktest.ForgedToken(t, map[string]any{"iss": stacktest.Env(t, "VERBATIM_OIDC_ISSUER"), "aud": "verbatim", "sub": "mallory",
 		"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix(), "groups": []string{"tenant:demo", "role:administrator"}})
-	ops := []string{"/v1/me", "/v1/calls", "/v1/calls/" + callID, "/v1/calls/" + callID + "/recording"}
+	type op struct{ method, path, body string }
+	ops := []op{{"GET", "/v1/me", ""}, {"GET", "/v1/calls", ""}, {"GET", "/v1/calls/" + callID, ""}, {"GET", "/v1/calls/" + callID + "/recording", ""},
+		{"POST", "/v1/calls/" + callID + "/metadata", `{"source": "matrix", "agent_id": "a1"}`}}
 	// The status of each operation for a valid token, by identity.
-	want := map[string][4]int{
-		"user":            {200, 200, 404, 404}, // owns neither call (party 1001)
-		"agent":           {200, 200, 200, 200}, // party sipp: both calls are theirs
-		"supervisor":      {200, 200, 200, 200},
-		"administrator":   {200, 200, 200, 200},
-		"auditor":         {200, 403, 403, 403},
-		"acme supervisor": {200, 200, 404, 404},
+	want := map[string][5]int{
+		"user":            {200, 200, 404, 404, 404}, // owns neither call (party 1001)
+		"agent":           {200, 200, 200, 200, 201}, // party sipp: both calls are theirs
+		"supervisor":      {200, 200, 200, 200, 201},
+		"administrator":   {200, 200, 200, 200, 201},
+		"auditor":         {200, 403, 403, 403, 403},
+		"acme supervisor": {200, 200, 404, 404, 404},
 	}
 	var doc struct {
 		Paths map[string]map[string]any `json:"paths"`
@@ -108,14 +118,26 @@ func TestTenantIsolationMatrix(t *testing.T) {
 	if err := json.Unmarshal(api.OpenAPI(), &doc); err != nil {
 		t.Fatal(err)
 	}
-	if len(doc.Paths) != len(ops) {
-		t.Fatalf("the document has %d paths, the matrix %d: add the new operations here", len(doc.Paths), len(ops))
+	documented := 0
+	for _, methods := range doc.Paths {
+		documented += len(methods)
 	}
-	get := func(ts *httptest.Server, path, tok string) (int, string) {
+	if documented != len(ops) {
+		t.Fatalf("the document has %d operations, the matrix %d: add the new ones here", documented, len(ops))
+	}
+	do := func(ts *httptest.Server, o op, tok string) (int, string) {
 		t.Helper()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, ts.URL+path, nil)
+		var body io.Reader
+		if o.body != "" {
+			body = strings.NewReader(o.body)
+		}
+		req, err := http.NewRequestWithContext(ctx, o.method, ts.URL+o.path, body)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if o.body != "" {
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Idempotency-Key", "matrix-1")
 		}
 		if tok != "" {
 			req.Header.Set("Authorization", "Bearer "+tok)
@@ -132,7 +154,7 @@ func TestTenantIsolationMatrix(t *testing.T) {
 	for who, user := range users {
 		valid := stacktest.DexToken(t, user)
 		otherApp := stacktest.DexTokenFor(t, "other-app", user)
-		for i, op := range ops {
+		for i, o := range ops {
 			for _, c := range []struct {
 				kind   string
 				ts     *httptest.Server
@@ -145,14 +167,14 @@ func TestTenantIsolationMatrix(t *testing.T) {
 				{"another application's", now, otherApp, 401},
 				{"signed by another key", now, forged, 401},
 			} {
-				got, body := get(c.ts, op, c.tok)
+				got, body := do(c.ts, o, c.tok)
 				cells++
 				if got != c.status {
-					t.Errorf("%s, %s token, GET %s: %d, want %d: %s", who, c.kind, op, got, c.status, body)
+					t.Errorf("%s, %s token, %s %s: %d, want %d: %s", who, c.kind, o.method, o.path, got, c.status, body)
 				}
 				if who == "acme supervisor" && (strings.Contains(body, callID) && !strings.Contains(body, "not found") || strings.Contains(body, sipCallID) ||
 					strings.Contains(body, `"demo"`)) {
-					t.Errorf("acme supervisor, GET %s: the response holds demo's data: %s", op, body)
+					t.Errorf("acme supervisor, %s %s: the response holds demo's data: %s", o.method, o.path, body)
 				}
 			}
 		}

@@ -63,7 +63,7 @@ type Projector struct {
 
 type callRow struct {
 	tenant, callID, sipCallID, source string
-	conversationID                    string
+	conversationID, dataKeyID         string
 	startedAt, endedAt                time.Time
 	durationMS                        uint64
 	endReason                         string
@@ -180,7 +180,8 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 			// projection goes on.
 			p.Unreadable++
 			row := callRow{tenant: env.Tenant, callID: ev.GetCallId(), sipCallID: UnreadableIdentity,
-				source: ev.GetSource().String(), startedAt: ev.GetStartedAt().AsTime(), conversationID: ev.GetConversationId()}
+				source: ev.GetSource().String(), startedAt: ev.GetStartedAt().AsTime(), conversationID: ev.GetConversationId(),
+				dataKeyID: ev.GetDataKeyId()}
 			p.started[row.callID] = row
 			return p.insertCall(ctx, row, version)
 		}
@@ -188,7 +189,8 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 			return err
 		}
 		row := callRow{tenant: env.Tenant, callID: ev.GetCallId(), sipCallID: sig.GetSipCallId(),
-			source: ev.GetSource().String(), startedAt: ev.GetStartedAt().AsTime(), conversationID: ev.GetConversationId()}
+			source: ev.GetSource().String(), startedAt: ev.GetStartedAt().AsTime(), conversationID: ev.GetConversationId(),
+			dataKeyID: ev.GetDataKeyId()}
 		p.started[row.callID] = row
 		if err := p.insertCall(ctx, row, version); err != nil {
 			return err
@@ -390,7 +392,7 @@ func (p *Projector) batch(ctx context.Context, stmt string) (driver.Batch, error
 }
 
 func (p *Projector) insertCall(ctx context.Context, r callRow, version uint64) error {
-	b, err := p.batch(ctx, "INSERT INTO `"+p.db+"`.calls (tenant, call_id, sip_call_id, started_at, ended_at, duration_ms, end_reason, source, version, conversation_id)")
+	b, err := p.batch(ctx, "INSERT INTO `"+p.db+"`.calls (tenant, call_id, sip_call_id, started_at, ended_at, duration_ms, end_reason, source, version, conversation_id, data_key_id)")
 	if err != nil {
 		return err
 	}
@@ -398,7 +400,7 @@ func (p *Projector) insertCall(ctx context.Context, r callRow, version uint64) e
 	if conv == "" {
 		conv = r.callID
 	}
-	if err := b.Append(r.tenant, r.callID, r.sipCallID, r.startedAt, r.endedAt, r.durationMS, r.endReason, r.source, version, conv); err != nil {
+	if err := b.Append(r.tenant, r.callID, r.sipCallID, r.startedAt, r.endedAt, r.durationMS, r.endReason, r.source, version, conv, r.dataKeyID); err != nil {
 		return err
 	}
 	return nil // sent with the rest of the poll, by Apply
@@ -408,8 +410,8 @@ func (p *Projector) insertCall(ctx context.Context, r callRow, version uint64) e
 // was projected before a restart.
 func (p *Projector) loadCall(ctx context.Context, tenant, callID string) (callRow, error) {
 	r := callRow{tenant: tenant, callID: callID}
-	err := p.conn.QueryRow(ctx, "SELECT sip_call_id, source, started_at, conversation_id FROM `"+p.db+"`.calls FINAL WHERE tenant = ? AND call_id = ?",
-		tenant, callID).Scan(&r.sipCallID, &r.source, &r.startedAt, &r.conversationID)
+	err := p.conn.QueryRow(ctx, "SELECT sip_call_id, source, started_at, conversation_id, data_key_id FROM `"+p.db+"`.calls FINAL WHERE tenant = ? AND call_id = ?",
+		tenant, callID).Scan(&r.sipCallID, &r.source, &r.startedAt, &r.conversationID, &r.dataKeyID)
 	if err != nil {
 		return r, fmt.Errorf("call %s ended before it started: %w", callID, err)
 	}

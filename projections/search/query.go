@@ -186,8 +186,11 @@ type Metadata struct {
 // Result is one found call. In JSON, names are snake_case and durations
 // are seconds.
 type Result struct {
-	CallID         string        `json:"call_id"`
-	SIPCallID      string        `json:"sip_call_id"`
+	CallID    string `json:"call_id"`
+	SIPCallID string `json:"sip_call_id"`
+	// DataKeyID is the key sealing the call's personal fields (not in
+	// JSON: an internal reference).
+	DataKeyID      string        `json:"-"`
 	ConversationID string        `json:"conversation_id,omitempty"`
 	StartedAt      time.Time     `json:"started_at"`
 	EndedAt        time.Time     `json:"ended_at"`
@@ -337,7 +340,7 @@ func search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 		}
 	}
 	// One more than the page: whether there is a next one.
-	sql := fmt.Sprintf("SELECT call_id, sip_call_id, started_at, ended_at, duration_ms, end_reason, conversation_id FROM `%s`.calls FINAL WHERE %s ORDER BY started_at, call_id LIMIT %d",
+	sql := fmt.Sprintf("SELECT call_id, sip_call_id, started_at, ended_at, duration_ms, end_reason, conversation_id, data_key_id FROM `%s`.calls FINAL WHERE %s ORDER BY started_at, call_id LIMIT %d",
 		db, strings.Join(where, " AND "), q.Limit+1)
 	rows, err := conn.Query(ctx, sql, args...)
 	if err != nil {
@@ -347,7 +350,7 @@ func search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 	for rows.Next() {
 		var r Result
 		var ms uint64
-		if err := rows.Scan(&r.CallID, &r.SIPCallID, &r.StartedAt, &r.EndedAt, &ms, &r.EndReason, &r.ConversationID); err != nil {
+		if err := rows.Scan(&r.CallID, &r.SIPCallID, &r.StartedAt, &r.EndedAt, &ms, &r.EndReason, &r.ConversationID, &r.DataKeyID); err != nil {
 			rows.Close()
 			return nil, "", fmt.Errorf("search: %w", err)
 		}

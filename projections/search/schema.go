@@ -185,6 +185,9 @@ var migrations = []string{
 		ADD COLUMN supersede_reason String,
 		ADD COLUMN generation UInt32,
 		ADD COLUMN processing String`,
+	// The data key sealing a call's personal fields (CallStarted
+	// data_key_id), for the API to seal the metadata it takes in.
+	"ALTER TABLE {db}.calls ADD COLUMN data_key_id String",
 }
 
 // Migrate creates the database and applies pending migrations. It is safe
