@@ -51,6 +51,8 @@ type Config struct {
 	// Writer commits what a request changes with its audit event.
 	// Required.
 	Writer Writer
+	// Web, if set, lets people sign in to the web page (served at /).
+	Web *WebConfig
 	// SpoolDir holds a recording while it is decrypted and served; default
 	// os.TempDir().
 	SpoolDir string
@@ -60,9 +62,10 @@ type Config struct {
 
 // Server is the API's handler.
 type Server struct {
-	cfg    Config
-	mux    *http.ServeMux
-	routes []string // "GET /v1/calls", as OpenAPI names them
+	cfg     Config
+	mux     *http.ServeMux
+	cookies *cookieBox
+	routes  []string // "GET /v1/calls", as OpenAPI names them
 }
 
 // Routes lists the operations the server serves, as "METHOD /path/{param}".
@@ -86,7 +89,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	cookies, err := newCookieBox()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), cookies: cookies}
 	s.register()
 	return s, nil
 }
@@ -103,6 +110,7 @@ func (s *Server) register() {
 	s.route("GET /v1/calls/{id}", "call.read", readers, 0, s.getCall)
 	s.route("GET /v1/calls/{id}/recording", "recording.play", readers, 0, s.recording)
 	s.route("POST /v1/calls/{id}/metadata", "metadata.attach", readers, maxMetadataBody, s.attachMetadata)
+	s.registerWeb()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// Refused and audited like any request, with who asked if the
 		// token says so.
@@ -168,8 +176,16 @@ func (s *Server) route(pattern, action string, roles []auth.Role, maxBody int64,
 			return
 		}
 		raw, ok := bearer(r)
+		viaCookie := false
 		if !ok {
-			s.refuse(w, r, action, nil, &apiError{http.StatusUnauthorized, "unauthenticated", "an Authorization: Bearer token is required"})
+			raw, viaCookie = s.sessionToken(r)
+		}
+		if raw == "" {
+			s.refuse(w, r, action, nil, &apiError{http.StatusUnauthorized, "unauthenticated", "an Authorization: Bearer token (or a web session) is required"})
+			return
+		}
+		if viaCookie && r.Method != http.MethodGet && r.Header.Get(csrfHeader) != "1" {
+			s.refuse(w, r, action, nil, &apiError{http.StatusForbidden, "csrf", "a change made with the session cookie needs the " + csrfHeader + ": 1 header (pages of other sites cannot send it)"})
 			return
 		}
 		id, err := s.cfg.Verifier.Verify(r.Context(), raw)

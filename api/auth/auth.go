@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/oauth2"
 )
 
 // Role is what a signed-in person may do in their tenant.
@@ -110,9 +111,18 @@ var ErrToken = errors.New("auth: token refused")
 
 // Verifier checks tokens of one issuer.
 type Verifier struct {
-	cfg Config
-	v   *oidc.IDTokenVerifier
+	cfg      Config
+	v        *oidc.IDTokenVerifier
+	provider *oidc.Provider
+	client   *http.Client
 }
+
+// Endpoint is the issuer's OAuth 2.0 endpoints, from its discovery
+// document (for the web page's sign-in).
+func (v *Verifier) Endpoint() oauth2.Endpoint { return v.provider.Endpoint() }
+
+// HTTPClient reaches the issuer (trusting its CA, when configured).
+func (v *Verifier) HTTPClient() *http.Client { return v.client }
 
 // NewVerifier fetches the issuer's discovery document and prepares to
 // verify its tokens. Keys are fetched when first needed and again when a
@@ -154,7 +164,7 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 		SupportedSigningAlgs: cfg.Algorithms,
 		Now:                  cfg.Now,
 	})
-	return &Verifier{cfg: cfg, v: v}, nil
+	return &Verifier{cfg: cfg, v: v, provider: provider, client: client}, nil
 }
 
 // Verify checks a raw token and returns who it says is calling.

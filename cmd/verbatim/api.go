@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/oauth2"
 
 	"github.com/verbatimrec/verbatim/api"
 	"github.com/verbatimrec/verbatim/api/auth"
@@ -63,6 +64,7 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	partiesClaim := fs.String("parties-claim", "groups:party:", "claim carrying the numbers or SIP URIs of a user's own calls, path[:prefix]")
 	host, _ := os.Hostname()
 	instance := fs.String("instance", host, "name of this API server, stable across its restarts and unique among them (its Kafka transactional id is verbatim-api-INSTANCE)")
+	publicURL := fs.String("public-url", "", "the URL people open for the web page, e.g. https://127.0.0.1:18443 (its /auth/callback must be a redirect URI of the client); empty: no web sign-in, bearer tokens only. The client secret comes from the environment only (VERBATIM_OIDC_CLIENT_SECRET)")
 	spool := fs.String("spool", os.TempDir(), "directory for a recording while it is decrypted and served (deleted at once: only the open file remains)")
 	kafka := addKafkaFlags(fs)
 	ch := addClickHouseFlags(fs)
@@ -112,7 +114,17 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer writeCl.Close()
-	srv, err := api.New(api.Config{Verifier: verifier, Conn: conn, Database: db,
+	var web *api.WebConfig
+	if *publicURL != "" {
+		secret := os.Getenv("VERBATIM_OIDC_CLIENT_SECRET")
+		if secret == "" {
+			return errors.New("api: --public-url needs the client's secret in VERBATIM_OIDC_CLIENT_SECRET (never on the command line)")
+		}
+		web = &api.WebConfig{HTTPClient: verifier.HTTPClient(), OAuth2: oauth2.Config{ClientID: list(*audience)[0], ClientSecret: secret,
+			Endpoint: verifier.Endpoint(), RedirectURL: strings.TrimSuffix(*publicURL, "/") + "/auth/callback",
+			Scopes: []string{"openid", "email", "profile", "groups"}}}
+	}
+	srv, err := api.New(api.Config{Web: web, Verifier: verifier, Conn: conn, Database: db,
 		Playback: opener, Audit: api.KafkaAuditor{Client: auditCl}, Writer: &api.KafkaWriter{Client: writeCl},
 		SpoolDir: *spool, Logger: warnLogger(stderr)})
 	if err != nil {

@@ -27,15 +27,19 @@ import (
 
 // startAPI runs `verbatim api` in e, on a port of its own, and returns its
 // base URL once it says it listens.
-func (e *cliEnv) startAPI() string {
+func (e *cliEnv) startAPI(extra ...string) string {
 	t := e.t
 	t.Helper()
+	listen := "127.0.0.1:0"
+	if len(extra) > 1 && extra[0] == "--listen" {
+		listen, extra = extra[1], extra[2:]
+	}
 	ctx, cancel := context.WithCancel(e.ctx)
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() { // joined by the cleanup below
-		done <- run(ctx, []string{"api", "--listen", "127.0.0.1:0", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects,
-			"--database", e.db, "--spool", t.TempDir()}, io.Discard, pw)
+		done <- run(ctx, append([]string{"api", "--listen", listen, "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects,
+			"--database", e.db, "--spool", t.TempDir()}, extra...), io.Discard, pw)
 		pw.Close()
 	}()
 	t.Cleanup(func() {
