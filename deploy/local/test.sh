@@ -10,8 +10,11 @@
 #      acceptance tests compare recordings with tshark's export of the RTP,
 #      decoded by sox, or ffmpeg for G.722 (all from Debian, installed here
 #      when missing)
-#   4. schema checks (lint, breaking changes, stale generated code)
-#   5. docker-compose.yml validation
+#   4. the web page's browser test (deploy/browser: chromium and chromedp,
+#      signing in through the stack's Dex), its screenshot kept in
+#      .stack/artefacts/web.png
+#   5. schema checks (lint, breaking changes, stale generated code)
+#   6. docker-compose.yml validation
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -27,9 +30,9 @@ apt_install() {
 		{ $s apt-get update -qq && $s env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null; }
 }
 
-step "test tools (tshark, sox, ffmpeg, sipp, baresip, tcpdump, docker-compose)"
+step "test tools (tshark, sox, ffmpeg, sipp, baresip, tcpdump, docker-compose, chromium)"
 missing=()
-for tool in tshark:tshark sox:sox ffmpeg:ffmpeg sipp:sip-tester baresip:baresip-core tcpdump:tcpdump docker-compose:docker-compose; do
+for tool in tshark:tshark sox:sox ffmpeg:ffmpeg sipp:sip-tester baresip:baresip-core tcpdump:tcpdump docker-compose:docker-compose chromium:chromium; do
 	command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
 [ -f /usr/include/bcg729/decoder.h ] || missing+=(libbcg729-dev) # G.729, cgo, -tags bcg729
@@ -62,6 +65,12 @@ step "the Apache-2.0-only build (no libbcg729): G.729 kept raw and labelled"
 go test -race -count=1 -run 'G729|Decoders|Undecodable|LedgerMustBalance' ./processors/... 2>&1 | tail -n 20
 status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] || { echo "go test (no bcg729) failed" >&2; exit "$status"; }
+
+step "the web page in a real browser (deploy/browser: Debian's chromium, headless, driven by chromedp)"
+(cd deploy/browser && go vet ./... && go test -count=1 -v ./... 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)|http2: server: error reading preface') | tee "$VERBATIM_STACK_DIR/browser-test.log"
+status=${PIPESTATUS[0]}
+[ "$status" -eq 0 ] || { echo "browser test failed" >&2; exit "$status"; }
+echo "screenshot: $VERBATIM_STACK_DIR/artefacts/web.png"
 
 step "schema checks"
 schemas/check.sh

@@ -39,7 +39,8 @@ func SharedTestdata(t testing.TB, rel string) string {
 		t.Fatal(err)
 	}
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+		// Verbatim's own go.mod, not that of a module under deploy/.
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.HasPrefix(string(b), "module github.com/verbatimrec/verbatim\n") {
 			break
 		}
 		parent := filepath.Dir(dir)
