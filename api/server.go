@@ -335,11 +335,29 @@ func query(r *http.Request, allowed ...string) (map[string]string, error) {
 }
 
 func (s *Server) searchCalls(w http.ResponseWriter, req *request) error {
-	p, err := query(req.r, "from", "to", "party", "call_id", "conversation", "limit", "cursor", "history")
+	p, err := query(req.r, "from", "to", "party", "call_id", "conversation", "agent", "skill_group", "variable", "status", "sort", "limit", "cursor", "history")
 	if err != nil {
 		return err
 	}
-	q := search.Query{Tenant: req.id.Tenant, Party: p["party"], CallID: p["call_id"], Conversation: p["conversation"], After: p["cursor"], Limit: 100}
+	q := search.Query{Tenant: req.id.Tenant, Party: p["party"], CallID: p["call_id"], Conversation: p["conversation"], After: p["cursor"], Limit: 100,
+		Agent: p["agent"], SkillGroup: p["skill_group"], Status: p["status"]}
+	if v := p["variable"]; v != "" {
+		name, value, ok := strings.Cut(v, "=")
+		if !ok || name == "" {
+			return badRequest("variable: %q is not NAME=VALUE", v)
+		}
+		q.Variable = &search.Variable{Name: name, Value: value}
+	}
+	if q.Status != "" && !slices.Contains(search.RecordingStatuses, q.Status) {
+		return badRequest("status: %q is not one of %q", q.Status, search.RecordingStatuses)
+	}
+	switch p["sort"] {
+	case "", "started_at":
+	case "-started_at":
+		q.Descending = true
+	default:
+		return badRequest("sort: %q is started_at (oldest first) or -started_at (newest first)", p["sort"])
+	}
 	for name, dst := range map[string]*time.Time{"from": &q.From, "to": &q.To} {
 		if v := p[name]; v != "" {
 			t, err := time.Parse(time.RFC3339, v)

@@ -145,6 +145,22 @@ func TestAPI(t *testing.T) {
 			t.Fatalf("%s: %v, %d calls, want %d", who, err, len(q.Calls), n)
 		}
 	}
+	// Filters and order: both calls are complete; newest first reverses
+	// them; bad values are refused.
+	var byStatus, newest page
+	if json.Unmarshal(expect("demo supervisor", "/v1/calls?status=complete", 200), &byStatus); len(byStatus.Calls) != 2 {
+		t.Fatalf("status=complete: %d calls", len(byStatus.Calls))
+	}
+	if json.Unmarshal(expect("demo supervisor", "/v1/calls?status=partial", 200), &byStatus); len(byStatus.Calls) != 0 {
+		t.Fatalf("status=partial: %d calls", len(byStatus.Calls))
+	}
+	if json.Unmarshal(expect("demo supervisor", "/v1/calls?sort=-started_at", 200), &newest); len(newest.Calls) != 2 ||
+		newest.Calls[0].CallID != p.Calls[1].CallID {
+		t.Fatalf("newest first: %+v", newest.Calls)
+	}
+	expect("demo supervisor", "/v1/calls?status=great", 400)
+	expect("demo supervisor", "/v1/calls?sort=duration", 400)
+	expect("demo supervisor", "/v1/calls?variable=novalue", 400)
 	expect("demo auditor", "/v1/calls", 403)
 	expect("no token", "/v1/calls", 401)
 	expect("bad token", "/v1/calls", 401)
@@ -254,6 +270,11 @@ func TestAPI(t *testing.T) {
 			mine = append(mine, m)
 		}
 	}
+	var byAgent page
+	if json.Unmarshal(expect("demo supervisor", "/v1/calls?agent=agent-7&skill_group=sales&variable=account%3D12345", 200), &byAgent); len(byAgent.Calls) != 1 ||
+		byAgent.Calls[0].CallID != call.CallID {
+		t.Fatalf("by agent, skill group and variable: %+v", byAgent.Calls)
+	}
 	if len(mine) != 1 || mine[0].AgentName != "Ann Agent" || mine[0].AgentID != "agent-7" || mine[0].Variables["account"] != "12345" ||
 		mine[0].Scores["qa"] != 0.9 || mine[0].WrapUpCode != "SOLD" {
 		t.Fatalf("metadata after projection: %+v", mine)
@@ -293,8 +314,8 @@ func TestAPI(t *testing.T) {
 			attached++
 		}
 	}
-	if anonymous != 2 || played != 3 || denied < 17 || attached != 2 {
-		t.Fatalf("audit: %d anonymous refusals (want 2), %d plays (want 3), %d metadata posts (want 2), %d other refusals (want at least 17)",
+	if anonymous != 2 || played != 3 || denied < 20 || attached != 2 {
+		t.Fatalf("audit: %d anonymous refusals (want 2), %d plays (want 3), %d metadata posts (want 2), %d other refusals (want at least 20)",
 			anonymous, played, attached, denied)
 	}
 }

@@ -128,6 +128,11 @@ func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	callID := fs.String("call-id", "", "Verbatim call id or SIP Call-ID")
 	conversation := fs.String("conversation", "", "the calls of one conversation: a call and the transfers that continued it (see --json)")
 	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	agent := fs.String("agent", "", "calls whose contact-centre metadata names this agent id")
+	skillGroup := fs.String("skill-group", "", "calls of this skill group (metadata)")
+	variable := fs.String("variable", "", "calls with this call variable, NAME=VALUE (metadata)")
+	status := fs.String("status", "", fmt.Sprintf("calls whose current recording is %q", search.RecordingStatuses))
+	newest := fs.Bool("newest-first", false, "newest calls first")
 	history := fs.Bool("history", false, "also list each call's earlier recordings (those reprocessing superseded), with their completeness")
 	limit := fs.Int("limit", 100, fmt.Sprintf("at most this many calls, a page (at most %d)", search.MaxLimit))
 	after := fs.String("after", "", "the page after this cursor (the last page's output gives it)")
@@ -135,7 +140,15 @@ func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	q := search.Query{Tenant: *tenant, Party: *party, CallID: *callID, Conversation: *conversation, Limit: *limit, History: *history, After: *after}
+	q := search.Query{Tenant: *tenant, Party: *party, CallID: *callID, Conversation: *conversation, Limit: *limit, History: *history, After: *after,
+		Agent: *agent, SkillGroup: *skillGroup, Status: *status, Descending: *newest}
+	if *variable != "" {
+		name, value, ok := strings.Cut(*variable, "=")
+		if !ok || name == "" {
+			return fmt.Errorf("search: --variable %q: want NAME=VALUE", *variable)
+		}
+		q.Variable = &search.Variable{Name: name, Value: value}
+	}
 	for _, tv := range []struct {
 		s   string
 		dst *time.Time

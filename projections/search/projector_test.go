@@ -422,4 +422,22 @@ func TestProjectMetadata(t *testing.T) {
 	if rs, _ := search.Search(ctx, conn, db, search.Query{Tenant: "acme", Party: "+493012345"}); len(rs) != 0 {
 		t.Fatalf("another tenant finds the call by its ANI")
 	}
+	// By agent, skill group and call variable (decrypted by the
+	// projection); each filter also refuses what does not match.
+	for _, c := range []struct {
+		q    search.Query
+		want int
+	}{
+		{search.Query{Agent: "agent-1042"}, 1}, {search.Query{Agent: "agent-1"}, 0},
+		{search.Query{SkillGroup: "cards"}, 1}, {search.Query{SkillGroup: "loans"}, 0},
+		{search.Query{Variable: &search.Variable{Name: "account", Value: "DE-1"}}, 1},
+		{search.Query{Variable: &search.Variable{Name: "account", Value: "DE-2"}}, 0},
+		{search.Query{Variable: &search.Variable{Name: "reason", Value: "DE-1"}}, 0},
+		{search.Query{Agent: "agent-1042", SkillGroup: "cards", Variable: &search.Variable{Name: "reason", Value: "card"}}, 1},
+	} {
+		c.q.Tenant = "demo"
+		if rs, err := search.Search(ctx, conn, db, c.q); err != nil || len(rs) != c.want {
+			t.Errorf("%+v: %d calls (%v), want %d", c.q, len(rs), err, c.want)
+		}
+	}
 }

@@ -38,6 +38,17 @@ type Query struct {
 	// Parties, if set, keeps only the calls with one of them as a
 	// participant (number or SIP URI): a user's own calls.
 	Parties []string
+	// Agent and SkillGroup match the contact-centre metadata of a call
+	// (agent id, skill group); Variable the value of one of its call
+	// variables (Name, Value).
+	Agent, SkillGroup string
+	Variable          *Variable
+	// Status keeps the calls whose current recording has it: one of
+	// RecordingStatuses.
+	Status string
+	// Descending orders the calls newest first (a cursor of such a page
+	// goes on in that order).
+	Descending bool
 	// After is the cursor of the previous page (SearchPage): the calls
 	// after it, in the order of the results.
 	After string
@@ -234,6 +245,14 @@ func (r *Result) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// Variable is a call variable's name and value, to match.
+type Variable struct{ Name, Value string }
+
+// RecordingStatuses are the statuses Query.Status takes: a current
+// recording's completeness, "failed", or "unverified" (stored before
+// ledgers).
+var RecordingStatuses = []string{schemas.StatusComplete, schemas.StatusPartial, schemas.StatusNoAudio, "failed", "unverified"} //nolint:gochecknoglobals // a constant list
+
 // MaxLimit bounds the calls one search returns: a page. More are read
 // page by page (SearchPage's cursor, given back as Query.After).
 const MaxLimit = 1000
@@ -308,12 +327,43 @@ func search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 	if !q.To.IsZero() {
 		where, args = append(where, "started_at < ?"), append(args, q.To.UTC())
 	}
+	order, after := "started_at, call_id", "(started_at > ? OR (started_at = ? AND call_id > ?))"
+	if q.Descending {
+		order, after = "started_at DESC, call_id DESC", "(started_at < ? OR (started_at = ? AND call_id < ?))"
+	}
 	if q.After != "" {
 		at, id, err := parseCursor(q.After)
 		if err != nil {
 			return nil, "", err
 		}
-		where, args = append(where, "(started_at > ? OR (started_at = ? AND call_id > ?))"), append(args, at, at, id)
+		where, args = append(where, after), append(args, at, at, id)
+	}
+	if q.Agent != "" || q.SkillGroup != "" || q.Variable != nil {
+		var conds []string
+		margs := []any{q.Tenant}
+		if q.Agent != "" {
+			conds, margs = append(conds, "agent_id = ?"), append(margs, q.Agent)
+		}
+		if q.SkillGroup != "" {
+			conds, margs = append(conds, "skill_group = ?"), append(margs, q.SkillGroup)
+		}
+		if q.Variable != nil {
+			conds = append(conds, "has(variable_names, ?) AND arrayElement(variable_values, indexOf(variable_names, ?)) = ?")
+			margs = append(margs, q.Variable.Name, q.Variable.Name, q.Variable.Value)
+		}
+		where = append(where, "call_id IN (SELECT call_id FROM `"+db+"`.metadata FINAL WHERE tenant = ? AND "+strings.Join(conds, " AND ")+")")
+		args = append(args, margs...)
+	}
+	if q.Status != "" {
+		if !slices.Contains(RecordingStatuses, q.Status) {
+			return nil, "", fmt.Errorf("search: status %q: one of %q", q.Status, RecordingStatuses)
+		}
+		// The status of each call's current recording: of the highest
+		// generation, the latest stored.
+		where = append(where, "call_id IN (SELECT call_id FROM (SELECT call_id, "+
+			"argMax(if(failure != '', 'failed', if(status = '', 'unverified', status)), generation * 4294967296 + toUInt64(stored_at)) AS s "+
+			"FROM `"+db+"`.recordings FINAL WHERE tenant = ? GROUP BY call_id) WHERE s = ?)")
+		args = append(args, q.Tenant, q.Status)
 	}
 	if q.CallID != "" {
 		where, args = append(where, "(call_id = ? OR sip_call_id = ?)"), append(args, q.CallID, q.CallID)
@@ -340,8 +390,8 @@ func search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 		}
 	}
 	// One more than the page: whether there is a next one.
-	sql := fmt.Sprintf("SELECT call_id, sip_call_id, started_at, ended_at, duration_ms, end_reason, conversation_id, data_key_id FROM `%s`.calls FINAL WHERE %s ORDER BY started_at, call_id LIMIT %d",
-		db, strings.Join(where, " AND "), q.Limit+1)
+	sql := fmt.Sprintf("SELECT call_id, sip_call_id, started_at, ended_at, duration_ms, end_reason, conversation_id, data_key_id FROM `%s`.calls FINAL WHERE %s ORDER BY %s LIMIT %d",
+		db, strings.Join(where, " AND "), order, q.Limit+1)
 	rows, err := conn.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, "", fmt.Errorf("search: %w", err)

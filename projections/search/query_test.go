@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/verbatimrec/verbatim/internal/keys"
@@ -126,5 +128,79 @@ func TestSearchPagesInBatches(t *testing.T) {
 	}
 	if _, _, err := search.SearchPage(ctx, conn, db, search.Query{Tenant: "demo", After: "not-a-cursor"}); err == nil {
 		t.Fatal("a bad cursor was accepted")
+	}
+}
+
+// TestSearchByStatusAndNewestFirst: the status filter takes each call's
+// current recording (a partial one reprocessed into a complete one is
+// complete), failed calls are "failed"; newest first pages by cursor.
+func TestSearchByStatusAndNewestFirst(t *testing.T) {
+	conn, db := openDB(t)
+	ctx := context.Background()
+	km, err := keys.OpenKeyring(filepath.Join(t.TempDir(), "keyring.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2016, 11, 26, 10, 0, 0, 0, time.UTC)
+	partial := []*verbatimv1.StreamLedger{{StreamId: "s", Captured: 10, Recorded: 0, NotDecodable: 10}}
+	complete := []*verbatimv1.StreamLedger{{StreamId: "s", Captured: 10, Recorded: 10}}
+	var recs []*kgo.Record
+	add := func(id string, m interface{ ProtoReflect() protoreflect.Message }, at time.Time) {
+		r, err := schemas.NewRecord(schemas.TopicRecordings, []byte(id), schemas.Envelope{ID: fmt.Sprintf("%s-%d", id, len(recs)), Tenant: "demo", CallID: id, OccurredAt: at}, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	for i, id := range []string{"complete", "partial", "reprocessed", "failed"} {
+		at := t0.Add(time.Duration(i) * time.Minute)
+		recs = append(recs, callRecords(t, km, "demo", id, "sip-"+id, "1001", "2002", at, time.Second)...)
+		switch id {
+		case "complete":
+			add(id, &verbatimv1.RecordingStored{CallId: id, RecordingId: "r-" + id, StoredAt: timestamppb.New(at), Ledgers: complete}, at)
+		case "partial":
+			add(id, &verbatimv1.RecordingStored{CallId: id, RecordingId: "r-" + id, StoredAt: timestamppb.New(at), Ledgers: partial}, at)
+		case "reprocessed":
+			add(id, &verbatimv1.RecordingStored{CallId: id, RecordingId: "r0-" + id, StoredAt: timestamppb.New(at), Ledgers: partial}, at)
+			add(id, &verbatimv1.RecordingStored{CallId: id, RecordingId: "r1-" + id, StoredAt: timestamppb.New(at), Ledgers: complete,
+				Supersedes: &verbatimv1.Supersession{RecordingId: "r0-" + id, Generation: 1}}, at.Add(time.Second))
+		case "failed":
+			add(id, &verbatimv1.RecordingFailed{CallId: id, RecordingId: "r-" + id, Reason: "key missing", FailedAt: timestamppb.New(at)}, at)
+		}
+	}
+	if err := search.NewProjector(conn, db, km, keysOf(t, recs)).Apply(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	ids := func(q search.Query) []string {
+		t.Helper()
+		q.Tenant = "demo"
+		rs, err := search.Search(ctx, conn, db, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range rs {
+			out = append(out, r.CallID)
+		}
+		return out
+	}
+	for status, want := range map[string][]string{
+		"complete": {"complete", "reprocessed"}, "partial": {"partial"}, "failed": {"failed"}, "no audio": nil,
+	} {
+		if got := ids(search.Query{Status: status}); !slices.Equal(got, want) {
+			t.Errorf("status %s: %v, want %v", status, got, want)
+		}
+	}
+	if _, err := search.Search(ctx, conn, db, search.Query{Tenant: "demo", Status: "great"}); err == nil {
+		t.Error("an unknown status was accepted")
+	}
+	// Newest first, a page of 3 then the rest.
+	rs, next, err := search.SearchPage(ctx, conn, db, search.Query{Tenant: "demo", Descending: true, Limit: 3})
+	if err != nil || len(rs) != 3 || rs[0].CallID != "failed" || rs[2].CallID != "partial" || next == "" {
+		t.Fatalf("newest first: %v %d %q", err, len(rs), next)
+	}
+	rest, next, err := search.SearchPage(ctx, conn, db, search.Query{Tenant: "demo", Descending: true, Limit: 3, After: next})
+	if err != nil || len(rest) != 1 || rest[0].CallID != "complete" || next != "" {
+		t.Fatalf("newest first, page 2: %v %+v %q", err, rest, next)
 	}
 }
