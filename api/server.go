@@ -53,6 +53,10 @@ type Config struct {
 	Writer Writer
 	// Web, if set, lets people sign in to the web page (served at /).
 	Web *WebConfig
+	// ServiceAccounts are the programs that authenticate with a client
+	// certificate (the TLS server verifies it against the service CA), by
+	// the certificate's common name.
+	ServiceAccounts map[string]ServiceAccount
 	// SpoolDir holds a recording while it is decrypted and served; default
 	// os.TempDir().
 	SpoolDir string
@@ -109,7 +113,7 @@ func (s *Server) register() {
 	s.route("GET /v1/calls", "call.search", readers, 0, s.searchCalls)
 	s.route("GET /v1/calls/{id}", "call.read", readers, 0, s.getCall)
 	s.route("GET /v1/calls/{id}/recording", "recording.play", readers, 0, s.recording)
-	s.route("POST /v1/calls/{id}/metadata", "metadata.attach", readers, maxMetadataBody, s.attachMetadata)
+	s.route("POST /v1/calls/{id}/metadata", "metadata.attach", append(slices.Clone(readers), auth.RoleService), maxMetadataBody, s.attachMetadata)
 	s.registerWeb()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// Refused and audited like any request, with who asked if the
@@ -175,22 +179,13 @@ func (s *Server) route(pattern, action string, roles []auth.Role, maxBody int64,
 			s.refuse(w, r, action, nil, &apiError{http.StatusRequestURITooLong, "query_too_long", fmt.Sprintf("the query string is longer than %d bytes", maxQuery)})
 			return
 		}
-		raw, ok := bearer(r)
-		viaCookie := false
-		if !ok {
-			raw, viaCookie = s.sessionToken(r)
-		}
-		if raw == "" {
-			s.refuse(w, r, action, nil, &apiError{http.StatusUnauthorized, "unauthenticated", "an Authorization: Bearer token (or a web session) is required"})
-			return
-		}
-		if viaCookie && r.Method != http.MethodGet && r.Header.Get(csrfHeader) != "1" {
-			s.refuse(w, r, action, nil, &apiError{http.StatusForbidden, "csrf", "a change made with the session cookie needs the " + csrfHeader + ": 1 header (pages of other sites cannot send it)"})
-			return
-		}
-		id, err := s.cfg.Verifier.Verify(r.Context(), raw)
+		id, err := s.authenticate(r)
 		if err != nil {
-			s.refuse(w, r, action, nil, &apiError{http.StatusUnauthorized, "unauthenticated", err.Error()})
+			var ae *apiError
+			if !errors.As(err, &ae) {
+				ae = &apiError{http.StatusUnauthorized, "unauthenticated", err.Error()}
+			}
+			s.refuse(w, r, action, nil, ae)
 			return
 		}
 		req := &request{id: id, r: r, action: action, target: r.PathValue("id")}
@@ -284,6 +279,30 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, action string, r
 		w = aw.ResponseWriter
 	}
 	writeError(w, e.status, e.code, e.message)
+}
+
+// authenticate finds who is calling: a bearer token, else the web
+// session's cookie, else a service account's client certificate.
+func (s *Server) authenticate(r *http.Request) (auth.Identity, error) {
+	raw, ok := bearer(r)
+	viaCookie := false
+	if !ok {
+		raw, viaCookie = s.sessionToken(r)
+	}
+	if raw == "" {
+		id, present, err := s.serviceIdentity(r)
+		switch {
+		case err != nil:
+			return auth.Identity{}, err
+		case present:
+			return id, nil
+		}
+		return auth.Identity{}, &apiError{http.StatusUnauthorized, "unauthenticated", "an Authorization: Bearer token, a web session or a service account's client certificate is required"}
+	}
+	if viaCookie && r.Method != http.MethodGet && r.Header.Get(csrfHeader) != "1" {
+		return auth.Identity{}, &apiError{http.StatusForbidden, "csrf", "a change made with the session cookie needs the " + csrfHeader + ": 1 header (pages of other sites cannot send it)"}
+	}
+	return s.cfg.Verifier.Verify(r.Context(), raw)
 }
 
 // isJSON reports whether a Content-Type is application/json (any
@@ -398,8 +417,8 @@ func (s *Server) searchCalls(w http.ResponseWriter, req *request) error {
 // own is the parties whose calls a user-only identity may see; nil for
 // those who see the tenant's calls.
 func own(id auth.Identity) []string {
-	if id.Has(auth.RoleSupervisor) || id.Has(auth.RoleAdministrator) {
-		return nil
+	if id.Has(auth.RoleSupervisor) || id.Has(auth.RoleAdministrator) || id.Has(auth.RoleService) {
+		return nil // a service finds the tenant's calls to attach data; its role lets it read none
 	}
 	if len(id.Parties) == 0 {
 		return []string{"\x00none"} // a user with no party owns no call

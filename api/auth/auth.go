@@ -45,10 +45,13 @@ const (
 	RoleAdministrator Role = "administrator"
 	// RoleAuditor reads the audit log, nothing else.
 	RoleAuditor Role = "auditor"
+	// RoleService is a program's (a service account): it posts
+	// contact-centre metadata for the tenant's calls, and reads nothing.
+	RoleService Role = "service"
 )
 
 // Roles are the roles Verbatim knows.
-var Roles = []Role{RoleUser, RoleSupervisor, RoleAdministrator, RoleAuditor} //nolint:gochecknoglobals // a constant list
+var Roles = []Role{RoleUser, RoleSupervisor, RoleAdministrator, RoleAuditor, RoleService} //nolint:gochecknoglobals // a constant list
 
 // Claim says where a value is in a token: the claim's name, a dotted path
 // for nested claims ("realm_access.roles"), and a prefix that marks the
@@ -105,6 +108,9 @@ func (id Identity) Has(r Role) bool { return slices.Contains(id.Roles, r) }
 
 // tenantRE is what a tenant may be called (as everywhere in Verbatim).
 var tenantRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// ValidTenant reports whether t may name a tenant.
+func ValidTenant(t string) bool { return tenantRE.MatchString(t) }
 
 // ErrToken is the error of every refused token; its message says why.
 var ErrToken = errors.New("auth: token refused")

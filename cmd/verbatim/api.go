@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -64,6 +65,8 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	partiesClaim := fs.String("parties-claim", "groups:party:", "claim carrying the numbers or SIP URIs of a user's own calls, path[:prefix]")
 	host, _ := os.Hostname()
 	instance := fs.String("instance", host, "name of this API server, stable across its restarts and unique among them (its Kafka transactional id is verbatim-api-INSTANCE)")
+	serviceCA := fs.String("service-ca", "", "CA (PEM) of the client certificates of service accounts (a CTI integration); with --service-accounts")
+	serviceAccounts := fs.String("service-accounts", "", `JSON list of service accounts: [{"name": "CERTIFICATE CN", "tenant": "demo", "roles": ["service"]}]`)
 	publicURL := fs.String("public-url", "", "the URL people open for the web page, e.g. https://127.0.0.1:18443 (its /auth/callback must be a redirect URI of the client); empty: no web sign-in, bearer tokens only. The client secret comes from the environment only (VERBATIM_OIDC_CLIENT_SECRET)")
 	spool := fs.String("spool", os.TempDir(), "directory for a recording while it is decrypted and served (deleted at once: only the open file remains)")
 	kafka := addKafkaFlags(fs)
@@ -114,6 +117,26 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer writeCl.Close()
+	tlsConfig := &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	var accounts map[string]api.ServiceAccount
+	if (*serviceCA == "") != (*serviceAccounts == "") {
+		return errors.New("api: --service-ca and --service-accounts go together")
+	}
+	if *serviceCA != "" {
+		pem, err := os.ReadFile(*serviceCA)
+		if err != nil {
+			return fmt.Errorf("api: --service-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("api: --service-ca %s: no certificate in it", *serviceCA)
+		}
+		if accounts, err = api.LoadServiceAccounts(*serviceAccounts); err != nil {
+			return err
+		}
+		// Asked for, never required: people come with tokens.
+		tlsConfig.ClientAuth, tlsConfig.ClientCAs = tls.VerifyClientCertIfGiven, pool
+	}
 	var web *api.WebConfig
 	if *publicURL != "" {
 		secret := os.Getenv("VERBATIM_OIDC_CLIENT_SECRET")
@@ -124,7 +147,7 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			Endpoint: verifier.Endpoint(), RedirectURL: strings.TrimSuffix(*publicURL, "/") + "/auth/callback",
 			Scopes: []string{"openid", "email", "profile", "groups"}}}
 	}
-	srv, err := api.New(api.Config{Web: web, Verifier: verifier, Conn: conn, Database: db,
+	srv, err := api.New(api.Config{Web: web, ServiceAccounts: accounts, Verifier: verifier, Conn: conn, Database: db,
 		Playback: opener, Audit: api.KafkaAuditor{Client: auditCl}, Writer: &api.KafkaWriter{Client: writeCl},
 		SpoolDir: *spool, Logger: warnLogger(stderr)})
 	if err != nil {
@@ -135,8 +158,7 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("api: %w", err)
 	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
-		MaxHeaderBytes: 64 << 10, ErrorLog: nil,
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}}
+		MaxHeaderBytes: 64 << 10, TLSConfig: tlsConfig}
 	fmt.Fprintf(stderr, "api: listening on https://%s (issuer %s, audience %s, database %s)\n", ln.Addr(), *issuer, *audience, db)
 	done := make(chan error, 1)
 	go func() { done <- hs.ServeTLS(ln, "", "") }() // joined below
