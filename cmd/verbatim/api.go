@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -123,13 +122,9 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return errors.New("api: --service-ca and --service-accounts go together")
 	}
 	if *serviceCA != "" {
-		pem, err := os.ReadFile(*serviceCA)
+		pool, err := loadCAPool(*serviceCA)
 		if err != nil {
 			return fmt.Errorf("api: --service-ca: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("api: --service-ca %s: no certificate in it", *serviceCA)
 		}
 		if accounts, err = api.LoadServiceAccounts(*serviceAccounts); err != nil {
 			return err

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"crypto/x509"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -33,4 +36,17 @@ func (k kafkaFlags) client(clientID string, stderr io.Writer, opts ...kgo.Opt) (
 // warnLogger logs warnings and errors as text to w.
 func warnLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// loadCAPool reads a PEM file of CA certificates.
+func loadCAPool(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no certificate", path)
+	}
+	return pool, nil
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -106,13 +105,9 @@ func runSIPREC(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		sc.TLS = &tls.Config{Certificates: []tls.Certificate{c}, MinVersion: tls.VersionTLS12}
 		if *clientCA != "" {
-			pem, err := os.ReadFile(*clientCA)
+			pool, err := loadCAPool(*clientCA)
 			if err != nil {
-				return fmt.Errorf("siprec: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return fmt.Errorf("siprec: --tls-client-ca %s holds no certificate", *clientCA)
+				return fmt.Errorf("siprec: --tls-client-ca: %w", err)
 			}
 			sc.TLS.ClientCAs, sc.TLS.ClientAuth = pool, tls.RequireAndVerifyClientCert
 		} else if len(sc.AllowNames) > 0 {
