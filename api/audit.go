@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -68,8 +69,11 @@ func event(r *http.Request, action string, id *auth.Identity, target string, ref
 	}
 	if target != "" {
 		typ := "call"
-		if action == "recording.play" || action == "recording.download" {
+		switch {
+		case strings.HasPrefix(action, "recording."):
 			typ = "recording"
+		case strings.HasPrefix(action, "export."):
+			typ = "export"
 		}
 		ev.Target = &verbatimv1.Target{Type: typ, Id: target}
 	}

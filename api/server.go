@@ -69,6 +69,7 @@ type Server struct {
 	cfg     Config
 	mux     *http.ServeMux
 	cookies *cookieBox
+	exports exports
 	routes  []string // "GET /v1/calls", as OpenAPI names them
 }
 
@@ -97,7 +98,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux(), cookies: cookies}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), cookies: cookies, exports: exports{jobs: map[string]*exportJob{}}}
 	s.register()
 	return s, nil
 }
@@ -114,6 +115,10 @@ func (s *Server) register() {
 	s.route("GET /v1/calls/{id}", "call.read", readers, 0, s.getCall)
 	s.route("GET /v1/calls/{id}/recording", "recording.play", readers, 0, s.recording)
 	s.route("POST /v1/calls/{id}/metadata", "metadata.attach", append(slices.Clone(readers), auth.RoleService), maxMetadataBody, s.attachMetadata)
+	exporters := []auth.Role{auth.RoleSupervisor, auth.RoleAdministrator}
+	s.route("POST /v1/exports", "export.create", exporters, 4<<10, s.createExport)
+	s.route("GET /v1/exports/{id}", "export.read", exporters, 0, s.getExport)
+	s.route("GET /v1/exports/{id}/download", "export.download", exporters, 0, s.downloadExport)
 	s.registerWeb()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		// Refused and audited like any request, with who asked if the

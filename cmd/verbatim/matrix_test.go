@@ -100,17 +100,20 @@ func TestTenantIsolationMatrix(t *testing.T) {
 	}
 	forged := stacktest.ForgedToken(t, map[string]any{"iss": stacktest.Env(t, "VERBATIM_OIDC_ISSUER"), "aud": "verbatim", "sub": "mallory",
 		"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix(), "groups": []string{"tenant:demo", "role:administrator"}})
+	// An export of demo's, done, for the export operations.
+	exportID := demoExport(ctx, t, now, stacktest.DexToken(t, users["supervisor"]))
 	type op struct{ method, path, body string }
 	ops := []op{{"GET", "/v1/me", ""}, {"GET", "/v1/calls", ""}, {"GET", "/v1/calls/" + callID, ""}, {"GET", "/v1/calls/" + callID + "/recording", ""},
-		{"POST", "/v1/calls/" + callID + "/metadata", `{"source": "matrix", "agent_id": "a1"}`}}
+		{"POST", "/v1/calls/" + callID + "/metadata", `{"source": "matrix", "agent_id": "a1"}`},
+		{"POST", "/v1/exports", `{"call_id": "none"}`}, {"GET", "/v1/exports/" + exportID, ""}, {"GET", "/v1/exports/" + exportID + "/download", ""}}
 	// The status of each operation for a valid token, by identity.
-	want := map[string][5]int{
-		"user":            {200, 200, 404, 404, 404}, // owns neither call (party 1001)
-		"agent":           {200, 200, 200, 200, 201}, // party sipp: both calls are theirs
-		"supervisor":      {200, 200, 200, 200, 201},
-		"administrator":   {200, 200, 200, 200, 201},
-		"auditor":         {200, 403, 403, 403, 403},
-		"acme supervisor": {200, 200, 404, 404, 404},
+	want := map[string][8]int{
+		"user":            {200, 200, 404, 404, 404, 403, 403, 403}, // owns neither call (party 1001)
+		"agent":           {200, 200, 200, 200, 201, 403, 403, 403}, // party sipp: both calls are theirs
+		"supervisor":      {200, 200, 200, 200, 201, 202, 200, 200},
+		"administrator":   {200, 200, 200, 200, 201, 202, 200, 200},
+		"auditor":         {200, 403, 403, 403, 403, 403, 403, 403},
+		"acme supervisor": {200, 200, 404, 404, 404, 202, 404, 404},
 	}
 	var doc struct {
 		Paths map[string]map[string]any `json:"paths"`
@@ -180,4 +183,44 @@ func TestTenantIsolationMatrix(t *testing.T) {
 		}
 	}
 	t.Logf("%d cells of %d operations x %d identities x 5 tokens", cells, len(ops), len(users))
+}
+
+// demoExport starts an export as tok on ts and returns its id once done.
+func demoExport(ctx context.Context, t *testing.T, ts *httptest.Server, tok string) string {
+	t.Helper()
+	call := func(method, path, body string) map[string]any {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, method, ts.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := ts.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	job := call("POST", "/v1/exports", `{}`)
+	id, _ := job["export_id"].(string)
+	for job["state"] == "running" {
+		select {
+		case <-ctx.Done():
+			t.Fatal("export still running")
+		case <-time.After(50 * time.Millisecond): // the interval of asking
+		}
+		job = call("GET", "/v1/exports/"+id, "")
+	}
+	if job["state"] != "done" {
+		t.Fatalf("export: %v", job)
+	}
+	return id
 }

@@ -1,0 +1,278 @@
+package api
+
+import (
+	"archive/zip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/verbatimrec/verbatim/internal/playback"
+	"github.com/verbatimrec/verbatim/projections/search"
+	"github.com/verbatimrec/verbatim/schemas"
+)
+
+// Exports: a background job writes the recordings a search selects,
+// decrypted and verified, with each call's JSON (parties, metadata,
+// ledgers) and a manifest of SHA-256 digests, into one zip; the client
+// follows its progress and downloads it when done. Every recording
+// exported is audited before it is written.
+
+// MaxExportCalls bounds the calls of one export.
+const MaxExportCalls = 10000
+
+// maxExportsRunning bounds the exports a tenant runs at once.
+const maxExportsRunning = 2
+
+// exportKept is how long a finished export's zip is kept for download.
+const exportKept = 24 * time.Hour
+
+type exportIn struct {
+	From       *time.Time `json:"from"`
+	To         *time.Time `json:"to"`
+	Party      string     `json:"party"`
+	CallID     string     `json:"call_id"`
+	Agent      string     `json:"agent"`
+	SkillGroup string     `json:"skill_group"`
+	Status     string     `json:"status"`
+}
+
+// exportJob is one export. Its fields after mu are guarded by it.
+type exportJob struct {
+	ID        string    `json:"export_id"`
+	CreatedAt time.Time `json:"created_at"`
+	tenant    string
+	creator   string
+	path      string
+
+	mu       sync.Mutex
+	State    string `json:"state"` // running, done, failed
+	Selected int    `json:"calls_selected"`
+	Written  int    `json:"recordings_written"`
+	// Without lists the selected calls with no recording to export, and
+	// why (failed, missing, in progress).
+	Without map[string]string `json:"calls_without_recording,omitempty"`
+	Error   string            `json:"error,omitempty"`
+	Size    int64             `json:"size_bytes,omitempty"`
+}
+
+func (j *exportJob) snapshot() map[string]any {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return map[string]any{"export_id": j.ID, "created_at": j.CreatedAt, "state": j.State, "calls_selected": j.Selected,
+		"recordings_written": j.Written, "calls_without_recording": j.Without, "error": j.Error, "size_bytes": j.Size}
+}
+
+type exports struct {
+	mu   sync.Mutex
+	jobs map[string]*exportJob
+}
+
+func (s *Server) createExport(w http.ResponseWriter, req *request) error {
+	if _, err := query(req.r); err != nil {
+		return err
+	}
+	var in exportIn
+	if err := decodeStrict(req.r.Body, &in); err != nil {
+		return err
+	}
+	q := search.Query{Tenant: req.id.Tenant, Party: in.Party, CallID: in.CallID, Agent: in.Agent, SkillGroup: in.SkillGroup, Status: in.Status,
+		Limit: search.MaxLimit, Parties: own(req.id)}
+	if in.From != nil {
+		q.From = *in.From
+	}
+	if in.To != nil {
+		q.To = *in.To
+	}
+	if q.Status != "" && !slices.Contains(search.RecordingStatuses, q.Status) {
+		return badRequest("status: %q is not one of %q", q.Status, search.RecordingStatuses)
+	}
+	s.exports.mu.Lock()
+	running := 0
+	for id, j := range s.exports.jobs {
+		j.mu.Lock()
+		if j.tenant == req.id.Tenant && j.State == "running" {
+			running++
+		}
+		if j.State != "running" && time.Since(j.CreatedAt) > exportKept {
+			os.Remove(j.path) // the decrypted recordings do not outlive their time
+			delete(s.exports.jobs, id)
+		}
+		j.mu.Unlock()
+	}
+	if running >= maxExportsRunning {
+		s.exports.mu.Unlock()
+		return &apiError{http.StatusTooManyRequests, "too_many_exports", fmt.Sprintf("the tenant has %d exports running already: wait for one to end", running)}
+	}
+	f, err := os.CreateTemp(s.cfg.SpoolDir, "verbatim-export-*.zip")
+	if err != nil {
+		s.exports.mu.Unlock()
+		return err
+	}
+	j := &exportJob{ID: schemas.RandomID(), CreatedAt: time.Now().UTC(), tenant: req.id.Tenant, creator: req.id.Subject, path: f.Name(), State: "running",
+		Without: map[string]string{}}
+	s.exports.jobs[j.ID] = j
+	s.exports.mu.Unlock()
+	req.target = j.ID
+	go s.runExport(j, f, q, req) // ends on its own; its state is the job's
+	w.Header().Set("Location", "/v1/exports/"+j.ID)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusAccepted)
+	return json.NewEncoder(w).Encode(j.snapshot())
+}
+
+// runExport writes the export's zip.
+func (s *Server) runExport(j *exportJob, f *os.File, q search.Query, req *request) {
+	ctx := context.WithoutCancel(req.r.Context())
+	fail := func(err error) {
+		s.cfg.Logger.Error("export failed", "export", j.ID, "err", err)
+		j.mu.Lock()
+		j.State, j.Error = "failed", err.Error()
+		j.mu.Unlock()
+	}
+	defer f.Close()
+	zw := zip.NewWriter(f)
+	type entry struct {
+		CallID, RecordingID, File, SHA256 string
+	}
+	var manifest []entry
+	for {
+		rs, next, err := search.SearchPage(ctx, s.cfg.Conn, s.cfg.Database, q)
+		if err != nil {
+			fail(err)
+			return
+		}
+		j.mu.Lock()
+		j.Selected += len(rs)
+		over := j.Selected > MaxExportCalls
+		j.mu.Unlock()
+		if over {
+			fail(fmt.Errorf("more than %d calls selected: export a shorter time range", MaxExportCalls))
+			return
+		}
+		for _, c := range rs {
+			meta, err := zw.Create(c.CallID + ".json")
+			if err == nil {
+				err = json.NewEncoder(meta).Encode(c)
+			}
+			if err != nil {
+				fail(err)
+				return
+			}
+			rec := c.Recording
+			if rec == nil || rec.Failure != "" || rec.ObjectKey == "" {
+				j.mu.Lock()
+				j.Without[c.CallID] = c.Status
+				j.mu.Unlock()
+				continue
+			}
+			// No audit, no recording.
+			ev := event(req.r, "recording.export", &req.id, rec.RecordingID, nil)
+			ev.Reason = "export " + j.ID
+			if err := s.cfg.Audit.Record(ctx, ev); err != nil {
+				fail(fmt.Errorf("audit event not written, so nothing more is exported: %w", err))
+				return
+			}
+			name := c.CallID + ".wav"
+			zf, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Store, Modified: rec.StoredAt})
+			if err != nil {
+				fail(err)
+				return
+			}
+			sum := sha256.New()
+			if _, err := s.cfg.Playback.Decrypt(ctx, q.Tenant, rec.KeyID, playback.Object{Key: rec.ObjectKey,
+				CiphertextSHA256: rec.CiphertextSHA256, PlaintextSHA256: rec.PlaintextSHA256}, io.MultiWriter(zf, sum)); err != nil {
+				// A recording that does not verify is not handed out.
+				fail(fmt.Errorf("call %s: %w", c.CallID, err))
+				return
+			}
+			manifest = append(manifest, entry{c.CallID, rec.RecordingID, name, hex.EncodeToString(sum.Sum(nil))})
+			j.mu.Lock()
+			j.Written++
+			j.mu.Unlock()
+		}
+		if next == "" {
+			break
+		}
+		q.After = next
+	}
+	mf, err := zw.Create("manifest.json")
+	if err == nil {
+		j.mu.Lock()
+		without := j.Without
+		j.mu.Unlock()
+		err = json.NewEncoder(mf).Encode(map[string]any{"export_id": j.ID, "tenant": q.Tenant, "created_at": j.CreatedAt, "by": j.creator,
+			"recordings": manifest, "calls_without_recording": without})
+	}
+	if err == nil {
+		err = zw.Close()
+	}
+	var size int64
+	if err == nil {
+		var st os.FileInfo
+		if st, err = f.Stat(); err == nil {
+			size = st.Size()
+		}
+	}
+	if err != nil {
+		fail(err)
+		return
+	}
+	j.mu.Lock()
+	j.State, j.Size = "done", size
+	j.mu.Unlock()
+}
+
+// export finds the tenant's export id; another tenant's is not found.
+func (s *Server) export(req *request) (*exportJob, error) {
+	s.exports.mu.Lock()
+	j := s.exports.jobs[req.target]
+	s.exports.mu.Unlock()
+	if j == nil || j.tenant != req.id.Tenant {
+		return nil, notFound("export " + req.target)
+	}
+	return j, nil
+}
+
+func (s *Server) getExport(w http.ResponseWriter, req *request) error {
+	if _, err := query(req.r); err != nil {
+		return err
+	}
+	j, err := s.export(req)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, j.snapshot())
+}
+
+func (s *Server) downloadExport(w http.ResponseWriter, req *request) error {
+	if _, err := query(req.r); err != nil {
+		return err
+	}
+	j, err := s.export(req)
+	if err != nil {
+		return err
+	}
+	j.mu.Lock()
+	state := j.State
+	j.mu.Unlock()
+	if state != "done" {
+		return &apiError{http.StatusConflict, "export_not_ready", "the export is " + state + ": download it once its state is done"}
+	}
+	f, err := os.Open(j.path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	w.Header().Set("Content-Type", "application/zip")
+	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", "verbatim-export-"+j.ID+".zip"))
+	http.ServeContent(w, req.r, "", j.CreatedAt, f)
+	return nil
+}
