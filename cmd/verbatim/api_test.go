@@ -25,6 +25,17 @@ import (
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
 
+// g711Env is a cliEnv named name with the two calls of the G.711 capture
+// recorded and projected, and a context that ends after timeout.
+func g711Env(t *testing.T, name string, timeout time.Duration) (*cliEnv, context.Context) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	e := newCLIEnv(ctx, t, name)
+	e.record(stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"))
+	return e, ctx
+}
+
 // startAPI runs `verbatim api` in e, on a port of its own, and returns its
 // base URL once it says it listens.
 func (e *cliEnv) startAPI(extra ...string) string {
@@ -69,11 +80,7 @@ func (e *cliEnv) startAPI(extra ...string) string {
 // and a bad one each get what their rights say, and every request, refused
 // ones too, is on the audit topic.
 func TestAPI(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	e := newCLIEnv(ctx, t, "api")
-	capture := stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap")
-	e.record(capture)
+	e, ctx := g711Env(t, "api", 3*time.Minute)
 	base := e.startAPI()
 	client := stacktest.TLSClient(t)
 	sup := stacktest.DexToken(t, "supervisor@demo.example")

@@ -3,7 +3,6 @@ package main
 import (
 	"archive/zip"
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -22,10 +21,7 @@ import (
 // with the recordings' SHA-256. Another tenant cannot see the export, an
 // auditor cannot start one.
 func TestExport(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	e := newCLIEnv(ctx, t, "export")
-	e.record(stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"))
+	e, ctx := g711Env(t, "export", 2*time.Minute)
 	base := e.startAPI()
 	client := stacktest.TLSClient(t)
 	sup, acme, auditor := stacktest.DexToken(t, "supervisor@demo.example"), stacktest.DexToken(t, "supervisor@acme.example"),

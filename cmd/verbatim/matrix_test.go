@@ -84,10 +84,7 @@ func (e *cliEnv) apiServer(skew time.Duration) *httptest.Server {
 // and one signed by another key, gets the status its rights say; and no
 // response to the other tenant holds anything of demo's calls.
 func TestTenantIsolationMatrix(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	e := newCLIEnv(ctx, t, "matrix")
-	e.record(stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"))
+	e, ctx := g711Env(t, "matrix", 4*time.Minute)
 	now, later := e.apiServer(0), e.apiServer(25*time.Hour)
 	calls := e.find("--limit", "10")
 	if len(calls) != 2 {

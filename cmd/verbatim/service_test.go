@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"net/http"
 	"os"
@@ -19,10 +18,7 @@ import (
 // certificate of that CA that is no account, and one of another CA, get
 // nothing.
 func TestServiceAccount(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	e := newCLIEnv(ctx, t, "service")
-	e.record(stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"))
+	e, ctx := g711Env(t, "service", 2*time.Minute)
 	ca, other := stacktest.NewCA(t), stacktest.NewCA(t)
 	accounts := filepath.Join(t.TempDir(), "accounts.json")
 	if err := os.WriteFile(accounts, []byte(`[{"name": "cti-finesse", "tenant": "demo", "roles": ["service"]}]`), 0o600); err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"html"
 	"io"
 	"net/http"
@@ -22,10 +21,7 @@ import (
 // header besides (no cross-site request forgery); a tampered cookie is
 // refused.
 func TestWebSignIn(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	e := newCLIEnv(ctx, t, "web")
-	e.record(stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap"))
+	e, ctx := g711Env(t, "web", 2*time.Minute)
 	// The port the stack's Dex client has as its redirect URI.
 	base := e.startAPI("--listen", "127.0.0.1:18443", "--public-url", "https://127.0.0.1:18443")
 	jar, err := cookiejar.New(nil)
