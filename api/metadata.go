@@ -176,6 +176,49 @@ func (s *Server) attachMetadata(w http.ResponseWriter, req *request) error {
 	if err := in.validate(); err != nil {
 		return err
 	}
+	at := time.Now()
+	if in.OccurredAt != nil {
+		at = *in.OccurredAt
+	}
+	ev := &verbatimv1.MetadataAttached{OccurredAt: timestamppb.New(at), Source: in.Source, AgentId: in.AgentID,
+		SkillGroup: in.SkillGroup, RequestedService: in.RequestedService, WrapUpCode: in.WrapUpCode, PeripheralIds: in.PeripheralIDs}
+	for name, v := range in.Scores {
+		ev.Scores = append(ev.Scores, &verbatimv1.Score{Name: name, Value: v, EvaluatorId: req.id.Subject})
+	}
+	return s.commitMetadata(w, req, key, ev, &verbatimv1.MetadataPersonal{AgentName: in.AgentName, Ani: in.ANI, Dnis: in.DNIS,
+		CallVariables: in.Variables, Comments: in.Comments})
+}
+
+// commentIn is a comment on a call.
+type commentIn struct {
+	Text string `json:"text"`
+}
+
+// comment adds a comment to a call: a MetadataAttached of source
+// "comment", the text and its author sealed under the call's key.
+func (s *Server) comment(w http.ResponseWriter, req *request) error {
+	if _, err := query(req.r); err != nil {
+		return err
+	}
+	key := req.r.Header.Get("Idempotency-Key")
+	if !idempotencyRE.MatchString(key) {
+		return badRequest("an Idempotency-Key header of 1 to 128 letters, digits, '.', '_', ':', '-' is required")
+	}
+	var in commentIn
+	if err := decodeStrict(req.r.Body, &in); err != nil {
+		return err
+	}
+	if in.Text == "" || len(in.Text) > 2000 {
+		return badRequest("text: 1 to 2,000 bytes")
+	}
+	ev := &verbatimv1.MetadataAttached{OccurredAt: timestamppb.Now(), Source: "comment"}
+	return s.commitMetadata(w, req, key, ev, &verbatimv1.MetadataPersonal{Comments: []string{in.Text},
+		CallVariables: map[string]string{"comment_author": req.id.Subject}})
+}
+
+// commitMetadata seals personal under the call's data key into ev and
+// commits it with the request's audit event.
+func (s *Server) commitMetadata(w http.ResponseWriter, req *request, key string, ev *verbatimv1.MetadataAttached, personal *verbatimv1.MetadataPersonal) error {
 	c, err := s.call(req.r.Context(), req.id, req.target, false)
 	if err != nil {
 		return err
@@ -187,28 +230,17 @@ func (s *Server) attachMetadata(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return err
 	}
-	personal, err := proto.Marshal(&verbatimv1.MetadataPersonal{AgentName: in.AgentName, Ani: in.ANI, Dnis: in.DNIS,
-		CallVariables: in.Variables, Comments: in.Comments})
+	plain, err := proto.Marshal(personal)
 	if err != nil {
 		return err
 	}
-	sealed, err := sealer.Seal(nil, "verbatim.v1.MetadataPersonal", personal)
-	if err != nil {
+	if ev.Personal, err = sealer.Seal(nil, "verbatim.v1.MetadataPersonal", plain); err != nil {
 		return err
 	}
-	at := time.Now()
-	if in.OccurredAt != nil {
-		at = *in.OccurredAt
-	}
-	ev := &verbatimv1.MetadataAttached{CallId: c.CallID, OccurredAt: timestamppb.New(at), Source: in.Source, AgentId: in.AgentID,
-		SkillGroup: in.SkillGroup, RequestedService: in.RequestedService, WrapUpCode: in.WrapUpCode, PeripheralIds: in.PeripheralIDs,
-		Personal: sealed}
-	for name, v := range in.Scores {
-		ev.Scores = append(ev.Scores, &verbatimv1.Score{Name: name, Value: v, EvaluatorId: req.id.Subject})
-	}
-	id := schemas.DerivedID("api-metadata", req.id.Tenant, c.CallID, key)
+	ev.CallId = c.CallID
+	id := schemas.DerivedID("api-metadata", req.id.Tenant, c.CallID, req.action, key)
 	rec, err := schemas.NewRecord(schemas.TopicMetadata, []byte(c.CallID),
-		schemas.Envelope{ID: id, Tenant: req.id.Tenant, CallID: c.CallID, OccurredAt: at, Producer: "verbatim-api"}, ev)
+		schemas.Envelope{ID: id, Tenant: req.id.Tenant, CallID: c.CallID, OccurredAt: ev.GetOccurredAt().AsTime(), Producer: "verbatim-api"}, ev)
 	if err != nil {
 		return err
 	}

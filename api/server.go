@@ -115,6 +115,7 @@ func (s *Server) register() {
 	s.route("GET /v1/calls/{id}", "call.read", readers, 0, s.getCall)
 	s.route("GET /v1/calls/{id}/recording", "recording.play", readers, 0, s.recording)
 	s.route("POST /v1/calls/{id}/metadata", "metadata.attach", append(slices.Clone(readers), auth.RoleService), maxMetadataBody, s.attachMetadata)
+	s.route("POST /v1/calls/{id}/comments", "comment.add", readers, 4<<10, s.comment)
 	exporters := []auth.Role{auth.RoleSupervisor, auth.RoleAdministrator}
 	s.route("POST /v1/exports", "export.create", exporters, 4<<10, s.createExport)
 	s.route("GET /v1/exports/{id}", "export.read", exporters, 0, s.getExport)

@@ -94,7 +94,7 @@ async function detail(id) {
     for (const v of [l.stream_id, l.captured, l.recorded, l.events, l.comfort_noise, l.not_decodable, l.lost_in_transit, l.never_captured, l.detail || l.capture_damaged || ""]) cell(tr, String(v));
     tbody.appendChild(tr);
   }
-  $("#metadata").replaceChildren(...(c.metadata || []).map((m) => text(document.createElement("li"), [m.source, m.agent_name, m.agent_id, m.skill_group, m.wrap_up_code].filter(Boolean).join(" · "))));
+  $("#metadata").replaceChildren(...(c.metadata || []).map((m) => text(document.createElement("li"), [m.source, m.agent_name, m.agent_id, m.skill_group, m.wrap_up_code, ...(m.comments || [])].filter(Boolean).join(" · "))));
   const player = $("#player");
   player.src = "";
   if (c.recording && !c.recording.failure) {

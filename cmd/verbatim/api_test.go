@@ -266,16 +266,38 @@ func TestAPI(t *testing.T) {
 	if status, _ := post("acme supervisor", good, "crm-1", "application/json"); status != http.StatusNotFound {
 		t.Errorf("another tenant's metadata post: %d, want 404", status)
 	}
+	commentReq, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/calls/"+call.CallID+"/comments", strings.NewReader(`{"text": "callback promised"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	commentReq.Header.Set("Authorization", "Bearer "+sup)
+	commentReq.Header.Set("Content-Type", "application/json")
+	commentReq.Header.Set("Idempotency-Key", "comment-1")
+	if resp, err := client.Do(commentReq); err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("comment: %v %v", err, resp)
+	} else {
+		resp.Body.Close()
+		requests++
+	}
 	e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db, "--exit-when-idle")
 	var withMeta search.Result
 	if err := json.Unmarshal(expect("demo supervisor", "/v1/calls/"+call.CallID, 200), &withMeta); err != nil {
 		t.Fatal(err)
 	}
 	var mine []search.Metadata
+	comments := 0
 	for _, m := range withMeta.Metadata {
-		if m.Source == "agent-app" {
+		switch m.Source {
+		case "agent-app":
 			mine = append(mine, m)
+		case "comment":
+			if len(m.Comments) == 1 && m.Comments[0] == "callback promised" && m.Variables["comment_author"] != "" {
+				comments++
+			}
 		}
+	}
+	if comments != 1 {
+		t.Fatalf("the comment is not in the call's metadata with its author: %+v", withMeta.Metadata)
 	}
 	var byAgent page
 	if json.Unmarshal(expect("demo supervisor", "/v1/calls?agent=agent-7&skill_group=sales&variable=account%3D12345", 200), &byAgent); len(byAgent.Calls) != 1 ||

@@ -192,6 +192,8 @@ type Metadata struct {
 	// Scores: QA evaluations, and RTCP call quality
 	// ("rtcp.ssrc.0x….jitter_max_ms", "….loss_fraction_max", ...).
 	Scores map[string]float64 `json:"scores,omitempty"`
+	// Comments on the call (their author is in Variables, comment_author).
+	Comments []string `json:"comments,omitempty"`
 }
 
 // Result is one found call. In JSON, names are snake_case and durations
@@ -598,7 +600,7 @@ func (r *Result) setStatus() {
 // metadata fills in each call's contact-centre metadata, oldest first.
 func metadata(ctx context.Context, conn driver.Conn, db, tenant string, ids []string, byID map[string]*Result, _ bool) error {
 	rows, err := conn.Query(ctx, "SELECT call_id, occurred_at, source, agent_id, agent_name, skill_group, requested_service, wrap_up_code, ani, dnis, "+
-		"variable_names, variable_values, digits, digits_masked, score_names, score_values FROM `"+db+"`.metadata FINAL "+
+		"variable_names, variable_values, digits, digits_masked, score_names, score_values, comments FROM `"+db+"`.metadata FINAL "+
 		"WHERE tenant = ? AND call_id IN "+placeholders(len(ids))+" ORDER BY call_id, occurred_at, event_id", bind(tenant, ids)...)
 	if err != nil {
 		return fmt.Errorf("search: %w", err)
@@ -612,7 +614,7 @@ func metadata(ctx context.Context, conn driver.Conn, db, tenant string, ids []st
 		var scoreNames []string
 		var scoreValues []float64
 		if err := rows.Scan(&id, &m.OccurredAt, &m.Source, &m.AgentID, &m.AgentName, &m.SkillGroup, &m.RequestedService, &m.WrapUpCode,
-			&m.ANI, &m.DNIS, &names, &values, &m.Digits, &masked, &scoreNames, &scoreValues); err != nil {
+			&m.ANI, &m.DNIS, &names, &values, &m.Digits, &masked, &scoreNames, &scoreValues, &m.Comments); err != nil {
 			return fmt.Errorf("search: %w", err)
 		}
 		m.DigitsMasked = masked == 1

@@ -188,6 +188,8 @@ var migrations = []string{
 	// The data key sealing a call's personal fields (CallStarted
 	// data_key_id), for the API to seal the metadata it takes in.
 	"ALTER TABLE {db}.calls ADD COLUMN data_key_id String",
+	// Comments on a call (MetadataPersonal.comments, from the API).
+	"ALTER TABLE {db}.metadata ADD COLUMN comments Array(String)",
 }
 
 // Migrate creates the database and applies pending migrations. It is safe
