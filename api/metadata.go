@@ -216,6 +216,39 @@ func (s *Server) comment(w http.ResponseWriter, req *request) error {
 		CallVariables: map[string]string{"comment_author": req.id.Subject}})
 }
 
+// tagsIn are tags to put on a call.
+type tagsIn struct {
+	Tags []string `json:"tags"`
+}
+
+var tagRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,31}$`)
+
+// tag puts tags on a call: a MetadataAttached of source "tag", the tags
+// in the clear (searchable), their author sealed.
+func (s *Server) tag(w http.ResponseWriter, req *request) error {
+	if _, err := query(req.r); err != nil {
+		return err
+	}
+	key := req.r.Header.Get("Idempotency-Key")
+	if !idempotencyRE.MatchString(key) {
+		return badRequest("an Idempotency-Key header of 1 to 128 letters, digits, '.', '_', ':', '-' is required")
+	}
+	var in tagsIn
+	if err := decodeStrict(req.r.Body, &in); err != nil {
+		return err
+	}
+	if len(in.Tags) == 0 || len(in.Tags) > 16 {
+		return badRequest("tags: 1 to 16")
+	}
+	for _, t := range in.Tags {
+		if !tagRE.MatchString(t) {
+			return badRequest("tag %q: lower-case letters, digits, '.', '_', '-' (at most 32): a label, never personal data", t)
+		}
+	}
+	ev := &verbatimv1.MetadataAttached{OccurredAt: timestamppb.Now(), Source: "tag", Tags: in.Tags}
+	return s.commitMetadata(w, req, key, ev, &verbatimv1.MetadataPersonal{CallVariables: map[string]string{"tag_author": req.id.Subject}})
+}
+
 // commitMetadata seals personal under the call's data key into ev and
 // commits it with the request's audit event.
 func (s *Server) commitMetadata(w http.ResponseWriter, req *request, key string, ev *verbatimv1.MetadataAttached, personal *verbatimv1.MetadataPersonal) error {

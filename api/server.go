@@ -116,6 +116,7 @@ func (s *Server) register() {
 	s.route("GET /v1/calls/{id}/recording", "recording.play", readers, 0, s.recording)
 	s.route("POST /v1/calls/{id}/metadata", "metadata.attach", append(slices.Clone(readers), auth.RoleService), maxMetadataBody, s.attachMetadata)
 	s.route("POST /v1/calls/{id}/comments", "comment.add", readers, 4<<10, s.comment)
+	s.route("POST /v1/calls/{id}/tags", "tag.add", readers, 4<<10, s.tag)
 	exporters := []auth.Role{auth.RoleSupervisor, auth.RoleAdministrator}
 	s.route("POST /v1/exports", "export.create", exporters, 4<<10, s.createExport)
 	s.route("GET /v1/exports/{id}", "export.read", exporters, 0, s.getExport)
@@ -360,12 +361,12 @@ func query(r *http.Request, allowed ...string) (map[string]string, error) {
 }
 
 func (s *Server) searchCalls(w http.ResponseWriter, req *request) error {
-	p, err := query(req.r, "from", "to", "party", "call_id", "conversation", "agent", "skill_group", "variable", "status", "sort", "limit", "cursor", "history")
+	p, err := query(req.r, "from", "to", "party", "call_id", "conversation", "agent", "skill_group", "variable", "tag", "status", "sort", "limit", "cursor", "history")
 	if err != nil {
 		return err
 	}
 	q := search.Query{Tenant: req.id.Tenant, Party: p["party"], CallID: p["call_id"], Conversation: p["conversation"], After: p["cursor"], Limit: 100,
-		Agent: p["agent"], SkillGroup: p["skill_group"], Status: p["status"]}
+		Agent: p["agent"], SkillGroup: p["skill_group"], Status: p["status"], Tag: p["tag"]}
 	if v := p["variable"]; v != "" {
 		name, value, ok := strings.Cut(v, "=")
 		if !ok || name == "" {

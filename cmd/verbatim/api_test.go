@@ -279,6 +279,24 @@ func TestAPI(t *testing.T) {
 		resp.Body.Close()
 		requests++
 	}
+	for _, c := range []struct {
+		body string
+		want int
+	}{{`{"tags": ["vip", "callback"]}`, 201}, {`{"tags": ["Ann Agent"]}`, 400}, {`{"tags": []}`, 400}} {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/calls/"+call.CallID+"/tags", strings.NewReader(c.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+sup)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", "tags-1")
+		resp, err := client.Do(req)
+		if err != nil || resp.StatusCode != c.want {
+			t.Fatalf("tags %s: %v %v, want %d", c.body, err, resp, c.want)
+		}
+		resp.Body.Close()
+		requests++
+	}
 	e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db, "--exit-when-idle")
 	var withMeta search.Result
 	if err := json.Unmarshal(expect("demo supervisor", "/v1/calls/"+call.CallID, 200), &withMeta); err != nil {
@@ -298,6 +316,10 @@ func TestAPI(t *testing.T) {
 	}
 	if comments != 1 {
 		t.Fatalf("the comment is not in the call's metadata with its author: %+v", withMeta.Metadata)
+	}
+	var tagged page
+	if json.Unmarshal(expect("demo supervisor", "/v1/calls?tag=vip", 200), &tagged); len(tagged.Calls) != 1 || tagged.Calls[0].CallID != call.CallID {
+		t.Fatalf("by tag: %+v", tagged.Calls)
 	}
 	var byAgent page
 	if json.Unmarshal(expect("demo supervisor", "/v1/calls?agent=agent-7&skill_group=sales&variable=account%3D12345", 200), &byAgent); len(byAgent.Calls) != 1 ||

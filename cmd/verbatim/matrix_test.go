@@ -103,15 +103,16 @@ func TestTenantIsolationMatrix(t *testing.T) {
 	ops := []op{{"GET", "/v1/me", ""}, {"GET", "/v1/calls", ""}, {"GET", "/v1/calls/" + callID, ""}, {"GET", "/v1/calls/" + callID + "/recording", ""},
 		{"POST", "/v1/calls/" + callID + "/metadata", `{"source": "matrix", "agent_id": "a1"}`},
 		{"POST", "/v1/calls/" + callID + "/comments", `{"text": "matrix"}`},
+		{"POST", "/v1/calls/" + callID + "/tags", `{"tags": ["matrix"]}`},
 		{"POST", "/v1/exports", `{"call_id": "none"}`}, {"GET", "/v1/exports/" + exportID, ""}, {"GET", "/v1/exports/" + exportID + "/download", ""}}
 	// The status of each operation for a valid token, by identity.
-	want := map[string][9]int{
-		"user":            {200, 200, 404, 404, 404, 404, 403, 403, 403}, // owns neither call (party 1001)
-		"agent":           {200, 200, 200, 200, 201, 201, 403, 403, 403}, // party sipp: both calls are theirs
-		"supervisor":      {200, 200, 200, 200, 201, 201, 202, 200, 200},
-		"administrator":   {200, 200, 200, 200, 201, 201, 202, 200, 200},
-		"auditor":         {200, 403, 403, 403, 403, 403, 403, 403, 403},
-		"acme supervisor": {200, 200, 404, 404, 404, 404, 202, 404, 404},
+	want := map[string][10]int{
+		"user":            {200, 200, 404, 404, 404, 404, 404, 403, 403, 403}, // owns neither call (party 1001)
+		"agent":           {200, 200, 200, 200, 201, 201, 201, 403, 403, 403}, // party sipp: both calls are theirs
+		"supervisor":      {200, 200, 200, 200, 201, 201, 201, 202, 200, 200},
+		"administrator":   {200, 200, 200, 200, 201, 201, 201, 202, 200, 200},
+		"auditor":         {200, 403, 403, 403, 403, 403, 403, 403, 403, 403},
+		"acme supervisor": {200, 200, 404, 404, 404, 404, 404, 202, 404, 404},
 	}
 	var doc struct {
 		Paths map[string]map[string]any `json:"paths"`

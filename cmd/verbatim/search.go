@@ -131,6 +131,7 @@ func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	agent := fs.String("agent", "", "calls whose contact-centre metadata names this agent id")
 	skillGroup := fs.String("skill-group", "", "calls of this skill group (metadata)")
 	variable := fs.String("variable", "", "calls with this call variable, NAME=VALUE (metadata)")
+	tag := fs.String("tag", "", "calls tagged with this (through the API)")
 	status := fs.String("status", "", fmt.Sprintf("calls whose current recording is %q", search.RecordingStatuses))
 	newest := fs.Bool("newest-first", false, "newest calls first")
 	history := fs.Bool("history", false, "also list each call's earlier recordings (those reprocessing superseded), with their completeness")
@@ -141,7 +142,7 @@ func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	q := search.Query{Tenant: *tenant, Party: *party, CallID: *callID, Conversation: *conversation, Limit: *limit, History: *history, After: *after,
-		Agent: *agent, SkillGroup: *skillGroup, Status: *status, Descending: *newest}
+		Agent: *agent, SkillGroup: *skillGroup, Status: *status, Descending: *newest, Tag: *tag}
 	if *variable != "" {
 		name, value, ok := strings.Cut(*variable, "=")
 		if !ok || name == "" {

@@ -43,6 +43,8 @@ type Query struct {
 	// variables (Name, Value).
 	Agent, SkillGroup string
 	Variable          *Variable
+	// Tag keeps the calls tagged with it.
+	Tag string
 	// Status keeps the calls whose current recording has it: one of
 	// RecordingStatuses.
 	Status string
@@ -194,6 +196,8 @@ type Metadata struct {
 	Scores map[string]float64 `json:"scores,omitempty"`
 	// Comments on the call (their author is in Variables, comment_author).
 	Comments []string `json:"comments,omitempty"`
+	// Tags put on the call (their author is in Variables, tag_author).
+	Tags []string `json:"tags,omitempty"`
 }
 
 // Result is one found call. In JSON, names are snake_case and durations
@@ -339,6 +343,10 @@ func search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 			return nil, "", err
 		}
 		where, args = append(where, after), append(args, at, at, id)
+	}
+	if q.Tag != "" {
+		where = append(where, "call_id IN (SELECT call_id FROM `"+db+"`.metadata FINAL WHERE tenant = ? AND has(tags, ?))")
+		args = append(args, q.Tenant, q.Tag)
 	}
 	if q.Agent != "" || q.SkillGroup != "" || q.Variable != nil {
 		var conds []string
@@ -600,7 +608,7 @@ func (r *Result) setStatus() {
 // metadata fills in each call's contact-centre metadata, oldest first.
 func metadata(ctx context.Context, conn driver.Conn, db, tenant string, ids []string, byID map[string]*Result, _ bool) error {
 	rows, err := conn.Query(ctx, "SELECT call_id, occurred_at, source, agent_id, agent_name, skill_group, requested_service, wrap_up_code, ani, dnis, "+
-		"variable_names, variable_values, digits, digits_masked, score_names, score_values, comments FROM `"+db+"`.metadata FINAL "+
+		"variable_names, variable_values, digits, digits_masked, score_names, score_values, comments, tags FROM `"+db+"`.metadata FINAL "+
 		"WHERE tenant = ? AND call_id IN "+placeholders(len(ids))+" ORDER BY call_id, occurred_at, event_id", bind(tenant, ids)...)
 	if err != nil {
 		return fmt.Errorf("search: %w", err)
@@ -614,7 +622,7 @@ func metadata(ctx context.Context, conn driver.Conn, db, tenant string, ids []st
 		var scoreNames []string
 		var scoreValues []float64
 		if err := rows.Scan(&id, &m.OccurredAt, &m.Source, &m.AgentID, &m.AgentName, &m.SkillGroup, &m.RequestedService, &m.WrapUpCode,
-			&m.ANI, &m.DNIS, &names, &values, &m.Digits, &masked, &scoreNames, &scoreValues, &m.Comments); err != nil {
+			&m.ANI, &m.DNIS, &names, &values, &m.Digits, &masked, &scoreNames, &scoreValues, &m.Comments, &m.Tags); err != nil {
 			return fmt.Errorf("search: %w", err)
 		}
 		m.DigitsMasked = masked == 1

@@ -190,6 +190,8 @@ var migrations = []string{
 	"ALTER TABLE {db}.calls ADD COLUMN data_key_id String",
 	// Comments on a call (MetadataPersonal.comments, from the API).
 	"ALTER TABLE {db}.metadata ADD COLUMN comments Array(String)",
+	// Tags on a call (MetadataAttached.tags), in the clear.
+	"ALTER TABLE {db}.metadata ADD COLUMN tags Array(String)",
 }
 
 // Migrate creates the database and applies pending migrations. It is safe

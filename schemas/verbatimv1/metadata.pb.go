@@ -40,7 +40,10 @@ type MetadataAttached struct {
 	Scores           []*Score `protobuf:"bytes,9,rep,name=scores,proto3" json:"scores,omitempty"`
 	// Names, numbers, digits, variables and free text, sealed as
 	// MetadataPersonal with the call's data key.
-	Personal      *Sealed `protobuf:"bytes,10,opt,name=personal,proto3" json:"personal,omitempty"`
+	Personal *Sealed `protobuf:"bytes,10,opt,name=personal,proto3" json:"personal,omitempty"`
+	// Labels put on the call (the API's tags: "vip", "complaint"), in the
+	// clear so calls can be found by them: never personal data.
+	Tags          []string `protobuf:"bytes,11,rep,name=tags,proto3" json:"tags,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -141,6 +144,13 @@ func (x *MetadataAttached) GetScores() []*Score {
 func (x *MetadataAttached) GetPersonal() *Sealed {
 	if x != nil {
 		return x.Personal
+	}
+	return nil
+}
+
+func (x *MetadataAttached) GetTags() []string {
+	if x != nil {
+		return x.Tags
 	}
 	return nil
 }
@@ -373,7 +383,7 @@ var File_verbatim_v1_metadata_proto protoreflect.FileDescriptor
 
 const file_verbatim_v1_metadata_proto_rawDesc = "" +
 	"\n" +
-	"\x1averbatim/v1/metadata.proto\x12\vverbatim.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18verbatim/v1/common.proto\"\x8f\x03\n" +
+	"\x1averbatim/v1/metadata.proto\x12\vverbatim.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18verbatim/v1/common.proto\"\xa3\x03\n" +
 	"\x10MetadataAttached\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12;\n" +
 	"\voccurred_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
@@ -388,7 +398,8 @@ const file_verbatim_v1_metadata_proto_rawDesc = "" +
 	"\x0eperipheral_ids\x18\b \x03(\tR\rperipheralIds\x12*\n" +
 	"\x06scores\x18\t \x03(\v2\x12.verbatim.v1.ScoreR\x06scores\x12/\n" +
 	"\bpersonal\x18\n" +
-	" \x01(\v2\x13.verbatim.v1.SealedR\bpersonal\"\xc2\x02\n" +
+	" \x01(\v2\x13.verbatim.v1.SealedR\bpersonal\x12\x12\n" +
+	"\x04tags\x18\v \x03(\tR\x04tags\"\xc2\x02\n" +
 	"\x10MetadataPersonal\x12\x1d\n" +
 	"\n" +
 	"agent_name\x18\x01 \x01(\tR\tagentName\x12\x10\n" +
