@@ -139,6 +139,19 @@ func (m *metadataIn) validate() error {
 	return nil
 }
 
+// idempotencyKey is a changing request's Idempotency-Key (required), once
+// the request is known to carry no query parameter.
+func idempotencyKey(req *request) (string, error) {
+	if _, err := query(req.r); err != nil {
+		return "", err
+	}
+	key := req.r.Header.Get("Idempotency-Key")
+	if !idempotencyRE.MatchString(key) {
+		return "", badRequest("an Idempotency-Key header of 1 to 128 letters, digits, '.', '_', ':', '-' is required")
+	}
+	return key, nil
+}
+
 // decodeStrict reads exactly one JSON object of known fields from r.
 func decodeStrict(r io.Reader, v any) error {
 	dec := json.NewDecoder(r)
@@ -162,12 +175,9 @@ func decodeStrict(r io.Reader, v any) error {
 // the request's audit event. The Idempotency-Key header makes a retry
 // produce the same event, which every consumer counts once.
 func (s *Server) attachMetadata(w http.ResponseWriter, req *request) error {
-	if _, err := query(req.r); err != nil {
+	key, err := idempotencyKey(req)
+	if err != nil {
 		return err
-	}
-	key := req.r.Header.Get("Idempotency-Key")
-	if !idempotencyRE.MatchString(key) {
-		return badRequest("an Idempotency-Key header of 1 to 128 letters, digits, '.', '_', ':', '-' is required")
 	}
 	var in metadataIn
 	if err := decodeStrict(req.r.Body, &in); err != nil {
@@ -197,12 +207,9 @@ type commentIn struct {
 // comment adds a comment to a call: a MetadataAttached of source
 // "comment", the text and its author sealed under the call's key.
 func (s *Server) comment(w http.ResponseWriter, req *request) error {
-	if _, err := query(req.r); err != nil {
+	key, err := idempotencyKey(req)
+	if err != nil {
 		return err
-	}
-	key := req.r.Header.Get("Idempotency-Key")
-	if !idempotencyRE.MatchString(key) {
-		return badRequest("an Idempotency-Key header of 1 to 128 letters, digits, '.', '_', ':', '-' is required")
 	}
 	var in commentIn
 	if err := decodeStrict(req.r.Body, &in); err != nil {
@@ -226,12 +233,9 @@ var tagRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,31}$`)
 // tag puts tags on a call: a MetadataAttached of source "tag", the tags
 // in the clear (searchable), their author sealed.
 func (s *Server) tag(w http.ResponseWriter, req *request) error {
-	if _, err := query(req.r); err != nil {
+	key, err := idempotencyKey(req)
+	if err != nil {
 		return err
-	}
-	key := req.r.Header.Get("Idempotency-Key")
-	if !idempotencyRE.MatchString(key) {
-		return badRequest("an Idempotency-Key header of 1 to 128 letters, digits, '.', '_', ':', '-' is required")
 	}
 	var in tagsIn
 	if err := decodeStrict(req.r.Body, &in); err != nil {
