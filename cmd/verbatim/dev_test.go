@@ -12,7 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
+	"github.com/verbatimrec/verbatim/schemas"
 )
 
 // syncBuffer is a bytes.Buffer safe for one writer and one reader.
@@ -46,17 +50,13 @@ func TestDevRecordsWhatIsIngested(t *testing.T) {
 		stacktest.SharedTestdata(t, "pcap/wireshark_sip-rtp-g711.pcap")); err != nil {
 		t.Fatal(err)
 	}
-	// Wait for the two recordings (and their raw media) to be stored.
-	for {
-		wavs, _ := filepath.Glob(filepath.Join(data, "objects", "demo", "2016", "11", "26", "*", "*.wav.sealed"))
-		raws, _ := filepath.Glob(filepath.Join(data, "objects", "demo", "2016", "11", "26", "*", "*.rtp.sealed"))
-		if len(wavs) == 2 && len(raws) == 2 {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("recordings not stored: %v %v\n%s%s", wavs, raws, out.String(), errb.String())
-		}
-		time.Sleep(100 * time.Millisecond)
+	// The two recordings announced (committed after their objects are
+	// stored), then their objects and raw media in the store.
+	d.awaitRecordings(ctx, brokers, 2)
+	wavs, _ := filepath.Glob(filepath.Join(data, "objects", "demo", "2016", "11", "26", "*", "*.wav.sealed"))
+	raws, _ := filepath.Glob(filepath.Join(data, "objects", "demo", "2016", "11", "26", "*", "*.rtp.sealed"))
+	if len(wavs) != 2 || len(raws) != 2 {
+		t.Fatalf("recordings announced, but the store holds %v %v\n%s%s", wavs, raws, out.String(), errb.String())
 	}
 	d.stop()
 	if !strings.Contains(out.String(), "role      process") {
@@ -94,17 +94,37 @@ func TestDevRecordsSIPREC(t *testing.T) {
 	if err := sess.D.Bye(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for { // the process role stores the recording
-		wavs, _ := filepath.Glob(filepath.Join(data, "objects", "demo", "*", "*", "*", "*", "*.wav.sealed"))
-		if len(wavs) == 1 {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("recording not stored: %v\n%s%s", wavs, out.String(), errb.String())
-		}
-		time.Sleep(100 * time.Millisecond)
+	// The process role announces the recording, its object stored.
+	d.awaitRecordings(ctx, regexp.MustCompile(`kafka\s+(127\.0\.0\.1:\d+)`).FindStringSubmatch(out.String())[1], 1)
+	if wavs, _ := filepath.Glob(filepath.Join(data, "objects", "demo", "*", "*", "*", "*", "*.wav.sealed")); len(wavs) != 1 {
+		t.Fatalf("recording announced, but the store holds %v\n%s%s", wavs, out.String(), errb.String())
 	}
 	d.stop()
+}
+
+// awaitRecordings returns once n RecordingStored events are committed on
+// the dev broker's recordings topic: the consumer's fetch returns when
+// they arrive, no quiet period decides it.
+func (d *devRun) awaitRecordings(ctx context.Context, brokers string, n int) {
+	t := d.t
+	t.Helper()
+	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: []string{brokers}}, kgo.ConsumeTopics(schemas.TopicRecordings),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for seen := 0; seen < n; {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("%d of %d recordings announced\n%s%s", seen, n, d.out.String(), d.errb.String())
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			if string(schemas.HeaderValue(r.Headers, schemas.HeaderType)) == "verbatim.v1.RecordingStored" {
+				seen++
+			}
+		})
+	}
 }
 
 // devRun is a `verbatim dev` running in the test.
