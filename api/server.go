@@ -475,8 +475,12 @@ func (s *Server) recording(w http.ResponseWriter, req *request) error {
 	}
 	rec := c.Recording
 	if id := p["recording"]; id != "" {
+		all := c.History
+		if rec != nil {
+			all = append([]search.Recording{*rec}, all...)
+		}
 		rec = nil
-		for _, r := range append([]search.Recording{*c.Recording}, c.History...) {
+		for _, r := range all {
 			if r.RecordingID == id {
 				rec = &r
 			}

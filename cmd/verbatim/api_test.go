@@ -182,6 +182,7 @@ func TestAPI(t *testing.T) {
 		detail.Recording == nil || len(detail.Recording.Ledgers) == 0 || len(detail.Parties) != 2 {
 		t.Fatalf("call detail: %v %+v", err, detail)
 	}
+	expect("demo supervisor", "/v1/calls/"+call.CallID+"/recording?recording=no-such-recording", 404)
 	for _, who := range []string{"acme supervisor", "demo user"} {
 		expect(who, "/v1/calls/"+call.CallID, 404)
 		expect(who, "/v1/calls/"+call.CallID+"/recording", 404)
