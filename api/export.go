@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -44,18 +45,13 @@ type exportIn struct {
 	Status     string     `json:"status"`
 }
 
-// exportJob is one export. Its fields after mu are guarded by it.
-type exportJob struct {
+// exportState is what a client sees of an export.
+type exportState struct {
 	ID        string    `json:"export_id"`
 	CreatedAt time.Time `json:"created_at"`
-	tenant    string
-	creator   string
-	path      string
-
-	mu       sync.Mutex
-	State    string `json:"state"` // running, done, failed
-	Selected int    `json:"calls_selected"`
-	Written  int    `json:"recordings_written"`
+	State     string    `json:"state"` // running, done, failed
+	Selected  int       `json:"calls_selected"`
+	Written   int       `json:"recordings_written"`
 	// Without lists the selected calls with no recording to export, and
 	// why (failed, missing, in progress).
 	Without map[string]string `json:"calls_without_recording,omitempty"`
@@ -63,11 +59,21 @@ type exportJob struct {
 	Size    int64             `json:"size_bytes,omitempty"`
 }
 
-func (j *exportJob) snapshot() map[string]any {
+// exportJob is one export: its state, guarded by mu, and where it is.
+type exportJob struct {
+	tenant, creator, path string
+
+	mu sync.Mutex
+	exportState
+}
+
+// snapshot copies the job's state.
+func (j *exportJob) snapshot() exportState {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return map[string]any{"export_id": j.ID, "created_at": j.CreatedAt, "state": j.State, "calls_selected": j.Selected,
-		"recordings_written": j.Written, "calls_without_recording": j.Without, "error": j.Error, "size_bytes": j.Size}
+	st := j.exportState
+	st.Without = maps.Clone(j.Without)
+	return st
 }
 
 type exports struct {
@@ -116,8 +122,8 @@ func (s *Server) createExport(w http.ResponseWriter, req *request) error {
 		s.exports.mu.Unlock()
 		return err
 	}
-	j := &exportJob{ID: schemas.RandomID(), CreatedAt: time.Now().UTC(), tenant: req.id.Tenant, creator: req.id.Subject, path: f.Name(), State: "running",
-		Without: map[string]string{}}
+	j := &exportJob{tenant: req.id.Tenant, creator: req.id.Subject, path: f.Name(),
+		exportState: exportState{ID: schemas.RandomID(), CreatedAt: time.Now().UTC(), State: "running", Without: map[string]string{}}}
 	s.exports.jobs[j.ID] = j
 	s.exports.mu.Unlock()
 	req.target = j.ID
@@ -205,11 +211,8 @@ func (s *Server) runExport(j *exportJob, f *os.File, q search.Query, req *reques
 	}
 	mf, err := zw.Create("manifest.json")
 	if err == nil {
-		j.mu.Lock()
-		without := j.Without
-		j.mu.Unlock()
 		err = json.NewEncoder(mf).Encode(map[string]any{"export_id": j.ID, "tenant": q.Tenant, "created_at": j.CreatedAt, "by": j.creator,
-			"recordings": manifest, "calls_without_recording": without})
+			"recordings": manifest, "calls_without_recording": j.snapshot().Without})
 	}
 	if err == nil {
 		err = zw.Close()
