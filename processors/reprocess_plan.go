@@ -285,12 +285,9 @@ func readChains(ctx context.Context, cfg kafkaclient.Config, sel Selection, ends
 }
 
 // plan turns the chains into the job's work: the current recording of
-// each chain the selection matches, redone or skipped, and why.
+// each chain the selection matches, redone or skipped, and why. The
+// chains are those of the selection's calls and time range (readChains).
 func plan(chains map[string]*chain, fromTopic map[string]*verbatimv1.MediaEnded, sel Selection, processing, reason string, force bool) []Planned {
-	calls := map[string]bool{}
-	for _, id := range sel.CallIDs {
-		calls[id] = true
-	}
 	var out []Planned
 	for _, c := range chains {
 		cur := c.current()
@@ -298,10 +295,6 @@ func plan(chains map[string]*chain, fromTopic map[string]*verbatimv1.MediaEnded,
 			continue // recorded since the job started
 		}
 		started := cur.startedAt()
-		if (len(calls) > 0 && !calls[c.callID]) ||
-			(!sel.From.IsZero() && started.Before(sel.From)) || (!sel.To.IsZero() && !started.Before(sel.To)) {
-			continue
-		}
 		status := cur.status()
 		if len(sel.Statuses) > 0 && !slices.Contains(sel.Statuses, status) {
 			continue

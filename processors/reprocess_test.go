@@ -198,6 +198,19 @@ func TestReprocessKilledMidway(t *testing.T) {
 	if err != nil || len(dry.Plan) != 4 || dry.Stats.Skipped != 4 || !strings.Contains(dry.Plan[0].Skip, "recorded by this processing already") {
 		t.Fatalf("without --force, G.711 calls this build recorded are not redone: %v, %+v", err, dry.Plan)
 	}
+	// By call and by time: the two recordings of one call; none after now.
+	var oneCall string
+	for id := range first {
+		oneCall = id
+	}
+	dryRun := func(c *processors.ReprocessConfig) { c.DryRun = true }
+	if byCall, err := p.reprocess(ctx, "by-call", processors.Selection{Tenant: p.tenant, CallIDs: []string{oneCall}}, dryRun); err != nil ||
+		len(byCall.Plan) != 2 || byCall.Plan[0].CallID != oneCall || byCall.Plan[1].CallID != oneCall {
+		t.Fatalf("by call id: %v, %+v", err, byCall.Plan)
+	}
+	if later, err := p.reprocess(ctx, "by-time", processors.Selection{Tenant: p.tenant, From: time.Now()}, dryRun); err != nil || len(later.Plan) != 0 {
+		t.Fatalf("from now on: %v, %+v", err, later.Plan)
+	}
 	objects := p.objectCount()
 	force := func(c *processors.ReprocessConfig) {
 		c.Force, c.Reason, c.CallsPerTransaction, c.Workers = true, "ticket 42", 1, 1
