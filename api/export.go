@@ -97,8 +97,8 @@ func (s *Server) createExport(w http.ResponseWriter, req *request) error {
 	if in.To != nil {
 		q.To = *in.To
 	}
-	if q.Status != "" && !slices.Contains(search.RecordingStatuses, q.Status) {
-		return badRequest("status: %q is not one of %q", q.Status, search.RecordingStatuses)
+	if q.Status != "" && !slices.Contains(schemas.RecordingStatuses, q.Status) {
+		return badRequest("status: %q is not one of %q", q.Status, schemas.RecordingStatuses)
 	}
 	s.exports.mu.Lock()
 	running := 0

@@ -28,6 +28,7 @@ import (
 	"github.com/verbatimrec/verbatim/api/auth"
 	"github.com/verbatimrec/verbatim/internal/playback"
 	"github.com/verbatimrec/verbatim/projections/search"
+	"github.com/verbatimrec/verbatim/schemas"
 )
 
 //go:embed openapi.json
@@ -374,8 +375,8 @@ func (s *Server) searchCalls(w http.ResponseWriter, req *request) error {
 		}
 		q.Variable = &search.Variable{Name: name, Value: value}
 	}
-	if q.Status != "" && !slices.Contains(search.RecordingStatuses, q.Status) {
-		return badRequest("status: %q is not one of %q", q.Status, search.RecordingStatuses)
+	if q.Status != "" && !slices.Contains(schemas.RecordingStatuses, q.Status) {
+		return badRequest("status: %q is not one of %q", q.Status, schemas.RecordingStatuses)
 	}
 	switch p["sort"] {
 	case "", "started_at":

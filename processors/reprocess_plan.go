@@ -34,16 +34,13 @@ type Selection struct {
 	Codecs []string
 	// Statuses, if set: calls whose current recording has one of these
 	// completeness statuses (schemas.StatusComplete, StatusPartial,
-	// StatusNoAudio), or StatusFailedRecording for a RecordingFailed.
+	// StatusNoAudio), schemas.StatusFailed for a RecordingFailed, or
+	// schemas.StatusUnverified (stored before ledgers).
 	Statuses []string
 	// Failure, if set: calls whose recording failed with a reason
 	// containing it.
 	Failure string
 }
-
-// StatusFailedRecording is the status of a call whose current recording
-// event is a RecordingFailed.
-const StatusFailedRecording = "failed"
 
 // String describes the selection; its hash binds a job to it.
 func (s Selection) String() string {
@@ -131,10 +128,10 @@ func (v *version) end() *verbatimv1.MediaEnded {
 
 func (v *version) status() string {
 	if v.failed != nil {
-		return StatusFailedRecording
+		return schemas.StatusFailed
 	}
 	if len(v.stored.GetLedgers()) == 0 {
-		return "unverified" // stored before ledgers: nothing proved it
+		return schemas.StatusUnverified
 	}
 	return schemas.Summarize(v.stored.GetLedgers()).Status
 }

@@ -85,6 +85,18 @@ const (
 	StatusNoAudio = "no audio"
 )
 
+// The other statuses a recording event has, beside its completeness: a
+// RecordingFailed, and a RecordingStored from before ledgers existed,
+// whose completeness nothing proved.
+const (
+	StatusFailed     = "failed"
+	StatusUnverified = "unverified"
+)
+
+// RecordingStatuses are every status a recording event can have, what
+// reprocessing, search and the API select by.
+var RecordingStatuses = []string{StatusComplete, StatusPartial, StatusNoAudio, StatusFailed, StatusUnverified} //nolint:gochecknoglobals // a constant list
+
 // Summarize derives a recording's completeness from its ledgers. A ledger
 // that does not balance makes the recording partial: what it does not
 // account for is counted as "unaccounted".

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/verbatimrec/verbatim/processors"
+	"github.com/verbatimrec/verbatim/schemas"
 )
 
 // runReprocess is `verbatim reprocess`: record calls again from their raw
@@ -59,7 +60,7 @@ func runReprocess(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	sel := processors.Selection{Tenant: *tenant, CallIDs: list(*callIDs), Codecs: list(*codecs), Statuses: list(*statuses), Failure: *failure}
 	for _, st := range sel.Statuses {
-		if !slices.Contains([]string{"complete", "partial", "no audio", "failed", "unverified"}, st) {
+		if !slices.Contains(schemas.RecordingStatuses, st) {
 			return fmt.Errorf("reprocess: --status %q: complete, partial, \"no audio\", failed or unverified", st)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/verbatimrec/verbatim/projections/search"
+	"github.com/verbatimrec/verbatim/schemas"
 )
 
 type chFlags struct{ addr, db *string }
@@ -132,7 +133,7 @@ func runSearch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	skillGroup := fs.String("skill-group", "", "calls of this skill group (metadata)")
 	variable := fs.String("variable", "", "calls with this call variable, NAME=VALUE (metadata)")
 	tag := fs.String("tag", "", "calls tagged with this (through the API)")
-	status := fs.String("status", "", fmt.Sprintf("calls whose current recording is %q", search.RecordingStatuses))
+	status := fs.String("status", "", fmt.Sprintf("calls whose current recording is %q", schemas.RecordingStatuses))
 	newest := fs.Bool("newest-first", false, "newest calls first")
 	history := fs.Bool("history", false, "also list each call's earlier recordings (those reprocessing superseded), with their completeness")
 	limit := fs.Int("limit", 100, fmt.Sprintf("at most this many calls, a page (at most %d)", search.MaxLimit))

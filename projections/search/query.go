@@ -46,7 +46,7 @@ type Query struct {
 	// Tag keeps the calls tagged with it.
 	Tag string
 	// Status keeps the calls whose current recording has it: one of
-	// RecordingStatuses.
+	// schemas.RecordingStatuses.
 	Status string
 	// Descending orders the calls newest first (a cursor of such a page
 	// goes on in that order).
@@ -254,11 +254,6 @@ func (r *Result) UnmarshalJSON(b []byte) error {
 // Variable is a call variable's name and value, to match.
 type Variable struct{ Name, Value string }
 
-// RecordingStatuses are the statuses Query.Status takes: a current
-// recording's completeness, "failed", or "unverified" (stored before
-// ledgers).
-var RecordingStatuses = []string{schemas.StatusComplete, schemas.StatusPartial, schemas.StatusNoAudio, "failed", "unverified"} //nolint:gochecknoglobals // a constant list
-
 // MaxLimit bounds the calls one search returns: a page. More are read
 // page by page (SearchPage's cursor, given back as Query.After).
 const MaxLimit = 1000
@@ -365,15 +360,15 @@ func search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 		args = append(args, margs...)
 	}
 	if q.Status != "" {
-		if !slices.Contains(RecordingStatuses, q.Status) {
-			return nil, "", fmt.Errorf("search: status %q: one of %q", q.Status, RecordingStatuses)
+		if !slices.Contains(schemas.RecordingStatuses, q.Status) {
+			return nil, "", fmt.Errorf("search: status %q: one of %q", q.Status, schemas.RecordingStatuses)
 		}
 		// The status of each call's current recording: of the highest
 		// generation, the latest stored.
 		where = append(where, "call_id IN (SELECT call_id FROM (SELECT call_id, "+
-			"argMax(if(failure != '', 'failed', if(status = '', 'unverified', status)), generation * 4294967296 + toUInt64(stored_at)) AS s "+
+			"argMax(if(failure != '', ?, if(status = '', ?, status)), generation * 4294967296 + toUInt64(stored_at)) AS s "+
 			"FROM `"+db+"`.recordings FINAL WHERE tenant = ? GROUP BY call_id) WHERE s = ?)")
-		args = append(args, q.Tenant, q.Status)
+		args = append(args, schemas.StatusFailed, schemas.StatusUnverified, q.Tenant, q.Status)
 	}
 	if q.CallID != "" {
 		where, args = append(where, "(call_id = ? OR sip_call_id = ?)"), append(args, q.CallID, q.CallID)

@@ -115,9 +115,9 @@ func Report(ctx context.Context, conn driver.Conn, db string, q Query) ([]PartyD
 func RecordingStatus(rec Recording) string {
 	switch {
 	case rec.Failure != "":
-		return "failed"
+		return schemas.StatusFailed
 	case rec.Completeness == nil:
-		return "unverified"
+		return schemas.StatusUnverified
 	}
 	return rec.Completeness.Status
 }
