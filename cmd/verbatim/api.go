@@ -81,7 +81,7 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *cert == "" || *key == "" {
 		return errors.New("api: --tls-cert and --tls-key are required: the API is served over HTTPS only (the local stack makes them: source .stack/env.sh)")
 	}
-	if *issuer == "" || *audience == "" {
+	if *issuer == "" || len(list(*audience)) == 0 {
 		return errors.New("api: --oidc-issuer and --oidc-audience are required: nobody can sign in otherwise")
 	}
 	pair, err := tls.LoadX509KeyPair(*cert, *key)
