@@ -69,9 +69,12 @@ func TestTopicCatalogue(t *testing.T) {
 		if tp.Name == schemas.TopicAudit && c["retention.ms"] != "-1" {
 			t.Errorf("audit must be kept forever: %v", c)
 		}
+		if tp.Name == schemas.TopicPolicy && (c["cleanup.policy"] != "compact" || c["segment.ms"] != "3153600000000") {
+			t.Errorf("policy topic must be compacted, its segments rolled by size only: %v", c)
+		}
 	}
-	if len(seen) != 7 {
-		t.Fatalf("%d topics, want 7", len(seen))
+	if len(seen) != 8 {
+		t.Fatalf("%d topics, want 8", len(seen))
 	}
 }
 

@@ -37,7 +37,7 @@ func TestREADMEExamples(t *testing.T) {
 	}
 	for _, name := range []string{
 		"CallStarted", "CallUpdated", "CallEnded", "PacketBatch", "MetadataAttached",
-		"RecordingStored", "RecordingDeleted", "DataKey", "AuditEvent", "Command",
+		"RecordingStored", "RecordingDeleted", "DataKey", "AuditEvent", "Command", "GroupPolicy",
 	} {
 		if !found["verbatim.v1."+name] {
 			t.Errorf("README.md has no example of verbatim.v1.%s", name)

@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"maps"
 	"strconv"
 	"time"
 )
@@ -27,6 +28,8 @@ type Topic struct {
 	Retention time.Duration
 	// Producers and Consumers name the Verbatim roles that write and read it.
 	Producers, Consumers []string
+	// Config holds further topic-level configs.
+	Config map[string]string
 }
 
 // Configs returns the topic-level configs to create the topic with.
@@ -35,12 +38,14 @@ func (t Topic) Configs() map[string]string {
 	if t.Retention > 0 {
 		ret = strconv.FormatInt(t.Retention.Milliseconds(), 10)
 	}
-	return map[string]string{
+	cfg := map[string]string{
 		"cleanup.policy": t.Cleanup,
 		"retention.ms":   ret,
 		// Let one record carry a full media batch with room to spare.
 		"max.message.bytes": "4194304",
 	}
+	maps.Copy(cfg, t.Config)
+	return cfg
 }
 
 // Topic names of schema version 1.
@@ -52,6 +57,7 @@ const (
 	TopicKeys       = "verbatim.keys.v1"
 	TopicAudit      = "verbatim.audit.v1"
 	TopicCommands   = "verbatim.commands.v1"
+	TopicPolicy     = "verbatim.policy.v1"
 )
 
 // MediaRetention is how long sealed media batches stay on the media topic:
@@ -77,5 +83,13 @@ func Topics() []Topic {
 			Producers: []string{"api", "process"}, Consumers: []string{"project audit"}},
 		{Name: TopicCommands, Key: "tenant", Message: "verbatim.v1.Command", Partitions: 6, Cleanup: CleanupDelete,
 			Producers: []string{"api"}, Consumers: []string{"process"}},
+		// Written rarely, read whole by every API server at start and to
+		// its end before each decision. Its segments roll only by size
+		// (about 5 million policies), so the last records of a partition,
+		// transaction markers and tombstones, are never cleaned away from
+		// under a reader that waits to reach the end offset.
+		{Name: TopicPolicy, Key: "tenant/group", Message: "verbatim.v1.GroupPolicy (null value: removed)", Partitions: 3, Cleanup: CleanupCompact,
+			Producers: []string{"api"}, Consumers: []string{"api"},
+			Config: map[string]string{"segment.ms": strconv.FormatInt(100*365*24*time.Hour.Milliseconds(), 10)}},
 	}
 }

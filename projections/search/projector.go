@@ -287,13 +287,14 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 		}
 		b, err := p.batch(ctx, "INSERT INTO `"+p.db+"`.metadata (tenant, call_id, event_id, occurred_at, source, agent_id, "+
 			"skill_group, requested_service, wrap_up_code, agent_name, ani, dnis, variable_names, variable_values, version, digits, digits_masked, "+
-			"score_names, score_values, comments, tags)")
+			"score_names, score_values, comments, tags, peripheral_ids)")
 		if err != nil {
 			return err
 		}
 		if err := b.Append(env.Tenant, ev.GetCallId(), env.ID, ev.GetOccurredAt().AsTime(), ev.GetSource(), ev.GetAgentId(),
 			ev.GetSkillGroup(), ev.GetRequestedService(), ev.GetWrapUpCode(), personal.GetAgentName(), personal.GetAni(),
-			personal.GetDnis(), names, values, version, digits.String(), masked, scoreNames, scoreValues, personal.GetComments(), ev.GetTags()); err != nil {
+			personal.GetDnis(), names, values, version, digits.String(), masked, scoreNames, scoreValues, personal.GetComments(), ev.GetTags(),
+			ev.GetPeripheralIds()); err != nil {
 			return err
 		}
 		return nil // sent with the rest of the poll, by Apply

@@ -38,6 +38,12 @@ type Query struct {
 	// Parties, if set, keeps only the calls with one of them as a
 	// participant (number or SIP URI): a user's own calls.
 	Parties []string
+	// SkillGroups, if set, keeps only the calls whose contact-centre
+	// metadata names one of them: a supervisor's calls.
+	SkillGroups []string
+	// PeripheralID matches the calls the contact centre knows by that id
+	// (MetadataAttached.peripheral_ids).
+	PeripheralID string
 	// Agent and SkillGroup match the contact-centre metadata of a call
 	// (agent id, skill group); Variable the value of one of its call
 	// variables (Name, Value).
@@ -358,6 +364,20 @@ func search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 		}
 		where = append(where, "call_id IN (SELECT call_id FROM `"+db+"`.metadata FINAL WHERE tenant = ? AND "+strings.Join(conds, " AND ")+")")
 		args = append(args, margs...)
+	}
+	if q.PeripheralID != "" {
+		where = append(where, "call_id IN (SELECT call_id FROM `"+db+"`.metadata FINAL WHERE tenant = ? AND has(peripheral_ids, ?))")
+		args = append(args, q.Tenant, q.PeripheralID)
+	}
+	if len(q.SkillGroups) > 0 {
+		if len(q.SkillGroups) > 100 {
+			return nil, "", fmt.Errorf("search: at most 100 skill groups (got %d)", len(q.SkillGroups))
+		}
+		where = append(where, "call_id IN (SELECT call_id FROM `"+db+"`.metadata FINAL WHERE tenant = ? AND skill_group IN "+placeholders(len(q.SkillGroups))+")")
+		args = append(args, q.Tenant)
+		for _, g := range q.SkillGroups {
+			args = append(args, g)
+		}
 	}
 	if q.Status != "" {
 		if !slices.Contains(schemas.RecordingStatuses, q.Status) {

@@ -204,3 +204,64 @@ func TestSearchByStatusAndNewestFirst(t *testing.T) {
 		t.Fatalf("newest first, page 2: %v %+v %q", err, rest, next)
 	}
 }
+
+// TestSearchBySkillGroupsAndPeripheralID: a supervisor's scope (the calls
+// of their skill groups) and a CTI integration's lookup by the contact
+// centre's id of a call.
+func TestSearchBySkillGroupsAndPeripheralID(t *testing.T) {
+	conn, db := openDB(t)
+	ctx := context.Background()
+	km, err := keys.OpenKeyring(filepath.Join(t.TempDir(), "keyring.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2016, 11, 26, 10, 0, 0, 0, time.UTC)
+	var recs []*kgo.Record
+	for i, c := range []struct{ id, tenant, group, pid string }{
+		{"sales1", "demo", "sales", "pk-1"}, {"sales2", "demo", "sales", "pk-2"}, {"support1", "demo", "support", "pk-3"},
+		{"none", "demo", "", ""}, {"other", "acme", "sales", "pk-1"},
+	} {
+		at := t0.Add(time.Duration(i) * time.Minute)
+		recs = append(recs, callRecords(t, km, c.tenant, c.id, "sip-"+c.id, "1001", "2002", at, time.Second)...)
+		if c.group == "" {
+			continue
+		}
+		r, err := schemas.NewRecord(schemas.TopicMetadata, []byte(c.id), schemas.Envelope{ID: "md-" + c.id, Tenant: c.tenant, CallID: c.id, OccurredAt: at},
+			&verbatimv1.MetadataAttached{CallId: c.id, OccurredAt: timestamppb.New(at), Source: "cti", SkillGroup: c.group, PeripheralIds: []string{c.pid}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	if err := search.NewProjector(conn, db, km, keysOf(t, recs)).Apply(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	ids := func(q search.Query) []string {
+		t.Helper()
+		q.Tenant = "demo"
+		rs, err := search.Search(ctx, conn, db, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range rs {
+			out = append(out, r.CallID)
+		}
+		return out
+	}
+	for name, c := range map[string]struct {
+		q    search.Query
+		want []string
+	}{
+		"sales":             {search.Query{SkillGroups: []string{"sales"}}, []string{"sales1", "sales2"}},
+		"sales and support": {search.Query{SkillGroups: []string{"support", "sales"}}, []string{"sales1", "sales2", "support1"}},
+		"no such group":     {search.Query{SkillGroups: []string{"\x00none"}}, nil},
+		"peripheral id":     {search.Query{PeripheralID: "pk-1"}, []string{"sales1"}}, // not acme's call of that id
+		"id out of scope":   {search.Query{PeripheralID: "pk-3", SkillGroups: []string{"sales"}}, nil},
+		"unknown id":        {search.Query{PeripheralID: "pk-9"}, nil},
+	} {
+		if got := ids(c.q); !slices.Equal(got, c.want) {
+			t.Errorf("%s: %v, want %v", name, got, c.want)
+		}
+	}
+}

@@ -192,6 +192,9 @@ var migrations = []string{
 	"ALTER TABLE {db}.metadata ADD COLUMN comments Array(String)",
 	// Tags on a call (MetadataAttached.tags), in the clear.
 	"ALTER TABLE {db}.metadata ADD COLUMN tags Array(String)",
+	// The contact centre's ids of a call (MetadataAttached.peripheral_ids),
+	// by which a CTI integration attaches data to it.
+	"ALTER TABLE {db}.metadata ADD COLUMN peripheral_ids Array(String)",
 }
 
 // Migrate creates the database and applies pending migrations. It is safe
