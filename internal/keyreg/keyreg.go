@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
@@ -42,17 +41,10 @@ var ErrOtherTenant = errors.New("keyreg: data key belongs to another tenant")
 // only; unwrapping is the caller's, through keys.Manager. Safe for
 // concurrent use.
 type Registry struct {
-	cl     *kgo.Client
-	adm    *kadm.Client
-	cancel context.CancelFunc
-	done   chan struct{}
-
+	f  *kafkaclient.Follower
 	mu struct {
 		sync.Mutex
-		keys    map[string]*verbatimv1.DataKey // nil value: shredded
-		read    *kafkaclient.Progress
-		changed chan struct{} // closed and replaced on every fetch
-		err     error         // the last fetch or decoding error
+		keys map[string]*verbatimv1.DataKey // nil value: shredded
 	}
 }
 
@@ -60,57 +52,30 @@ type Registry struct {
 // with ConsumeOpts and no consumer group (read committed). The registry
 // owns cl and closes it on Close.
 func Start(cl *kgo.Client) *Registry {
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &Registry{cl: cl, adm: kadm.NewClient(cl), cancel: cancel, done: make(chan struct{})}
+	r := &Registry{}
 	r.mu.keys = map[string]*verbatimv1.DataKey{}
-	r.mu.read = kafkaclient.NewProgress()
-	r.mu.changed = make(chan struct{})
-	go r.run(ctx)
+	r.f = kafkaclient.Follow(cl, r.apply, schemas.TopicKeys)
 	return r
 }
 
 // ConsumeOpts are the options a registry's client needs: the keys topic
 // from its start, with transaction markers delivered so that the registry
 // can tell when it has read a partition to its end.
-func ConsumeOpts() []kgo.Opt {
-	return []kgo.Opt{kgo.ConsumeTopics(schemas.TopicKeys), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.KeepControlRecords()}
-}
+func ConsumeOpts() []kgo.Opt { return kafkaclient.FollowOpts(schemas.TopicKeys) }
 
-func (r *Registry) run(ctx context.Context) {
-	defer close(r.done)
-	for {
-		fs := r.cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		var bad error
-		fs.EachError(func(t string, p int32, err error) {
-			bad = fmt.Errorf("keyreg: fetch %s/%d: %w", t, p, err)
-		})
-		r.mu.Lock()
-		fs.EachRecord(func(rec *kgo.Record) {
-			r.mu.read.Observe(rec)
-			switch {
-			case rec.Attrs.IsControl():
-			case rec.Value == nil:
-				r.mu.keys[string(rec.Key)] = nil
-			default:
-				dk := &verbatimv1.DataKey{}
-				if err := proto.Unmarshal(rec.Value, dk); err != nil || dk.GetKeyId() == "" {
-					bad = fmt.Errorf("keyreg: %s/%d offset %d: not a DataKey: %v", rec.Topic, rec.Partition, rec.Offset, err)
-					return
-				}
-				r.mu.keys[dk.GetKeyId()] = dk
-			}
-		})
-		if bad != nil {
-			r.mu.err = bad
-		}
-		close(r.mu.changed)
-		r.mu.changed = make(chan struct{})
-		r.mu.Unlock()
+func (r *Registry) apply(rec *kgo.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rec.Value == nil {
+		r.mu.keys[string(rec.Key)] = nil
+		return nil
 	}
+	dk := &verbatimv1.DataKey{}
+	if err := proto.Unmarshal(rec.Value, dk); err != nil || dk.GetKeyId() == "" {
+		return fmt.Errorf("keyreg: not a DataKey: %v", err)
+	}
+	r.mu.keys[dk.GetKeyId()] = dk
+	return nil
 }
 
 // lookup returns id's key if the registry has read it (or its tombstone).
@@ -150,43 +115,16 @@ func (r *Registry) Get(ctx context.Context, tenant, id string) (*verbatimv1.Data
 // Sync returns once the registry has read every partition of the keys
 // topic up to the end offset it has when Sync is called: every key
 // acknowledged to a writer before then is known, and every transaction
-// still open below that end has committed or aborted.
-//
-// Known limit: a partition whose last records the log cleaner has removed
-// (a tombstone or a transaction marker older than delete.retention.ms, in
-// a segment rolled since) ends in an empty batch that no consumer is
-// shown, and Sync waits for it until ctx ends. Every call stored writes
-// the keys topic, so only a registry left without writes for longer than
-// the retention meets it.
+// still open below that end has committed or aborted. (Its known limit is
+// kafkaclient.Follower.Sync's: every call stored writes the keys topic, so
+// only a registry left without writes for longer than its retention of
+// markers meets it.)
 func (r *Registry) Sync(ctx context.Context) error {
-	starts, ends, err := kafkaclient.Bounds(ctx, r.adm, schemas.TopicKeys)
-	if err != nil {
-		return err
+	if err := r.f.Sync(ctx); err != nil {
+		return fmt.Errorf("keyreg: registry %w", err)
 	}
-	for {
-		r.mu.Lock()
-		behind := r.mu.read.Behind(starts, ends)
-		changed, lastErr := r.mu.changed, r.mu.err
-		r.mu.Unlock()
-		if len(behind) == 0 {
-			return nil
-		}
-		select {
-		case <-changed:
-		case <-r.done:
-			return errors.New("keyreg: closed")
-		case <-ctx.Done():
-			if lastErr != nil {
-				return fmt.Errorf("registry not read to its end (%v still to read): %w; last fetch error: %w", behind, ctx.Err(), lastErr)
-			}
-			return fmt.Errorf("registry not read to its end (%v still to read): %w", behind, ctx.Err())
-		}
-	}
+	return nil
 }
 
 // Close stops following and closes the client.
-func (r *Registry) Close() {
-	r.cancel()
-	<-r.done
-	r.cl.Close()
-}
+func (r *Registry) Close() { r.f.Close() }
