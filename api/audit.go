@@ -74,6 +74,8 @@ func event(r *http.Request, action string, id *auth.Identity, target string, ref
 			typ = "recording"
 		case strings.HasPrefix(action, "export."):
 			typ = "export"
+		case strings.HasPrefix(action, "group."):
+			typ = "group"
 		}
 		ev.Target = &verbatimv1.Target{Type: typ, Id: target}
 	}

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/verbatimrec/verbatim/api/auth"
 	"github.com/verbatimrec/verbatim/internal/playback"
 	"github.com/verbatimrec/verbatim/projections/search"
 	"github.com/verbatimrec/verbatim/schemas"
@@ -89,8 +90,16 @@ func (s *Server) createExport(w http.ResponseWriter, req *request) error {
 	if err := decodeStrict(req.r.Body, &in); err != nil {
 		return err
 	}
+	g, err := s.grants(req.r.Context(), req.id)
+	if err != nil {
+		return err
+	}
+	if !g.may(PermExport) {
+		return g.forbid(PermExport)
+	}
 	q := search.Query{Tenant: req.id.Tenant, Party: in.Party, CallID: in.CallID, Agent: in.Agent, SkillGroup: in.SkillGroup, Status: in.Status,
-		Limit: search.MaxLimit, Parties: own(req.id)}
+		Limit: search.MaxLimit}
+	g.scope(&q)
 	if in.From != nil {
 		q.From = *in.From
 	}
@@ -234,12 +243,23 @@ func (s *Server) runExport(j *exportJob, f *os.File, q search.Query, req *reques
 }
 
 // export finds the tenant's export id; another tenant's is not found.
+// export is the export a request names, if it is the caller's (an
+// administrator's: any of the tenant), and the caller may still export:
+// an export holds the calls its creator could see, which others of the
+// tenant may not.
 func (s *Server) export(req *request) (*exportJob, error) {
 	s.exports.mu.Lock()
 	j := s.exports.jobs[req.target]
 	s.exports.mu.Unlock()
-	if j == nil || j.tenant != req.id.Tenant {
+	if j == nil || j.tenant != req.id.Tenant || j.creator != req.id.Subject && !req.id.Has(auth.RoleAdministrator) {
 		return nil, notFound("export " + req.target)
+	}
+	g, err := s.grants(req.r.Context(), req.id)
+	if err != nil {
+		return nil, err
+	}
+	if !g.may(PermExport) {
+		return nil, g.forbid(PermExport)
 	}
 	return j, nil
 }

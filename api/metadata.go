@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,8 +19,10 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/verbatimrec/verbatim/api/auth"
 	"github.com/verbatimrec/verbatim/internal/keys"
 	"github.com/verbatimrec/verbatim/internal/seal"
+	"github.com/verbatimrec/verbatim/projections/search"
 	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
@@ -86,6 +91,12 @@ type metadataIn struct {
 	Variables        map[string]string  `json:"variables"`
 	Scores           map[string]float64 `json:"scores"`
 	Comments         []string           `json:"comments"`
+	// Which call, for POST /v1/metadata: exactly one of Verbatim's call
+	// id, the SIP Call-ID, or an id the contact centre gave the call
+	// before (a peripheral id in earlier metadata).
+	CallID       string `json:"call_id"`
+	SIPCallID    string `json:"sip_call_id"`
+	PeripheralID string `json:"peripheral_id"`
 }
 
 // maxMetadataBody bounds a metadata request.
@@ -183,20 +194,103 @@ func (s *Server) attachMetadata(w http.ResponseWriter, req *request) error {
 	if err := decodeStrict(req.r.Body, &in); err != nil {
 		return err
 	}
+	if in.CallID != "" || in.SIPCallID != "" || in.PeripheralID != "" {
+		return badRequest("call_id, sip_call_id and peripheral_id name the call of POST /v1/metadata; here the path does")
+	}
 	if err := in.validate(); err != nil {
 		return err
 	}
+	c, g, err := s.call(req.r.Context(), req.id, req.target, false)
+	if err != nil {
+		return err
+	}
+	if len(in.Scores) > 0 && !req.id.Has(auth.RoleService) && !g.may(PermScore) {
+		return g.forbid(PermScore)
+	}
+	ev, personal := in.event(req.id)
+	return s.commitMetadata(w, req, key, []search.Result{c}, ev, personal)
+}
+
+// maxMetadataCalls bounds the calls one POST /v1/metadata attaches to (a
+// peripheral id of a conversation with its transfers).
+const maxMetadataCalls = 16
+
+// attachMetadataByID is attachMetadata for a call named in the body by
+// Verbatim's call id, its SIP Call-ID or a peripheral id: what a CTI
+// integration knows. Every call so named (at most 16) gets the data, in
+// one transaction.
+func (s *Server) attachMetadataByID(w http.ResponseWriter, req *request) error {
+	key, err := idempotencyKey(req)
+	if err != nil {
+		return err
+	}
+	var in metadataIn
+	if err := decodeStrict(req.r.Body, &in); err != nil {
+		return err
+	}
+	q := search.Query{Tenant: req.id.Tenant, Limit: maxMetadataCalls + 1}
+	named := 0
+	for _, v := range []string{in.CallID, in.SIPCallID, in.PeripheralID} {
+		if v != "" {
+			named++
+		}
+		if len(v) > 128 {
+			return badRequest("call_id, sip_call_id, peripheral_id: at most 128 bytes")
+		}
+	}
+	if named != 1 {
+		return badRequest("name the call by exactly one of call_id, sip_call_id or peripheral_id (%d given)", named)
+	}
+	if err := in.validate(); err != nil {
+		return err
+	}
+	g, err := s.grants(req.r.Context(), req.id)
+	if err != nil {
+		return err
+	}
+	if len(in.Scores) > 0 && !req.id.Has(auth.RoleService) && !g.may(PermScore) {
+		return g.forbid(PermScore)
+	}
+	q.CallID, q.PeripheralID = in.CallID+in.SIPCallID, in.PeripheralID
+	g.scope(&q)
+	rs, _, err := search.SearchPage(req.r.Context(), s.cfg.Conn, s.cfg.Database, q)
+	if err != nil {
+		return err
+	}
+	// call_id names Verbatim's id only; sip_call_id the SIP one only.
+	rs = slices.DeleteFunc(rs, func(r search.Result) bool {
+		return in.CallID != "" && r.CallID != in.CallID || in.SIPCallID != "" && r.SIPCallID != in.SIPCallID
+	})
+	switch {
+	case len(rs) == 0:
+		return notFound("a call of " + strings.TrimPrefix(fmt.Sprintf("%s%s%s", prefixed("call_id ", in.CallID), prefixed("sip_call_id ", in.SIPCallID), prefixed("peripheral_id ", in.PeripheralID)), " "))
+	case len(rs) > maxMetadataCalls:
+		return &apiError{http.StatusConflict, "too_many_calls", fmt.Sprintf("more than %d calls have this id: name one by call_id", maxMetadataCalls)}
+	}
+	ev, personal := in.event(req.id)
+	return s.commitMetadata(w, req, key, rs, ev, personal)
+}
+
+func prefixed(p, v string) string {
+	if v == "" {
+		return ""
+	}
+	return p + v
+}
+
+// event is the MetadataAttached of in, by id, and its personal part.
+func (in *metadataIn) event(id auth.Identity) (*verbatimv1.MetadataAttached, *verbatimv1.MetadataPersonal) {
 	at := time.Now()
 	if in.OccurredAt != nil {
 		at = *in.OccurredAt
 	}
 	ev := &verbatimv1.MetadataAttached{OccurredAt: timestamppb.New(at), Source: in.Source, AgentId: in.AgentID,
 		SkillGroup: in.SkillGroup, RequestedService: in.RequestedService, WrapUpCode: in.WrapUpCode, PeripheralIds: in.PeripheralIDs}
-	for name, v := range in.Scores {
-		ev.Scores = append(ev.Scores, &verbatimv1.Score{Name: name, Value: v, EvaluatorId: req.id.Subject})
+	for _, name := range slices.Sorted(maps.Keys(in.Scores)) {
+		ev.Scores = append(ev.Scores, &verbatimv1.Score{Name: name, Value: in.Scores[name], EvaluatorId: id.Subject})
 	}
-	return s.commitMetadata(w, req, key, ev, &verbatimv1.MetadataPersonal{AgentName: in.AgentName, Ani: in.ANI, Dnis: in.DNIS,
-		CallVariables: in.Variables, Comments: in.Comments})
+	return ev, &verbatimv1.MetadataPersonal{AgentName: in.AgentName, Ani: in.ANI, Dnis: in.DNIS,
+		CallVariables: in.Variables, Comments: in.Comments}
 }
 
 // commentIn is a comment on a call.
@@ -218,8 +312,12 @@ func (s *Server) comment(w http.ResponseWriter, req *request) error {
 	if in.Text == "" || len(in.Text) > 2000 {
 		return badRequest("text: 1 to 2,000 bytes")
 	}
+	c, err := s.callFor(req, PermComment)
+	if err != nil {
+		return err
+	}
 	ev := &verbatimv1.MetadataAttached{OccurredAt: timestamppb.Now(), Source: "comment"}
-	return s.commitMetadata(w, req, key, ev, &verbatimv1.MetadataPersonal{Comments: []string{in.Text},
+	return s.commitMetadata(w, req, key, []search.Result{c}, ev, &verbatimv1.MetadataPersonal{Comments: []string{in.Text},
 		CallVariables: map[string]string{"comment_author": req.id.Subject}})
 }
 
@@ -249,51 +347,81 @@ func (s *Server) tag(w http.ResponseWriter, req *request) error {
 			return badRequest("tag %q: lower-case letters, digits, '.', '_', '-' (at most 32): a label, never personal data", t)
 		}
 	}
+	c, err := s.callFor(req, PermComment)
+	if err != nil {
+		return err
+	}
 	ev := &verbatimv1.MetadataAttached{OccurredAt: timestamppb.Now(), Source: "tag", Tags: in.Tags}
-	return s.commitMetadata(w, req, key, ev, &verbatimv1.MetadataPersonal{CallVariables: map[string]string{"tag_author": req.id.Subject}})
+	return s.commitMetadata(w, req, key, []search.Result{c}, ev, &verbatimv1.MetadataPersonal{CallVariables: map[string]string{"tag_author": req.id.Subject}})
 }
 
-// commitMetadata seals personal under the call's data key into ev and
-// commits it with the request's audit event.
-func (s *Server) commitMetadata(w http.ResponseWriter, req *request, key string, ev *verbatimv1.MetadataAttached, personal *verbatimv1.MetadataPersonal) error {
-	c, err := s.call(req.r.Context(), req.id, req.target, false)
+// callFor is the call a request names, if its caller may see it and has
+// permission need.
+func (s *Server) callFor(req *request, need Permission) (search.Result, error) {
+	c, g, err := s.call(req.r.Context(), req.id, req.target, false)
 	if err != nil {
-		return err
+		return c, err
 	}
-	if c.DataKeyID == "" {
-		return &apiError{http.StatusConflict, "call_key_unknown", "the search projection does not know this call's data key (projected before it kept them): rebuild it"}
+	if !g.may(need) {
+		return c, g.forbid(need)
 	}
-	sealer, err := s.sealer(req.r.Context(), req.id.Tenant, c.DataKeyID)
-	if err != nil {
-		return err
-	}
+	return c, nil
+}
+
+// commitMetadata seals personal under each call's data key into a copy
+// of ev for it, and commits them with the request's audit event.
+func (s *Server) commitMetadata(w http.ResponseWriter, req *request, key string, calls []search.Result, ev *verbatimv1.MetadataAttached, personal *verbatimv1.MetadataPersonal) error {
 	plain, err := proto.Marshal(personal)
 	if err != nil {
 		return err
 	}
-	if ev.Personal, err = sealer.Seal(nil, "verbatim.v1.MetadataPersonal", plain); err != nil {
-		return err
+	type attached struct {
+		EventID string `json:"event_id"`
+		CallID  string `json:"call_id"`
 	}
-	ev.CallId = c.CallID
-	id := schemas.DerivedID("api-metadata", req.id.Tenant, c.CallID, req.action, key)
-	rec, err := schemas.NewRecord(schemas.TopicMetadata, []byte(c.CallID),
-		schemas.Envelope{ID: id, Tenant: req.id.Tenant, CallID: c.CallID, OccurredAt: ev.GetOccurredAt().AsTime(), Producer: "verbatim-api"}, ev)
-	if err != nil {
-		return err
+	var recs []*kgo.Record
+	var out []attached
+	for _, c := range calls {
+		if c.DataKeyID == "" {
+			return &apiError{http.StatusConflict, "call_key_unknown", "the search projection does not know the data key of call " + c.CallID + " (projected before it kept them): rebuild it"}
+		}
+		sealer, err := s.sealer(req.r.Context(), req.id.Tenant, c.DataKeyID)
+		if err != nil {
+			return err
+		}
+		ce := proto.CloneOf(ev)
+		if ce.Personal, err = sealer.Seal(nil, "verbatim.v1.MetadataPersonal", plain); err != nil {
+			return err
+		}
+		ce.CallId = c.CallID
+		id := schemas.DerivedID("api-metadata", req.id.Tenant, c.CallID, req.action, key)
+		rec, err := schemas.NewRecord(schemas.TopicMetadata, []byte(c.CallID),
+			schemas.Envelope{ID: id, Tenant: req.id.Tenant, CallID: c.CallID, OccurredAt: ce.GetOccurredAt().AsTime(), Producer: "verbatim-api"}, ce)
+		if err != nil {
+			return err
+		}
+		recs, out = append(recs, rec), append(out, attached{id, c.CallID})
 	}
-	audit := event(req.r, req.action, &req.id, c.CallID, nil)
-	audit.EventId = schemas.DerivedID(id, "audit")
+	ids := make([]string, len(out))
+	for i, a := range out {
+		ids[i] = a.CallID
+	}
+	audit := event(req.r, req.action, &req.id, strings.Join(ids, ","), nil)
+	audit.EventId = schemas.DerivedID(out[0].EventID, "audit")
 	arec, err := auditRecord(audit)
 	if err != nil {
 		return err
 	}
-	if err := s.cfg.Writer.Commit(req.r.Context(), rec, arec); err != nil {
+	if err := s.cfg.Writer.Commit(req.r.Context(), append(recs, arec)...); err != nil {
 		return &apiError{http.StatusServiceUnavailable, "unavailable", "the metadata and its audit event could not be committed; nothing was changed: try again with the same Idempotency-Key"}
 	}
 	req.audited = true // in the transaction above
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusCreated)
-	return json.NewEncoder(w).Encode(map[string]string{"event_id": id, "call_id": c.CallID})
+	if req.r.URL.Path == "/v1/metadata" {
+		return json.NewEncoder(w).Encode(map[string]any{"attached": out})
+	}
+	return json.NewEncoder(w).Encode(out[0])
 }
 
 // sealer is the call's data key, from the registry, unwrapped.
@@ -309,4 +437,75 @@ func (s *Server) sealer(ctx context.Context, tenant, keyID string) (*seal.Sealer
 		return nil, err
 	}
 	return seal.New(tenant, keyID, plain)
+}
+
+// evaluationIn is a QA evaluation of a call: a form's criteria, each
+// scored out of its maximum.
+type evaluationIn struct {
+	Form     string `json:"form"`
+	Criteria []struct {
+		Name  string  `json:"name"`
+		Score float64 `json:"score"`
+		Max   float64 `json:"max"`
+		Note  string  `json:"note"`
+	} `json:"criteria"`
+	Comment string `json:"comment"`
+}
+
+var formRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
+
+// evaluate scores a call (the score permission): a MetadataAttached of
+// source "evaluation" whose scores are "evaluation.FORM.CRITERION" for
+// each criterion and "evaluation.FORM" for the total in percent; the
+// comment, the notes and the evaluator are sealed under the call's key.
+func (s *Server) evaluate(w http.ResponseWriter, req *request) error {
+	key, err := idempotencyKey(req)
+	if err != nil {
+		return err
+	}
+	var in evaluationIn
+	if err := decodeStrict(req.r.Body, &in); err != nil {
+		return err
+	}
+	if !formRE.MatchString(in.Form) {
+		return badRequest("form %q: lower-case letters, digits, '_', '-' (at most 64), e.g. \"sales-qa-v2\"", in.Form)
+	}
+	if len(in.Criteria) == 0 || len(in.Criteria) > 50 {
+		return badRequest("criteria: 1 to 50")
+	}
+	if len(in.Comment) > 2000 {
+		return badRequest("comment: longer than 2,000 bytes")
+	}
+	ev := &verbatimv1.MetadataAttached{OccurredAt: timestamppb.Now(), Source: "evaluation"}
+	personal := &verbatimv1.MetadataPersonal{CallVariables: map[string]string{"evaluator": req.id.Subject, "evaluation_form": in.Form}}
+	if in.Comment != "" {
+		personal.Comments = append(personal.Comments, in.Comment)
+	}
+	var total, max float64
+	seen := map[string]bool{}
+	for _, c := range in.Criteria {
+		switch {
+		case !formRE.MatchString(c.Name) || seen[c.Name]:
+			return badRequest("criterion %q: a unique name of lower-case letters, digits, '_', '-' (at most 64)", c.Name)
+		case math.IsNaN(c.Max) || c.Max <= 0 || c.Max > 1000:
+			return badRequest("criterion %q: max is more than 0 and at most 1,000", c.Name)
+		case math.IsNaN(c.Score) || c.Score < 0 || c.Score > c.Max:
+			return badRequest("criterion %q: score %v is not from 0 to its max %v", c.Name, c.Score, c.Max)
+		case len(c.Note) > 1000:
+			return badRequest("criterion %q: note longer than 1,000 bytes", c.Name)
+		}
+		seen[c.Name] = true
+		total, max = total+c.Score, max+c.Max
+		ev.Scores = append(ev.Scores, &verbatimv1.Score{Name: "evaluation." + in.Form + "." + c.Name, Value: c.Score, EvaluatorId: req.id.Subject})
+		if c.Note != "" {
+			personal.Comments = append(personal.Comments, c.Name+": "+c.Note)
+		}
+	}
+	percent := math.Round(total/max*1000) / 10
+	ev.Scores = append(ev.Scores, &verbatimv1.Score{Name: "evaluation." + in.Form, Value: percent, EvaluatorId: req.id.Subject})
+	c, err := s.callFor(req, PermScore)
+	if err != nil {
+		return err
+	}
+	return s.commitMetadata(w, req, key, []search.Result{c}, ev, personal)
 }

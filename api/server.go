@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -52,6 +53,8 @@ type Config struct {
 	// Writer commits what a request changes with its audit event.
 	// Required.
 	Writer Writer
+	// Policies are the group policies (StartPolicies). Required.
+	Policies *Policies
 	// Web, if set, lets people sign in to the web page (served at /).
 	Web *WebConfig
 	// ServiceAccounts are the programs that authenticate with a client
@@ -72,6 +75,8 @@ type Server struct {
 	cookies *cookieBox
 	exports exports
 	routes  []string // "GET /v1/calls", as OpenAPI names them
+	// policyMu makes this server's policy changes one at a time.
+	policyMu sync.Mutex
 }
 
 // Routes lists the operations the server serves, as "METHOD /path/{param}".
@@ -83,8 +88,8 @@ const maxQuery = 4 << 10
 
 // New returns the API's handler.
 func New(cfg Config) (*Server, error) {
-	if cfg.Verifier == nil || cfg.Conn == nil || cfg.Playback == nil || cfg.Audit == nil || cfg.Writer == nil {
-		return nil, errors.New("api: a verifier, the search projection, playback, an auditor and a writer are required")
+	if cfg.Verifier == nil || cfg.Conn == nil || cfg.Playback == nil || cfg.Audit == nil || cfg.Writer == nil || cfg.Policies == nil {
+		return nil, errors.New("api: a verifier, the search projection, playback, an auditor, a writer and the group policies are required")
 	}
 	if err := search.ValidDatabase(cfg.Database); err != nil {
 		return nil, err
@@ -118,6 +123,14 @@ func (s *Server) register() {
 	s.route("POST /v1/calls/{id}/metadata", "metadata.attach", append(slices.Clone(readers), auth.RoleService), maxMetadataBody, s.attachMetadata)
 	s.route("POST /v1/calls/{id}/comments", "comment.add", readers, 4<<10, s.comment)
 	s.route("POST /v1/calls/{id}/tags", "tag.add", readers, 4<<10, s.tag)
+	s.route("POST /v1/calls/{id}/evaluations", "evaluation.add", readers, 16<<10, s.evaluate)
+	s.route("POST /v1/metadata", "metadata.attach", append(slices.Clone(readers), auth.RoleService), maxMetadataBody, s.attachMetadataByID)
+	admins := []auth.Role{auth.RoleAdministrator}
+	s.route("GET /v1/groups", "group.list", admins, 0, s.listGroups)
+	s.route("PUT /v1/groups/{id}", "group.set", admins, 16<<10, s.setGroup)
+	s.route("DELETE /v1/groups/{id}", "group.remove", admins, 0, s.removeGroup)
+	s.route("PUT /v1/groups/{id}/permissions/{permission}", "group.grant", admins, 0, s.changePermission(true))
+	s.route("DELETE /v1/groups/{id}/permissions/{permission}", "group.revoke", admins, 0, s.changePermission(false))
 	exporters := []auth.Role{auth.RoleSupervisor, auth.RoleAdministrator}
 	s.route("POST /v1/exports", "export.create", exporters, 4<<10, s.createExport)
 	s.route("GET /v1/exports/{id}", "export.read", exporters, 0, s.getExport)
@@ -411,7 +424,11 @@ func (s *Server) searchCalls(w http.ResponseWriter, req *request) error {
 	if q.After != "" && !search.ValidCursor(q.After) {
 		return badRequest("cursor: %q is not a cursor this API gave", q.After)
 	}
-	q.Parties = own(req.id)
+	g, err := s.grants(req.r.Context(), req.id)
+	if err != nil {
+		return err
+	}
+	g.scope(&q)
 	rs, next, err := search.SearchPage(req.r.Context(), s.cfg.Conn, s.cfg.Database, q)
 	if err != nil {
 		return err
@@ -422,41 +439,36 @@ func (s *Server) searchCalls(w http.ResponseWriter, req *request) error {
 	return writeJSON(w, map[string]any{"calls": rs, "next_cursor": next})
 }
 
-// own is the parties whose calls a user-only identity may see; nil for
-// those who see the tenant's calls.
-func own(id auth.Identity) []string {
-	if id.Has(auth.RoleSupervisor) || id.Has(auth.RoleAdministrator) || id.Has(auth.RoleService) {
-		return nil // a service finds the tenant's calls to attach data; its role lets it read none
-	}
-	if len(id.Parties) == 0 {
-		return []string{"\x00none"} // a user with no party owns no call
-	}
-	return id.Parties
-}
-
 // call finds the tenant's call id (Verbatim's id), as the identity may
-// see it; a call it may not see is not found, never forbidden.
-func (s *Server) call(ctx context.Context, id auth.Identity, callID string, history bool) (search.Result, error) {
+// see it, and what the identity may do with it; a call it may not see is
+// not found, never forbidden.
+func (s *Server) call(ctx context.Context, id auth.Identity, callID string, history bool) (search.Result, grants, error) {
 	if callID == "" || len(callID) > 128 {
-		return search.Result{}, badRequest("call id %q", callID)
+		return search.Result{}, grants{}, badRequest("call id %q", callID)
 	}
-	rs, _, err := search.SearchPage(ctx, s.cfg.Conn, s.cfg.Database, search.Query{Tenant: id.Tenant, CallID: callID, Limit: 2, History: history, Parties: own(id)})
+	g, err := s.grants(ctx, id)
 	if err != nil {
-		return search.Result{}, err
+		return search.Result{}, g, err
+	}
+	q := search.Query{Tenant: id.Tenant, CallID: callID, Limit: 2, History: history}
+	g.scope(&q)
+	rs, _, err := search.SearchPage(ctx, s.cfg.Conn, s.cfg.Database, q)
+	if err != nil {
+		return search.Result{}, g, err
 	}
 	for _, r := range rs {
 		if r.CallID == callID {
-			return r, nil
+			return r, g, nil
 		}
 	}
-	return search.Result{}, notFound("call " + callID)
+	return search.Result{}, g, notFound("call " + callID)
 }
 
 func (s *Server) getCall(w http.ResponseWriter, req *request) error {
 	if _, err := query(req.r); err != nil {
 		return err
 	}
-	c, err := s.call(req.r.Context(), req.id, req.target, true)
+	c, _, err := s.call(req.r.Context(), req.id, req.target, true)
 	if err != nil {
 		return err
 	}
@@ -470,9 +482,18 @@ func (s *Server) recording(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return err
 	}
-	c, err := s.call(req.r.Context(), req.id, req.target, true)
+	c, g, err := s.call(req.r.Context(), req.id, req.target, true)
 	if err != nil {
 		return err
+	}
+	if v := p["download"]; v != "" && v != "true" && v != "false" {
+		return badRequest("download: %q is not true or false", v)
+	}
+	if need := PermPlay; !g.may(need) || p["download"] == "true" && !g.may(PermDownload) {
+		if g.may(need) {
+			need = PermDownload
+		}
+		return g.forbid(need)
 	}
 	rec := c.Recording
 	if id := p["recording"]; id != "" {
@@ -492,9 +513,6 @@ func (s *Server) recording(w http.ResponseWriter, req *request) error {
 	}
 	if rec == nil || rec.Failure != "" || rec.ObjectKey == "" {
 		return notFound("a recording of call " + c.CallID)
-	}
-	if v := p["download"]; v != "" && v != "true" && v != "false" {
-		return badRequest("download: %q is not true or false", v)
 	}
 	f, err := os.CreateTemp(s.cfg.SpoolDir, "verbatim-api-*")
 	if err != nil {

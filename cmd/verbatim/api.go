@@ -20,6 +20,7 @@ import (
 	"github.com/verbatimrec/verbatim/api/auth"
 	"github.com/verbatimrec/verbatim/internal/keyreg"
 	"github.com/verbatimrec/verbatim/internal/playback"
+	"github.com/verbatimrec/verbatim/schemas"
 )
 
 // claimFlag parses "path" or "path:prefix" ("groups:tenant:").
@@ -103,6 +104,18 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer closeOpener()
+	policyCl, err := kafka.client("verbatim-api-policies", stderr, api.PolicyConsumeOpts()...)
+	if err != nil {
+		return err
+	}
+	policies := api.StartPolicies(policyCl)
+	defer policies.Close()
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = policies.Sync(pctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("api: the group policies (%s) could not be read (are the topics created? verbatim topics --create): %w", schemas.TopicPolicy, err)
+	}
 	auditCl, err := kafka.client("verbatim-api", stderr)
 	if err != nil {
 		return err
@@ -144,7 +157,7 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	srv, err := api.New(api.Config{Web: web, ServiceAccounts: accounts, Verifier: verifier, Conn: conn, Database: db,
 		Playback: opener, Audit: api.KafkaAuditor{Client: auditCl}, Writer: &api.KafkaWriter{Client: writeCl},
-		SpoolDir: *spool, Logger: warnLogger(stderr)})
+		Policies: policies, SpoolDir: *spool, Logger: warnLogger(stderr)})
 	if err != nil {
 		return err
 	}
