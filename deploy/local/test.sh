@@ -13,7 +13,9 @@
 #   4. the web page's browser test (deploy/browser: chromium and chromedp,
 #      signing in through the stack's Dex), its screenshot kept in
 #      .stack/artefacts/web.png
-#   5. schema checks (lint, breaking changes, stale generated code)
+#   5. api/openapi.json against OpenAPI 3.1 and JSON Schema 2020-12
+#      (deploy/openapi), and schema checks (lint, breaking changes, stale
+#      generated code)
 #   6. docker-compose.yml validation
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -71,6 +73,11 @@ step "the web page in a real browser (deploy/browser: Debian's chromium, headles
 status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] || { echo "browser test failed" >&2; exit "$status"; }
 echo "screenshot: $VERBATIM_STACK_DIR/artefacts/web.png"
+
+step "the OpenAPI document (deploy/openapi: OpenAPI 3.1 and JSON Schema 2020-12, by libopenapi-validator and jsonschema)"
+(cd deploy/openapi && go vet ./... && go test -count=1 -v ./... 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)')
+status=${PIPESTATUS[0]}
+[ "$status" -eq 0 ] || { echo "OpenAPI document check failed" >&2; exit "$status"; }
 
 step "schema checks"
 schemas/check.sh
