@@ -1,0 +1,136 @@
+package auth_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/verbatimrec/verbatim/api/auth"
+)
+
+// issuer is a minimal OpenID provider for one unit test: a discovery
+// document and a key set that the test rotates. (Integration tests use
+// the local stack's Dex, which rotates its keys every six hours.)
+type issuer struct {
+	srv     *httptest.Server
+	mu      sync.Mutex
+	keys    map[string]*ecdsa.PrivateKey // published, by kid
+	fetches atomic.Int32
+}
+
+func newIssuer(t *testing.T) *issuer {
+	is := &issuer{keys: map[string]*ecdsa.PrivateKey{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]any{"issuer": is.srv.URL, "jwks_uri": is.srv.URL + "/keys",
+			"authorization_endpoint": is.srv.URL + "/auth", "token_endpoint": is.srv.URL + "/token", "id_token_signing_alg_values_supported": []string{"ES256"}})
+	})
+	mux.HandleFunc("GET /keys", func(w http.ResponseWriter, _ *http.Request) {
+		is.fetches.Add(1)
+		is.mu.Lock()
+		defer is.mu.Unlock()
+		var set jose.JSONWebKeySet
+		for kid, k := range is.keys {
+			set.Keys = append(set.Keys, jose.JSONWebKey{Key: &k.PublicKey, KeyID: kid, Algorithm: "ES256", Use: "sig"})
+		}
+		_ = json.NewEncoder(w).Encode(set)
+	})
+	is.srv = httptest.NewServer(mux)
+	t.Cleanup(is.srv.Close)
+	return is
+}
+
+// publish replaces the published keys with a new one, kid; it returns
+// the key.
+func (is *issuer) publish(t *testing.T, kid string, keep ...string) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	for old := range is.keys {
+		if !slices.Contains(keep, old) {
+			delete(is.keys, old)
+		}
+	}
+	is.keys[kid] = k
+	return k
+}
+
+func (is *issuer) token(t *testing.T, kid string, k *ecdsa.PrivateKey) string {
+	t.Helper()
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k}, (&jose.SignerOptions{}).WithHeader("kid", kid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(map[string]any{"iss": is.srv.URL, "aud": "verbatim", "sub": "s1", "exp": time.Now().Add(time.Hour).Unix(),
+		"iat": time.Now().Unix(), "groups": []string{"tenant:demo", "role:supervisor"}})
+	jws, err := signer.Sign(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := jws.CompactSerialize()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestKeyRotation: a token signed with a key the provider published
+// after the verifier started verifies (the key set is fetched again for
+// a key id not seen, not on every token); once the provider has retired
+// a key and the new set is fetched, tokens of the retired key are
+// refused.
+func TestKeyRotation(t *testing.T) {
+	ctx := context.Background()
+	is := newIssuer(t)
+	k1 := is.publish(t, "k1")
+	cfg := auth.Config{Issuer: is.srv.URL, Audiences: []string{"verbatim"}}
+	auth.DexClaims(&cfg)
+	v, err := auth.NewVerifier(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := is.token(t, "k1", k1)
+	for range 3 {
+		if _, err := v.Verify(ctx, old); err != nil {
+			t.Fatalf("k1: %v", err)
+		}
+	}
+	if n := is.fetches.Load(); n != 1 {
+		t.Fatalf("key set fetched %d times for three tokens of one key", n)
+	}
+	// Rotation: k2 published beside k1 (providers publish the next key
+	// before signing with it), then k1 retired.
+	k2 := is.publish(t, "k2", "k1")
+	if id, err := v.Verify(ctx, is.token(t, "k2", k2)); err != nil || id.Tenant != "demo" {
+		t.Fatalf("a token of the new key: %+v %v", id, err)
+	}
+	if n := is.fetches.Load(); n != 2 {
+		t.Fatalf("key set fetched %d times, want 2 (once more for the new key)", n)
+	}
+	if _, err := v.Verify(ctx, old); err != nil {
+		t.Fatalf("k1 while still published: %v", err)
+	}
+	k3 := is.publish(t, "k3") // k1 and k2 retired
+	if _, err := v.Verify(ctx, is.token(t, "k3", k3)); err != nil {
+		t.Fatalf("k3: %v", err)
+	}
+	if _, err := v.Verify(ctx, old); !errors.Is(err, auth.ErrToken) {
+		t.Fatalf("a token of a retired key: %v, want refused", err)
+	}
+}
