@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -160,4 +162,59 @@ func (d *devRun) stop() {
 	if err := <-d.done; err != nil {
 		d.t.Fatalf("dev: %v\n%s", err, d.errb.String())
 	}
+}
+
+// TestDevServesTheAPI: `verbatim dev --roles api` serves the HTTPS API
+// on the embedded default, with the local stack's Dex and ClickHouse: a
+// signed-in supervisor gets their identity and a page of calls, and no
+// token gets 401.
+func TestDevServesTheAPI(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	d := startDev(ctx, t, "--data", t.TempDir(), "--kafka-port", "0", "--clickhouse", stacktest.Env(t, "VERBATIM_CLICKHOUSE_ADDR"),
+		"--roles", "api", "--api-listen", addr)
+	client := stacktest.TLSClient(t)
+	tok := stacktest.DexToken(t, "supervisor@demo.example")
+	get := func(path, tok string) (int, string) {
+		t.Helper()
+		for !strings.Contains(d.errb.String(), "api: listening on https://"+addr) {
+			select {
+			case err := <-d.done:
+				t.Fatalf("dev exited: %v\n%s", err, d.errb.String())
+			case <-ctx.Done():
+				t.Fatalf("the api role did not start: %s", d.errb.String())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if status, body := get("/v1/me", tok); status != 200 || !strings.Contains(body, `"tenant": "demo"`) {
+		t.Fatalf("me: %d %s", status, body)
+	}
+	if status, body := get("/v1/calls?limit=1", tok); status != 200 || !strings.Contains(body, `"calls"`) {
+		t.Fatalf("calls: %d %s", status, body)
+	}
+	if status, _ := get("/v1/calls", ""); status != 401 {
+		t.Fatalf("no token: %d", status)
+	}
+	d.stop()
 }

@@ -131,8 +131,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	port := fs.Int("kafka-port", 19092, "loopback port of the embedded Kafka broker (0: any free port)")
 	chAddr := fs.String("clickhouse", os.Getenv("VERBATIM_CLICKHOUSE_ADDR"), "ClickHouse native address host:port, to migrate the search schema (env VERBATIM_CLICKHOUSE_ADDR; empty: no search)")
 	check := fs.Bool("check", false, "run the self-check and exit instead of serving")
-	roles := fs.String("roles", "process,project", "pipeline roles to run in this process: process (recordings), project (search, needs --clickhouse), siprec (the SIPREC recording server); empty for none")
+	roles := fs.String("roles", "process,project", "pipeline roles to run in this process: process (recordings), project (search, needs --clickhouse), siprec (the SIPREC recording server), api (the HTTPS API and web page, needs --clickhouse, an OpenID provider and a certificate: source the local stack's env.sh); empty for none")
 	var srs devSIPREC
+	var da devAPI
+	fs.StringVar(&da.listen, "api-listen", "127.0.0.1:18443", "HTTPS address of the api role")
+	fs.StringVar(&da.publicURL, "api-public-url", os.Getenv("VERBATIM_PUBLIC_URL"), "URL of the api role's web page, for sign-in (env VERBATIM_PUBLIC_URL; empty: bearer tokens only)")
 	fs.StringVar(&srs.listen, "siprec-listen", "udp:127.0.0.1:5060,tcp:127.0.0.1:5060", "SIP listeners of the siprec role, comma separated")
 	fs.StringVar(&srs.ports, "siprec-rtp-ports", "20000-29999", "RTP port range of the siprec role")
 	tenant := fs.String("tenant", "demo", "tenant for --check and of the siprec role's recordings")
@@ -174,7 +177,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintln(stdout, "self-check passed")
 		return nil
 	}
-	done, err := startRoles(ctx, *roles, s, *chAddr, *dataDir, srs, stdout, stderr)
+	done, err := startRoles(ctx, *roles, s, *chAddr, *dataDir, srs, da, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -186,9 +189,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 // startRoles runs the pipeline roles against the embedded stack until ctx
 // ends; the returned func waits for them and reports the first failure.
-func startRoles(ctx context.Context, roles string, s *devstack.Stack, chAddr, dataDir string, srs devSIPREC, stdout, stderr io.Writer) (func() error, error) {
+func startRoles(ctx context.Context, roles string, s *devstack.Stack, chAddr, dataDir string, srs devSIPREC, da devAPI, stdout, stderr io.Writer) (func() error, error) {
 	var wg sync.WaitGroup
-	errs := make(chan error, 3)
+	errs := make(chan error, 4)
 	kcfg := kafkaclient.Config{Brokers: s.Brokers, Logger: warnLogger(stderr)}
 	for _, role := range strings.Split(roles, ",") {
 		switch strings.TrimSpace(role) {
@@ -243,8 +246,23 @@ func startRoles(ctx context.Context, roles string, s *devstack.Stack, chAddr, da
 					errs <- fmt.Errorf("siprec: %w", err)
 				}
 			}()
+		case "api":
+			if chAddr == "" {
+				return nil, errors.New("dev: role api needs --clickhouse (it searches the projection)")
+			}
+			args := []string{"api", "--listen", da.listen, "--brokers", strings.Join(s.Brokers, ","), "--keyring", s.KeyringPath,
+				"--objects", s.ObjectsDir, "--clickhouse", chAddr, "--instance", "dev", "--public-url", da.publicURL}
+			fmt.Fprintf(stdout, "  role      api: https://%s (issuer %s)\n", da.listen, os.Getenv("VERBATIM_OIDC_ISSUER"))
+			wg.Add(1)
+			go func() { // stops with ctx; waited for by the returned func
+				defer wg.Done()
+				if err := run(ctx, args, io.Discard, stderr); err != nil {
+					fmt.Fprintf(stderr, "dev: role api stopped: %v\n", err)
+					errs <- fmt.Errorf("api: %w", err)
+				}
+			}()
 		default:
-			return nil, fmt.Errorf("dev: unknown role %q (process, project, siprec)", role)
+			return nil, fmt.Errorf("dev: unknown role %q (process, project, siprec, api)", role)
 		}
 	}
 	return func() error {
@@ -257,6 +275,10 @@ func startRoles(ctx context.Context, roles string, s *devstack.Stack, chAddr, da
 		return errors.Join(all...)
 	}, nil
 }
+
+// devAPI configures the api role of `verbatim dev`; its issuer, client
+// and certificate come from the environment, as for `verbatim api`.
+type devAPI struct{ listen, publicURL string }
 
 func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("topics", flag.ContinueOnError)
