@@ -44,6 +44,7 @@ type exportIn struct {
 	Agent      string     `json:"agent"`
 	SkillGroup string     `json:"skill_group"`
 	Status     string     `json:"status"`
+	Tag        string     `json:"tag"`
 }
 
 // exportState is what a client sees of an export.
@@ -98,7 +99,7 @@ func (s *Server) createExport(w http.ResponseWriter, req *request) error {
 		return g.forbid(PermExport)
 	}
 	q := search.Query{Tenant: req.id.Tenant, Party: in.Party, CallID: in.CallID, Agent: in.Agent, SkillGroup: in.SkillGroup, Status: in.Status,
-		Limit: search.MaxLimit}
+		Tag: in.Tag, Limit: search.MaxLimit}
 	g.scope(&q)
 	if in.From != nil {
 		q.From = *in.From

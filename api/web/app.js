@@ -1,13 +1,22 @@
 // Verbatim's web page: search, call detail with its completeness ledger,
-// and playback with a waveform. It calls the API with the session cookie
-// the server set at sign-in; it never sees a token.
+// playback with a waveform, comments and tags, and exports with their
+// progress. It calls the API with the session cookie the server set at
+// sign-in; it never sees a token. Changes carry the page's own header
+// (X-Verbatim-Request), which pages of other sites cannot send.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
 let cursor = "";
+let current = ""; // the call shown in detail
 
-async function api(path) {
-  const resp = await fetch(path, { credentials: "same-origin" });
+async function api(path, method, payload) {
+  const init = { credentials: "same-origin" };
+  if (method) {
+    init.method = method;
+    init.headers = { "Content-Type": "application/json", "X-Verbatim-Request": "1", "Idempotency-Key": crypto.randomUUID() };
+    init.body = JSON.stringify(payload);
+  }
+  const resp = await fetch(path, init);
   if (resp.status === 401) {
     show("signin");
     throw new Error("signed out");
@@ -48,13 +57,18 @@ function party(r, role) {
   return p ? p.uri || p.number : "";
 }
 
-async function search(append) {
-  const form = new FormData($("#search"));
-  const q = new URLSearchParams();
-  for (const [k, v] of form) {
-    if (!v) continue;
-    q.set(k, k === "from" || k === "to" ? new Date(v + "Z").toISOString() : v);
+// filters are the search form's fields that are set, as the API names
+// them (times in UTC).
+function filters() {
+  const out = {};
+  for (const [k, v] of new FormData($("#search"))) {
+    if (v) out[k] = k === "from" || k === "to" ? new Date(v + "Z").toISOString() : v;
   }
+  return out;
+}
+
+async function search(append) {
+  const q = new URLSearchParams(filters());
   if (append && cursor) q.set("cursor", cursor);
   $("#status").textContent = "searching…";
   try {
@@ -81,8 +95,16 @@ async function search(append) {
   }
 }
 
+function describe(m) {
+  const scores = Object.entries(m.scores || {}).map(([k, v]) => k + " " + v);
+  const tags = (m.tags || []).map((t) => "#" + t);
+  return [m.source, m.agent_name, m.agent_id, m.skill_group, m.wrap_up_code, ...tags, ...scores, ...(m.comments || [])].filter(Boolean).join(" · ");
+}
+
 async function detail(id) {
   const c = await api("/v1/calls/" + encodeURIComponent(id));
+  current = c.call_id;
+  $("#change-status").textContent = "";
   $("#detail").hidden = false;
   $("#detail-id").textContent = c.call_id;
   $("#parties").replaceChildren(...(c.parties || []).map((p) => text(document.createElement("li"), p.id + ": " + (p.display_name ? p.display_name + " " : "") + (p.uri || p.number))));
@@ -94,13 +116,60 @@ async function detail(id) {
     for (const v of [l.stream_id, l.captured, l.recorded, l.events, l.comfort_noise, l.not_decodable, l.lost_in_transit, l.never_captured, l.detail || l.capture_damaged || ""]) cell(tr, String(v));
     tbody.appendChild(tr);
   }
-  $("#metadata").replaceChildren(...(c.metadata || []).map((m) => text(document.createElement("li"), [m.source, m.agent_name, m.agent_id, m.skill_group, m.wrap_up_code, ...(m.comments || [])].filter(Boolean).join(" · "))));
+  $("#metadata").replaceChildren(...(c.metadata || []).map((m) => text(document.createElement("li"), describe(m))));
   const player = $("#player");
   player.src = "";
+  $("#download").hidden = true;
   if (c.recording && !c.recording.failure) {
     const src = "/v1/calls/" + encodeURIComponent(c.call_id) + "/recording";
     player.src = src; // the browser seeks with Range requests
+    $("#download").href = src + "?download=true";
+    $("#download").hidden = false;
     waveform(src);
+  }
+}
+
+// change posts a comment or tags on the call shown, then shows it again
+// once the change is committed. The projection shows it in the call's
+// metadata a moment later (search tables are built from the events).
+async function change(what, body, form) {
+  const st = $("#change-status");
+  st.textContent = "saving…";
+  try {
+    await api("/v1/calls/" + encodeURIComponent(current) + "/" + what, "POST", body);
+    st.textContent = what === "comments" ? "comment saved" : "tagged";
+    form.reset();
+    st.dataset.saved = what;
+  } catch (e) {
+    st.textContent = e.message;
+  }
+}
+
+// exportCalls starts an export of the calls the form selects and follows
+// its progress until its zip can be downloaded.
+async function exportCalls() {
+  const st = $("#export-status");
+  st.replaceChildren();
+  try {
+    let job = await api("/v1/exports", "POST", filters());
+    while (job.state === "running") {
+      st.textContent = "exporting: " + job.recordings_written + " of " + job.calls_selected + " recordings";
+      await new Promise((r) => setTimeout(r, 1000)); // the page's progress display, not a test's wait
+      job = await api("/v1/exports/" + encodeURIComponent(job.export_id));
+    }
+    if (job.state !== "done") {
+      st.textContent = "export " + job.state + ": " + (job.error || "");
+      return;
+    }
+    const without = Object.keys(job.calls_without_recording || {}).length;
+    st.textContent = "exported " + job.recordings_written + " recordings of " + job.calls_selected + " calls" + (without ? " (" + without + " without a recording) " : " ");
+    const a = document.createElement("a");
+    a.id = "export-download";
+    a.href = "/v1/exports/" + encodeURIComponent(job.export_id) + "/download";
+    a.textContent = "Download the zip (" + job.size_bytes + " bytes)";
+    st.appendChild(a);
+  } catch (e) {
+    st.textContent = e.message;
   }
 }
 
@@ -133,6 +202,15 @@ $("#search").addEventListener("submit", (ev) => {
   search(false);
 });
 $("#more").addEventListener("click", () => search(true));
+$("#export").addEventListener("click", () => exportCalls());
+$("#comment").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  change("comments", { text: new FormData(ev.target).get("text") }, ev.target);
+});
+$("#tags").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  change("tags", { tags: new FormData(ev.target).get("tags").split(",").map((t) => t.trim()).filter(Boolean) }, ev.target);
+});
 
 (async () => {
   try {

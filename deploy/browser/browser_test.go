@@ -158,13 +158,55 @@ func TestBrowserSignInSearchPlay(t *testing.T) {
 		chromedp.WithPollingTimeout(30*time.Second)))
 	position := run(t, bctx, chromedp.Evaluate[float64](`document.querySelector("#player").currentTime`))
 	drawn := run(t, bctx, chromedp.Poll[string](`document.querySelector("#wave").dataset.drawn`, chromedp.WithPollingTimeout(30*time.Second)))
-	shot := run(t, bctx, chromedp.FullScreenshot(100))
 	t.Logf("signed in as %q; %d calls found; label %q; %d ledger rows; playing at %.1f s; waveform %s; %d range responses",
 		who, rows, label, ledgerRows, position, drawn, ranges)
 	if !strings.Contains(who, "demo") || !strings.Contains(who, "supervisor") || rows < 1 || !strings.HasPrefix(label, "complete") ||
 		ledgerRows != 2 || position < 5 || drawn != "true" || ranges == 0 {
 		t.Fatal("the page did not sign in, find, open, play and seek the call as it should (see above)")
 	}
+	// The download link is the recording, as an attachment.
+	download := run(t, bctx, chromedp.Evaluate[string](`fetch(document.querySelector("#download").href).then(r => r.status + " " + r.headers.get("Content-Disposition"))`,
+		chromedp.EvalAwaitPromise))
+	if !strings.HasPrefix(download, "200 attachment") {
+		t.Fatalf("download link: %s", download)
+	}
+
+	// A comment and tags, committed; once projected, in the call's
+	// metadata when it is opened again.
+	err = chromedp.Do(bctx,
+		chromedp.SendKeys(chromedp.CSS(`#comment input[name="text"]`), "callback promised"),
+		chromedp.Click(chromedp.CSS(`#comment button`)),
+	)
+	if err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+	run(t, bctx, chromedp.Poll[bool](`document.querySelector("#change-status").dataset.saved === "comments"`, chromedp.WithPollingTimeout(30*time.Second)))
+	if err := chromedp.Do(bctx, chromedp.SendKeys(chromedp.CSS(`#tags input[name="tags"]`), "vip, callback"), chromedp.Click(chromedp.CSS(`#tags button`))); err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+	run(t, bctx, chromedp.Poll[bool](`document.querySelector("#change-status").dataset.saved === "tags"`, chromedp.WithPollingTimeout(30*time.Second)))
+	verbatim("project", "search", "--brokers", brokers, "--database", db, "--group", "verbatim-project-browser-"+stamp, "--exit-when-idle")
+	if err := chromedp.Do(bctx, chromedp.Click(chromedp.CSS("#results tbody tr"))); err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+	metadata := run(t, bctx, chromedp.Poll[string](`(() => { const t = document.querySelector("#metadata").textContent; return t.includes("#vip") && t.includes("callback promised") ? t : null; })()`,
+		chromedp.WithPollingTimeout(30*time.Second)))
+	t.Logf("metadata after the comment and the tags: %s", metadata)
+
+	// An export of the calls the form selects (the one call), with its
+	// progress, then its zip.
+	if err := chromedp.Do(bctx, chromedp.Click(chromedp.CSS("#export"))); err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+	run(t, bctx, chromedp.Poll[bool](`document.querySelector("#export-download") !== null`, chromedp.WithPollingTimeout(60*time.Second)))
+	exported := run(t, bctx, chromedp.Text(chromedp.CSS("#export-status")))
+	zipHead := run(t, bctx, chromedp.Evaluate[string](`fetch(document.querySelector("#export-download").href).then(r => r.arrayBuffer()).then(b => String.fromCharCode(...new Uint8Array(b.slice(0, 2))) + " " + b.byteLength)`,
+		chromedp.EvalAwaitPromise))
+	t.Logf("export: %s; zip %s", exported, zipHead)
+	if !strings.HasPrefix(exported, "exported 1 recordings of 1 calls") || !strings.HasPrefix(zipHead, "PK ") {
+		t.Fatalf("export: %q, zip %q", exported, zipHead)
+	}
+	shot := run(t, bctx, chromedp.FullScreenshot(100))
 	img, err := png.Decode(bytes.NewReader(shot))
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
