@@ -100,7 +100,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	cookies, err := newCookieBox()
+	var sessionKey []byte
+	if cfg.Web != nil {
+		sessionKey = cfg.Web.SessionKey
+	}
+	cookies, err := newCookieBox(sessionKey)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
@@ -30,6 +31,11 @@ type WebConfig struct {
 	OAuth2 oauth2.Config
 	// HTTPClient reaches the issuer (its CA); default http.DefaultClient.
 	HTTPClient *http.Client
+	// SessionKey, 32 bytes, seals the session cookies. API servers behind
+	// one address share it, so that a session begun on one is valid on
+	// the others and outlives a restart. Empty: a key of this process's
+	// own, so sessions end when it stops.
+	SessionKey []byte
 }
 
 const (
@@ -46,10 +52,15 @@ const (
 // restarting the server signs everybody out.
 type cookieBox struct{ aead cipher.AEAD }
 
-func newCookieBox() (*cookieBox, error) {
-	key := make([]byte, 32)
-	if _, err := io.ReadFull(rand.Reader, key); err != nil {
-		return nil, err
+func newCookieBox(key []byte) (*cookieBox, error) {
+	if len(key) == 0 {
+		key = make([]byte, 32)
+		if _, err := io.ReadFull(rand.Reader, key); err != nil {
+			return nil, err
+		}
+	}
+	if len(key) != 32 {
+		return nil, fmt.Errorf("api: the session key is %d bytes, not 32", len(key))
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -68,6 +69,7 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	serviceCA := fs.String("service-ca", "", "CA (PEM) of the client certificates of service accounts (a CTI integration); with --service-accounts")
 	serviceAccounts := fs.String("service-accounts", "", `JSON list of service accounts: [{"name": "CERTIFICATE CN", "tenant": "demo", "roles": ["service"]}]`)
 	publicURL := fs.String("public-url", "", "the URL people open for the web page, e.g. https://127.0.0.1:18443 (its /auth/callback must be a redirect URI of the client); empty: no web sign-in, bearer tokens only. The client secret comes from the environment only (VERBATIM_OIDC_CLIENT_SECRET)")
+	sessionKeyFile := fs.String("session-key-file", os.Getenv("VERBATIM_SESSION_KEY_FILE"), "file (0600) of the key sealing web sessions, 64 hex digits, shared by the API servers behind one address (env VERBATIM_SESSION_KEY_FILE); empty: a key of this process, so sessions end when it stops")
 	spool := fs.String("spool", os.TempDir(), "directory for a recording while it is decrypted and served (deleted at once: only the open file remains)")
 	kafka := addKafkaFlags(fs)
 	ch := addClickHouseFlags(fs)
@@ -151,7 +153,15 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if secret == "" {
 			return errors.New("api: --public-url needs the client's secret in VERBATIM_OIDC_CLIENT_SECRET (never on the command line)")
 		}
-		web = &api.WebConfig{HTTPClient: verifier.HTTPClient(), OAuth2: oauth2.Config{ClientID: list(*audience)[0], ClientSecret: secret,
+		var sessionKey []byte
+		if *sessionKeyFile != "" {
+			if sessionKey, err = readSessionKey(*sessionKeyFile); err != nil {
+				return err
+			}
+		} else {
+			fmt.Fprintln(stderr, "api: no --session-key-file: web sessions are sealed with a key of this process, and end when it stops")
+		}
+		web = &api.WebConfig{HTTPClient: verifier.HTTPClient(), SessionKey: sessionKey, OAuth2: oauth2.Config{ClientID: list(*audience)[0], ClientSecret: secret,
 			Endpoint: verifier.Endpoint(), RedirectURL: strings.TrimSuffix(*publicURL, "/") + "/auth/callback",
 			Scopes: []string{"openid", "email", "profile", "groups"}}}
 	}
@@ -181,4 +191,25 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	<-done
 	fmt.Fprintln(stdout, "api: stopped")
 	return err
+}
+
+// readSessionKey reads the web session key: 64 hex digits in a file that
+// only its owner may read.
+func readSessionKey(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("api: session key: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("api: session key %s is readable by others (mode %v): chmod 600 it", path, st.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("api: session key: %w", err)
+	}
+	key, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(key) != 32 {
+		return nil, fmt.Errorf("api: session key %s: not 64 hex digits (make one: head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')", path)
+	}
+	return key, nil
 }

@@ -53,10 +53,15 @@ func (e *cliEnv) startAPI(extra ...string) string {
 			"--database", e.db, "--spool", t.TempDir()}, extra...), io.Discard, pw)
 		pw.Close()
 	}()
+	var exited error // set once the scan below ends early: run returned
+	started := false
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("api: %v", err)
+		if started {
+			exited = <-done
+		}
+		if exited != nil {
+			t.Errorf("api: %v", exited)
 		}
 	})
 	listening := regexp.MustCompile(`api: listening on (https://\S+)`)
@@ -65,10 +70,12 @@ func (e *cliEnv) startAPI(extra ...string) string {
 		t.Log(sc.Text())
 		if m := listening.FindStringSubmatch(sc.Text()); m != nil {
 			go func() { _, _ = io.Copy(io.Discard, pr) }() // the rest of its log
+			started = true
 			return m[1]
 		}
 	}
-	t.Fatalf("api did not start: %v", <-done)
+	exited = <-done
+	t.Fatalf("api did not start: %v", exited)
 	return ""
 }
 

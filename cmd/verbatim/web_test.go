@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -114,6 +116,30 @@ func TestWebSignIn(t *testing.T) {
 	if got := post(true); got != http.StatusCreated {
 		t.Fatalf("a change from the page: %d, want 201", got)
 	}
+	// Another API server behind the same address shares the session key
+	// (the stack's VERBATIM_SESSION_KEY_FILE): the session is valid
+	// there; on a server with another key it is not. A key file others
+	// may read is refused.
+	shared := e.startAPI("--public-url", "https://127.0.0.1:18443")
+	if resp, me := get(shared + "/v1/me"); resp.StatusCode != 200 || !strings.Contains(me, `"tenant": "demo"`) {
+		t.Fatalf("the session on a second server with the shared key: %d %s", resp.StatusCode, me)
+	}
+	otherKey := filepath.Join(t.TempDir(), "session.key")
+	if err := os.WriteFile(otherKey, []byte(strings.Repeat("ab", 32)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other := e.startAPI("--public-url", "https://127.0.0.1:18443", "--session-key-file", otherKey)
+	if resp, _ := get(other + "/v1/me"); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("the session on a server with another key: %d, want 401", resp.StatusCode)
+	}
+	if err := os.Chmod(otherKey, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runOut(ctx, "api", "--listen", "127.0.0.1:0", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects,
+		"--database", e.db, "--public-url", "https://127.0.0.1:18443", "--session-key-file", otherKey); err == nil || !strings.Contains(err.Error(), "readable by others") {
+		t.Fatalf("a session key others may read: %v\n%s", err, out)
+	}
+
 	// A cookie altered by the client is not a session.
 	u, _ := url.Parse(base)
 	for _, c := range jar.Cookies(u) {

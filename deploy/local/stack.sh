@@ -464,9 +464,13 @@ setup_vault() { # the clients' token, the Transit engine and one key per dev ten
 
 tls_dir() { echo "$STACK_DIR/tls"; }
 
-tls_material() { # once per stack: ca.pem, server.pem and server.key (0600)
+tls_material() { # once per stack: ca.pem, server.pem and server.key (0600), session.key (0600)
 	local d
 	d=$(tls_dir)
+	if [ ! -f "$d/session.key" ]; then # the API servers' web session key, shared by them
+		mkdir -p "$d"
+		(umask 077 && randhex 32 >"$d/session.key")
+	fi
 	[ -f "$d/server.pem" ] && return 0
 	command -v openssl >/dev/null || apt_install openssl
 	mkdir -p "$d"
@@ -611,6 +615,7 @@ cmd_up() {
 	credentials
 	for svc in $(services_or_all "$@"); do check_service "$svc"; done
 	for svc in $(services_or_all "$@"); do up_one "$svc"; done
+	tls_material # the API's certificate and session key, with Dex or without
 	cmd_env >"$STACK_DIR/env.sh"
 	chmod 600 "$STACK_DIR/env.sh"
 	log "stack up; for clients: source $STACK_DIR/env.sh"
@@ -663,6 +668,7 @@ export VERBATIM_VAULT_TOKEN=$VAULT_ROOT_TOKEN
 export VERBATIM_TLS_CA=$(tls_dir)/ca.pem
 export VERBATIM_TLS_CERT=$(tls_dir)/server.pem
 export VERBATIM_TLS_KEY=$(tls_dir)/server.key
+export VERBATIM_SESSION_KEY_FILE=$(tls_dir)/session.key
 export VERBATIM_OIDC_ISSUER=https://$HOST:$DEX_PORT/dex
 export VERBATIM_OIDC_CLIENT_ID=verbatim
 export VERBATIM_OIDC_CLIENT_SECRET=$DEX_CLIENT_SECRET
