@@ -163,6 +163,16 @@ func idempotencyKey(req *request) (string, error) {
 	return key, nil
 }
 
+// keyAndBody reads a changing request's Idempotency-Key and its body,
+// strictly, into v.
+func keyAndBody(req *request, v any) (string, error) {
+	key, err := idempotencyKey(req)
+	if err != nil {
+		return "", err
+	}
+	return key, decodeStrict(req.r.Body, v)
+}
+
 // decodeStrict reads exactly one JSON object of known fields from r.
 func decodeStrict(r io.Reader, v any) error {
 	dec := json.NewDecoder(r)
@@ -186,12 +196,9 @@ func decodeStrict(r io.Reader, v any) error {
 // the request's audit event. The Idempotency-Key header makes a retry
 // produce the same event, which every consumer counts once.
 func (s *Server) attachMetadata(w http.ResponseWriter, req *request) error {
-	key, err := idempotencyKey(req)
-	if err != nil {
-		return err
-	}
 	var in metadataIn
-	if err := decodeStrict(req.r.Body, &in); err != nil {
+	key, err := keyAndBody(req, &in)
+	if err != nil {
 		return err
 	}
 	if in.CallID != "" || in.SIPCallID != "" || in.PeripheralID != "" {
@@ -220,12 +227,9 @@ const maxMetadataCalls = 16
 // integration knows. Every call so named (at most 16) gets the data, in
 // one transaction.
 func (s *Server) attachMetadataByID(w http.ResponseWriter, req *request) error {
-	key, err := idempotencyKey(req)
-	if err != nil {
-		return err
-	}
 	var in metadataIn
-	if err := decodeStrict(req.r.Body, &in); err != nil {
+	key, err := keyAndBody(req, &in)
+	if err != nil {
 		return err
 	}
 	q := search.Query{Tenant: req.id.Tenant, Limit: maxMetadataCalls + 1}
@@ -301,12 +305,9 @@ type commentIn struct {
 // comment adds a comment to a call: a MetadataAttached of source
 // "comment", the text and its author sealed under the call's key.
 func (s *Server) comment(w http.ResponseWriter, req *request) error {
-	key, err := idempotencyKey(req)
-	if err != nil {
-		return err
-	}
 	var in commentIn
-	if err := decodeStrict(req.r.Body, &in); err != nil {
+	key, err := keyAndBody(req, &in)
+	if err != nil {
 		return err
 	}
 	if in.Text == "" || len(in.Text) > 2000 {
@@ -331,12 +332,9 @@ var tagRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,31}$`)
 // tag puts tags on a call: a MetadataAttached of source "tag", the tags
 // in the clear (searchable), their author sealed.
 func (s *Server) tag(w http.ResponseWriter, req *request) error {
-	key, err := idempotencyKey(req)
-	if err != nil {
-		return err
-	}
 	var in tagsIn
-	if err := decodeStrict(req.r.Body, &in); err != nil {
+	key, err := keyAndBody(req, &in)
+	if err != nil {
 		return err
 	}
 	if len(in.Tags) == 0 || len(in.Tags) > 16 {
@@ -459,12 +457,9 @@ var formRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 // each criterion and "evaluation.FORM" for the total in percent; the
 // comment, the notes and the evaluator are sealed under the call's key.
 func (s *Server) evaluate(w http.ResponseWriter, req *request) error {
-	key, err := idempotencyKey(req)
-	if err != nil {
-		return err
-	}
 	var in evaluationIn
-	if err := decodeStrict(req.r.Body, &in); err != nil {
+	key, err := keyAndBody(req, &in)
+	if err != nil {
 		return err
 	}
 	if !formRE.MatchString(in.Form) {

@@ -171,19 +171,7 @@ func TestSearchByStatusAndNewestFirst(t *testing.T) {
 	if err := search.NewProjector(conn, db, km, keysOf(t, recs)).Apply(ctx, recs); err != nil {
 		t.Fatal(err)
 	}
-	ids := func(q search.Query) []string {
-		t.Helper()
-		q.Tenant = "demo"
-		rs, err := search.Search(ctx, conn, db, q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, r := range rs {
-			out = append(out, r.CallID)
-		}
-		return out
-	}
+	ids := func(q search.Query) []string { t.Helper(); return demoCallIDs(ctx, t, conn, db, q) }
 	for status, want := range map[string][]string{
 		"complete": {"complete", "reprocessed"}, "partial": {"partial"}, "failed": {"failed"}, "no audio": nil,
 	} {
@@ -236,19 +224,7 @@ func TestSearchBySkillGroupsAndPeripheralID(t *testing.T) {
 	if err := search.NewProjector(conn, db, km, keysOf(t, recs)).Apply(ctx, recs); err != nil {
 		t.Fatal(err)
 	}
-	ids := func(q search.Query) []string {
-		t.Helper()
-		q.Tenant = "demo"
-		rs, err := search.Search(ctx, conn, db, q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, r := range rs {
-			out = append(out, r.CallID)
-		}
-		return out
-	}
+	ids := func(q search.Query) []string { t.Helper(); return demoCallIDs(ctx, t, conn, db, q) }
 	for name, c := range map[string]struct {
 		q    search.Query
 		want []string
@@ -264,4 +240,19 @@ func TestSearchBySkillGroupsAndPeripheralID(t *testing.T) {
 			t.Errorf("%s: %v, want %v", name, got, c.want)
 		}
 	}
+}
+
+// demoCallIDs are the ids of the calls of tenant demo that q finds.
+func demoCallIDs(ctx context.Context, t *testing.T, conn driver.Conn, db string, q search.Query) []string {
+	t.Helper()
+	q.Tenant = "demo"
+	rs, err := search.Search(ctx, conn, db, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.CallID)
+	}
+	return out
 }
