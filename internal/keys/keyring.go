@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -30,11 +31,17 @@ type Keyring struct {
 	}
 }
 
-var _ Manager = (*Keyring)(nil)
+var (
+	_ Manager     = (*Keyring)(nil)
+	_ AuditSigner = (*Keyring)(nil)
+)
 
 type keyringFile struct {
 	Format int                    `json:"format"`
 	KEKs   map[string][]keyringKE `json:"keks"`
+	// AuditSeed is the ed25519 seed of the key signing the audit log's
+	// checkpoints (made on first use).
+	AuditSeed []byte `json:"audit_ed25519_seed,omitempty"`
 }
 
 type keyringKE struct {
@@ -272,4 +279,54 @@ func (k *Keyring) reloadLocked() error {
 	}
 	k.mu.file = f
 	return nil
+}
+
+// auditKey returns the audit log's signing key, making it on first use
+// under the file's lock (another process may have made it meanwhile).
+func (k *Keyring) auditKey() (ed25519.PrivateKey, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(k.mu.file.AuditSeed) == 0 {
+		unlock, err := k.lockFile()
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+		if err := k.reloadLocked(); err != nil {
+			return nil, err
+		}
+		if len(k.mu.file.AuditSeed) == 0 {
+			seed := make([]byte, ed25519.SeedSize)
+			if _, err := rand.Read(seed); err != nil {
+				return nil, fmt.Errorf("keys: %w", err)
+			}
+			k.mu.file.AuditSeed = seed
+			if err := k.saveLocked(); err != nil {
+				k.mu.file.AuditSeed = nil
+				return nil, err
+			}
+		}
+	}
+	if len(k.mu.file.AuditSeed) != ed25519.SeedSize {
+		return nil, fmt.Errorf("keys: keyring %s: the audit signing key is %d bytes, not %d", k.path, len(k.mu.file.AuditSeed), ed25519.SeedSize)
+	}
+	return ed25519.NewKeyFromSeed(k.mu.file.AuditSeed), nil
+}
+
+// AuditPublicKey implements AuditSigner.
+func (k *Keyring) AuditPublicKey(context.Context) (ed25519.PublicKey, error) {
+	key, err := k.auditKey()
+	if err != nil {
+		return nil, err
+	}
+	return key.Public().(ed25519.PublicKey), nil
+}
+
+// SignAudit implements AuditSigner.
+func (k *Keyring) SignAudit(_ context.Context, msg []byte) ([]byte, error) {
+	key, err := k.auditKey()
+	if err != nil {
+		return nil, err
+	}
+	return ed25519.Sign(key, msg), nil
 }

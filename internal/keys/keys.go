@@ -8,6 +8,7 @@ package keys
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,6 +37,17 @@ type Manager interface {
 	// Kind names the implementation as the keys topic records it:
 	// "vault-transit" or "local-keyring".
 	Kind() string
+}
+
+// AuditSigner signs the audit log's checkpoints with an ed25519 key it
+// holds: Vault Transit's (the private key never leaves Vault), or the
+// local keyring's. Both key managers are AuditSigners.
+type AuditSigner interface {
+	// AuditPublicKey returns the signing key's public half, making the
+	// key on first use where the manager may.
+	AuditPublicKey(ctx context.Context) (ed25519.PublicKey, error)
+	// SignAudit signs msg (pure ed25519, no prehash).
+	SignAudit(ctx context.Context, msg []byte) ([]byte, error)
 }
 
 // Wrapped is a DEK encrypted under a KEK.

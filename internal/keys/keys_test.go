@@ -3,11 +3,14 @@ package keys_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/verbatimrec/verbatim/internal/keys"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
@@ -142,5 +145,50 @@ func TestVaultTransit(t *testing.T) {
 	}
 	if _, err := bad.GenerateDataKey(context.Background(), "demo"); err == nil {
 		t.Fatal("bad token produced a data key")
+	}
+}
+
+// TestAuditSigners: both key managers sign with an ed25519 key they make
+// on first use and keep: the signature verifies with the public key they
+// give, the key is the same when opened again, and a signature of other
+// bytes does not verify.
+func TestAuditSigners(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "keyring.json")
+	ring, err := keys.OpenKeyring(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := keys.NewVault(keys.VaultConfig{Address: stacktest.Env(t, "VERBATIM_VAULT_ADDR"), Token: stacktest.Env(t, "VERBATIM_VAULT_TOKEN"),
+		CreateKeys: true, AuditKey: "verbatim-audit-test-" + strconv.FormatInt(time.Now().UnixNano(), 36)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signers := map[string]keys.AuditSigner{"keyring": ring, "vault (transit)": v}
+	for name, s := range signers {
+		pub, err := s.AuditPublicKey(ctx)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		msg := []byte("verbatim.example/audit/demo\n3\nAAAA\n")
+		sig, err := s.SignAudit(ctx, msg)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !ed25519.Verify(pub, msg, sig) || ed25519.Verify(pub, []byte("other"), sig) {
+			t.Fatalf("%s: the signature does not verify with the public key, or verifies other bytes", name)
+		}
+		again, err := s.AuditPublicKey(ctx)
+		if err != nil || !again.Equal(pub) {
+			t.Fatalf("%s: the public key changed: %v", name, err)
+		}
+	}
+	reopened, err := keys.OpenKeyring(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := ring.AuditPublicKey(ctx)
+	if b, err := reopened.AuditPublicKey(ctx); err != nil || !a.Equal(b) {
+		t.Fatalf("the keyring's audit key after reopening: %v", err)
 	}
 }

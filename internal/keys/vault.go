@@ -2,6 +2,7 @@ package keys
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -23,8 +24,11 @@ type VaultConfig struct {
 	// KeyPrefix is prepended to the tenant to name its Transit key.
 	// Default "verbatim-tenant-".
 	KeyPrefix string
+	// AuditKey names the Transit key (type ed25519) signing the audit
+	// log's checkpoints. Default "verbatim-audit-log".
+	AuditKey string
 	// CreateKeys lets the manager create a tenant's Transit key (type
-	// aes256-gcm96) on first use. Off by default: production Vault policies
+	// aes256-gcm96), and the audit signing key, on first use. Off by default: production Vault policies
 	// usually let Verbatim use keys, not create them.
 	CreateKeys bool
 }
@@ -35,6 +39,9 @@ func (c *VaultConfig) setDefaults() {
 	}
 	if c.KeyPrefix == "" {
 		c.KeyPrefix = "verbatim-tenant-"
+	}
+	if c.AuditKey == "" {
+		c.AuditKey = "verbatim-audit-log"
 	}
 }
 
@@ -63,7 +70,10 @@ type Vault struct {
 	c   *vault.Client
 }
 
-var _ Manager = (*Vault)(nil)
+var (
+	_ Manager     = (*Vault)(nil)
+	_ AuditSigner = (*Vault)(nil)
+)
 
 // NewVault returns a Transit key manager.
 func NewVault(cfg VaultConfig) (*Vault, error) {
@@ -178,4 +188,57 @@ func transitVersion(ct string) (uint32, error) {
 		return 0, fmt.Errorf("keys: transit ciphertext version: %w", err)
 	}
 	return uint32(n), nil
+}
+
+// AuditPublicKey implements AuditSigner: the latest version of the
+// Transit key's public half.
+func (v *Vault) AuditPublicKey(ctx context.Context) (ed25519.PublicKey, error) {
+	name := v.cfg.AuditKey
+	s, err := v.c.Logical().ReadWithContext(ctx, v.cfg.Mount+"/keys/"+name)
+	if err == nil && s == nil && v.cfg.CreateKeys {
+		if _, err = v.c.Logical().WriteWithContext(ctx, v.cfg.Mount+"/keys/"+name, map[string]any{"type": "ed25519"}); err != nil {
+			return nil, fmt.Errorf("keys: create transit key %s: %w", name, err)
+		}
+		s, err = v.c.Logical().ReadWithContext(ctx, v.cfg.Mount+"/keys/"+name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keys: transit key %s: %w", name, err)
+	}
+	if s == nil || s.Data == nil {
+		return nil, fmt.Errorf("keys: transit key %s does not exist (create it: type ed25519)", name)
+	}
+	if t, _ := s.Data["type"].(string); t != "ed25519" {
+		return nil, fmt.Errorf("keys: transit key %s is of type %q, not ed25519", name, t)
+	}
+	latest := fmt.Sprint(s.Data["latest_version"])
+	versions, _ := s.Data["keys"].(map[string]any)
+	entry, _ := versions[latest].(map[string]any)
+	pub, _ := entry["public_key"].(string)
+	key, err := base64.StdEncoding.DecodeString(pub)
+	if err != nil || len(key) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("keys: transit key %s version %s: no ed25519 public key", name, latest)
+	}
+	return ed25519.PublicKey(key), nil
+}
+
+// SignAudit implements AuditSigner, with the Transit key's latest version.
+func (v *Vault) SignAudit(ctx context.Context, msg []byte) ([]byte, error) {
+	name := v.cfg.AuditKey
+	s, err := v.c.Logical().WriteWithContext(ctx, v.cfg.Mount+"/sign/"+name, map[string]any{"input": base64.StdEncoding.EncodeToString(msg)})
+	if err != nil {
+		return nil, fmt.Errorf("keys: transit sign %s: %w", name, err)
+	}
+	if s == nil || s.Data == nil {
+		return nil, fmt.Errorf("keys: transit sign %s: empty response", name)
+	}
+	sig, _ := s.Data["signature"].(string)
+	parts := strings.Split(sig, ":")
+	if len(parts) != 3 || parts[0] != "vault" {
+		return nil, fmt.Errorf("keys: transit sign %s: signature %q is not vault:vN:BASE64", name, sig)
+	}
+	b, err := base64.StdEncoding.DecodeString(parts[2])
+	if err != nil || len(b) != ed25519.SignatureSize {
+		return nil, fmt.Errorf("keys: transit sign %s: not an ed25519 signature", name)
+	}
+	return b, nil
 }
