@@ -972,7 +972,27 @@ func (p *processor) failed(ctx context.Context, f finishing, cause error) (outco
 	if err != nil {
 		return outcome{}, err
 	}
-	return outcome{recs: []*kgo.Record{rec}, failed: true}, nil
+	audit, err := systemAudit(c.tenant, c.id, "recording.failed", recordingID, cause.Error(), now, nil)
+	if err != nil {
+		return outcome{}, err
+	}
+	return outcome{recs: []*kgo.Record{rec, audit}, failed: true}, nil
+}
+
+// systemAudit is the audit event of a recording stored (with the
+// RecordingStored: the chain of custody) or failed: the processor's
+// action, in the call's transaction.
+func systemAudit(tenant, callID, action, recordingID, failure string, at time.Time, stored *verbatimv1.RecordingStored) (*kgo.Record, error) {
+	id := schemas.DerivedID(recordingID, "audit", action)
+	ev := &verbatimv1.AuditEvent{EventId: id, OccurredAt: timestamppb.New(at), Tenant: tenant, Action: action,
+		Actor:  &verbatimv1.Actor{Subject: "verbatim-process", Role: "system", Tenant: tenant},
+		Target: &verbatimv1.Target{Type: "recording", Id: recordingID}, Result: verbatimv1.AuditResult_AUDIT_RESULT_SUCCESS,
+		UserAgent: "verbatim-process/" + Revision, Recording: stored}
+	if failure != "" {
+		ev.Result, ev.Reason = verbatimv1.AuditResult_AUDIT_RESULT_ERROR, failure
+	}
+	return schemas.NewRecord(schemas.TopicAudit, []byte(tenant),
+		schemas.Envelope{ID: id, Tenant: tenant, CallID: callID, OccurredAt: at, Producer: "verbatim-process"}, ev)
 }
 
 // record assembles, seals and stores the recording and the raw media.
@@ -1075,7 +1095,11 @@ func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer
 	if err != nil {
 		return outcome{}, err
 	}
-	recs := []*kgo.Record{keyRec, storedRec}
+	custody, err := systemAudit(c.tenant, c.id, "recording.stored", recordingID, "", now, ev)
+	if err != nil {
+		return outcome{}, err
+	}
+	recs := []*kgo.Record{keyRec, storedRec, custody}
 	if ds := rec.digits(); len(ds) > 0 && (f.again == nil || f.again.digits) {
 		md, err := digitsRecord(c, opener, recordingID, ds, pci)
 		if err != nil {

@@ -91,6 +91,11 @@ type AuditEvent struct {
 	SourceAddress string `protobuf:"bytes,9,opt,name=source_address,json=sourceAddress,proto3" json:"source_address,omitempty"`
 	UserAgent     string `protobuf:"bytes,10,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
 	RequestId     string `protobuf:"bytes,11,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Chain of custody: for "recording.stored", the RecordingStored as the
+	// processor committed it (object key, plaintext and ciphertext SHA-256,
+	// completeness ledgers), so that the audit log proves which recording
+	// was stored when, and that it is unchanged since.
+	Recording     *RecordingStored `protobuf:"bytes,12,opt,name=recording,proto3" json:"recording,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -202,6 +207,13 @@ func (x *AuditEvent) GetRequestId() string {
 	return ""
 }
 
+func (x *AuditEvent) GetRecording() *RecordingStored {
+	if x != nil {
+		return x.Recording
+	}
+	return nil
+}
+
 type Target struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "call", "recording", "policy", "key", "user", ...
@@ -259,7 +271,7 @@ var File_verbatim_v1_audit_proto protoreflect.FileDescriptor
 
 const file_verbatim_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x17verbatim/v1/audit.proto\x12\vverbatim.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18verbatim/v1/common.proto\"\x9a\x03\n" +
+	"\x17verbatim/v1/audit.proto\x12\vverbatim.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18verbatim/v1/common.proto\x1a\x1cverbatim/v1/recordings.proto\"\xd6\x03\n" +
 	"\n" +
 	"AuditEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12;\n" +
@@ -276,7 +288,8 @@ const file_verbatim_v1_audit_proto_rawDesc = "" +
 	"user_agent\x18\n" +
 	" \x01(\tR\tuserAgent\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\v \x01(\tR\trequestId\",\n" +
+	"request_id\x18\v \x01(\tR\trequestId\x12:\n" +
+	"\trecording\x18\f \x01(\v2\x1c.verbatim.v1.RecordingStoredR\trecording\",\n" +
 	"\x06Target\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id*v\n" +
@@ -306,17 +319,19 @@ var file_verbatim_v1_audit_proto_goTypes = []any{
 	(*Target)(nil),                // 2: verbatim.v1.Target
 	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
 	(*Actor)(nil),                 // 4: verbatim.v1.Actor
+	(*RecordingStored)(nil),       // 5: verbatim.v1.RecordingStored
 }
 var file_verbatim_v1_audit_proto_depIdxs = []int32{
 	3, // 0: verbatim.v1.AuditEvent.occurred_at:type_name -> google.protobuf.Timestamp
 	4, // 1: verbatim.v1.AuditEvent.actor:type_name -> verbatim.v1.Actor
 	2, // 2: verbatim.v1.AuditEvent.target:type_name -> verbatim.v1.Target
 	0, // 3: verbatim.v1.AuditEvent.result:type_name -> verbatim.v1.AuditResult
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	5, // 4: verbatim.v1.AuditEvent.recording:type_name -> verbatim.v1.RecordingStored
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_verbatim_v1_audit_proto_init() }
@@ -325,6 +340,7 @@ func file_verbatim_v1_audit_proto_init() {
 		return
 	}
 	file_verbatim_v1_common_proto_init()
+	file_verbatim_v1_recordings_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
