@@ -191,7 +191,7 @@ func (s *Server) runExport(j *exportJob, f *os.File, q search.Query, req *reques
 			}
 			// No audit, no recording.
 			ev := event(req.r, "recording.export", &req.id, rec.RecordingID, nil)
-			ev.Reason = "export " + j.ID
+			ev.Reason, ev.CallId = "export "+j.ID, c.CallID
 			if err := s.cfg.Audit.Record(ctx, ev); err != nil {
 				fail(fmt.Errorf("audit event not written, so nothing more is exported: %w", err))
 				return

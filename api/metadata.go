@@ -360,6 +360,7 @@ func (s *Server) callFor(req *request, need Permission) (search.Result, error) {
 	if err != nil {
 		return c, err
 	}
+	req.call = c.CallID
 	if !g.may(need) {
 		return c, g.forbid(need)
 	}
@@ -405,6 +406,9 @@ func (s *Server) commitMetadata(w http.ResponseWriter, req *request, key string,
 		ids[i] = a.CallID
 	}
 	audit := event(req.r, req.action, &req.id, strings.Join(ids, ","), nil)
+	if len(ids) == 1 {
+		audit.CallId = ids[0]
+	}
 	audit.EventId = schemas.DerivedID(out[0].EventID, "audit")
 	arec, err := auditRecord(audit)
 	if err != nil {

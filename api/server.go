@@ -166,6 +166,7 @@ type request struct {
 	r      *http.Request
 	action string
 	target string // the call, or the recording, it reads
+	call   string // the call, once found
 	// audited: the handler committed the audit event itself, with the
 	// change it made.
 	audited bool
@@ -263,7 +264,9 @@ func (w *auditedWriter) allow() bool {
 	if w.req.audited {
 		return true
 	}
-	if err := w.s.cfg.Audit.Record(w.req.r.Context(), event(w.req.r, w.req.action, &w.req.id, w.req.target, nil)); err != nil {
+	ev := event(w.req.r, w.req.action, &w.req.id, w.req.target, nil)
+	ev.CallId = w.req.call
+	if err := w.s.cfg.Audit.Record(w.req.r.Context(), ev); err != nil {
 		w.failed = true
 		w.s.cfg.Logger.Error("audit event not written: nothing is served", "action", w.req.action, "err", err)
 		writeError(w.ResponseWriter, http.StatusServiceUnavailable, "audit_unavailable", "the audit log cannot be written, so nothing is served")
@@ -288,16 +291,18 @@ func (w *auditedWriter) Write(b []byte) (int, error) {
 // refuse audits a refused or failed request, then answers it.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, action string, req *request, e *apiError) {
 	var id *auth.Identity
-	target := r.PathValue("id")
+	target, call := r.PathValue("id"), ""
 	if req != nil {
-		id, target = &req.id, req.target
+		id, target, call = &req.id, req.target, req.call
 	}
 	if aw, ok := w.(*auditedWriter); ok && aw.audited {
 		// The success event is written and data has gone: log only.
 		s.cfg.Logger.Error("request failed after its response began", "action", action, "err", e)
 		return
 	}
-	if err := s.cfg.Audit.Record(r.Context(), event(r, action, id, target, e)); err != nil {
+	ev := event(r, action, id, target, e)
+	ev.CallId = call
+	if err := s.cfg.Audit.Record(r.Context(), ev); err != nil {
 		s.cfg.Logger.Error("audit event of a refused request not written", "action", action, "err", err)
 	}
 	if aw, ok := w.(*auditedWriter); ok {
@@ -476,6 +481,7 @@ func (s *Server) getCall(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return err
 	}
+	req.call = c.CallID
 	return writeJSON(w, c)
 }
 
@@ -490,6 +496,7 @@ func (s *Server) recording(w http.ResponseWriter, req *request) error {
 	if err != nil {
 		return err
 	}
+	req.call = c.CallID
 	if v := p["download"]; v != "" && v != "true" && v != "false" {
 		return badRequest("download: %q is not true or false", v)
 	}

@@ -984,7 +984,7 @@ func (p *processor) failed(ctx context.Context, f finishing, cause error) (outco
 // action, in the call's transaction.
 func systemAudit(tenant, callID, action, recordingID, failure string, at time.Time, stored *verbatimv1.RecordingStored) (*kgo.Record, error) {
 	id := schemas.DerivedID(recordingID, "audit", action)
-	ev := &verbatimv1.AuditEvent{EventId: id, OccurredAt: timestamppb.New(at), Tenant: tenant, Action: action,
+	ev := &verbatimv1.AuditEvent{EventId: id, OccurredAt: timestamppb.New(at), Tenant: tenant, Action: action, CallId: callID,
 		Actor:  &verbatimv1.Actor{Subject: "verbatim-process", Role: "system", Tenant: tenant},
 		Target: &verbatimv1.Target{Type: "recording", Id: recordingID}, Result: verbatimv1.AuditResult_AUDIT_RESULT_SUCCESS,
 		UserAgent: "verbatim-process/" + Revision, Recording: stored}

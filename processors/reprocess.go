@@ -656,7 +656,7 @@ func auditRecord(cfg ReprocessConfig, pl *Planned, result verbatimv1.AuditResult
 	now := time.Now()
 	return schemas.NewRecord(schemas.TopicAudit, []byte(cfg.Select.Tenant),
 		schemas.Envelope{ID: id, Tenant: cfg.Select.Tenant, CallID: pl.CallID, OccurredAt: now, Producer: "verbatim-reprocess"},
-		&verbatimv1.AuditEvent{EventId: id, OccurredAt: timestamppb.New(now), Tenant: cfg.Select.Tenant, Action: "recording.reprocess",
+		&verbatimv1.AuditEvent{EventId: id, OccurredAt: timestamppb.New(now), Tenant: cfg.Select.Tenant, Action: "recording.reprocess", CallId: pl.CallID,
 			Actor:  &verbatimv1.Actor{Subject: cfg.Actor, Role: "administrator", Tenant: cfg.Select.Tenant},
 			Target: &verbatimv1.Target{Type: "recording", Id: pl.RecordingID}, Result: result, Reason: reason,
 			UserAgent: "verbatim-reprocess/" + Revision})

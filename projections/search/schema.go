@@ -195,6 +195,40 @@ var migrations = []string{
 	// The contact centre's ids of a call (MetadataAttached.peripheral_ids),
 	// by which a CTI integration attaches data to it.
 	"ALTER TABLE {db}.metadata ADD COLUMN peripheral_ids Array(String)",
+	// The audit log (projections/audit): each tenant's entries in log
+	// order, the leaf (the event's bytes as the topic holds them), the
+	// tree's stored hashes the entry made, the event's fields for
+	// queries, and where on the topic it was read. One partition, so an
+	// append (one insert) is all or nothing.
+	`CREATE TABLE IF NOT EXISTS {db}.audit_log (
+		tenant String,
+		idx UInt64,
+		leaf String,
+		hashes Array(FixedString(32)),
+		event_id String,
+		occurred_at DateTime,
+		action String,
+		actor_subject String,
+		actor_role String,
+		target_type String,
+		target_id String,
+		call_id String,
+		result String,
+		reason String,
+		source_address String,
+		kafka_partition Int32,
+		kafka_offset Int64,
+		appended_at DateTime
+	) ENGINE = MergeTree ORDER BY (tenant, idx)`,
+	// The audit log's signed checkpoints, as written to object storage.
+	`CREATE TABLE IF NOT EXISTS {db}.audit_checkpoints (
+		tenant String,
+		size UInt64,
+		root String,
+		note String,
+		object_key String,
+		written_at DateTime
+	) ENGINE = MergeTree ORDER BY (tenant, size, written_at)`,
 }
 
 // Migrate creates the database and applies pending migrations. It is safe

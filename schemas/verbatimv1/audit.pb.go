@@ -95,7 +95,10 @@ type AuditEvent struct {
 	// processor committed it (object key, plaintext and ciphertext SHA-256,
 	// completeness ledgers), so that the audit log proves which recording
 	// was stored when, and that it is unchanged since.
-	Recording     *RecordingStored `protobuf:"bytes,12,opt,name=recording,proto3" json:"recording,omitempty"`
+	Recording *RecordingStored `protobuf:"bytes,12,opt,name=recording,proto3" json:"recording,omitempty"`
+	// The call the event concerns, when there is one (a recording played,
+	// metadata attached): who listened to a call is a query on it.
+	CallId        string `protobuf:"bytes,13,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -214,6 +217,13 @@ func (x *AuditEvent) GetRecording() *RecordingStored {
 	return nil
 }
 
+func (x *AuditEvent) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
 type Target struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "call", "recording", "policy", "key", "user", ...
@@ -271,7 +281,7 @@ var File_verbatim_v1_audit_proto protoreflect.FileDescriptor
 
 const file_verbatim_v1_audit_proto_rawDesc = "" +
 	"\n" +
-	"\x17verbatim/v1/audit.proto\x12\vverbatim.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18verbatim/v1/common.proto\x1a\x1cverbatim/v1/recordings.proto\"\xd6\x03\n" +
+	"\x17verbatim/v1/audit.proto\x12\vverbatim.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18verbatim/v1/common.proto\x1a\x1cverbatim/v1/recordings.proto\"\xef\x03\n" +
 	"\n" +
 	"AuditEvent\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventId\x12;\n" +
@@ -289,7 +299,8 @@ const file_verbatim_v1_audit_proto_rawDesc = "" +
 	" \x01(\tR\tuserAgent\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\v \x01(\tR\trequestId\x12:\n" +
-	"\trecording\x18\f \x01(\v2\x1c.verbatim.v1.RecordingStoredR\trecording\",\n" +
+	"\trecording\x18\f \x01(\v2\x1c.verbatim.v1.RecordingStoredR\trecording\x12\x17\n" +
+	"\acall_id\x18\r \x01(\tR\x06callId\",\n" +
 	"\x06Target\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id*v\n" +
