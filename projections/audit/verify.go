@@ -43,6 +43,10 @@ type Report struct {
 	Entries     int64    `json:"entries"`
 	Checkpoints int      `json:"checkpoints_checked"`
 	LatestSize  int64    `json:"latest_checkpoint_size"`
+	// Uncovered entries follow the latest checkpoint: appended since (a
+	// checkpoint follows within CheckpointEvery). Only the topic can
+	// vouch for them until then.
+	Uncovered int64 `json:"entries_after_latest_checkpoint"`
 	FirstBad    int64    `json:"first_bad_entry"` // -1: none
 	Problems    []string `json:"problems,omitempty"`
 }
@@ -150,23 +154,15 @@ func Verify(ctx context.Context, cfg VerifyConfig) (Report, error) {
 		r.LatestSize = cps[len(cps)-1].size
 	}
 	t := newTree()
-	next := 0 // the next checkpoint to reach
-	reach := func() {
-		for next < len(cps) && cps[next].size == t.size {
-			root, err := t.root()
-			if err == nil && !bytes.Equal(root[:], cps[next].root) {
-				r.bad(t.size-1, "the tree of size %d differs from its signed checkpoint (%s): the log was changed at or before entry %d", t.size, cps[next].key, t.size-1)
-			}
-			next++
-		}
-	}
-	leaves := map[int64][]byte{} // the table's, when the topic is the source
+	reach := reacher(&r, cps, t)
+	leaves := map[int64][]byte{} // the table's, for the topic's comparison
 	rows, err := cfg.Conn.Query(ctx, "SELECT idx, leaf, hashes, event_id, occurred_at, action, actor_subject, actor_role, target_type, target_id, call_id, result, reason, source_address "+
 		"FROM `"+cfg.Database+"`.audit_log WHERE tenant = ? ORDER BY idx", cfg.Tenant)
 	if err != nil {
 		return r, fmt.Errorf("audit: read the log: %w", err)
 	}
 	var tableSize int64
+	gap := false
 	for rows.Next() {
 		var idx uint64
 		var leaf string
@@ -178,18 +174,19 @@ func Verify(ctx context.Context, cfg VerifyConfig) (Report, error) {
 			return r, err
 		}
 		tableSize++
-		if cfg.Kafka != nil {
+		if _, seen := leaves[int64(idx)]; !seen {
 			leaves[int64(idx)] = []byte(leaf)
-			continue
 		}
 		switch {
+		case gap:
+			continue // nothing after a gap can match the signed trees
 		case int64(idx) < t.size:
 			r.bad(int64(idx), "entry %d appears again after entry %d (inserted, or reordered)", idx, t.size-1)
 			continue
 		case int64(idx) > t.size:
 			r.bad(t.size, "entries %d to %d are missing (deleted)", t.size, idx-1)
-			rows.Close()
-			return r, nil // nothing after a gap can match the signed trees
+			gap = true
+			continue
 		}
 		stored, err := t.append([]byte(leaf))
 		if err != nil {
@@ -209,31 +206,65 @@ func Verify(ctx context.Context, cfg VerifyConfig) (Report, error) {
 		if d := differs(c, want); d != "" {
 			r.bad(int64(idx), "entry %d: column %s differs from what its leaf says (the row was changed)", idx, d)
 		}
-		reach()
+		reach.check()
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return r, err
 	}
+	r.Entries = tableSize
+	r.Uncovered = max(0, tableSize-r.LatestSize)
+	if !gap {
+		reach.rest(t.size)
+	}
 	if cfg.Kafka != nil {
-		r.Source = "topic"
-		if err := verifyTopic(ctx, cfg, &r, t, leaves, reach); err != nil {
+		r.Source = "table and topic"
+		onTopic := newTree()
+		reachTopic := reacher(&r, cps, onTopic)
+		if err := verifyTopic(ctx, cfg, &r, onTopic, leaves, reachTopic); err != nil {
 			return r, err
 		}
-		if t.size < tableSize {
-			r.bad(t.size, "the table has %d entries, the topic %d: entries %d on are not on the topic (inserted)", tableSize, t.size, t.size)
+		reachTopic.rest(onTopic.size)
+		if onTopic.size < tableSize {
+			r.bad(onTopic.size, "the table has %d entries, the topic %d: entries %d on are not on the topic (inserted)", tableSize, onTopic.size, onTopic.size)
 		}
 	}
-	r.Entries = t.size
-	for ; next < len(cps); next++ {
-		r.bad(t.size, "a signed checkpoint of size %d, but the log has %d entries: entries %d on were deleted", cps[next].size, t.size, t.size)
-	}
+	r.Problems = dedupe(r.Problems)
 	return r, nil
+}
+
+// reachFunc checks, each time its tree grows (check), the checkpoints
+// of its size, and at its end (rest) those it never reached.
+type reachFunc struct {
+	check func()
+	rest  func(size int64)
+}
+
+// reacher returns the check of cps against t as t grows.
+func reacher(r *Report, cps []checkpoint, t *tree) reachFunc {
+	next := 0
+	check := func() {
+		for next < len(cps) && cps[next].size <= t.size {
+			if cps[next].size == t.size {
+				root, err := t.root()
+				if err == nil && !bytes.Equal(root[:], cps[next].root) {
+					r.bad(t.size-1, "the tree of size %d differs from its signed checkpoint (%s): the log was changed at or before entry %d", t.size, cps[next].key, t.size-1)
+				}
+			}
+			next++
+		}
+	}
+	rest := func(size int64) {
+		for ; next < len(cps); next++ {
+			r.bad(size, "a signed checkpoint of size %d, but the log has %d entries: entries %d on were deleted", cps[next].size, size, size)
+		}
+	}
+	return reachFunc{check: check, rest: rest}
 }
 
 // verifyTopic appends the tenant's records of the audit topic, compared
 // with the table's leaves.
-func verifyTopic(ctx context.Context, cfg VerifyConfig, r *Report, t *tree, leaves map[int64][]byte, reach func()) error {
+func verifyTopic(ctx context.Context, cfg VerifyConfig, r *Report, t *tree, leaves map[int64][]byte, reach reachFunc) error {
 	cl, err := kafkaclient.New(*cfg.Kafka, kgo.ConsumeTopics(schemas.TopicAudit), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
 	if err != nil {
 		return err
@@ -268,10 +299,24 @@ func verifyTopic(ctx context.Context, cfg VerifyConfig, r *Report, t *tree, leav
 			} else if !bytes.Equal(leaf, rec.Value) {
 				r.bad(idx, "entry %d: the topic's record (partition %d offset %d) differs from the table's leaf", idx, rec.Partition, rec.Offset)
 			}
-			reach()
+			reach.check()
 		}
 	}
 	return nil
+}
+
+// dedupe drops repeated problems (the table and the topic may both find
+// one), keeping the order.
+func dedupe(ps []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, p := range ps {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func sameHashes(a []tlog.Hash, b []string) bool {
