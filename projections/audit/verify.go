@@ -38,17 +38,17 @@ type VerifyConfig struct {
 // Report is what a verification found. Problems are in log order: the
 // first names the first bad entry.
 type Report struct {
-	Tenant      string   `json:"tenant"`
-	Source      string   `json:"source"` // "table" or "topic"
-	Entries     int64    `json:"entries"`
-	Checkpoints int      `json:"checkpoints_checked"`
-	LatestSize  int64    `json:"latest_checkpoint_size"`
+	Tenant      string `json:"tenant"`
+	Source      string `json:"source"` // "table" or "topic"
+	Entries     int64  `json:"entries"`
+	Checkpoints int    `json:"checkpoints_checked"`
+	LatestSize  int64  `json:"latest_checkpoint_size"`
 	// Uncovered entries follow the latest checkpoint: appended since (a
 	// checkpoint follows within CheckpointEvery). Only the topic can
 	// vouch for them until then.
-	Uncovered int64 `json:"entries_after_latest_checkpoint"`
-	FirstBad    int64    `json:"first_bad_entry"` // -1: none
-	Problems    []string `json:"problems,omitempty"`
+	Uncovered int64    `json:"entries_after_latest_checkpoint"`
+	FirstBad  int64    `json:"first_bad_entry"` // -1: none
+	Problems  []string `json:"problems,omitempty"`
 }
 
 // OK reports whether nothing was wrong.
