@@ -32,7 +32,7 @@ import (
 // env is a Kafka (kfake) with the topics, a ClickHouse database with the
 // audit tables, a keyring signer and a store.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	ctx     context.Context
 	kcfg    kafkaclient.Config
 	conn    driver.Conn
@@ -43,7 +43,7 @@ type env struct {
 	cluster *kfake.Cluster
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
@@ -111,7 +111,7 @@ func (e *env) run(db string) audit.Stats {
 }
 
 // event is an audit record of tenant.
-func event(t *testing.T, tenant string, i int, action string) *kgo.Record {
+func event(t testing.TB, tenant string, i int, action string) *kgo.Record {
 	t.Helper()
 	id := fmt.Sprintf("ev-%s-%d", tenant, i)
 	ev := &verbatimv1.AuditEvent{EventId: id, OccurredAt: timestamppb.New(time.Date(2026, 12, 2, 9, 0, i, 0, time.UTC)), Tenant: tenant, Action: action,
@@ -499,4 +499,33 @@ func (s keyringSigner) Name() string    { return audit.KeyName }
 func (s keyringSigner) KeyHash() uint32 { return s.hash }
 func (s keyringSigner) Sign(msg []byte) ([]byte, error) {
 	return s.e.signer.SignAudit(s.e.ctx, msg)
+}
+
+// BenchmarkAppender: audit events appended per second by the projection,
+// ClickHouse inserts included (batches of 1,000, as a poll brings them),
+// and the checkpoint's signing.
+func BenchmarkAppender(b *testing.B) {
+	e := newEnv(b)
+	a, err := audit.NewAppender(e.ctx, e.config(e.db))
+	if err != nil {
+		b.Fatal(err)
+	}
+	const batch = 1000
+	offset := int64(0)
+	b.ResetTimer()
+	for b.Loop() {
+		recs := make([]*kgo.Record, batch)
+		for i := range recs {
+			recs[i] = event(b, "demo", int(offset), "recording.play")
+			recs[i].Partition, recs[i].Offset = 0, offset
+			offset++
+		}
+		if n, err := a.Append(e.ctx, recs); err != nil || n != batch {
+			b.Fatalf("%d appended: %v", n, err)
+		}
+		if _, err := a.Checkpoint(e.ctx, true); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(offset)/b.Elapsed().Seconds(), "events/s")
 }
