@@ -38,7 +38,12 @@ Commands:
   reprocess --job NAME [--codec C] [--status S] [--dry-run]: record calls
             again from their raw media with this build; each new recording
             supersedes the old, which is kept
-  project   project search: build the ClickHouse search tables from the topics
+  project   project search: build the ClickHouse search tables from the topics;
+            project audit: append the audit topic to each tenant's Merkle
+            tree log, with signed checkpoints
+  audit     key | verify --tenant T | prove EVENT-ID | prove-recording CALL-ID |
+            consistency OLD NEW | check --key VKEY PROOF.json: the audit
+            log's verifier key, its verification and its proofs
   play      play CALL-ID -o out.wav: fetch, verify and decrypt a recording
   api       serve the HTTPS API for signed-in users (OpenID Connect bearer
             tokens; search, call detail, playback with Range; audited)
@@ -88,6 +93,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runProject(ctx, args[1:], stdout, stderr)
 	case "search":
 		return runSearch(ctx, args[1:], stdout, stderr)
+	case "audit":
+		return runAudit(ctx, args[1:], stdout, stderr)
 	case "completeness":
 		return runCompleteness(ctx, args[1:], stdout, stderr)
 	case "topics":

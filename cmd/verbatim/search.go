@@ -33,8 +33,11 @@ func (c chFlags) open(ctx context.Context) (driver.Conn, string, error) {
 }
 
 func runProject(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "audit" {
+		return runProjectAudit(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "search" {
-		return errors.New("usage: verbatim project search [flags]")
+		return errors.New("usage: verbatim project search [flags] | verbatim project audit [flags]")
 	}
 	fs := flag.NewFlagSet("project search", flag.ContinueOnError)
 	fs.SetOutput(stderr)

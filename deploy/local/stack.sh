@@ -448,7 +448,7 @@ vault_client_token() {
 	log "made Vault's client token"
 }
 
-setup_vault() { # the clients' token, the Transit engine and one key per dev tenant
+setup_vault() { # the clients' token, the Transit engine, one key per dev tenant and the audit log's signing key
 	vault_client_token
 	if ! vault_api GET sys/mounts | grep -q '"transit/"'; then
 		vault_api POST sys/mounts/transit '{"type":"transit"}' >/dev/null
@@ -458,6 +458,7 @@ setup_vault() { # the clients' token, the Transit engine and one key per dev ten
 	for t in $TENANTS; do
 		vault_api POST "transit/keys/verbatim-tenant-$t" '{"type":"aes256-gcm96"}' >/dev/null
 	done
+	vault_api POST transit/keys/verbatim-audit-log '{"type":"ed25519"}' >/dev/null
 }
 
 # --- TLS: a CA and a server certificate for 127.0.0.1, made here ---------
