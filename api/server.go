@@ -135,6 +135,11 @@ func (s *Server) register() {
 	s.route("DELETE /v1/groups/{id}", "group.remove", admins, 0, s.removeGroup)
 	s.route("PUT /v1/groups/{id}/permissions/{permission}", "group.grant", admins, 0, s.changePermission(true))
 	s.route("DELETE /v1/groups/{id}/permissions/{permission}", "group.revoke", admins, 0, s.changePermission(false))
+	auditors := []auth.Role{auth.RoleAuditor}
+	s.route("GET /v1/audit", "audit.search", auditors, 0, s.searchAudit)
+	s.route("GET /v1/audit/checkpoint", "audit.checkpoint", auditors, 0, s.auditCheckpoint)
+	s.route("GET /v1/audit/proof", "audit.prove", auditors, 0, s.auditProof)
+	s.route("GET /v1/audit/consistency", "audit.consistency", auditors, 0, s.auditConsistency)
 	exporters := []auth.Role{auth.RoleSupervisor, auth.RoleAdministrator}
 	s.route("POST /v1/exports", "export.create", exporters, 4<<10, s.createExport)
 	s.route("GET /v1/exports/{id}", "export.read", exporters, 0, s.getExport)

@@ -1,15 +1,25 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xuri/excelize/v2"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/verbatimrec/verbatim/internal/stacktest"
+	auditlog "github.com/verbatimrec/verbatim/projections/audit"
 )
 
 // TestAuditCommands: the G.711 capture recorded (the processor audits
@@ -90,4 +100,90 @@ func TestAuditCommands(t *testing.T) {
 	if out, err := runOut(ctx, "audit", "check", "--key", vkey, path); err != nil || !strings.Contains(out, "is a prefix") {
 		t.Fatalf("consistency check: %v\n%s", err, out)
 	}
+}
+
+// TestAuditAPI: after a supervisor plays a call through the API and the
+// audit log is projected, an auditor finds who listened to the call, and
+// the recording stored for it, exports the entries as CSV and XLSX (the
+// same rows), and gets a proof of the call's recording that checks with
+// the verifier key the API gives; nobody else reads the log.
+func TestAuditAPI(t *testing.T) {
+	e, ctx := g711Env(t, "auditapi", 3*time.Minute)
+	ts := e.apiServer(0)
+	call := e.find()[0]
+	sup, auditor := stacktest.DexToken(t, "supervisor@demo.example"), stacktest.DexToken(t, "auditor@demo.example")
+	get := func(tok, path string, want int) []byte {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, ts.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := ts.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != want {
+			t.Fatalf("GET %s: %d %s, want %d", path, resp.StatusCode, b, want)
+		}
+		return b
+	}
+	get(sup, "/v1/calls/"+call.CallID+"/recording", 200)
+	var me struct{ Subject string }
+	_ = json.Unmarshal(get(sup, "/v1/me", 200), &me)
+	e.cmd("project", "audit", "--exit-when-idle", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--database", e.db)
+
+	var page struct {
+		Entries []struct {
+			Index        int64  `json:"index"`
+			Action       string `json:"action"`
+			ActorSubject string `json:"actor_subject"`
+			CallID       string `json:"call_id"`
+		} `json:"entries"`
+	}
+	if err := json.Unmarshal(get(auditor, "/v1/audit?call_id="+call.CallID, 200), &page); err != nil {
+		t.Fatal(err)
+	}
+	var listened, stored bool
+	for _, en := range page.Entries {
+		listened = listened || en.Action == "recording.play" && en.ActorSubject == me.Subject
+		stored = stored || en.Action == "recording.stored" && en.ActorSubject == "verbatim-process"
+	}
+	if !listened || !stored {
+		t.Fatalf("the call's audit entries: %+v (want the supervisor's playback and the recording stored)", page.Entries)
+	}
+	csvBody := get(auditor, "/v1/audit?call_id="+call.CallID+"&format=csv", 200)
+	rows, err := csv.NewReader(bytes.NewReader(csvBody)).ReadAll()
+	if err != nil || len(rows) != len(page.Entries)+1 || rows[0][0] != "index" {
+		t.Fatalf("CSV: %d rows, %v (want %d and a header)", len(rows), err, len(page.Entries)+1)
+	}
+	book, err := excelize.OpenReader(bytes.NewReader(get(auditor, "/v1/audit?call_id="+call.CallID+"&format=xlsx", 200)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sheet, err := book.GetRows("Sheet1")
+	if err != nil || len(sheet) != len(rows) || sheet[1][3] != rows[1][3] {
+		t.Fatalf("XLSX: %d rows, %v; CSV %d", len(sheet), err, len(rows))
+	}
+	var proofs struct {
+		Proofs      []auditlog.InclusionProof `json:"proofs"`
+		VerifierKey string                    `json:"verifier_key"`
+	}
+	if err := json.Unmarshal(get(auditor, "/v1/audit/proof?call_id="+call.CallID, 200), &proofs); err != nil || len(proofs.Proofs) != 1 {
+		t.Fatalf("proof: %v %+v", err, proofs)
+	}
+	v, err := note.NewVerifier(proofs.VerifierKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := auditlog.CheckInclusion(proofs.Proofs[0], v); err != nil {
+		t.Fatalf("the API's proof: %v", err)
+	}
+	get(auditor, "/v1/audit/checkpoint", 200)
+	get(auditor, "/v1/audit?result=MAYBE", 400)
+	get(auditor, "/v1/audit/proof", 400)
+	get(sup, "/v1/audit", 403)
+	get(stacktest.DexToken(t, "admin@demo.example"), "/v1/audit", 403)
 }
