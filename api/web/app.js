@@ -31,6 +31,7 @@ async function api(path, method, payload) {
 function show(id) {
   $("#signin").hidden = id !== "signin";
   $("#app").hidden = id !== "app";
+  $("#audit").hidden = id !== "audit";
 }
 
 function text(el, s) {
@@ -197,6 +198,59 @@ async function waveform(src) {
   }
 }
 
+// The audit view (auditors): the log's entries by call, user, action,
+// result and time, its exports, and its latest signed checkpoint.
+let auditCursor = "";
+
+function auditFilters() {
+  const q = new URLSearchParams();
+  for (const [k, v] of new FormData($("#audit-search"))) {
+    if (v) q.set(k, k === "from" || k === "to" ? new Date(v + "Z").toISOString() : v);
+  }
+  return q;
+}
+
+async function auditSearch(append) {
+  const q = auditFilters();
+  for (const f of ["csv", "xlsx"]) {
+    const e = new URLSearchParams(q);
+    e.set("format", f);
+    $("#audit-" + f).href = "/v1/audit?" + e;
+  }
+  q.set("sort", "-index");
+  if (append && auditCursor) q.set("cursor", auditCursor);
+  const st = $("#audit-status");
+  st.textContent = "searching…";
+  try {
+    const page = await api("/v1/audit?" + q);
+    const tbody = $("#audit-entries tbody");
+    if (!append) tbody.replaceChildren();
+    for (const e of page.entries) {
+      const tr = document.createElement("tr");
+      for (const v of [e.index, e.occurred_at.replace("T", " ").replace("Z", ""), e.action, e.actor_subject, e.actor_role,
+        e.target_type ? e.target_type + " " + e.target_id : "", e.call_id || "", e.result, e.reason || ""]) cell(tr, String(v));
+      tbody.appendChild(tr);
+    }
+    auditCursor = page.next_cursor;
+    $("#audit-more").hidden = !auditCursor;
+    st.textContent = tbody.children.length + " entries, newest first";
+  } catch (e) {
+    st.textContent = e.message;
+  }
+  try {
+    const cp = await api("/v1/audit/checkpoint");
+    $("#checkpoint").textContent = "Latest signed checkpoint: " + cp.size + " entries (" + cp.origin + "), verifier key " + cp.verifier_key;
+  } catch (e) {
+    $("#checkpoint").textContent = "No signed checkpoint yet: " + e.message;
+  }
+}
+
+$("#audit-search").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  auditSearch(false);
+});
+$("#audit-more").addEventListener("click", () => auditSearch(true));
+
 $("#search").addEventListener("submit", (ev) => {
   ev.preventDefault();
   search(false);
@@ -216,7 +270,12 @@ $("#tags").addEventListener("submit", (ev) => {
   try {
     const me = await api("/v1/me");
     $("#who").textContent = (me.name || me.email || me.subject) + " · " + me.tenant + " · " + me.roles.join(", ");
-    show("app");
+    if (me.roles.includes("auditor") && !me.roles.some((r) => ["user", "supervisor", "administrator"].includes(r))) {
+      show("audit");
+      auditSearch(false);
+    } else {
+      show("app");
+    }
   } catch (e) {
     $("#who").textContent = "";
   }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
@@ -124,10 +125,15 @@ func TestBrowserSignInSearchPlay(t *testing.T) {
 			ranges++
 			mu.Unlock()
 		}
+		if x, ok := ev.(*runtime.EventExceptionThrown); ok { // the page's errors, in the test's log
+			t.Errorf("the page threw: %s %s", x.ExceptionDetails.Text, x.ExceptionDetails.Exception.Description)
+		}
 	}); err != nil {
 		t.Fatal(err)
 	}
-	err = chromedp.Do(bctx,
+	signin, scancel := context.WithTimeout(bctx, time.Minute)
+	defer scancel()
+	err = chromedp.Do(signin,
 		chromedp.Navigate(base+"/"),
 		chromedp.WaitVisible(chromedp.CSS("#signin-link")),
 		chromedp.Click(chromedp.CSS("#signin-link")),
@@ -138,14 +144,15 @@ func TestBrowserSignInSearchPlay(t *testing.T) {
 		chromedp.Submit(chromedp.CSS(`input[name="password"]`)),
 		// Back on the page, signed in: search for a call of the capture.
 		chromedp.WaitVisible(chromedp.CSS("#app")),
-		chromedp.SendKeys(chromedp.CSS(`input[name="call_id"]`), "1-1966@10.0.2.20"),
+		chromedp.SendKeys(chromedp.CSS(`#search input[name="call_id"]`), "1-1966@10.0.2.20"),
 		chromedp.Click(chromedp.CSS(`#search button[type="submit"]`)),
 		chromedp.WaitVisible(chromedp.CSS("#results tbody tr")),
 		chromedp.Click(chromedp.CSS("#results tbody tr")),
 		chromedp.WaitVisible(chromedp.CSS("#ledger tbody tr")),
 	)
 	if err != nil {
-		t.Fatalf("browser: %v", err)
+		page, _ := chromedp.Run(bctx, chromedp.Evaluate[string](`document.location.href + "\n" + document.body.innerText`))
+		t.Fatalf("browser: %v; the page at that moment:\n%s", err, page)
 	}
 	who := run(t, bctx, chromedp.Text(chromedp.CSS("#who")))
 	rows := run(t, bctx, chromedp.Evaluate[int](`document.querySelectorAll("#results tbody tr").length`))
@@ -222,6 +229,44 @@ func TestBrowserSignInSearchPlay(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s", filepath.Join(dir, "web.png"))
+
+	// An auditor, in a browser context of their own, sees who did what:
+	// the supervisor's playback and the recording stored, with the log's
+	// latest signed checkpoint, and exports it.
+	callID := run(t, bctx, chromedp.Text(chromedp.CSS("#detail-id")))
+	out := verbatim("project", "audit", "--exit-when-idle", "--brokers", brokers, "--database", db)
+	t.Log(strings.TrimSpace(out))
+	actx2, acancel2 := chromedp.NewContext(bctx, chromedp.WithNewBrowserContext())
+	defer acancel2()
+	err = chromedp.Do(actx2,
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#signin-link")),
+		chromedp.Click(chromedp.CSS("#signin-link")),
+		chromedp.WaitVisible(chromedp.CSS(`input[name="login"]`)),
+		chromedp.SendKeys(chromedp.CSS(`input[name="login"]`), "auditor@demo.example"),
+		chromedp.SendKeys(chromedp.CSS(`input[name="password"]`), os.Getenv("VERBATIM_DEX_PASSWORD")),
+		chromedp.Submit(chromedp.CSS(`input[name="password"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#audit")),
+		chromedp.SendKeys(chromedp.CSS(`#audit-search input[name="call_id"]`), callID),
+		chromedp.Click(chromedp.CSS(`#audit-search button[type="submit"]`)),
+	)
+	if err != nil {
+		t.Fatalf("browser (auditor): %v", err)
+	}
+	actions := run(t, actx2, chromedp.Poll[string](`(() => { const t = document.querySelector("#audit-entries tbody").textContent; return t.includes("recording.play") && t.includes("recording.stored") ? t : null; })()`,
+		chromedp.WithPollingTimeout(30*time.Second)))
+	checkpoint := run(t, actx2, chromedp.Poll[string](`(() => { const t = document.querySelector("#checkpoint").textContent; return t.startsWith("Latest signed checkpoint") ? t : null; })()`,
+		chromedp.WithPollingTimeout(30*time.Second)))
+	csvHead := run(t, actx2, chromedp.Evaluate[string](`fetch(document.querySelector("#audit-csv").href).then(r => r.text()).then(t => t.split("\n")[0])`, chromedp.EvalAwaitPromise))
+	t.Logf("auditor: %s; %d bytes of entries; CSV header %q", checkpoint, len(actions), csvHead)
+	if !strings.HasPrefix(csvHead, "index,event_id,occurred_at,action") {
+		t.Fatalf("the audit CSV export: %q", csvHead)
+	}
+	auditShot := run(t, actx2, chromedp.FullScreenshot(100))
+	if err := os.WriteFile(filepath.Join(dir, "audit.png"), auditShot, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", filepath.Join(dir, "audit.png"))
 }
 
 // run runs one browser action and fails the test if it fails.
