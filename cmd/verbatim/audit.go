@@ -9,13 +9,19 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
+	"text/tabwriter"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/mod/sumdb/note"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/verbatimrec/verbatim/internal/keys"
 	auditlog "github.com/verbatimrec/verbatim/projections/audit"
+	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
 
@@ -72,7 +78,7 @@ func runProjectAudit(ctx context.Context, args []string, stdout, stderr io.Write
 
 // runAudit is `verbatim audit`: the log's key, verification and proofs.
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const use = "usage: verbatim audit key | verify --tenant T | prove --tenant T EVENT-ID | prove-recording --tenant T CALL-ID | consistency --tenant T OLD NEW | check --key VKEY PROOF.json"
+	const use = "usage: verbatim audit search --tenant T [--call-id C] [--actor S] [--action A] [--from T] [--to T] [--format table|json|csv|xlsx -o FILE] | key | verify --tenant T | prove --tenant T EVENT-ID | prove-recording --tenant T CALL-ID | consistency --tenant T OLD NEW | check --key VKEY PROOF.json"
 	if len(args) == 0 {
 		return errors.New(use)
 	}
@@ -86,6 +92,16 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	tenant := fs.String("tenant", "demo", "tenant whose log")
 	noTopic := fs.Bool("no-topic", false, "verify: the table and the checkpoints only, not the topic too")
 	vkey := fs.String("key", os.Getenv("VERBATIM_AUDIT_KEY"), "check: the log's verifier key (verbatim audit key prints it; env VERBATIM_AUDIT_KEY)")
+	var sq auditlog.Query
+	fs.StringVar(&sq.CallID, "call-id", "", "search: the call an event concerns (Verbatim's call id)")
+	fs.StringVar(&sq.Actor, "actor", "", "search: the actor's subject")
+	fs.StringVar(&sq.Action, "action", "", "search: the action, e.g. recording.play")
+	fs.StringVar(&sq.Result, "result", "", "search: SUCCESS, DENIED or ERROR")
+	from := fs.String("from", "", "search: events at or after this time (RFC 3339, or a day YYYY-MM-DD, UTC)")
+	to := fs.String("to", "", "search: events before this time (RFC 3339, or a day)")
+	limit := fs.Int("limit", 100, "search: entries to show, newest first (table, json); exports take every entry")
+	format := fs.String("format", "table", "search: table, json, csv or xlsx")
+	output := fs.String("o", "", "search: the file to write (csv, xlsx; default standard output for csv)")
 	pos, err := parseInterspersed(fs, args[1:])
 	if err != nil {
 		return err
@@ -116,6 +132,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer conn.Close()
 	switch sub {
+	case "search":
+		return auditSearch(ctx, conn, db, sq, *tenant, *from, *to, *limit, *format, *output, stdout)
 	case "verify":
 		k, err := auditlog.VerifierKey(ctx, signer)
 		if err != nil {
@@ -247,4 +265,106 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}
+}
+
+// captureAudit records a capture started or stopped (a system action) on
+// the audit topic, acknowledged: by whom (the operator's OS user), what
+// (a file, an interface, a SIPREC server) and, when it stopped, with what
+// result.
+func captureAudit(ctx context.Context, cl *kgo.Client, tenant, action, source, detail string, failure error) error {
+	now := time.Now()
+	id := schemas.RandomID()
+	ev := &verbatimv1.AuditEvent{EventId: id, OccurredAt: timestamppb.New(now), Tenant: tenant, Action: action,
+		Actor:  &verbatimv1.Actor{Subject: operator(), Role: "operator", Tenant: tenant},
+		Target: &verbatimv1.Target{Type: "capture", Id: source}, Result: verbatimv1.AuditResult_AUDIT_RESULT_SUCCESS, Reason: detail,
+		UserAgent: "verbatim/" + version()}
+	if failure != nil {
+		ev.Result, ev.Reason = verbatimv1.AuditResult_AUDIT_RESULT_ERROR, strings.TrimPrefix(detail+": "+failure.Error(), ": ")
+	}
+	rec, err := schemas.NewRecord(schemas.TopicAudit, []byte(tenant), schemas.Envelope{ID: id, Tenant: tenant, OccurredAt: now, Producer: "verbatim-ingest"}, ev)
+	if err != nil {
+		return err
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := cl.ProduceSync(actx, rec).FirstErr(); err != nil {
+		return fmt.Errorf("the audit event %s of %s could not be written: %w", action, source, err)
+	}
+	return nil
+}
+
+// parseWhen reads a time flag: RFC 3339, or a day (UTC).
+func parseWhen(name, v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	t, err := time.Parse(time.DateOnly, v)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--%s %q: an RFC 3339 time or a day YYYY-MM-DD", name, v)
+	}
+	return t, nil
+}
+
+// auditSearch is `verbatim audit search`: entries as a table or JSON,
+// or every entry selected exported as CSV or XLSX.
+func auditSearch(ctx context.Context, conn driver.Conn, db string, q auditlog.Query, tenant, from, to string, limit int, format, output string, stdout io.Writer) error {
+	q.Tenant = tenant
+	var err error
+	if q.From, err = parseWhen("from", from); err != nil {
+		return err
+	}
+	if q.To, err = parseWhen("to", to); err != nil {
+		return err
+	}
+	switch format {
+	case "csv", "xlsx":
+		w := stdout
+		if output != "" {
+			f, err := os.OpenFile(output, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			w = f
+		} else if format == "xlsx" {
+			return errors.New("audit search --format xlsx: say where to write it (-o FILE.xlsx)")
+		}
+		n, err := auditlog.Export(ctx, conn, db, q, format, w)
+		if err != nil {
+			return err
+		}
+		if output != "" {
+			fmt.Fprintf(stdout, "%d entries of tenant %s's audit log written to %s\n", n, tenant, output)
+		}
+		return nil
+	case "table", "json":
+	default:
+		return fmt.Errorf("audit search --format %q: table, json, csv or xlsx", format)
+	}
+	if limit < 1 || limit > auditlog.MaxLimit {
+		return fmt.Errorf("audit search --limit: 1 to %d", auditlog.MaxLimit)
+	}
+	q.Limit, q.Descending = limit, true
+	es, _, err := auditlog.Search(ctx, conn, db, q)
+	if err != nil {
+		return err
+	}
+	if format == "json" {
+		if es == nil {
+			es = []auditlog.Entry{}
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(es)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "INDEX\tTIME (UTC)\tACTION\tACTOR\tROLE\tTARGET\tCALL\tRESULT\tREASON")
+	for _, e := range es {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s %s\t%s\t%s\t%s\n", e.Index, e.OccurredAt.UTC().Format(time.DateTime), e.Action, e.ActorSubject, e.ActorRole,
+			e.TargetType, e.TargetID, e.CallID, e.Result, e.Reason)
+	}
+	return tw.Flush()
 }

@@ -42,6 +42,24 @@ func TestAuditCommands(t *testing.T) {
 	if err != nil || !strings.Contains(verify, "is intact") {
 		t.Fatalf("verify: %v\n%s", err, verify)
 	}
+	// The capture, started and stopped by the operator, and the
+	// recordings stored, found by action; exported.
+	var captures []auditlog.Entry
+	if err := json.Unmarshal([]byte(e.cmd(append([]string{"audit", "search", "--tenant", "demo", "--action", "capture.stopped", "--format", "json"}, common...)...)), &captures); err != nil ||
+		len(captures) != 1 || captures[0].TargetID != "pcap:wireshark_sip-rtp-g711.pcap" || captures[0].Reason != "2 calls, 839 RTP packets" || captures[0].ActorRole != "operator" {
+		t.Fatalf("capture.stopped: %+v %v", captures, err)
+	}
+	if table := e.cmd(append([]string{"audit", "search", "--tenant", "demo"}, common...)...); strings.Count(table, "recording.stored") != 2 || !strings.Contains(table, "capture.started") {
+		t.Fatalf("audit search:\n%s", table)
+	}
+	csvPath := filepath.Join(t.TempDir(), "audit.csv")
+	e.cmd(append([]string{"audit", "search", "--tenant", "demo", "--format", "csv", "-o", csvPath}, common...)...)
+	if b, err := os.ReadFile(csvPath); err != nil || strings.Count(string(b), "\n") != 5 { // a header, 2 capture events, 2 recordings
+		t.Fatalf("CSV export: %v\n%s", err, b)
+	}
+	if _, err := runOut(ctx, append([]string{"audit", "search", "--tenant", "demo", "--format", "xlsx"}, common...)...); err == nil {
+		t.Fatal("an XLSX export to the terminal was not refused")
+	}
 	calls := e.find()
 	call := calls[0]
 	proofJSON := e.cmd(append([]string{"audit", "prove-recording", "--tenant", "demo", call.CallID}, common...)...)

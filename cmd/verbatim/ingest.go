@@ -81,6 +81,11 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		cfg := base
 		cfg.Source = "verbatim-ingest/" + filepath.Base(name)
+		source := "pcap:" + filepath.Base(name)
+		if err := captureAudit(ctx, cl, cfg.Tenant, "capture.started", source, "", nil); err != nil {
+			f.Close()
+			return err
+		}
 		cfg.Progress = func(r ingest.Report) {
 			fmt.Fprintf(stderr, "\r%s: %d packets, %d SIP messages, %.0f packets/s", name, r.Pcap.Frames, r.SIP.Messages,
 				float64(r.Pcap.Frames)/max(r.Elapsed.Seconds(), 1e-9))
@@ -88,6 +93,10 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		rep, err := ingest.Pcap(ctx, cfg, f)
 		f.Close()
 		fmt.Fprintln(stderr)
+		if aerr := captureAudit(ctx, cl, cfg.Tenant, "capture.stopped", source,
+			fmt.Sprintf("%d calls, %d RTP packets", rep.Calls, rep.RTPPackets), err); aerr != nil {
+			return aerr
+		}
 		damaged := errors.Is(err, ingest.ErrCaptureDamaged)
 		if err != nil && !damaged {
 			fmt.Fprintf(stderr, "%s: %v\n", name, err)
@@ -239,6 +248,9 @@ func runIngestLive(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	defer cl.Close()
 	cfg.Source, cfg.ProgressEvery = "verbatim-ingest/live:"+*iface, 1000
+	if err := captureAudit(ctx, cl, cfg.Tenant, "capture.started", "interface:"+*iface, *expr, nil); err != nil {
+		return err
+	}
 	cfg.Progress = func(r ingest.Report) {
 		fmt.Fprintf(stderr, "\r%s: %d packets, %d SIP messages, %d calls, %d kernel drops ", *iface, r.Pcap.Frames, r.SIP.Messages, r.Calls, r.KernelDrops)
 	}
@@ -247,5 +259,6 @@ func runIngestLive(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fmt.Fprintln(stderr)
 	fmt.Fprintf(stdout, "%s: %d calls, %d RTP packets in %d batches, %d frames dropped by the kernel\n", *iface, rep.Calls, rep.RTPPackets, rep.Batches, rep.KernelDrops)
 	printWarnings(stdout, rep)
-	return err
+	return errors.Join(err, captureAudit(ctx, cl, cfg.Tenant, "capture.stopped", "interface:"+*iface,
+		fmt.Sprintf("%d calls, %d RTP packets, %d frames dropped by the kernel", rep.Calls, rep.RTPPackets, rep.KernelDrops), err))
 }
