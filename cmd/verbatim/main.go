@@ -21,6 +21,7 @@ import (
 	"github.com/verbatimrec/verbatim/internal/devstack"
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/processors"
+	auditlog "github.com/verbatimrec/verbatim/projections/audit"
 	"github.com/verbatimrec/verbatim/projections/search"
 	"github.com/verbatimrec/verbatim/schemas"
 )
@@ -138,7 +139,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	port := fs.Int("kafka-port", 19092, "loopback port of the embedded Kafka broker (0: any free port)")
 	chAddr := fs.String("clickhouse", os.Getenv("VERBATIM_CLICKHOUSE_ADDR"), "ClickHouse native address host:port, to migrate the search schema (env VERBATIM_CLICKHOUSE_ADDR; empty: no search)")
 	check := fs.Bool("check", false, "run the self-check and exit instead of serving")
-	roles := fs.String("roles", "process,project", "pipeline roles to run in this process: process (recordings), project (search, needs --clickhouse), siprec (the SIPREC recording server), api (the HTTPS API and web page, needs --clickhouse, an OpenID provider and a certificate: source the local stack's env.sh); empty for none")
+	roles := fs.String("roles", "process,project", "pipeline roles to run in this process: process (recordings), project (search, needs --clickhouse), audit (the audit log, needs --clickhouse), siprec (the SIPREC recording server), api (the HTTPS API and web page, needs --clickhouse, an OpenID provider and a certificate: source the local stack's env.sh); empty for none")
 	var srs devSIPREC
 	var da devAPI
 	fs.StringVar(&da.listen, "api-listen", "127.0.0.1:18443", "HTTPS address of the api role")
@@ -198,7 +199,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // ends; the returned func waits for them and reports the first failure.
 func startRoles(ctx context.Context, roles string, s *devstack.Stack, chAddr, dataDir string, srs devSIPREC, da devAPI, stdout, stderr io.Writer) (func() error, error) {
 	var wg sync.WaitGroup
-	errs := make(chan error, 4)
+	errs := make(chan error, 5)
 	kcfg := kafkaclient.Config{Brokers: s.Brokers, Logger: warnLogger(stderr)}
 	for _, role := range strings.Split(roles, ",") {
 		switch strings.TrimSpace(role) {
@@ -253,6 +254,26 @@ func startRoles(ctx context.Context, roles string, s *devstack.Stack, chAddr, da
 					errs <- fmt.Errorf("siprec: %w", err)
 				}
 			}()
+		case "audit":
+			if chAddr == "" {
+				return nil, errors.New("dev: role audit needs --clickhouse (the audit log's tables)")
+			}
+			conn, db, err := search.Open(ctx, search.Config{Addr: chAddr,
+				User: os.Getenv("VERBATIM_CLICKHOUSE_USER"), Password: os.Getenv("VERBATIM_CLICKHOUSE_PASSWORD")})
+			if err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(stdout, "  role      audit: the audit log in ClickHouse %s, database %s, checkpoints in %s\n", chAddr, db, s.ObjectsDir)
+			wg.Add(1)
+			go func() { // stops with ctx; waited for by the returned func
+				defer wg.Done()
+				defer conn.Close()
+				if _, err := auditlog.Run(ctx, auditlog.Config{Kafka: kcfg, Conn: conn, Database: db, Signer: s.Keys, Store: s.Store,
+					Logger: warnLogger(stderr)}); err != nil && ctx.Err() == nil {
+					fmt.Fprintf(stderr, "dev: role audit stopped: %v\n", err)
+					errs <- fmt.Errorf("project audit: %w", err)
+				}
+			}()
 		case "api":
 			if chAddr == "" {
 				return nil, errors.New("dev: role api needs --clickhouse (it searches the projection)")
@@ -269,7 +290,7 @@ func startRoles(ctx context.Context, roles string, s *devstack.Stack, chAddr, da
 				}
 			}()
 		default:
-			return nil, fmt.Errorf("dev: unknown role %q (process, project, siprec, api)", role)
+			return nil, fmt.Errorf("dev: unknown role %q (process, project, audit, siprec, api)", role)
 		}
 	}
 	return func() error {

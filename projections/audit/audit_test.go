@@ -228,6 +228,15 @@ func TestAuditLog(t *testing.T) {
 		t.Fatalf("rebuilt: size %d root %x, want %d %x", got.Size, got.Hash, demo.Size, demo.Hash)
 	}
 
+	// The log, read against another Kafka (a fresh one): refused, not
+	// silently skipped.
+	fresh := newReplay(t, nil)
+	cfg := e.config(e.db)
+	cfg.Kafka = fresh
+	if _, err := audit.Run(e.ctx, cfg); err == nil || !strings.Contains(err.Error(), "another Kafka cluster") {
+		t.Fatalf("a log run against another cluster: %v", err)
+	}
+
 	// Inclusion: an event, a stored recording.
 	proofs, err := audit.Prove(e.ctx, e.conn, e.db, "demo", "ev-demo-7")
 	if err != nil || len(proofs) != 1 || proofs[0].TreeSize != 21 {

@@ -428,6 +428,16 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 	if err != nil {
 		return Stats{}, err
 	}
+	var ahead error
+	ends.Each(func(e kadm.ListedOffset) {
+		if next, ok := a.next[e.Partition]; ok && next > e.Offset {
+			ahead = fmt.Errorf("audit: the log in database %s has read partition %d of %s to offset %d, but the topic ends at %d: it was built from another Kafka cluster, or the topic was deleted; build the log into a new database (nothing is appended here, so nothing is skipped)",
+				cfg.Database, e.Partition, schemas.TopicAudit, next, e.Offset)
+		}
+	})
+	if ahead != nil {
+		return Stats{}, ahead
+	}
 	offsets := map[int32]kgo.Offset{}
 	progress := kafkaclient.NewProgress()
 	ends.Each(func(e kadm.ListedOffset) {
