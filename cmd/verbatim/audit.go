@@ -21,6 +21,7 @@ import (
 
 	"github.com/verbatimrec/verbatim/internal/keys"
 	auditlog "github.com/verbatimrec/verbatim/projections/audit"
+	"github.com/verbatimrec/verbatim/projections/search"
 	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
@@ -68,6 +69,9 @@ func runProjectAudit(ctx context.Context, args []string, stdout, stderr io.Write
 		return err
 	}
 	defer conn.Close()
+	if _, err := search.Migrate(ctx, conn, db); err != nil {
+		return err
+	}
 	start := time.Now()
 	st, err := auditlog.Run(ctx, auditlog.Config{Kafka: kafka.config("verbatim-project-audit", stderr), Conn: conn, Database: db, Signer: signer,
 		Store: store, Retention: *retention, CheckpointEvery: *every, ExitWhenIdle: *idle, Logger: warnLogger(stderr)})
