@@ -80,7 +80,7 @@ func Topics() []Topic {
 		{Name: TopicKeys, Key: "key_id", Message: "verbatim.v1.DataKey (null value: shredded)", Partitions: 6, Cleanup: CleanupCompact,
 			Producers: []string{"ingest", "process", "erasure"}, Consumers: []string{"process", "project search", "api"}},
 		{Name: TopicAudit, Key: "tenant", Message: "verbatim.v1.AuditEvent", Partitions: 6, Cleanup: CleanupDelete,
-			Producers: []string{"api", "process"}, Consumers: []string{"project audit"}},
+			Producers: []string{"api", "process", "reprocess", "ingest", "siprec", "play"}, Consumers: []string{"project audit"}},
 		{Name: TopicCommands, Key: "tenant", Message: "verbatim.v1.Command", Partitions: 6, Cleanup: CleanupDelete,
 			Producers: []string{"api"}, Consumers: []string{"process"}},
 		// Written rarely, read whole by every API server at start and to
