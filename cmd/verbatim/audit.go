@@ -21,7 +21,6 @@ import (
 
 	"github.com/verbatimrec/verbatim/internal/keys"
 	auditlog "github.com/verbatimrec/verbatim/projections/audit"
-	"github.com/verbatimrec/verbatim/projections/search"
 	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
@@ -64,14 +63,11 @@ func runProjectAudit(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	conn, db, err := ch.open(ctx)
+	conn, db, err := ch.openMigrated(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if _, err := search.Migrate(ctx, conn, db); err != nil {
-		return err
-	}
 	start := time.Now()
 	st, err := auditlog.Run(ctx, auditlog.Config{Kafka: kafka.config("verbatim-project-audit", stderr), Conn: conn, Database: db, Signer: signer,
 		Store: store, Retention: *retention, CheckpointEvery: *every, ExitWhenIdle: *idle, Logger: warnLogger(stderr)})

@@ -32,6 +32,20 @@ func (c chFlags) open(ctx context.Context) (driver.Conn, string, error) {
 		User: os.Getenv("VERBATIM_CLICKHOUSE_USER"), Password: os.Getenv("VERBATIM_CLICKHOUSE_PASSWORD")})
 }
 
+// openMigrated opens the database and applies the schema's pending
+// migrations (the projections make their tables).
+func (c chFlags) openMigrated(ctx context.Context) (driver.Conn, string, error) {
+	conn, db, err := c.open(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	if _, err := search.Migrate(ctx, conn, db); err != nil {
+		conn.Close()
+		return nil, "", err
+	}
+	return conn, db, nil
+}
+
 func runProject(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "audit" {
 		return runProjectAudit(ctx, args[1:], stdout, stderr)
@@ -76,14 +90,11 @@ func runProject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	conn, db, err := ch.open(ctx)
+	conn, db, err := ch.openMigrated(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if _, err := search.Migrate(ctx, conn, db); err != nil {
-		return err
-	}
 	began := time.Now()
 	var progress func(search.Stats)
 	if *rebuild {
