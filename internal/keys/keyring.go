@@ -34,6 +34,7 @@ type Keyring struct {
 var (
 	_ Manager     = (*Keyring)(nil)
 	_ AuditSigner = (*Keyring)(nil)
+	_ Rotator     = (*Keyring)(nil)
 )
 
 type keyringFile struct {
@@ -42,6 +43,9 @@ type keyringFile struct {
 	// AuditSeed is the ed25519 seed of the key signing the audit log's
 	// checkpoints (made on first use).
 	AuditSeed []byte `json:"audit_ed25519_seed,omitempty"`
+	// MinVersions are, per tenant, the lowest KEK version that unwraps
+	// (RetireKEKVersions); older ones are kept but refuse.
+	MinVersions map[string]uint32 `json:"min_versions,omitempty"`
 }
 
 type keyringKE struct {
@@ -219,6 +223,12 @@ func (k *Keyring) UnwrapDataKey(_ context.Context, tenant string, w Wrapped) ([]
 	if err != nil {
 		return nil, err
 	}
+	k.mu.Lock()
+	min := k.mu.file.MinVersions[tenant]
+	k.mu.Unlock()
+	if w.KEKVersion < min {
+		return nil, fmt.Errorf("%w: tenant %q's KEK version %d is retired (versions below %d no longer unwrap)", ErrUnwrap, tenant, w.KEKVersion, min)
+	}
 	aead, err := keyringAEAD(kek.Key)
 	if err != nil {
 		return nil, err
@@ -329,4 +339,110 @@ func (k *Keyring) SignAudit(_ context.Context, msg []byte) ([]byte, error) {
 		return nil, err
 	}
 	return ed25519.Sign(key, msg), nil
+}
+
+// RotateKEK implements Rotator: a new version, under the file's lock.
+func (k *Keyring) RotateKEK(_ context.Context, tenant string) (uint32, error) {
+	if err := ValidateTenant(tenant); err != nil {
+		return 0, err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	unlock, err := k.lockFile()
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	if err := k.reloadLocked(); err != nil {
+		return 0, err
+	}
+	ks := k.mu.file.KEKs[tenant]
+	if len(ks) == 0 {
+		return 0, fmt.Errorf("%w %q", ErrUnknownTenant, tenant)
+	}
+	key := make([]byte, DEKSize)
+	if _, err := rand.Read(key); err != nil {
+		return 0, fmt.Errorf("keys: %w", err)
+	}
+	v := ks[len(ks)-1].Version + 1
+	k.mu.file.KEKs[tenant] = append(ks, keyringKE{Version: v, Key: key})
+	if err := k.saveLocked(); err != nil {
+		k.mu.file.KEKs[tenant] = ks
+		return 0, err
+	}
+	return v, nil
+}
+
+// KEKVersions implements Rotator, from the file as it is now.
+func (k *Keyring) KEKVersions(_ context.Context, tenant string) (uint32, uint32, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	unlock, err := k.lockFile()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer unlock()
+	if err := k.reloadLocked(); err != nil {
+		return 0, 0, err
+	}
+	ks := k.mu.file.KEKs[tenant]
+	if len(ks) == 0 {
+		return 0, 0, fmt.Errorf("%w %q", ErrUnknownTenant, tenant)
+	}
+	return ks[len(ks)-1].Version, max(1, k.mu.file.MinVersions[tenant]), nil
+}
+
+// RewrapDataKeys implements Rotator.
+func (k *Keyring) RewrapDataKeys(ctx context.Context, tenant string, ws []Wrapped) ([]Wrapped, error) {
+	latest, err := k.kek(tenant, 0, false)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := keyringAEAD(latest.Key)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Wrapped, len(ws))
+	for i, w := range ws {
+		dek, err := k.UnwrapDataKey(ctx, tenant, w)
+		if err != nil {
+			return nil, fmt.Errorf("keys: rewrap data key %d of %d: %w", i+1, len(ws), err)
+		}
+		nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+DEKSize+aead.Overhead())
+		if _, err := rand.Read(nonce); err != nil {
+			return nil, fmt.Errorf("keys: %w", err)
+		}
+		out[i] = Wrapped{KEKName: "local:" + tenant, KEKVersion: latest.Version, Ciphertext: aead.Seal(nonce, nonce, dek, keyringAAD(tenant, latest.Version))}
+		clear(dek)
+	}
+	return out, nil
+}
+
+// RetireKEKVersions implements Rotator.
+func (k *Keyring) RetireKEKVersions(_ context.Context, tenant string, min uint32) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	unlock, err := k.lockFile()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := k.reloadLocked(); err != nil {
+		return err
+	}
+	ks := k.mu.file.KEKs[tenant]
+	if len(ks) == 0 {
+		return fmt.Errorf("%w %q", ErrUnknownTenant, tenant)
+	}
+	if latest := ks[len(ks)-1].Version; min > latest {
+		return fmt.Errorf("keys: tenant %q's latest KEK version is %d: versions up to it may be retired, not %d", tenant, latest, min)
+	}
+	if k.mu.file.MinVersions == nil {
+		k.mu.file.MinVersions = map[string]uint32{}
+	}
+	if min <= k.mu.file.MinVersions[tenant] {
+		return nil // never lowered: a retired version stays retired
+	}
+	k.mu.file.MinVersions[tenant] = min
+	return k.saveLocked()
 }

@@ -50,6 +50,24 @@ type AuditSigner interface {
 	SignAudit(ctx context.Context, msg []byte) ([]byte, error)
 }
 
+// Rotator rotates a tenant's key-encryption key and rewraps data keys to
+// its newest version; once none is left under an old version, the old
+// versions are retired (they no longer unwrap). Both key managers are
+// Rotators.
+type Rotator interface {
+	// RotateKEK makes a new version of tenant's KEK, the one new data keys
+	// are wrapped with, and returns it.
+	RotateKEK(ctx context.Context, tenant string) (uint32, error)
+	// KEKVersions are tenant's latest KEK version and the lowest that
+	// still unwraps.
+	KEKVersions(ctx context.Context, tenant string) (latest, minDecryption uint32, err error)
+	// RewrapDataKeys wraps each DEK again under the latest version,
+	// without it leaving the key manager (Vault) or memory (keyring).
+	RewrapDataKeys(ctx context.Context, tenant string, ws []Wrapped) ([]Wrapped, error)
+	// RetireKEKVersions makes versions below min refuse to unwrap.
+	RetireKEKVersions(ctx context.Context, tenant string, min uint32) error
+}
+
 // Wrapped is a DEK encrypted under a KEK.
 type Wrapped struct {
 	// KEKName is the Transit key name or local keyring entry.

@@ -192,3 +192,66 @@ func TestAuditSigners(t *testing.T) {
 		t.Fatalf("the keyring's audit key after reopening: %v", err)
 	}
 }
+
+// TestRotation: both key managers rotate a tenant's KEK, rewrap data keys
+// of the old version to the new one (the same DEK), and once the old
+// version is retired, a key still wrapped by it refuses to unwrap while
+// the rewrapped one unwraps.
+func TestRotation(t *testing.T) {
+	ctx := context.Background()
+	tenant := "rot" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	ring, err := keys.OpenKeyring(filepath.Join(t.TempDir(), "keyring.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := keys.NewVault(keys.VaultConfig{Address: stacktest.Env(t, "VERBATIM_VAULT_ADDR"), Token: stacktest.Env(t, "VERBATIM_VAULT_TOKEN"), CreateKeys: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, m := range map[string]interface {
+		keys.Manager
+		keys.Rotator
+	}{"keyring": ring, "vault (transit)": v} {
+		var old []keys.DataKey
+		for range 3 {
+			dk, err := m.GenerateDataKey(ctx, tenant)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			old = append(old, dk)
+		}
+		if old[0].Wrapped.KEKVersion != 1 {
+			t.Fatalf("%s: first version %d", name, old[0].Wrapped.KEKVersion)
+		}
+		if n, err := m.RotateKEK(ctx, tenant); err != nil || n != 2 {
+			t.Fatalf("%s: rotate: %d %v", name, n, err)
+		}
+		if dk, err := m.GenerateDataKey(ctx, tenant); err != nil || dk.Wrapped.KEKVersion != 2 {
+			t.Fatalf("%s: a data key after rotation: version %d, %v", name, dk.Wrapped.KEKVersion, err)
+		}
+		ws := []keys.Wrapped{old[0].Wrapped, old[1].Wrapped}
+		re, err := m.RewrapDataKeys(ctx, tenant, ws)
+		if err != nil || len(re) != 2 || re[0].KEKVersion != 2 {
+			t.Fatalf("%s: rewrap: %+v %v", name, re, err)
+		}
+		if err := m.RetireKEKVersions(ctx, tenant, 2); err != nil {
+			t.Fatalf("%s: retire: %v", name, err)
+		}
+		latest, min, err := m.KEKVersions(ctx, tenant)
+		if err != nil || latest != 2 || min != 2 {
+			t.Fatalf("%s: versions %d %d %v", name, latest, min, err)
+		}
+		for i, w := range re {
+			dek, err := m.UnwrapDataKey(ctx, tenant, w)
+			if err != nil || !bytes.Equal(dek, old[i].Plaintext) {
+				t.Fatalf("%s: the rewrapped key %d: %v", name, i, err)
+			}
+		}
+		if _, err := m.UnwrapDataKey(ctx, tenant, old[2].Wrapped); !errors.Is(err, keys.ErrUnwrap) {
+			t.Fatalf("%s: a key under the retired version unwrapped: %v", name, err)
+		}
+		if err := m.RetireKEKVersions(ctx, tenant, 3); err == nil {
+			t.Fatalf("%s: a version past the latest was retired", name)
+		}
+	}
+}

@@ -73,6 +73,7 @@ type Vault struct {
 var (
 	_ Manager     = (*Vault)(nil)
 	_ AuditSigner = (*Vault)(nil)
+	_ Rotator     = (*Vault)(nil)
 )
 
 // NewVault returns a Transit key manager.
@@ -241,4 +242,89 @@ func (v *Vault) SignAudit(ctx context.Context, msg []byte) ([]byte, error) {
 		return nil, fmt.Errorf("keys: transit sign %s: not an ed25519 signature", name)
 	}
 	return b, nil
+}
+
+// RotateKEK implements Rotator: Transit's rotate.
+func (v *Vault) RotateKEK(ctx context.Context, tenant string) (uint32, error) {
+	if err := ValidateTenant(tenant); err != nil {
+		return 0, err
+	}
+	name := v.keyName(tenant)
+	if _, err := v.c.Logical().WriteWithContext(ctx, v.cfg.Mount+"/keys/"+name+"/rotate", nil); err != nil {
+		return 0, fmt.Errorf("keys: rotate transit key %s: %w", name, err)
+	}
+	latest, _, err := v.KEKVersions(ctx, tenant)
+	return latest, err
+}
+
+// KEKVersions implements Rotator.
+func (v *Vault) KEKVersions(ctx context.Context, tenant string) (uint32, uint32, error) {
+	name := v.keyName(tenant)
+	s, err := v.c.Logical().ReadWithContext(ctx, v.cfg.Mount+"/keys/"+name)
+	if err != nil {
+		return 0, 0, fmt.Errorf("keys: transit key %s: %w", name, err)
+	}
+	if s == nil || s.Data == nil {
+		return 0, 0, fmt.Errorf("%w %q: transit key %s does not exist", ErrUnknownTenant, tenant, name)
+	}
+	num := func(k string) (uint32, error) {
+		n, err := strconv.ParseUint(fmt.Sprint(s.Data[k]), 10, 32)
+		if err != nil {
+			return 0, fmt.Errorf("keys: transit key %s: %s %v", name, k, s.Data[k])
+		}
+		return uint32(n), nil
+	}
+	latest, err := num("latest_version")
+	if err != nil {
+		return 0, 0, err
+	}
+	min, err := num("min_decryption_version")
+	return latest, min, err
+}
+
+// RewrapDataKeys implements Rotator: Transit's rewrap, in one batch; the
+// DEKs never leave Vault.
+func (v *Vault) RewrapDataKeys(ctx context.Context, tenant string, ws []Wrapped) ([]Wrapped, error) {
+	name := v.keyName(tenant)
+	batch := make([]map[string]any, len(ws))
+	for i, w := range ws {
+		if w.KEKName != name {
+			return nil, fmt.Errorf("%w: wrapped by %q, not tenant %q's key %q", ErrUnwrap, w.KEKName, tenant, name)
+		}
+		batch[i] = map[string]any{"ciphertext": string(w.Ciphertext)}
+	}
+	s, err := v.c.Logical().WriteWithContext(ctx, v.cfg.Mount+"/rewrap/"+name, map[string]any{"batch_input": batch})
+	if err != nil {
+		return nil, fmt.Errorf("keys: transit rewrap %s: %w", name, err)
+	}
+	if s == nil || s.Data == nil {
+		return nil, fmt.Errorf("keys: transit rewrap %s: empty response", name)
+	}
+	results, _ := s.Data["batch_results"].([]any)
+	if len(results) != len(ws) {
+		return nil, fmt.Errorf("keys: transit rewrap %s: %d results for %d keys", name, len(results), len(ws))
+	}
+	out := make([]Wrapped, len(ws))
+	for i, r := range results {
+		m, _ := r.(map[string]any)
+		if e, _ := m["error"].(string); e != "" {
+			return nil, fmt.Errorf("%w: transit rewrap %s, key %d: %s", ErrUnwrap, name, i+1, e)
+		}
+		ct, _ := m["ciphertext"].(string)
+		ver, err := transitVersion(ct)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = Wrapped{KEKName: name, KEKVersion: ver, Ciphertext: []byte(ct)}
+	}
+	return out, nil
+}
+
+// RetireKEKVersions implements Rotator: Transit's min_decryption_version.
+func (v *Vault) RetireKEKVersions(ctx context.Context, tenant string, min uint32) error {
+	name := v.keyName(tenant)
+	if _, err := v.c.Logical().WriteWithContext(ctx, v.cfg.Mount+"/keys/"+name+"/config", map[string]any{"min_decryption_version": min}); err != nil {
+		return fmt.Errorf("keys: transit key %s: min_decryption_version %d: %w", name, min, err)
+	}
+	return nil
 }
