@@ -267,21 +267,21 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// captureAudit records a capture started or stopped (a system action) on
-// the audit topic, acknowledged: by whom (the operator's OS user), what
-// (a file, an interface, a SIPREC server) and, when it stopped, with what
-// result.
-func captureAudit(ctx context.Context, cl *kgo.Client, tenant, action, source, detail string, failure error) error {
+// operatorAudit records an operator's action on the audit topic,
+// acknowledged: by whom (the OS user), what (a capture of a file, an
+// interface or a SIPREC server started or stopped; a key rotated...) and
+// with what result.
+func operatorAudit(ctx context.Context, cl *kgo.Client, tenant, action, targetType, source, detail string, failure error) error {
 	now := time.Now()
 	id := schemas.RandomID()
 	ev := &verbatimv1.AuditEvent{EventId: id, OccurredAt: timestamppb.New(now), Tenant: tenant, Action: action,
 		Actor:  &verbatimv1.Actor{Subject: operator(), Role: "operator", Tenant: tenant},
-		Target: &verbatimv1.Target{Type: "capture", Id: source}, Result: verbatimv1.AuditResult_AUDIT_RESULT_SUCCESS, Reason: detail,
+		Target: &verbatimv1.Target{Type: targetType, Id: source}, Result: verbatimv1.AuditResult_AUDIT_RESULT_SUCCESS, Reason: detail,
 		UserAgent: "verbatim/" + version()}
 	if failure != nil {
 		ev.Result, ev.Reason = verbatimv1.AuditResult_AUDIT_RESULT_ERROR, strings.TrimPrefix(detail+": "+failure.Error(), ": ")
 	}
-	rec, err := schemas.NewRecord(schemas.TopicAudit, []byte(tenant), schemas.Envelope{ID: id, Tenant: tenant, OccurredAt: now, Producer: "verbatim-ingest"}, ev)
+	rec, err := schemas.NewRecord(schemas.TopicAudit, []byte(tenant), schemas.Envelope{ID: id, Tenant: tenant, OccurredAt: now, Producer: "verbatim-" + strings.SplitN(action, ".", 2)[0]}, ev)
 	if err != nil {
 		return err
 	}

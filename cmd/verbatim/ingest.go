@@ -82,7 +82,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		cfg := base
 		cfg.Source = "verbatim-ingest/" + filepath.Base(name)
 		source := "pcap:" + filepath.Base(name)
-		if err := captureAudit(ctx, cl, cfg.Tenant, "capture.started", source, "", nil); err != nil {
+		if err := operatorAudit(ctx, cl, cfg.Tenant, "capture.started", "capture", source, "", nil); err != nil {
 			f.Close()
 			return err
 		}
@@ -93,7 +93,7 @@ func runIngest(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		rep, err := ingest.Pcap(ctx, cfg, f)
 		f.Close()
 		fmt.Fprintln(stderr)
-		if aerr := captureAudit(ctx, cl, cfg.Tenant, "capture.stopped", source,
+		if aerr := operatorAudit(ctx, cl, cfg.Tenant, "capture.stopped", "capture", source,
 			fmt.Sprintf("%d calls, %d RTP packets", rep.Calls, rep.RTPPackets), err); aerr != nil {
 			return aerr
 		}
@@ -248,7 +248,7 @@ func runIngestLive(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	defer cl.Close()
 	cfg.Source, cfg.ProgressEvery = "verbatim-ingest/live:"+*iface, 1000
-	if err := captureAudit(ctx, cl, cfg.Tenant, "capture.started", "interface:"+*iface, *expr, nil); err != nil {
+	if err := operatorAudit(ctx, cl, cfg.Tenant, "capture.started", "capture", "interface:"+*iface, *expr, nil); err != nil {
 		return err
 	}
 	cfg.Progress = func(r ingest.Report) {
@@ -259,6 +259,6 @@ func runIngestLive(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fmt.Fprintln(stderr)
 	fmt.Fprintf(stdout, "%s: %d calls, %d RTP packets in %d batches, %d frames dropped by the kernel\n", *iface, rep.Calls, rep.RTPPackets, rep.Batches, rep.KernelDrops)
 	printWarnings(stdout, rep)
-	return errors.Join(err, captureAudit(ctx, cl, cfg.Tenant, "capture.stopped", "interface:"+*iface,
+	return errors.Join(err, operatorAudit(ctx, cl, cfg.Tenant, "capture.stopped", "capture", "interface:"+*iface,
 		fmt.Sprintf("%d calls, %d RTP packets, %d frames dropped by the kernel", rep.Calls, rep.RTPPackets, rep.KernelDrops), err))
 }

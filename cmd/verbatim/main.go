@@ -52,6 +52,9 @@ Commands:
   completeness  --from DAY --to DAY [--party P]: per party and day, the
             calls signalled and how many were recorded complete, partial,
             failed or missing, with the reasons
+  keys      status | rotate | rewrap | retire --below N (--tenant T): rotate
+            a tenant's key-encryption key, rewrap its data keys to the new
+            version (resumable), then retire the old versions
   topics    list the v1 topic catalogue, or create the topics (--create)
   loadtest  -o load.pcap: write a capture of --calls concurrent calls
   version   print the version
@@ -96,6 +99,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSearch(ctx, args[1:], stdout, stderr)
 	case "audit":
 		return runAudit(ctx, args[1:], stdout, stderr)
+	case "keys":
+		return runKeys(ctx, args[1:], stdout, stderr)
 	case "completeness":
 		return runCompleteness(ctx, args[1:], stdout, stderr)
 	case "topics":

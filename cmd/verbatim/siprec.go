@@ -137,14 +137,14 @@ func runSIPREC(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			st.Active, st.Sessions, refused, st.ForeignPackets)
 	}
 	source := "siprec:" + strings.Join(listen, ",")
-	if err := captureAudit(ctx, cl, cfg.Tenant, "capture.started", source, "", nil); err != nil {
+	if err := operatorAudit(ctx, cl, cfg.Tenant, "capture.started", "capture", source, "", nil); err != nil {
 		return err
 	}
 	rep, st, err := ingest.SIPREC(ctx, cfg, sc)
 	fmt.Fprintf(stdout, "siprec: %d sessions recorded (at most %d at once), %d RTP packets in %d batches\n", st.Sessions, st.Peak, rep.RTPPackets, rep.Batches)
 	printSRSWarnings(stdout, st)
 	printWarnings(stdout, rep)
-	return errors.Join(err, captureAudit(ctx, cl, cfg.Tenant, "capture.stopped", source,
+	return errors.Join(err, operatorAudit(ctx, cl, cfg.Tenant, "capture.stopped", "capture", source,
 		fmt.Sprintf("%d sessions recorded, %d RTP packets", st.Sessions, rep.RTPPackets), err))
 }
 
