@@ -23,8 +23,8 @@ import (
 // given, else Vault Transit when an address is configured, else the
 // embedded default's keyring.
 type keyFlags struct {
-	fs                             *flag.FlagSet
-	vaultAddr, vaultToken, keyring *string
+	fs                                         *flag.FlagSet
+	vaultAddr, vaultToken, keyring, tenantKeys *string
 }
 
 func addKeyFlags(fs *flag.FlagSet) keyFlags {
@@ -33,10 +33,19 @@ func addKeyFlags(fs *flag.FlagSet) keyFlags {
 		vaultAddr:  fs.String("vault-addr", os.Getenv("VERBATIM_VAULT_ADDR"), "Vault address for Transit keys (env VERBATIM_VAULT_ADDR); empty: use --keyring"),
 		vaultToken: fs.String("vault-token", "", "Vault token (default env VERBATIM_VAULT_TOKEN; prefer the environment)"),
 		keyring:    fs.String("keyring", filepath.Join(envOr("VERBATIM_DATA", ".verbatim"), "keyring.json"), "local keyring file, when no Vault is configured"),
+		tenantKeys: fs.String("tenant-keys", os.Getenv("VERBATIM_TENANT_KEYS"), `JSON file of the tenants whose KEK is in their own Vault (bring your own key): [{"tenant": "acme", "vault_addr": "https://...", "mount": "transit", "token_file": "/run/secrets/acme"}] (env VERBATIM_TENANT_KEYS)`),
 	}
 }
 
 func (k keyFlags) manager() (keys.Manager, error) {
+	m, err := k.baseManager()
+	if err != nil || *k.tenantKeys == "" {
+		return m, err
+	}
+	return keys.LoadTenantKeys(*k.tenantKeys, m)
+}
+
+func (k keyFlags) baseManager() (keys.Manager, error) {
 	explicitKeyring := false
 	k.fs.Visit(func(f *flag.Flag) { explicitKeyring = explicitKeyring || f.Name == "keyring" })
 	if *k.vaultAddr != "" && !explicitKeyring {
