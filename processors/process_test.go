@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -995,4 +996,62 @@ func TestProcessLedgerMustBalance(t *testing.T) {
 		f.GetRawSize() == 0 {
 		t.Fatalf("failure %v", f)
 	}
+}
+
+// downKeys is a key manager that cannot be reached while down is set (as
+// Vault down: a connection error, not a refusal).
+type downKeys struct {
+	keys.Manager
+	down atomic.Bool
+}
+
+var errUnreachable = errors.New("dial tcp 127.0.0.1:18200: connect: connection refused")
+
+func (d *downKeys) GenerateDataKey(ctx context.Context, tenant string) (keys.DataKey, error) {
+	if d.down.Load() {
+		return keys.DataKey{}, errUnreachable
+	}
+	return d.Manager.GenerateDataKey(ctx, tenant)
+}
+
+func (d *downKeys) UnwrapDataKey(ctx context.Context, tenant string, w keys.Wrapped) ([]byte, error) {
+	if d.down.Load() {
+		return nil, errUnreachable
+	}
+	return d.Manager.UnwrapDataKey(ctx, tenant, w)
+}
+
+// TestProcessFailsClosedWhileTheKeyManagerIsDown: with the key manager
+// unreachable the processor stops with the reason, having written no
+// object and announced no recording (nothing failed either: the calls are
+// not lost); once it is back, the same calls are recorded.
+func TestProcessFailsClosedWhileTheKeyManagerIsDown(t *testing.T) {
+	p := kfakePipeline(t)
+	p.ingest("pcap/wireshark_sip-rtp-g711.pcap")
+	dk := &downKeys{Manager: p.km}
+	p.km = dk
+	dk.down.Store(true)
+	st, err := p.processErr()
+	if err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("with the key manager down: %v (stats %+v)", err, st)
+	}
+	var written []string
+	_ = filepath.WalkDir(p.objects, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			written = append(written, path)
+		}
+		return nil
+	})
+	if len(written) != 0 || st.Recorded != 0 || st.Failed != 0 {
+		t.Fatalf("while the key manager was down: objects %v, stats %+v", written, st)
+	}
+	if recs, _ := p.recordings(); len(recs) != 0 || len(p.failures) != 0 {
+		t.Fatalf("announced while down: %d recordings, %d failures", len(recs), len(p.failures))
+	}
+	dk.down.Store(false)
+	if st := p.process(nil); st.Recorded != 2 || st.Failed != 0 {
+		t.Fatalf("once it is back: %+v", st)
+	}
+	recs, _ := p.recordings()
+	checkG711(t, recs)
 }
