@@ -82,6 +82,12 @@ type Config struct {
 	// describe (what the listener heard, and what G.729 Annex B's decoder
 	// generates for its own silence frames).
 	SilentComfortNoise bool
+	// Retention, if set, is how long each tenant's recordings and raw
+	// media must be kept: their objects are locked (object lock,
+	// compliance mode) until the time it gives at storage, which the
+	// RecordingStored records. Fixed then: a later policy never shortens
+	// what was stored. Zero: not locked.
+	Retention func(tenant string) time.Duration
 }
 
 func (c *Config) setDefaults() {
@@ -921,11 +927,24 @@ func (p *processor) storeRaw(ctx context.Context, c *openCall, rawKey string) (o
 	if _, err := c.spool.Seek(0, io.SeekStart); err != nil {
 		return objstore.Info{}, err
 	}
-	info, err := p.cfg.Store.Put(ctx, rawKey, c.spool, c.size, objstore.PutOptions{ContentType: "application/vnd.verbatim.rtp"})
+	info, err := p.cfg.Store.Put(ctx, rawKey, c.spool, c.size, objstore.PutOptions{ContentType: "application/vnd.verbatim.rtp", RetainUntil: p.retainUntil(c.tenant)})
 	if err != nil {
 		return info, fmt.Errorf("processors: store raw media of %s: %w", c.id, err)
 	}
 	return info, nil
+}
+
+// retainUntil is when the objects of a tenant's call stored now may be
+// deleted (zero: whenever).
+func (p *processor) retainUntil(tenant string) time.Time {
+	if p.cfg.Retention == nil {
+		return time.Time{}
+	}
+	d := p.cfg.Retention(tenant)
+	if d <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(d).UTC().Truncate(time.Second)
 }
 
 // startedAt is when the call was signalled, or else its first packet.
@@ -1006,7 +1025,8 @@ func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer
 	}
 	objectKey, rawKey := ObjectKeys(c.tenant, c.id, recordingID, started)
 	pci := p.cfg.PCI != nil && p.cfg.PCI(c.tenant)
-	rec, err := newCallRecording(c.tenant, c.id, end.GetStreams(), t0, opener, p.dir, recordOptions{pci: pci, silentCN: p.cfg.SilentComfortNoise})
+	rec, err := newCallRecording(c.tenant, c.id, end.GetStreams(), t0, opener, p.dir, recordOptions{pci: pci, silentCN: p.cfg.SilentComfortNoise,
+		retainUntil: p.retainUntil(c.tenant)})
 	if err != nil {
 		return outcome{}, err
 	}

@@ -49,6 +49,8 @@ type pipeline struct {
 	srtpKeys []ingest.SRTPKey
 	// pci records every tenant in PCI mode.
 	pci bool
+	// retention locks every tenant's objects for that long.
+	retention time.Duration
 	// digits holds, per call, the DTMF recordings() read from metadata.
 	digits map[string][]*verbatimv1.EnteredDigits
 	// producer wraps ingest's Kafka client, to lose records on purpose.
@@ -102,6 +104,9 @@ func (p *pipeline) process(stop func(processors.Stats) bool) processors.Stats {
 		SpoolDir: p.t.TempDir(), ExitWhenCaughtUp: true, MaxPollRecords: 3}
 	if p.pci {
 		cfg.PCI = func(string) bool { return true }
+	}
+	if p.retention > 0 {
+		cfg.Retention = func(string) time.Duration { return p.retention }
 	}
 	if stop != nil {
 		cfg.Progress = func(s processors.Stats) {
@@ -1054,4 +1059,38 @@ func TestProcessFailsClosedWhileTheKeyManagerIsDown(t *testing.T) {
 	}
 	recs, _ := p.recordings()
 	checkG711(t, recs)
+}
+
+// TestProcessLocksRecordings: with a retention of 30 days, each
+// recording's objects (the WAV and the raw media) are locked until then,
+// the RecordingStored says so, and a delete is refused.
+func TestProcessLocksRecordings(t *testing.T) {
+	p := kfakePipeline(t)
+	p.retention = 30 * 24 * time.Hour
+	p.ingest("pcap/wireshark_sip-rtp-g711.pcap")
+	before := time.Now()
+	if st := p.process(nil); st.Recorded != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	recs, _ := p.recordings()
+	for call, rs := range recs {
+		ev := rs[0].ev
+		until := ev.GetRetainUntil().AsTime()
+		if until.Before(before.Add(p.retention).Add(-time.Second)) || until.After(time.Now().Add(p.retention)) {
+			t.Fatalf("%s: retain until %v, want 30 days from now", call, until)
+		}
+		for _, key := range []string{ev.GetObjectKey(), ev.GetRawObjectKey()} {
+			rc, info, err := p.store.Get(context.Background(), key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc.Close()
+			if !info.RetainUntil.Equal(until) {
+				t.Fatalf("%s: locked until %v, the event says %v", key, info.RetainUntil, until)
+			}
+			if err := p.store.Delete(context.Background(), key); !errors.Is(err, objstore.ErrRetained) {
+				t.Fatalf("%s: delete of a locked recording: %v", key, err)
+			}
+		}
+	}
 }

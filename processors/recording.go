@@ -163,6 +163,8 @@ type callRecording struct {
 type recordOptions struct {
 	pci      bool // mask DTMF: digits hidden, tones silenced
 	silentCN bool // comfort-noise spans as silence
+	// retainUntil locks the objects until then (zero: not locked).
+	retainUntil time.Time
 }
 
 // newCallRecording starts a recording of streams whose timeline begins at
@@ -718,7 +720,7 @@ func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objst
 	}
 	hdr := wav.Header(2, r.rate, uint32(r.pcmBytes))
 	pSum, cSum, pN, cN, err := sealAndPut(ctx, store, dk.Plaintext, r.tenant, objectKey,
-		io.MultiReader(bytes.NewReader(hdr[:]), spool), int64(len(hdr))+r.pcmBytes)
+		io.MultiReader(bytes.NewReader(hdr[:]), spool), int64(len(hdr))+r.pcmBytes, r.opts.retainUntil)
 	if err != nil {
 		return nil, nil, fmt.Errorf("processors: store recording %s: %w", objectKey, err)
 	}
@@ -744,6 +746,9 @@ func (r *callRecording) finish(ctx context.Context, km keys.Manager, store objst
 		StreamObjects: objects,
 		Ledgers:       ledgers,
 	}
+	if !r.opts.retainUntil.IsZero() {
+		ev.RetainUntil = timestamppb.New(r.opts.retainUntil)
+	}
 	return ev, &dk, nil
 }
 
@@ -768,7 +773,7 @@ func (r *callRecording) storeOgg(ctx context.Context, store objstore.Store, key 
 		return nil, err
 	}
 	objectKey := strings.TrimSuffix(recordingKey, ".wav.sealed") + "-" + s.meta.GetStreamId() + ".opus.sealed"
-	pSum, cSum, pN, cN, err := sealAndPut(ctx, store, key, r.tenant, objectKey, plain, size)
+	pSum, cSum, pN, cN, err := sealAndPut(ctx, store, key, r.tenant, objectKey, plain, size, r.opts.retainUntil)
 	if err != nil {
 		return nil, fmt.Errorf("processors: store Opus stream %s: %w", objectKey, err)
 	}
@@ -778,7 +783,7 @@ func (r *callRecording) storeOgg(ctx context.Context, store objstore.Store, key 
 
 // sealAndPut seals plain (size bytes) under key as it streams it into
 // one stored object, and returns the digests and sizes of both forms.
-func sealAndPut(ctx context.Context, store objstore.Store, key []byte, tenant, objectKey string, plain io.Reader, size int64) (pSum, cSum []byte, pN, cN int64, err error) {
+func sealAndPut(ctx context.Context, store objstore.Store, key []byte, tenant, objectKey string, plain io.Reader, size int64, retainUntil time.Time) (pSum, cSum []byte, pN, cN int64, err error) {
 	type sums struct {
 		plain, sealed   []byte
 		plainN, sealedN int64
@@ -800,7 +805,7 @@ func sealAndPut(ctx context.Context, store objstore.Store, key []byte, tenant, o
 		pw.CloseWithError(err)
 		done <- out
 	}()
-	_, perr := store.Put(ctx, objectKey, pr, seal.SealedSize(size), objstore.PutOptions{ContentType: "application/vnd.verbatim.sealed"})
+	_, perr := store.Put(ctx, objectKey, pr, seal.SealedSize(size), objstore.PutOptions{ContentType: "application/vnd.verbatim.sealed", RetainUntil: retainUntil})
 	pr.CloseWithError(perr)
 	res := <-done
 	if perr == nil {

@@ -8,8 +8,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
+	"github.com/verbatimrec/verbatim/api/auth"
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/internal/objstore"
 	"github.com/verbatimrec/verbatim/processors"
@@ -72,6 +75,7 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	tenants := fs.String("tenants", "", "record only these tenants, comma separated (a processor group per tenant); default: all")
 	pciTenants := fs.String("pci-tenants", os.Getenv("VERBATIM_PCI_TENANTS"), "tenants recorded in PCI DSS mode, comma separated, or * for all (env VERBATIM_PCI_TENANTS): DTMF stored masked, tones silenced, no raw media kept")
 	comfortNoise := fs.String("comfort-noise", "generate", "RFC 3389 comfort-noise spans: generate (the noise the packets describe, as the listener heard it) or silence")
+	retention := fs.String("retention", os.Getenv("VERBATIM_RETENTION"), "how long recordings and raw media are locked (object lock, compliance mode), per tenant: TENANT=DAYSd or TENANT=DURATION, comma separated, * for every other tenant, e.g. \"demo=2557d,*=365d\" (env VERBATIM_RETENTION); empty: not locked")
 	kf := addKeyFlags(fs)
 	sf := addStoreFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -79,6 +83,10 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("process: unexpected argument %q", fs.Arg(0))
+	}
+	retain, err := parseRetention(*retention)
+	if err != nil {
+		return fmt.Errorf("process: --retention: %w", err)
 	}
 	if *comfortNoise != "generate" && *comfortNoise != "silence" {
 		return fmt.Errorf("process: --comfort-noise is generate or silence, not %q", *comfortNoise)
@@ -99,7 +107,7 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		Kafka: kafkaclient.Config{Brokers: strings.Split(*kafka.brokers, ","), ClientID: "verbatim-process", Logger: warnLogger(stderr)},
 		Group: *group, Instance: *instance, Keys: km, Store: store, SpoolDir: *spool,
 		ExitWhenCaughtUp: *idle, Logger: warnLogger(stderr), MaxPollRecords: *maxPoll,
-		SilentComfortNoise: *comfortNoise == "silence",
+		SilentComfortNoise: *comfortNoise == "silence", Retention: retain,
 	}
 	if *tenants != "" {
 		for _, t := range strings.Split(*tenants, ",") {
@@ -119,4 +127,45 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fmt.Fprintf(stdout, "process: %d recordings stored, %d failed, %d calls without media, %d calls still open, %d media records (%d duplicates, %d rejected, %d read again to rebuild open calls)\n",
 		st.Recorded, st.Failed, st.NoMedia, st.Open, st.Records, st.Duplicates, st.Rejected, st.Replayed)
 	return err
+}
+
+// parseRetention reads "demo=2557d,acme=87600h,*=365d": per tenant, how
+// long its recordings are locked; * for the others. Empty: nil (none).
+func parseRetention(s string) (func(tenant string) time.Duration, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	byTenant := map[string]time.Duration{}
+	for _, part := range strings.Split(s, ",") {
+		tenant, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || tenant == "" {
+			return nil, fmt.Errorf("%q is not TENANT=DURATION", part)
+		}
+		if tenant != "*" && !auth.ValidTenant(tenant) {
+			return nil, fmt.Errorf("%q is not a tenant", tenant)
+		}
+		if _, dup := byTenant[tenant]; dup {
+			return nil, fmt.Errorf("tenant %s given twice", tenant)
+		}
+		var d time.Duration
+		if days, ok := strings.CutSuffix(v, "d"); ok {
+			n, err := strconv.ParseUint(days, 10, 32)
+			if err != nil || n > 100*366 {
+				return nil, fmt.Errorf("%q: a number of days up to 36600", v)
+			}
+			d = time.Duration(n) * 24 * time.Hour
+		} else {
+			var err error
+			if d, err = time.ParseDuration(v); err != nil || d < 0 {
+				return nil, fmt.Errorf("%q: days (2557d) or a duration (87600h)", v)
+			}
+		}
+		byTenant[tenant] = d
+	}
+	return func(tenant string) time.Duration {
+		if d, ok := byTenant[tenant]; ok {
+			return d
+		}
+		return byTenant["*"]
+	}, nil
 }

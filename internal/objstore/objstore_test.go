@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
 	"github.com/verbatimrec/verbatim/internal/objstore"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
 )
@@ -125,7 +128,28 @@ func TestS3(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testStore(t, s, "test-"+time.Now().UTC().Format("20060102T150405.000000000"))
+	prefix := "test-" + time.Now().UTC().Format("20060102T150405.000000000")
+	testStore(t, s, prefix)
+
+	// Nor may the app's own credentials remove the locked version
+	// directly, even asking to bypass governance: the lock is compliance
+	// mode.
+	mc, err := minio.New(cfg.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""), Secure: !cfg.Insecure})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := mc.StatObject(ctx, cfg.Bucket, prefix+"/demo/locked", minio.StatObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mc.RemoveObject(ctx, cfg.Bucket, prefix+"/demo/locked", minio.RemoveObjectOptions{VersionID: st.VersionID, GovernanceBypass: true}); err == nil {
+		t.Fatal("the locked version was removed through S3 with the app's credentials")
+	} else {
+		t.Logf("S3 removal of the locked version refused: %v", err)
+	}
+	if mode, until, err := mc.GetObjectRetention(ctx, cfg.Bucket, prefix+"/demo/locked", st.VersionID); err != nil || mode == nil || *mode != minio.Compliance || until == nil {
+		t.Fatalf("retention: %v %v %v", mode, until, err)
+	}
 
 	bad := cfg
 	bad.SecretKey = "wrong"
