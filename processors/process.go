@@ -185,6 +185,9 @@ type again struct {
 	rawSize     uint64
 	rawSHA256   []byte
 	digits      bool // announce the DTMF (the earlier attempt failed, so it never was)
+	// retainUntil is the superseded recording's lock: the new recording
+	// is kept at least as long (a policy never shortens what was stored).
+	retainUntil time.Time
 }
 
 type processor struct {
@@ -1025,8 +1028,12 @@ func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer
 	}
 	objectKey, rawKey := ObjectKeys(c.tenant, c.id, recordingID, started)
 	pci := p.cfg.PCI != nil && p.cfg.PCI(c.tenant)
+	retain := p.retainUntil(c.tenant)
+	if f.again != nil && f.again.retainUntil.After(retain) {
+		retain = f.again.retainUntil
+	}
 	rec, err := newCallRecording(c.tenant, c.id, end.GetStreams(), t0, opener, p.dir, recordOptions{pci: pci, silentCN: p.cfg.SilentComfortNoise,
-		retainUntil: p.retainUntil(c.tenant)})
+		retainUntil: retain})
 	if err != nil {
 		return outcome{}, err
 	}

@@ -67,7 +67,10 @@ type ReprocessConfig struct {
 	// mode now has its DTMF masked in the new recordings, whatever the old
 	// ones hold.
 	SilentComfortNoise bool
-	PCI                func(tenant string) bool
+	// Retention as in Config; a new recording is also kept at least as
+	// long as the one it supersedes.
+	Retention func(tenant string) time.Duration
+	PCI       func(tenant string) bool
 	// Actor is who runs the job, for the audit trail ("os-user:alice").
 	Actor string
 	// Workers redo that many calls at once. Default 2.
@@ -335,7 +338,8 @@ func runJob(ctx context.Context, cfg ReprocessConfig, group, sel string, ends jo
 	}
 	reg := keyreg.Start(regCl)
 	defer reg.Close()
-	p := &processor{cfg: Config{Keys: cfg.Keys, Store: cfg.Store, SilentComfortNoise: cfg.SilentComfortNoise, PCI: cfg.PCI, Logger: cfg.Logger}, dir: dir, reg: reg}
+	p := &processor{cfg: Config{Keys: cfg.Keys, Store: cfg.Store, SilentComfortNoise: cfg.SilentComfortNoise, PCI: cfg.PCI, Retention: cfg.Retention,
+		Logger: cfg.Logger}, dir: dir, reg: reg}
 
 	sess, err := kafkaclient.NewGroupTransactSession(cfg.Kafka,
 		kgo.ConsumerGroup(group), kgo.ConsumeTopics(schemas.TopicRecordings),
@@ -549,7 +553,7 @@ func (p *processor) redo(ctx context.Context, cfg ReprocessConfig, pl *Planned) 
 	}
 	defer c.discard()
 	f := finishing{c: c, end: pl.end, again: &again{recordingID: pl.NewRecordingID, rawKey: pl.rawKey, rawSize: pl.rawSize,
-		rawSHA256: pl.rawSHA256, digits: pl.failed,
+		rawSHA256: pl.rawSHA256, digits: pl.failed, retainUntil: pl.retainUntil,
 		supersedes: &verbatimv1.Supersession{RecordingId: pl.RecordingID, Reason: pl.Reason, Job: cfg.Job, Generation: pl.Generation}}}
 	out, err := p.finish(ctx, f)
 	if err != nil {

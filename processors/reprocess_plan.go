@@ -96,7 +96,10 @@ type Planned struct {
 	rawKey    string
 	rawSize   uint64
 	rawSHA256 []byte
-	end       *verbatimv1.MediaEnded
+	// retainUntil is the current recording's lock: the new one is kept at
+	// least as long.
+	retainUntil time.Time
+	end         *verbatimv1.MediaEnded
 }
 
 // version is one recording event of a chain.
@@ -317,6 +320,9 @@ func plan(chains map[string]*chain, fromTopic map[string]*verbatimv1.MediaEnded,
 			Generation: cur.generation + 1}
 		if cur.stored != nil {
 			pl.rawSize, pl.rawSHA256 = cur.stored.GetRawSize(), cur.stored.GetRawSha256()
+			if t := cur.stored.GetRetainUntil(); t != nil {
+				pl.retainUntil = t.AsTime()
+			}
 		} else {
 			pl.rawSize, pl.rawSHA256 = cur.failed.GetRawSize(), cur.failed.GetRawSha256()
 		}

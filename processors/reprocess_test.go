@@ -3,6 +3,7 @@ package processors_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/internal/objstore"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
 	"github.com/verbatimrec/verbatim/processors"
 	"github.com/verbatimrec/verbatim/schemas"
@@ -449,6 +451,40 @@ func TestReprocessMasksDTMFForAPCITenant(t *testing.T) {
 		}
 		if bytes.Equal(rs[0].wav, again.wav) {
 			t.Fatal("the reprocessed recording is the unmasked one")
+		}
+	}
+}
+
+// TestReprocessKeepsTheLock: recordings stored under a 30-day retention,
+// reprocessed by a job with no retention of its own: each new recording
+// is locked as long as the one it supersedes (a policy never shortens
+// what was stored).
+func TestReprocessKeepsTheLock(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p := kfakePipeline(t)
+	p.retention = 30 * 24 * time.Hour
+	p.ingest("pcap/wireshark_sip-rtp-g711.pcap")
+	if st := p.process(nil); st.Recorded != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	before, _ := p.recordings()
+	if _, err := p.reprocess(ctx, "keep-lock", processors.Selection{Tenant: p.tenant}, func(c *processors.ReprocessConfig) {
+		c.Force, c.Reason = true, "ticket 9"
+	}); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := p.recordings()
+	for call, rs := range after {
+		if len(rs) != 2 {
+			t.Fatalf("call %s: %d recordings", call, len(rs))
+		}
+		old, redone := before[call][0].ev, rs[len(rs)-1].ev
+		if redone.GetSupersedes() == nil || !redone.GetRetainUntil().AsTime().Equal(old.GetRetainUntil().AsTime()) {
+			t.Fatalf("call %s: the new recording is locked until %v, the old until %v", call, redone.GetRetainUntil().AsTime(), old.GetRetainUntil().AsTime())
+		}
+		if err := p.store.Delete(ctx, redone.GetObjectKey()); !errors.Is(err, objstore.ErrRetained) {
+			t.Fatalf("call %s: delete of the new recording: %v", call, err)
 		}
 	}
 }

@@ -41,6 +41,7 @@ func runReprocess(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	pciTenants := fs.String("pci-tenants", os.Getenv("VERBATIM_PCI_TENANTS"), "as for verbatim process (env VERBATIM_PCI_TENANTS): the new recordings of these tenants have their DTMF masked")
 	workers := fs.Int("workers", 2, "calls redone at once")
 	perTxn := fs.Int("calls-per-transaction", 32, "about this many calls redone per Kafka transaction (the unit a restarted job does not redo)")
+	retention := fs.String("retention", os.Getenv("VERBATIM_RETENTION"), "as for verbatim process (env VERBATIM_RETENTION); a new recording is also locked at least as long as the one it supersedes")
 	kf := addKeyFlags(fs)
 	sf := addStoreFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -48,6 +49,10 @@ func runReprocess(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("reprocess: unexpected argument %q", fs.Arg(0))
+	}
+	retain, err := parseRetention(*retention)
+	if err != nil {
+		return fmt.Errorf("reprocess: --retention: %w", err)
 	}
 	if *job == "" {
 		return fmt.Errorf("reprocess: --job NAME is required (a name of your choice: running it again resumes it)")
@@ -64,7 +69,6 @@ func runReprocess(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return fmt.Errorf("reprocess: --status %q: complete, partial, \"no audio\", failed or unverified", st)
 		}
 	}
-	var err error
 	if *from != "" {
 		if sel.From, err = parseDay(*from); err != nil {
 			return fmt.Errorf("reprocess: --from: %w", err)
@@ -77,7 +81,7 @@ func runReprocess(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	actor := operator()
 	cfg := processors.ReprocessConfig{Kafka: kafka.config("verbatim-reprocess", stderr), Job: *job, Select: sel, Reason: *reason, Force: *force,
-		DryRun: *dryRun, SpoolDir: *spool, SilentComfortNoise: *comfortNoise == "silence", Actor: actor, Workers: *workers,
+		DryRun: *dryRun, SpoolDir: *spool, SilentComfortNoise: *comfortNoise == "silence", Actor: actor, Workers: *workers, Retention: retain,
 		CallsPerTransaction: *perTxn, PCI: pciTenantsFunc(*pciTenants), Logger: warnLogger(stderr)}
 	if !*dryRun {
 		if cfg.Keys, err = kf.manager(); err != nil {
