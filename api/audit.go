@@ -76,6 +76,8 @@ func event(r *http.Request, action string, id *auth.Identity, target string, ref
 			typ = "export"
 		case strings.HasPrefix(action, "group."):
 			typ = "group"
+		case strings.HasPrefix(action, "subject."):
+			typ = "subject"
 		}
 		ev.Target = &verbatimv1.Target{Type: typ, Id: target}
 	}

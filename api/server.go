@@ -135,6 +135,7 @@ func (s *Server) register() {
 	s.route("DELETE /v1/groups/{id}", "group.remove", admins, 0, s.removeGroup)
 	s.route("PUT /v1/groups/{id}/permissions/{permission}", "group.grant", admins, 0, s.changePermission(true))
 	s.route("DELETE /v1/groups/{id}/permissions/{permission}", "group.revoke", admins, 0, s.changePermission(false))
+	s.route("GET /v1/subjects/report", "subject.report", admins, 0, s.subjectReport)
 	auditors := []auth.Role{auth.RoleAuditor}
 	s.route("GET /v1/audit", "audit.search", auditors, 0, s.searchAudit)
 	s.route("GET /v1/audit/checkpoint", "audit.checkpoint", auditors, 0, s.auditCheckpoint)

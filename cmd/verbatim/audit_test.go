@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -149,6 +150,16 @@ func TestAuditAPI(t *testing.T) {
 		return b
 	}
 	get(sup, "/v1/calls/"+call.CallID+"/recording", 200)
+	// The right of access: an administrator's report of a subject's calls.
+	admin := stacktest.DexToken(t, "admin@demo.example")
+	report := string(get(admin, "/v1/subjects/report?party="+url.QueryEscape("sip:sipp@10.0.2.20:5060"), 200))
+	if strings.Count(report, `<h2 class="call">`) != 2 || !strings.Contains(report, call.CallID) || !strings.Contains(report, "Calls of sip:sipp@10.0.2.20:5060") {
+		t.Fatalf("the subject report: %s", report)
+	}
+	if r := string(get(admin, "/v1/subjects/report?party="+url.QueryEscape("<script>x</script>"), 200)); strings.Contains(r, "<script>") || strings.Contains(r, `<h2 class="call">`) {
+		t.Fatalf("a report of a party nobody is: %s", r)
+	}
+	get(sup, "/v1/subjects/report?party=1001", 403)
 	var me struct{ Subject string }
 	_ = json.Unmarshal(get(sup, "/v1/me", 200), &me)
 	e.cmd("project", "audit", "--exit-when-idle", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--database", e.db)
@@ -203,5 +214,12 @@ func TestAuditAPI(t *testing.T) {
 	get(auditor, "/v1/audit?result=MAYBE", 400)
 	get(auditor, "/v1/audit/proof", 400)
 	get(sup, "/v1/audit", 403)
-	get(stacktest.DexToken(t, "admin@demo.example"), "/v1/audit", 403)
+	get(admin, "/v1/audit", 403)
+	var reports struct {
+		Entries []auditlog.Entry `json:"entries"`
+	}
+	if err := json.Unmarshal(get(auditor, "/v1/audit?action=subject.report&result=SUCCESS", 200), &reports); err != nil || len(reports.Entries) != 2 ||
+		reports.Entries[0].TargetType != "subject" || reports.Entries[0].TargetID != "sip:sipp@10.0.2.20:5060" {
+		t.Fatalf("the subject reports, audited: %+v %v", reports.Entries, err)
+	}
 }

@@ -119,16 +119,17 @@ func TestTenantIsolationMatrix(t *testing.T) {
 		{"PUT", "/v1/groups/matrix/permissions/comment", ""}, {"DELETE", "/v1/groups/matrix/permissions/comment", ""},
 		{"DELETE", "/v1/groups/matrix", ""},
 		// The audit log: nothing projected into it here.
-		{"GET", "/v1/audit", ""}, {"GET", "/v1/audit/checkpoint", ""}, {"GET", "/v1/audit/proof?event_id=none", ""}, {"GET", "/v1/audit/consistency?old=1&new=2", ""}}
+		{"GET", "/v1/audit", ""}, {"GET", "/v1/audit/checkpoint", ""}, {"GET", "/v1/audit/proof?event_id=none", ""}, {"GET", "/v1/audit/consistency?old=1&new=2", ""},
+		{"GET", "/v1/subjects/report?party=sip%3Asipp%4010.0.2.20%3A5060", ""}}
 	// The status of each operation for a valid token, by identity. No
 	// group has a policy: each role's defaults (a user may not score).
 	want := map[string][]int{
-		"user":            {200, 200, 404, 404, 404, 404, 404, 403, 403, 403, 404, 404, 403, 403, 403, 403, 403, 403, 403, 403, 403}, // owns neither call (party 1001)
-		"agent":           {200, 200, 200, 200, 201, 201, 201, 403, 403, 403, 403, 201, 403, 403, 403, 403, 403, 403, 403, 403, 403}, // party sipp: both calls are theirs
-		"supervisor":      {200, 200, 200, 200, 201, 201, 201, 202, 200, 200, 201, 201, 403, 403, 403, 403, 403, 403, 403, 403, 403},
-		"administrator":   {200, 200, 200, 200, 201, 201, 201, 202, 200, 200, 201, 201, 200, 200, 200, 200, 204, 403, 403, 403, 403},
-		"auditor":         {200, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 200, 404, 404, 404},
-		"acme supervisor": {200, 200, 404, 404, 404, 404, 404, 202, 404, 404, 404, 404, 403, 403, 403, 403, 403, 403, 403, 403, 403},
+		"user":            {200, 200, 404, 404, 404, 404, 404, 403, 403, 403, 404, 404, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403}, // owns neither call (party 1001)
+		"agent":           {200, 200, 200, 200, 201, 201, 201, 403, 403, 403, 403, 201, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403}, // party sipp: both calls are theirs
+		"supervisor":      {200, 200, 200, 200, 201, 201, 201, 202, 200, 200, 201, 201, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403},
+		"administrator":   {200, 200, 200, 200, 201, 201, 201, 202, 200, 200, 201, 201, 200, 200, 200, 200, 204, 403, 403, 403, 403, 200},
+		"auditor":         {200, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 200, 404, 404, 404, 403},
+		"acme supervisor": {200, 200, 404, 404, 404, 404, 404, 202, 404, 404, 404, 404, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403},
 	}
 	var doc struct {
 		Paths map[string]map[string]any `json:"paths"`
