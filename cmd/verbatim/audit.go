@@ -91,6 +91,7 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sf := addStoreFlags(fs)
 	tenant := fs.String("tenant", "demo", "tenant whose log")
 	noTopic := fs.Bool("no-topic", false, "verify: the table and the checkpoints only, not the topic too")
+	allTenants := fs.Bool("all-tenants", false, "verify: every tenant's log (a JSON list of reports), not --tenant's alone")
 	vkey := fs.String("key", os.Getenv("VERBATIM_AUDIT_KEY"), "check: the log's verifier key (verbatim audit key prints it; env VERBATIM_AUDIT_KEY)")
 	var sq auditlog.Query
 	fs.StringVar(&sq.CallID, "call-id", "", "search: the call an event concerns (Verbatim's call id)")
@@ -147,23 +148,42 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err != nil {
 			return err
 		}
-		cfg := auditlog.VerifyConfig{Conn: conn, Database: db, Tenant: *tenant, Store: store, Verifier: v}
-		if !*noTopic {
-			kc := kafka.config("verbatim-audit-verify", stderr)
-			cfg.Kafka = &kc
+		tenants := []string{*tenant}
+		if *allTenants {
+			if tenants, err = auditlog.Tenants(ctx, conn, db); err != nil {
+				return err
+			}
 		}
-		r, err := auditlog.Verify(ctx, cfg)
-		if err != nil {
+		var reports []auditlog.Report
+		var bad []string
+		for _, tn := range tenants {
+			cfg := auditlog.VerifyConfig{Conn: conn, Database: db, Tenant: tn, Store: store, Verifier: v}
+			if !*noTopic {
+				kc := kafka.config("verbatim-audit-verify", stderr)
+				cfg.Kafka = &kc
+			}
+			r, err := auditlog.Verify(ctx, cfg)
+			if err != nil {
+				return fmt.Errorf("audit verify: tenant %s: %w", tn, err)
+			}
+			reports = append(reports, r)
+			if !r.OK() {
+				bad = append(bad, fmt.Sprintf("tenant %s's log is NOT intact: %d problems, the first at entry %d: %s", tn, len(r.Problems), r.FirstBad, r.Problems[0]))
+				continue
+			}
+			fmt.Fprintf(stderr, "audit verify: tenant %s's log is intact: %d entries checked (%s), %d signed checkpoints match, the latest of size %d; %d entries since it, vouched for by the topic only\n",
+				tn, r.Entries, r.Source, r.Checkpoints, r.LatestSize, r.Uncovered)
+		}
+		var enc any = reports
+		if !*allTenants {
+			enc = reports[0]
+		}
+		if err := out.Encode(enc); err != nil {
 			return err
 		}
-		if err := out.Encode(r); err != nil {
-			return err
+		if len(bad) > 0 {
+			return fmt.Errorf("audit verify: %s", strings.Join(bad, "; "))
 		}
-		if !r.OK() {
-			return fmt.Errorf("audit verify: tenant %s's log is NOT intact: %d problems, the first at entry %d: %s", *tenant, len(r.Problems), r.FirstBad, r.Problems[0])
-		}
-		fmt.Fprintf(stderr, "audit verify: tenant %s's log is intact: %d entries checked (%s), %d signed checkpoints match, the latest of size %d; %d entries since it, vouched for by the topic only\n",
-			*tenant, r.Entries, r.Source, r.Checkpoints, r.LatestSize, r.Uncovered)
 		return nil
 	case "prove", "prove-recording":
 		if len(pos) != 1 {

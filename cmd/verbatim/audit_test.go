@@ -43,6 +43,10 @@ func TestAuditCommands(t *testing.T) {
 	if err != nil || !strings.Contains(verify, "is intact") {
 		t.Fatalf("verify: %v\n%s", err, verify)
 	}
+	var all []auditlog.Report
+	if err := json.Unmarshal([]byte(e.cmd(append([]string{"audit", "verify", "--all-tenants"}, common...)...)), &all); err != nil || len(all) != 1 || all[0].Tenant != "demo" || !all[0].OK() {
+		t.Fatalf("verify --all-tenants: %+v %v", all, err)
+	}
 	// The capture, started and stopped by the operator, and the
 	// recordings stored, found by action; exported.
 	var captures []auditlog.Entry

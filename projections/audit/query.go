@@ -139,3 +139,24 @@ func Latest(ctx context.Context, conn driver.Conn, db, tenant string) (string, i
 	}
 	return signed, size, nil
 }
+
+// Tenants lists the tenants that have a log.
+func Tenants(ctx context.Context, conn driver.Conn, db string) ([]string, error) {
+	if err := search.ValidDatabase(db); err != nil {
+		return nil, err
+	}
+	rows, err := conn.Query(ctx, "SELECT DISTINCT tenant FROM `"+db+"`.audit_log ORDER BY tenant")
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
