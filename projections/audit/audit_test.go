@@ -488,53 +488,9 @@ func newReplay(t *testing.T, recs []*kgo.Record) kafkaclient.Config {
 // as someone holding the key could).
 func (e *env) noteSigner() note.Signer {
 	e.t.Helper()
-	vkey, err := audit.VerifierKey(e.ctx, e.signer)
+	s, err := audit.NoteSigner(e.ctx, e.signer)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	v, err := note.NewVerifier(vkey)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return keyringSigner{e: e, hash: v.KeyHash()}
-}
-
-type keyringSigner struct {
-	e    *env
-	hash uint32
-}
-
-func (s keyringSigner) Name() string    { return audit.KeyName }
-func (s keyringSigner) KeyHash() uint32 { return s.hash }
-func (s keyringSigner) Sign(msg []byte) ([]byte, error) {
-	return s.e.signer.SignAudit(s.e.ctx, msg)
-}
-
-// BenchmarkAppender: audit events appended per second by the projection,
-// ClickHouse inserts included (batches of 1,000, as a poll brings them),
-// and the checkpoint's signing.
-func BenchmarkAppender(b *testing.B) {
-	e := newEnv(b)
-	a, err := audit.NewAppender(e.ctx, e.config(e.db))
-	if err != nil {
-		b.Fatal(err)
-	}
-	const batch = 1000
-	offset := int64(0)
-	b.ResetTimer()
-	for b.Loop() {
-		recs := make([]*kgo.Record, batch)
-		for i := range recs {
-			recs[i] = event(b, "demo", int(offset), "recording.play")
-			recs[i].Partition, recs[i].Offset = 0, offset
-			offset++
-		}
-		if n, err := a.Append(e.ctx, recs); err != nil || n != batch {
-			b.Fatalf("%d appended: %v", n, err)
-		}
-		if _, err := a.Checkpoint(e.ctx, true); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(offset)/b.Elapsed().Seconds(), "events/s")
+	return s
 }

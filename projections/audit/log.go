@@ -110,6 +110,25 @@ func VerifierKey(ctx context.Context, s keys.AuditSigner) (string, error) {
 	return note.NewEd25519VerifierKey(KeyName, pub)
 }
 
+// NoteSigner signs notes (checkpoints) with the key manager's audit key,
+// under KeyName; each signature is checked against the public key before
+// it is used.
+func NoteSigner(ctx context.Context, s keys.AuditSigner) (note.Signer, error) {
+	pub, err := s.AuditPublicKey(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("audit: signing key: %w", err)
+	}
+	vkey, err := note.NewEd25519VerifierKey(KeyName, pub)
+	if err != nil {
+		return nil, err
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		return nil, err
+	}
+	return &noteSigner{ctx: context.WithoutCancel(ctx), s: s, hash: v.KeyHash(), pub: pub}, nil
+}
+
 // NewAppender loads the logs' state from the table: each tenant's size
 // and peaks, and where to read each partition from.
 func NewAppender(ctx context.Context, cfg Config) (*Appender, error) {
@@ -125,17 +144,11 @@ func NewAppender(ctx context.Context, cfg Config) (*Appender, error) {
 	if err := search.ValidDatabase(cfg.Database); err != nil {
 		return nil, err
 	}
-	vkey, err := VerifierKey(ctx, cfg.Signer)
-	if err != nil {
-		return nil, fmt.Errorf("audit: signing key: %w", err)
-	}
-	v, err := note.NewVerifier(vkey)
+	signer, err := NoteSigner(ctx, cfg.Signer)
 	if err != nil {
 		return nil, err
 	}
-	pub, _ := cfg.Signer.AuditPublicKey(ctx)
-	a := &Appender{cfg: cfg, trees: map[string]*tree{}, pending: map[string]time.Time{}, next: map[int32]int64{},
-		signer: &noteSigner{ctx: context.WithoutCancel(ctx), s: cfg.Signer, hash: v.KeyHash(), pub: pub}}
+	a := &Appender{cfg: cfg, trees: map[string]*tree{}, pending: map[string]time.Time{}, next: map[int32]int64{}, signer: signer}
 	db := "`" + cfg.Database + "`"
 	rows, err := cfg.Conn.Query(ctx, "SELECT tenant, max(idx) + 1, count() FROM "+db+".audit_log GROUP BY tenant")
 	if err != nil {
