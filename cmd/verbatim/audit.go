@@ -171,8 +171,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				bad = append(bad, fmt.Sprintf("tenant %s's log is NOT intact: %d problems, the first at entry %d: %s", tn, len(r.Problems), r.FirstBad, r.Problems[0]))
 				continue
 			}
-			fmt.Fprintf(stderr, "audit verify: tenant %s's log is intact: %d entries checked (%s), %d signed checkpoints match, the latest of size %d; %d entries since it, vouched for by the topic only\n",
-				tn, r.Entries, r.Source, r.Checkpoints, r.LatestSize, r.Uncovered)
+			fmt.Fprintf(stderr, "audit verify: tenant %s's log is intact: %d entries checked (%s), %d signed checkpoints match, the latest of size %d; %s\n",
+				tn, r.Entries, r.Source, r.Checkpoints, r.LatestSize, uncovered(r, *noTopic))
 		}
 		var enc any = reports
 		if !*allTenants {
@@ -387,4 +387,16 @@ func auditSearch(ctx context.Context, conn driver.Conn, db string, q auditlog.Qu
 			e.TargetType, e.TargetID, e.CallID, e.Result, e.Reason)
 	}
 	return tw.Flush()
+}
+
+// uncovered says what vouches for the entries after the latest
+// checkpoint: the topic, or (with --no-topic) nothing yet.
+func uncovered(r auditlog.Report, noTopic bool) string {
+	switch {
+	case r.Uncovered == 0:
+		return "every entry is under a signed checkpoint"
+	case noTopic:
+		return fmt.Sprintf("%d entries since it are NOT checked: no checkpoint covers them yet, and --no-topic skipped the topic", r.Uncovered)
+	}
+	return fmt.Sprintf("%d entries since it are checked against the topic only (a checkpoint follows within --checkpoint-every)", r.Uncovered)
 }
