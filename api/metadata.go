@@ -267,19 +267,12 @@ func (s *Server) attachMetadataByID(w http.ResponseWriter, req *request) error {
 	})
 	switch {
 	case len(rs) == 0:
-		return notFound("a call of " + strings.TrimPrefix(fmt.Sprintf("%s%s%s", prefixed("call_id ", in.CallID), prefixed("sip_call_id ", in.SIPCallID), prefixed("peripheral_id ", in.PeripheralID)), " "))
+		return notFound(fmt.Sprintf("a call of call_id %q, sip_call_id %q or peripheral_id %q", in.CallID, in.SIPCallID, in.PeripheralID))
 	case len(rs) > maxMetadataCalls:
 		return &apiError{http.StatusConflict, "too_many_calls", fmt.Sprintf("more than %d calls have this id: name one by call_id", maxMetadataCalls)}
 	}
 	ev, personal := in.event(req.id)
 	return s.commitMetadata(w, req, key, rs, ev, personal)
-}
-
-func prefixed(p, v string) string {
-	if v == "" {
-		return ""
-	}
-	return p + v
 }
 
 // event is the MetadataAttached of in, by id, and its personal part.

@@ -191,11 +191,9 @@ func (s *Server) grants(ctx context.Context, id auth.Identity) (grants, error) {
 	all := false
 	for _, gp := range ps {
 		g.from = append(g.from, gp.GetGroup())
-		for _, p := range gp.GetPermissions() {
-			for name, e := range permissionEnum {
-				if e == p {
-					g.perms[name] = true
-				}
+		for _, name := range Permissions {
+			if slices.Contains(gp.GetPermissions(), permissionEnum[name]) {
+				g.perms[name] = true
 			}
 		}
 		all = all || gp.GetAllCalls()
@@ -328,7 +326,7 @@ func (s *Server) removeGroup(w http.ResponseWriter, req *request) error {
 	})
 }
 
-// grantPermission (PUT) or revokePermission (DELETE) changes one
+// changePermission grants (PUT, grant) or revokes (DELETE) one
 // permission of a group's policy; a group without one gets a policy of
 // that permission alone (and no calls, until skill groups are set).
 func (s *Server) changePermission(grant bool) handler {
