@@ -926,11 +926,11 @@ func (p *processor) callOpener(ctx context.Context, c *openCall) (*seal.Sealer, 
 
 // storeRaw stores the call's spooled batches as they came, sealed under the
 // call's key.
-func (p *processor) storeRaw(ctx context.Context, c *openCall, rawKey string) (objstore.Info, error) {
+func (p *processor) storeRaw(ctx context.Context, c *openCall, rawKey string, retainUntil time.Time) (objstore.Info, error) {
 	if _, err := c.spool.Seek(0, io.SeekStart); err != nil {
 		return objstore.Info{}, err
 	}
-	info, err := p.cfg.Store.Put(ctx, rawKey, c.spool, c.size, objstore.PutOptions{ContentType: "application/vnd.verbatim.rtp", RetainUntil: p.retainUntil(c.tenant)})
+	info, err := p.cfg.Store.Put(ctx, rawKey, c.spool, c.size, objstore.PutOptions{ContentType: "application/vnd.verbatim.rtp", RetainUntil: retainUntil})
 	if err != nil {
 		return info, fmt.Errorf("processors: store raw media of %s: %w", c.id, err)
 	}
@@ -980,7 +980,7 @@ func (p *processor) failed(ctx context.Context, f finishing, cause error) (outco
 		// as it is: the job reports the call, nothing is announced.
 		return outcome{}, cause
 	}
-	info, err := p.storeRaw(ctx, c, rawKey)
+	info, err := p.storeRaw(ctx, c, rawKey, p.retainUntil(c.tenant))
 	if err != nil {
 		return outcome{}, err
 	}
@@ -1086,7 +1086,7 @@ func (p *processor) record(ctx context.Context, f finishing, opener *seal.Sealer
 		ev.RawObjectKey, ev.RawSize, ev.RawSha256 = f.again.rawKey, f.again.rawSize, f.again.rawSHA256
 		ev.Supersedes = f.again.supersedes
 	case !pci:
-		info, err := p.storeRaw(ctx, c, rawKey)
+		info, err := p.storeRaw(ctx, c, rawKey, retain) // the lock the recording announces
 		if err != nil {
 			return outcome{}, err
 		}
