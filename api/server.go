@@ -28,6 +28,7 @@ import (
 
 	"github.com/verbatimrec/verbatim/api/auth"
 	"github.com/verbatimrec/verbatim/internal/playback"
+	"github.com/verbatimrec/verbatim/processors/lifecycle"
 	"github.com/verbatimrec/verbatim/projections/search"
 	"github.com/verbatimrec/verbatim/schemas"
 )
@@ -61,6 +62,9 @@ type Config struct {
 	// certificate (the TLS server verifies it against the service CA), by
 	// the certificate's common name.
 	ServiceAccounts map[string]ServiceAccount
+	// Lifecycle, if set, serves legal holds, erasure requests and early
+	// deletions; without it those endpoints answer 503.
+	Lifecycle *lifecycle.Lifecycle
 	// SpoolDir holds a recording while it is decrypted and served; default
 	// os.TempDir().
 	SpoolDir string
@@ -136,6 +140,14 @@ func (s *Server) register() {
 	s.route("PUT /v1/groups/{id}/permissions/{permission}", "group.grant", admins, 0, s.changePermission(true))
 	s.route("DELETE /v1/groups/{id}/permissions/{permission}", "group.revoke", admins, 0, s.changePermission(false))
 	s.route("GET /v1/subjects/report", "subject.report", admins, 0, s.subjectReport)
+	s.route("GET /v1/holds", "hold.list", admins, 0, s.listHolds)
+	s.route("POST /v1/holds", "hold.place", admins, 64<<10, s.placeHold)
+	s.route("POST /v1/holds/{id}/release", "hold.release_request", admins, 0, s.releaseHold)
+	s.route("POST /v1/holds/{id}/release/approve", "hold.release", admins, 0, s.approveHoldRelease)
+	s.route("POST /v1/erasure", "erasure.request", admins, 4<<10, s.erase)
+	s.route("GET /v1/erasure/{id}", "erasure.read", admins, 0, s.getErasure)
+	s.route("POST /v1/deletions", "deletion.request", admins, 64<<10, s.requestDeletion)
+	s.route("POST /v1/deletions/{id}/approve", "deletion.approve", admins, 0, s.approveDeletion)
 	auditors := []auth.Role{auth.RoleAuditor}
 	s.route("GET /v1/audit", "audit.search", auditors, 0, s.searchAudit)
 	s.route("GET /v1/audit/checkpoint", "audit.checkpoint", auditors, 0, s.auditCheckpoint)

@@ -60,8 +60,8 @@ func TestTopicCatalogue(t *testing.T) {
 		}
 		seen[tp.Name] = true
 		c := tp.Configs()
-		if tp.Name == schemas.TopicKeys && c["cleanup.policy"] != "compact" {
-			t.Errorf("keys topic must be compacted: %v", c)
+		if tp.Name == schemas.TopicKeys && (c["cleanup.policy"] != "compact" || c["segment.ms"] != "3600000" || c["max.compaction.lag.ms"] != "86400000") {
+			t.Errorf("keys topic must be compacted, a shredded key gone within 25 hours: %v", c)
 		}
 		if tp.Name == schemas.TopicMedia && c["retention.ms"] != "604800000" {
 			t.Errorf("media retention.ms = %s", c["retention.ms"])
@@ -72,9 +72,12 @@ func TestTopicCatalogue(t *testing.T) {
 		if tp.Name == schemas.TopicPolicy && (c["cleanup.policy"] != "compact" || c["segment.ms"] != "3153600000000") {
 			t.Errorf("policy topic must be compacted, its segments rolled by size only: %v", c)
 		}
+		if tp.Name == schemas.TopicLifecycle && (c["cleanup.policy"] != "compact" || c["segment.ms"] != "3153600000000") {
+			t.Errorf("lifecycle topic must be compacted, its segments rolled by size only: %v", c)
+		}
 	}
-	if len(seen) != 8 {
-		t.Fatalf("%d topics, want 8", len(seen))
+	if len(seen) != 9 {
+		t.Fatalf("%d topics, want 9", len(seen))
 	}
 }
 

@@ -58,6 +58,17 @@ const (
 	TopicAudit      = "verbatim.audit.v1"
 	TopicCommands   = "verbatim.commands.v1"
 	TopicPolicy     = "verbatim.policy.v1"
+	TopicLifecycle  = "verbatim.lifecycle.v1"
+)
+
+// KeysCompactionLag bounds how long a shredded data key's wrapped bytes
+// stay in the keys topic after its tombstone: a segment rolls after
+// KeysSegmentAge, and the cleaner must compact a segment within
+// KeysCompactionLag of its records being written. An erasure report
+// states the sum as the time within which the key is gone from the log.
+const (
+	KeysSegmentAge    = time.Hour
+	KeysCompactionLag = 24 * time.Hour
 )
 
 // MediaRetention is how long sealed media batches stay on the media topic:
@@ -78,7 +89,13 @@ func Topics() []Topic {
 		{Name: TopicRecordings, Key: "call_id", Message: "verbatim.v1.RecordingStored | RecordingFailed | RecordingDeleted", Partitions: 12, Cleanup: CleanupDelete,
 			Producers: []string{"process"}, Consumers: []string{"project search", "api"}},
 		{Name: TopicKeys, Key: "key_id", Message: "verbatim.v1.DataKey (null value: shredded)", Partitions: 6, Cleanup: CleanupCompact,
-			Producers: []string{"ingest", "process", "erasure"}, Consumers: []string{"process", "project search", "api"}},
+			Producers: []string{"ingest", "process", "erasure"}, Consumers: []string{"process", "project search", "api"},
+			// A shredded key's record is compacted away within a bounded
+			// time. The last record of a partition is in its active
+			// segment, which the cleaner never touches, so a reader
+			// waiting for the end offset still reaches it.
+			Config: map[string]string{"segment.ms": strconv.FormatInt(KeysSegmentAge.Milliseconds(), 10),
+				"max.compaction.lag.ms": strconv.FormatInt(KeysCompactionLag.Milliseconds(), 10)}},
 		{Name: TopicAudit, Key: "tenant", Message: "verbatim.v1.AuditEvent", Partitions: 6, Cleanup: CleanupDelete,
 			Producers: []string{"api", "process", "reprocess", "ingest", "siprec", "play"}, Consumers: []string{"project audit"}},
 		{Name: TopicCommands, Key: "tenant", Message: "verbatim.v1.Command", Partitions: 6, Cleanup: CleanupDelete,
@@ -90,6 +107,12 @@ func Topics() []Topic {
 		// under a reader that waits to reach the end offset.
 		{Name: TopicPolicy, Key: "tenant/group", Message: "verbatim.v1.GroupPolicy (null value: removed)", Partitions: 3, Cleanup: CleanupCompact,
 			Producers: []string{"api"}, Consumers: []string{"api"},
+			Config: map[string]string{"segment.ms": strconv.FormatInt(100*365*24*time.Hour.Milliseconds(), 10)}},
+		// Legal holds, early deletions awaiting approval and erasure
+		// requests: read whole before each deletion decision, never
+		// removed. Segments roll by size only, as the policy topic's.
+		{Name: TopicLifecycle, Key: "hold/TENANT/ID | deletion/TENANT/ID | erasure/TENANT/ID", Message: "verbatim.v1.LifecycleRecord", Partitions: 3, Cleanup: CleanupCompact,
+			Producers: []string{"api", "erasure", "lifecycle"}, Consumers: []string{"api", "erasure", "lifecycle"},
 			Config: map[string]string{"segment.ms": strconv.FormatInt(100*365*24*time.Hour.Milliseconds(), 10)}},
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/verbatimrec/verbatim/api"
+	"github.com/verbatimrec/verbatim/processors/lifecycle"
 	"github.com/verbatimrec/verbatim/api/auth"
 	"github.com/verbatimrec/verbatim/internal/keyreg"
 	"github.com/verbatimrec/verbatim/internal/playback"
@@ -165,8 +166,20 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			Endpoint: verifier.Endpoint(), RedirectURL: strings.TrimSuffix(*publicURL, "/") + "/auth/callback",
 			Scopes: []string{"openid", "email", "profile", "groups"}}}
 	}
+	writer := &api.KafkaWriter{Client: writeCl}
+	lcCl, err := kafka.client("verbatim-api-lifecycle", stderr, lifecycle.ConsumeOpts()...)
+	if err != nil {
+		return err
+	}
+	lcReg := lifecycle.StartRegistry(lcCl)
+	defer lcReg.Close()
+	lc, err := lifecycle.New(lifecycle.Config{Kafka: kafka.config("verbatim-api-lifecycle", stderr), Writer: writer, Registry: lcReg,
+		Conn: conn, Database: db, Store: opener.Store, Producer: "verbatim-api"})
+	if err != nil {
+		return err
+	}
 	srv, err := api.New(api.Config{Web: web, ServiceAccounts: accounts, Verifier: verifier, Conn: conn, Database: db,
-		Playback: opener, Audit: api.KafkaAuditor{Client: auditCl}, Writer: &api.KafkaWriter{Client: writeCl},
+		Playback: opener, Audit: api.KafkaAuditor{Client: auditCl}, Writer: writer, Lifecycle: lc,
 		Policies: policies, SpoolDir: *spool, Logger: warnLogger(stderr)})
 	if err != nil {
 		return err

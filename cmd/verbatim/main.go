@@ -55,6 +55,11 @@ Commands:
   keys      status | rotate | rewrap | retire --below N (--tenant T): rotate
             a tenant's key-encryption key, rewrap its data keys to the new
             version (resumable), then retire the old versions
+  erasure   request --subject ID --reason R | proof REQUEST-ID: erase a data
+            subject's calls where no retention or hold applies (GDPR Art. 17)
+  hold      place | list | release HOLD | approve HOLD: legal holds; a
+            release takes two operators
+  expire    [--dry-run]: delete the recordings whose retention has ended
   topics    list the v1 topic catalogue, or create the topics (--create)
   loadtest  -o load.pcap: write a capture of --calls concurrent calls
   version   print the version
@@ -103,6 +108,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runKeys(ctx, args[1:], stdout, stderr)
 	case "completeness":
 		return runCompleteness(ctx, args[1:], stdout, stderr)
+	case "erasure", "hold", "expire":
+		return runLifecycle(ctx, args[0], args[1:], stdout, stderr)
 	case "topics":
 		return runTopics(ctx, args[1:], stdout, stderr)
 	case "loadtest":

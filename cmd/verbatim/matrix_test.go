@@ -22,6 +22,7 @@ import (
 	"github.com/verbatimrec/verbatim/internal/objstore"
 	"github.com/verbatimrec/verbatim/internal/playback"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
+	"github.com/verbatimrec/verbatim/processors/lifecycle"
 	"github.com/verbatimrec/verbatim/projections/search"
 )
 
@@ -74,8 +75,19 @@ func (e *cliEnv) apiServer(skew time.Duration) *httptest.Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(writeCl.Close)
+	writer := &api.KafkaWriter{Client: writeCl}
+	lcCl, err := kafkaclient.New(kcfg, lifecycle.ConsumeOpts()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lcReg := lifecycle.StartRegistry(lcCl)
+	t.Cleanup(lcReg.Close)
+	lc, err := lifecycle.New(lifecycle.Config{Kafka: kcfg, Writer: writer, Registry: lcReg, Conn: conn, Database: db, Store: store, Producer: "verbatim-api"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv, err := api.New(api.Config{Verifier: v, Conn: conn, Database: db, Playback: &playback.Opener{Keys: km, Store: store, Registry: reg},
-		Audit: api.KafkaAuditor{Client: auditCl}, Writer: &api.KafkaWriter{Client: writeCl}, Policies: policies, SpoolDir: t.TempDir()})
+		Audit: api.KafkaAuditor{Client: auditCl}, Writer: writer, Lifecycle: lc, Policies: policies, SpoolDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,16 +132,22 @@ func TestTenantIsolationMatrix(t *testing.T) {
 		{"DELETE", "/v1/groups/matrix", ""},
 		// The audit log: nothing projected into it here.
 		{"GET", "/v1/audit", ""}, {"GET", "/v1/audit/checkpoint", ""}, {"GET", "/v1/audit/proof?event_id=none", ""}, {"GET", "/v1/audit/consistency?old=1&new=2", ""},
-		{"GET", "/v1/subjects/report?party=sip%3Asipp%4010.0.2.20%3A5060", ""}}
+		{"GET", "/v1/subjects/report?party=sip%3Asipp%4010.0.2.20%3A5060", ""},
+		// Holds, erasure and early deletion: of calls that do not exist,
+		// or of a subject with no calls.
+		{"GET", "/v1/holds", ""}, {"POST", "/v1/holds", `{"label": "matrix", "reason": "matrix", "call_ids": ["none"]}`},
+		{"POST", "/v1/holds/none/release", ""}, {"POST", "/v1/holds/none/release/approve", ""},
+		{"POST", "/v1/erasure", `{"subject": "nobody@example.com", "reason": "matrix"}`}, {"GET", "/v1/erasure/none", ""},
+		{"POST", "/v1/deletions", `{"call_ids": ["none"], "reason": "matrix"}`}, {"POST", "/v1/deletions/none/approve", ""}}
 	// The status of each operation for a valid token, by identity. No
 	// group has a policy: each role's defaults (a user may not score).
 	want := map[string][]int{
-		"user":            {200, 200, 404, 404, 404, 404, 404, 403, 403, 403, 404, 404, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403}, // owns neither call (party 1001)
-		"agent":           {200, 200, 200, 200, 201, 201, 201, 403, 403, 403, 403, 201, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403}, // party sipp: both calls are theirs
-		"supervisor":      {200, 200, 200, 200, 201, 201, 201, 202, 200, 200, 201, 201, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403},
-		"administrator":   {200, 200, 200, 200, 201, 201, 201, 202, 200, 200, 201, 201, 200, 200, 200, 200, 204, 403, 403, 403, 403, 200},
-		"auditor":         {200, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 200, 404, 404, 404, 403},
-		"acme supervisor": {200, 200, 404, 404, 404, 404, 404, 202, 404, 404, 404, 404, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403},
+		"user":            {200, 200, 404, 404, 404, 404, 404, 403, 403, 403, 404, 404, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403}, // owns neither call (party 1001)
+		"agent":           {200, 200, 200, 200, 201, 201, 201, 403, 403, 403, 403, 201, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403}, // party sipp: both calls are theirs
+		"supervisor":      {200, 200, 200, 200, 201, 201, 201, 202, 200, 200, 201, 201, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403},
+		"administrator":   {200, 200, 200, 200, 201, 201, 201, 202, 200, 200, 201, 201, 200, 200, 200, 200, 204, 403, 403, 403, 403, 200, 200, 404, 404, 404, 200, 404, 404, 404},
+		"auditor":         {200, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 200, 404, 404, 404, 403, 403, 403, 403, 403, 403, 403, 403, 403},
+		"acme supervisor": {200, 200, 404, 404, 404, 404, 404, 202, 404, 404, 404, 404, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403, 403},
 	}
 	var doc struct {
 		Paths map[string]map[string]any `json:"paths"`

@@ -115,6 +115,26 @@ func createTopics(ctx context.Context, cl *kgo.Client, topics []schemas.Topic, r
 		if err == nil {
 			err = res.Err
 		}
+		if errors.Is(err, kerr.TopicAlreadyExists) && len(t.Config) > 0 {
+			// A topic created by an earlier release gets the settings
+			// added since (the keys topic's bounded compaction lag).
+			var alter []kadm.AlterConfig
+			for k, v := range t.Config {
+				alter = append(alter, kadm.AlterConfig{Op: kadm.SetConfig, Name: k, Value: kadm.StringPtr(v)})
+			}
+			rs, aerr := adm.AlterTopicConfigs(ctx, alter, t.Name)
+			if aerr == nil {
+				for _, r := range rs {
+					if r.Err != nil {
+						aerr = fmt.Errorf("%w: %s", r.Err, r.ErrMessage)
+					}
+				}
+			}
+			if aerr != nil {
+				errs = append(errs, fmt.Errorf("kafkaclient: topic %s exists; setting %v: %w", t.Name, t.Config, aerr))
+			}
+			continue
+		}
 		if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 			errs = append(errs, fmt.Errorf("kafkaclient: create topic %s: %w", t.Name, err))
 		}

@@ -39,6 +39,7 @@ type fsMeta struct {
 	SHA256      []byte    `json:"sha256"`
 	RetainUntil time.Time `json:"retain_until,omitzero"`
 	ContentType string    `json:"content_type"`
+	LegalHold   bool      `json:"legal_hold,omitempty"`
 }
 
 func (s *FS) paths(key string) (data, meta string) {
@@ -73,7 +74,37 @@ func (s *FS) retained(key string) error {
 	if s.now().Before(m.RetainUntil) {
 		return fmt.Errorf("%w: %s until %s", ErrRetained, key, m.RetainUntil.UTC().Format(time.RFC3339))
 	}
+	if m.LegalHold {
+		return fmt.Errorf("%w: %s", ErrHeld, key)
+	}
 	return nil
+}
+
+// Stat implements Store.
+func (s *FS) Stat(_ context.Context, key string) (Info, error) {
+	if err := ValidateKey(key); err != nil {
+		return Info{}, err
+	}
+	m, err := s.readMeta(key)
+	if err != nil {
+		return Info{}, err
+	}
+	return Info{Key: key, Size: m.Size, SHA256: m.SHA256, RetainUntil: m.RetainUntil, LegalHold: m.LegalHold}, nil
+}
+
+// SetLegalHold implements Store.
+func (s *FS) SetLegalHold(_ context.Context, key string, on bool) error {
+	if err := ValidateKey(key); err != nil {
+		return err
+	}
+	m, err := s.readMeta(key)
+	if err != nil {
+		return err
+	}
+	m.LegalHold = on
+	mb, _ := json.Marshal(m)
+	_, mp := s.paths(key)
+	return writeFileAtomic(mp, mb)
 }
 
 // Put implements Store. The object appears atomically, complete or not at all.
@@ -155,7 +186,7 @@ func (s *FS) Get(_ context.Context, key string) (io.ReadCloser, Info, error) {
 	if err != nil {
 		return nil, Info{}, fmt.Errorf("objstore: %s: %w", key, err)
 	}
-	return f, Info{Key: key, Size: m.Size, SHA256: m.SHA256, RetainUntil: m.RetainUntil}, nil
+	return f, Info{Key: key, Size: m.Size, SHA256: m.SHA256, RetainUntil: m.RetainUntil, LegalHold: m.LegalHold}, nil
 }
 
 // Delete implements Store.

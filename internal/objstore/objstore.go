@@ -22,6 +22,9 @@ var ErrNotFound = errors.New("objstore: object not found")
 // ErrRetained is returned when object lock refuses a delete or overwrite.
 var ErrRetained = errors.New("objstore: object is under retention")
 
+// ErrHeld is returned when a legal hold refuses a delete or overwrite.
+var ErrHeld = errors.New("objstore: object is under legal hold")
+
 // ErrChecksum is returned when stored bytes do not match the SHA-256 the
 // writer declared.
 var ErrChecksum = errors.New("objstore: checksum mismatch")
@@ -34,8 +37,15 @@ type Store interface {
 	Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) (Info, error)
 	// Get opens the object for reading; the caller closes it.
 	Get(ctx context.Context, key string) (io.ReadCloser, Info, error)
-	// Delete removes the object's data for good, or fails with ErrRetained.
+	// Delete removes the object's data for good, every version of it, or
+	// fails with ErrRetained or ErrHeld and removes none.
 	Delete(ctx context.Context, key string) error
+	// Stat describes the object without reading it.
+	Stat(ctx context.Context, key string) (Info, error)
+	// SetLegalHold sets or clears the legal hold of every version of the
+	// object: while it is set, nothing deletes the object, whatever its
+	// retention.
+	SetLegalHold(ctx context.Context, key string, on bool) error
 }
 
 // PutOptions says how to store an object.
@@ -54,6 +64,8 @@ type Info struct {
 	Size        int64
 	SHA256      []byte
 	RetainUntil time.Time
+	// LegalHold is set while a legal hold keeps the object.
+	LegalHold bool
 }
 
 // ValidateKey rejects keys that could escape a tenant prefix or that S3 and

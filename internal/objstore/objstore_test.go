@@ -98,6 +98,46 @@ func testStore(t *testing.T, s objstore.Store, prefix string) {
 		t.Fatalf("RetainUntil = %v, want %v", linfo.RetainUntil, until.UTC())
 	}
 
+	// Every version of a key goes with its delete: a key written twice
+	// (a retried upload) leaves nothing behind.
+	vkey := prefix + "/demo/twice"
+	for range 2 {
+		if _, err := s.Put(ctx, vkey, bytes.NewReader(body), int64(len(body)), objstore.PutOptions{SHA256: sum[:]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Delete(ctx, vkey); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Stat(ctx, vkey); !errors.Is(err, objstore.ErrNotFound) {
+		t.Fatalf("Stat after deleting both versions: %v, want ErrNotFound", err)
+	}
+
+	// A legal hold refuses the delete of an object whose retention has
+	// passed (or that has none), until it is cleared.
+	hkey := prefix + "/demo/held"
+	if _, err := s.Put(ctx, hkey, bytes.NewReader(body), int64(len(body)), objstore.PutOptions{SHA256: sum[:]}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetLegalHold(ctx, hkey, true); err != nil {
+		t.Fatalf("SetLegalHold: %v", err)
+	}
+	if st, err := s.Stat(ctx, hkey); err != nil || !st.LegalHold || st.Size != int64(len(body)) {
+		t.Fatalf("Stat of a held object: %+v, %v", st, err)
+	}
+	if err := s.Delete(ctx, hkey); !errors.Is(err, objstore.ErrHeld) {
+		t.Fatalf("Delete of a held object: %v, want ErrHeld", err)
+	}
+	if err := s.SetLegalHold(ctx, hkey, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, hkey); err != nil {
+		t.Fatalf("Delete once the hold is cleared: %v", err)
+	}
+	if st, err := s.Stat(ctx, lkey); err != nil || !st.RetainUntil.Equal(until.UTC()) || st.LegalHold {
+		t.Fatalf("Stat of the locked object: %+v, %v", st, err)
+	}
+
 	for _, k := range []string{"", "/abs", "a/../b", "a//b", "a\\b", "trail/"} {
 		if _, err := s.Put(ctx, k, bytes.NewReader(nil), 0, objstore.PutOptions{}); err == nil {
 			t.Fatalf("Put accepted invalid key %q", k)

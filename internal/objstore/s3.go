@@ -163,23 +163,129 @@ func (s *S3) Get(ctx context.Context, key string) (io.ReadCloser, Info, error) {
 	return obj, info, nil
 }
 
-// Delete implements Store. It deletes the current version itself (not just
-// adding a delete marker), which object lock refuses while it is retained.
+// versions lists every version of key (not of keys it prefixes), newest
+// first; delete markers are skipped.
+func (s *S3) versions(ctx context.Context, key string) ([]minio.ObjectInfo, error) {
+	var vs []minio.ObjectInfo
+	for o := range s.c.ListObjects(ctx, s.cfg.Bucket, minio.ListObjectsOptions{Prefix: key, WithVersions: true, Recursive: true}) {
+		if o.Err != nil {
+			return nil, fmt.Errorf("objstore: versions of %s: %w", key, classify(o.Err))
+		}
+		if o.Key == key && !o.IsDeleteMarker {
+			vs = append(vs, o)
+		}
+	}
+	if len(vs) == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
+	}
+	return vs, nil
+}
+
+// lock reads one version's retention and legal hold.
+func (s *S3) lock(ctx context.Context, key, version string) (until time.Time, held bool, err error) {
+	if _, u, err := s.c.GetObjectRetention(ctx, s.cfg.Bucket, key, version); err == nil && u != nil {
+		until = u.UTC()
+	} else if err != nil && !noLock(err) {
+		return time.Time{}, false, fmt.Errorf("objstore: retention of %s: %w", key, classify(err))
+	}
+	st, err := s.c.GetObjectLegalHold(ctx, s.cfg.Bucket, key, minio.GetObjectLegalHoldOptions{VersionID: version})
+	if err != nil && !noLock(err) {
+		return time.Time{}, false, fmt.Errorf("objstore: legal hold of %s: %w", key, classify(err))
+	}
+	return until, err == nil && st != nil && *st == minio.LegalHoldEnabled, nil
+}
+
+// noLock reports an S3 answer meaning "no retention (or legal hold) is
+// set on this version".
+func noLock(err error) bool {
+	var er minio.ErrorResponse
+	return errors.As(err, &er) && (er.Code == "NoSuchObjectLockConfiguration" || er.Code == "ObjectLockConfigurationNotFoundError" ||
+		er.Code == "NoSuchObjectLegalHold" || er.Code == "InvalidRequest")
+}
+
+// Stat implements Store: the newest version's size, digest, retention and
+// legal hold (held when any version is).
+func (s *S3) Stat(ctx context.Context, key string) (Info, error) {
+	if err := ValidateKey(key); err != nil {
+		return Info{}, err
+	}
+	vs, err := s.versions(ctx, key)
+	if err != nil {
+		return Info{}, err
+	}
+	st, err := s.c.StatObject(ctx, s.cfg.Bucket, key, minio.StatObjectOptions{VersionID: vs[0].VersionID})
+	if err != nil {
+		return Info{}, fmt.Errorf("objstore: stat %s: %w", key, classify(err))
+	}
+	info := Info{Key: key, Size: st.Size}
+	if v := st.UserMetadata[metaSHA256]; v != "" {
+		info.SHA256, _ = hex.DecodeString(v)
+	}
+	for _, v := range vs {
+		until, held, err := s.lock(ctx, key, v.VersionID)
+		if err != nil {
+			return Info{}, err
+		}
+		if until.After(info.RetainUntil) {
+			info.RetainUntil = until
+		}
+		info.LegalHold = info.LegalHold || held
+	}
+	return info, nil
+}
+
+// SetLegalHold implements Store.
+func (s *S3) SetLegalHold(ctx context.Context, key string, on bool) error {
+	if err := ValidateKey(key); err != nil {
+		return err
+	}
+	vs, err := s.versions(ctx, key)
+	if err != nil {
+		return err
+	}
+	status := minio.LegalHoldDisabled
+	if on {
+		status = minio.LegalHoldEnabled
+	}
+	for _, v := range vs {
+		if err := s.c.PutObjectLegalHold(ctx, s.cfg.Bucket, key, minio.PutObjectLegalHoldOptions{VersionID: v.VersionID, Status: &status}); err != nil {
+			return fmt.Errorf("objstore: legal hold of %s: %w", key, classify(err))
+		}
+	}
+	return nil
+}
+
+// Delete implements Store. It deletes every version itself (not just
+// adding a delete marker), which object lock refuses while one is
+// retained or held: then none is deleted.
 func (s *S3) Delete(ctx context.Context, key string) error {
 	if err := ValidateKey(key); err != nil {
 		return err
 	}
-	st, err := s.c.StatObject(ctx, s.cfg.Bucket, key, minio.StatObjectOptions{})
+	vs, err := s.versions(ctx, key)
 	if err != nil {
-		return fmt.Errorf("objstore: delete %s: %w", key, classify(err))
+		return fmt.Errorf("objstore: delete %s: %w", key, err)
 	}
-	if err := s.c.RemoveObject(ctx, s.cfg.Bucket, key, minio.RemoveObjectOptions{VersionID: st.VersionID}); err != nil {
-		// Object lock refusals are AccessDenied on S3 and MinIO alike; tell
-		// them from missing permissions by the object's retention.
-		if _, until, rerr := s.c.GetObjectRetention(ctx, s.cfg.Bucket, key, st.VersionID); rerr == nil && until != nil && until.After(time.Now()) {
-			return fmt.Errorf("%w: %s until %s: %w", ErrRetained, key, until.UTC().Format(time.RFC3339), err)
+	for _, v := range vs {
+		until, held, err := s.lock(ctx, key, v.VersionID)
+		switch {
+		case err != nil:
+			return err
+		case until.After(time.Now()):
+			return fmt.Errorf("%w: %s until %s", ErrRetained, key, until.Format(time.RFC3339))
+		case held:
+			return fmt.Errorf("%w: %s", ErrHeld, key)
 		}
-		return fmt.Errorf("objstore: delete %s: %w", key, classify(err))
+	}
+	for _, v := range vs {
+		if err := s.c.RemoveObject(ctx, s.cfg.Bucket, key, minio.RemoveObjectOptions{VersionID: v.VersionID}); err != nil {
+			// Object lock refusals are AccessDenied on S3 and MinIO alike;
+			// tell them from missing permissions by the version's lock.
+			if until, held, lerr := s.lock(ctx, key, v.VersionID); lerr == nil && (until.After(time.Now()) || held) {
+				return fmt.Errorf("%w: %s (until %s, legal hold %v): %w", ErrRetained, key, until.Format(time.RFC3339), held, err)
+			}
+			return fmt.Errorf("objstore: delete %s: %w", key, classify(err))
+		}
 	}
 	return nil
 }

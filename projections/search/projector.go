@@ -51,6 +51,9 @@ type Projector struct {
 	reg     KeyLookup
 	sealers map[string]*seal.Sealer
 	started map[string]callRow // open calls, to complete on CallEnded
+	// erased holds "tenant\x00call_id" of erased calls, loaded from
+	// erased_calls at the first Apply: their events are dropped.
+	erased map[string]bool
 	// pending holds this Apply's rows, one batch per INSERT statement:
 	// ClickHouse takes one insert per table per poll, not one per event.
 	pending map[string]driver.Batch
@@ -99,6 +102,11 @@ func (p *Projector) Apply(ctx context.Context, recs []*kgo.Record) (err error) {
 			delete(p.pending, stmt)
 		}
 	}()
+	if p.erased == nil {
+		if err := p.loadErased(ctx); err != nil {
+			return err
+		}
+	}
 	for _, r := range recs {
 		if r.Attrs.IsControl() || r.Topic == schemas.TopicKeys {
 			continue // a transaction marker; keys are the registry's
@@ -157,8 +165,90 @@ func open[M proto.Message](s *seal.Sealer, sealed *verbatimv1.Sealed, m M) error
 	return proto.Unmarshal(b, m)
 }
 
+// loadErased reads the erased calls.
+func (p *Projector) loadErased(ctx context.Context) error {
+	rows, err := p.conn.Query(ctx, "SELECT tenant, call_id FROM `"+p.db+"`.erased_calls")
+	if err != nil {
+		return fmt.Errorf("search: erased calls: %w", err)
+	}
+	defer rows.Close()
+	p.erased = map[string]bool{}
+	for rows.Next() {
+		var tenant, id string
+		if err := rows.Scan(&tenant, &id); err != nil {
+			return err
+		}
+		p.erased[tenant+"\x00"+id] = true
+	}
+	return rows.Err()
+}
+
+// callOf is the call an event is about, from its key's field.
+type callOf interface{ GetCallId() string }
+
+// EraseRows deletes an erased call's rows from every table (a mutation
+// ClickHouse applies in the background; WaitMutations waits for it) and
+// lists it in erased_calls, which search queries exclude at once.
+func EraseRows(ctx context.Context, conn driver.Conn, db, tenant, callID, requestID, reason string, at time.Time) error {
+	b, err := conn.PrepareBatch(ctx, "INSERT INTO `"+db+"`.erased_calls (tenant, call_id, request_id, reason, erased_at)")
+	if err == nil {
+		if err = b.Append(tenant, callID, requestID, reason, at.UTC()); err == nil {
+			err = b.Send()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("search: erase %s: %w", callID, err)
+	}
+	for _, t := range ErasedTables {
+		if err := conn.Exec(ctx, "ALTER TABLE `"+db+"`."+t+" DELETE WHERE tenant = ? AND call_id = ?", tenant, callID); err != nil {
+			return fmt.Errorf("search: erase %s from %s: %w", callID, t, err)
+		}
+	}
+	return nil
+}
+
+// WaitMutations returns once ClickHouse has applied every deletion of
+// database db's tables (EraseRows), or ctx ends. It asks system.mutations
+// until none is pending; that table is the only signal ClickHouse 18.16
+// gives of a mutation's end.
+func WaitMutations(ctx context.Context, conn driver.Conn, db string) error {
+	for {
+		var pending uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM system.mutations WHERE database = ? AND is_done = 0", db).Scan(&pending); err != nil {
+			return fmt.Errorf("search: mutations: %w", err)
+		}
+		if pending == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("search: %d row deletions still pending: %w", pending, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte) error {
 	version := uint64(env.OccurredAt.UnixNano())
+	if env.Type == "verbatim.v1.CallErased" {
+		var ev verbatimv1.CallErased
+		if err := proto.Unmarshal(val, &ev); err != nil {
+			return err
+		}
+		// This poll's rows go first, so that the deletion covers them.
+		for stmt, b := range p.pending {
+			if err := b.Send(); err != nil {
+				return fmt.Errorf("search: insert: %w", err)
+			}
+			delete(p.pending, stmt)
+		}
+		p.erased[env.Tenant+"\x00"+ev.GetCallId()] = true
+		delete(p.started, ev.GetCallId())
+		return EraseRows(ctx, p.conn, p.db, env.Tenant, ev.GetCallId(), ev.GetRequestId(), ev.GetReason().String(), ev.GetErasedAt().AsTime())
+	}
+	if id := eventCall(env.Type, val); id != "" && p.erased[env.Tenant+"\x00"+id] {
+		return nil // erased: nothing of it is projected again
+	}
 	switch env.Type {
 	case "verbatim.v1.CallStarted":
 		var ev verbatimv1.CallStarted
@@ -322,6 +412,32 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 	return nil
 }
 
+// eventCall is the call id of a call event, "" for other types.
+func eventCall(typ string, val []byte) string {
+	var m interface {
+		proto.Message
+		callOf
+	}
+	switch typ {
+	case "verbatim.v1.CallStarted":
+		m = &verbatimv1.CallStarted{}
+	case "verbatim.v1.CallEnded":
+		m = &verbatimv1.CallEnded{}
+	case "verbatim.v1.RecordingStored":
+		m = &verbatimv1.RecordingStored{}
+	case "verbatim.v1.RecordingFailed":
+		m = &verbatimv1.RecordingFailed{}
+	case "verbatim.v1.MetadataAttached":
+		m = &verbatimv1.MetadataAttached{}
+	default:
+		return ""
+	}
+	if proto.Unmarshal(val, m) != nil {
+		return "" // apply reports it
+	}
+	return m.GetCallId()
+}
+
 func (p *Projector) insertRecording(ctx context.Context, tenant string, ev *verbatimv1.RecordingStored, version uint64) error {
 	var captured, inRec, missing, dups, late, lost uint64
 	var notDecoded uint8
@@ -361,16 +477,20 @@ func (p *Projector) insertRecording(ctx context.Context, tenant string, ev *verb
 	b, err := p.batch(ctx, "INSERT INTO `"+p.db+"`.recordings (tenant, call_id, recording_id, object_key, format, duration_ms, channels, "+
 		"plaintext_sha256, ciphertext_sha256, key_id, stored_at, version, end_reason, raw_object_key, ciphertext_size, "+
 		"packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, completeness, streams_not_decoded, stream_objects, ledgers, status, "+
-		"supersedes, supersede_reason, generation, processing)")
+		"supersedes, supersede_reason, generation, processing, retain_until)")
 	if err != nil {
 		return err
+	}
+	retain := time.Unix(0, 0) // not locked
+	if ev.GetRetainUntil() != nil {
+		retain = ev.GetRetainUntil().AsTime()
 	}
 	if err := b.Append(tenant, ev.GetCallId(), ev.GetRecordingId(), ev.GetObjectKey(), ev.GetFormat(),
 		uint64(ev.GetDuration().AsDuration().Milliseconds()), uint8(ev.GetChannels()),
 		hex.EncodeToString(ev.GetPlaintextSha256()), hex.EncodeToString(ev.GetCiphertextSha256()), ev.GetKey().GetKeyId(),
 		ev.GetStoredAt().AsTime(), version, ev.GetEndReason().String(), ev.GetRawObjectKey(), ev.GetCiphertextSize(),
 		captured, inRec, missing, dups, late, lost, string(report), notDecoded, string(objects), string(ledgers), status,
-		ev.GetSupersedes().GetRecordingId(), ev.GetSupersedes().GetReason(), ev.GetSupersedes().GetGeneration(), ev.GetProcessing()); err != nil {
+		ev.GetSupersedes().GetRecordingId(), ev.GetSupersedes().GetReason(), ev.GetSupersedes().GetGeneration(), ev.GetProcessing(), retain); err != nil {
 		return err
 	}
 	return nil // sent with the rest of the poll, by Apply

@@ -126,6 +126,9 @@ type Recording struct {
 	SupersedeReason string `json:"supersede_reason,omitempty"`
 	// Processing made the recording (RecordingStored.processing).
 	Processing string `json:"processing,omitempty"`
+	// RetainUntil is when object lock lets the recording's objects be
+	// deleted; zero when they are not locked.
+	RetainUntil time.Time `json:"retain_until,omitzero"`
 }
 
 // Ledger is a StreamLedger (schemas/proto/verbatim/v1/recordings.proto):
@@ -326,8 +329,10 @@ func search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 	if q.Limit <= 0 {
 		q.Limit = 100
 	}
-	where := []string{"tenant = ?"}
-	args := []any{q.Tenant}
+	// An erased call is gone from search at once, before ClickHouse has
+	// deleted its rows.
+	where := []string{"tenant = ?", "call_id NOT IN (SELECT call_id FROM `" + db + "`.erased_calls WHERE tenant = ?)"}
+	args := []any{q.Tenant, q.Tenant}
 	if !q.From.IsZero() {
 		where, args = append(where, "started_at >= ?"), append(args, q.From.UTC())
 	}
@@ -558,7 +563,7 @@ func linked(ctx context.Context, conn driver.Conn, db, tenant string, ids []stri
 func recordings(ctx context.Context, conn driver.Conn, db, tenant string, ids []string, byID map[string]*Result, history bool) error {
 	rows, err := conn.Query(ctx, "SELECT call_id, recording_id, object_key, raw_object_key, format, duration_ms, channels, plaintext_sha256, ciphertext_sha256, "+
 		"key_id, ciphertext_size, stored_at, end_reason, packets_captured, packets_in_recording, packets_missing, duplicates, late, batches_lost, "+
-		"streams_not_decoded, failure, stream_objects, ledgers, generation, supersedes, supersede_reason, processing "+
+		"streams_not_decoded, failure, stream_objects, ledgers, generation, supersedes, supersede_reason, processing, retain_until "+
 		"FROM `"+db+"`.recordings FINAL WHERE tenant = ? AND call_id IN "+placeholders(len(ids))+" ORDER BY call_id, generation DESC, stored_at DESC, recording_id", bind(tenant, ids)...)
 	if err != nil {
 		return fmt.Errorf("search: %w", err)
@@ -573,8 +578,11 @@ func recordings(ctx context.Context, conn driver.Conn, db, tenant string, ids []
 			&rec.CiphertextSHA256, &rec.KeyID, &rec.CiphertextSize, &rec.StoredAt, &rec.EndReason, &rec.PacketsCaptured,
 			&rec.PacketsInRecording, &rec.PacketsMissing, &rec.Duplicates, &rec.Late, &rec.BatchesLost,
 			&rec.StreamsNotDecoded, &rec.Failure, &rec.StreamObjects, &ledgers, &rec.Generation, &rec.Supersedes,
-			&rec.SupersedeReason, &rec.Processing); err != nil {
+			&rec.SupersedeReason, &rec.Processing, &rec.RetainUntil); err != nil {
 			return fmt.Errorf("search: %w", err)
+		}
+		if rec.RetainUntil.Unix() <= 0 {
+			rec.RetainUntil = time.Time{} // not locked
 		}
 		r := byID[id]
 		if r == nil || (r.Recording != nil && !history) {

@@ -229,7 +229,25 @@ var migrations = []string{
 		object_key String,
 		written_at DateTime
 	) ENGINE = MergeTree ORDER BY (tenant, size, written_at)`,
+	// When object lock lets a recording's objects be deleted
+	// (RecordingStored.retain_until); 0 when they are not locked.
+	"ALTER TABLE {db}.recordings ADD COLUMN retain_until DateTime",
+	// Calls erased (CallErased): their rows are deleted, and no later
+	// event of theirs is projected, in a rebuild neither. Ids and times
+	// only, no personal data.
+	`CREATE TABLE IF NOT EXISTS {db}.erased_calls (
+		tenant String,
+		call_id String,
+		request_id String,
+		reason String,
+		erased_at DateTime
+	) ENGINE = ReplacingMergeTree(erased_at)
+	ORDER BY (tenant, call_id)`,
 }
+
+// ErasedTables hold a call's rows, each with tenant and call_id columns:
+// an erased call's rows are deleted from each.
+var ErasedTables = []string{"calls", "participants", "recordings", "metadata", "session_keys"}
 
 // Migrate creates the database and applies pending migrations. It is safe
 // to run at every start and from several processes: every statement is

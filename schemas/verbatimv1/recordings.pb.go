@@ -29,6 +29,8 @@ const (
 	DeletionReason_DELETION_REASON_UNSPECIFIED       DeletionReason = 0
 	DeletionReason_DELETION_REASON_RETENTION_EXPIRED DeletionReason = 1
 	DeletionReason_DELETION_REASON_ERASURE_REQUEST   DeletionReason = 2
+	// Deleted inside its retention with two administrators' approval.
+	DeletionReason_DELETION_REASON_EARLY_DELETION DeletionReason = 3
 )
 
 // Enum value maps for DeletionReason.
@@ -37,11 +39,13 @@ var (
 		0: "DELETION_REASON_UNSPECIFIED",
 		1: "DELETION_REASON_RETENTION_EXPIRED",
 		2: "DELETION_REASON_ERASURE_REQUEST",
+		3: "DELETION_REASON_EARLY_DELETION",
 	}
 	DeletionReason_value = map[string]int32{
 		"DELETION_REASON_UNSPECIFIED":       0,
 		"DELETION_REASON_RETENTION_EXPIRED": 1,
 		"DELETION_REASON_ERASURE_REQUEST":   2,
+		"DELETION_REASON_EARLY_DELETION":    3,
 	}
 )
 
@@ -1220,6 +1224,86 @@ func (x *RecordingDeleted) GetDeletedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// CallErased says every trace of a call is being removed: its data keys
+// are shredded in the same transaction, and projections delete its rows
+// and drop any later event of it (a rebuild included). Key call_id.
+type CallErased struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	CallId string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	Reason DeletionReason         `protobuf:"varint,2,opt,name=reason,proto3,enum=verbatim.v1.DeletionReason" json:"reason,omitempty"`
+	// The erasure request, early deletion or expiry run that erased it.
+	RequestId      string                 `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	ErasedAt       *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=erased_at,json=erasedAt,proto3" json:"erased_at,omitempty"`
+	ShreddedKeyIds []string               `protobuf:"bytes,5,rep,name=shredded_key_ids,json=shreddedKeyIds,proto3" json:"shredded_key_ids,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CallErased) Reset() {
+	*x = CallErased{}
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallErased) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallErased) ProtoMessage() {}
+
+func (x *CallErased) ProtoReflect() protoreflect.Message {
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallErased.ProtoReflect.Descriptor instead.
+func (*CallErased) Descriptor() ([]byte, []int) {
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CallErased) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *CallErased) GetReason() DeletionReason {
+	if x != nil {
+		return x.Reason
+	}
+	return DeletionReason_DELETION_REASON_UNSPECIFIED
+}
+
+func (x *CallErased) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *CallErased) GetErasedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ErasedAt
+	}
+	return nil
+}
+
+func (x *CallErased) GetShreddedKeyIds() []string {
+	if x != nil {
+		return x.ShreddedKeyIds
+	}
+	return nil
+}
+
 var File_verbatim_v1_recordings_proto protoreflect.FileDescriptor
 
 const file_verbatim_v1_recordings_proto_rawDesc = "" +
@@ -1354,11 +1438,20 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\n" +
 	"command_id\x18\x05 \x01(\tR\tcommandId\x129\n" +
 	"\n" +
-	"deleted_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tdeletedAt*}\n" +
+	"deleted_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tdeletedAt\"\xdc\x01\n" +
+	"\n" +
+	"CallErased\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x123\n" +
+	"\x06reason\x18\x02 \x01(\x0e2\x1b.verbatim.v1.DeletionReasonR\x06reason\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x03 \x01(\tR\trequestId\x127\n" +
+	"\terased_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\berasedAt\x12(\n" +
+	"\x10shredded_key_ids\x18\x05 \x03(\tR\x0eshreddedKeyIds*\xa1\x01\n" +
 	"\x0eDeletionReason\x12\x1f\n" +
 	"\x1bDELETION_REASON_UNSPECIFIED\x10\x00\x12%\n" +
 	"!DELETION_REASON_RETENTION_EXPIRED\x10\x01\x12#\n" +
-	"\x1fDELETION_REASON_ERASURE_REQUEST\x10\x02B4Z2github.com/verbatimrec/verbatim/schemas/verbatimv1b\x06proto3"
+	"\x1fDELETION_REASON_ERASURE_REQUEST\x10\x02\x12\"\n" +
+	"\x1eDELETION_REASON_EARLY_DELETION\x10\x03B4Z2github.com/verbatimrec/verbatim/schemas/verbatimv1b\x06proto3"
 
 var (
 	file_verbatim_v1_recordings_proto_rawDescOnce sync.Once
@@ -1373,7 +1466,7 @@ func file_verbatim_v1_recordings_proto_rawDescGZIP() []byte {
 }
 
 var file_verbatim_v1_recordings_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_verbatim_v1_recordings_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_verbatim_v1_recordings_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_verbatim_v1_recordings_proto_goTypes = []any{
 	(DeletionReason)(0),           // 0: verbatim.v1.DeletionReason
 	(*RecordingStored)(nil),       // 1: verbatim.v1.RecordingStored
@@ -1385,36 +1478,39 @@ var file_verbatim_v1_recordings_proto_goTypes = []any{
 	(*StreamCompleteness)(nil),    // 7: verbatim.v1.StreamCompleteness
 	(*SequenceGap)(nil),           // 8: verbatim.v1.SequenceGap
 	(*RecordingDeleted)(nil),      // 9: verbatim.v1.RecordingDeleted
-	(*durationpb.Duration)(nil),   // 10: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(EndReason)(0),                // 12: verbatim.v1.EndReason
-	(*MediaEnded)(nil),            // 13: verbatim.v1.MediaEnded
+	(*CallErased)(nil),            // 10: verbatim.v1.CallErased
+	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(EndReason)(0),                // 13: verbatim.v1.EndReason
+	(*MediaEnded)(nil),            // 14: verbatim.v1.MediaEnded
 }
 var file_verbatim_v1_recordings_proto_depIdxs = []int32{
-	10, // 0: verbatim.v1.RecordingStored.duration:type_name -> google.protobuf.Duration
+	11, // 0: verbatim.v1.RecordingStored.duration:type_name -> google.protobuf.Duration
 	6,  // 1: verbatim.v1.RecordingStored.key:type_name -> verbatim.v1.KeyReference
-	11, // 2: verbatim.v1.RecordingStored.stored_at:type_name -> google.protobuf.Timestamp
-	11, // 3: verbatim.v1.RecordingStored.retain_until:type_name -> google.protobuf.Timestamp
+	12, // 2: verbatim.v1.RecordingStored.stored_at:type_name -> google.protobuf.Timestamp
+	12, // 3: verbatim.v1.RecordingStored.retain_until:type_name -> google.protobuf.Timestamp
 	7,  // 4: verbatim.v1.RecordingStored.completeness:type_name -> verbatim.v1.StreamCompleteness
-	12, // 5: verbatim.v1.RecordingStored.end_reason:type_name -> verbatim.v1.EndReason
-	11, // 6: verbatim.v1.RecordingStored.call_started_at:type_name -> google.protobuf.Timestamp
+	13, // 5: verbatim.v1.RecordingStored.end_reason:type_name -> verbatim.v1.EndReason
+	12, // 6: verbatim.v1.RecordingStored.call_started_at:type_name -> google.protobuf.Timestamp
 	4,  // 7: verbatim.v1.RecordingStored.stream_objects:type_name -> verbatim.v1.StreamObject
 	3,  // 8: verbatim.v1.RecordingStored.ledgers:type_name -> verbatim.v1.StreamLedger
-	13, // 9: verbatim.v1.RecordingStored.media_ended:type_name -> verbatim.v1.MediaEnded
+	14, // 9: verbatim.v1.RecordingStored.media_ended:type_name -> verbatim.v1.MediaEnded
 	2,  // 10: verbatim.v1.RecordingStored.supersedes:type_name -> verbatim.v1.Supersession
-	11, // 11: verbatim.v1.RecordingFailed.failed_at:type_name -> google.protobuf.Timestamp
-	12, // 12: verbatim.v1.RecordingFailed.end_reason:type_name -> verbatim.v1.EndReason
-	11, // 13: verbatim.v1.RecordingFailed.call_started_at:type_name -> google.protobuf.Timestamp
-	13, // 14: verbatim.v1.RecordingFailed.media_ended:type_name -> verbatim.v1.MediaEnded
+	12, // 11: verbatim.v1.RecordingFailed.failed_at:type_name -> google.protobuf.Timestamp
+	13, // 12: verbatim.v1.RecordingFailed.end_reason:type_name -> verbatim.v1.EndReason
+	12, // 13: verbatim.v1.RecordingFailed.call_started_at:type_name -> google.protobuf.Timestamp
+	14, // 14: verbatim.v1.RecordingFailed.media_ended:type_name -> verbatim.v1.MediaEnded
 	2,  // 15: verbatim.v1.RecordingFailed.supersedes:type_name -> verbatim.v1.Supersession
 	8,  // 16: verbatim.v1.StreamCompleteness.gaps:type_name -> verbatim.v1.SequenceGap
 	0,  // 17: verbatim.v1.RecordingDeleted.reason:type_name -> verbatim.v1.DeletionReason
-	11, // 18: verbatim.v1.RecordingDeleted.deleted_at:type_name -> google.protobuf.Timestamp
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	12, // 18: verbatim.v1.RecordingDeleted.deleted_at:type_name -> google.protobuf.Timestamp
+	0,  // 19: verbatim.v1.CallErased.reason:type_name -> verbatim.v1.DeletionReason
+	12, // 20: verbatim.v1.CallErased.erased_at:type_name -> google.protobuf.Timestamp
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_verbatim_v1_recordings_proto_init() }
@@ -1430,7 +1526,7 @@ func file_verbatim_v1_recordings_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_verbatim_v1_recordings_proto_rawDesc), len(file_verbatim_v1_recordings_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

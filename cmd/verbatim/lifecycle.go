@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/verbatimrec/verbatim/api"
+	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/internal/keyreg"
+	"github.com/verbatimrec/verbatim/processors/lifecycle"
+	"github.com/verbatimrec/verbatim/schemas"
+	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
+)
+
+// The end of recordings' lives, run by an operator: `verbatim erasure`
+// (a data subject's calls erased, and the proof), `verbatim hold`
+// (legal holds placed, listed, and released by two operators), and
+// `verbatim expire` (recordings past their retention deleted, or counted
+// with --dry-run). Signed-in administrators do the same through the API.
+
+const lifecycleUse = `usage:
+  verbatim erasure request --tenant T --subject ID [--reason R] [--request-id ID]
+  verbatim erasure proof REQUEST-ID --tenant T [--json]
+  verbatim hold place --tenant T [--call-id C]... [--party P] --label L --reason R
+  verbatim hold list --tenant T
+  verbatim hold release HOLD-ID --tenant T     (asks; another operator approves)
+  verbatim hold approve HOLD-ID --tenant T
+  verbatim expire --tenant T [--dry-run]`
+
+// multiFlag is a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// lifecycleEnv is what every lifecycle command opens.
+type lifecycleEnv struct {
+	l     *lifecycle.Lifecycle
+	kcfg  kafkaclient.Config
+	close func()
+}
+
+func openLifecycle(ctx context.Context, kafka kafkaFlags, ch chFlags, sf storeFlags, stderr io.Writer) (*lifecycleEnv, error) {
+	var closers []func()
+	fail := func(err error) (*lifecycleEnv, error) {
+		for _, c := range closers {
+			c()
+		}
+		return nil, err
+	}
+	kcfg := kafka.config("verbatim-lifecycle", stderr)
+	host, _ := os.Hostname()
+	writeCl, err := kafka.client("verbatim-lifecycle", stderr, kgo.TransactionalID(fmt.Sprintf("verbatim-lifecycle-%s-%d", host, os.Getpid())))
+	if err != nil {
+		return fail(err)
+	}
+	closers = append(closers, writeCl.Close)
+	regCl, err := kafkaclient.New(kcfg, lifecycle.ConsumeOpts()...)
+	if err != nil {
+		return fail(err)
+	}
+	reg := lifecycle.StartRegistry(regCl)
+	closers = append(closers, reg.Close)
+	conn, db, err := ch.openMigrated(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	closers = append(closers, func() { conn.Close() })
+	store, _, err := sf.open(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	l, err := lifecycle.New(lifecycle.Config{Kafka: kcfg, Writer: &api.KafkaWriter{Client: writeCl}, Registry: reg, Conn: conn, Database: db,
+		Store: store, Producer: "verbatim-lifecycle"})
+	if err != nil {
+		return fail(err)
+	}
+	return &lifecycleEnv{l: l, kcfg: kcfg, close: func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}}, nil
+}
+
+func operatorActor(tenant string) *verbatimv1.Actor {
+	return &verbatimv1.Actor{Subject: operator(), Role: "operator", Tenant: tenant}
+}
+
+func runLifecycle(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
+	sub := ""
+	if cmd != "expire" {
+		if len(args) == 0 {
+			return errors.New(lifecycleUse)
+		}
+		sub, args = args[0], args[1:]
+	}
+	name := strings.TrimSpace(cmd + " " + sub)
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	kafka := addKafkaFlags(fs)
+	ch := addClickHouseFlags(fs)
+	sf := addStoreFlags(fs)
+	kf := addKeyFlags(fs)
+	tenant := fs.String("tenant", envOr("VERBATIM_TENANT", "demo"), "tenant")
+	subject := fs.String("subject", "", "erasure: the data subject's phone number, SIP URI, e-mail address or agent id")
+	reason := fs.String("reason", "", "why: the request's ground, the hold's matter")
+	requestID := fs.String("request-id", "", "erasure: the request's id (default a new one; the same id again finishes an interrupted request)")
+	label := fs.String("label", "", "hold: its label (the matter or case)")
+	party := fs.String("party", "", "hold: also every call of this party, those recorded later too")
+	var callIDs multiFlag
+	fs.Var(&callIDs, "call-id", "hold: a call to hold (repeatable)")
+	dryRun := fs.Bool("dry-run", false, "expire: count what would be deleted, delete nothing")
+	asJSON := fs.Bool("json", false, "proof: as JSON")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	needID := name == "erasure proof" || name == "hold release" || name == "hold approve"
+	if needID != (len(pos) == 1) || len(pos) > 1 {
+		return errors.New(lifecycleUse)
+	}
+	env, err := openLifecycle(ctx, kafka, ch, sf, stderr)
+	if err != nil {
+		return err
+	}
+	defer env.close()
+	l, by := env.l, operatorActor(*tenant)
+	switch name {
+	case "erasure request":
+		if *reason == "" {
+			return errors.New("erasure request: --reason (the request's ground, e.g. \"Art. 17(1)(a), ticket 123\")")
+		}
+		rec, err := l.Erase(ctx, lifecycle.ErasureRequest{Tenant: *tenant, RequestID: *requestID, Subject: *subject, Reason: *reason, By: by})
+		if rec != nil {
+			printErasure(stdout, rec)
+		}
+		return err
+	case "erasure proof":
+		km, err := kf.manager()
+		if err != nil {
+			return err
+		}
+		regCl, err := kafkaclient.New(env.kcfg, keyreg.ConsumeOpts()...)
+		if err != nil {
+			return err
+		}
+		reg := keyreg.Start(regCl)
+		defer reg.Close()
+		p, err := l.Prove(ctx, *tenant, pos[0], reg, km)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(p)
+		}
+		printProof(stdout, p)
+		if !p.OK {
+			return fmt.Errorf("erasure proof: request %s is not proven erased (see above)", pos[0])
+		}
+		return nil
+	case "hold place":
+		h, err := l.PlaceHold(ctx, lifecycle.HoldRequest{Tenant: *tenant, Label: *label, Reason: *reason, CallIDs: callIDs, Party: *party, By: by})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "hold %s placed on %d calls%s: nothing of them is deleted until two operators or administrators release it\n",
+			h.GetHoldId(), len(h.GetCallIds()), map[bool]string{true: " and every call of " + h.GetParty(), false: ""}[h.GetParty() != ""])
+		return nil
+	case "hold list":
+		if err := l.Registry().Sync(ctx); err != nil {
+			return err
+		}
+		hs := l.Registry().Holds(*tenant)
+		fmt.Fprintf(stdout, "%d holds in tenant %s\n", len(hs), *tenant)
+		for _, h := range hs {
+			fmt.Fprintf(stdout, "  %s  %-17s  %q  %d calls  party %q  placed by %s at %s\n", h.GetHoldId(), strings.TrimPrefix(h.GetState().String(), "HOLD_STATE_"),
+				h.GetLabel(), len(h.GetCallIds()), h.GetParty(), h.GetPlacedBy().GetSubject(), h.GetPlacedAt().AsTime().UTC().Format(time.RFC3339))
+		}
+		return nil
+	case "hold release":
+		if _, err := l.RequestRelease(ctx, *tenant, pos[0], by); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "hold %s: release asked by %s; it stays in force until another operator approves (verbatim hold approve %s)\n", pos[0], by.GetSubject(), pos[0])
+		return nil
+	case "hold approve":
+		if _, err := l.ApproveRelease(ctx, *tenant, pos[0], by); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "hold %s released\n", pos[0])
+		return nil
+	case "expire":
+		rep, err := l.Expire(ctx, *tenant, *dryRun, by, func(done, total int) {
+			fmt.Fprintf(stderr, "\rexpire: %d of %d calls due ", done, total)
+		})
+		if rep.Due > 0 {
+			fmt.Fprintln(stderr)
+		}
+		verb := "erased"
+		if *dryRun {
+			verb = "would be erased (dry run: nothing deleted)"
+		}
+		fmt.Fprintf(stdout, "tenant %s: %d calls past their retention: %d %s (%d objects), %d kept by a legal hold, %d locked longer in storage; %d leftover objects %s\n",
+			*tenant, rep.Due, rep.Erased, verb, rep.ObjectsDeleted, rep.Held, rep.NotYet, rep.LeftoversDeleted, map[bool]string{true: "would be deleted", false: "deleted"}[*dryRun])
+		return err
+	}
+	return errors.New(lifecycleUse)
+}
+
+func printErasure(w io.Writer, rec *verbatimv1.ErasureRecord) {
+	counts := map[verbatimv1.CallOutcomeKind]int{}
+	for _, o := range rec.GetOutcomes() {
+		counts[o.GetKind()]++
+		switch o.GetKind() {
+		case verbatimv1.CallOutcomeKind_CALL_OUTCOME_KIND_ERASED:
+			fmt.Fprintf(w, "  %s  erased: %d data keys shredded, %d objects deleted, %d kept as ciphertext under lock\n", o.GetCallId(),
+				len(o.GetShreddedKeyIds()), len(o.GetDeletedObjects()), len(o.GetLockedObjects()))
+		default:
+			fmt.Fprintf(w, "  %s  REFUSED: %s\n", o.GetCallId(), o.GetReason())
+		}
+	}
+	state := "finished"
+	if rec.GetFinishedAt() == nil {
+		state = "NOT FINISHED: run it again with --request-id " + rec.GetRequestId()
+	}
+	fmt.Fprintf(w, "erasure %s of tenant %s: %d calls of the subject: %d erased, %d refused under retention, %d refused under legal hold; %s\n",
+		rec.GetRequestId(), rec.GetTenant(), len(rec.GetOutcomes()), counts[verbatimv1.CallOutcomeKind_CALL_OUTCOME_KIND_ERASED],
+		counts[verbatimv1.CallOutcomeKind_CALL_OUTCOME_KIND_REFUSED_RETENTION], counts[verbatimv1.CallOutcomeKind_CALL_OUTCOME_KIND_REFUSED_HOLD], state)
+}
+
+func printProof(w io.Writer, p *lifecycle.Proof) {
+	rec := p.Request
+	fmt.Fprintf(w, "erasure %s of tenant %s, asked by %s at %s: %q\n", rec.GetRequestId(), rec.GetTenant(), rec.GetRequestedBy().GetSubject(),
+		rec.GetRequestedAt().AsTime().UTC().Format(time.RFC3339), rec.GetReason())
+	for _, c := range p.Calls {
+		fmt.Fprintf(w, "call %s:\n", c.CallID)
+		for k, v := range c.Keys {
+			fmt.Fprintf(w, "  data key %s: %s\n", k, v)
+		}
+		fmt.Fprintf(w, "  rows in the search projection: %d\n", c.SearchRows)
+		for k, v := range c.Objects {
+			fmt.Fprintf(w, "  object %s: %s\n", k, v)
+		}
+	}
+	for _, o := range rec.GetOutcomes() {
+		if o.GetKind() != verbatimv1.CallOutcomeKind_CALL_OUTCOME_KIND_ERASED {
+			fmt.Fprintf(w, "call %s: kept: %s\n", o.GetCallId(), o.GetReason())
+		}
+	}
+	fmt.Fprintf(w, "search finds %d erased calls by the subject's identifier\n", p.SubjectRows)
+	fmt.Fprintf(w, "the shredded keys' wrapped bytes leave the keys topic's log within %s of their tombstones (segment.ms %s + max.compaction.lag.ms %s)\n",
+		p.KeysGoneWithin, schemas.KeysSegmentAge, schemas.KeysCompactionLag)
+	if p.OK {
+		fmt.Fprintln(w, "proven: every erased call's keys are shredded and nothing in search is left of it")
+	} else {
+		fmt.Fprintln(w, "NOT PROVEN: see the lines above")
+	}
+}
