@@ -18,10 +18,10 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/verbatimrec/verbatim/api"
-	"github.com/verbatimrec/verbatim/processors/lifecycle"
 	"github.com/verbatimrec/verbatim/api/auth"
 	"github.com/verbatimrec/verbatim/internal/keyreg"
 	"github.com/verbatimrec/verbatim/internal/playback"
+	"github.com/verbatimrec/verbatim/processors/lifecycle"
 	"github.com/verbatimrec/verbatim/schemas"
 )
 
