@@ -516,6 +516,7 @@ dex_users() {
 		"demo-agent agent@demo.example tenant:demo role:user party:sipp" \
 		"demo-supervisor supervisor@demo.example tenant:demo role:supervisor group:sales" \
 		"demo-admin admin@demo.example tenant:demo role:administrator" \
+		"demo-admin2 admin2@demo.example tenant:demo role:administrator" \
 		"demo-auditor auditor@demo.example tenant:demo role:auditor" \
 		"acme-supervisor supervisor@acme.example tenant:acme role:supervisor group:sales"
 }
