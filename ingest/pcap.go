@@ -66,6 +66,9 @@ type Config struct {
 	// SRTPKeys decrypt SRTP whose keys no captured SDP gives (keys known
 	// out of band), for RTP found without signalling.
 	SRTPKeys []SRTPKey
+	// Local names the organisation's own domains and networks, from
+	// which a call's direction is derived (CallStarted.direction).
+	Local Local
 }
 
 // SRTPKey is an SDES master key for RTP sent to Dst (any destination when
@@ -793,6 +796,7 @@ func (in *pcapIngest) started(e sipdialog.Event) {
 		SessionKeys: sessionKeys(in.cfg.Tenant, []string{d.SessionID}, []string{d.CallID}),
 	}
 	ev.Participants, ev.Streams = in.parties(c)
+	ev.Direction = in.cfg.Local.Direction(d.Caller.URI, d.Caller.Signalling, d.Callee.URI, d.Callee.Signalling)
 	in.produce(schemas.TopicCalls, c.id, c, "started", e.At, ev)
 }
 

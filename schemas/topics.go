@@ -86,7 +86,7 @@ func Topics() []Topic {
 			Producers: []string{"ingest"}, Consumers: []string{"process"}},
 		{Name: TopicMetadata, Key: "call_id", Message: "verbatim.v1.MetadataAttached", Partitions: 12, Cleanup: CleanupDelete,
 			Producers: []string{"ingest", "cti api"}, Consumers: []string{"project search"}},
-		{Name: TopicRecordings, Key: "call_id", Message: "verbatim.v1.RecordingStored | RecordingFailed | RecordingDeleted", Partitions: 12, Cleanup: CleanupDelete,
+		{Name: TopicRecordings, Key: "call_id", Message: "verbatim.v1.RecordingStored | RecordingFailed | RecordingDeleted | CallErased | RetentionExtended", Partitions: 12, Cleanup: CleanupDelete,
 			Producers: []string{"process"}, Consumers: []string{"project search", "api"}},
 		{Name: TopicKeys, Key: "key_id", Message: "verbatim.v1.DataKey (null value: shredded)", Partitions: 6, Cleanup: CleanupCompact,
 			Producers: []string{"ingest", "process", "erasure"}, Consumers: []string{"process", "project search", "api"},

@@ -167,6 +167,7 @@ type ingestFlags struct {
 	deliver  *time.Duration
 	pci      *bool
 	srtpKeys []ingest.SRTPKey
+	local    *string
 }
 
 func addIngestFlags(fs *flag.FlagSet) *ingestFlags {
@@ -177,6 +178,8 @@ func addIngestFlags(fs *flag.FlagSet) *ingestFlags {
 		deliver: fs.Duration("kafka-timeout", 2*time.Minute, "fail when Kafka has not accepted a record within this long"),
 		pci:     fs.Bool("pci", false, "PCI DSS mode: DTMF sent in SIP INFO is stored masked (run verbatim process with --pci-tenants too)"),
 		keys:    addKeyFlags(fs),
+		local: fs.String("local", os.Getenv("VERBATIM_LOCAL"), "the organisation's own SIP domains and networks, comma separated (env VERBATIM_LOCAL; e.g. bank.example,10.0.0.0/8): "+
+			"a call is inbound, outbound or internal by which of its parties are local"),
 	}
 	fs.Func("srtp-key", "`[ADDR:PORT=]SUITE:inline:BASE64`: an SRTP master key known out of band, for RTP without captured SDP (repeatable; e.g. AES_CM_128_HMAC_SHA1_80:inline:...)", func(v string) error {
 		k, err := ingest.ParseSRTPKey(v)
@@ -191,6 +194,10 @@ func addIngestFlags(fs *flag.FlagSet) *ingestFlags {
 // open returns the ingest configuration the flags give and the Kafka
 // client it produces with; the caller closes the client.
 func (f *ingestFlags) open(stderr io.Writer) (ingest.Config, *kgo.Client, error) {
+	local, err := ingest.ParseLocal(*f.local)
+	if err != nil {
+		return ingest.Config{}, nil, fmt.Errorf("--local: %w", err)
+	}
 	km, err := f.keys.manager()
 	if err != nil {
 		return ingest.Config{}, nil, err
@@ -200,7 +207,7 @@ func (f *ingestFlags) open(stderr io.Writer) (ingest.Config, *kgo.Client, error)
 		return ingest.Config{}, nil, err
 	}
 	return ingest.Config{Tenant: *f.tenant, Keys: km, Producer: cl, RTPTimeout: *f.timeout, Logger: warnLogger(stderr),
-		SRTPKeys: f.srtpKeys, PCI: *f.pci}, cl, nil
+		SRTPKeys: f.srtpKeys, PCI: *f.pci, Local: local}, cl, nil
 }
 
 func lastErr(s string) string {

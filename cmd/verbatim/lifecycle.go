@@ -34,7 +34,10 @@ const lifecycleUse = `usage:
   verbatim hold list --tenant T
   verbatim hold release HOLD-ID --tenant T     (asks; another operator approves)
   verbatim hold approve HOLD-ID --tenant T
-  verbatim expire --tenant T [--dry-run]`
+  verbatim expire --tenant T [--dry-run]
+  verbatim retention apply --tenant T --class KIND=VALUE=KEEP... [--dry-run]
+      KIND is tag, group (skill group), party or direction (inbound,
+      outbound, internal); KEEP is days (2557d) or a duration (87600h)`
 
 // multiFlag is a repeatable string flag.
 type multiFlag []string
@@ -116,9 +119,10 @@ func runLifecycle(ctx context.Context, cmd string, args []string, stdout, stderr
 	requestID := fs.String("request-id", "", "erasure: the request's id (default a new one; the same id again finishes an interrupted request)")
 	label := fs.String("label", "", "hold: its label (the matter or case)")
 	party := fs.String("party", "", "hold: also every call of this party, those recorded later too")
-	var callIDs multiFlag
+	var callIDs, classFlags multiFlag
 	fs.Var(&callIDs, "call-id", "hold: a call to hold (repeatable)")
-	dryRun := fs.Bool("dry-run", false, "expire: count what would be deleted, delete nothing")
+	fs.Var(&classFlags, "class", "retention apply: a retention class, KIND=VALUE=KEEP, e.g. tag=mifid=2557d (repeatable)")
+	dryRun := fs.Bool("dry-run", false, "expire, retention apply: count what would be done, change nothing")
 	asJSON := fs.Bool("json", false, "proof: as JSON")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -127,6 +131,19 @@ func runLifecycle(ctx context.Context, cmd string, args []string, stdout, stderr
 	needID := name == "erasure proof" || name == "hold release" || name == "hold approve"
 	if needID != (len(pos) == 1) || len(pos) > 1 {
 		return errors.New(lifecycleUse)
+	}
+	var classes []lifecycle.Class
+	if name == "retention apply" {
+		if len(classFlags) == 0 {
+			return errors.New("retention apply: at least one --class KIND=VALUE=KEEP, e.g. --class tag=mifid=2557d")
+		}
+		for _, v := range classFlags {
+			c, err := parseClass(v)
+			if err != nil {
+				return fmt.Errorf("retention apply: --class %w", err)
+			}
+			classes = append(classes, c)
+		}
 	}
 	env, err := openLifecycle(ctx, kafka, ch, sf, stderr)
 	if err != nil {
@@ -214,8 +231,40 @@ func runLifecycle(ctx context.Context, cmd string, args []string, stdout, stderr
 		fmt.Fprintf(stdout, "tenant %s: %d calls past their retention: %d %s (%d objects), %d kept by a legal hold, %d locked longer in storage; %d leftover objects %s\n",
 			*tenant, rep.Due, rep.Erased, verb, rep.ObjectsDeleted, rep.Held, rep.NotYet, rep.LeftoversDeleted, map[bool]string{true: "would be deleted", false: "deleted"}[*dryRun])
 		return err
+	case "retention apply":
+		rep, err := l.ApplyRetention(ctx, *tenant, classes, *dryRun, by, func(done, total int) {
+			fmt.Fprintf(stderr, "\rretention apply: %d of %d calls ", done, total)
+		})
+		if rep.Matched > 0 {
+			fmt.Fprintln(stderr)
+		}
+		for _, c := range classes {
+			fmt.Fprintf(stdout, "  class %s (keep %s): %d calls\n", c, c.Keep, rep.ByClass[c.String()])
+		}
+		verb := "extended"
+		if *dryRun {
+			verb = "would be extended (dry run: nothing changed)"
+		}
+		fmt.Fprintf(stdout, "tenant %s: %d calls in a class: %d %s (%d objects), %d locked long enough, %d not stored yet\n",
+			*tenant, rep.Matched, rep.Extended, verb, rep.ObjectsExtended, rep.Unchanged, rep.NoRecording)
+		return err
 	}
 	return errors.New(lifecycleUse)
+}
+
+// parseClass reads KIND=VALUE=KEEP: the value is what lies between the
+// first and the last "=", so a SIP URI with parameters is one.
+func parseClass(v string) (lifecycle.Class, error) {
+	i, j := strings.Index(v, "="), strings.LastIndex(v, "=")
+	if i < 0 || i == j {
+		return lifecycle.Class{}, fmt.Errorf("%q: KIND=VALUE=KEEP, e.g. tag=mifid=2557d", v)
+	}
+	keep, err := parseKeep(v[j+1:])
+	if err != nil {
+		return lifecycle.Class{}, err
+	}
+	c := lifecycle.Class{Kind: v[:i], Value: v[i+1 : j], Keep: keep}
+	return c, c.Validate()
 }
 
 func printErasure(w io.Writer, rec *verbatimv1.ErasureRecord) {

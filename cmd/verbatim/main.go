@@ -60,6 +60,8 @@ Commands:
   hold      place | list | release HOLD | approve HOLD: legal holds; a
             release takes two operators
   expire    [--dry-run]: delete the recordings whose retention has ended
+  retention apply --class KIND=VALUE=KEEP...: lock longer the calls of a
+            tag, skill group, party or direction (never shorter)
   topics    list the v1 topic catalogue, or create the topics (--create)
   loadtest  -o load.pcap: write a capture of --calls concurrent calls
   version   print the version
@@ -108,7 +110,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runKeys(ctx, args[1:], stdout, stderr)
 	case "completeness":
 		return runCompleteness(ctx, args[1:], stdout, stderr)
-	case "erasure", "hold", "expire":
+	case "erasure", "hold", "expire", "retention":
 		return runLifecycle(ctx, args[0], args[1:], stdout, stderr)
 	case "topics":
 		return runTopics(ctx, args[1:], stdout, stderr)

@@ -129,6 +129,22 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return err
 }
 
+// parseKeep reads a retention: days (2557d) or a Go duration (87600h).
+func parseKeep(v string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(v, "d"); ok {
+		n, err := strconv.ParseUint(days, 10, 32)
+		if err != nil || n > 100*366 {
+			return 0, fmt.Errorf("%q: a number of days up to 36600", v)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q: days (2557d) or a duration (87600h)", v)
+	}
+	return d, nil
+}
+
 // parseRetention reads "demo=2557d,acme=87600h,*=365d": per tenant, how
 // long its recordings are locked; * for the others. Empty: nil (none).
 func parseRetention(s string) (func(tenant string) time.Duration, error) {
@@ -147,18 +163,9 @@ func parseRetention(s string) (func(tenant string) time.Duration, error) {
 		if _, dup := byTenant[tenant]; dup {
 			return nil, fmt.Errorf("tenant %s given twice", tenant)
 		}
-		var d time.Duration
-		if days, ok := strings.CutSuffix(v, "d"); ok {
-			n, err := strconv.ParseUint(days, 10, 32)
-			if err != nil || n > 100*366 {
-				return nil, fmt.Errorf("%q: a number of days up to 36600", v)
-			}
-			d = time.Duration(n) * 24 * time.Hour
-		} else {
-			var err error
-			if d, err = time.ParseDuration(v); err != nil || d < 0 {
-				return nil, fmt.Errorf("%q: days (2557d) or a duration (87600h)", v)
-			}
+		d, err := parseKeep(v)
+		if err != nil {
+			return nil, err
 		}
 		byTenant[tenant] = d
 	}

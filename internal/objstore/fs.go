@@ -92,6 +92,24 @@ func (s *FS) Stat(_ context.Context, key string) (Info, error) {
 	return Info{Key: key, Size: m.Size, SHA256: m.SHA256, RetainUntil: m.RetainUntil, LegalHold: m.LegalHold}, nil
 }
 
+// ExtendRetention implements Store.
+func (s *FS) ExtendRetention(_ context.Context, key string, until time.Time) error {
+	if err := ValidateKey(key); err != nil {
+		return err
+	}
+	m, err := s.readMeta(key)
+	if err != nil {
+		return err
+	}
+	if !until.After(m.RetainUntil) {
+		return nil
+	}
+	m.RetainUntil = until.UTC()
+	mb, _ := json.Marshal(m)
+	_, mp := s.paths(key)
+	return writeFileAtomic(mp, mb)
+}
+
 // SetLegalHold implements Store.
 func (s *FS) SetLegalHold(_ context.Context, key string, on bool) error {
 	if err := ValidateKey(key); err != nil {

@@ -46,6 +46,10 @@ type Store interface {
 	// object: while it is set, nothing deletes the object, whatever its
 	// retention.
 	SetLegalHold(ctx context.Context, key string, on bool) error
+	// ExtendRetention locks every version of the object (compliance
+	// mode) until at least until; a version locked longer is left as it
+	// is: retention is never shortened.
+	ExtendRetention(ctx context.Context, key string, until time.Time) error
 }
 
 // PutOptions says how to store an object.

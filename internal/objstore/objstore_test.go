@@ -137,6 +137,27 @@ func testStore(t *testing.T, s objstore.Store, prefix string) {
 	if st, err := s.Stat(ctx, lkey); err != nil || !st.RetainUntil.Equal(until.UTC()) || st.LegalHold {
 		t.Fatalf("Stat of the locked object: %+v, %v", st, err)
 	}
+	// Retention is extended, never shortened.
+	later := until.Add(time.Minute)
+	if err := s.ExtendRetention(ctx, lkey, later); err != nil {
+		t.Fatalf("ExtendRetention: %v", err)
+	}
+	if err := s.ExtendRetention(ctx, lkey, until.Add(-time.Minute)); err != nil {
+		t.Fatalf("ExtendRetention to an earlier time: %v", err)
+	}
+	if st, err := s.Stat(ctx, lkey); err != nil || !st.RetainUntil.Equal(later.UTC()) {
+		t.Fatalf("Stat after extending the lock: %+v, %v, want until %v", st, err, later.UTC())
+	}
+	xkey := prefix + "/demo/unlocked-then-locked"
+	if _, err := s.Put(ctx, xkey, bytes.NewReader(body), int64(len(body)), objstore.PutOptions{SHA256: sum[:]}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ExtendRetention(ctx, xkey, until); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, xkey); !errors.Is(err, objstore.ErrRetained) {
+		t.Fatalf("Delete of an object locked after its upload: %v, want ErrRetained", err)
+	}
 
 	for _, k := range []string{"", "/abs", "a/../b", "a//b", "a\\b", "trail/"} {
 		if _, err := s.Put(ctx, k, bytes.NewReader(nil), 0, objstore.PutOptions{}); err == nil {

@@ -255,6 +255,32 @@ func (s *S3) SetLegalHold(ctx context.Context, key string, on bool) error {
 	return nil
 }
 
+// ExtendRetention implements Store.
+func (s *S3) ExtendRetention(ctx context.Context, key string, until time.Time) error {
+	if err := ValidateKey(key); err != nil {
+		return err
+	}
+	vs, err := s.versions(ctx, key)
+	if err != nil {
+		return err
+	}
+	mode := minio.Compliance
+	until = until.UTC()
+	for _, v := range vs {
+		cur, _, err := s.lock(ctx, key, v.VersionID)
+		if err != nil {
+			return err
+		}
+		if !until.After(cur) {
+			continue
+		}
+		if err := s.c.PutObjectRetention(ctx, s.cfg.Bucket, key, minio.PutObjectRetentionOptions{VersionID: v.VersionID, Mode: &mode, RetainUntilDate: &until}); err != nil {
+			return fmt.Errorf("objstore: retention of %s: %w", key, classify(err))
+		}
+	}
+	return nil
+}
+
 // Delete implements Store. It deletes every version itself (not just
 // adding a delete marker), which object lock refuses while one is
 // retained or held: then none is deleted.

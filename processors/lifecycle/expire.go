@@ -19,7 +19,7 @@ type ExpiryReport struct {
 	RunID  string `json:"run_id"`
 	DryRun bool   `json:"dry_run"`
 	// Due: calls whose recordings' retention has ended, by the search
-	// rows.
+	// rows (a retention class's extension included).
 	Due int `json:"due"`
 	// Held: kept by a legal hold.
 	Held int `json:"held"`
@@ -48,8 +48,9 @@ func (l *Lifecycle) Expire(ctx context.Context, tenant string, dryRun bool, by A
 	}
 	db := "`" + l.cfg.Database + "`"
 	rows, err := l.cfg.Conn.Query(ctx, "SELECT call_id FROM "+db+".recordings FINAL WHERE tenant = ? AND call_id NOT IN (SELECT call_id FROM "+db+
-		".erased_calls WHERE tenant = ?) GROUP BY call_id HAVING min(retain_until) > toDateTime(0) AND max(retain_until) <= ? ORDER BY call_id",
-		tenant, tenant, l.cfg.Now().UTC())
+		".erased_calls WHERE tenant = ?) AND call_id NOT IN (SELECT call_id FROM "+db+".retention_extensions FINAL WHERE tenant = ? AND retain_until > ?) "+
+		"GROUP BY call_id HAVING min(retain_until) > toDateTime(0) AND max(retain_until) <= ? ORDER BY call_id",
+		tenant, tenant, tenant, l.cfg.Now().UTC(), l.cfg.Now().UTC())
 	if err != nil {
 		return rep, fmt.Errorf("lifecycle: expiry: %w", err)
 	}

@@ -67,6 +67,7 @@ type Projector struct {
 type callRow struct {
 	tenant, callID, sipCallID, source string
 	conversationID, dataKeyID         string
+	direction                         string
 	startedAt, endedAt                time.Time
 	durationMS                        uint64
 	endReason                         string
@@ -271,7 +272,7 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 			p.Unreadable++
 			row := callRow{tenant: env.Tenant, callID: ev.GetCallId(), sipCallID: UnreadableIdentity,
 				source: ev.GetSource().String(), startedAt: ev.GetStartedAt().AsTime(), conversationID: ev.GetConversationId(),
-				dataKeyID: ev.GetDataKeyId()}
+				dataKeyID: ev.GetDataKeyId(), direction: ev.GetDirection().String()}
 			p.started[row.callID] = row
 			return p.insertCall(ctx, row, version)
 		}
@@ -280,7 +281,7 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 		}
 		row := callRow{tenant: env.Tenant, callID: ev.GetCallId(), sipCallID: sig.GetSipCallId(),
 			source: ev.GetSource().String(), startedAt: ev.GetStartedAt().AsTime(), conversationID: ev.GetConversationId(),
-			dataKeyID: ev.GetDataKeyId()}
+			dataKeyID: ev.GetDataKeyId(), direction: ev.GetDirection().String()}
 		p.started[row.callID] = row
 		if err := p.insertCall(ctx, row, version); err != nil {
 			return err
@@ -337,6 +338,16 @@ func (p *Projector) apply(ctx context.Context, env schemas.Envelope, val []byte)
 			return err
 		}
 		return p.insertRecording(ctx, env.Tenant, &ev, version)
+	case "verbatim.v1.RetentionExtended":
+		var ev verbatimv1.RetentionExtended
+		if err := proto.Unmarshal(val, &ev); err != nil {
+			return err
+		}
+		b, err := p.batch(ctx, "INSERT INTO `"+p.db+"`.retention_extensions (tenant, call_id, retain_until, class, extended_at)")
+		if err != nil {
+			return err
+		}
+		return b.Append(env.Tenant, ev.GetCallId(), ev.GetRetainUntil().AsTime(), ev.GetClass(), ev.GetExtendedAt().AsTime())
 	case "verbatim.v1.MetadataAttached":
 		var ev verbatimv1.MetadataAttached
 		if err := proto.Unmarshal(val, &ev); err != nil {
@@ -429,6 +440,8 @@ func eventCall(typ string, val []byte) string {
 		m = &verbatimv1.RecordingFailed{}
 	case "verbatim.v1.MetadataAttached":
 		m = &verbatimv1.MetadataAttached{}
+	case "verbatim.v1.RetentionExtended":
+		m = &verbatimv1.RetentionExtended{}
 	default:
 		return ""
 	}
@@ -513,7 +526,7 @@ func (p *Projector) batch(ctx context.Context, stmt string) (driver.Batch, error
 }
 
 func (p *Projector) insertCall(ctx context.Context, r callRow, version uint64) error {
-	b, err := p.batch(ctx, "INSERT INTO `"+p.db+"`.calls (tenant, call_id, sip_call_id, started_at, ended_at, duration_ms, end_reason, source, version, conversation_id, data_key_id)")
+	b, err := p.batch(ctx, "INSERT INTO `"+p.db+"`.calls (tenant, call_id, sip_call_id, started_at, ended_at, duration_ms, end_reason, source, version, conversation_id, data_key_id, direction)")
 	if err != nil {
 		return err
 	}
@@ -521,7 +534,7 @@ func (p *Projector) insertCall(ctx context.Context, r callRow, version uint64) e
 	if conv == "" {
 		conv = r.callID
 	}
-	if err := b.Append(r.tenant, r.callID, r.sipCallID, r.startedAt, r.endedAt, r.durationMS, r.endReason, r.source, version, conv, r.dataKeyID); err != nil {
+	if err := b.Append(r.tenant, r.callID, r.sipCallID, r.startedAt, r.endedAt, r.durationMS, r.endReason, r.source, version, conv, r.dataKeyID, r.direction); err != nil {
 		return err
 	}
 	return nil // sent with the rest of the poll, by Apply
@@ -531,8 +544,8 @@ func (p *Projector) insertCall(ctx context.Context, r callRow, version uint64) e
 // was projected before a restart.
 func (p *Projector) loadCall(ctx context.Context, tenant, callID string) (callRow, error) {
 	r := callRow{tenant: tenant, callID: callID}
-	err := p.conn.QueryRow(ctx, "SELECT sip_call_id, source, started_at, conversation_id, data_key_id FROM `"+p.db+"`.calls FINAL WHERE tenant = ? AND call_id = ?",
-		tenant, callID).Scan(&r.sipCallID, &r.source, &r.startedAt, &r.conversationID, &r.dataKeyID)
+	err := p.conn.QueryRow(ctx, "SELECT sip_call_id, source, started_at, conversation_id, data_key_id, direction FROM `"+p.db+"`.calls FINAL WHERE tenant = ? AND call_id = ?",
+		tenant, callID).Scan(&r.sipCallID, &r.source, &r.startedAt, &r.conversationID, &r.dataKeyID, &r.direction)
 	if err != nil {
 		return r, fmt.Errorf("call %s ended before it started: %w", callID, err)
 	}

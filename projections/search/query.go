@@ -51,6 +51,9 @@ type Query struct {
 	Variable          *Variable
 	// Tag keeps the calls tagged with it.
 	Tag string
+	// Direction keeps the calls of one direction: a verbatimv1.Direction
+	// name, e.g. DIRECTION_INBOUND.
+	Direction string
 	// Status keeps the calls whose current recording has it: one of
 	// schemas.RecordingStatuses.
 	Status string
@@ -129,6 +132,10 @@ type Recording struct {
 	// RetainUntil is when object lock lets the recording's objects be
 	// deleted; zero when they are not locked.
 	RetainUntil time.Time `json:"retain_until,omitzero"`
+	// RetentionClass is the retention class that extended the lock to
+	// RetainUntil (verbatim retention apply), e.g. "tag=mifid"; empty
+	// when the tenant's default set it.
+	RetentionClass string `json:"retention_class,omitempty"`
 }
 
 // Ledger is a StreamLedger (schemas/proto/verbatim/v1/recordings.proto):
@@ -335,6 +342,9 @@ func search(ctx context.Context, conn driver.Conn, db string, q Query) ([]Result
 	args := []any{q.Tenant, q.Tenant}
 	if !q.From.IsZero() {
 		where, args = append(where, "started_at >= ?"), append(args, q.From.UTC())
+	}
+	if q.Direction != "" {
+		where, args = append(where, "direction = ?"), append(args, q.Direction)
 	}
 	if !q.To.IsZero() {
 		where, args = append(where, "started_at < ?"), append(args, q.To.UTC())
@@ -608,7 +618,46 @@ func recordings(ctx context.Context, conn driver.Conn, db, tenant string, ids []
 		}
 		r.Recording = &rec
 	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	return extensions(ctx, conn, db, tenant, ids, byID)
+}
+
+// extensions raises each call's recordings' RetainUntil to the lock its
+// retention class extended them to.
+func extensions(ctx context.Context, conn driver.Conn, db, tenant string, ids []string, byID map[string]*Result) error {
+	rows, err := conn.Query(ctx, "SELECT call_id, retain_until, class FROM `"+db+"`.retention_extensions FINAL WHERE tenant = ? AND call_id IN "+
+		placeholders(len(ids)), bind(tenant, ids)...)
+	if err != nil {
+		return fmt.Errorf("search: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, class string
+		var until time.Time
+		if err := rows.Scan(&id, &until, &class); err != nil {
+			return fmt.Errorf("search: %w", err)
+		}
+		r := byID[id]
+		if r == nil {
+			continue
+		}
+		for _, rec := range append([]*Recording{r.Recording}, ptrs(r.History)...) {
+			if rec != nil && until.After(rec.RetainUntil) {
+				rec.RetainUntil, rec.RetentionClass = until, class
+			}
+		}
+	}
 	return rows.Err()
+}
+
+func ptrs(recs []Recording) []*Recording {
+	out := make([]*Recording, len(recs))
+	for i := range recs {
+		out[i] = &recs[i]
+	}
+	return out
 }
 
 // setStatus derives the call's recording status from its recording, or

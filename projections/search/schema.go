@@ -243,11 +243,23 @@ var migrations = []string{
 		erased_at DateTime
 	) ENGINE = ReplacingMergeTree(erased_at)
 	ORDER BY (tenant, call_id)`,
+	// The call's direction (CallStarted.direction), e.g. DIRECTION_INBOUND.
+	"ALTER TABLE {db}.calls ADD COLUMN direction String",
+	// Locks extended by retention class (verbatim retention apply): a
+	// recording of a call in a class is kept at least until then.
+	`CREATE TABLE IF NOT EXISTS {db}.retention_extensions (
+		tenant String,
+		call_id String,
+		retain_until DateTime,
+		class String,
+		extended_at DateTime
+	) ENGINE = ReplacingMergeTree(retain_until)
+	ORDER BY (tenant, call_id)`,
 }
 
 // ErasedTables hold a call's rows, each with tenant and call_id columns:
 // an erased call's rows are deleted from each.
-var ErasedTables = []string{"calls", "participants", "recordings", "metadata", "session_keys"}
+var ErasedTables = []string{"calls", "participants", "recordings", "metadata", "session_keys", "retention_extensions"}
 
 // Migrate creates the database and applies pending migrations. It is safe
 // to run at every start and from several processes: every statement is

@@ -1304,6 +1304,97 @@ func (x *CallErased) GetShreddedKeyIds() []string {
 	return nil
 }
 
+// RetentionExtended says a call's objects are locked longer because the
+// call is in a retention class of its tenant (a tag, skill group, party or
+// direction): object lock was extended before this event, and is never
+// shortened. Key call_id.
+type RetentionExtended struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	CallId string                 `protobuf:"bytes,1,opt,name=call_id,json=callId,proto3" json:"call_id,omitempty"`
+	// The class, e.g. "tag=mifid" or "direction=inbound".
+	Class       string                 `protobuf:"bytes,2,opt,name=class,proto3" json:"class,omitempty"`
+	RetainUntil *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=retain_until,json=retainUntil,proto3" json:"retain_until,omitempty"`
+	// The objects whose lock now ends at retain_until or later.
+	ObjectKeys []string `protobuf:"bytes,4,rep,name=object_keys,json=objectKeys,proto3" json:"object_keys,omitempty"`
+	// The run of verbatim retention apply that extended it.
+	RunId         string                 `protobuf:"bytes,5,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	ExtendedAt    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=extended_at,json=extendedAt,proto3" json:"extended_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetentionExtended) Reset() {
+	*x = RetentionExtended{}
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetentionExtended) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetentionExtended) ProtoMessage() {}
+
+func (x *RetentionExtended) ProtoReflect() protoreflect.Message {
+	mi := &file_verbatim_v1_recordings_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetentionExtended.ProtoReflect.Descriptor instead.
+func (*RetentionExtended) Descriptor() ([]byte, []int) {
+	return file_verbatim_v1_recordings_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RetentionExtended) GetCallId() string {
+	if x != nil {
+		return x.CallId
+	}
+	return ""
+}
+
+func (x *RetentionExtended) GetClass() string {
+	if x != nil {
+		return x.Class
+	}
+	return ""
+}
+
+func (x *RetentionExtended) GetRetainUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetainUntil
+	}
+	return nil
+}
+
+func (x *RetentionExtended) GetObjectKeys() []string {
+	if x != nil {
+		return x.ObjectKeys
+	}
+	return nil
+}
+
+func (x *RetentionExtended) GetRunId() string {
+	if x != nil {
+		return x.RunId
+	}
+	return ""
+}
+
+func (x *RetentionExtended) GetExtendedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExtendedAt
+	}
+	return nil
+}
+
 var File_verbatim_v1_recordings_proto protoreflect.FileDescriptor
 
 const file_verbatim_v1_recordings_proto_rawDesc = "" +
@@ -1446,7 +1537,16 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x03 \x01(\tR\trequestId\x127\n" +
 	"\terased_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\berasedAt\x12(\n" +
-	"\x10shredded_key_ids\x18\x05 \x03(\tR\x0eshreddedKeyIds*\xa1\x01\n" +
+	"\x10shredded_key_ids\x18\x05 \x03(\tR\x0eshreddedKeyIds\"\xf6\x01\n" +
+	"\x11RetentionExtended\x12\x17\n" +
+	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x14\n" +
+	"\x05class\x18\x02 \x01(\tR\x05class\x12=\n" +
+	"\fretain_until\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vretainUntil\x12\x1f\n" +
+	"\vobject_keys\x18\x04 \x03(\tR\n" +
+	"objectKeys\x12\x15\n" +
+	"\x06run_id\x18\x05 \x01(\tR\x05runId\x12;\n" +
+	"\vextended_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"extendedAt*\xa1\x01\n" +
 	"\x0eDeletionReason\x12\x1f\n" +
 	"\x1bDELETION_REASON_UNSPECIFIED\x10\x00\x12%\n" +
 	"!DELETION_REASON_RETENTION_EXPIRED\x10\x01\x12#\n" +
@@ -1466,7 +1566,7 @@ func file_verbatim_v1_recordings_proto_rawDescGZIP() []byte {
 }
 
 var file_verbatim_v1_recordings_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_verbatim_v1_recordings_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_verbatim_v1_recordings_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_verbatim_v1_recordings_proto_goTypes = []any{
 	(DeletionReason)(0),           // 0: verbatim.v1.DeletionReason
 	(*RecordingStored)(nil),       // 1: verbatim.v1.RecordingStored
@@ -1479,38 +1579,41 @@ var file_verbatim_v1_recordings_proto_goTypes = []any{
 	(*SequenceGap)(nil),           // 8: verbatim.v1.SequenceGap
 	(*RecordingDeleted)(nil),      // 9: verbatim.v1.RecordingDeleted
 	(*CallErased)(nil),            // 10: verbatim.v1.CallErased
-	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(EndReason)(0),                // 13: verbatim.v1.EndReason
-	(*MediaEnded)(nil),            // 14: verbatim.v1.MediaEnded
+	(*RetentionExtended)(nil),     // 11: verbatim.v1.RetentionExtended
+	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(EndReason)(0),                // 14: verbatim.v1.EndReason
+	(*MediaEnded)(nil),            // 15: verbatim.v1.MediaEnded
 }
 var file_verbatim_v1_recordings_proto_depIdxs = []int32{
-	11, // 0: verbatim.v1.RecordingStored.duration:type_name -> google.protobuf.Duration
+	12, // 0: verbatim.v1.RecordingStored.duration:type_name -> google.protobuf.Duration
 	6,  // 1: verbatim.v1.RecordingStored.key:type_name -> verbatim.v1.KeyReference
-	12, // 2: verbatim.v1.RecordingStored.stored_at:type_name -> google.protobuf.Timestamp
-	12, // 3: verbatim.v1.RecordingStored.retain_until:type_name -> google.protobuf.Timestamp
+	13, // 2: verbatim.v1.RecordingStored.stored_at:type_name -> google.protobuf.Timestamp
+	13, // 3: verbatim.v1.RecordingStored.retain_until:type_name -> google.protobuf.Timestamp
 	7,  // 4: verbatim.v1.RecordingStored.completeness:type_name -> verbatim.v1.StreamCompleteness
-	13, // 5: verbatim.v1.RecordingStored.end_reason:type_name -> verbatim.v1.EndReason
-	12, // 6: verbatim.v1.RecordingStored.call_started_at:type_name -> google.protobuf.Timestamp
+	14, // 5: verbatim.v1.RecordingStored.end_reason:type_name -> verbatim.v1.EndReason
+	13, // 6: verbatim.v1.RecordingStored.call_started_at:type_name -> google.protobuf.Timestamp
 	4,  // 7: verbatim.v1.RecordingStored.stream_objects:type_name -> verbatim.v1.StreamObject
 	3,  // 8: verbatim.v1.RecordingStored.ledgers:type_name -> verbatim.v1.StreamLedger
-	14, // 9: verbatim.v1.RecordingStored.media_ended:type_name -> verbatim.v1.MediaEnded
+	15, // 9: verbatim.v1.RecordingStored.media_ended:type_name -> verbatim.v1.MediaEnded
 	2,  // 10: verbatim.v1.RecordingStored.supersedes:type_name -> verbatim.v1.Supersession
-	12, // 11: verbatim.v1.RecordingFailed.failed_at:type_name -> google.protobuf.Timestamp
-	13, // 12: verbatim.v1.RecordingFailed.end_reason:type_name -> verbatim.v1.EndReason
-	12, // 13: verbatim.v1.RecordingFailed.call_started_at:type_name -> google.protobuf.Timestamp
-	14, // 14: verbatim.v1.RecordingFailed.media_ended:type_name -> verbatim.v1.MediaEnded
+	13, // 11: verbatim.v1.RecordingFailed.failed_at:type_name -> google.protobuf.Timestamp
+	14, // 12: verbatim.v1.RecordingFailed.end_reason:type_name -> verbatim.v1.EndReason
+	13, // 13: verbatim.v1.RecordingFailed.call_started_at:type_name -> google.protobuf.Timestamp
+	15, // 14: verbatim.v1.RecordingFailed.media_ended:type_name -> verbatim.v1.MediaEnded
 	2,  // 15: verbatim.v1.RecordingFailed.supersedes:type_name -> verbatim.v1.Supersession
 	8,  // 16: verbatim.v1.StreamCompleteness.gaps:type_name -> verbatim.v1.SequenceGap
 	0,  // 17: verbatim.v1.RecordingDeleted.reason:type_name -> verbatim.v1.DeletionReason
-	12, // 18: verbatim.v1.RecordingDeleted.deleted_at:type_name -> google.protobuf.Timestamp
+	13, // 18: verbatim.v1.RecordingDeleted.deleted_at:type_name -> google.protobuf.Timestamp
 	0,  // 19: verbatim.v1.CallErased.reason:type_name -> verbatim.v1.DeletionReason
-	12, // 20: verbatim.v1.CallErased.erased_at:type_name -> google.protobuf.Timestamp
-	21, // [21:21] is the sub-list for method output_type
-	21, // [21:21] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	13, // 20: verbatim.v1.CallErased.erased_at:type_name -> google.protobuf.Timestamp
+	13, // 21: verbatim.v1.RetentionExtended.retain_until:type_name -> google.protobuf.Timestamp
+	13, // 22: verbatim.v1.RetentionExtended.extended_at:type_name -> google.protobuf.Timestamp
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_verbatim_v1_recordings_proto_init() }
@@ -1526,7 +1629,7 @@ func file_verbatim_v1_recordings_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_verbatim_v1_recordings_proto_rawDesc), len(file_verbatim_v1_recordings_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
