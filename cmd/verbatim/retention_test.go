@@ -134,7 +134,7 @@ func TestRetentionClasses(t *testing.T) {
 	}
 
 	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(e.brokers, ",")}, kgo.ConsumeTopics(schemas.TopicAudit),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
 	if err != nil {
 		t.Fatal(err)
 	}
