@@ -150,6 +150,7 @@ func TestRetentionClasses(t *testing.T) {
 		t.Fatalf("audited %v, want %v", audited, want)
 	}
 }
+
 // TestParseRetention: per tenant, * for the others; days or durations;
 // malformed, repeated or negative values refused with the reason.
 func TestParseRetention(t *testing.T) {
