@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -43,13 +44,15 @@ func TestRetentionClasses(t *testing.T) {
 	req, _ := http.NewRequestWithContext(ctx, "POST", ts.URL+"/v1/calls/"+dave[0].CallID+"/tags", strings.NewReader(`{"tags": ["mifid"]}`))
 	req.Header.Set("Authorization", "Bearer "+stacktest.DexToken(t, "admin@demo.example"))
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", "tag-dave-mifid")
 	resp, err := ts.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
+	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		t.Fatalf("tagging dave's call: %s", resp.Status)
+		t.Fatalf("tagging dave's call: %s: %s", resp.Status, body)
 	}
 	e.t.Log(e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db, "--exit-when-idle"))
 
