@@ -2,27 +2,37 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strconv"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/verbatimrec/verbatim/api"
 	"github.com/verbatimrec/verbatim/internal/keyops"
 	"github.com/verbatimrec/verbatim/internal/keys"
+	"github.com/verbatimrec/verbatim/processors"
 )
 
 // runKeys is `verbatim keys`: a tenant's KEK rotated, its data keys
 // rewrapped to the latest version, and the old versions retired; each
 // step audited.
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	const use = "usage: verbatim keys status --tenant T | rotate --tenant T | rewrap --tenant T | retire --tenant T --below N"
+	const use = "usage: verbatim keys status --tenant T | rotate --tenant T | rewrap --tenant T | retire --tenant T --below N |\n" +
+		"  reencrypt --tenant T (--key ID | --call ID)... --reason R [--dry-run] [--json]"
 	if len(args) == 0 {
 		return errors.New(use)
 	}
 	sub := args[0]
+	if sub == "reencrypt" {
+		return runReencrypt(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("keys "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	kafka := addKafkaFlags(fs)
@@ -116,4 +126,83 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return nil
 	}
 	return errors.New(use)
+}
+
+// runReencrypt is `verbatim keys reencrypt`: recordings whose data keys
+// are suspected compromised sealed again under fresh keys, the old keys
+// shredded; each recording audited, and the run.
+func runReencrypt(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("keys reencrypt", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	kafka := addKafkaFlags(fs)
+	kf := addKeyFlags(fs)
+	sf := addStoreFlags(fs)
+	tenant := fs.String("tenant", "demo", "tenant whose recordings")
+	var keyIDs, callIDs multiFlag
+	fs.Var(&keyIDs, "key", "a recording data key suspected compromised (repeatable)")
+	fs.Var(&callIDs, "call", "a call whose current recording to re-encrypt (repeatable)")
+	reason := fs.String("reason", "", "why the keys are suspected, for the audit trail (required)")
+	dryRun := fs.Bool("dry-run", false, "report what would be re-encrypted; change nothing")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("keys reencrypt: unexpected argument %q", fs.Arg(0))
+	}
+	km, err := kf.manager()
+	if err != nil {
+		return err
+	}
+	store, _, err := sf.open(ctx)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	writeCl, err := kafka.client("verbatim-reencrypt", stderr, kgo.TransactionalID(fmt.Sprintf("verbatim-reencrypt-%s-%d", host, os.Getpid())))
+	if err != nil {
+		return err
+	}
+	defer writeCl.Close()
+	rep, err := processors.Reencrypt(ctx, processors.ReencryptConfig{Kafka: kafka.config("verbatim-reencrypt", stderr), Writer: &api.KafkaWriter{Client: writeCl},
+		Tenant: *tenant, KeyIDs: keyIDs, CallIDs: callIDs, Reason: *reason, DryRun: *dryRun, Keys: km, Store: store, Actor: operator(),
+		Progress: func(s processors.ReencryptStats) {
+			fmt.Fprintf(stderr, "reencrypt: %d of %d recordings re-encrypted, %d skipped, %d failed, %d to go\n",
+				s.Reencrypted, s.Selected, s.Skipped, s.Failed, s.Remaining)
+		}})
+	st := rep.Stats
+	detail := fmt.Sprintf("run %s: %d recordings selected: %d re-encrypted (old keys shredded), %d skipped, %d failed", rep.RunID, st.Selected, st.Reencrypted, st.Skipped, st.Failed)
+	if *dryRun {
+		detail = fmt.Sprintf("dry run %s: %d recordings selected: %d to re-encrypt, %d skipped", rep.RunID, st.Selected, st.Remaining, st.Skipped)
+	}
+	if rep.RunID != "" {
+		if aerr := operatorAudit(ctx, writeCl, *tenant, "key.reencrypt", "key", *tenant, *reason+": "+detail, err); aerr != nil {
+			err = errors.Join(err, aerr)
+		}
+	}
+	if *asJSON && rep.RunID != "" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if jerr := enc.Encode(rep); jerr != nil {
+			return errors.Join(err, jerr)
+		}
+		return err
+	}
+	if rep.RunID != "" {
+		fmt.Fprintf(stdout, "tenant %s: %s\n", *tenant, detail)
+		for _, r := range rep.Recordings {
+			switch {
+			case r.Skip != "":
+				fmt.Fprintf(stdout, "  %s %s: skipped: %s\n", r.CallID, r.RecordingID, r.Skip)
+			case r.Failure != "":
+				fmt.Fprintf(stdout, "  %s %s: FAILED, left as it was: %s\n", r.CallID, r.RecordingID, r.Failure)
+			case *dryRun:
+				fmt.Fprintf(stdout, "  %s %s: would be sealed again; key %s would be shredded\n", r.CallID, r.RecordingID, r.OldKeyID)
+			default:
+				fmt.Fprintf(stdout, "  %s %s -> %s: %d objects under key %s; key %s shredded; %d old objects deleted, %d kept as ciphertext under lock\n",
+					r.CallID, r.RecordingID, r.NewRecordingID, len(r.Objects), r.NewKeyID, r.OldKeyID, len(r.OldDeleted), len(r.OldLocked))
+			}
+		}
+	}
+	return err
 }

@@ -17,9 +17,15 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/internal/keyops"
 	"github.com/verbatimrec/verbatim/internal/keys"
+	"github.com/verbatimrec/verbatim/internal/objstore"
+	"github.com/verbatimrec/verbatim/internal/stacktest"
+	"github.com/verbatimrec/verbatim/processors"
+	"github.com/verbatimrec/verbatim/projections/search"
 	auditlog "github.com/verbatimrec/verbatim/projections/audit"
 	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
@@ -191,3 +197,148 @@ func TestKeysRewrapKilled(t *testing.T) {
 }
 
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
+
+// TestKeysReencrypt: carol's recording key and dave's call are named as
+// suspected compromised. A dry run changes nothing; a call's own key is
+// refused with the reason. The run seals each recording again under a
+// fresh key, as a recording that supersedes the old one (generation 1,
+// "re-encrypted: ..."), locked as long as the old one: both calls play
+// byte for byte as before and as tshark's export decoded by sox says;
+// the old keys are gone from the registry, the old objects kept by their
+// lock are ciphertext no live key opens; a second run skips both; every
+// step is audited.
+func TestKeysReencrypt(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	e := newCLIEnv(ctx, t, "reencrypt")
+	capture := partyCapture(t, "re", "carol", "dave")
+	e.cmd("ingest", "pcap", "--brokers", e.brokers, "--keyring", e.keyring, capture)
+	e.cmd("process", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--spool", t.TempDir(), "--exit-when-idle", "--quiet", "--retention", "demo=1h")
+	project := func() {
+		e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db, "--exit-when-idle")
+	}
+	project()
+	refs := map[string][]streamRef{"re-0-carol@example.com": {{0x1000, 0, "ul"}, {0x2000, 0, "ul"}}, "re-1-dave@example.com": {{0x1001, 0, "ul"}, {0x2001, 0, "ul"}}}
+	play := func(callID string) []byte {
+		t.Helper()
+		out := filepath.Join(t.TempDir(), "x.wav")
+		e.cmd("play", callID, "-o", out, "--database", e.db, "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects)
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	old := map[string]search.Result{}
+	before := map[string][]byte{}
+	for sip, r := range refs {
+		c := e.assertPlays(capture, sip, r)
+		old[sip], before[sip] = c, play(c.CallID)
+	}
+	carol, dave := old["re-0-carol@example.com"], old["re-1-dave@example.com"]
+	kcfg := kafkaclient.Config{Brokers: strings.Split(e.brokers, ",")}
+	liveKeys := func() map[string]bool {
+		reg, err := keyops.Read(ctx, kcfg, "demo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, k := range reg.Keys {
+			out[k.GetKeyId()] = true
+		}
+		return out
+	}
+	if k := liveKeys(); !k[carol.Recording.KeyID] || !k[dave.Recording.KeyID] {
+		t.Fatalf("the recording keys are not in the registry: %v", k)
+	}
+	args := []string{"keys", "reencrypt", "--tenant", "demo", "--key", carol.Recording.KeyID, "--call", dave.CallID, "--reason", "incident 7: a backup of keys leaked",
+		"--json", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects}
+	report := func(args ...string) processors.ReencryptReport {
+		t.Helper()
+		var rep processors.ReencryptReport
+		if err := json.Unmarshal([]byte(e.cmd(args...)), &rep); err != nil {
+			t.Fatal(err)
+		}
+		st := rep.Stats
+		if st.Selected != st.Reencrypted+st.Skipped+st.Failed+st.Remaining {
+			t.Fatalf("the report does not balance: %+v", st)
+		}
+		return rep
+	}
+	dry := report(append(args, "--dry-run", "--key", carol.DataKeyID)...)
+	if st := dry.Stats; st.Selected != 3 || st.Remaining != 2 || st.Skipped != 1 || st.Reencrypted != 0 {
+		t.Fatalf("dry run: %+v", dry)
+	}
+	if r := dry.Recordings[1]; !strings.Contains(r.Skip, "own key: it seals the captured media and metadata") {
+		t.Fatalf("a call key named: %+v", r)
+	}
+	if k := liveKeys(); !k[carol.Recording.KeyID] || !k[dave.Recording.KeyID] {
+		t.Fatal("the dry run shredded a key")
+	}
+
+	rep := report(args...)
+	if st := rep.Stats; st.Selected != 2 || st.Reencrypted != 2 || st.Remaining != 0 {
+		t.Fatalf("reencrypt: %+v", rep)
+	}
+	store, err := objstore.NewFS(e.objects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	project()
+	k := liveKeys()
+	for sip, r := range refs {
+		was := old[sip]
+		now := e.assertPlays(capture, sip, r)
+		rec := now.Recording
+		if rec.RecordingID == was.Recording.RecordingID || rec.Generation != 1 || rec.Supersedes != was.Recording.RecordingID ||
+			!strings.HasPrefix(rec.SupersedeReason, "re-encrypted: incident 7") || rec.KeyID == was.Recording.KeyID || rec.PlaintextSHA256 != was.Recording.PlaintextSHA256 {
+			t.Fatalf("%s after: %+v\nbefore: %+v", sip, rec, was.Recording)
+		}
+		if !bytes.Equal(play(now.CallID), before[sip]) {
+			t.Fatalf("%s plays otherwise after the re-encryption", sip)
+		}
+		if k[was.Recording.KeyID] || !k[rec.KeyID] || !k[was.DataKeyID] {
+			t.Fatalf("%s: old key live %v, new key live %v, call key live %v", sip, k[was.Recording.KeyID], k[rec.KeyID], k[was.DataKeyID])
+		}
+		oldInfo, err := store.Stat(ctx, was.Recording.ObjectKey)
+		if err != nil {
+			t.Fatalf("%s: the old object, locked for an hour, is gone: %v", sip, err)
+		}
+		newInfo, err := store.Stat(ctx, rec.ObjectKey)
+		if err != nil || newInfo.RetainUntil.Before(oldInfo.RetainUntil) {
+			t.Fatalf("%s: new object locked until %v, the old one until %v: %v", sip, newInfo.RetainUntil, oldInfo.RetainUntil, err)
+		}
+	}
+	for _, r := range rep.Recordings {
+		if len(r.OldLocked) != 1 || len(r.OldDeleted) != 0 || len(r.Objects) != 1 {
+			t.Fatalf("old objects: %+v", r)
+		}
+	}
+	again := report(args...)
+	if st := again.Stats; st.Selected != 2 || st.Skipped != 2 || st.Reencrypted != 0 || !strings.Contains(again.Recordings[0].Skip, "already re-encrypted as") ||
+		!strings.Contains(again.Recordings[1].Skip, "for this reason") {
+		t.Fatalf("a second run: %+v", again)
+	}
+	if _, err := runOut(ctx, "keys", "reencrypt", "--tenant", "demo", "--key", "x", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects); err == nil ||
+		!strings.Contains(err.Error(), "--reason") {
+		t.Fatalf("no reason: %v", err)
+	}
+
+	cl, err := kafkaclient.New(kcfg, kgo.ConsumeTopics(schemas.TopicAudit), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	audited := map[string]int{}
+	stacktest.ReadBack(ctx, t, cl, func(r *kgo.Record) {
+		var ev verbatimv1.AuditEvent
+		if proto.Unmarshal(r.Value, &ev) == nil && strings.Contains(ev.GetAction(), "reencrypt") {
+			audited[ev.GetAction()+" "+strings.ToLower(strings.TrimPrefix(ev.GetResult().String(), "AUDIT_RESULT_"))]++
+		}
+	}, schemas.TopicAudit)
+	// the dry run, the run, the second run (the one without a reason
+	// did nothing)
+	if want := map[string]int{"key.reencrypt success": 3, "recording.reencrypt success": 2}; fmt.Sprint(audited) != fmt.Sprint(want) {
+		t.Fatalf("audited %v, want %v", audited, want)
+	}
+}

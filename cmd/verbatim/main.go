@@ -54,7 +54,9 @@ Commands:
             failed or missing, with the reasons
   keys      status | rotate | rewrap | retire --below N (--tenant T): rotate
             a tenant's key-encryption key, rewrap its data keys to the new
-            version (resumable), then retire the old versions
+            version (resumable), then retire the old versions;
+            reencrypt (--key ID | --call ID)... --reason R [--dry-run]: seal
+            recordings under fresh data keys and shred the suspected ones
   erasure   request --subject ID --reason R | proof REQUEST-ID: erase a data
             subject's calls where no retention or hold applies (GDPR Art. 17)
   hold      place | list | release HOLD | approve HOLD: legal holds; a
