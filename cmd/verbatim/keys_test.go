@@ -25,8 +25,8 @@ import (
 	"github.com/verbatimrec/verbatim/internal/objstore"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
 	"github.com/verbatimrec/verbatim/processors"
-	"github.com/verbatimrec/verbatim/projections/search"
 	auditlog "github.com/verbatimrec/verbatim/projections/audit"
+	"github.com/verbatimrec/verbatim/projections/search"
 	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
