@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"context"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -45,6 +46,9 @@ type exportIn struct {
 	SkillGroup string     `json:"skill_group"`
 	Status     string     `json:"status"`
 	Tag        string     `json:"tag"`
+	// Format is "zip" (the default: each call's JSON as search shows
+	// it) or "vcon" (each call as a vCon, for portability, Art. 20).
+	Format string `json:"format"`
 }
 
 // exportState is what a client sees of an export.
@@ -52,6 +56,7 @@ type exportState struct {
 	ID        string    `json:"export_id"`
 	CreatedAt time.Time `json:"created_at"`
 	State     string    `json:"state"` // running, done, failed
+	Format    string    `json:"format"`
 	Selected  int       `json:"calls_selected"`
 	Written   int       `json:"recordings_written"`
 	// Without lists the selected calls with no recording to export, and
@@ -110,6 +115,13 @@ func (s *Server) createExport(w http.ResponseWriter, req *request) error {
 	if q.Status != "" && !slices.Contains(schemas.RecordingStatuses, q.Status) {
 		return badRequest("status: %q is not one of %q", q.Status, schemas.RecordingStatuses)
 	}
+	switch in.Format {
+	case "":
+		in.Format = "zip"
+	case "zip", "vcon":
+	default:
+		return badRequest("format: %q is not zip or vcon", in.Format)
+	}
 	s.exports.mu.Lock()
 	running := 0
 	for id, j := range s.exports.jobs {
@@ -133,7 +145,7 @@ func (s *Server) createExport(w http.ResponseWriter, req *request) error {
 		return err
 	}
 	j := &exportJob{tenant: req.id.Tenant, creator: req.id.Subject, path: f.Name(),
-		exportState: exportState{ID: schemas.RandomID(), CreatedAt: time.Now().UTC(), State: "running", Without: map[string]string{}}}
+		exportState: exportState{ID: schemas.RandomID(), CreatedAt: time.Now().UTC(), State: "running", Format: in.Format, Without: map[string]string{}}}
 	s.exports.jobs[j.ID] = j
 	s.exports.mu.Unlock()
 	req.target = j.ID
@@ -155,10 +167,7 @@ func (s *Server) runExport(j *exportJob, f *os.File, q search.Query, req *reques
 	}
 	defer f.Close()
 	zw := zip.NewWriter(f)
-	type entry struct {
-		CallID, RecordingID, File, SHA256 string
-	}
-	var manifest []entry
+	var manifest, docs []exportEntry
 	for {
 		rs, next, err := search.SearchPage(ctx, s.cfg.Conn, s.cfg.Database, q)
 		if err != nil {
@@ -174,45 +183,10 @@ func (s *Server) runExport(j *exportJob, f *os.File, q search.Query, req *reques
 			return
 		}
 		for _, c := range rs {
-			meta, err := zw.Create(c.CallID + ".json")
-			if err == nil {
-				err = json.NewEncoder(meta).Encode(c)
-			}
-			if err != nil {
+			if err := s.exportCall(ctx, zw, j, q.Tenant, c, req, &manifest, &docs); err != nil {
 				fail(err)
 				return
 			}
-			rec := c.Recording
-			if rec == nil || rec.Failure != "" || rec.ObjectKey == "" {
-				j.mu.Lock()
-				j.Without[c.CallID] = c.Status
-				j.mu.Unlock()
-				continue
-			}
-			// No audit, no recording.
-			ev := event(req.r, "recording.export", &req.id, rec.RecordingID, nil)
-			ev.Reason, ev.CallId = "export "+j.ID, c.CallID
-			if err := s.cfg.Audit.Record(ctx, ev); err != nil {
-				fail(fmt.Errorf("audit event not written, so nothing more is exported: %w", err))
-				return
-			}
-			name := c.CallID + ".wav"
-			zf, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: zip.Store, Modified: rec.StoredAt})
-			if err != nil {
-				fail(err)
-				return
-			}
-			sum := sha256.New()
-			if _, err := s.cfg.Playback.Decrypt(ctx, q.Tenant, rec.KeyID, playback.Object{Key: rec.ObjectKey,
-				CiphertextSHA256: rec.CiphertextSHA256, PlaintextSHA256: rec.PlaintextSHA256}, io.MultiWriter(zf, sum)); err != nil {
-				// A recording that does not verify is not handed out.
-				fail(fmt.Errorf("call %s: %w", c.CallID, err))
-				return
-			}
-			manifest = append(manifest, entry{c.CallID, rec.RecordingID, name, hex.EncodeToString(sum.Sum(nil))})
-			j.mu.Lock()
-			j.Written++
-			j.mu.Unlock()
 		}
 		if next == "" {
 			break
@@ -222,7 +196,7 @@ func (s *Server) runExport(j *exportJob, f *os.File, q search.Query, req *reques
 	mf, err := zw.Create("manifest.json")
 	if err == nil {
 		err = json.NewEncoder(mf).Encode(map[string]any{"export_id": j.ID, "tenant": q.Tenant, "created_at": j.CreatedAt, "by": j.creator,
-			"recordings": manifest, "calls_without_recording": j.snapshot().Without})
+			"format": j.Format, "recordings": manifest, "documents": docs, "calls_without_recording": j.snapshot().Without})
 	}
 	if err == nil {
 		err = zw.Close()
@@ -241,6 +215,69 @@ func (s *Server) runExport(j *exportJob, f *os.File, q search.Query, req *reques
 	j.mu.Lock()
 	j.State, j.Size = "done", size
 	j.mu.Unlock()
+}
+
+// exportEntry is a file of an export, in its manifest.
+type exportEntry struct {
+	CallID      string `json:"call_id"`
+	RecordingID string `json:"recording_id,omitempty"`
+	File        string `json:"file"`
+	SHA256      string `json:"sha256"`
+}
+
+// exportCall writes one call into an export: its recording, decrypted
+// and verified (audited before it is written), and its JSON, or its vCon
+// naming the recording by file and SHA-512.
+func (s *Server) exportCall(ctx context.Context, zw *zip.Writer, j *exportJob, tenant string, c search.Result, req *request, manifest, docs *[]exportEntry) error {
+	writeJSONFile := func(name string, v any) error {
+		sum := sha256.New()
+		f, err := zw.Create(name)
+		if err == nil {
+			err = json.NewEncoder(io.MultiWriter(f, sum)).Encode(v)
+		}
+		*docs = append(*docs, exportEntry{CallID: c.CallID, File: name, SHA256: hex.EncodeToString(sum.Sum(nil))})
+		return err
+	}
+	if j.Format == "zip" {
+		if err := writeJSONFile(c.CallID+".json", c); err != nil {
+			return err
+		}
+	}
+	rec := c.Recording
+	var wav string
+	var sum512 []byte
+	if rec == nil || rec.Failure != "" || rec.ObjectKey == "" {
+		j.mu.Lock()
+		j.Without[c.CallID] = c.Status
+		j.mu.Unlock()
+	} else {
+		// No audit, no recording.
+		ev := event(req.r, "recording.export", &req.id, rec.RecordingID, nil)
+		ev.Reason, ev.CallId = "export "+j.ID, c.CallID
+		if err := s.cfg.Audit.Record(ctx, ev); err != nil {
+			return fmt.Errorf("audit event not written, so nothing more is exported: %w", err)
+		}
+		wav = c.CallID + ".wav"
+		zf, err := zw.CreateHeader(&zip.FileHeader{Name: wav, Method: zip.Store, Modified: rec.StoredAt})
+		if err != nil {
+			return err
+		}
+		s256, s512 := sha256.New(), sha512.New()
+		if _, err := s.cfg.Playback.Decrypt(ctx, tenant, rec.KeyID, playback.Object{Key: rec.ObjectKey,
+			CiphertextSHA256: rec.CiphertextSHA256, PlaintextSHA256: rec.PlaintextSHA256}, io.MultiWriter(zf, s256, s512)); err != nil {
+			// A recording that does not verify is not handed out.
+			return fmt.Errorf("call %s: %w", c.CallID, err)
+		}
+		sum512 = s512.Sum(nil)
+		*manifest = append(*manifest, exportEntry{CallID: c.CallID, RecordingID: rec.RecordingID, File: wav, SHA256: hex.EncodeToString(s256.Sum(nil))})
+		j.mu.Lock()
+		j.Written++
+		j.mu.Unlock()
+	}
+	if j.Format == "vcon" {
+		return writeJSONFile(c.CallID+".vcon.json", vconOf(tenant, c, wav, sum512, j.CreatedAt))
+	}
+	return nil
 }
 
 // export finds the tenant's export id; another tenant's is not found.

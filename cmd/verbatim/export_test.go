@@ -3,6 +3,7 @@ package main
 import (
 	"archive/zip"
 	"bytes"
+	"crypto/sha512"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -12,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/verbatimrec/verbatim/api"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
+	"github.com/verbatimrec/verbatim/schemas/vcon"
 )
 
 // TestExport: a supervisor exports the tenant's calls; the job's progress
@@ -117,4 +120,61 @@ func TestExport(t *testing.T) {
 		}
 	}
 	t.Logf("export %s: %d files, %d bytes", job.ID, len(files), len(zipped))
+
+	// The portability export: each call as a vCon naming its recording.
+	if status, b := do(sup, "POST", "/v1/exports", `{"format": "mp3"}`); status != http.StatusBadRequest {
+		t.Fatalf("an unknown format: %d %s", status, b)
+	}
+	status, b = do(sup, "POST", "/v1/exports", `{"format": "vcon"}`)
+	job.State = ""
+	if status != http.StatusAccepted || json.Unmarshal(b, &job) != nil {
+		t.Fatalf("vcon export: %d %s", status, b)
+	}
+	for job.State == "running" {
+		status, b = do(sup, "GET", "/v1/exports/"+job.ID, "")
+		if status != 200 || json.Unmarshal(b, &job) != nil {
+			t.Fatalf("export state: %d %s", status, b)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("export still running: %s", b)
+		case <-time.After(50 * time.Millisecond): // the interval of asking, not a wait that decides anything
+		}
+	}
+	if job.State != "done" || job.Selected != 2 || job.Written != 2 {
+		t.Fatalf("vcon export ended: %+v", job)
+	}
+	_, zipped = do(sup, "GET", "/v1/exports/"+job.ID+"/download", "")
+	if zr, err = zip.NewReader(bytes.NewReader(zipped), int64(len(zipped))); err != nil {
+		t.Fatal(err)
+	}
+	vfiles := map[string][]byte{}
+	for _, f := range zr.File {
+		rc, err := f.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		vfiles[f.Name], _ = io.ReadAll(rc)
+		rc.Close()
+	}
+	for _, r := range manifest.Recordings {
+		doc := vfiles[r.CallID+".vcon.json"]
+		if err := vcon.Validate(doc); err != nil {
+			t.Fatalf("call %s: %v\n%s", r.CallID, err, doc)
+		}
+		var v api.VCon
+		if err := json.Unmarshal(doc, &v); err != nil {
+			t.Fatal(err)
+		}
+		d := v.Dialog[0]
+		wav := vfiles[d.Filename]
+		sum := sha512.Sum512(wav)
+		if d.Type != "recording" || !bytes.Equal(wav, files[r.File]) || d.ContentHash != api.ContentHash(sum[:]) || len(v.Parties) < 2 || len(d.Parties) != len(v.Parties) {
+			t.Fatalf("call %s: vCon %s; its recording (%d bytes) is not the one verbatim play writes, or its hash or parties are wrong", r.CallID, doc, len(wav))
+		}
+		if vfiles[r.CallID+".json"] != nil {
+			t.Fatalf("call %s: the vcon export holds the search JSON too", r.CallID)
+		}
+	}
+	t.Logf("vcon export %s: %d files, %d bytes", job.ID, len(vfiles), len(zipped))
 }
