@@ -43,16 +43,16 @@ type VConParty struct {
 // VConDialog is the call's recording, or, when it has none, an
 // incomplete dialog with its disposition.
 type VConDialog struct {
-	Type        string   `json:"type"` // recording, incomplete
-	Start       string   `json:"start"`
-	Duration    float64  `json:"duration,omitempty"`
-	Parties     []int    `json:"parties"`
-	Originator  *int     `json:"originator,omitempty"`
-	MediaType   string   `json:"mediatype,omitempty"`
-	Filename    string   `json:"filename,omitempty"`
-	ContentHash string   `json:"content_hash,omitempty"`
-	Disposition string   `json:"disposition,omitempty"`
-	SIPCallID   string   `json:"sip_call_id,omitempty"`
+	Type        string  `json:"type"` // recording, incomplete
+	Start       string  `json:"start"`
+	Duration    float64 `json:"duration,omitempty"`
+	Parties     []int   `json:"parties"`
+	Originator  *int    `json:"originator,omitempty"`
+	MediaType   string  `json:"mediatype,omitempty"`
+	Filename    string  `json:"filename,omitempty"`
+	ContentHash string  `json:"content_hash,omitempty"`
+	Disposition string  `json:"disposition,omitempty"`
+	SIPCallID   string  `json:"sip_call_id,omitempty"`
 }
 
 // VConAttach is one metadata event of the call.
