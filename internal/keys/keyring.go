@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // Keyring is a Manager backed by a local file of AES-256 key-encryption
@@ -35,6 +36,7 @@ var (
 	_ Manager     = (*Keyring)(nil)
 	_ AuditSigner = (*Keyring)(nil)
 	_ Rotator     = (*Keyring)(nil)
+	_ Destroyer   = (*Keyring)(nil)
 )
 
 type keyringFile struct {
@@ -46,6 +48,9 @@ type keyringFile struct {
 	// MinVersions are, per tenant, the lowest KEK version that unwraps
 	// (RetireKEKVersions); older ones are kept but refuse.
 	MinVersions map[string]uint32 `json:"min_versions,omitempty"`
+	// Destroyed are the tenants whose KEKs were destroyed (DestroyKEK),
+	// with when: no KEK is made for them again.
+	Destroyed map[string]string `json:"destroyed,omitempty"`
 }
 
 type keyringKE struct {
@@ -149,6 +154,9 @@ func (k *Keyring) kek(tenant string, version uint32, create bool) (keyringKE, er
 		ks = k.mu.file.KEKs[tenant]
 	}
 	if len(ks) == 0 {
+		if at, ok := k.mu.file.Destroyed[tenant]; ok {
+			return keyringKE{}, fmt.Errorf("%w: tenant %q, at %s", ErrDestroyed, tenant, at)
+		}
 		if !create {
 			return keyringKE{}, fmt.Errorf("%w %q", ErrUnknownTenant, tenant)
 		}
@@ -416,6 +424,39 @@ func (k *Keyring) RewrapDataKeys(ctx context.Context, tenant string, ws []Wrappe
 		clear(dek)
 	}
 	return out, nil
+}
+
+// DestroyKEK implements Destroyer: the tenant's KEK versions are removed
+// from the file (rewritten in place under its lock) and the tenant is
+// marked destroyed. Copies of the file elsewhere (backups) still hold
+// them: destroy those too.
+func (k *Keyring) DestroyKEK(_ context.Context, tenant string) error {
+	if err := ValidateTenant(tenant); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	unlock, err := k.lockFile()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := k.reloadLocked(); err != nil {
+		return err
+	}
+	if _, ok := k.mu.file.Destroyed[tenant]; ok {
+		return nil
+	}
+	if k.mu.file.Destroyed == nil {
+		k.mu.file.Destroyed = map[string]string{}
+	}
+	for _, e := range k.mu.file.KEKs[tenant] {
+		clear(e.Key)
+	}
+	delete(k.mu.file.KEKs, tenant)
+	delete(k.mu.file.MinVersions, tenant)
+	k.mu.file.Destroyed[tenant] = time.Now().UTC().Format(time.RFC3339)
+	return k.saveLocked()
 }
 
 // RetireKEKVersions implements Rotator.

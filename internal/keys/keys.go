@@ -68,6 +68,18 @@ type Rotator interface {
 	RetireKEKVersions(ctx context.Context, tenant string, min uint32) error
 }
 
+// Destroyer destroys a tenant's key-encryption key, every version of
+// it, for good: every data key it wrapped no longer unwraps, so all the
+// tenant's data is unreadable at once (tenant offboarding). Both key
+// managers are Destroyers.
+type Destroyer interface {
+	DestroyKEK(ctx context.Context, tenant string) error
+}
+
+// ErrDestroyed is wrapped when a tenant's KEK was destroyed: nothing is
+// sealed for the tenant again.
+var ErrDestroyed = errors.New("keys: the tenant's key-encryption key was destroyed (offboarded)")
+
 // Wrapped is a DEK encrypted under a KEK.
 type Wrapped struct {
 	// KEKName is the Transit key name or local keyring entry.

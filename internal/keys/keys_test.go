@@ -255,3 +255,59 @@ func TestRotation(t *testing.T) {
 		}
 	}
 }
+
+// TestDestroyKEK: both key managers destroy a tenant's KEK, every
+// version: the tenant's data keys, of the old version and the new, no
+// longer unwrap; another tenant's still do; destroying again is no
+// error. The keyring then refuses to make the tenant a new KEK.
+func TestDestroyKEK(t *testing.T) {
+	ctx := context.Background()
+	suffix := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	tenant, other := "gone"+suffix, "kept"+suffix
+	ring, err := keys.OpenKeyring(filepath.Join(t.TempDir(), "keyring.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := keys.NewVault(keys.VaultConfig{Address: stacktest.Env(t, "VERBATIM_VAULT_ADDR"), Token: stacktest.Env(t, "VERBATIM_VAULT_TOKEN"), CreateKeys: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, m := range map[string]interface {
+		keys.Manager
+		keys.Rotator
+		keys.Destroyer
+	}{"keyring": ring, "vault (transit)": v} {
+		dk1, err := m.GenerateDataKey(ctx, tenant)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if _, err := m.RotateKEK(ctx, tenant); err != nil {
+			t.Fatalf("%s: rotate: %v", name, err)
+		}
+		dk2, err := m.GenerateDataKey(ctx, tenant)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		kept, err := m.GenerateDataKey(ctx, other)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if err := m.DestroyKEK(ctx, tenant); err != nil {
+			t.Fatalf("%s: destroy: %v", name, err)
+		}
+		for i, w := range []keys.Wrapped{dk1.Wrapped, dk2.Wrapped} {
+			if dek, err := m.UnwrapDataKey(ctx, tenant, w); err == nil {
+				t.Fatalf("%s: data key %d (version %d) unwraps after the KEK was destroyed: %d bytes", name, i, w.KEKVersion, len(dek))
+			}
+		}
+		if dek, err := m.UnwrapDataKey(ctx, other, kept.Wrapped); err != nil || !bytes.Equal(dek, kept.Plaintext) {
+			t.Fatalf("%s: another tenant's key: %v", name, err)
+		}
+		if err := m.DestroyKEK(ctx, tenant); err != nil {
+			t.Fatalf("%s: destroying again: %v", name, err)
+		}
+	}
+	if _, err := ring.GenerateDataKey(ctx, tenant); !errors.Is(err, keys.ErrDestroyed) {
+		t.Fatalf("the keyring made a destroyed tenant a key: %v", err)
+	}
+}

@@ -26,7 +26,17 @@ var (
 	_ Manager     = (*Router)(nil)
 	_ AuditSigner = (*Router)(nil)
 	_ Rotator     = (*Router)(nil)
+	_ Destroyer   = (*Router)(nil)
 )
+
+// DestroyKEK implements Destroyer, with the tenant's manager.
+func (r *Router) DestroyKEK(ctx context.Context, tenant string) error {
+	d, ok := r.pick(tenant).(Destroyer)
+	if !ok {
+		return fmt.Errorf("keys: tenant %s's key manager (%s) cannot destroy its key", tenant, r.pick(tenant).Kind())
+	}
+	return d.DestroyKEK(ctx, tenant)
+}
 
 func (r *Router) pick(tenant string) Manager {
 	if m, ok := r.Tenants[tenant]; ok {

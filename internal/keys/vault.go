@@ -74,6 +74,7 @@ var (
 	_ Manager     = (*Vault)(nil)
 	_ AuditSigner = (*Vault)(nil)
 	_ Rotator     = (*Vault)(nil)
+	_ Destroyer   = (*Vault)(nil)
 )
 
 // NewVault returns a Transit key manager.
@@ -318,6 +319,27 @@ func (v *Vault) RewrapDataKeys(ctx context.Context, tenant string, ws []Wrapped)
 		out[i] = Wrapped{KEKName: name, KEKVersion: ver, Ciphertext: []byte(ct)}
 	}
 	return out, nil
+}
+
+// DestroyKEK implements Destroyer: Transit's key is made deletable and
+// deleted, every version. The token needs update on the key's config and
+// delete on the key (a BYOK customer's Vault may refuse: then the
+// customer deletes it). A missing key is already destroyed.
+func (v *Vault) DestroyKEK(ctx context.Context, tenant string) error {
+	if err := ValidateTenant(tenant); err != nil {
+		return err
+	}
+	name := v.keyName(tenant)
+	if _, err := v.c.Logical().WriteWithContext(ctx, v.cfg.Mount+"/keys/"+name+"/config", map[string]any{"deletion_allowed": true}); err != nil {
+		if isMissingKey(err) {
+			return nil
+		}
+		return fmt.Errorf("keys: transit key %s: allowing its deletion: %w", name, err)
+	}
+	if _, err := v.c.Logical().DeleteWithContext(ctx, v.cfg.Mount+"/keys/"+name); err != nil {
+		return fmt.Errorf("keys: deleting transit key %s: %w", name, err)
+	}
+	return nil
 }
 
 // RetireKEKVersions implements Rotator: Transit's min_decryption_version.

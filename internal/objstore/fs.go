@@ -11,6 +11,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -238,4 +240,36 @@ func (c *ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
+}
+
+// List implements Store: the objects' sidecars under the prefix's
+// directory.
+func (s *FS) List(_ context.Context, prefix string) ([]string, error) {
+	if err := validatePrefix(prefix); err != nil {
+		return nil, err
+	}
+	var keys []string
+	dir := filepath.Join(s.root, filepath.FromSlash(prefix))
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) && p == dir {
+			return filepath.SkipDir
+		}
+		if err != nil {
+			return err
+		}
+		if d.IsDir() || !strings.HasSuffix(p, metaSuffix) {
+			return nil
+		}
+		rel, err := filepath.Rel(s.root, strings.TrimSuffix(p, metaSuffix))
+		if err != nil {
+			return err
+		}
+		keys = append(keys, filepath.ToSlash(rel))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("objstore: list %s: %w", prefix, err)
+	}
+	slices.Sort(keys)
+	return keys, nil
 }

@@ -50,6 +50,9 @@ type Store interface {
 	// mode) until at least until; a version locked longer is left as it
 	// is: retention is never shortened.
 	ExtendRetention(ctx context.Context, key string, until time.Time) error
+	// List returns the keys of the objects under prefix (a key prefix
+	// ending in "/"), sorted: those with a live version.
+	List(ctx context.Context, prefix string) ([]string, error)
 }
 
 // PutOptions says how to store an object.
@@ -89,4 +92,13 @@ func ValidateKey(key string) error {
 		}
 	}
 	return nil
+}
+
+// validatePrefix accepts a key prefix that names a directory: a valid key
+// followed by "/".
+func validatePrefix(prefix string) error {
+	if !strings.HasSuffix(prefix, "/") {
+		return fmt.Errorf("objstore: prefix %q does not end in /", prefix)
+	}
+	return ValidateKey(strings.TrimSuffix(prefix, "/"))
 }

@@ -159,6 +159,28 @@ func testStore(t *testing.T, s objstore.Store, prefix string) {
 		t.Fatalf("Delete of an object locked after its upload: %v, want ErrRetained", err)
 	}
 
+	// List: the objects under a prefix, and no others.
+	for _, k := range []string{prefix + "/list/b/2", prefix + "/list/a/1", prefix + "/listx/1"} {
+		if _, err := s.Put(ctx, k, bytes.NewReader(body), int64(len(body)), objstore.PutOptions{}); err != nil {
+			t.Fatalf("Put %s: %v", k, err)
+		}
+	}
+	if got, err := s.List(ctx, prefix+"/list/"); err != nil || strings.Join(got, " ") != prefix+"/list/a/1 "+prefix+"/list/b/2" {
+		t.Fatalf("List: %q %v", got, err)
+	}
+	if err := s.Delete(ctx, prefix+"/list/a/1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.List(ctx, prefix+"/list/"); err != nil || strings.Join(got, " ") != prefix+"/list/b/2" {
+		t.Fatalf("List after a delete: %q %v", got, err)
+	}
+	if got, err := s.List(ctx, prefix+"/nothing/"); err != nil || len(got) != 0 {
+		t.Fatalf("List of an empty prefix: %q %v", got, err)
+	}
+	if _, err := s.List(ctx, prefix+"/list"); err == nil {
+		t.Fatal("List accepted a prefix without a trailing slash")
+	}
+
 	for _, k := range []string{"", "/abs", "a/../b", "a//b", "a\\b", "trail/"} {
 		if _, err := s.Put(ctx, k, bytes.NewReader(nil), 0, objstore.PutOptions{}); err == nil {
 			t.Fatalf("Put accepted invalid key %q", k)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -329,4 +330,21 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %s", ErrChecksum, er.Message)
 	}
 	return err
+}
+
+// List implements Store: the bucket's listing of the prefix, latest
+// versions only (a deleted object's delete marker hides it).
+func (s *S3) List(ctx context.Context, prefix string) ([]string, error) {
+	if err := validatePrefix(prefix); err != nil {
+		return nil, err
+	}
+	var keys []string
+	for o := range s.c.ListObjects(ctx, s.cfg.Bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if o.Err != nil {
+			return nil, fmt.Errorf("objstore: list %s: %w", prefix, classify(o.Err))
+		}
+		keys = append(keys, o.Key)
+	}
+	slices.Sort(keys)
+	return keys, nil
 }
