@@ -15,6 +15,7 @@ import (
 
 	"github.com/verbatimrec/verbatim/api"
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/internal/keys"
 	"github.com/verbatimrec/verbatim/internal/keyreg"
 	"github.com/verbatimrec/verbatim/processors/lifecycle"
 	"github.com/verbatimrec/verbatim/schemas"
@@ -37,7 +38,11 @@ const lifecycleUse = `usage:
   verbatim expire --tenant T [--dry-run]
   verbatim retention apply --tenant T --class KIND=VALUE=KEEP... [--dry-run]
       KIND is tag, group (skill group), party or direction (inbound,
-      outbound, internal); KEEP is days (2557d) or a duration (87600h)`
+      outbound, internal); KEEP is days (2557d) or a duration (87600h)
+  verbatim tenant offboard --tenant T --confirm T [--retention-waived WHY] [--dry-run] [--json]
+      destroys the tenant's key-encryption key, shreds its data keys,
+      deletes its rows and objects, and proves it; refused under a legal
+      hold, and while objects are locked unless --retention-waived says why`
 
 // multiFlag is a repeatable string flag.
 type multiFlag []string
@@ -123,7 +128,9 @@ func runLifecycle(ctx context.Context, cmd string, args []string, stdout, stderr
 	fs.Var(&callIDs, "call-id", "hold: a call to hold (repeatable)")
 	fs.Var(&classFlags, "class", "retention apply: a retention class, KIND=VALUE=KEEP, e.g. tag=mifid=2557d (repeatable)")
 	dryRun := fs.Bool("dry-run", false, "expire, retention apply: count what would be done, change nothing")
-	asJSON := fs.Bool("json", false, "proof: as JSON")
+	asJSON := fs.Bool("json", false, "proof, tenant offboard: as JSON")
+	confirm := fs.String("confirm", "", "tenant offboard: the tenant's name again")
+	waived := fs.String("retention-waived", "", "tenant offboard: why the retention of locked objects no longer binds (the contract's end, the export taken)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -230,6 +237,42 @@ func runLifecycle(ctx context.Context, cmd string, args []string, stdout, stderr
 		}
 		fmt.Fprintf(stdout, "tenant %s: %d calls past their retention: %d %s (%d objects), %d kept by a legal hold, %d locked longer in storage; %d leftover objects %s\n",
 			*tenant, rep.Due, rep.Erased, verb, rep.ObjectsDeleted, rep.Held, rep.NotYet, rep.LeftoversDeleted, map[bool]string{true: "would be deleted", false: "deleted"}[*dryRun])
+		return err
+	case "tenant offboard":
+		km, err := kf.manager()
+		if err != nil {
+			return err
+		}
+		d, ok := km.(interface {
+			keys.Manager
+			keys.Destroyer
+		})
+		if !ok {
+			return fmt.Errorf("tenant offboard: the key manager %s cannot destroy keys", km.Kind())
+		}
+		rep, err := l.Offboard(ctx, lifecycle.OffboardRequest{Tenant: *tenant, Confirm: *confirm, RetentionWaived: *waived, DryRun: *dryRun, By: by, Keys: d,
+			Progress: func(step string) { fmt.Fprintf(stderr, "tenant offboard: %s\n", step) }})
+		if *asJSON && rep.RunID != "" {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return errors.Join(err, enc.Encode(rep))
+		}
+		fmt.Fprintf(stdout, "tenant %s: %d data keys, %d calls, %d objects (%d locked", rep.Tenant, rep.DataKeys, rep.Calls, rep.Objects, rep.Locked)
+		if !rep.LockedUntil.IsZero() {
+			fmt.Fprintf(stdout, ", the latest until %s", rep.LockedUntil.Format(time.RFC3339))
+		}
+		fmt.Fprintln(stdout, ")")
+		switch {
+		case err != nil:
+		case *dryRun:
+			fmt.Fprintln(stdout, "dry run: nothing destroyed")
+		default:
+			fmt.Fprintf(stdout, "KEK destroyed; %d data keys shredded; rows of %d calls deleted; %d objects deleted, %d kept by their lock as ciphertext without keys\n",
+				rep.KeysShredded, rep.CallsErased, rep.ObjectsDeleted, len(rep.ObjectsKept))
+			for _, p := range rep.Proof {
+				fmt.Fprintf(stdout, "  proven: %s\n", p)
+			}
+		}
 		return err
 	case "retention apply":
 		rep, err := l.ApplyRetention(ctx, *tenant, classes, *dryRun, by, func(done, total int) {

@@ -64,6 +64,8 @@ Commands:
   expire    [--dry-run]: delete the recordings whose retention has ended
   retention apply --class KIND=VALUE=KEEP...: lock longer the calls of a
             tag, skill group, party or direction (never shorter)
+  tenant    offboard --confirm T: destroy a tenant's key-encryption key,
+            then its data keys, rows and objects, with a proof
   topics    list the v1 topic catalogue, or create the topics (--create)
   loadtest  -o load.pcap: write a capture of --calls concurrent calls
   version   print the version
@@ -112,7 +114,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runKeys(ctx, args[1:], stdout, stderr)
 	case "completeness":
 		return runCompleteness(ctx, args[1:], stdout, stderr)
-	case "erasure", "hold", "expire", "retention":
+	case "erasure", "hold", "expire", "retention", "tenant":
 		return runLifecycle(ctx, args[0], args[1:], stdout, stderr)
 	case "topics":
 		return runTopics(ctx, args[1:], stdout, stderr)

@@ -208,6 +208,75 @@ func EraseRows(ctx context.Context, conn driver.Conn, db, tenant, callID, reques
 	return nil
 }
 
+// EraseTenant deletes every row of a tenant's calls from every table (as
+// mutations: WaitMutations waits for them) after listing each call in
+// erased_calls, so that a rebuilt projection brings none back. It
+// returns the calls listed. The tenant's audit log stays.
+func EraseTenant(ctx context.Context, conn driver.Conn, db, tenant, requestID, reason string, at time.Time) (int, error) {
+	ids, err := TenantCalls(ctx, conn, db, tenant)
+	if err != nil {
+		return 0, err
+	}
+	if len(ids) > 0 {
+		b, err := conn.PrepareBatch(ctx, "INSERT INTO `"+db+"`.erased_calls (tenant, call_id, request_id, reason, erased_at)")
+		if err != nil {
+			return 0, fmt.Errorf("search: erase tenant %s: %w", tenant, err)
+		}
+		for _, id := range ids {
+			if err := b.Append(tenant, id, requestID, reason, at.UTC()); err != nil {
+				return 0, fmt.Errorf("search: erase tenant %s: %w", tenant, err)
+			}
+		}
+		if err := b.Send(); err != nil {
+			return 0, fmt.Errorf("search: erase tenant %s: %w", tenant, err)
+		}
+	}
+	for _, t := range ErasedTables {
+		if err := conn.Exec(ctx, "ALTER TABLE `"+db+"`."+t+" DELETE WHERE tenant = ?", tenant); err != nil {
+			return 0, fmt.Errorf("search: erase tenant %s from %s: %w", tenant, t, err)
+		}
+	}
+	return len(ids), nil
+}
+
+// TenantCalls are the ids of a tenant's calls, sorted: those with a call
+// or a recording row.
+func TenantCalls(ctx context.Context, conn driver.Conn, db, tenant string) ([]string, error) {
+	rows, err := conn.Query(ctx, "SELECT DISTINCT call_id FROM `"+db+"`.calls WHERE tenant = ? UNION ALL SELECT DISTINCT call_id FROM `"+db+
+		"`.recordings WHERE tenant = ?", tenant, tenant)
+	if err != nil {
+		return nil, fmt.Errorf("search: the calls of tenant %s: %w", tenant, err)
+	}
+	defer rows.Close()
+	seen := map[string]bool{}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		if !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids, rows.Err()
+}
+
+// TenantRows counts a tenant's rows in each table erasure deletes from.
+func TenantRows(ctx context.Context, conn driver.Conn, db, tenant string) (map[string]uint64, error) {
+	out := map[string]uint64{}
+	for _, t := range ErasedTables {
+		var n uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM `"+db+"`."+t+" WHERE tenant = ?", tenant).Scan(&n); err != nil {
+			return nil, fmt.Errorf("search: rows of tenant %s in %s: %w", tenant, t, err)
+		}
+		out[t] = n
+	}
+	return out, nil
+}
+
 // WaitMutations returns once ClickHouse has applied every deletion of
 // database db's tables (EraseRows), or ctx ends. It asks system.mutations
 // until none is pending; that table is the only signal ClickHouse 18.16

@@ -31,6 +31,9 @@ const (
 	DeletionReason_DELETION_REASON_ERASURE_REQUEST   DeletionReason = 2
 	// Deleted inside its retention with two administrators' approval.
 	DeletionReason_DELETION_REASON_EARLY_DELETION DeletionReason = 3
+	// The tenant's data disposed of at its contract's end (`verbatim tenant
+	// offboard`): its KEK destroyed first.
+	DeletionReason_DELETION_REASON_TENANT_OFFBOARDED DeletionReason = 4
 )
 
 // Enum value maps for DeletionReason.
@@ -40,12 +43,14 @@ var (
 		1: "DELETION_REASON_RETENTION_EXPIRED",
 		2: "DELETION_REASON_ERASURE_REQUEST",
 		3: "DELETION_REASON_EARLY_DELETION",
+		4: "DELETION_REASON_TENANT_OFFBOARDED",
 	}
 	DeletionReason_value = map[string]int32{
 		"DELETION_REASON_UNSPECIFIED":       0,
 		"DELETION_REASON_RETENTION_EXPIRED": 1,
 		"DELETION_REASON_ERASURE_REQUEST":   2,
 		"DELETION_REASON_EARLY_DELETION":    3,
+		"DELETION_REASON_TENANT_OFFBOARDED": 4,
 	}
 )
 
@@ -1546,12 +1551,13 @@ const file_verbatim_v1_recordings_proto_rawDesc = "" +
 	"objectKeys\x12\x15\n" +
 	"\x06run_id\x18\x05 \x01(\tR\x05runId\x12;\n" +
 	"\vextended_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"extendedAt*\xa1\x01\n" +
+	"extendedAt*\xc8\x01\n" +
 	"\x0eDeletionReason\x12\x1f\n" +
 	"\x1bDELETION_REASON_UNSPECIFIED\x10\x00\x12%\n" +
 	"!DELETION_REASON_RETENTION_EXPIRED\x10\x01\x12#\n" +
 	"\x1fDELETION_REASON_ERASURE_REQUEST\x10\x02\x12\"\n" +
-	"\x1eDELETION_REASON_EARLY_DELETION\x10\x03B4Z2github.com/verbatimrec/verbatim/schemas/verbatimv1b\x06proto3"
+	"\x1eDELETION_REASON_EARLY_DELETION\x10\x03\x12%\n" +
+	"!DELETION_REASON_TENANT_OFFBOARDED\x10\x04B4Z2github.com/verbatimrec/verbatim/schemas/verbatimv1b\x06proto3"
 
 var (
 	file_verbatim_v1_recordings_proto_rawDescOnce sync.Once
