@@ -218,11 +218,9 @@ func (s *Server) runExport(j *exportJob, f *os.File, q search.Query, req *reques
 }
 
 // exportEntry is a file of an export, in its manifest.
+// Its keys are the Go names, as manifests have always had them.
 type exportEntry struct {
-	CallID      string `json:"call_id"`
-	RecordingID string `json:"recording_id,omitempty"`
-	File        string `json:"file"`
-	SHA256      string `json:"sha256"`
+	CallID, RecordingID, File, SHA256 string
 }
 
 // exportCall writes one call into an export: its recording, decrypted

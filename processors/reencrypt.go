@@ -132,7 +132,11 @@ func Reencrypt(ctx context.Context, cfg ReencryptConfig) (ReencryptReport, error
 	for _, k := range reg.Keys {
 		live[k.GetKeyId()] = k
 	}
-	recs, err := readRecordings(ctx, cfg.Kafka, cfg.Tenant, cfg.CallIDs)
+	only := cfg.CallIDs
+	if len(cfg.KeyIDs) > 0 {
+		only = nil // a key may seal any call's recording
+	}
+	recs, err := readRecordings(ctx, cfg.Kafka, cfg.Tenant, only)
 	if err != nil {
 		return rep, err
 	}

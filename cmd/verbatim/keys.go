@@ -164,6 +164,11 @@ func runReencrypt(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	defer writeCl.Close()
+	auditCl, err := kafka.client("verbatim-reencrypt", stderr)
+	if err != nil {
+		return err
+	}
+	defer auditCl.Close()
 	rep, err := processors.Reencrypt(ctx, processors.ReencryptConfig{Kafka: kafka.config("verbatim-reencrypt", stderr), Writer: &api.KafkaWriter{Client: writeCl},
 		Tenant: *tenant, KeyIDs: keyIDs, CallIDs: callIDs, Reason: *reason, DryRun: *dryRun, Keys: km, Store: store, Actor: operator(),
 		Progress: func(s processors.ReencryptStats) {
@@ -176,7 +181,7 @@ func runReencrypt(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		detail = fmt.Sprintf("dry run %s: %d recordings selected: %d to re-encrypt, %d skipped", rep.RunID, st.Selected, st.Remaining, st.Skipped)
 	}
 	if rep.RunID != "" {
-		if aerr := operatorAudit(ctx, writeCl, *tenant, "key.reencrypt", "key", *tenant, *reason+": "+detail, err); aerr != nil {
+		if aerr := operatorAudit(ctx, auditCl, *tenant, "key.reencrypt", "key", *tenant, *reason+": "+detail, err); aerr != nil {
 			err = errors.Join(err, aerr)
 		}
 	}

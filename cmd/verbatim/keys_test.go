@@ -237,6 +237,7 @@ func TestKeysReencrypt(t *testing.T) {
 	}
 	carol, dave := old["re-0-carol@example.com"], old["re-1-dave@example.com"]
 	kcfg := kafkaclient.Config{Brokers: strings.Split(e.brokers, ",")}
+	callKey := map[string]string{} // call id -> its own key
 	liveKeys := func() map[string]bool {
 		reg, err := keyops.Read(ctx, kcfg, "demo")
 		if err != nil {
@@ -245,6 +246,9 @@ func TestKeysReencrypt(t *testing.T) {
 		out := map[string]bool{}
 		for _, k := range reg.Keys {
 			out[k.GetKeyId()] = true
+			if k.GetPurpose() == "call" {
+				callKey[k.GetCallId()] = k.GetKeyId()
+			}
 		}
 		return out
 	}
@@ -265,7 +269,7 @@ func TestKeysReencrypt(t *testing.T) {
 		}
 		return rep
 	}
-	dry := report(append(args, "--dry-run", "--key", carol.DataKeyID)...)
+	dry := report(append(args, "--dry-run", "--key", callKey[carol.CallID])...)
 	if st := dry.Stats; st.Selected != 3 || st.Remaining != 2 || st.Skipped != 1 || st.Reencrypted != 0 {
 		t.Fatalf("dry run: %+v", dry)
 	}
@@ -297,8 +301,8 @@ func TestKeysReencrypt(t *testing.T) {
 		if !bytes.Equal(play(now.CallID), before[sip]) {
 			t.Fatalf("%s plays otherwise after the re-encryption", sip)
 		}
-		if k[was.Recording.KeyID] || !k[rec.KeyID] || !k[was.DataKeyID] {
-			t.Fatalf("%s: old key live %v, new key live %v, call key live %v", sip, k[was.Recording.KeyID], k[rec.KeyID], k[was.DataKeyID])
+		if k[was.Recording.KeyID] || !k[rec.KeyID] || !k[callKey[was.CallID]] {
+			t.Fatalf("%s: old key live %v, new key live %v, call key live %v", sip, k[was.Recording.KeyID], k[rec.KeyID], k[callKey[was.CallID]])
 		}
 		oldInfo, err := store.Stat(ctx, was.Recording.ObjectKey)
 		if err != nil {

@@ -172,7 +172,7 @@ func isMissingKey(err error) bool {
 		return false
 	}
 	for _, e := range re.Errors {
-		if strings.Contains(e, "not found") {
+		if strings.Contains(e, "not found") || strings.Contains(e, "no existing key named") {
 			return true
 		}
 	}

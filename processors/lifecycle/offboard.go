@@ -123,7 +123,11 @@ func (l *Lifecycle) Offboard(ctx context.Context, req OffboardRequest) (Offboard
 	if rep.Rows, err = search.TenantRows(ctx, l.cfg.Conn, l.cfg.Database, req.Tenant); err != nil {
 		return rep, err
 	}
-	rep.Calls = int(rep.Rows["calls"])
+	ids, err := search.TenantCalls(ctx, l.cfg.Conn, l.cfg.Database, req.Tenant)
+	if err != nil {
+		return rep, err
+	}
+	rep.Calls = len(ids)
 	objects, err := l.cfg.Store.List(ctx, req.Tenant+"/")
 	if err != nil {
 		return rep, err
@@ -190,10 +194,6 @@ func (l *Lifecycle) Offboard(ctx context.Context, req OffboardRequest) (Offboard
 		} else {
 			loose = append(loose, k.GetKeyId())
 		}
-	}
-	ids, err := search.TenantCalls(ctx, l.cfg.Conn, l.cfg.Database, req.Tenant)
-	if err != nil {
-		return rep, err
 	}
 	for _, id := range ids {
 		if _, ok := byCall[id]; !ok {
