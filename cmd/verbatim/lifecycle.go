@@ -15,8 +15,8 @@ import (
 
 	"github.com/verbatimrec/verbatim/api"
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
-	"github.com/verbatimrec/verbatim/internal/keys"
 	"github.com/verbatimrec/verbatim/internal/keyreg"
+	"github.com/verbatimrec/verbatim/internal/keys"
 	"github.com/verbatimrec/verbatim/processors/lifecycle"
 	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
