@@ -13,16 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/proto"
-
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/internal/keyops"
 	"github.com/verbatimrec/verbatim/internal/keyreg"
 	"github.com/verbatimrec/verbatim/internal/objstore"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
 	"github.com/verbatimrec/verbatim/projections/search"
-	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
 
@@ -227,18 +223,12 @@ func TestErasureOfASubject(t *testing.T) {
 	}
 
 	// The audit trail: the requests, two calls erased, one refused.
-	cl, err := kafkaclient.New(kcfg, kgo.ConsumeTopics(schemas.TopicAudit), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	got := map[string]int{}
-	stacktest.ReadBack(ctx, t, cl, func(r *kgo.Record) {
-		var ev verbatimv1.AuditEvent
-		if err := proto.Unmarshal(r.Value, &ev); err == nil && (strings.HasPrefix(ev.GetAction(), "erasure.") || ev.GetAction() == "call.erase") {
-			got[ev.GetAction()+" "+ev.GetResult().String()]++
+	got := auditCounts(ctx, t, e.brokers, func(ev *verbatimv1.AuditEvent) string {
+		if strings.HasPrefix(ev.GetAction(), "erasure.") || ev.GetAction() == "call.erase" {
+			return ev.GetAction() + " " + ev.GetResult().String()
 		}
-	}, schemas.TopicAudit)
+		return ""
+	})
 	want := map[string]int{"erasure.request AUDIT_RESULT_SUCCESS": 2, "call.erase AUDIT_RESULT_SUCCESS": 2, "call.erase AUDIT_RESULT_DENIED": 1}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("audited: %v, want %v", got, want)

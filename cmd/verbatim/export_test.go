@@ -18,6 +18,15 @@ import (
 	"github.com/verbatimrec/verbatim/schemas/vcon"
 )
 
+// exportJobState is what a client sees of an export.
+type exportJobState struct {
+	ID       string `json:"export_id"`
+	State    string `json:"state"`
+	Selected int    `json:"calls_selected"`
+	Written  int    `json:"recordings_written"`
+	Error    string `json:"error"`
+}
+
 // TestExport: a supervisor exports the tenant's calls; the job's progress
 // is followed until it is done, and the zip holds each call's recording
 // byte for byte as `verbatim play` writes it, its JSON and a manifest
@@ -54,28 +63,26 @@ func TestExport(t *testing.T) {
 		t.Fatalf("export with an unknown field: %d %s", status, b)
 	}
 	status, b := do(sup, "POST", "/v1/exports", `{"status": "complete"}`)
-	var job struct {
-		ID       string `json:"export_id"`
-		State    string `json:"state"`
-		Selected int    `json:"calls_selected"`
-		Written  int    `json:"recordings_written"`
-		Error    string `json:"error"`
-	}
+	var job exportJobState
 	if status != http.StatusAccepted || json.Unmarshal(b, &job) != nil || job.ID == "" {
 		t.Fatalf("export: %d %s", status, b)
 	}
 	// Its state, until it is no longer running (the job's own event).
-	for job.State == "running" {
-		status, b = do(sup, "GET", "/v1/exports/"+job.ID, "")
-		if status != 200 || json.Unmarshal(b, &job) != nil {
-			t.Fatalf("export state: %d %s", status, b)
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("export still running: %s", b)
-		case <-time.After(50 * time.Millisecond): // the interval of asking, not a wait that decides anything
+	follow := func(job *exportJobState) {
+		t.Helper()
+		for job.State == "running" {
+			status, b := do(sup, "GET", "/v1/exports/"+job.ID, "")
+			if status != 200 || json.Unmarshal(b, job) != nil {
+				t.Fatalf("export state: %d %s", status, b)
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("export still running: %s", b)
+			case <-time.After(50 * time.Millisecond): // the interval of asking, not a wait that decides anything
+			}
 		}
 	}
+	follow(&job)
 	if job.State != "done" || job.Selected != 2 || job.Written != 2 {
 		t.Fatalf("export ended: %+v", job)
 	}
@@ -130,17 +137,7 @@ func TestExport(t *testing.T) {
 	if status != http.StatusAccepted || json.Unmarshal(b, &job) != nil {
 		t.Fatalf("vcon export: %d %s", status, b)
 	}
-	for job.State == "running" {
-		status, b = do(sup, "GET", "/v1/exports/"+job.ID, "")
-		if status != 200 || json.Unmarshal(b, &job) != nil {
-			t.Fatalf("export state: %d %s", status, b)
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("export still running: %s", b)
-		case <-time.After(50 * time.Millisecond): // the interval of asking, not a wait that decides anything
-		}
-	}
+	follow(&job)
 	if job.State != "done" || job.Selected != 2 || job.Written != 2 {
 		t.Fatalf("vcon export ended: %+v", job)
 	}

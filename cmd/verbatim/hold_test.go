@@ -13,13 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/proto"
-
-	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/internal/objstore"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
-	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
 
@@ -199,19 +194,12 @@ func TestLegalHoldAndExpiry(t *testing.T) {
 	}
 
 	// The audit trail.
-	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(e.brokers, ",")}, kgo.ConsumeTopics(schemas.TopicAudit),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	got := map[string]int{}
-	stacktest.ReadBack(ctx, t, cl, func(r *kgo.Record) {
-		var ev verbatimv1.AuditEvent
-		if proto.Unmarshal(r.Value, &ev) == nil && strings.Contains("hold.place hold.release_request hold.release deletion.request deletion.approve retention.expire call.erase", ev.GetAction()) && ev.GetAction() != "" {
-			got[fmt.Sprintf("%s %s", ev.GetAction(), strings.TrimPrefix(ev.GetResult().String(), "AUDIT_RESULT_"))]++
+	got := auditCounts(ctx, t, e.brokers, func(ev *verbatimv1.AuditEvent) string {
+		if strings.Contains("hold.place hold.release_request hold.release deletion.request deletion.approve retention.expire call.erase", ev.GetAction()) && ev.GetAction() != "" {
+			return fmt.Sprintf("%s %s", ev.GetAction(), strings.TrimPrefix(ev.GetResult().String(), "AUDIT_RESULT_"))
 		}
-	}, schemas.TopicAudit)
+		return ""
+	})
 	// Refusals are audited twice: the lifecycle's decision and the
 	// API's request.
 	want := map[string]int{"hold.place SUCCESS": 1, "hold.release_request SUCCESS": 1, "hold.release DENIED": 3, "hold.release SUCCESS": 1,

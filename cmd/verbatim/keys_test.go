@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -17,13 +16,11 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/internal/keyops"
 	"github.com/verbatimrec/verbatim/internal/keys"
 	"github.com/verbatimrec/verbatim/internal/objstore"
-	"github.com/verbatimrec/verbatim/internal/stacktest"
 	"github.com/verbatimrec/verbatim/processors"
 	auditlog "github.com/verbatimrec/verbatim/projections/audit"
 	"github.com/verbatimrec/verbatim/projections/search"
@@ -41,19 +38,9 @@ func TestKeysRotateRewrapRetire(t *testing.T) {
 		return append(args, "--brokers", e.brokers, "--keyring", e.keyring, "--tenant", "demo")
 	}
 	calls := e.find()
-	play := func(callID string) []byte {
-		t.Helper()
-		out := filepath.Join(t.TempDir(), "x.wav")
-		e.cmd("play", callID, "-o", out, "--database", e.db, "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects)
-		b, err := os.ReadFile(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
 	before := map[string][]byte{}
 	for _, c := range calls {
-		before[c.CallID] = play(c.CallID)
+		before[c.CallID] = e.play(c.CallID)
 	}
 	status := e.cmd(kargs("keys", "status")...)
 	if !strings.Contains(status, "KEK version 1 is the latest") || !strings.Contains(status, "version 1:") {
@@ -75,7 +62,7 @@ func TestKeysRotateRewrapRetire(t *testing.T) {
 		t.Fatalf("status after: %s", status)
 	}
 	for _, c := range calls {
-		if !bytes.Equal(play(c.CallID), before[c.CallID]) {
+		if !bytes.Equal(e.play(c.CallID), before[c.CallID]) {
 			t.Fatalf("%s plays otherwise after the rewrap", c.CallID)
 		}
 	}
@@ -219,21 +206,11 @@ func TestKeysReencrypt(t *testing.T) {
 	}
 	project()
 	refs := map[string][]streamRef{"re-0-carol@example.com": {{0x1000, 0, "ul"}, {0x2000, 0, "ul"}}, "re-1-dave@example.com": {{0x1001, 0, "ul"}, {0x2001, 0, "ul"}}}
-	play := func(callID string) []byte {
-		t.Helper()
-		out := filepath.Join(t.TempDir(), "x.wav")
-		e.cmd("play", callID, "-o", out, "--database", e.db, "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects)
-		b, err := os.ReadFile(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
 	old := map[string]search.Result{}
 	before := map[string][]byte{}
 	for sip, r := range refs {
 		c := e.assertPlays(capture, sip, r)
-		old[sip], before[sip] = c, play(c.CallID)
+		old[sip], before[sip] = c, e.play(c.CallID)
 	}
 	carol, dave := old["re-0-carol@example.com"], old["re-1-dave@example.com"]
 	kcfg := kafkaclient.Config{Brokers: strings.Split(e.brokers, ",")}
@@ -298,7 +275,7 @@ func TestKeysReencrypt(t *testing.T) {
 			!strings.HasPrefix(rec.SupersedeReason, "re-encrypted: incident 7") || rec.KeyID == was.Recording.KeyID || rec.PlaintextSHA256 != was.Recording.PlaintextSHA256 {
 			t.Fatalf("%s after: %+v\nbefore: %+v", sip, rec, was.Recording)
 		}
-		if !bytes.Equal(play(now.CallID), before[sip]) {
+		if !bytes.Equal(e.play(now.CallID), before[sip]) {
 			t.Fatalf("%s plays otherwise after the re-encryption", sip)
 		}
 		if k[was.Recording.KeyID] || !k[rec.KeyID] || !k[callKey[was.CallID]] {
@@ -328,18 +305,12 @@ func TestKeysReencrypt(t *testing.T) {
 		t.Fatalf("no reason: %v", err)
 	}
 
-	cl, err := kafkaclient.New(kcfg, kgo.ConsumeTopics(schemas.TopicAudit), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	audited := map[string]int{}
-	stacktest.ReadBack(ctx, t, cl, func(r *kgo.Record) {
-		var ev verbatimv1.AuditEvent
-		if proto.Unmarshal(r.Value, &ev) == nil && strings.Contains(ev.GetAction(), "reencrypt") {
-			audited[ev.GetAction()+" "+strings.ToLower(strings.TrimPrefix(ev.GetResult().String(), "AUDIT_RESULT_"))]++
+	audited := auditCounts(ctx, t, e.brokers, func(ev *verbatimv1.AuditEvent) string {
+		if strings.Contains(ev.GetAction(), "reencrypt") {
+			return ev.GetAction() + " " + result(ev)
 		}
-	}, schemas.TopicAudit)
+		return ""
+	})
 	// the dry run, the run, the second run (the one without a reason
 	// did nothing)
 	if want := map[string]int{"key.reencrypt success": 3, "recording.reencrypt success": 2}; fmt.Sprint(audited) != fmt.Sprint(want) {

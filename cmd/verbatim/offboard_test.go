@@ -5,22 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/proto"
-
-	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/internal/keys"
 	"github.com/verbatimrec/verbatim/internal/objstore"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
 	"github.com/verbatimrec/verbatim/processors/lifecycle"
 	"github.com/verbatimrec/verbatim/projections/search"
-	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
 
@@ -56,14 +49,7 @@ func TestTenantOffboard(t *testing.T) {
 	if len(erin) != 1 {
 		t.Fatalf("acme's calls: %+v", erin)
 	}
-	playAs := func(tenant, callID string) ([]byte, error) {
-		out := filepath.Join(t.TempDir(), "x.wav")
-		if o, err := runOut(ctx, "play", callID, "--tenant", tenant, "-o", out, "--database", e.db, "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects); err != nil {
-			return nil, fmt.Errorf("%w: %s", err, o)
-		}
-		return os.ReadFile(out)
-	}
-	erinBefore, err := playAs("acme", erin[0].CallID)
+	erinBefore, err := e.playAs("acme", erin[0].CallID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +82,7 @@ func TestTenantOffboard(t *testing.T) {
 	if err != nil || dry.DataKeys != 4 || dry.Calls != 2 || dry.Objects != 4 || dry.Locked != 4 || dry.KEKDestroyed || dry.Rows["participants"] == 0 {
 		t.Fatalf("dry run: %v %+v", err, dry)
 	}
-	if _, err := playAs("demo", carol.CallID); err != nil {
+	if _, err := e.playAs("demo", carol.CallID); err != nil {
 		t.Fatalf("after the dry run: %v", err)
 	}
 
@@ -108,7 +94,7 @@ func TestTenantOffboard(t *testing.T) {
 	if !rep.KEKDestroyed || rep.KeysShredded != 4 || rep.CallsErased != 2 || rep.ObjectsDeleted+len(rep.ObjectsKept) != rep.Objects || len(rep.ObjectsKept) != 4 || len(rep.Proof) != 5 {
 		t.Fatalf("report: %+v", rep)
 	}
-	if _, err := playAs("demo", carol.CallID); err == nil {
+	if _, err := e.playAs("demo", carol.CallID); err == nil {
 		t.Fatal("an offboarded tenant's call still plays")
 	}
 	if rs := e.find("--tenant", "demo"); len(rs) != 0 {
@@ -143,26 +129,19 @@ func TestTenantOffboard(t *testing.T) {
 			t.Fatalf("the rebuilt projection has %d calls of %s, want %d: %v", len(rs), tenant, want, err)
 		}
 	}
-	after, err := playAs("acme", erin[0].CallID)
+	after, err := e.playAs("acme", erin[0].CallID)
 	if err != nil || string(after) != string(erinBefore) {
 		t.Fatalf("acme's call after demo's offboarding: %v", err)
 	}
 	t.Setenv("VERBATIM_TENANT", "acme")
 	e.assertPlays(acmeCap, "oc-0-erin@example.com", []streamRef{{0x1000, 0, "ul"}, {0x2000, 0, "ul"}})
 
-	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(e.brokers, ",")}, kgo.ConsumeTopics(schemas.TopicAudit),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	audited := map[string]int{}
-	stacktest.ReadBack(ctx, t, cl, func(r *kgo.Record) {
-		var ev verbatimv1.AuditEvent
-		if proto.Unmarshal(r.Value, &ev) == nil && strings.HasPrefix(ev.GetAction(), "tenant.") {
-			audited[ev.GetTenant()+" "+ev.GetAction()+" "+strings.ToLower(strings.TrimPrefix(ev.GetResult().String(), "AUDIT_RESULT_"))]++
+	audited := auditCounts(ctx, t, e.brokers, func(ev *verbatimv1.AuditEvent) string {
+		if strings.HasPrefix(ev.GetAction(), "tenant.") {
+			return ev.GetTenant() + " " + ev.GetAction() + " " + result(ev)
 		}
-	}, schemas.TopicAudit)
+		return ""
+	})
 	want := map[string]int{"demo tenant.offboard denied": 1, "acme tenant.offboard denied": 1, "demo tenant.kek_destroy success": 1, "demo tenant.keys_shred success": 1,
 		"demo tenant.rows_delete success": 1, "demo tenant.objects_delete success": 1, "demo tenant.offboard success": 1}
 	if fmt.Sprint(audited) != fmt.Sprint(want) {

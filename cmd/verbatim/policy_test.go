@@ -10,13 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/proto"
-
-	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
 	"github.com/verbatimrec/verbatim/projections/search"
-	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
 
@@ -193,22 +188,12 @@ func TestGroupPolicies(t *testing.T) {
 	}
 
 	// Every policy change, audited with its group.
-	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(e.brokers, ",")}, kgo.ConsumeTopics(schemas.TopicAudit),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	changes := map[string]int{}
-	stacktest.ReadBack(ctx, t, cl, func(r *kgo.Record) {
-		var ev verbatimv1.AuditEvent
-		if err := proto.Unmarshal(r.Value, &ev); err != nil {
-			t.Fatal(err)
-		}
+	changes := auditCounts(ctx, t, e.brokers, func(ev *verbatimv1.AuditEvent) string {
 		if strings.HasPrefix(ev.GetAction(), "group.") && ev.GetResult() == verbatimv1.AuditResult_AUDIT_RESULT_SUCCESS && ev.GetTarget().GetType() == "group" {
-			changes[ev.GetAction()+" "+ev.GetTarget().GetId()]++
+			return ev.GetAction() + " " + ev.GetTarget().GetId()
 		}
-	}, schemas.TopicAudit)
+		return ""
+	})
 	want := map[string]int{"group.set sales": 1, "group.grant sales": 1, "group.revoke sales": 1, "group.remove sales": 1}
 	for k, n := range want {
 		if changes[k] != n {

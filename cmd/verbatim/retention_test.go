@@ -10,13 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/proto"
-
-	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/internal/objstore"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
-	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
 
@@ -136,19 +131,12 @@ func TestRetentionClasses(t *testing.T) {
 		t.Fatalf("expire: %s", out)
 	}
 
-	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(e.brokers, ",")}, kgo.ConsumeTopics(schemas.TopicAudit),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	audited := map[string]int{}
-	stacktest.ReadBack(ctx, t, cl, func(r *kgo.Record) {
-		var ev verbatimv1.AuditEvent
-		if proto.Unmarshal(r.Value, &ev) == nil && strings.HasPrefix(ev.GetAction(), "retention.") || ev.GetAction() == "call.retention_extend" {
-			audited[ev.GetAction()]++
+	audited := auditCounts(ctx, t, e.brokers, func(ev *verbatimv1.AuditEvent) string {
+		if strings.HasPrefix(ev.GetAction(), "retention.") || ev.GetAction() == "call.retention_extend" {
+			return ev.GetAction()
 		}
-	}, schemas.TopicAudit)
+		return ""
+	})
 	if want := map[string]int{"retention.apply": 3, "call.retention_extend": 3}; fmt.Sprint(audited) != fmt.Sprint(want) {
 		t.Fatalf("audited %v, want %v", audited, want)
 	}

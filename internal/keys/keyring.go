@@ -263,6 +263,23 @@ func hasVersion(ks []keyringKE, version uint32) bool {
 
 // lockFile takes an exclusive advisory lock shared by every process using
 // the keyring, and returns its release.
+// lockReloaded takes the keyring's lock and the file's, and reads the
+// file again; the returned func releases both.
+func (k *Keyring) lockReloaded() (func(), error) {
+	k.mu.Lock()
+	unlock, err := k.lockFile()
+	if err != nil {
+		k.mu.Unlock()
+		return nil, err
+	}
+	if err := k.reloadLocked(); err != nil {
+		unlock()
+		k.mu.Unlock()
+		return nil, err
+	}
+	return func() { unlock(); k.mu.Unlock() }, nil
+}
+
 func (k *Keyring) lockFile() (func(), error) {
 	f, err := os.OpenFile(k.path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
@@ -354,16 +371,11 @@ func (k *Keyring) RotateKEK(_ context.Context, tenant string) (uint32, error) {
 	if err := ValidateTenant(tenant); err != nil {
 		return 0, err
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	unlock, err := k.lockFile()
+	unlock, err := k.lockReloaded()
 	if err != nil {
 		return 0, err
 	}
 	defer unlock()
-	if err := k.reloadLocked(); err != nil {
-		return 0, err
-	}
 	ks := k.mu.file.KEKs[tenant]
 	if len(ks) == 0 {
 		return 0, fmt.Errorf("%w %q", ErrUnknownTenant, tenant)
@@ -383,16 +395,11 @@ func (k *Keyring) RotateKEK(_ context.Context, tenant string) (uint32, error) {
 
 // KEKVersions implements Rotator, from the file as it is now.
 func (k *Keyring) KEKVersions(_ context.Context, tenant string) (uint32, uint32, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	unlock, err := k.lockFile()
+	unlock, err := k.lockReloaded()
 	if err != nil {
 		return 0, 0, err
 	}
 	defer unlock()
-	if err := k.reloadLocked(); err != nil {
-		return 0, 0, err
-	}
 	ks := k.mu.file.KEKs[tenant]
 	if len(ks) == 0 {
 		return 0, 0, fmt.Errorf("%w %q", ErrUnknownTenant, tenant)
@@ -434,16 +441,11 @@ func (k *Keyring) DestroyKEK(_ context.Context, tenant string) error {
 	if err := ValidateTenant(tenant); err != nil {
 		return err
 	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	unlock, err := k.lockFile()
+	unlock, err := k.lockReloaded()
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	if err := k.reloadLocked(); err != nil {
-		return err
-	}
 	if _, ok := k.mu.file.Destroyed[tenant]; ok {
 		return nil
 	}
@@ -461,16 +463,11 @@ func (k *Keyring) DestroyKEK(_ context.Context, tenant string) error {
 
 // RetireKEKVersions implements Rotator.
 func (k *Keyring) RetireKEKVersions(_ context.Context, tenant string, min uint32) error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	unlock, err := k.lockFile()
+	unlock, err := k.lockReloaded()
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	if err := k.reloadLocked(); err != nil {
-		return err
-	}
 	ks := k.mu.file.KEKs[tenant]
 	if len(ks) == 0 {
 		return fmt.Errorf("%w %q", ErrUnknownTenant, tenant)
