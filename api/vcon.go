@@ -90,7 +90,11 @@ func vconOf(tenant string, c search.Result, wav string, sum512 []byte, made time
 	all := make([]int, 0, len(c.Parties))
 	var originator *int
 	for i, p := range c.Parties {
-		vp := VConParty{Name: p.DisplayName, Role: p.Role}
+		role := strings.ToLower(strings.TrimPrefix(p.Role, "PARTICIPANT_ROLE_")) // caller, callee, ...
+		if role == "unspecified" {
+			role = ""
+		}
+		vp := VConParty{Name: p.DisplayName, Role: role}
 		if p.Number != "" {
 			vp.Tel = p.Number
 		}
@@ -101,7 +105,7 @@ func vconOf(tenant string, c search.Result, wav string, sum512 []byte, made time
 		}
 		v.Parties = append(v.Parties, vp)
 		all = append(all, i)
-		if originator == nil && (p.Role == "caller" || p.Role == "originator") {
+		if originator == nil && role == "caller" {
 			originator = &i
 		}
 	}

@@ -19,7 +19,7 @@ import (
 func TestVConOf(t *testing.T) {
 	t0 := time.Date(2026, 11, 30, 9, 15, 0, 0, time.UTC)
 	c := search.Result{CallID: "c1", SIPCallID: "abc@pbx", StartedAt: t0, Duration: 42 * time.Second, Status: search.StatusRecorded,
-		Parties:   []search.Party{{ID: "p1", Role: "caller", URI: "sip:carol@example.com", DisplayName: "Carol"}, {ID: "p2", Role: "callee", Number: "+442079460000"}},
+		Parties:   []search.Party{{ID: "p1", Role: "PARTICIPANT_ROLE_CALLER", URI: "sip:carol@example.com", DisplayName: "Carol"}, {ID: "p2", Role: "PARTICIPANT_ROLE_CALLEE", Number: "+442079460000"}},
 		Recording: &search.Recording{RecordingID: "r1", ObjectKey: "k", Duration: 41500 * time.Millisecond},
 		Metadata: []search.Metadata{{OccurredAt: t0.Add(time.Minute), Source: "cti", AgentID: "a7", SkillGroup: "loans", Variables: map[string]string{"account": "123"}},
 			{OccurredAt: t0.Add(2 * time.Minute), Source: "comment", Comments: []string{"asked for a call back"}, Tags: []string{"mifid"}, Scores: map[string]float64{"courtesy": 4}}}}
@@ -38,7 +38,7 @@ func TestVConOf(t *testing.T) {
 		d.Originator == nil || *d.Originator != 0 || len(d.Parties) != 2 {
 		t.Fatalf("dialog: %+v", d)
 	}
-	if v.Parties[0].SIP != "sip:carol@example.com" || v.Parties[0].Name != "Carol" || v.Parties[1].Tel != "+442079460000" {
+	if v.Parties[0].SIP != "sip:carol@example.com" || v.Parties[0].Name != "Carol" || v.Parties[0].Role != "caller" || v.Parties[1].Tel != "+442079460000" || v.Parties[1].Role != "callee" {
 		t.Fatalf("parties: %+v", v.Parties)
 	}
 	if len(v.Attachments) != 2 || v.Attachments[0].Body["skill_group"] != "loans" || v.Attachments[1].Body["tags"].([]string)[0] != "mifid" {

@@ -166,7 +166,8 @@ func TestExport(t *testing.T) {
 		d := v.Dialog[0]
 		wav := vfiles[d.Filename]
 		sum := sha512.Sum512(wav)
-		if d.Type != "recording" || !bytes.Equal(wav, files[r.File]) || d.ContentHash != api.ContentHash(sum[:]) || len(v.Parties) < 2 || len(d.Parties) != len(v.Parties) {
+		if d.Type != "recording" || !bytes.Equal(wav, files[r.File]) || d.ContentHash != api.ContentHash(sum[:]) || len(v.Parties) < 2 || len(d.Parties) != len(v.Parties) ||
+			d.Originator == nil || v.Parties[*d.Originator].Role != "caller" {
 			t.Fatalf("call %s: vCon %s; its recording (%d bytes) is not the one verbatim play writes, or its hash or parties are wrong", r.CallID, doc, len(wav))
 		}
 		if vfiles[r.CallID+".json"] != nil {
