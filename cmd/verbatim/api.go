@@ -20,6 +20,7 @@ import (
 	"github.com/verbatimrec/verbatim/api"
 	"github.com/verbatimrec/verbatim/api/auth"
 	"github.com/verbatimrec/verbatim/internal/keyreg"
+	"github.com/verbatimrec/verbatim/internal/keys"
 	"github.com/verbatimrec/verbatim/internal/playback"
 	"github.com/verbatimrec/verbatim/processors/lifecycle"
 	"github.com/verbatimrec/verbatim/schemas"
@@ -209,18 +210,11 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // readSessionKey reads the web session key: 64 hex digits in a file that
 // only its owner may read.
 func readSessionKey(path string) ([]byte, error) {
-	st, err := os.Stat(path)
+	b, err := keys.ReadSecretFile(path, "api: session key")
 	if err != nil {
-		return nil, fmt.Errorf("api: session key: %w", err)
+		return nil, err
 	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("api: session key %s is readable by others (mode %v): chmod 600 it", path, st.Mode().Perm())
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("api: session key: %w", err)
-	}
-	key, err := hex.DecodeString(strings.TrimSpace(string(b)))
+	key, err := hex.DecodeString(b)
 	if err != nil || len(key) != 32 {
 		return nil, fmt.Errorf("api: session key %s: not 64 hex digits (make one: head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')", path)
 	}

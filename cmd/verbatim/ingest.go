@@ -31,7 +31,7 @@ func addKeyFlags(fs *flag.FlagSet) keyFlags {
 	return keyFlags{
 		fs:         fs,
 		vaultAddr:  fs.String("vault-addr", os.Getenv("VERBATIM_VAULT_ADDR"), "Vault address for Transit keys (env VERBATIM_VAULT_ADDR); empty: use --keyring"),
-		vaultToken: fs.String("vault-token", "", "Vault token (default env VERBATIM_VAULT_TOKEN; prefer the environment)"),
+		vaultToken: fs.String("vault-token-file", os.Getenv("VERBATIM_VAULT_TOKEN_FILE"), "file (0600) of the Vault token (env VERBATIM_VAULT_TOKEN_FILE); default: env VERBATIM_VAULT_TOKEN. Never on the command line, where ps shows it"),
 		keyring:    fs.String("keyring", filepath.Join(envOr("VERBATIM_DATA", ".verbatim"), "keyring.json"), "local keyring file, when no Vault is configured"),
 		tenantKeys: fs.String("tenant-keys", os.Getenv("VERBATIM_TENANT_KEYS"), `JSON file of the tenants whose KEK is in their own Vault (bring your own key): [{"tenant": "acme", "vault_addr": "https://...", "mount": "transit", "token_file": "/run/secrets/acme"}] (env VERBATIM_TENANT_KEYS)`),
 	}
@@ -49,9 +49,12 @@ func (k keyFlags) baseManager() (keys.Manager, error) {
 	explicitKeyring := false
 	k.fs.Visit(func(f *flag.Flag) { explicitKeyring = explicitKeyring || f.Name == "keyring" })
 	if *k.vaultAddr != "" && !explicitKeyring {
-		tok := *k.vaultToken
-		if tok == "" {
-			tok = os.Getenv("VERBATIM_VAULT_TOKEN")
+		tok := os.Getenv("VERBATIM_VAULT_TOKEN")
+		if *k.vaultToken != "" {
+			var err error
+			if tok, err = keys.ReadSecretFile(*k.vaultToken, "--vault-token-file"); err != nil {
+				return nil, err
+			}
 		}
 		return keys.NewVault(keys.VaultConfig{Address: *k.vaultAddr, Token: tok})
 	}
@@ -153,7 +156,7 @@ func printWarnings(w io.Writer, rep ingest.Report) {
 	warn(rep.SRTPReplayed, "SRTP packets were replays and were dropped", "")
 	warn(rep.StrayPackets, "RTP packets of sources that never sent two in a row on a stream (stray, e.g. a spray of random SSRCs) counted, not recorded", "")
 	warn(rep.ZRTPPackets, "ZRTP packets seen: those calls' media is encrypted with keys no capture has, and is kept encrypted", "")
-	warn(rep.EncryptedFlows, "streams found by their RTP carry SRTP authentication tags and no key was given (--srtp-key): kept encrypted, labelled so", "")
+	warn(rep.EncryptedFlows, "streams found by their RTP carry SRTP authentication tags and no key was given (--srtp-key-file): kept encrypted, labelled so", "")
 	warn(rep.UnmatchedTCP, "TCP segments that are not SIP (SIP over TLS cannot be read) skipped", "")
 	warn(rep.BadRTCP, "RTCP packets that do not parse skipped", lastErr(rep.LastRTCPError))
 }
@@ -181,12 +184,27 @@ func addIngestFlags(fs *flag.FlagSet) *ingestFlags {
 		local: fs.String("local", os.Getenv("VERBATIM_LOCAL"), "the organisation's own SIP domains and networks, comma separated (env VERBATIM_LOCAL; e.g. bank.example,10.0.0.0/8): "+
 			"a call is inbound, outbound or internal by which of its parties are local"),
 	}
-	fs.Func("srtp-key", "`[ADDR:PORT=]SUITE:inline:BASE64`: an SRTP master key known out of band, for RTP without captured SDP (repeatable; e.g. AES_CM_128_HMAC_SHA1_80:inline:...)", func(v string) error {
-		k, err := ingest.ParseSRTPKey(v)
-		if err == nil {
+	fs.Func("srtp-key-file", "file (0600) of SRTP master keys known out of band, for RTP without captured SDP: one `[ADDR:PORT=]SUITE:inline:BASE64` a line "+
+		"(e.g. AES_CM_128_HMAC_SHA1_80:inline:...; # starts a comment; repeatable). Never on the command line, where ps shows it", func(path string) error {
+		text, err := keys.ReadSecretFile(path, "--srtp-key-file")
+		if err != nil {
+			return err
+		}
+		for i, line := range strings.Split(text, "\n") {
+			line = strings.TrimSpace(line)
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			k, err := ingest.ParseSRTPKey(line)
+			if err != nil {
+				return fmt.Errorf("%s, line %d: %w", path, i+1, err)
+			}
 			f.srtpKeys = append(f.srtpKeys, k)
 		}
-		return err
+		return nil
+	})
+	fs.Func("srtp-key", "no longer taken: a key on the command line is visible to every user in ps (use --srtp-key-file)", func(string) error {
+		return errors.New("an SRTP key on the command line is visible to every user of the machine in ps: put it in a file of mode 0600 and pass --srtp-key-file FILE")
 	})
 	return f
 }

@@ -108,9 +108,14 @@ func TestOracleEveryCapture(t *testing.T) {
 	captures, _ := filepath.Glob(filepath.Join(stacktest.SharedTestdata(t, "pcap"), "*"))
 	srtpCaptures, _ := filepath.Glob(filepath.Join(stacktest.SharedTestdata(t, "srtp"), "*.pcap"))
 	captures = append(captures, srtpCaptures...)
-	// Keys the MANIFEST gives where no SDP does.
+	// Keys the MANIFEST gives where no SDP does, in a file as a user
+	// passes them (never on the command line).
+	keyFile := filepath.Join(t.TempDir(), "srtp.keys")
+	if err := os.WriteFile(keyFile, []byte("# from the MANIFEST\nAES_CM_128_HMAC_SHA1_80:inline:aSBrbm93IGFsbCB5b3VyIGxpdHRsZSBzZWNyZXRz\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ingestArgs := map[string][]string{
-		"marseillaise-srtp.pcap": {"--srtp-key", "AES_CM_128_HMAC_SHA1_80:inline:aSBrbm93IGFsbCB5b3VyIGxpdHRsZSBzZWNyZXRz"},
+		"marseillaise-srtp.pcap": {"--srtp-key-file", keyFile},
 	}
 	var table strings.Builder
 	tw := tabwriter.NewWriter(&table, 0, 4, 2, ' ', 0)

@@ -24,6 +24,9 @@
 #   VERBATIM_KAFKA_VERSION=4.1.1 VERBATIM_VAULT_VERSION=v1.19.0 (Dex: deploy/dex/go.mod)
 #   VERBATIM_MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 set -euo pipefail
+# Everything the stack writes (data, logs, generated credentials, configs
+# with passwords such as ClickHouse's users.xml) is its owner's only.
+umask 077
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -485,7 +488,7 @@ tls_material() { # once per stack: ca.pem, server.pem and server.key (0600), ses
 		openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 825 \
 			-extfile "$d/server.ext" -out "$d/server.pem" 2>/dev/null
 	) || die "could not make the stack's TLS certificates with openssl"
-	chmod 644 "$d/ca.pem" "$d/server.pem"
+	# ca.pem and server.pem stay 0600 (the umask): every client is the stack's owner
 	log "made a CA and a certificate for 127.0.0.1 in $d"
 }
 
@@ -614,6 +617,9 @@ up_one() {
 
 cmd_up() {
 	local svc
+	mkdir -p "$STACK_DIR"
+	# A stack made before the umask above: close it to other users too.
+	chmod -R go-rwx "$STACK_DIR"
 	credentials
 	for svc in $(services_or_all "$@"); do check_service "$svc"; done
 	for svc in $(services_or_all "$@"); do up_one "$svc"; done

@@ -54,6 +54,10 @@ if ! "$stack" status >/dev/null 2>&1; then
 fi
 "$stack" up
 "$stack" status
+# Nothing the stack wrote (data, logs, users.xml, credentials) is open to
+# other users of the machine.
+open=$(find "$VERBATIM_STACK_DIR" -perm /o=rwx -not -type l -print -quit)
+[ -z "$open" ] || { echo "the stack left $open open to other users" >&2; exit 1; }
 # shellcheck disable=SC1091
 . "$VERBATIM_STACK_DIR/env.sh"
 export VERBATIM_INTEGRATION=1

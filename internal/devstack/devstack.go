@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 
@@ -57,6 +58,15 @@ func Start(ctx context.Context, cfg Config) (*Stack, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	// The broker writes its log files readable by all (0644): the data
+	// directory, the owner's only, keeps every other user out of them, of
+	// the objects and of the keyring.
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("devstack: %w", err)
+	}
+	if err := os.Chmod(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("devstack: %w", err)
 	}
 	s := &Stack{
 		KafkaDir:    filepath.Join(cfg.DataDir, "kafka"),

@@ -16,9 +16,16 @@ func TestSelfCheckAndRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil { // as a user's umask makes it
+		t.Fatal(err)
+	}
 	s, err := devstack.Start(ctx, devstack.Config{DataDir: dir})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The broker's log files are 0644: the data directory keeps others out.
+	if st, err := os.Stat(dir); err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("the data directory is %v (%v), want 0700", st.Mode().Perm(), err)
 	}
 	var out bytes.Buffer
 	if err := s.SelfCheck(ctx, &out, "demo"); err != nil {

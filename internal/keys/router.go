@@ -168,18 +168,11 @@ func LoadTenantKeys(path string, def Manager) (*Router, error) {
 		if tv.Address == "" || tv.TokenFile == "" {
 			return nil, fmt.Errorf("keys: tenant keys %s, tenant %s: vault_addr and token_file are required", path, tv.Tenant)
 		}
-		st, err := os.Stat(tv.TokenFile)
+		tok, err := ReadSecretFile(tv.TokenFile, "keys: tenant "+tv.Tenant+"'s token file")
 		if err != nil {
-			return nil, fmt.Errorf("keys: tenant %s's token: %w", tv.Tenant, err)
+			return nil, err
 		}
-		if st.Mode().Perm()&0o077 != 0 {
-			return nil, fmt.Errorf("keys: tenant %s's token file %s is readable by others (mode %v): chmod 600 it", tv.Tenant, tv.TokenFile, st.Mode().Perm())
-		}
-		tok, err := os.ReadFile(tv.TokenFile)
-		if err != nil {
-			return nil, fmt.Errorf("keys: tenant %s's token: %w", tv.Tenant, err)
-		}
-		v, err := NewVault(VaultConfig{Address: tv.Address, Token: strings.TrimSpace(string(tok)), Mount: tv.Mount, KeyPrefix: tv.KeyPrefix})
+		v, err := NewVault(VaultConfig{Address: tv.Address, Token: tok, Mount: tv.Mount, KeyPrefix: tv.KeyPrefix})
 		if err != nil {
 			return nil, fmt.Errorf("keys: tenant %s: %w", tv.Tenant, err)
 		}
