@@ -10,11 +10,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/verbatimrec/verbatim/api/auth"
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/internal/objstore"
+	"github.com/verbatimrec/verbatim/internal/ops"
 	"github.com/verbatimrec/verbatim/processors"
 )
 
@@ -78,6 +80,7 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	retention := fs.String("retention", os.Getenv("VERBATIM_RETENTION"), "how long recordings and raw media are locked (object lock, compliance mode), per tenant: TENANT=DAYSd or TENANT=DURATION, comma separated, * for every other tenant, e.g. \"demo=2557d,*=365d\" (env VERBATIM_RETENTION); empty: not locked")
 	kf := addKeyFlags(fs)
 	sf := addStoreFlags(fs)
+	of := addOpsFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -115,8 +118,20 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 	}
 	cfg.PCI = pciTenantsFunc(*pciTenants)
-	if !*quiet {
-		cfg.Progress = func(s processors.Stats) {
+	octx, stopOps := context.WithCancel(ctx)
+	defer stopOps()
+	srv, _, err := of.start(octx, "process", &cfg.Kafka, stderr)
+	if err != nil {
+		return err
+	}
+	var last atomic.Pointer[processors.Stats]
+	last.Store(&processors.Stats{})
+	if srv != nil {
+		processMetrics(srv, &last)
+	}
+	cfg.Progress = func(s processors.Stats) {
+		last.Store(&s)
+		if !*quiet {
 			fmt.Fprintf(stderr, "\rprocess: %d media records, %d recordings stored, %d failed, %d calls open ", s.Records, s.Recorded, s.Failed, s.Open)
 		}
 	}
@@ -127,6 +142,28 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fmt.Fprintf(stdout, "process: %d recordings stored, %d failed, %d calls without media, %d calls still open, %d media records (%d duplicates, %d rejected, %d read again to rebuild open calls)\n",
 		st.Recorded, st.Failed, st.NoMedia, st.Open, st.Records, st.Duplicates, st.Rejected, st.Replayed)
 	return err
+}
+
+// processMetrics exports a processor's running totals, as its last
+// transaction left them.
+func processMetrics(srv *ops.Server, last *atomic.Pointer[processors.Stats]) {
+	for _, m := range []struct {
+		name, help string
+		v          func(*processors.Stats) uint64
+	}{
+		{"media_records_total", "Media records consumed in committed transactions.", func(s *processors.Stats) uint64 { return s.Records }},
+		{"batches_total", "PacketBatch records spooled.", func(s *processors.Stats) uint64 { return s.Batches }},
+		{"duplicate_batches_total", "Batches seen before (an ingest run repeated).", func(s *processors.Stats) uint64 { return s.Duplicates }},
+		{"recordings_stored_total", "Recordings stored and announced.", func(s *processors.Stats) uint64 { return s.Recorded }},
+		{"recordings_failed_total", "Calls announced as failed (their raw media stored).", func(s *processors.Stats) uint64 { return s.Failed }},
+		{"calls_without_media_total", "Calls that ended without any media.", func(s *processors.Stats) uint64 { return s.NoMedia }},
+		{"records_rejected_total", "Records that could not be used.", func(s *processors.Stats) uint64 { return s.Rejected }},
+		{"records_replayed_total", "Records read again to rebuild open calls.", func(s *processors.Stats) uint64 { return s.Replayed }},
+		{"transactions_aborted_total", "Transactions aborted (a rebalance) and redone.", func(s *processors.Stats) uint64 { return s.Aborted }},
+	} {
+		srv.CounterFunc("process", m.name, m.help, func() float64 { return float64(m.v(last.Load())) })
+	}
+	srv.GaugeFunc("process", "open_calls", "Calls whose media is arriving.", func() float64 { return float64(last.Load().Open) })
 }
 
 // parseKeep reads a retention: days (2557d) or a Go duration (87600h).

@@ -7,13 +7,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kadm"
 
+	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/projections/search"
 	"github.com/verbatimrec/verbatim/schemas"
 )
@@ -64,6 +68,7 @@ func runProject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	compare := fs.String("compare", "", "with --rebuild, the database to compare the rebuilt one with, call for call per tenant and day (default env VERBATIM_CLICKHOUSE_DB or verbatim)")
 	ch := addClickHouseFlags(fs)
 	kf := addKeyFlags(fs)
+	of := addOpsFlags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -108,8 +113,43 @@ func runProject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			fmt.Fprintf(stderr, "  %d records projected, about %d to go, %.0f/s, ETA %s\n", st.Records, st.Behind, rate, eta)
 		}
 	}
-	st, err := search.Run(ctx, search.RunConfig{Kafka: kafka.config("verbatim-project-search", stderr), Group: *group, Instance: *instance,
-		Conn: conn, Database: db, Keys: km, ExitWhenCaughtUp: *idle, Logger: warnLogger(stderr), Progress: progress})
+	kcfg := kafka.config("verbatim-project-search", stderr)
+	octx, stopOps := context.WithCancel(ctx)
+	defer stopOps()
+	srv, ping, err := of.start(octx, "project", &kcfg, stderr)
+	if err != nil {
+		return err
+	}
+	var last atomic.Pointer[search.Stats]
+	last.Store(&search.Stats{})
+	every := time.Duration(0)
+	if srv != nil {
+		srv.Check("clickhouse", conn.Ping)
+		srv.CounterFunc("project", "records_total", "Records projected into ClickHouse, at the last report (every second).", func() float64 { return float64(last.Load().Records) })
+		srv.CounterFunc("project", "unreadable_total", "Sealed values that could not be read (their key missing, erased or refused).",
+			func() float64 { return float64(last.Load().Unreadable) })
+		adm := kadm.NewClient(ping)
+		srv.GaugeFunc("project", "lag_records", "Offsets of the search topics the group has still to read, summed over partitions, as the brokers say at the scrape.",
+			func() float64 {
+				lctx, cancel := context.WithTimeout(octx, 2*time.Second)
+				defer cancel()
+				n, err := kafkaclient.GroupRemaining(lctx, adm, *group, search.Topics()...)
+				if err != nil {
+					return math.NaN()
+				}
+				return float64(n)
+			})
+		every = time.Second
+	}
+	report := progress
+	progress = func(st search.Stats) {
+		last.Store(&st)
+		if report != nil {
+			report(st)
+		}
+	}
+	st, err := search.Run(ctx, search.RunConfig{Kafka: kcfg, Group: *group, Instance: *instance,
+		Conn: conn, Database: db, Keys: km, ExitWhenCaughtUp: *idle, Logger: warnLogger(stderr), Progress: progress, ProgressEvery: every})
 	fmt.Fprintf(stdout, "projected %d records into ClickHouse %s, database %s in %s\n", st.Records, *ch.addr, db, time.Since(began).Round(time.Millisecond))
 	if st.Unreadable > 0 {
 		fmt.Fprintf(stdout, "  warning: %d sealed values unreadable (their data key is missing, erased or refused by the key manager): those calls are listed without them\n", st.Unreadable)

@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kprom"
 	"github.com/twmb/franz-go/plugin/kslog"
 
 	"github.com/verbatimrec/verbatim/schemas"
@@ -25,7 +28,15 @@ type Config struct {
 	ClientID string
 	// Logger receives the client's warnings and errors. Default: discard.
 	Logger *slog.Logger
+	// Metrics, if set, receives each client's metrics (franz-go's kprom:
+	// connections, requests, bytes and records produced and fetched,
+	// buffered records), labelled client="CLIENTID#N"; a closed client's
+	// are unregistered.
+	Metrics prometheus.Registerer
 }
+
+// clients numbers the clients whose metrics are registered.
+var clients atomic.Uint64
 
 // Validate reports missing settings.
 func (c Config) Validate() error {
@@ -81,6 +92,11 @@ func options(cfg Config) ([]kgo.Opt, error) {
 	}
 	if cfg.Logger != nil {
 		base = append(base, kgo.WithLogger(kslog.New(cfg.Logger)))
+	}
+	if cfg.Metrics != nil {
+		label := fmt.Sprintf("%s#%d", cfg.ClientID, clients.Add(1))
+		m := kprom.NewMetrics("verbatim_kafka", kprom.Registerer(prometheus.WrapRegistererWith(prometheus.Labels{"client": label}, cfg.Metrics)))
+		base = append(base, kgo.WithHooks(m))
 	}
 	return base, nil
 }

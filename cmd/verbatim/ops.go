@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/internal/ops"
+	"github.com/verbatimrec/verbatim/processors"
+)
+
+// opsFlags are --ops-addr and --ops-remote, of every long-running role.
+type opsFlags struct {
+	addr   *string
+	remote *bool
+}
+
+func addOpsFlags(fs *flag.FlagSet) opsFlags {
+	return opsFlags{
+		addr: fs.String("ops-addr", os.Getenv("VERBATIM_OPS_ADDR"), "serve /metrics (Prometheus), /healthz and /readyz on this host:port (env VERBATIM_OPS_ADDR; port 0 picks one); empty: not served"),
+		remote: fs.Bool("ops-remote", os.Getenv("VERBATIM_OPS_REMOTE") == "true", "let --ops-addr be a non-loopback address (it has no authentication: "+
+			"for a cluster network a policy guards; env VERBATIM_OPS_REMOTE=true)"),
+	}
+}
+
+// start serves the role's operations endpoint until ctx ends, with a
+// readiness check that Kafka answers, and returns it with the client of
+// that check (closed when ctx ends); nil when --ops-addr is empty. It
+// tells stderr where it listens.
+func (o opsFlags) start(ctx context.Context, role string, kcfg *kafkaclient.Config, stderr io.Writer) (*ops.Server, *kgo.Client, error) {
+	if *o.addr == "" {
+		return nil, nil, nil
+	}
+	srv := ops.New(role, processors.Revision+" "+version())
+	kcfg.Metrics = srv.Registry
+	ping, err := kafkaclient.New(*kcfg, kgo.ClientID(kcfg.ClientID+"-ready"))
+	if err != nil {
+		return nil, nil, err
+	}
+	context.AfterFunc(ctx, ping.Close)
+	srv.Check("kafka", ping.Ping)
+	addr, err := srv.Serve(ctx, *o.addr, *o.remote, warnLogger(stderr))
+	if err != nil {
+		return nil, nil, err
+	}
+	fmt.Fprintf(stderr, "%s: operations endpoint on http://%s (/metrics, /healthz, /readyz)\n", role, addr)
+	return srv, ping, nil
+}

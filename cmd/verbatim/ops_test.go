@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestOpsEndpoint: `process` and `project search`, run as services with
+// --ops-addr, serve /healthz, /readyz (Kafka, and ClickHouse for the
+// projection, answering) and /metrics, where the recordings stored and
+// the records projected reach what the capture holds, beside their Kafka
+// clients' metrics; a non-loopback address is refused without
+// --ops-remote.
+func TestOpsEndpoint(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e := newCLIEnv(ctx, t, "ops")
+	e.cmd("ingest", "pcap", "--brokers", e.brokers, "--keyring", e.keyring, partyCapture(t, "ops", "carol", "dave"))
+	if _, err := runOut(ctx, "process", "--brokers", e.brokers, "--ops-addr", "0.0.0.0:0", "--exit-when-idle"); err == nil || !strings.Contains(err.Error(), "not a loopback address") {
+		t.Fatalf("a remote ops address: %v", err)
+	}
+	// serve runs a role until the test ends and returns its endpoint.
+	serve := func(args ...string) string {
+		t.Helper()
+		rctx, stop := context.WithCancel(ctx)
+		pr, pw := io.Pipe()
+		done := make(chan error, 1)
+		go func() { // ends when rctx does
+			done <- run(rctx, append(args, "--ops-addr", "127.0.0.1:0"), io.Discard, pw)
+			pw.Close()
+		}()
+		t.Cleanup(func() {
+			stop()
+			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("%s: %v", args[0], err)
+			}
+		})
+		addr := make(chan string, 1)
+		go func() { // reads the role's stderr to its end
+			re := regexp.MustCompile(`operations endpoint on (http://\S+)`)
+			sc := bufio.NewScanner(pr)
+			for sc.Scan() {
+				if m := re.FindStringSubmatch(sc.Text()); m != nil {
+					addr <- m[1]
+				}
+			}
+			close(addr)
+		}()
+		select {
+		case a, ok := <-addr:
+			if !ok {
+				t.Fatalf("%s ended without serving its endpoint: %v", args[0], <-done)
+			}
+			return a
+		case <-ctx.Done():
+			t.Fatalf("%s: no endpoint", args[0])
+		}
+		return ""
+	}
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	// until asks for the metrics until one of them reads want: the
+	// role's own count of what it did is the event waited for.
+	until := func(base, metric, want string) string {
+		t.Helper()
+		for {
+			_, body := get(base + "/metrics")
+			if strings.Contains(body, "\n"+metric+" "+want+"\n") {
+				return body
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("%s never reached %s:\n%s", metric, want, body)
+			case <-time.After(100 * time.Millisecond): // the interval of asking
+			}
+		}
+	}
+	proc := serve("process", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--spool", t.TempDir(), "--quiet")
+	body := until(proc, "verbatim_process_recordings_stored_total", "2")
+	for _, want := range []string{"verbatim_process_open_calls 0", "verbatim_process_recordings_failed_total 0", `verbatim_build_info{revision=`, `client="verbatim-process#`} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("process metrics lack %q:\n%s", want, body)
+		}
+	}
+	if !regexp.MustCompile(`verbatim_kafka_\w+\{[^}]*client="verbatim-process#`).MatchString(body) {
+		t.Fatalf("no Kafka client metrics:\n%s", body)
+	}
+	for _, p := range []string{"/healthz", "/readyz"} {
+		if code, b := get(proc + p); code != 200 {
+			t.Fatalf("process %s: %d %s", p, code, b)
+		}
+	}
+	proj := serve("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db)
+	// The lag is the brokers' word at the scrape: 0 once every record
+	// written before is projected (and its offset committed).
+	if b := until(proj, "verbatim_project_lag_records", "0"); !strings.Contains(b, "\nverbatim_project_records_total ") || !strings.Contains(b, `client="verbatim-project-search#`) {
+		t.Fatalf("project metrics:\n%s", b)
+	}
+	if code, b := get(proj + "/readyz"); code != 200 {
+		t.Fatalf("project readyz: %d %s", code, b)
+	}
+	if rs := e.find(); len(rs) != 2 {
+		t.Fatalf("the served projection has %d calls, want 2", len(rs))
+	}
+}
