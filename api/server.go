@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/verbatimrec/verbatim/api/auth"
 	"github.com/verbatimrec/verbatim/internal/playback"
@@ -70,6 +71,9 @@ type Config struct {
 	SpoolDir string
 	// Logger, default discard.
 	Logger *slog.Logger
+	// Metrics, if set, receives verbatim_api_requests_total{operation,
+	// code} and verbatim_api_request_seconds{operation}.
+	Metrics prometheus.Registerer
 }
 
 // Server is the API's handler.
@@ -79,6 +83,10 @@ type Server struct {
 	cookies *cookieBox
 	exports exports
 	routes  []string // "GET /v1/calls", as OpenAPI names them
+	// requests and latency are the request metrics (nil without
+	// Config.Metrics).
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
 	// policyMu makes this server's policy changes one at a time.
 	policyMu sync.Mutex
 }
@@ -113,6 +121,15 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, mux: http.NewServeMux(), cookies: cookies, exports: exports{jobs: map[string]*exportJob{}}}
+	if cfg.Metrics != nil {
+		s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "verbatim", Subsystem: "api", Name: "requests_total",
+			Help: "Requests by operation (the audit action) and HTTP status code, refused ones too."}, []string{"operation", "code"})
+		s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "verbatim", Subsystem: "api", Name: "request_seconds",
+			Help: "Time to answer a request, by operation.", Buckets: prometheus.DefBuckets}, []string{"operation"})
+		if err := errors.Join(cfg.Metrics.Register(s.requests), cfg.Metrics.Register(s.latency)); err != nil {
+			return nil, fmt.Errorf("api: metrics: %w", err)
+		}
+	}
 	s.register()
 	return s, nil
 }
@@ -218,7 +235,17 @@ func notFound(what string) error {
 // role if nil), and takes a body of at most maxBody bytes (none if 0).
 func (s *Server) route(pattern, action string, roles []auth.Role, maxBody int64, h handler) {
 	s.routes = append(s.routes, pattern)
-	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+	s.mux.HandleFunc(pattern, func(rw http.ResponseWriter, r *http.Request) {
+		w := rw
+		if s.requests != nil {
+			sw := &statusWriter{ResponseWriter: rw}
+			w = sw
+			began := time.Now()
+			defer func() {
+				s.requests.WithLabelValues(action, strconv.Itoa(sw.code())).Inc()
+				s.latency.WithLabelValues(action).Observe(time.Since(began).Seconds())
+			}()
+		}
 		if len(r.URL.RawQuery) > maxQuery {
 			s.refuse(w, r, action, nil, &apiError{http.StatusRequestURITooLong, "query_too_long", fmt.Sprintf("the query string is longer than %d bytes", maxQuery)})
 			return
@@ -266,6 +293,36 @@ func (s *Server) route(pattern, action string, roles []auth.Role, maxBody int64,
 
 // auditedWriter commits the request's success audit event before the
 // first byte of the response: no audit, no data.
+// statusWriter notes the status code a handler answers with.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) code() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
 type auditedWriter struct {
 	http.ResponseWriter
 	s       *Server

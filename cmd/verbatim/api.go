@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/oauth2"
 
@@ -77,6 +78,7 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	ch := addClickHouseFlags(fs)
 	kf := addKeyFlags(fs)
 	sf := addStoreFlags(fs)
+	of := addOpsFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -103,6 +105,17 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	defer conn.Close()
+	octx, stopOps := context.WithCancel(ctx)
+	defer stopOps()
+	opsSrv, _, err := of.start(octx, "api", kafka, "verbatim-api", stderr)
+	if err != nil {
+		return err
+	}
+	var metrics prometheus.Registerer
+	if opsSrv != nil {
+		opsSrv.Check("clickhouse", conn.Ping)
+		metrics = opsSrv.Registry
+	}
 	opener, closeOpener, err := openPlayback(ctx, kafka, kf, sf, "verbatim-api-keys", stderr)
 	if err != nil {
 		return err
@@ -181,7 +194,7 @@ func runAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	srv, err := api.New(api.Config{Web: web, ServiceAccounts: accounts, Verifier: verifier, Conn: conn, Database: db,
 		Playback: opener, Audit: api.KafkaAuditor{Client: auditCl}, Writer: writer, Lifecycle: lc,
-		Policies: policies, SpoolDir: *spool, Logger: warnLogger(stderr)})
+		Policies: policies, SpoolDir: *spool, Logger: warnLogger(stderr), Metrics: metrics})
 	if err != nil {
 		return err
 	}

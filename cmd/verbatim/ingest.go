@@ -11,12 +11,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/verbatimrec/verbatim/ingest"
 	"github.com/verbatimrec/verbatim/internal/keys"
+	"github.com/verbatimrec/verbatim/internal/ops"
 )
 
 // keyFlags selects the key manager: the local keyring when --keyring is
@@ -261,6 +263,7 @@ func runIngestLive(ctx context.Context, args []string, stdout, stderr io.Writer)
 	expr := fs.String("filter", "", "kernel filter as a tcpdump expression, e.g. \"udp or tcp port 5060\" (compiled by tcpdump, which must be installed; default: everything)")
 	filter := fs.String("filter-bpf", "", "kernel filter already compiled, in `tcpdump -ddd` form (instead of --filter, where tcpdump is not installed)")
 	inf := addIngestFlags(fs)
+	of := addOpsFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -276,16 +279,28 @@ func runIngestLive(ctx context.Context, args []string, stdout, stderr io.Writer)
 			return err
 		}
 	}
+	octx, stopOps := context.WithCancel(ctx)
+	defer stopOps()
+	opsSrv, _, err := of.start(octx, "ingest", inf.kafka, "verbatim-ingest", stderr)
+	if err != nil {
+		return err
+	}
 	cfg, cl, err := inf.open(stderr)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
 	cfg.Source, cfg.ProgressEvery = "verbatim-ingest/live:"+*iface, 1000
+	var last atomic.Pointer[ingest.Report]
+	last.Store(&ingest.Report{})
+	if opsSrv != nil {
+		ingestMetrics(opsSrv, &last)
+	}
 	if err := operatorAudit(ctx, cl, cfg.Tenant, "capture.started", "capture", "interface:"+*iface, *expr, nil); err != nil {
 		return err
 	}
 	cfg.Progress = func(r ingest.Report) {
+		last.Store(&r)
 		fmt.Fprintf(stderr, "\r%s: %d packets, %d SIP messages, %d calls, %d kernel drops ", *iface, r.Pcap.Frames, r.SIP.Messages, r.Calls, r.KernelDrops)
 	}
 	rep, err := ingest.Live(ctx, cfg, ingest.LiveConfig{Interface: *iface, Filter: *filter,
@@ -295,4 +310,25 @@ func runIngestLive(ctx context.Context, args []string, stdout, stderr io.Writer)
 	printWarnings(stdout, rep)
 	return errors.Join(err, operatorAudit(ctx, cl, cfg.Tenant, "capture.stopped", "capture", "interface:"+*iface,
 		fmt.Sprintf("%d calls, %d RTP packets, %d frames dropped by the kernel", rep.Calls, rep.RTPPackets, rep.KernelDrops), err))
+}
+
+// ingestMetrics exports a live capture's counts, as its last report
+// (every 1,000 frames) left them.
+func ingestMetrics(srv *ops.Server, last *atomic.Pointer[ingest.Report]) {
+	for _, m := range []struct {
+		name, help string
+		v          func(*ingest.Report) uint64
+	}{
+		{"frames_total", "Frames captured.", func(r *ingest.Report) uint64 { return uint64(r.Pcap.Frames) }},
+		{"kernel_drops_total", "Frames the kernel dropped before the capture read them.", func(r *ingest.Report) uint64 { return r.KernelDrops }},
+		{"sip_messages_total", "SIP messages read.", func(r *ingest.Report) uint64 { return uint64(r.SIP.Messages) }},
+		{"rtp_packets_total", "RTP packets batched for the processor.", func(r *ingest.Report) uint64 { return r.RTPPackets }},
+		{"batches_total", "PacketBatch records produced.", func(r *ingest.Report) uint64 { return r.Batches }},
+		{"srtp_auth_failures_total", "SRTP packets dropped: authentication failed (forged or corrupted).", func(r *ingest.Report) uint64 { return r.SRTPAuthFailures }},
+		{"srtp_replayed_total", "SRTP packets dropped: replayed.", func(r *ingest.Report) uint64 { return r.SRTPReplayed }},
+		{"bad_rtp_total", "Packets on a known media port that are not RTP.", func(r *ingest.Report) uint64 { return r.BadRTP }},
+	} {
+		srv.CounterFunc("ingest", m.name, m.help, func() float64 { return float64(m.v(last.Load())) })
+	}
+	srv.CounterFunc("ingest", "calls_total", "Calls the capture found.", func() float64 { return float64(last.Load().Calls) })
 }

@@ -9,7 +9,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/internal/ops"
 	"github.com/verbatimrec/verbatim/processors"
 )
@@ -30,15 +29,16 @@ func addOpsFlags(fs *flag.FlagSet) opsFlags {
 
 // start serves the role's operations endpoint until ctx ends, with a
 // readiness check that Kafka answers, and returns it with the client of
-// that check (closed when ctx ends); nil when --ops-addr is empty. It
-// tells stderr where it listens.
-func (o opsFlags) start(ctx context.Context, role string, kcfg *kafkaclient.Config, stderr io.Writer) (*ops.Server, *kgo.Client, error) {
+// that check (closed when ctx ends); nil when --ops-addr is empty. Every
+// Kafka client made from kafka afterwards reports to it. It tells stderr
+// where it listens.
+func (o opsFlags) start(ctx context.Context, role string, kafka kafkaFlags, clientID string, stderr io.Writer) (*ops.Server, *kgo.Client, error) {
 	if *o.addr == "" {
 		return nil, nil, nil
 	}
 	srv := ops.New(role, processors.Revision+" "+version())
-	kcfg.Metrics = srv.Registry
-	ping, err := kafkaclient.New(*kcfg, kgo.ClientID(kcfg.ClientID+"-ready"))
+	*kafka.metrics = srv.Registry
+	ping, err := kafka.client(clientID+"-ready", stderr)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/verbatimrec/verbatim/internal/stacktest"
 )
 
 // TestOpsEndpoint: `process` and `project search`, run as services with
@@ -26,8 +28,9 @@ func TestOpsEndpoint(t *testing.T) {
 	if _, err := runOut(ctx, "process", "--brokers", e.brokers, "--ops-addr", "0.0.0.0:0", "--exit-when-idle"); err == nil || !strings.Contains(err.Error(), "not a loopback address") {
 		t.Fatalf("a remote ops address: %v", err)
 	}
-	// serve runs a role until the test ends and returns its endpoint.
-	serve := func(args ...string) string {
+	// serve runs a role until the test ends and returns the first group
+	// of each pattern as its stderr says it: its endpoint first.
+	serve := func(patterns []string, args ...string) []string {
 		t.Helper()
 		rctx, stop := context.WithCancel(ctx)
 		pr, pw := io.Pipe()
@@ -42,27 +45,37 @@ func TestOpsEndpoint(t *testing.T) {
 				t.Errorf("%s: %v", args[0], err)
 			}
 		})
-		addr := make(chan string, 1)
+		res := []*regexp.Regexp{regexp.MustCompile(`operations endpoint on (http://\S+)`)}
+		for _, p := range patterns {
+			res = append(res, regexp.MustCompile(p))
+		}
+		found := make(chan []string, 1)
 		go func() { // reads the role's stderr to its end
-			re := regexp.MustCompile(`operations endpoint on (http://\S+)`)
+			got := make([]string, len(res))
+			n := 0
 			sc := bufio.NewScanner(pr)
 			for sc.Scan() {
-				if m := re.FindStringSubmatch(sc.Text()); m != nil {
-					addr <- m[1]
+				for i, re := range res {
+					if m := re.FindStringSubmatch(sc.Text()); m != nil && got[i] == "" {
+						got[i], n = m[1], n+1
+						if n == len(res) {
+							found <- got
+						}
+					}
 				}
 			}
-			close(addr)
+			close(found)
 		}()
 		select {
-		case a, ok := <-addr:
+		case got, ok := <-found:
 			if !ok {
-				t.Fatalf("%s ended without serving its endpoint: %v", args[0], <-done)
+				t.Fatalf("%s ended before saying where it serves: %v", args[0], <-done)
 			}
-			return a
+			return got
 		case <-ctx.Done():
 			t.Fatalf("%s: no endpoint", args[0])
 		}
-		return ""
+		return nil
 	}
 	get := func(url string) (int, string) {
 		resp, err := http.Get(url)
@@ -89,7 +102,7 @@ func TestOpsEndpoint(t *testing.T) {
 			}
 		}
 	}
-	proc := serve("process", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--spool", t.TempDir(), "--quiet")
+	proc := serve(nil, "process", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--spool", t.TempDir(), "--quiet")[0]
 	body := until(proc, "verbatim_process_recordings_stored_total", "2")
 	for _, want := range []string{"verbatim_process_open_calls 0", "verbatim_process_recordings_failed_total 0", `verbatim_build_info{revision=`, `client="verbatim-process#`} {
 		if !strings.Contains(body, want) {
@@ -104,7 +117,7 @@ func TestOpsEndpoint(t *testing.T) {
 			t.Fatalf("process %s: %d %s", p, code, b)
 		}
 	}
-	proj := serve("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db)
+	proj := serve(nil, "project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db)[0]
 	// The lag is the brokers' word at the scrape: 0 once every record
 	// written before is projected (and its offset committed).
 	if b := until(proj, "verbatim_project_lag_records", "0"); !strings.Contains(b, "\nverbatim_project_records_total ") || !strings.Contains(b, `client="verbatim-project-search#`) {
@@ -115,5 +128,31 @@ func TestOpsEndpoint(t *testing.T) {
 	}
 	if rs := e.find(); len(rs) != 2 {
 		t.Fatalf("the served projection has %d calls, want 2", len(rs))
+	}
+
+	// The API counts its requests by operation and status, refused ones
+	// too.
+	got := serve([]string{`api: listening on (https://\S+)`}, "api", "--listen", "127.0.0.1:0", "--brokers", e.brokers, "--keyring", e.keyring,
+		"--objects", e.objects, "--database", e.db, "--spool", t.TempDir())
+	opsURL, apiURL := got[0], got[1]
+	client := stacktest.TLSClient(t)
+	for _, tok := range []string{stacktest.DexToken(t, "supervisor@demo.example"), "not-a-token"} {
+		req, _ := http.NewRequestWithContext(ctx, "GET", apiURL+"/v1/calls", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	b := until(opsURL, `verbatim_api_requests_total{code="200",operation="call.search"}`, "1")
+	for _, want := range []string{`verbatim_api_requests_total{code="401",operation="call.search"} 1`, `verbatim_api_request_seconds_count{operation="call.search"} 2`,
+		`client="verbatim-api#`} {
+		if !strings.Contains(b, want) {
+			t.Fatalf("api metrics lack %q:\n%s", want, b)
+		}
+	}
+	if code, b := get(opsURL + "/readyz"); code != 200 {
+		t.Fatalf("api readyz: %d %s", code, b)
 	}
 }

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/verbatimrec/verbatim/api/auth"
-	"github.com/verbatimrec/verbatim/internal/kafkaclient"
 	"github.com/verbatimrec/verbatim/internal/objstore"
 	"github.com/verbatimrec/verbatim/internal/ops"
 	"github.com/verbatimrec/verbatim/processors"
@@ -107,7 +106,7 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	fmt.Fprintf(stderr, "process: recordings to %s\n", where)
 	cfg := processors.Config{
-		Kafka: kafkaclient.Config{Brokers: strings.Split(*kafka.brokers, ","), ClientID: "verbatim-process", Logger: warnLogger(stderr)},
+		Kafka: kafka.config("verbatim-process", stderr),
 		Group: *group, Instance: *instance, Keys: km, Store: store, SpoolDir: *spool,
 		ExitWhenCaughtUp: *idle, Logger: warnLogger(stderr), MaxPollRecords: *maxPoll,
 		SilentComfortNoise: *comfortNoise == "silence", Retention: retain,
@@ -120,10 +119,11 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	cfg.PCI = pciTenantsFunc(*pciTenants)
 	octx, stopOps := context.WithCancel(ctx)
 	defer stopOps()
-	srv, _, err := of.start(octx, "process", &cfg.Kafka, stderr)
+	srv, _, err := of.start(octx, "process", kafka, "verbatim-process", stderr)
 	if err != nil {
 		return err
 	}
+	cfg.Kafka = kafka.config("verbatim-process", stderr) // with the endpoint's metrics
 	var last atomic.Pointer[processors.Stats]
 	last.Store(&processors.Stats{})
 	if srv != nil {

@@ -113,13 +113,13 @@ func runProject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			fmt.Fprintf(stderr, "  %d records projected, about %d to go, %.0f/s, ETA %s\n", st.Records, st.Behind, rate, eta)
 		}
 	}
-	kcfg := kafka.config("verbatim-project-search", stderr)
 	octx, stopOps := context.WithCancel(ctx)
 	defer stopOps()
-	srv, ping, err := of.start(octx, "project", &kcfg, stderr)
+	srv, ping, err := of.start(octx, "project", kafka, "verbatim-project-search", stderr)
 	if err != nil {
 		return err
 	}
+	kcfg := kafka.config("verbatim-project-search", stderr)
 	var last atomic.Pointer[search.Stats]
 	last.Store(&search.Stats{})
 	every := time.Duration(0)

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -19,6 +20,7 @@ import (
 	"github.com/verbatimrec/verbatim/ingest"
 	"github.com/verbatimrec/verbatim/internal/devstack"
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/internal/ops"
 )
 
 // runSIPREC runs the SIPREC recording server until interrupted.
@@ -62,6 +64,7 @@ func runSIPREC(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	digestUser := fs.String("digest-user", "", "require SIP digest authentication of this user; the password is read from env VERBATIM_SIPREC_PASSWORD")
 	digestRealm := fs.String("digest-realm", "verbatim", "digest realm")
 	inf := addIngestFlags(fs)
+	of := addOpsFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -118,6 +121,12 @@ func runSIPREC(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	octx, stopOps := context.WithCancel(ctx)
+	defer stopOps()
+	opsSrv, _, err := of.start(octx, "siprec", inf.kafka, "verbatim-srs", stderr)
+	if err != nil {
+		return err
+	}
 	cl, err := inf.kafka.client("verbatim-srs", stderr, srsProducerOpts(sc.MediaBuffer)...)
 	if err != nil {
 		return err
@@ -128,7 +137,19 @@ func runSIPREC(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stderr, "SIPREC recording server listening on %s; RTP on %s ports %s; Ctrl-C to stop\n",
 			strings.Join(ls, ", "), sc.MediaAddr, *ports)
 	}
+	var last atomic.Pointer[ingest.SRSStats]
+	last.Store(&ingest.SRSStats{})
+	if opsSrv != nil {
+		siprecMetrics(opsSrv, &last)
+		sc.ProgressEvery = time.Second
+	}
+	var printed time.Time
 	sc.Progress = func(st ingest.SRSStats) {
+		last.Store(&st)
+		if time.Since(printed) < 10*time.Second { // the endpoint takes every report; the line, one in ten seconds
+			return
+		}
+		printed = time.Now()
 		var refused uint64
 		for _, n := range st.Refused {
 			refused += n
@@ -146,6 +167,32 @@ func runSIPREC(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	printWarnings(stdout, rep)
 	return errors.Join(err, operatorAudit(ctx, cl, cfg.Tenant, "capture.stopped", "capture", source,
 		fmt.Sprintf("%d sessions recorded, %d RTP packets", st.Sessions, rep.RTPPackets), err))
+}
+
+// siprecMetrics exports a recording server's counts, as its last report
+// (every second) left them.
+func siprecMetrics(srv *ops.Server, last *atomic.Pointer[ingest.SRSStats]) {
+	refused := func(s *ingest.SRSStats) uint64 {
+		var n uint64
+		for _, v := range s.Refused {
+			n += v
+		}
+		return n
+	}
+	for _, m := range []struct {
+		name, help string
+		v          func(*ingest.SRSStats) uint64
+	}{
+		{"sessions_total", "Recording sessions accepted.", func(s *ingest.SRSStats) uint64 { return s.Sessions }},
+		{"invites_refused_total", "INVITEs refused, for any reason (rate limited included).", refused},
+		{"invites_rate_limited_total", "INVITEs refused because one source sent them too fast.", func(s *ingest.SRSStats) uint64 { return s.RateLimited }},
+		{"foreign_packets_total", "RTP packets from an address other than the session's SRC (RTP Bleed), dropped.", func(s *ingest.SRSStats) uint64 { return s.ForeignPackets }},
+		{"sessions_ended_by_recorder_total", "Sessions the recorder ended itself (Kafka away past the media buffer, or the session timer).",
+			func(s *ingest.SRSStats) uint64 { return s.EndedByRecorder }},
+	} {
+		srv.CounterFunc("siprec", m.name, m.help, func() float64 { return float64(m.v(last.Load())) })
+	}
+	srv.GaugeFunc("siprec", "sessions_open", "Recording sessions open now.", func() float64 { return float64(last.Load().Active) })
 }
 
 // printSRSWarnings says what the server refused and dropped, and why.

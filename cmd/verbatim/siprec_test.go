@@ -7,10 +7,13 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -134,12 +137,35 @@ func TestSIPRECSessionFromSIPp(t *testing.T) {
 	}{{"udp", 15601}, {"tcp", 15611}} {
 		t.Run(tc.transport, func(t *testing.T) {
 			e := newCLIEnv(ctx, t, "siprec_"+tc.transport)
-			s := e.startSRS("--listen", fmt.Sprintf("%s:127.0.0.1:%d", tc.transport, tc.port), "--rtp-ports", fmt.Sprintf("%d-%d", tc.port+1000, tc.port+1099))
+			s := e.startSRS("--listen", fmt.Sprintf("%s:127.0.0.1:%d", tc.transport, tc.port), "--rtp-ports", fmt.Sprintf("%d-%d", tc.port+1000, tc.port+1099),
+				"--ops-addr", "127.0.0.1:0")
 			mode := "u1"
 			if tc.transport == "tcp" {
 				mode = "t1"
 			}
 			sippSRC(ctx, t, tc.port, tc.port+1, tc.port+2000, "-t", mode, "-m", "1")
+			// Its operations endpoint counts the session (its report
+			// every second is the event waited for).
+			m := regexp.MustCompile(`operations endpoint on (http://\S+)`).FindStringSubmatch(s.stderr.String())
+			if m == nil {
+				t.Fatalf("siprec: no operations endpoint: %s", s.stderr.String())
+			}
+			for {
+				resp, err := http.Get(m[1] + "/metrics")
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if strings.Contains(string(b), "\nverbatim_siprec_sessions_total 1\n") && strings.Contains(string(b), "\nverbatim_siprec_sessions_open 0\n") {
+					break
+				}
+				select {
+				case <-ctx.Done():
+					t.Fatalf("siprec metrics never counted the session:\n%s", b)
+				case <-time.After(100 * time.Millisecond): // the interval of asking
+				}
+			}
 			out := s.shutdown()
 			if !strings.Contains(out, "1 sessions recorded (at most 1 at once)") {
 				t.Fatalf("siprec said: %s", out)
