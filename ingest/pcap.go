@@ -52,6 +52,11 @@ type Config struct {
 	// RTPTimeout ends a call whose BYE never comes once neither SIP nor RTP
 	// has been seen for it this long (capture time). Default 30 s.
 	RTPTimeout time.Duration
+	// InviteTimeout ends a call never answered once neither SIP nor RTP
+	// has been seen for it this long (capture time): a flood of INVITEs
+	// nobody answers is not kept for ever. Default 3 minutes, RFC 3261's
+	// Timer C.
+	InviteTimeout time.Duration
 	// Producer name in the envelope. Default "verbatim-ingest".
 	Source string
 	// Logger for warnings. Default discard.
@@ -112,6 +117,9 @@ func (c *Config) setDefaults() {
 	if c.RTPTimeout <= 0 {
 		c.RTPTimeout = 30 * time.Second
 	}
+	if c.InviteTimeout <= 0 {
+		c.InviteTimeout = 3 * time.Minute
+	}
 	if c.Source == "" {
 		c.Source = "verbatim-ingest"
 	}
@@ -147,6 +155,10 @@ type Report struct {
 	Batches      uint64
 	UnmatchedUDP uint64 // UDP that is neither SIP nor media of a known call
 	UnmatchedTCP uint64 // TCP segments that are not SIP
+	// InvitesExpired are calls never answered that were ended after
+	// Config.InviteTimeout without SIP or RTP (a flood of INVITEs, lost
+	// responses).
+	InvitesExpired uint64
 	// KernelDrops counts frames a live capture lost because its socket
 	// buffer was full (the recorder fell behind): every one is reported.
 	KernelDrops uint64
@@ -621,7 +633,11 @@ const tcpIdle = 10 * time.Minute
 
 func (in *pcapIngest) expire(now time.Time) {
 	in.tracker.EachOpen(func(c *sipdialog.Call) {
-		if c.State == sipdialog.StateEstablished && now.Sub(c.LastActivity) > in.cfg.RTPTimeout {
+		switch idle := now.Sub(c.LastActivity); {
+		case c.State == sipdialog.StateEstablished && idle > in.cfg.RTPTimeout:
+			in.tracker.End(c, c.LastActivity, sipdialog.EndTimeout)
+		case c.State == sipdialog.StateOffered && idle > in.cfg.InviteTimeout:
+			in.report.InvitesExpired++
 			in.tracker.End(c, c.LastActivity, sipdialog.EndTimeout)
 		}
 	})

@@ -949,3 +949,64 @@ func TestPcapIPv6FragmentedInvite(t *testing.T) {
 		}
 	}
 }
+
+// TestPcapUnansweredInvitesExpire: 500 INVITEs nobody answers (a flood,
+// or responses never captured), then, four minutes later, a call that is
+// answered. The 500 are ended as timed out once the INVITE timeout
+// passes without SIP or RTP, and counted, so a flood is not kept for
+// ever; the answered call is recorded as usual. Of a shorter gap than the
+// timeout nothing is expired.
+func TestPcapUnansweredInvitesExpire(t *testing.T) {
+	caller, callee := netip.MustParseAddrPort("192.0.2.10:5060"), netip.MustParseAddrPort("192.0.2.20:5060")
+	callerMedia, calleeMedia := netip.MustParseAddrPort("192.0.2.10:40000"), netip.MustParseAddrPort("192.0.2.20:50000")
+	capture := func(gap time.Duration) []byte {
+		s := stacktest.NewSynth(t, time.Millisecond)
+		for i := range 500 {
+			s.Send(caller, callee, stacktest.DialogMessage(fmt.Sprintf("flood-%d@example.com", i), "INVITE sip:bob@example.com SIP/2.0", "1 INVITE",
+				stacktest.AudioSDP(callerMedia, "RTP/AVP", 0)))
+		}
+		s.Wait(gap)
+		msg := func(first, cseq, body string) []byte { return stacktest.DialogMessage("answered@example.com", first, cseq, body) }
+		s.Send(caller, callee, msg("INVITE sip:bob@example.com SIP/2.0", "1 INVITE", stacktest.AudioSDP(callerMedia, "RTP/AVP", 0)))
+		s.Send(callee, caller, msg("SIP/2.0 200 OK", "1 INVITE", stacktest.AudioSDP(calleeMedia, "RTP/AVP", 0)))
+		s.Send(caller, callee, msg("ACK sip:bob@example.com SIP/2.0", "1 ACK", ""))
+		for n := range 50 {
+			s.Send(callerMedia, calleeMedia, stacktest.AudioPacket(0x1000, uint16(100+n), 0, 0x10))
+		}
+		s.Send(caller, callee, msg("BYE sip:bob@example.com SIP/2.0", "2 BYE", ""))
+		return s.Bytes()
+	}
+	rep, out := ingestFile(t, "flood.pcap", capture(4*time.Minute))
+	if rep.InvitesExpired != 500 {
+		t.Fatalf("%d INVITEs expired, want 500: %+v", rep.InvitesExpired, rep)
+	}
+	t.Logf("%d calls started, %d ended; %d INVITEs expired", len(out.started), len(out.ended), rep.InvitesExpired)
+	// The answered call is the one with media; the others flooded.
+	timedOut, withMedia := 0, 0
+	var answered uint32
+	for id := range out.started {
+		e := out.ended[id]
+		if e == nil {
+			t.Fatalf("call %s never ended", id)
+		}
+		if len(out.batches[id]) > 0 {
+			withMedia++
+			for _, b := range out.batches[id] {
+				answered += b.GetPacketCount()
+			}
+			continue
+		}
+		if e.GetReason() == verbatimv1.EndReason_END_REASON_TIMEOUT {
+			timedOut++
+		}
+	}
+	if len(out.started) > 1 && timedOut != len(out.started)-1 {
+		t.Fatalf("%d of %d flooding calls ended as timed out", timedOut, len(out.started)-1)
+	}
+	if withMedia != 1 || answered != 50 {
+		t.Fatalf("%d calls with media, %d packets; want the answered one's 50", withMedia, answered)
+	}
+	if rep, _ := ingestFile(t, "short.pcap", capture(time.Minute)); rep.InvitesExpired != 0 {
+		t.Fatalf("a minute's gap expired %d INVITEs", rep.InvitesExpired)
+	}
+}

@@ -149,6 +149,7 @@ func printWarnings(w io.Writer, rep ingest.Report) {
 	}
 	warn(rep.KernelDrops, "frames dropped by the kernel before Verbatim read them: calls in that time may have gaps", "")
 	warn(rep.SIP.Malformed, "malformed SIP messages skipped", lastErr(rep.LastSIPError))
+	warn(rep.InvitesExpired, "calls never answered, ended after --invite-timeout without SIP or RTP", "")
 	warn(rep.BadRTP, "packets on media ports that are not RTP skipped", lastErr(rep.LastRTPError))
 	warn(rep.Pcap.Malformed, "undecodable frames skipped", lastErr(rep.Pcap.LastMalformed))
 	warn(rep.Pcap.FragmentsLost, "IP datagrams lost: some of their fragments were not captured", "")
@@ -169,6 +170,7 @@ type ingestFlags struct {
 	keys     keyFlags
 	tenant   *string
 	timeout  *time.Duration
+	invite   *time.Duration
 	deliver  *time.Duration
 	pci      *bool
 	srtpKeys []ingest.SRTPKey
@@ -180,6 +182,7 @@ func addIngestFlags(fs *flag.FlagSet) *ingestFlags {
 		kafka:   addKafkaFlags(fs),
 		tenant:  fs.String("tenant", envOr("VERBATIM_TENANT", "demo"), "tenant that owns the recordings"),
 		timeout: fs.Duration("rtp-timeout", 30*time.Second, "end a call without BYE after this long without SIP or RTP"),
+		invite:  fs.Duration("invite-timeout", 3*time.Minute, "end a call never answered after this long without SIP or RTP (RFC 3261 Timer C): a flood of unanswered INVITEs is not kept"),
 		deliver: fs.Duration("kafka-timeout", 2*time.Minute, "fail when Kafka has not accepted a record within this long"),
 		pci:     fs.Bool("pci", false, "PCI DSS mode: DTMF sent in SIP INFO is stored masked (run verbatim process with --pci-tenants too)"),
 		keys:    addKeyFlags(fs),
@@ -226,7 +229,7 @@ func (f *ingestFlags) open(stderr io.Writer) (ingest.Config, *kgo.Client, error)
 	if err != nil {
 		return ingest.Config{}, nil, err
 	}
-	return ingest.Config{Tenant: *f.tenant, Keys: km, Producer: cl, RTPTimeout: *f.timeout, Logger: warnLogger(stderr),
+	return ingest.Config{Tenant: *f.tenant, Keys: km, Producer: cl, RTPTimeout: *f.timeout, InviteTimeout: *f.invite, Logger: warnLogger(stderr),
 		SRTPKeys: f.srtpKeys, PCI: *f.pci, Local: local}, cl, nil
 }
 

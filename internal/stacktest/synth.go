@@ -53,6 +53,9 @@ func (s *Synth) WriteFrame(f []byte) {
 	}
 }
 
+// Wait lets d of capture time pass before the next frame.
+func (s *Synth) Wait(d time.Duration) { s.at = s.at.Add(d) }
+
 // Bytes returns the capture so far.
 func (s *Synth) Bytes() []byte { return s.buf.Bytes() }
 
