@@ -966,7 +966,9 @@ func TestPcapUnansweredInvitesExpire(t *testing.T) {
 				stacktest.AudioSDP(callerMedia, "RTP/AVP", 0)))
 		}
 		s.Wait(gap)
-		msg := func(first, cseq, body string) []byte { return stacktest.DialogMessage("answered@example.com", first, cseq, body) }
+		msg := func(first, cseq, body string) []byte {
+			return stacktest.DialogMessage("answered@example.com", first, cseq, body)
+		}
 		s.Send(caller, callee, msg("INVITE sip:bob@example.com SIP/2.0", "1 INVITE", stacktest.AudioSDP(callerMedia, "RTP/AVP", 0)))
 		s.Send(callee, caller, msg("SIP/2.0 200 OK", "1 INVITE", stacktest.AudioSDP(calleeMedia, "RTP/AVP", 0)))
 		s.Send(caller, callee, msg("ACK sip:bob@example.com SIP/2.0", "1 ACK", ""))
