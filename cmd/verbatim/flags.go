@@ -8,11 +8,13 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/internal/ops"
 )
 
 // kafkaFlags is the --brokers flag every Kafka-facing command shares; the
@@ -39,9 +41,30 @@ func (k kafkaFlags) client(clientID string, stderr io.Writer, opts ...kgo.Opt) (
 	return kafkaclient.New(k.config(clientID, stderr), opts...)
 }
 
-// warnLogger logs warnings and errors as text to w.
+// logSettings are how this process logs, once a role's --log-level or
+// --log-format set them; until then the environment's
+// (VERBATIM_LOG_LEVEL, default warn; VERBATIM_LOG_FORMAT, default text).
+var logSettings atomic.Pointer[ops.LogSettings]
+
+// envLogSettings are the environment's log settings, or warn and text
+// where it names none (or something else).
+func envLogSettings() ops.LogSettings {
+	s, err := ops.ParseLogSettings(envOr("VERBATIM_LOG_LEVEL", "warn"), envOr("VERBATIM_LOG_FORMAT", "text"))
+	if err != nil {
+		return ops.LogSettings{Level: slog.LevelWarn, Format: "text"}
+	}
+	return s
+}
+
+// warnLogger logs to w at the process's level and in its format (by
+// default warnings and errors, as text), repeated warnings rate-limited.
 func warnLogger(w io.Writer) *slog.Logger {
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	s := logSettings.Load()
+	if s == nil {
+		e := envLogSettings()
+		s = &e
+	}
+	return s.Logger(w)
 }
 
 // loadCAPool reads a PEM file of CA certificates.

@@ -20,6 +20,22 @@ type opsFlags struct {
 }
 
 func addOpsFlags(fs *flag.FlagSet) opsFlags {
+	level, format := envOr("VERBATIM_LOG_LEVEL", "warn"), envOr("VERBATIM_LOG_FORMAT", "text")
+	set := func() error {
+		s, err := ops.ParseLogSettings(level, format)
+		if err == nil {
+			logSettings.Store(&s)
+		}
+		return err
+	}
+	fs.Func("log-level", "log debug, info, warn or error and above (env VERBATIM_LOG_LEVEL; default warn); repeated warnings are rate-limited", func(v string) error {
+		level = v
+		return set()
+	})
+	fs.Func("log-format", "log as text or json (env VERBATIM_LOG_FORMAT; default text)", func(v string) error {
+		format = v
+		return set()
+	})
 	return opsFlags{
 		addr: fs.String("ops-addr", os.Getenv("VERBATIM_OPS_ADDR"), "serve /metrics (Prometheus), /healthz and /readyz on this host:port (env VERBATIM_OPS_ADDR; port 0 picks one); empty: not served"),
 		remote: fs.Bool("ops-remote", os.Getenv("VERBATIM_OPS_REMOTE") == "true", "let --ops-addr be a non-loopback address (it has no authentication: "+

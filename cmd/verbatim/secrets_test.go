@@ -32,6 +32,9 @@ func TestSecretsNeverOnTheCommandLine(t *testing.T) {
 		{[]string{"ingest", "pcap", "--srtp-key-file", write("bad.keys", "# one good, one not\nAES_CM_128_HMAC_SHA1_80:inline:aSBrbm93IGFsbCB5b3VyIGxpdHRsZSBzZWNyZXRz\nROT13:inline:abc\n", 0o600), "x.pcap"}, "line 3"},
 		{[]string{"ingest", "pcap", "--vault-token", "s.secret", "x.pcap"}, "flag provided but not defined: -vault-token"},
 		{[]string{"process", "--vault-addr", "http://127.0.0.1:1", "--vault-token-file", write("open.token", "s.secret\n", 0o640)}, "readable by others"},
+		// and the log flags every long-running role has
+		{[]string{"process", "--log-level", "loud"}, "debug, info, warn or error"},
+		{[]string{"siprec", "--log-format", "yaml"}, "text or json"},
 	} {
 		out, err := runOut(ctx, c.args...)
 		if err == nil || !strings.Contains(err.Error()+out, c.want) {
