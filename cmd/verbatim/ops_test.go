@@ -3,14 +3,20 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/verbatimrec/verbatim/ingest"
+	"github.com/verbatimrec/verbatim/internal/ops"
 	"github.com/verbatimrec/verbatim/internal/stacktest"
 )
 
@@ -155,4 +161,45 @@ func TestOpsEndpoint(t *testing.T) {
 	if code, b := get(opsURL + "/readyz"); code != 200 {
 		t.Fatalf("api readyz: %d %s", code, b)
 	}
+
+	// Every metric the Grafana dashboard queries is one a role exports:
+	// those scraped here, and the SIPREC server's and live capture's.
+	others := ops.New("others", "test")
+	var srs atomic.Pointer[ingest.SRSStats]
+	srs.Store(&ingest.SRSStats{})
+	var live atomic.Pointer[ingest.Report]
+	live.Store(&ingest.Report{})
+	siprecMetrics(others, &srs)
+	ingestMetrics(others, &live)
+	rec := httptest.NewRecorder()
+	others.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	_, procBody := get(proc + "/metrics")
+	_, projBody := get(proj + "/metrics")
+	exported := procBody + projBody + b + rec.Body.String()
+	dash, err := os.ReadFile("../../deploy/grafana/verbatim-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(dash, &d); err != nil || len(d.Panels) == 0 {
+		t.Fatalf("the dashboard: %v", err)
+	}
+	names := regexp.MustCompile(`\b(?:verbatim|process|go)_[a-z_]+\b`)
+	checked := 0
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			for _, n := range names.FindAllString(tg.Expr, -1) {
+				if !regexp.MustCompile(`\n` + n + `[{ ]`).MatchString(exported) {
+					t.Errorf("panel %q queries %s, which no role exports", p.Title, n)
+				}
+				checked++
+			}
+		}
+	}
+	t.Logf("the dashboard's %d panels query %d metrics, each exported", len(d.Panels), checked)
 }
