@@ -40,12 +40,13 @@ func (s *syncBuffer) String() string {
 }
 
 // TestDevRecordsWhatIsIngested: with `verbatim dev` running, ingesting a
-// capture is all it takes: its process role stores the recordings.
+// capture is all it takes: its process role stores the recordings, and
+// its operations endpoint counts them.
 func TestDevRecordsWhatIsIngested(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	data := t.TempDir()
-	d := startDev(ctx, t, "--data", data, "--kafka-port", "0", "--clickhouse", "")
+	d := startDev(ctx, t, "--data", data, "--kafka-port", "0", "--clickhouse", "", "--ops-addr", "127.0.0.1:0")
 	out, errb := &d.out, &d.errb
 	brokers := regexp.MustCompile(`kafka\s+(127\.0\.0\.1:\d+)`).FindStringSubmatch(out.String())[1]
 	if _, err := runOut(ctx, "ingest", "pcap", "--brokers", brokers, "--keyring", filepath.Join(data, "keyring.json"),
@@ -59,6 +60,28 @@ func TestDevRecordsWhatIsIngested(t *testing.T) {
 	raws, _ := filepath.Glob(filepath.Join(data, "objects", "demo", "2016", "11", "26", "*", "*.rtp.sealed"))
 	if len(wavs) != 2 || len(raws) != 2 {
 		t.Fatalf("recordings announced, but the store holds %v %v\n%s%s", wavs, raws, out.String(), errb.String())
+	}
+	// The announcement is committed after the transaction's Progress
+	// report: the endpoint says 2 once the processor's report arrives.
+	m := regexp.MustCompile(`operations endpoint on (http://\S+)`).FindStringSubmatch(errb.String())
+	if m == nil {
+		t.Fatalf("dev: no operations endpoint:\n%s", errb.String())
+	}
+	for {
+		resp, err := http.Get(m[1] + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(b), "\nverbatim_process_recordings_stored_total 2\n") && strings.Contains(string(b), `verbatim_build_info{revision=`) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("dev's metrics never counted the two recordings:\n%s", b)
+		case <-time.After(50 * time.Millisecond): // the interval of asking
+		}
 	}
 	d.stop()
 	if !strings.Contains(out.String(), "role      process") {
@@ -217,4 +240,27 @@ func TestDevServesTheAPI(t *testing.T) {
 		t.Fatalf("no token: %d", status)
 	}
 	d.stop()
+}
+
+// TestDevStopsWhenARoleFails: `verbatim dev` whose api role cannot start
+// (no certificate) does not go on without it: it stops its other roles
+// and exits with the role's reason.
+func TestDevStopsWhenARoleFails(t *testing.T) {
+	ch := stacktest.Env(t, "VERBATIM_CLICKHOUSE_ADDR")
+	t.Setenv("VERBATIM_TLS_CERT", "")
+	t.Setenv("VERBATIM_TLS_KEY", "")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var out, errb bytes.Buffer
+	err := run(ctx, []string{"dev", "--data", t.TempDir(), "--kafka-port", "0", "--clickhouse", ch, "--roles", "process,project,api",
+		"--api-listen", "127.0.0.1:0"}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "api: api: --tls-cert and --tls-key are required") || ctx.Err() != nil {
+		t.Fatalf("dev with a failing role: %v (deadline %v)\n%s%s", err, ctx.Err(), out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "a role stopped: stopping the others") {
+		t.Fatalf("dev said:\n%s", out.String())
+	}
+	if strings.Contains(err.Error(), "context canceled") {
+		t.Fatalf("the roles stopped with it are reported as failures: %v", err)
+	}
 }

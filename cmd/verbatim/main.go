@@ -15,11 +15,18 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/verbatimrec/verbatim/internal/devstack"
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/internal/ops"
 	"github.com/verbatimrec/verbatim/processors"
 	auditlog "github.com/verbatimrec/verbatim/projections/audit"
 	"github.com/verbatimrec/verbatim/projections/search"
@@ -165,6 +172,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&srs.listen, "siprec-listen", "udp:127.0.0.1:5060,tcp:127.0.0.1:5060", "SIP listeners of the siprec role, comma separated")
 	fs.StringVar(&srs.ports, "siprec-rtp-ports", "20000-29999", "RTP port range of the siprec role")
 	tenant := fs.String("tenant", "demo", "tenant for --check and of the siprec role's recordings")
+	of := addOpsFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -203,39 +211,72 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintln(stdout, "self-check passed")
 		return nil
 	}
-	done, err := startRoles(ctx, *roles, s, *chAddr, *dataDir, srs, da, stdout, stderr)
+	brokers := strings.Join(s.Brokers, ",")
+	kafka := kafkaFlags{brokers: &brokers, metrics: new(prometheus.Registerer)}
+	octx, stopOps := context.WithCancel(ctx)
+	defer stopOps()
+	srv, ping, err := of.start(octx, "dev", kafka, "verbatim-dev", stderr)
+	if err != nil {
+		return err
+	}
+	done, stopped, err := startRoles(ctx, *roles, s, *chAddr, *dataDir, srs, da, devOps{srv: srv, ping: ping, kafka: kafka}, stdout, stderr)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintln(stdout, "running; Ctrl-C to stop")
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-stopped: // a role failed: dev does not go on without it
+		fmt.Fprintln(stdout, "a role stopped: stopping the others")
+	}
 	fmt.Fprintln(stdout, "stopping; flushing the broker log")
 	return done()
 }
 
 // startRoles runs the pipeline roles against the embedded stack until ctx
-// ends; the returned func waits for them and reports the first failure.
-func startRoles(ctx context.Context, roles string, s *devstack.Stack, chAddr, dataDir string, srs devSIPREC, da devAPI, stdout, stderr io.Writer) (func() error, error) {
+// ends or one of them fails, which stops the others (stopped is closed
+// then); the returned func waits for them and reports the failures.
+func startRoles(ctx context.Context, roles string, s *devstack.Stack, chAddr, dataDir string, srs devSIPREC, da devAPI, do devOps, stdout, stderr io.Writer) (
+	done func() error, stopped <-chan struct{}, err error) {
+	ctx, stop := context.WithCancel(ctx)
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
 	var wg sync.WaitGroup
 	errs := make(chan error, 5)
-	kcfg := kafkaclient.Config{Brokers: s.Brokers, Logger: warnLogger(stderr)}
+	failed := func(err error) {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			return // stopped with the others, not a failure of its own
+		}
+		errs <- err
+		stop()
+	}
+	kcfg := do.kafka.config("verbatim-dev", stderr)
 	for _, role := range strings.Split(roles, ",") {
 		switch strings.TrimSpace(role) {
 		case "":
 		case "process":
 			spool := filepath.Join(dataDir, "spool")
 			if err := os.MkdirAll(spool, 0o700); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			fmt.Fprintf(stdout, "  role      process: recordings into %s\n", s.ObjectsDir)
 			wg.Add(1)
+			cfg := processors.Config{Kafka: kcfg, Instance: "dev", Keys: s.Keys, Store: s.Store, SpoolDir: spool, Logger: warnLogger(stderr)}
+			if do.srv != nil {
+				var last atomic.Pointer[processors.Stats]
+				last.Store(&processors.Stats{})
+				processMetrics(do.srv, &last)
+				cfg.Progress = func(st processors.Stats) { last.Store(&st) }
+			}
 			go func() { // stops with ctx; waited for by the returned func
 				defer wg.Done()
-				_, err := processors.Run(ctx, processors.Config{Kafka: kcfg, Instance: "dev", Keys: s.Keys, Store: s.Store,
-					SpoolDir: spool, Logger: warnLogger(stderr)})
+				_, err := processors.Run(ctx, cfg)
 				if err != nil {
 					fmt.Fprintf(stderr, "dev: role process stopped: %v\n", err)
-					errs <- fmt.Errorf("process: %w", err)
+					failed(fmt.Errorf("process: %w", err))
 				}
 			}()
 		case "project":
@@ -246,40 +287,47 @@ func startRoles(ctx context.Context, roles string, s *devstack.Stack, chAddr, da
 			conn, db, err := search.Open(ctx, search.Config{Addr: chAddr,
 				User: os.Getenv("VERBATIM_CLICKHOUSE_USER"), Password: os.Getenv("VERBATIM_CLICKHOUSE_PASSWORD")})
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			fmt.Fprintf(stdout, "  role      project: search tables in ClickHouse %s, database %s\n", chAddr, db)
 			wg.Add(1)
 			go func() { // stops with ctx; waited for by the returned func
 				defer wg.Done()
 				defer conn.Close()
-				if _, err := search.Run(ctx, search.RunConfig{Kafka: kcfg, Instance: "dev", Conn: conn, Database: db, Keys: s.Keys,
-					Logger: warnLogger(stderr)}); err != nil {
+				rc := search.RunConfig{Kafka: kcfg, Instance: "dev", Conn: conn, Database: db, Keys: s.Keys, Logger: warnLogger(stderr)}
+				if do.srv != nil {
+					var last atomic.Pointer[search.Stats]
+					last.Store(&search.Stats{})
+					do.srv.Check("clickhouse", conn.Ping)
+					projectMetrics(ctx, do.srv, &last, kadm.NewClient(do.ping), "verbatim-project-search")
+					rc.Progress, rc.ProgressEvery = func(st search.Stats) { last.Store(&st) }, time.Second
+				}
+				if _, err := search.Run(ctx, rc); err != nil {
 					fmt.Fprintf(stderr, "dev: role project stopped: %v\n", err)
-					errs <- fmt.Errorf("project search: %w", err)
+					failed(fmt.Errorf("project search: %w", err))
 				}
 			}()
 		case "siprec":
 			run, err := srs.start(ctx, s, stdout, stderr)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			wg.Add(1)
 			go func() { // stops with ctx; waited for by the returned func
 				defer wg.Done()
 				if err := run(); err != nil {
 					fmt.Fprintf(stderr, "dev: role siprec stopped: %v\n", err)
-					errs <- fmt.Errorf("siprec: %w", err)
+					failed(fmt.Errorf("siprec: %w", err))
 				}
 			}()
 		case "audit":
 			if chAddr == "" {
-				return nil, errors.New("dev: role audit needs --clickhouse (the audit log's tables)")
+				return nil, nil, errors.New("dev: role audit needs --clickhouse (the audit log's tables)")
 			}
 			conn, db, err := search.Open(ctx, search.Config{Addr: chAddr,
 				User: os.Getenv("VERBATIM_CLICKHOUSE_USER"), Password: os.Getenv("VERBATIM_CLICKHOUSE_PASSWORD")})
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			fmt.Fprintf(stdout, "  role      audit: the audit log in ClickHouse %s, database %s, checkpoints in %s\n", chAddr, db, s.ObjectsDir)
 			wg.Add(1)
@@ -289,12 +337,12 @@ func startRoles(ctx context.Context, roles string, s *devstack.Stack, chAddr, da
 				if _, err := auditlog.Run(ctx, auditlog.Config{Kafka: kcfg, Conn: conn, Database: db, Signer: s.Keys, Store: s.Store,
 					Logger: warnLogger(stderr)}); err != nil && ctx.Err() == nil {
 					fmt.Fprintf(stderr, "dev: role audit stopped: %v\n", err)
-					errs <- fmt.Errorf("project audit: %w", err)
+					failed(fmt.Errorf("project audit: %w", err))
 				}
 			}()
 		case "api":
 			if chAddr == "" {
-				return nil, errors.New("dev: role api needs --clickhouse (it searches the projection)")
+				return nil, nil, errors.New("dev: role api needs --clickhouse (it searches the projection)")
 			}
 			args := []string{"api", "--listen", da.listen, "--brokers", strings.Join(s.Brokers, ","), "--keyring", s.KeyringPath,
 				"--objects", s.ObjectsDir, "--clickhouse", chAddr, "--instance", "dev", "--public-url", da.publicURL}
@@ -304,22 +352,31 @@ func startRoles(ctx context.Context, roles string, s *devstack.Stack, chAddr, da
 				defer wg.Done()
 				if err := run(ctx, args, io.Discard, stderr); err != nil {
 					fmt.Fprintf(stderr, "dev: role api stopped: %v\n", err)
-					errs <- fmt.Errorf("api: %w", err)
+					failed(fmt.Errorf("api: %w", err))
 				}
 			}()
 		default:
-			return nil, fmt.Errorf("dev: unknown role %q (process, project, audit, siprec, api)", role)
+			return nil, nil, fmt.Errorf("dev: unknown role %q (process, project, audit, siprec, api)", role)
 		}
 	}
 	return func() error {
 		wg.Wait()
+		stop()
 		close(errs)
 		var all []error
 		for err := range errs {
 			all = append(all, err)
 		}
 		return errors.Join(all...)
-	}, nil
+	}, ctx.Done(), nil
+}
+
+// devOps is dev's operations endpoint (srv nil: none), the client of its
+// readiness check, and the Kafka flags its roles' clients are made from.
+type devOps struct {
+	srv   *ops.Server
+	ping  *kgo.Client
+	kafka kafkaFlags
 }
 
 // devAPI configures the api role of `verbatim dev`; its issuer, client

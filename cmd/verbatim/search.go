@@ -18,9 +18,28 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/internal/ops"
 	"github.com/verbatimrec/verbatim/projections/search"
 	"github.com/verbatimrec/verbatim/schemas"
 )
+
+// projectMetrics exports a search projection's totals, as its last report
+// left them, and its consumer lag as the brokers say at the scrape.
+func projectMetrics(ctx context.Context, srv *ops.Server, last *atomic.Pointer[search.Stats], adm *kadm.Client, group string) {
+	srv.CounterFunc("project", "records_total", "Records projected into ClickHouse, at the last report (every second).", func() float64 { return float64(last.Load().Records) })
+	srv.CounterFunc("project", "unreadable_total", "Sealed values that could not be read (their key missing, erased or refused).",
+		func() float64 { return float64(last.Load().Unreadable) })
+	srv.GaugeFunc("project", "lag_records", "Offsets of the search topics the group has still to read, summed over partitions, as the brokers say at the scrape.",
+		func() float64 {
+			lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			n, err := kafkaclient.GroupRemaining(lctx, adm, group, search.Topics()...)
+			if err != nil {
+				return math.NaN()
+			}
+			return float64(n)
+		})
+}
 
 type chFlags struct{ addr, db *string }
 
@@ -125,20 +144,7 @@ func runProject(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	every := time.Duration(0)
 	if srv != nil {
 		srv.Check("clickhouse", conn.Ping)
-		srv.CounterFunc("project", "records_total", "Records projected into ClickHouse, at the last report (every second).", func() float64 { return float64(last.Load().Records) })
-		srv.CounterFunc("project", "unreadable_total", "Sealed values that could not be read (their key missing, erased or refused).",
-			func() float64 { return float64(last.Load().Unreadable) })
-		adm := kadm.NewClient(ping)
-		srv.GaugeFunc("project", "lag_records", "Offsets of the search topics the group has still to read, summed over partitions, as the brokers say at the scrape.",
-			func() float64 {
-				lctx, cancel := context.WithTimeout(octx, 2*time.Second)
-				defer cancel()
-				n, err := kafkaclient.GroupRemaining(lctx, adm, *group, search.Topics()...)
-				if err != nil {
-					return math.NaN()
-				}
-				return float64(n)
-			})
+		projectMetrics(octx, srv, &last, kadm.NewClient(ping), *group)
 		every = time.Second
 	}
 	report := progress
