@@ -4,13 +4,16 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -132,6 +135,47 @@ type Stats struct {
 	Replayed   uint64 // records read again to rebuild open calls
 	Aborted    uint64 // transactions aborted (rebalance) and redone
 	Open       int    // calls open now
+	// ReclaimedFiles and ReclaimedBytes are what a crashed run of the same
+	// instance left in its spool, removed at the start.
+	ReclaimedFiles, ReclaimedBytes uint64
+}
+
+// spoolName is an instance's spool directory name: the instance itself
+// where it is a plain name, else a digest of it.
+func spoolName(instance string) string {
+	if tenantRE.MatchString(strings.ToLower(instance)) && !strings.Contains(instance, "..") {
+		return instance
+	}
+	sum := sha256.Sum256([]byte(instance))
+	return hex.EncodeToString(sum[:8])
+}
+
+// reclaimSpool empties dir (creating it 0700 if it does not exist) and
+// says how many files and bytes were left in it.
+func reclaimSpool(dir string) (files, bytes uint64, err error) {
+	err = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return filepath.SkipDir
+		}
+		if err != nil || d.IsDir() {
+			return err
+		}
+		files++
+		if info, err := d.Info(); err == nil {
+			bytes += uint64(info.Size())
+		}
+		return nil
+	})
+	if err == nil {
+		err = os.RemoveAll(dir)
+	}
+	if err == nil {
+		err = os.MkdirAll(dir, 0o700)
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("processors: spool %s: %w", dir, err)
+	}
+	return files, bytes, nil
 }
 
 // checkpointPrefix starts the offset-commit metadata of every media
@@ -226,10 +270,9 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 	if cfg.Keys == nil || cfg.Store == nil {
 		return Stats{}, errors.New("processors: keys and store are required")
 	}
-	dir, err := os.MkdirTemp(cfg.SpoolDir, "verbatim-process-")
-	if err != nil {
-		return Stats{}, fmt.Errorf("processors: spool: %w", err)
-	}
+	// The spool is the instance's own: what a crashed run of the same
+	// instance left there is reclaimed once that run is fenced, below.
+	dir := filepath.Join(cfg.SpoolDir, "verbatim-process-"+spoolName(cfg.Instance))
 	defer os.RemoveAll(dir)
 	p := &processor{cfg: cfg, dir: dir, open: map[int32]map[string]*openCall{}, undo: map[*openCall]*snapshot{},
 		assigned: map[int32]bool{}, restore: map[int32]bool{}, drop: map[int32]bool{}}
@@ -270,6 +313,15 @@ func Run(ctx context.Context, cfg Config) (Stats, error) {
 	if _, _, err := p.sess.Client().ProducerID(ctx); err != nil {
 		return Stats{}, fmt.Errorf("processors: transactional id %s: %w", "verbatim-process-"+cfg.Instance, err)
 	}
+	// Fenced, the predecessor writes nothing more: its spool goes.
+	files, bytes, err := reclaimSpool(dir)
+	if err != nil {
+		return Stats{}, err
+	}
+	if files > 0 {
+		cfg.Logger.Warn("reclaimed the spool a crashed run of this instance left (its calls are rebuilt from the media topic)", "dir", dir, "files", files, "bytes", bytes)
+	}
+	p.stats.ReclaimedFiles, p.stats.ReclaimedBytes = files, bytes
 	p.adm = kadm.NewClient(p.sess.Client())
 	err = p.loop(ctx)
 	p.stats.Open = p.openCount()

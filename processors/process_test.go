@@ -61,6 +61,9 @@ type pipeline struct {
 	cluster *kfake.Cluster
 	// objects is the directory of kfakePipeline's store.
 	objects string
+	// spool, if set, is the processor's spool directory (default a new
+	// one for each run).
+	spool string
 }
 
 func (p *pipeline) kafka() kafkaclient.Config { return kafkaclient.Config{Brokers: p.brokers} }
@@ -100,8 +103,12 @@ func (p *pipeline) process(stop func(processors.Stats) bool) processors.Stats {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	spool := p.spool
+	if spool == "" {
+		spool = p.t.TempDir()
+	}
 	cfg := processors.Config{Kafka: p.kafka(), Group: p.group, Instance: p.group + "-1", Keys: p.km, Store: p.store, Tenants: []string{p.tenant},
-		SpoolDir: p.t.TempDir(), ExitWhenCaughtUp: true, MaxPollRecords: 3}
+		SpoolDir: spool, ExitWhenCaughtUp: true, MaxPollRecords: 3}
 	if p.pci {
 		cfg.PCI = func(string) bool { return true }
 	}
@@ -392,6 +399,35 @@ func TestProcessG711(t *testing.T) {
 	// Another run of the group has nothing left to do.
 	if st := p.process(nil); st.Recorded != 0 || st.Records != 0 {
 		t.Fatalf("second run: %+v", st)
+	}
+}
+
+// TestProcessReclaimsACrashedSpool: what a run of the same instance
+// killed with -9 left in its spool (two files) is removed at the next
+// start and counted, once that run is fenced; another instance's spool
+// in the same directory is left alone; the calls are recorded.
+func TestProcessReclaimsACrashedSpool(t *testing.T) {
+	p := kfakePipeline(t)
+	p.spool = t.TempDir()
+	mine, other := filepath.Join(p.spool, "verbatim-process-"+p.group+"-1"), filepath.Join(p.spool, "verbatim-process-another")
+	for path, size := range map[string]int{filepath.Join(mine, "spool-1"): 1000, filepath.Join(mine, "raw-2"): 24, filepath.Join(other, "spool-3"): 7} {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, make([]byte, size), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.ingest("pcap/wireshark_sip-rtp-g711.pcap")
+	st := p.process(nil)
+	if st.ReclaimedFiles != 2 || st.ReclaimedBytes != 1024 || st.Recorded != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+	if _, err := os.Stat(filepath.Join(other, "spool-3")); err != nil {
+		t.Fatalf("another instance's spool: %v", err)
+	}
+	if _, err := os.Stat(mine); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the instance's spool after a clean run: %v", err)
 	}
 }
 

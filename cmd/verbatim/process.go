@@ -69,7 +69,7 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	group := fs.String("group", "verbatim-process", "consumer group")
 	host, _ := os.Hostname()
 	instance := fs.String("instance", host, "name of this processor, stable across its restarts and unique in the group (its static member and transactional id)")
-	spool := fs.String("spool", os.TempDir(), "directory for open calls' media (sealed)")
+	spool := fs.String("spool", os.TempDir(), "directory for open calls' media (sealed); the instance's is SPOOL/verbatim-process-INSTANCE, and what a crashed run left there is reclaimed at the next start")
 	idle := fs.Bool("exit-when-idle", false, "exit once the group has read the media topic to its end offsets (everything written before is recorded or checkpointed); default: run until stopped")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	maxPoll := fs.Int("max-poll-records", 1000, "at most this many media records per transaction")
@@ -141,6 +141,9 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	fmt.Fprintf(stdout, "process: %d recordings stored, %d failed, %d calls without media, %d calls still open, %d media records (%d duplicates, %d rejected, %d read again to rebuild open calls)\n",
 		st.Recorded, st.Failed, st.NoMedia, st.Open, st.Records, st.Duplicates, st.Rejected, st.Replayed)
+	if st.ReclaimedFiles > 0 {
+		fmt.Fprintf(stdout, "  reclaimed %d spool files (%d bytes) a crashed run of this instance left\n", st.ReclaimedFiles, st.ReclaimedBytes)
+	}
 	return err
 }
 
