@@ -78,6 +78,11 @@ status=${PIPESTATUS[0]}
 [ "$status" -eq 0 ] || { echo "browser test failed" >&2; exit "$status"; }
 echo "screenshot: $VERBATIM_STACK_DIR/artefacts/web.png"
 
+step "the Kubernetes manifests (deploy/kubernetes: every object decoded strictly into k8s.io/api's types, and the deployment rules)"
+(cd deploy/kubernetes && go vet ./... && go test -count=1 -v ./... 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)')
+status=${PIPESTATUS[0]}
+[ "$status" -eq 0 ] || { echo "Kubernetes manifest check failed" >&2; exit "$status"; }
+
 step "the OpenAPI document (deploy/openapi: OpenAPI 3.1 and JSON Schema 2020-12, by libopenapi-validator and jsonschema)"
 (cd deploy/openapi && go vet ./... && go test -count=1 -v ./... 2>&1 | grep -vE '^=== (RUN|PAUSE|CONT)')
 status=${PIPESTATUS[0]}
