@@ -41,6 +41,18 @@ done
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 tshark --version | head -1; sox --version; ffmpeg -version | head -1
 
+step "a current ClickHouse for the schema check (chdb-core 26.9 from PyPI, in a virtualenv of the cache)"
+# Debian's clickhouse-server is 18.16; TestSchemaOnCurrentClickHouse runs
+# the migrations and search's queries in chdb-core's engine as well.
+chdb_venv="${VERBATIM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/verbatim}/chdb-core-26.9.0"
+if ! "$chdb_venv/bin/python" -c 'import chdb' 2>/dev/null; then
+	rm -rf "$chdb_venv"
+	python3 -m venv "$chdb_venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$chdb_venv"; }
+	"$chdb_venv/bin/pip" install -q --disable-pip-version-check 'chdb-core==26.9.0'
+fi
+export VERBATIM_CHDB_PYTHON="$chdb_venv/bin/python"
+"$VERBATIM_CHDB_PYTHON" -c 'import chdb.session as s; print("chdb-core: ClickHouse", s.Session().query("SELECT version()", "CSV").bytes().decode().strip())'
+
 step "gofmt and go vet"
 bad=$(gofmt -l $(git ls-files '*.go'))
 [ -z "$bad" ] || { echo "gofmt needed: $bad" >&2; exit 1; }

@@ -302,4 +302,15 @@ func Migrate(ctx context.Context, conn driver.Conn, db string) (applied int, err
 	return applied, nil
 }
 
+// MigrationStatements are the statements Migrate applies to database db,
+// in order (after creating the database and schema_migrations): for
+// checking the schema on another ClickHouse than the one tests run.
+func MigrationStatements(db string) []string {
+	out := make([]string, len(migrations))
+	for i, m := range migrations {
+		out[i] = replaceDB(m, db)
+	}
+	return out
+}
+
 func replaceDB(s, db string) string { return strings.ReplaceAll(s, "{db}", "`"+db+"`") }
