@@ -25,8 +25,9 @@ import (
 // given, else Vault Transit when an address is configured, else the
 // embedded default's keyring.
 type keyFlags struct {
-	fs                                         *flag.FlagSet
-	vaultAddr, vaultToken, keyring, tenantKeys *string
+	fs                                                  *flag.FlagSet
+	vaultAddr, vaultToken, vaultCA, keyring, tenantKeys *string
+	vaultInsecure                                       *bool
 }
 
 func addKeyFlags(fs *flag.FlagSet) keyFlags {
@@ -34,6 +35,9 @@ func addKeyFlags(fs *flag.FlagSet) keyFlags {
 		fs:         fs,
 		vaultAddr:  fs.String("vault-addr", os.Getenv("VERBATIM_VAULT_ADDR"), "Vault address for Transit keys (env VERBATIM_VAULT_ADDR); empty: use --keyring"),
 		vaultToken: fs.String("vault-token-file", os.Getenv("VERBATIM_VAULT_TOKEN_FILE"), "file (0600) of the Vault token (env VERBATIM_VAULT_TOKEN_FILE); default: env VERBATIM_VAULT_TOKEN. Never on the command line, where ps shows it"),
+		vaultCA:    fs.String("vault-ca", os.Getenv("VERBATIM_VAULT_CA"), "PEM file of the CA of Vault's certificate, if not a public one (env VERBATIM_VAULT_CA)"),
+		vaultInsecure: fs.Bool("vault-insecure", os.Getenv("VERBATIM_VAULT_INSECURE") == "true",
+			"allow plain HTTP to a Vault that is not on loopback: its token crosses the network in clear (env VERBATIM_VAULT_INSECURE=true)"),
 		keyring:    fs.String("keyring", filepath.Join(envOr("VERBATIM_DATA", ".verbatim"), "keyring.json"), "local keyring file, when no Vault is configured"),
 		tenantKeys: fs.String("tenant-keys", os.Getenv("VERBATIM_TENANT_KEYS"), `JSON file of the tenants whose KEK is in their own Vault (bring your own key): [{"tenant": "acme", "vault_addr": "https://...", "mount": "transit", "token_file": "/run/secrets/acme"}] (env VERBATIM_TENANT_KEYS)`),
 	}
@@ -58,7 +62,7 @@ func (k keyFlags) baseManager() (keys.Manager, error) {
 				return nil, err
 			}
 		}
-		return keys.NewVault(keys.VaultConfig{Address: *k.vaultAddr, Token: tok})
+		return keys.NewVault(keys.VaultConfig{Address: *k.vaultAddr, Token: tok, CAFile: *k.vaultCA, Insecure: *k.vaultInsecure})
 	}
 	return keys.OpenKeyring(*k.keyring)
 }

@@ -142,6 +142,8 @@ type TenantVault struct {
 	// TokenFile holds the token the customer gave Verbatim (0600): never
 	// in the file itself, nor on a command line.
 	TokenFile string `json:"token_file"`
+	// CAFile is the PEM file of the CA of the customer's Vault, if not a public one.
+	CAFile string `json:"ca_file"`
 }
 
 // LoadTenantKeys reads a tenant-keys file (a JSON list of TenantVault)
@@ -172,7 +174,7 @@ func LoadTenantKeys(path string, def Manager) (*Router, error) {
 		if err != nil {
 			return nil, err
 		}
-		v, err := NewVault(VaultConfig{Address: tv.Address, Token: tok, Mount: tv.Mount, KeyPrefix: tv.KeyPrefix})
+		v, err := NewVault(VaultConfig{Address: tv.Address, Token: tok, Mount: tv.Mount, KeyPrefix: tv.KeyPrefix, CAFile: tv.CAFile})
 		if err != nil {
 			return nil, fmt.Errorf("keys: tenant %s: %w", tv.Tenant, err)
 		}

@@ -6,7 +6,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -31,6 +33,12 @@ type VaultConfig struct {
 	// aes256-gcm96), and the audit signing key, on first use. Off by default: production Vault policies
 	// usually let Verbatim use keys, not create them.
 	CreateKeys bool
+	// CAFile is a PEM file of the CA(s) Vault's certificate is checked
+	// against, where it is not a public one.
+	CAFile string
+	// Insecure allows plain HTTP to an address other than loopback: the
+	// token then crosses the network in clear. Off by default.
+	Insecure bool
 }
 
 func (c *VaultConfig) setDefaults() {
@@ -53,6 +61,12 @@ func (c VaultConfig) Validate() error {
 	}
 	if c.Token == "" {
 		errs = append(errs, errors.New("keys: vault token is required"))
+	}
+	if u, err := url.Parse(c.Address); c.Address != "" && (err != nil || (u.Scheme != "https" && u.Scheme != "http")) {
+		errs = append(errs, fmt.Errorf("keys: vault address %q: an http(s) URL", c.Address))
+	} else if c.Address != "" && u.Scheme == "http" && !c.Insecure && !loopbackHost(u.Hostname()) {
+		errs = append(errs, fmt.Errorf("keys: vault address %s is plain HTTP to another host: the token would cross the network in clear "+
+			"(use https, or allow it explicitly: --vault-insecure)", c.Address))
 	}
 	return errors.Join(errs...)
 }
@@ -88,6 +102,11 @@ func NewVault(cfg VaultConfig) (*Vault, error) {
 		return nil, fmt.Errorf("keys: vault config: %w", vc.Error)
 	}
 	vc.Address = cfg.Address
+	if cfg.CAFile != "" {
+		if err := vc.ConfigureTLS(&vault.TLSConfig{CACert: cfg.CAFile}); err != nil {
+			return nil, fmt.Errorf("keys: vault CA %s: %w", cfg.CAFile, err)
+		}
+	}
 	c, err := vault.NewClient(vc)
 	if err != nil {
 		return nil, fmt.Errorf("keys: vault client: %w", err)
@@ -98,6 +117,15 @@ func NewVault(cfg VaultConfig) (*Vault, error) {
 
 // Kind implements Manager.
 func (*Vault) Kind() string { return "vault-transit" }
+
+// loopbackHost reports a host name or address of this machine's loopback.
+func loopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
 
 func (v *Vault) keyName(tenant string) string { return v.cfg.KeyPrefix + tenant }
 
