@@ -189,8 +189,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fmt.Fprintf(stdout, "  objects   %s\n", s.ObjectsDir)
 	fmt.Fprintf(stdout, "  keyring   %s (0600: back it up; losing it loses every recording)\n", s.KeyringPath)
 	if *chAddr != "" {
-		conn, db, err := search.Open(ctx, search.Config{Addr: *chAddr,
-			User: os.Getenv("VERBATIM_CLICKHOUSE_USER"), Password: os.Getenv("VERBATIM_CLICKHOUSE_PASSWORD")})
+		conn, db, err := search.Open(ctx, clickhouseConfig(*chAddr, ""))
 		if err != nil {
 			return err
 		}
@@ -284,8 +283,7 @@ func startRoles(ctx context.Context, roles string, s *devstack.Stack, chAddr, da
 				fmt.Fprintln(stdout, "  role      project: off (no --clickhouse)")
 				continue
 			}
-			conn, db, err := search.Open(ctx, search.Config{Addr: chAddr,
-				User: os.Getenv("VERBATIM_CLICKHOUSE_USER"), Password: os.Getenv("VERBATIM_CLICKHOUSE_PASSWORD")})
+			conn, db, err := search.Open(ctx, clickhouseConfig(chAddr, ""))
 			if err != nil {
 				return nil, nil, err
 			}
@@ -324,8 +322,7 @@ func startRoles(ctx context.Context, roles string, s *devstack.Stack, chAddr, da
 			if chAddr == "" {
 				return nil, nil, errors.New("dev: role audit needs --clickhouse (the audit log's tables)")
 			}
-			conn, db, err := search.Open(ctx, search.Config{Addr: chAddr,
-				User: os.Getenv("VERBATIM_CLICKHOUSE_USER"), Password: os.Getenv("VERBATIM_CLICKHOUSE_PASSWORD")})
+			conn, db, err := search.Open(ctx, clickhouseConfig(chAddr, ""))
 			if err != nil {
 				return nil, nil, err
 			}

@@ -45,14 +45,21 @@ type chFlags struct{ addr, db *string }
 
 func addClickHouseFlags(fs *flag.FlagSet) chFlags {
 	return chFlags{
-		addr: fs.String("clickhouse", envOr("VERBATIM_CLICKHOUSE_ADDR", "127.0.0.1:19000"), "ClickHouse native address (env VERBATIM_CLICKHOUSE_ADDR; user and password from VERBATIM_CLICKHOUSE_USER/_PASSWORD)"),
+		addr: fs.String("clickhouse", envOr("VERBATIM_CLICKHOUSE_ADDR", "127.0.0.1:19000"), "ClickHouse native address (env VERBATIM_CLICKHOUSE_ADDR; user and password from VERBATIM_CLICKHOUSE_USER/_PASSWORD; "+
+			"TLS with VERBATIM_CLICKHOUSE_TLS=true or the CA file VERBATIM_CLICKHOUSE_CA; to another host than loopback, plain text only with VERBATIM_CLICKHOUSE_INSECURE=true)"),
 		db:   fs.String("database", envOr("VERBATIM_CLICKHOUSE_DB", "verbatim"), "ClickHouse database of the search projection"),
 	}
 }
 
 func (c chFlags) open(ctx context.Context) (driver.Conn, string, error) {
-	return search.Open(ctx, search.Config{Addr: *c.addr, Database: *c.db,
-		User: os.Getenv("VERBATIM_CLICKHOUSE_USER"), Password: os.Getenv("VERBATIM_CLICKHOUSE_PASSWORD")})
+	return search.Open(ctx, clickhouseConfig(*c.addr, *c.db))
+}
+
+// clickhouseConfig is how the roles reach ClickHouse at addr: its user,
+// password and TLS from the environment.
+func clickhouseConfig(addr, db string) search.Config {
+	return search.Config{Addr: addr, Database: db, User: os.Getenv("VERBATIM_CLICKHOUSE_USER"), Password: os.Getenv("VERBATIM_CLICKHOUSE_PASSWORD"),
+		TLS: os.Getenv("VERBATIM_CLICKHOUSE_TLS") == "true", CAFile: os.Getenv("VERBATIM_CLICKHOUSE_CA"), Insecure: os.Getenv("VERBATIM_CLICKHOUSE_INSECURE") == "true"}
 }
 
 // openMigrated opens the database and applies the schema's pending

@@ -11,8 +11,12 @@ package search
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -26,21 +30,41 @@ type Config struct {
 	Addr string
 	// Database, default "verbatim"; created by Migrate.
 	Database string
-	// User and Password authenticate; Password is never logged.
+	// User and Password authenticate; Password is never logged. Without
+	// a user, ClickHouse's default user is taken, on loopback only.
 	User, Password string
+	// TLS speaks the native protocol over TLS (ClickHouse's secure port),
+	// checking the server's certificate against the system's CAs, or
+	// CAFile's (a PEM file) when it is set, which implies TLS.
+	TLS    bool
+	CAFile string
+	// Insecure allows the plain native protocol to another host than
+	// loopback: the password then crosses the network in clear.
+	Insecure bool
 }
 
 func (c *Config) setDefaults() {
 	if c.Database == "" {
 		c.Database = "verbatim"
 	}
-	if c.User == "" {
-		c.User = "default"
+	if c.CAFile != "" {
+		c.TLS = true
 	}
 }
 
-// Validate reports missing settings.
+// Validate reports missing settings, and refuses a password or the
+// default user sent in clear to another host than loopback.
 func (c Config) Validate() error {
+	host, _, _ := net.SplitHostPort(c.Addr)
+	ip := net.ParseIP(host)
+	loopback := host == "localhost" || (ip != nil && ip.IsLoopback())
+	switch {
+	case c.Addr != "" && !loopback && c.User == "":
+		return fmt.Errorf("search: clickhouse %s: a user is required (VERBATIM_CLICKHOUSE_USER): the default user is for loopback only", c.Addr)
+	case c.Addr != "" && !loopback && !c.TLS && c.CAFile == "" && !c.Insecure:
+		return fmt.Errorf("search: clickhouse %s: the plain native protocol to another host sends the password in clear: "+
+			"use TLS (VERBATIM_CLICKHOUSE_TLS=true or VERBATIM_CLICKHOUSE_CA=FILE) or allow it explicitly (VERBATIM_CLICKHOUSE_INSECURE=true)", c.Addr)
+	}
 	if c.Addr == "" {
 		return errors.New("search: clickhouse address is required")
 	}
@@ -56,11 +80,30 @@ func Open(ctx context.Context, cfg Config) (driver.Conn, string, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, "", err
 	}
-	conn, err := clickhouse.Open(&clickhouse.Options{
+	user := cfg.User
+	if user == "" {
+		user = "default" // on loopback only (Validate)
+	}
+	opts := &clickhouse.Options{
 		Addr:        []string{cfg.Addr},
-		Auth:        clickhouse.Auth{Username: cfg.User, Password: cfg.Password},
+		Auth:        clickhouse.Auth{Username: user, Password: cfg.Password},
 		DialTimeout: 5 * time.Second,
-	})
+	}
+	if cfg.TLS {
+		opts.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		if cfg.CAFile != "" {
+			pem, err := os.ReadFile(cfg.CAFile)
+			if err != nil {
+				return nil, "", fmt.Errorf("search: clickhouse CA: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, "", fmt.Errorf("search: clickhouse CA %s holds no certificate", cfg.CAFile)
+			}
+			opts.TLS.RootCAs = pool
+		}
+	}
+	conn, err := clickhouse.Open(opts)
 	if err != nil {
 		return nil, "", fmt.Errorf("search: clickhouse: %w", err)
 	}
