@@ -28,12 +28,20 @@ type kafkaFlags struct {
 
 func addKafkaFlags(fs *flag.FlagSet) kafkaFlags {
 	return kafkaFlags{brokers: fs.String("brokers", envOr("VERBATIM_KAFKA_BROKERS", "127.0.0.1:19092"),
-		"Kafka seed brokers, comma separated (env VERBATIM_KAFKA_BROKERS); the default is `verbatim dev`'s"), metrics: new(prometheus.Registerer)}
+		"Kafka seed brokers, comma separated (env VERBATIM_KAFKA_BROKERS; TLS and SCRAM-SHA-512 from VERBATIM_KAFKA_TLS, _CA, _CERT, _KEY, _SASL_USER, _SASL_PASSWORD); the default is `verbatim dev`'s"),
+		metrics: new(prometheus.Registerer)}
 }
 
-// config is how the role clientID reaches Kafka, logging warnings to stderr.
+// config is how the role clientID reaches Kafka, logging warnings to
+// stderr: TLS and SCRAM-SHA-512 from the environment (VERBATIM_KAFKA_TLS,
+// _CA, _CERT, _KEY, _SASL_USER, _SASL_PASSWORD; _INSECURE=true for SASL
+// without TLS to another host than loopback).
 func (k kafkaFlags) config(clientID string, stderr io.Writer) kafkaclient.Config {
-	return kafkaclient.Config{Brokers: strings.Split(*k.brokers, ","), ClientID: clientID, Logger: warnLogger(stderr), Metrics: *k.metrics}
+	return kafkaclient.Config{Brokers: strings.Split(*k.brokers, ","), ClientID: clientID, Logger: warnLogger(stderr), Metrics: *k.metrics,
+		TLS: os.Getenv("VERBATIM_KAFKA_TLS") == "true", CAFile: os.Getenv("VERBATIM_KAFKA_CA"),
+		CertFile: os.Getenv("VERBATIM_KAFKA_CERT"), KeyFile: os.Getenv("VERBATIM_KAFKA_KEY"),
+		SASLUser: os.Getenv("VERBATIM_KAFKA_SASL_USER"), SASLPassword: os.Getenv("VERBATIM_KAFKA_SASL_PASSWORD"),
+		Insecure: os.Getenv("VERBATIM_KAFKA_INSECURE") == "true"}
 }
 
 // client returns a client for the role clientID, logging warnings to stderr.

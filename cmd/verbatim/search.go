@@ -47,7 +47,7 @@ func addClickHouseFlags(fs *flag.FlagSet) chFlags {
 	return chFlags{
 		addr: fs.String("clickhouse", envOr("VERBATIM_CLICKHOUSE_ADDR", "127.0.0.1:19000"), "ClickHouse native address (env VERBATIM_CLICKHOUSE_ADDR; user and password from VERBATIM_CLICKHOUSE_USER/_PASSWORD; "+
 			"TLS with VERBATIM_CLICKHOUSE_TLS=true or the CA file VERBATIM_CLICKHOUSE_CA; to another host than loopback, plain text only with VERBATIM_CLICKHOUSE_INSECURE=true)"),
-		db:   fs.String("database", envOr("VERBATIM_CLICKHOUSE_DB", "verbatim"), "ClickHouse database of the search projection"),
+		db: fs.String("database", envOr("VERBATIM_CLICKHOUSE_DB", "verbatim"), "ClickHouse database of the search projection"),
 	}
 }
 
