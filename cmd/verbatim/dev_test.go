@@ -67,21 +67,8 @@ func TestDevRecordsWhatIsIngested(t *testing.T) {
 	if m == nil {
 		t.Fatalf("dev: no operations endpoint:\n%s", errb.String())
 	}
-	for {
-		resp, err := http.Get(m[1] + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if strings.Contains(string(b), "\nverbatim_process_recordings_stored_total 2\n") && strings.Contains(string(b), `verbatim_build_info{revision=`) {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("dev's metrics never counted the two recordings:\n%s", b)
-		case <-time.After(50 * time.Millisecond): // the interval of asking
-		}
+	if b := awaitMetrics(ctx, t, m[1], "verbatim_process_recordings_stored_total 2"); !strings.Contains(b, `verbatim_build_info{revision=`) {
+		t.Fatalf("dev's metrics:\n%s", b)
 	}
 	d.stop()
 	if !strings.Contains(out.String(), "role      process") {

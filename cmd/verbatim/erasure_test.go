@@ -199,13 +199,7 @@ func TestErasureOfASubject(t *testing.T) {
 	}
 
 	// A projection rebuilt from the topics brings nothing of her back.
-	rebuilt := e.db + "_rebuilt"
-	t.Cleanup(func() {
-		if conn, _, err := (chFlags{addr: ptr(stacktest.Env(t, "VERBATIM_CLICKHOUSE_ADDR")), db: &rebuilt}).open(context.Background()); err == nil {
-			_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS `"+rebuilt+"`")
-			conn.Close()
-		}
-	})
+	rebuilt := e.rebuiltDatabase()
 	e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", rebuilt, "--group", "rebuild", "--exit-when-idle")
 	var rs []search.Result
 	if err := json.Unmarshal([]byte(e.cmd("search", "--json", "--database", rebuilt, "--tenant", "demo")), &rs); err != nil {

@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
@@ -65,4 +68,50 @@ func (e *cliEnv) play(callID string) []byte {
 		e.t.Fatal(err)
 	}
 	return b
+}
+
+// awaitMetrics asks the operations endpoint at base for its metrics until
+// each sample of want ("name value", a whole line) is among them, and
+// returns them: the role's own count of what it did is the event waited
+// for.
+func awaitMetrics(ctx context.Context, t *testing.T, base string, want ...string) string {
+	t.Helper()
+	for {
+		resp, err := http.Get(base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body := string(b)
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(body, "\n"+w+"\n") {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
+			return body
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s never said %q:\n%s", base, missing, body)
+		case <-time.After(50 * time.Millisecond): // the interval of asking
+		}
+	}
+}
+
+// rebuiltDatabase names a database beside the test's for a projection
+// rebuilt from the topics, dropped at the end.
+func (e *cliEnv) rebuiltDatabase() string {
+	t := e.t
+	rebuilt := e.db + "_rebuilt"
+	t.Cleanup(func() {
+		if conn, _, err := (chFlags{addr: ptr(stacktest.Env(t, "VERBATIM_CLICKHOUSE_ADDR")), db: &rebuilt}).open(context.Background()); err == nil {
+			_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS `"+rebuilt+"`")
+			conn.Close()
+		}
+	})
+	return rebuilt
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/verbatimrec/verbatim/internal/keys"
 	"github.com/verbatimrec/verbatim/internal/objstore"
-	"github.com/verbatimrec/verbatim/internal/stacktest"
 	"github.com/verbatimrec/verbatim/processors/lifecycle"
 	"github.com/verbatimrec/verbatim/projections/search"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
@@ -115,13 +114,7 @@ func TestTenantOffboard(t *testing.T) {
 		t.Fatalf("a key for the offboarded tenant: %v", err)
 	}
 	// Rebuilt from the topics, the projection brings none of it back.
-	rebuilt := e.db + "_rebuilt"
-	t.Cleanup(func() {
-		if conn, _, err := (chFlags{addr: ptr(stacktest.Env(t, "VERBATIM_CLICKHOUSE_ADDR")), db: &rebuilt}).open(context.Background()); err == nil {
-			_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS `"+rebuilt+"`")
-			conn.Close()
-		}
-	})
+	rebuilt := e.rebuiltDatabase()
 	e.cmd("project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", rebuilt, "--group", "rebuild", "--exit-when-idle")
 	for tenant, want := range map[string]int{"demo": 0, "acme": 1} {
 		var rs []search.Result

@@ -92,24 +92,8 @@ func TestOpsEndpoint(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	// until asks for the metrics until one of them reads want: the
-	// role's own count of what it did is the event waited for.
-	until := func(base, metric, want string) string {
-		t.Helper()
-		for {
-			_, body := get(base + "/metrics")
-			if strings.Contains(body, "\n"+metric+" "+want+"\n") {
-				return body
-			}
-			select {
-			case <-ctx.Done():
-				t.Fatalf("%s never reached %s:\n%s", metric, want, body)
-			case <-time.After(100 * time.Millisecond): // the interval of asking
-			}
-		}
-	}
 	proc := serve(nil, "process", "--brokers", e.brokers, "--keyring", e.keyring, "--objects", e.objects, "--spool", t.TempDir(), "--quiet")[0]
-	body := until(proc, "verbatim_process_recordings_stored_total", "2")
+	body := awaitMetrics(ctx, t, proc, "verbatim_process_recordings_stored_total 2")
 	for _, want := range []string{"verbatim_process_open_calls 0", "verbatim_process_recordings_failed_total 0", `verbatim_build_info{revision=`, `client="verbatim-process#`} {
 		if !strings.Contains(body, want) {
 			t.Fatalf("process metrics lack %q:\n%s", want, body)
@@ -126,7 +110,7 @@ func TestOpsEndpoint(t *testing.T) {
 	proj := serve(nil, "project", "search", "--brokers", e.brokers, "--keyring", e.keyring, "--database", e.db)[0]
 	// The lag is the brokers' word at the scrape: 0 once every record
 	// written before is projected (and its offset committed).
-	if b := until(proj, "verbatim_project_lag_records", "0"); !strings.Contains(b, "\nverbatim_project_records_total ") || !strings.Contains(b, `client="verbatim-project-search#`) {
+	if b := awaitMetrics(ctx, t, proj, "verbatim_project_lag_records 0"); !strings.Contains(b, "\nverbatim_project_records_total ") || !strings.Contains(b, `client="verbatim-project-search#`) {
 		t.Fatalf("project metrics:\n%s", b)
 	}
 	if code, b := get(proj + "/readyz"); code != 200 {
@@ -151,7 +135,7 @@ func TestOpsEndpoint(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
-	b := until(opsURL, `verbatim_api_requests_total{code="200",operation="call.search"}`, "1")
+	b := awaitMetrics(ctx, t, opsURL, `verbatim_api_requests_total{code="200",operation="call.search"} 1`)
 	for _, want := range []string{`verbatim_api_requests_total{code="401",operation="call.search"} 1`, `verbatim_api_request_seconds_count{operation="call.search"} 2`,
 		`client="verbatim-api#`} {
 		if !strings.Contains(b, want) {

@@ -7,9 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
@@ -150,22 +148,7 @@ func TestSIPRECSessionFromSIPp(t *testing.T) {
 			if m == nil {
 				t.Fatalf("siprec: no operations endpoint: %s", s.stderr.String())
 			}
-			for {
-				resp, err := http.Get(m[1] + "/metrics")
-				if err != nil {
-					t.Fatal(err)
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if strings.Contains(string(b), "\nverbatim_siprec_sessions_total 1\n") && strings.Contains(string(b), "\nverbatim_siprec_sessions_open 0\n") {
-					break
-				}
-				select {
-				case <-ctx.Done():
-					t.Fatalf("siprec metrics never counted the session:\n%s", b)
-				case <-time.After(100 * time.Millisecond): // the interval of asking
-				}
-			}
+			awaitMetrics(ctx, t, m[1], "verbatim_siprec_sessions_total 1", "verbatim_siprec_sessions_open 0")
 			out := s.shutdown()
 			if !strings.Contains(out, "1 sessions recorded (at most 1 at once)") {
 				t.Fatalf("siprec said: %s", out)

@@ -193,13 +193,10 @@ func TestAuditSigners(t *testing.T) {
 	}
 }
 
-// TestRotation: both key managers rotate a tenant's KEK, rewrap data keys
-// of the old version to the new one (the same DEK), and once the old
-// version is retired, a key still wrapped by it refuses to unwrap while
-// the rewrapped one unwraps.
-func TestRotation(t *testing.T) {
-	ctx := context.Background()
-	tenant := "rot" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+// bothManagers are a keyring of the test's and the local stack's Vault
+// Transit, which may create keys.
+func bothManagers(t *testing.T) (*keys.Keyring, *keys.Vault) {
+	t.Helper()
 	ring, err := keys.OpenKeyring(filepath.Join(t.TempDir(), "keyring.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -208,6 +205,17 @@ func TestRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ring, v
+}
+
+// TestRotation: both key managers rotate a tenant's KEK, rewrap data keys
+// of the old version to the new one (the same DEK), and once the old
+// version is retired, a key still wrapped by it refuses to unwrap while
+// the rewrapped one unwraps.
+func TestRotation(t *testing.T) {
+	ctx := context.Background()
+	tenant := "rot" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	ring, v := bothManagers(t)
 	for name, m := range map[string]interface {
 		keys.Manager
 		keys.Rotator
@@ -264,14 +272,7 @@ func TestDestroyKEK(t *testing.T) {
 	ctx := context.Background()
 	suffix := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
 	tenant, other := "gone"+suffix, "kept"+suffix
-	ring, err := keys.OpenKeyring(filepath.Join(t.TempDir(), "keyring.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := keys.NewVault(keys.VaultConfig{Address: stacktest.Env(t, "VERBATIM_VAULT_ADDR"), Token: stacktest.Env(t, "VERBATIM_VAULT_TOKEN"), CreateKeys: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ring, v := bothManagers(t)
 	for name, m := range map[string]interface {
 		keys.Manager
 		keys.Rotator
