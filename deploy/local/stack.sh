@@ -17,7 +17,7 @@
 #
 # Ports (override with the environment):
 #   VERBATIM_KAFKA_PORT=19092 VERBATIM_KAFKA_CONTROLLER_PORT=19093
-#   VERBATIM_CLICKHOUSE_PORT=19000 VERBATIM_CLICKHOUSE_HTTP_PORT=18123
+#   VERBATIM_CLICKHOUSE_PORT=19000 VERBATIM_CLICKHOUSE_HTTP_PORT=18123 VERBATIM_CLICKHOUSE_TLS_PORT=19440
 #   VERBATIM_MINIO_PORT=19100 VERBATIM_MINIO_CONSOLE_PORT=19101
 #   VERBATIM_VAULT_PORT=18200 VERBATIM_DEX_PORT=15556
 # Versions:
@@ -39,6 +39,7 @@ KAFKA_PORT=${VERBATIM_KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${VERBATIM_KAFKA_CONTROLLER_PORT:-19093}
 CLICKHOUSE_PORT=${VERBATIM_CLICKHOUSE_PORT:-19000}
 CLICKHOUSE_HTTP_PORT=${VERBATIM_CLICKHOUSE_HTTP_PORT:-18123}
+CLICKHOUSE_TLS_PORT=${VERBATIM_CLICKHOUSE_TLS_PORT:-19440}
 MINIO_PORT=${VERBATIM_MINIO_PORT:-19100}
 MINIO_CONSOLE_PORT=${VERBATIM_MINIO_CONSOLE_PORT:-19101}
 VAULT_PORT=${VERBATIM_VAULT_PORT:-18200}
@@ -233,8 +234,10 @@ apt_install() {
 }
 
 start_clickhouse() {
-	local d=$STACK_DIR/clickhouse hash
+	local d=$STACK_DIR/clickhouse hash tls
 	mkdir -p "$d/data" "$d/tmp" "$d/user_files" "$d/format_schemas"
+	tls_material # the native protocol's secure port uses the stack's certificate
+	tls=$(tls_dir)
 	hash=$(printf '%s' "$CLICKHOUSE_PASSWORD" | sha256sum | cut -d' ' -f1)
 	# Minimal config that works on 18.16 (the <yandex> root) and on current
 	# releases, which still accept it.
@@ -250,7 +253,19 @@ start_clickhouse() {
     </logger>
     <listen_host>$HOST</listen_host>
     <tcp_port>$CLICKHOUSE_PORT</tcp_port>
+    <tcp_port_secure>$CLICKHOUSE_TLS_PORT</tcp_port_secure>
     <http_port>$CLICKHOUSE_HTTP_PORT</http_port>
+    <openSSL>
+        <server>
+            <certificateFile>$tls/server.pem</certificateFile>
+            <privateKeyFile>$tls/server.key</privateKeyFile>
+            <verificationMode>none</verificationMode>
+            <loadDefaultCAFile>false</loadDefaultCAFile>
+            <cacheSessions>true</cacheSessions>
+            <disableProtocols>sslv2,sslv3,tlsv1,tlsv1_1</disableProtocols>
+            <preferServerCiphers>true</preferServerCiphers>
+        </server>
+    </openSSL>
     <max_connections>1024</max_connections>
     <keep_alive_timeout>3</keep_alive_timeout>
     <max_concurrent_queries>100</max_concurrent_queries>
@@ -664,6 +679,7 @@ cmd_env() {
 	cat <<EOF
 export VERBATIM_KAFKA_BROKERS=$HOST:$KAFKA_PORT
 export VERBATIM_CLICKHOUSE_ADDR=$HOST:$CLICKHOUSE_PORT
+export VERBATIM_CLICKHOUSE_TLS_ADDR=$HOST:$CLICKHOUSE_TLS_PORT
 export VERBATIM_CLICKHOUSE_USER=verbatim
 export VERBATIM_CLICKHOUSE_PASSWORD=$CLICKHOUSE_PASSWORD
 export VERBATIM_S3_ENDPOINT=$HOST:$MINIO_PORT

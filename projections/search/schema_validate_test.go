@@ -1,9 +1,13 @@
 package search_test
 
 import (
+	"context"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/verbatimrec/verbatim/internal/stacktest"
 	"github.com/verbatimrec/verbatim/projections/search"
 )
 
@@ -28,5 +32,34 @@ func TestConfigRefusesClearText(t *testing.T) {
 		if (c.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.want)) {
 			t.Errorf("%+v: %v, want %q", c.cfg, err, c.want)
 		}
+	}
+}
+
+// TestClickHouseOverTLS: the local stack's ClickHouse (18.16) serves the
+// native protocol over TLS too: a client with the stack's CA connects
+// and queries; one that trusts only the system's CAs is refused the
+// handshake; the plain protocol on the secure port gets nowhere.
+func TestClickHouseOverTLS(t *testing.T) {
+	addr, ca := stacktest.Env(t, "VERBATIM_CLICKHOUSE_TLS_ADDR"), stacktest.Env(t, "VERBATIM_TLS_CA")
+	user, pw := os.Getenv("VERBATIM_CLICKHOUSE_USER"), os.Getenv("VERBATIM_CLICKHOUSE_PASSWORD")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, _, err := search.Open(ctx, search.Config{Addr: addr, User: user, Password: pw, CAFile: ca})
+	if err != nil {
+		t.Fatalf("over TLS with the stack's CA: %v", err)
+	}
+	var version string
+	if err := conn.QueryRow(ctx, "SELECT version()").Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	t.Logf("ClickHouse %s over TLS on %s", version, addr)
+	if _, _, err := search.Open(ctx, search.Config{Addr: addr, User: user, Password: pw, TLS: true}); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("a certificate of an unknown CA: %v", err)
+	}
+	pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer pcancel()
+	if _, _, err := search.Open(pctx, search.Config{Addr: addr, User: user, Password: pw}); err == nil {
+		t.Fatal("the plain protocol was served on the secure port")
 	}
 }
