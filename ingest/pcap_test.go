@@ -171,7 +171,7 @@ func TestPcapG711(t *testing.T) {
 // from its Vault (Transit), under a tenant of its own.
 func TestPcapRealStack(t *testing.T) {
 	brokers := strings.Split(stacktest.Env(t, "VERBATIM_KAFKA_BROKERS"), ",")
-	km, err := keys.NewVault(keys.VaultConfig{Address: stacktest.Env(t, "VERBATIM_VAULT_ADDR"),
+	km, err := keys.NewVault(keys.VaultConfig{Address: stacktest.Env(t, "VERBATIM_VAULT_ADDR"), CAFile: os.Getenv("VERBATIM_VAULT_CA"),
 		Token: stacktest.Env(t, "VERBATIM_VAULT_TOKEN"), CreateKeys: true})
 	if err != nil {
 		t.Fatal(err)

@@ -505,7 +505,7 @@ func noPlaintext(t *testing.T, p *pipeline, stored map[string][]stored, recs []*
 func TestProcessRealStack(t *testing.T) {
 	ctx := context.Background()
 	brokers := strings.Split(stacktest.Env(t, "VERBATIM_KAFKA_BROKERS"), ",")
-	km, err := keys.NewVault(keys.VaultConfig{Address: stacktest.Env(t, "VERBATIM_VAULT_ADDR"),
+	km, err := keys.NewVault(keys.VaultConfig{Address: stacktest.Env(t, "VERBATIM_VAULT_ADDR"), CAFile: os.Getenv("VERBATIM_VAULT_CA"),
 		Token: stacktest.Env(t, "VERBATIM_VAULT_TOKEN"), CreateKeys: true})
 	if err != nil {
 		t.Fatal(err)

@@ -241,7 +241,7 @@ func newStackCLI(ctx context.Context, t *testing.T, prefix string) *stackCLI {
 		}
 	})
 	e.mustRun("topics", "--create", "--brokers", brokers)
-	km, err := keys.NewVault(keys.VaultConfig{Address: os.Getenv("VERBATIM_VAULT_ADDR"), Token: os.Getenv("VERBATIM_VAULT_TOKEN"), CreateKeys: true})
+	km, err := keys.NewVault(keys.VaultConfig{Address: os.Getenv("VERBATIM_VAULT_ADDR"), Token: os.Getenv("VERBATIM_VAULT_TOKEN"), CAFile: os.Getenv("VERBATIM_VAULT_CA"), CreateKeys: true})
 	if err != nil {
 		t.Fatal(err)
 	}

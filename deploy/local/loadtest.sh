@@ -50,7 +50,8 @@ echo "== $calls calls for $duration (CPU seconds per stage; idle exits add 10 s 
 # A tenant, consumer groups and a search database of this run's own: the
 # run measures its calls only, whatever earlier runs left on the stack.
 run=load$(date +%s)
-curl -fsS -X POST -H "X-Vault-Token: $VERBATIM_VAULT_TOKEN" -d '{"type":"aes256-gcm96"}' \
+# The token goes to curl on stdin (printf is the shell's own), never in argv.
+printf 'X-Vault-Token: %s\n' "$VERBATIM_VAULT_TOKEN" | curl -fsS --cacert "$VERBATIM_VAULT_CA" -X POST -H @- -d '{"type":"aes256-gcm96"}' \
 	"$VERBATIM_VAULT_ADDR/v1/transit/keys/verbatim-tenant-$run" >/dev/null
 stage ingest "$v" ingest pcap --tenant "$run" "$work/load.pcap"
 stage process "$v" process --tenants "$run" --group "$run" --instance "$run" --exit-when-idle --quiet --spool "$work"

@@ -394,25 +394,31 @@ install_vault() {
 # in vault/init.json, 0600) and unseals it at every start. No token or key
 # is ever on a command line: curl reads them from files or stdin.
 start_vault() {
-	local d=$STACK_DIR/vault
+	local d=$STACK_DIR/vault tls
 	mkdir -p "$d/data"
+	tls_material # Vault listens with TLS only, on the stack's certificate
+	tls=$(tls_dir)
 	cat >"$d/vault.hcl" <<EOF
 storage "file" {
   path = "$d/data"
 }
 listener "tcp" {
-  address     = "$HOST:$VAULT_PORT"
-  tls_disable = true
+  address         = "$HOST:$VAULT_PORT"
+  tls_cert_file   = "$tls/server.pem"
+  tls_key_file    = "$tls/server.key"
+  tls_min_version = "tls12"
 }
-api_addr      = "http://$HOST:$VAULT_PORT"
+api_addr      = "https://$HOST:$VAULT_PORT"
 disable_mlock = true
 ui            = false
 EOF
 	HOME=$d start_bg vault "$d/vault.log" "$(vault_bin)" server -config="$d/vault.hcl"
 }
 
+vault_url() { echo "https://$HOST:$VAULT_PORT/v1/$1"; }
+
 vault_curl() { # method path, JSON body on stdin; the token from a file, never in argv
-	curl -sS --max-time 10 -X "$1" -H @"$STACK_DIR/vault/token.header" --data-binary @- "http://$HOST:$VAULT_PORT/v1/$2"
+	curl -sS --max-time 10 --cacert "$(tls_dir)/ca.pem" -X "$1" -H @"$STACK_DIR/vault/token.header" --data-binary @- "$(vault_url "$2")"
 }
 
 json_field() { # name: the first string value of "name" (or of its array) in the JSON on stdin
@@ -425,11 +431,11 @@ vault_token_header() { # token: the header file curl reads it from
 
 ready_vault() { # initialise once, unseal at every start; ready once unsealed
 	local d=$STACK_DIR/vault health out
-	health=$(curl -sS --max-time 3 "http://$HOST:$VAULT_PORT/v1/sys/health" 2>/dev/null) || return 1
+	health=$(curl -sS --max-time 3 --cacert "$(tls_dir)/ca.pem" "$(vault_url sys/health)" 2>/dev/null) || return 1
 	case $health in
 	*'"initialized":false'*)
-		out=$(printf '{"secret_shares":1,"secret_threshold":1}' | curl -fsS --max-time 30 -X PUT --data-binary @- \
-			"http://$HOST:$VAULT_PORT/v1/sys/init") || return 1
+		out=$(printf '{"secret_shares":1,"secret_threshold":1}' | curl -fsS --max-time 30 --cacert "$(tls_dir)/ca.pem" -X PUT --data-binary @- \
+			"$(vault_url sys/init)") || return 1
 		(umask 077 && printf '%s\n' "$out" >"$d/init.json")
 		log "initialised Vault (unseal key and root token in $d/init.json, 0600)"
 		return 1
@@ -437,7 +443,7 @@ ready_vault() { # initialise once, unseal at every start; ready once unsealed
 	*'"sealed":true'*)
 		[ -f "$d/init.json" ] || die "Vault in $d/data is sealed and $d/init.json is gone; delete $d to start afresh"
 		json_field keys <"$d/init.json" | sed 's/.*/{"key":"&"}/' |
-			curl -fsS --max-time 30 -X PUT --data-binary @- "http://$HOST:$VAULT_PORT/v1/sys/unseal" >/dev/null || return 1
+			curl -fsS --max-time 30 --cacert "$(tls_dir)/ca.pem" -X PUT --data-binary @- "$(vault_url sys/unseal)" >/dev/null || return 1
 		return 1
 		;;
 	*'"sealed":false'*) return 0 ;;
@@ -687,7 +693,8 @@ export VERBATIM_S3_BUCKET=$BUCKET
 export VERBATIM_S3_ACCESS_KEY=$MINIO_ACCESS_KEY
 export VERBATIM_S3_SECRET_KEY=$MINIO_SECRET_KEY
 export VERBATIM_S3_INSECURE=true
-export VERBATIM_VAULT_ADDR=http://$HOST:$VAULT_PORT
+export VERBATIM_VAULT_ADDR=https://$HOST:$VAULT_PORT
+export VERBATIM_VAULT_CA=$(tls_dir)/ca.pem
 export VERBATIM_VAULT_TOKEN=$VAULT_ROOT_TOKEN
 export VERBATIM_TLS_CA=$(tls_dir)/ca.pem
 export VERBATIM_TLS_CERT=$(tls_dir)/server.pem

@@ -124,14 +124,14 @@ func TestKeyring(t *testing.T) {
 func TestVaultTransit(t *testing.T) {
 	addr := stacktest.Env(t, "VERBATIM_VAULT_ADDR")
 	token := stacktest.Env(t, "VERBATIM_VAULT_TOKEN")
-	m, err := keys.NewVault(keys.VaultConfig{Address: addr, Token: token, CreateKeys: true})
+	m, err := keys.NewVault(keys.VaultConfig{Address: addr, Token: token, CAFile: os.Getenv("VERBATIM_VAULT_CA"), CreateKeys: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	testManager(t, m, "demo", "acme")
 
 	// Without CreateKeys an unknown tenant is a clear error.
-	strict, err := keys.NewVault(keys.VaultConfig{Address: addr, Token: token})
+	strict, err := keys.NewVault(keys.VaultConfig{Address: addr, Token: token, CAFile: os.Getenv("VERBATIM_VAULT_CA")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestVaultTransit(t *testing.T) {
 		t.Fatalf("unknown tenant: got %v, want ErrUnknownTenant", err)
 	}
 	// A wrong token fails closed.
-	bad, err := keys.NewVault(keys.VaultConfig{Address: addr, Token: "not-a-token"})
+	bad, err := keys.NewVault(keys.VaultConfig{Address: addr, Token: "not-a-token", CAFile: os.Getenv("VERBATIM_VAULT_CA")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +159,7 @@ func TestAuditSigners(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := keys.NewVault(keys.VaultConfig{Address: stacktest.Env(t, "VERBATIM_VAULT_ADDR"), Token: stacktest.Env(t, "VERBATIM_VAULT_TOKEN"),
+	v, err := keys.NewVault(keys.VaultConfig{Address: stacktest.Env(t, "VERBATIM_VAULT_ADDR"), Token: stacktest.Env(t, "VERBATIM_VAULT_TOKEN"), CAFile: os.Getenv("VERBATIM_VAULT_CA"),
 		CreateKeys: true, AuditKey: "verbatim-audit-test-" + strconv.FormatInt(time.Now().UnixNano(), 36)})
 	if err != nil {
 		t.Fatal(err)
@@ -201,7 +201,7 @@ func bothManagers(t *testing.T) (*keys.Keyring, *keys.Vault) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := keys.NewVault(keys.VaultConfig{Address: stacktest.Env(t, "VERBATIM_VAULT_ADDR"), Token: stacktest.Env(t, "VERBATIM_VAULT_TOKEN"), CreateKeys: true})
+	v, err := keys.NewVault(keys.VaultConfig{Address: stacktest.Env(t, "VERBATIM_VAULT_ADDR"), Token: stacktest.Env(t, "VERBATIM_VAULT_TOKEN"), CAFile: os.Getenv("VERBATIM_VAULT_CA"), CreateKeys: true})
 	if err != nil {
 		t.Fatal(err)
 	}

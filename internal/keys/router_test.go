@@ -26,7 +26,14 @@ import (
 func TestBringYourOwnKey(t *testing.T) {
 	ctx := context.Background()
 	addr := stacktest.Env(t, "VERBATIM_VAULT_ADDR")
-	root, err := vault.NewClient(&vault.Config{Address: addr})
+	vc := vault.DefaultConfig()
+	vc.Address = addr
+	if ca := os.Getenv("VERBATIM_VAULT_CA"); ca != "" {
+		if err := vc.ConfigureTLS(&vault.TLSConfig{CACert: ca}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root, err := vault.NewClient(vc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +59,7 @@ func TestBringYourOwnKey(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(tok.Auth.ClientToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	list, _ := json.Marshal([]keys.TenantVault{{Tenant: "acme", Address: addr, Mount: mount, TokenFile: tokenFile}})
+	list, _ := json.Marshal([]keys.TenantVault{{Tenant: "acme", Address: addr, Mount: mount, TokenFile: tokenFile, CAFile: os.Getenv("VERBATIM_VAULT_CA")}})
 	listFile := filepath.Join(dir, "tenant-keys.json")
 	if err := os.WriteFile(listFile, list, 0o600); err != nil {
 		t.Fatal(err)
