@@ -512,7 +512,8 @@ func TestProcessRealStack(t *testing.T) {
 	}
 	store, err := objstore.NewS3(ctx, objstore.S3Config{Endpoint: stacktest.Env(t, "VERBATIM_S3_ENDPOINT"),
 		Bucket: stacktest.Env(t, "VERBATIM_S3_BUCKET"), AccessKey: stacktest.Env(t, "VERBATIM_S3_ACCESS_KEY"),
-		SecretKey: stacktest.Env(t, "VERBATIM_S3_SECRET_KEY"), Insecure: os.Getenv("VERBATIM_S3_INSECURE") == "true"})
+		SecretKey: stacktest.Env(t, "VERBATIM_S3_SECRET_KEY"), Insecure: os.Getenv("VERBATIM_S3_INSECURE") == "true",
+		CAFile: os.Getenv("VERBATIM_S3_CA")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,7 +32,7 @@ func addStoreFlags(fs *flag.FlagSet) storeFlags {
 	return storeFlags{
 		fs:       fs,
 		objects:  fs.String("objects", filepath.Join(envOr("VERBATIM_DATA", ".verbatim"), "objects"), "recordings directory, when no S3 endpoint is configured"),
-		s3:       fs.String("s3-endpoint", os.Getenv("VERBATIM_S3_ENDPOINT"), "S3 endpoint host:port (env VERBATIM_S3_ENDPOINT; keys from VERBATIM_S3_ACCESS_KEY and VERBATIM_S3_SECRET_KEY)"),
+		s3:       fs.String("s3-endpoint", os.Getenv("VERBATIM_S3_ENDPOINT"), "S3 endpoint host:port (env VERBATIM_S3_ENDPOINT; keys from VERBATIM_S3_ACCESS_KEY and VERBATIM_S3_SECRET_KEY; its CA, if not a public one, from VERBATIM_S3_CA)"),
 		bucket:   fs.String("s3-bucket", envOr("VERBATIM_S3_BUCKET", "verbatim-recordings"), "S3 bucket, with object lock (env VERBATIM_S3_BUCKET)"),
 		insecure: fs.Bool("s3-insecure", os.Getenv("VERBATIM_S3_INSECURE") == "true", "plain HTTP to S3, for a loopback dev stack only (env VERBATIM_S3_INSECURE=true)"),
 	}
@@ -45,7 +45,7 @@ func (s storeFlags) open(ctx context.Context) (objstore.Store, string, error) {
 		st, err := objstore.NewFS(*s.objects)
 		return st, "directory " + *s.objects, err
 	}
-	st, err := objstore.NewS3(ctx, objstore.S3Config{Endpoint: *s.s3, Bucket: *s.bucket, Insecure: *s.insecure,
+	st, err := objstore.NewS3(ctx, objstore.S3Config{Endpoint: *s.s3, Bucket: *s.bucket, Insecure: *s.insecure, CAFile: os.Getenv("VERBATIM_S3_CA"),
 		AccessKey: os.Getenv("VERBATIM_S3_ACCESS_KEY"), SecretKey: os.Getenv("VERBATIM_S3_SECRET_KEY")})
 	return st, "s3://" + *s.bucket + " at " + *s.s3, err
 }

@@ -338,23 +338,28 @@ install_minio() {
 }
 
 start_minio() {
-	local d=$STACK_DIR/minio
-	mkdir -p "$d/data"
+	local d=$STACK_DIR/minio tls
+	mkdir -p "$d/data" "$d/certs"
+	tls_material # MinIO serves HTTPS only, on the stack's certificate
+	tls=$(tls_dir)
+	cp "$tls/server.pem" "$d/certs/public.crt"
+	cp "$tls/server.key" "$d/certs/private.key"
 	MINIO_ROOT_USER=$MINIO_ACCESS_KEY MINIO_ROOT_PASSWORD=$MINIO_SECRET_KEY \
 		MINIO_BROWSER=off MINIO_UPDATE=off \
-		start_bg minio "$d/minio.log" "$(minio_bin)" server --quiet \
+		start_bg minio "$d/minio.log" "$(minio_bin)" server --quiet --certs-dir "$d/certs" \
 		--address "$HOST:$MINIO_PORT" --console-address "$HOST:$MINIO_CONSOLE_PORT" "$d/data"
 }
 
 ready_minio() {
-	curl -fsS --max-time 3 "http://$HOST:$MINIO_PORT/minio/health/ready" >/dev/null
+	curl -fsS --max-time 3 --cacert "$(tls_dir)/ca.pem" "https://$HOST:$MINIO_PORT/minio/health/ready" >/dev/null
 }
 
-s3() { # method path [curl args...]: a SigV4-signed request with the dev credentials
+s3() { # method path [curl args...]: a SigV4-signed request with the dev credentials, given to curl on stdin (never in argv)
 	local method=$1 path=$2
 	shift 2
-	curl -sS --max-time 10 -X "$method" --aws-sigv4 "aws:amz:us-east-1:s3" \
-		--user "$MINIO_ACCESS_KEY:$MINIO_SECRET_KEY" "$@" "http://$HOST:$MINIO_PORT$path"
+	printf 'user = "%s:%s"\n' "$MINIO_ACCESS_KEY" "$MINIO_SECRET_KEY" |
+		curl -sS --max-time 10 --cacert "$(tls_dir)/ca.pem" -K - -X "$method" --aws-sigv4 "aws:amz:us-east-1:s3" \
+			"$@" "https://$HOST:$MINIO_PORT$path"
 }
 
 setup_minio() { # the recordings bucket, created with object lock (implies versioning)
@@ -692,7 +697,8 @@ export VERBATIM_S3_ENDPOINT=$HOST:$MINIO_PORT
 export VERBATIM_S3_BUCKET=$BUCKET
 export VERBATIM_S3_ACCESS_KEY=$MINIO_ACCESS_KEY
 export VERBATIM_S3_SECRET_KEY=$MINIO_SECRET_KEY
-export VERBATIM_S3_INSECURE=true
+export VERBATIM_S3_INSECURE=false
+export VERBATIM_S3_CA=$(tls_dir)/ca.pem
 export VERBATIM_VAULT_ADDR=https://$HOST:$VAULT_PORT
 export VERBATIM_VAULT_CA=$(tls_dir)/ca.pem
 export VERBATIM_VAULT_TOKEN=$VAULT_ROOT_TOKEN

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -205,6 +208,7 @@ func TestS3(t *testing.T) {
 		AccessKey: stacktest.Env(t, "VERBATIM_S3_ACCESS_KEY"),
 		SecretKey: stacktest.Env(t, "VERBATIM_S3_SECRET_KEY"),
 		Insecure:  os.Getenv("VERBATIM_S3_INSECURE") == "true",
+		CAFile:    os.Getenv("VERBATIM_S3_CA"),
 	}
 	ctx := context.Background()
 	s, err := objstore.NewS3(ctx, cfg)
@@ -217,7 +221,19 @@ func TestS3(t *testing.T) {
 	// Nor may the app's own credentials remove the locked version
 	// directly, even asking to bypass governance: the lock is compliance
 	// mode.
-	mc, err := minio.New(cfg.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""), Secure: !cfg.Insecure})
+	mopts := &minio.Options{Creds: credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""), Secure: !cfg.Insecure}
+	if cfg.CAFile != "" && !cfg.Insecure {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+		mopts.Transport = tr
+	}
+	mc, err := minio.New(cfg.Endpoint, mopts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"time"
 
@@ -30,6 +33,24 @@ type S3Config struct {
 	Region string
 	// Insecure uses plain HTTP; for the loopback dev stack only.
 	Insecure bool
+	// CAFile is a PEM file of the CA(s) the endpoint's certificate is
+	// checked against, where it is not a public one.
+	CAFile string
+}
+
+// caTransport is an HTTP transport that trusts the CAs of file.
+func caTransport(file string) (*http.Transport, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("objstore: s3 CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("objstore: s3 CA %s holds no certificate", file)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return tr, nil
 }
 
 // Validate reports missing settings.
@@ -71,13 +92,21 @@ func NewS3(ctx context.Context, cfg S3Config) (*S3, error) {
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
 	}
-	c, err := minio.New(cfg.Endpoint, &minio.Options{
+	opts := &minio.Options{
 		Creds:  credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
 		Secure: !cfg.Insecure,
 		Region: cfg.Region,
 		// Stream the SHA-256 checksum as a trailer instead of buffering.
 		TrailingHeaders: true,
-	})
+	}
+	if cfg.CAFile != "" && !cfg.Insecure {
+		tr, err := caTransport(cfg.CAFile)
+		if err != nil {
+			return nil, err
+		}
+		opts.Transport = tr
+	}
+	c, err := minio.New(cfg.Endpoint, opts)
 	if err != nil {
 		return nil, fmt.Errorf("objstore: s3 client: %w", err)
 	}
