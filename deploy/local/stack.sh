@@ -127,6 +127,7 @@ credentials() { # creates $STACK_DIR/credentials.env (0600) once, then sources i
 MINIO_ACCESS_KEY=verbatim$(randhex 6)
 MINIO_SECRET_KEY=$(randhex 24)
 VAULT_ROOT_TOKEN=dev-$(randhex 16)
+VAULT_ROLE_TOKEN=dev-role-$(randhex 16)
 CLICKHOUSE_PASSWORD=$(randhex 16)
 DEX_CLIENT_SECRET=$(randhex 16)
 DEX_PASSWORD=$(randhex 12)
@@ -135,6 +136,11 @@ EOF
 	fi
 	# shellcheck disable=SC1090
 	. "$f"
+	if [ -z "${VAULT_ROLE_TOKEN:-}" ]; then # a stack made before the roles had a token of their own
+		(umask 077 && printf 'VAULT_ROLE_TOKEN=dev-role-%s\n' "$(randhex 16)" >>"$f")
+		# shellcheck disable=SC1090
+		. "$f"
+	fi
 	if [ -z "${DEX_PASSWORD:-}" ]; then # a stack made before Dex joined it
 		(umask 077 && printf 'DEX_CLIENT_SECRET=%s\nDEX_PASSWORD=%s\n' "$(randhex 16)" "$(randhex 12)" >>"$f")
 		# shellcheck disable=SC1090
@@ -477,7 +483,30 @@ vault_client_token() {
 	log "made Vault's client token"
 }
 
-setup_vault() { # the clients' token, the Transit engine, one key per dev tenant and the audit log's signing key
+# The roles' policy: the Transit paths of the tenants' keys and of the
+# audit log's signing key, nothing else (no sys/, no other mount).
+VAULT_ROLE_POLICY='path "transit/datakey/plaintext/verbatim-tenant-*" { capabilities = ["update"] }
+path "transit/decrypt/verbatim-tenant-*" { capabilities = ["update"] }
+path "transit/rewrap/verbatim-tenant-*" { capabilities = ["update"] }
+path "transit/keys/verbatim-tenant-*" { capabilities = ["create", "read", "update", "delete"] }
+path "transit/sign/verbatim-audit-*" { capabilities = ["update"] }
+path "transit/keys/verbatim-audit-*" { capabilities = ["create", "read", "update"] }'
+
+# The roles' token (VAULT_ROLE_TOKEN of credentials.env) has only that
+# policy; the root-policy token (VAULT_ROOT_TOKEN) is the operator's.
+vault_role_token() {
+	local body
+	vault_token_header "$VAULT_ROOT_TOKEN"
+	body=$(printf '%s' "$VAULT_ROLE_POLICY" | sed 's/\\/\\\\/g; s/"/\\"/g' | awk 'BEGIN{ORS="\\n"} {print}')
+	vault_api PUT sys/policies/acl/verbatim-roles "{\"policy\":\"$body\"}" >/dev/null || die "could not write Vault's role policy"
+	if printf '{"token":"%s"}' "$VAULT_ROLE_TOKEN" | vault_curl POST auth/token/lookup | grep -q '"policies":\["default","verbatim-roles"\]'; then return 0; fi
+	printf '{"id":"%s","policies":["verbatim-roles"],"no_parent":true,"ttl":"768h","display_name":"verbatim-roles"}' "$VAULT_ROLE_TOKEN" |
+		vault_curl POST auth/token/create >/dev/null
+	printf '{"token":"%s"}' "$VAULT_ROLE_TOKEN" | vault_curl POST auth/token/lookup | grep -q '"verbatim-roles"' || die "could not make Vault's role token"
+	log "made Vault's role token (policy verbatim-roles: the tenants' Transit keys only)"
+}
+
+setup_vault() { # the tokens, the Transit engine, one key per dev tenant and the audit log's signing key
 	vault_client_token
 	if ! vault_api GET sys/mounts | grep -q '"transit/"'; then
 		vault_api POST sys/mounts/transit '{"type":"transit"}' >/dev/null
@@ -488,6 +517,7 @@ setup_vault() { # the clients' token, the Transit engine, one key per dev tenant
 		vault_api POST "transit/keys/verbatim-tenant-$t" '{"type":"aes256-gcm96"}' >/dev/null
 	done
 	vault_api POST transit/keys/verbatim-audit-log '{"type":"ed25519"}' >/dev/null
+	vault_role_token
 }
 
 # --- TLS: a CA and a server certificate for 127.0.0.1, made here ---------
@@ -701,7 +731,8 @@ export VERBATIM_S3_INSECURE=false
 export VERBATIM_S3_CA=$(tls_dir)/ca.pem
 export VERBATIM_VAULT_ADDR=https://$HOST:$VAULT_PORT
 export VERBATIM_VAULT_CA=$(tls_dir)/ca.pem
-export VERBATIM_VAULT_TOKEN=$VAULT_ROOT_TOKEN
+export VERBATIM_VAULT_TOKEN=$VAULT_ROLE_TOKEN
+export VERBATIM_VAULT_ADMIN_TOKEN=$VAULT_ROOT_TOKEN
 export VERBATIM_TLS_CA=$(tls_dir)/ca.pem
 export VERBATIM_TLS_CERT=$(tls_dir)/server.pem
 export VERBATIM_TLS_KEY=$(tls_dir)/server.key

@@ -37,7 +37,7 @@ func TestBringYourOwnKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root.SetToken(stacktest.Env(t, "VERBATIM_VAULT_TOKEN"))
+	root.SetToken(stacktest.Env(t, "VERBATIM_VAULT_ADMIN_TOKEN")) // mounting and policies are the operator's
 	mount := "customer-acme-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	if err := root.Sys().MountWithContext(ctx, mount, &vault.MountInput{Type: "transit"}); err != nil {
 		t.Fatal(err)
