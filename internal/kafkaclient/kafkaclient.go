@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"sync/atomic"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/plugin/kprom"
 	"github.com/twmb/franz-go/plugin/kslog"
 
+	"github.com/verbatimrec/verbatim/internal/loopback"
 	"github.com/verbatimrec/verbatim/schemas"
 )
 
@@ -66,8 +66,7 @@ func (c Config) Validate() error {
 	}
 	if c.SASLUser != "" && !c.TLS && c.CAFile == "" && !c.Insecure {
 		for _, b := range c.Brokers {
-			host, _, _ := net.SplitHostPort(b)
-			if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			if !loopback.HostPort(b) {
 				return fmt.Errorf("kafkaclient: SASL to %s without TLS: the records cross the network in clear (VERBATIM_KAFKA_TLS=true, or allow it explicitly)", b)
 			}
 		}

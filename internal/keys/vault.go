@@ -6,13 +6,14 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 
 	vault "github.com/hashicorp/vault/api"
+
+	"github.com/verbatimrec/verbatim/internal/loopback"
 )
 
 // VaultConfig configures a Vault Transit key manager.
@@ -64,7 +65,7 @@ func (c VaultConfig) Validate() error {
 	}
 	if u, err := url.Parse(c.Address); c.Address != "" && (err != nil || (u.Scheme != "https" && u.Scheme != "http")) {
 		errs = append(errs, fmt.Errorf("keys: vault address %q: an http(s) URL", c.Address))
-	} else if c.Address != "" && u.Scheme == "http" && !c.Insecure && !loopbackHost(u.Hostname()) {
+	} else if c.Address != "" && u.Scheme == "http" && !c.Insecure && !loopback.Host(u.Hostname()) {
 		errs = append(errs, fmt.Errorf("keys: vault address %s is plain HTTP to another host: the token would cross the network in clear "+
 			"(use https, or allow it explicitly: --vault-insecure)", c.Address))
 	}
@@ -117,15 +118,6 @@ func NewVault(cfg VaultConfig) (*Vault, error) {
 
 // Kind implements Manager.
 func (*Vault) Kind() string { return "vault-transit" }
-
-// loopbackHost reports a host name or address of this machine's loopback.
-func loopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
-}
 
 func (v *Vault) keyName(tenant string) string { return v.cfg.KeyPrefix + tenant }
 

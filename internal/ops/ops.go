@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/verbatimrec/verbatim/internal/loopback"
 )
 
 // Namespace prefixes every metric Verbatim exports.
@@ -117,11 +119,10 @@ func (s *Server) Handler() http.Handler {
 // is refused unless allowRemote: the endpoint has no authentication, so
 // it is for a local scraper or a cluster network a policy guards.
 func (s *Server) Serve(ctx context.Context, addr string, allowRemote bool, log *slog.Logger) (net.Addr, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return nil, fmt.Errorf("ops: --ops-addr %q: %w", addr, err)
 	}
-	if ip := net.ParseIP(host); !allowRemote && (ip == nil || !ip.IsLoopback()) && host != "localhost" {
+	if !allowRemote && !loopback.HostPort(addr) {
 		return nil, fmt.Errorf("ops: --ops-addr %q is not a loopback address: the endpoint has no authentication (allow it with --ops-remote where a network policy guards it)", addr)
 	}
 	ln, err := net.Listen("tcp", addr)

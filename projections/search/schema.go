@@ -15,13 +15,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/verbatimrec/verbatim/internal/loopback"
 )
 
 // Config says how to reach ClickHouse.
@@ -55,13 +56,11 @@ func (c *Config) setDefaults() {
 // Validate reports missing settings, and refuses a password or the
 // default user sent in clear to another host than loopback.
 func (c Config) Validate() error {
-	host, _, _ := net.SplitHostPort(c.Addr)
-	ip := net.ParseIP(host)
-	loopback := host == "localhost" || (ip != nil && ip.IsLoopback())
+	local := loopback.HostPort(c.Addr)
 	switch {
-	case c.Addr != "" && !loopback && c.User == "":
+	case c.Addr != "" && !local && c.User == "":
 		return fmt.Errorf("search: clickhouse %s: a user is required (VERBATIM_CLICKHOUSE_USER): the default user is for loopback only", c.Addr)
-	case c.Addr != "" && !loopback && !c.TLS && c.CAFile == "" && !c.Insecure:
+	case c.Addr != "" && !local && !c.TLS && c.CAFile == "" && !c.Insecure:
 		return fmt.Errorf("search: clickhouse %s: the plain native protocol to another host sends the password in clear: "+
 			"use TLS (VERBATIM_CLICKHOUSE_TLS=true or VERBATIM_CLICKHOUSE_CA=FILE) or allow it explicitly (VERBATIM_CLICKHOUSE_INSECURE=true)", c.Addr)
 	}
