@@ -21,15 +21,10 @@ import (
 	"github.com/verbatimrec/verbatim/internal/keyops"
 	"github.com/verbatimrec/verbatim/internal/keys"
 	"github.com/verbatimrec/verbatim/internal/objstore"
+	"github.com/verbatimrec/verbatim/processors/lifecycle"
 	"github.com/verbatimrec/verbatim/schemas"
 	"github.com/verbatimrec/verbatim/schemas/verbatimv1"
 )
-
-// Committer commits records in one Kafka transaction, checking every
-// produce first (api.KafkaWriter is one).
-type Committer interface {
-	Commit(ctx context.Context, recs ...*kgo.Record) error
-}
 
 // ReencryptConfig configures `verbatim keys reencrypt`: recordings whose
 // data keys are suspected compromised are decrypted and sealed again
@@ -38,7 +33,7 @@ type ReencryptConfig struct {
 	// Kafka reads the key registry and the recordings topic. Required.
 	Kafka kafkaclient.Config
 	// Writer commits each recording's records. Required unless DryRun.
-	Writer Committer
+	Writer lifecycle.Writer
 	// Tenant whose recordings. Required.
 	Tenant string
 	// KeyIDs are the recording data keys suspected compromised; CallIDs
