@@ -81,8 +81,11 @@ type Resealed struct {
 	// legal hold keeps, as ciphertext whose key is shredded.
 	OldDeleted []string `json:"old_deleted,omitempty"`
 	OldLocked  []string `json:"old_locked,omitempty"`
-	Skip       string   `json:"skip,omitempty"`
-	Failure    string   `json:"failure,omitempty"`
+	// OldNotDeleted could not be deleted for another reason (logged):
+	// ciphertext whose key is gone, which the expiry deletes later.
+	OldNotDeleted []string `json:"old_not_deleted,omitempty"`
+	Skip          string   `json:"skip,omitempty"`
+	Failure       string   `json:"failure,omitempty"`
 }
 
 // ReencryptReport is what a job did.
@@ -449,7 +452,7 @@ func (cfg *ReencryptConfig) reseal(ctx context.Context, runID string, old *verba
 			// Re-encrypted and its key shredded: what is left is ciphertext
 			// without a key; the expiry deletes it later.
 			cfg.Logger.Warn("old object of a re-encrypted recording not deleted", "object", o.oldKey, "err", err)
-			r.OldLocked = append(r.OldLocked, o.oldKey)
+			r.OldNotDeleted = append(r.OldNotDeleted, o.oldKey)
 		}
 	}
 	slices.Sort(r.OldDeleted)

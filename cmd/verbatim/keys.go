@@ -204,8 +204,8 @@ func runReencrypt(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			case *dryRun:
 				fmt.Fprintf(stdout, "  %s %s: would be sealed again; key %s would be shredded\n", r.CallID, r.RecordingID, r.OldKeyID)
 			default:
-				fmt.Fprintf(stdout, "  %s %s -> %s: %d objects under key %s; key %s shredded; %d old objects deleted, %d kept as ciphertext under lock\n",
-					r.CallID, r.RecordingID, r.NewRecordingID, len(r.Objects), r.NewKeyID, r.OldKeyID, len(r.OldDeleted), len(r.OldLocked))
+				fmt.Fprintf(stdout, "  %s %s -> %s: %d objects under key %s; key %s shredded; %d old objects deleted, %d kept as ciphertext under lock, %d not deleted (logged)\n",
+					r.CallID, r.RecordingID, r.NewRecordingID, len(r.Objects), r.NewKeyID, r.OldKeyID, len(r.OldDeleted), len(r.OldLocked), len(r.OldNotDeleted))
 			}
 		}
 	}

@@ -291,7 +291,7 @@ func TestKeysReencrypt(t *testing.T) {
 		}
 	}
 	for _, r := range rep.Recordings {
-		if len(r.OldLocked) != 1 || len(r.OldDeleted) != 0 || len(r.Objects) != 1 {
+		if len(r.OldLocked) != 1 || len(r.OldDeleted) != 0 || len(r.OldNotDeleted) != 0 || len(r.Objects) != 1 {
 			t.Fatalf("old objects: %+v", r)
 		}
 	}
