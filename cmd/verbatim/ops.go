@@ -44,40 +44,33 @@ func addOpsFlags(fs *flag.FlagSet) opsFlags {
 	}
 }
 
-// check pings the brokers with the role's credentials.
-func (k kafkaFlags) check(ctx context.Context, clientID string, stderr io.Writer) error {
-	cl, err := k.client(clientID+"-check", stderr)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	if err := cl.Ping(pctx); err != nil {
-		return fmt.Errorf("kafka %s: %w (check the brokers, TLS and the SASL user and password)", *k.brokers, err)
-	}
-	return nil
-}
-
-// start serves the role's operations endpoint until ctx ends, with a
-// readiness check that Kafka answers, and returns it with the client of
-// that check (closed when ctx ends); nil when --ops-addr is empty. Every
-// Kafka client made from kafka afterwards reports to it. It tells stderr
-// where it listens.
+// start asks Kafka with the role's credentials, so that a wrong password
+// or certificate is said at once (a produce would only wait for its
+// deadline), then serves the role's operations endpoint until ctx ends,
+// with a readiness check that Kafka answers; it returns the endpoint with
+// the client of that check (closed when ctx ends), or nils when
+// --ops-addr is empty. Every Kafka client made from kafka afterwards
+// reports to the endpoint. It tells stderr where it listens.
 func (o opsFlags) start(ctx context.Context, role string, kafka kafkaFlags, clientID string, stderr io.Writer) (*ops.Server, *kgo.Client, error) {
-	// Kafka is asked first, so that a wrong password or certificate is
-	// said at once: a produce would only wait for its deadline.
-	if err := kafka.check(ctx, clientID, stderr); err != nil {
-		return nil, nil, err
+	var srv *ops.Server
+	if *o.addr != "" {
+		srv = ops.New(role, processors.Revision+" "+version())
+		*kafka.metrics = srv.Registry
 	}
-	if *o.addr == "" {
-		return nil, nil, nil
-	}
-	srv := ops.New(role, processors.Revision+" "+version())
-	*kafka.metrics = srv.Registry
 	ping, err := kafka.client(clientID+"-ready", stderr)
 	if err != nil {
 		return nil, nil, err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err = ping.Ping(pctx)
+	cancel()
+	if err != nil {
+		ping.Close()
+		return nil, nil, fmt.Errorf("kafka %s: %w (check the brokers, TLS and the SASL user and password)", *kafka.brokers, err)
+	}
+	if srv == nil {
+		ping.Close()
+		return nil, nil, nil
 	}
 	context.AfterFunc(ctx, ping.Close)
 	srv.Check("kafka", ping.Ping)
