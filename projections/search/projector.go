@@ -191,19 +191,8 @@ type callOf interface{ GetCallId() string }
 // ClickHouse applies in the background; WaitMutations waits for it) and
 // lists it in erased_calls, which search queries exclude at once.
 func EraseRows(ctx context.Context, conn driver.Conn, db, tenant, callID, requestID, reason string, at time.Time) error {
-	b, err := conn.PrepareBatch(ctx, "INSERT INTO `"+db+"`.erased_calls (tenant, call_id, request_id, reason, erased_at)")
-	if err == nil {
-		if err = b.Append(tenant, callID, requestID, reason, at.UTC()); err == nil {
-			err = b.Send()
-		}
-	}
-	if err != nil {
+	if err := eraseRows(ctx, conn, db, tenant, []string{callID}, requestID, reason, at, "tenant = ? AND call_id = ?", tenant, callID); err != nil {
 		return fmt.Errorf("search: erase %s: %w", callID, err)
-	}
-	for _, t := range ErasedTables {
-		if err := conn.Exec(ctx, "ALTER TABLE `"+db+"`."+t+" DELETE WHERE tenant = ? AND call_id = ?", tenant, callID); err != nil {
-			return fmt.Errorf("search: erase %s from %s: %w", callID, t, err)
-		}
 	}
 	return nil
 }
@@ -217,26 +206,35 @@ func EraseTenant(ctx context.Context, conn driver.Conn, db, tenant, requestID, r
 	if err != nil {
 		return 0, err
 	}
-	if len(ids) > 0 {
+	if err := eraseRows(ctx, conn, db, tenant, ids, requestID, reason, at, "tenant = ?", tenant); err != nil {
+		return 0, fmt.Errorf("search: erase tenant %s: %w", tenant, err)
+	}
+	return len(ids), nil
+}
+
+// eraseRows lists calls in erased_calls, then deletes the rows where
+// holds from every table erasure deletes from.
+func eraseRows(ctx context.Context, conn driver.Conn, db, tenant string, calls []string, requestID, reason string, at time.Time, where string, args ...any) error {
+	if len(calls) > 0 {
 		b, err := conn.PrepareBatch(ctx, "INSERT INTO `"+db+"`.erased_calls (tenant, call_id, request_id, reason, erased_at)")
 		if err != nil {
-			return 0, fmt.Errorf("search: erase tenant %s: %w", tenant, err)
+			return err
 		}
-		for _, id := range ids {
+		for _, id := range calls {
 			if err := b.Append(tenant, id, requestID, reason, at.UTC()); err != nil {
-				return 0, fmt.Errorf("search: erase tenant %s: %w", tenant, err)
+				return err
 			}
 		}
 		if err := b.Send(); err != nil {
-			return 0, fmt.Errorf("search: erase tenant %s: %w", tenant, err)
+			return err
 		}
 	}
 	for _, t := range ErasedTables {
-		if err := conn.Exec(ctx, "ALTER TABLE `"+db+"`."+t+" DELETE WHERE tenant = ?", tenant); err != nil {
-			return 0, fmt.Errorf("search: erase tenant %s from %s: %w", tenant, t, err)
+		if err := conn.Exec(ctx, "ALTER TABLE `"+db+"`."+t+" DELETE WHERE "+where, args...); err != nil {
+			return fmt.Errorf("from %s: %w", t, err)
 		}
 	}
-	return len(ids), nil
+	return nil
 }
 
 // TenantCalls are the ids of a tenant's calls, sorted: those with a call
