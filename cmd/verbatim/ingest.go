@@ -322,20 +322,15 @@ func runIngestLive(ctx context.Context, args []string, stdout, stderr io.Writer)
 // ingestMetrics exports a live capture's counts, as its last report
 // (every 1,000 frames) left them.
 func ingestMetrics(srv *ops.Server, last *atomic.Pointer[ingest.Report]) {
-	for _, m := range []struct {
-		name, help string
-		v          func(*ingest.Report) uint64
-	}{
-		{"frames_total", "Frames captured.", func(r *ingest.Report) uint64 { return uint64(r.Pcap.Frames) }},
-		{"kernel_drops_total", "Frames the kernel dropped before the capture read them.", func(r *ingest.Report) uint64 { return r.KernelDrops }},
-		{"sip_messages_total", "SIP messages read.", func(r *ingest.Report) uint64 { return uint64(r.SIP.Messages) }},
-		{"rtp_packets_total", "RTP packets batched for the processor.", func(r *ingest.Report) uint64 { return r.RTPPackets }},
-		{"batches_total", "PacketBatch records produced.", func(r *ingest.Report) uint64 { return r.Batches }},
-		{"srtp_auth_failures_total", "SRTP packets dropped: authentication failed (forged or corrupted).", func(r *ingest.Report) uint64 { return r.SRTPAuthFailures }},
-		{"srtp_replayed_total", "SRTP packets dropped: replayed.", func(r *ingest.Report) uint64 { return r.SRTPReplayed }},
-		{"bad_rtp_total", "Packets on a known media port that are not RTP.", func(r *ingest.Report) uint64 { return r.BadRTP }},
-	} {
-		srv.CounterFunc("ingest", m.name, m.help, func() float64 { return float64(m.v(last.Load())) })
-	}
+	ops.Totals(srv, "ingest", last, []ops.Total[ingest.Report]{
+		{Name: "frames_total", Help: "Frames captured.", Value: func(r *ingest.Report) uint64 { return uint64(r.Pcap.Frames) }},
+		{Name: "kernel_drops_total", Help: "Frames the kernel dropped before the capture read them.", Value: func(r *ingest.Report) uint64 { return r.KernelDrops }},
+		{Name: "sip_messages_total", Help: "SIP messages read.", Value: func(r *ingest.Report) uint64 { return uint64(r.SIP.Messages) }},
+		{Name: "rtp_packets_total", Help: "RTP packets batched for the processor.", Value: func(r *ingest.Report) uint64 { return r.RTPPackets }},
+		{Name: "batches_total", Help: "PacketBatch records produced.", Value: func(r *ingest.Report) uint64 { return r.Batches }},
+		{Name: "srtp_auth_failures_total", Help: "SRTP packets dropped: authentication failed (forged or corrupted).", Value: func(r *ingest.Report) uint64 { return r.SRTPAuthFailures }},
+		{Name: "srtp_replayed_total", Help: "SRTP packets dropped: replayed.", Value: func(r *ingest.Report) uint64 { return r.SRTPReplayed }},
+		{Name: "bad_rtp_total", Help: "Packets on a known media port that are not RTP.", Value: func(r *ingest.Report) uint64 { return r.BadRTP }},
+	})
 	srv.CounterFunc("ingest", "calls_total", "Calls the capture found.", func() float64 { return float64(last.Load().Calls) })
 }

@@ -150,22 +150,17 @@ func runProcess(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // processMetrics exports a processor's running totals, as its last
 // transaction left them.
 func processMetrics(srv *ops.Server, last *atomic.Pointer[processors.Stats]) {
-	for _, m := range []struct {
-		name, help string
-		v          func(*processors.Stats) uint64
-	}{
-		{"media_records_total", "Media records consumed in committed transactions.", func(s *processors.Stats) uint64 { return s.Records }},
-		{"batches_total", "PacketBatch records spooled.", func(s *processors.Stats) uint64 { return s.Batches }},
-		{"duplicate_batches_total", "Batches seen before (an ingest run repeated).", func(s *processors.Stats) uint64 { return s.Duplicates }},
-		{"recordings_stored_total", "Recordings stored and announced.", func(s *processors.Stats) uint64 { return s.Recorded }},
-		{"recordings_failed_total", "Calls announced as failed (their raw media stored).", func(s *processors.Stats) uint64 { return s.Failed }},
-		{"calls_without_media_total", "Calls that ended without any media.", func(s *processors.Stats) uint64 { return s.NoMedia }},
-		{"records_rejected_total", "Records that could not be used.", func(s *processors.Stats) uint64 { return s.Rejected }},
-		{"records_replayed_total", "Records read again to rebuild open calls.", func(s *processors.Stats) uint64 { return s.Replayed }},
-		{"transactions_aborted_total", "Transactions aborted (a rebalance) and redone.", func(s *processors.Stats) uint64 { return s.Aborted }},
-	} {
-		srv.CounterFunc("process", m.name, m.help, func() float64 { return float64(m.v(last.Load())) })
-	}
+	ops.Totals(srv, "process", last, []ops.Total[processors.Stats]{
+		{Name: "media_records_total", Help: "Media records consumed in committed transactions.", Value: func(s *processors.Stats) uint64 { return s.Records }},
+		{Name: "batches_total", Help: "PacketBatch records spooled.", Value: func(s *processors.Stats) uint64 { return s.Batches }},
+		{Name: "duplicate_batches_total", Help: "Batches seen before (an ingest run repeated).", Value: func(s *processors.Stats) uint64 { return s.Duplicates }},
+		{Name: "recordings_stored_total", Help: "Recordings stored and announced.", Value: func(s *processors.Stats) uint64 { return s.Recorded }},
+		{Name: "recordings_failed_total", Help: "Calls announced as failed (their raw media stored).", Value: func(s *processors.Stats) uint64 { return s.Failed }},
+		{Name: "calls_without_media_total", Help: "Calls that ended without any media.", Value: func(s *processors.Stats) uint64 { return s.NoMedia }},
+		{Name: "records_rejected_total", Help: "Records that could not be used.", Value: func(s *processors.Stats) uint64 { return s.Rejected }},
+		{Name: "records_replayed_total", Help: "Records read again to rebuild open calls.", Value: func(s *processors.Stats) uint64 { return s.Replayed }},
+		{Name: "transactions_aborted_total", Help: "Transactions aborted (a rebalance) and redone.", Value: func(s *processors.Stats) uint64 { return s.Aborted }},
+	})
 	srv.GaugeFunc("process", "open_calls", "Calls whose media is arriving.", func() float64 { return float64(last.Load().Open) })
 }
 

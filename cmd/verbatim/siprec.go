@@ -179,19 +179,13 @@ func siprecMetrics(srv *ops.Server, last *atomic.Pointer[ingest.SRSStats]) {
 		}
 		return n
 	}
-	for _, m := range []struct {
-		name, help string
-		v          func(*ingest.SRSStats) uint64
-	}{
-		{"sessions_total", "Recording sessions accepted.", func(s *ingest.SRSStats) uint64 { return s.Sessions }},
-		{"invites_refused_total", "INVITEs refused, for any reason (rate limited included).", refused},
-		{"invites_rate_limited_total", "INVITEs refused because one source sent them too fast.", func(s *ingest.SRSStats) uint64 { return s.RateLimited }},
-		{"foreign_packets_total", "RTP packets from an address other than the session's SRC (RTP Bleed), dropped.", func(s *ingest.SRSStats) uint64 { return s.ForeignPackets }},
-		{"sessions_ended_by_recorder_total", "Sessions the recorder ended itself (Kafka away past the media buffer, or the session timer).",
-			func(s *ingest.SRSStats) uint64 { return s.EndedByRecorder }},
-	} {
-		srv.CounterFunc("siprec", m.name, m.help, func() float64 { return float64(m.v(last.Load())) })
-	}
+	ops.Totals(srv, "siprec", last, []ops.Total[ingest.SRSStats]{
+		{Name: "sessions_total", Help: "Recording sessions accepted.", Value: func(s *ingest.SRSStats) uint64 { return s.Sessions }},
+		{Name: "invites_refused_total", Help: "INVITEs refused, for any reason (rate limited included).", Value: refused},
+		{Name: "invites_rate_limited_total", Help: "INVITEs refused because one source sent them too fast.", Value: func(s *ingest.SRSStats) uint64 { return s.RateLimited }},
+		{Name: "foreign_packets_total", Help: "RTP packets from an address other than the session's SRC (RTP Bleed), dropped.", Value: func(s *ingest.SRSStats) uint64 { return s.ForeignPackets }},
+		{Name: "sessions_ended_by_recorder_total", Help: "Sessions the recorder ended itself (Kafka away past the media buffer, or the session timer).", Value: func(s *ingest.SRSStats) uint64 { return s.EndedByRecorder }},
+	})
 	srv.GaugeFunc("siprec", "sessions_open", "Recording sessions open now.", func() float64 { return float64(last.Load().Active) })
 }
 

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -153,4 +154,18 @@ func (s *Server) CounterFunc(subsystem, name, help string, fn func() float64) {
 // GaugeFunc registers a gauge whose value fn reads.
 func (s *Server) GaugeFunc(subsystem, name, help string, fn func() float64) {
 	s.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Subsystem: subsystem, Name: name, Help: help}, fn))
+}
+
+// Total is one running total of a role's statistics T.
+type Total[T any] struct {
+	Name, Help string
+	Value      func(*T) uint64
+}
+
+// Totals registers each total as a counter of subsystem read from the
+// statistics last holds (the role stores its latest report there).
+func Totals[T any](s *Server, subsystem string, last *atomic.Pointer[T], totals []Total[T]) {
+	for _, m := range totals {
+		s.CounterFunc(subsystem, m.Name, m.Help, func() float64 { return float64(m.Value(last.Load())) })
+	}
 }
