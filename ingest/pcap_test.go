@@ -85,7 +85,7 @@ func ingestRun(t *testing.T, brokers []string, km keys.Manager, tenant string, r
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: brokers})
+	cl, err := kafkaclient.New(stacktest.KafkaFor(brokers, ""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func ingestRun(t *testing.T, brokers []string, km keys.Manager, tenant string, r
 
 	out := ingested{started: map[string]*verbatimv1.CallStarted{}, ended: map[string]*verbatimv1.CallEnded{}, batches: map[string][]*verbatimv1.PacketBatch{},
 		media: map[string]*verbatimv1.MediaEnded{}, dks: map[string]*verbatimv1.DataKey{}, err: runErr}
-	cons, err := kafkaclient.New(kafkaclient.Config{Brokers: brokers},
+	cons, err := kafkaclient.New(stacktest.KafkaFor(brokers, ""),
 		kgo.ConsumeTopics(schemas.TopicCalls, schemas.TopicMedia, schemas.TopicKeys, schemas.TopicMetadata), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.KeepControlRecords())
 	if err != nil {

@@ -458,7 +458,7 @@ func TestSRSRefusesSessionsWhileKafkaIsDown(t *testing.T) {
 	brokers := cluster.ListenAddrs()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	setup, err := kafkaclient.New(kafkaclient.Config{Brokers: brokers})
+	setup, err := kafkaclient.New(stacktest.KafkaFor(brokers, ""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,7 +470,7 @@ func TestSRSRefusesSessionsWhileKafkaIsDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: brokers}, kgo.RecordDeliveryTimeout(0))
+	cl, err := kafkaclient.New(stacktest.KafkaFor(brokers, ""), kgo.RecordDeliveryTimeout(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -536,7 +536,7 @@ func TestSRSRefusesSessionsWhileKafkaIsDown(t *testing.T) {
 	}
 	// The broker holds both sessions, whole, and nothing of the refused
 	// ones.
-	cons, err := kafkaclient.New(kafkaclient.Config{Brokers: brokers}, kgo.ConsumeTopics(schemas.TopicMedia, schemas.TopicCalls),
+	cons, err := kafkaclient.New(stacktest.KafkaFor(brokers, ""), kgo.ConsumeTopics(schemas.TopicMedia, schemas.TopicCalls),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
 	if err != nil {
 		t.Fatal(err)

@@ -66,7 +66,7 @@ type pipeline struct {
 	spool string
 }
 
-func (p *pipeline) kafka() kafkaclient.Config { return kafkaclient.Config{Brokers: p.brokers} }
+func (p *pipeline) kafka() kafkaclient.Config { return stacktest.KafkaFor(p.brokers, "") }
 
 func (p *pipeline) ingest(name string) ingest.Report {
 	p.t.Helper()

@@ -341,7 +341,7 @@ func TestAPI(t *testing.T) {
 
 	// Every request above, on the audit topic (openapi.json needs no
 	// token and is not audited).
-	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(e.brokers, ",")}, kgo.ConsumeTopics(schemas.TopicAudit),
+	cl, err := kafkaclient.New(stacktest.KafkaFor(strings.Split(e.brokers, ","), ""), kgo.ConsumeTopics(schemas.TopicAudit),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
 	if err != nil {
 		t.Fatal(err)

@@ -250,6 +250,7 @@ type tsharkExport struct {
 func newCLIEnv(ctx context.Context, t *testing.T, name string) *cliEnv {
 	t.Helper()
 	chAddr := stacktest.Env(t, "VERBATIM_CLICKHOUSE_ADDR")
+	stacktest.PlainKafka(t) // the commands below reach kfake, not the stack's Kafka
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
 	if err != nil {
 		t.Fatal(err)

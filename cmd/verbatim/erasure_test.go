@@ -98,7 +98,7 @@ func TestErasureOfASubject(t *testing.T) {
 	for _, c := range carolDemo {
 		objects = append(objects, c.Recording.ObjectKey, c.Recording.RawObjectKey)
 	}
-	kcfg := kafkaclient.Config{Brokers: strings.Split(e.brokers, ",")}
+	kcfg := stacktest.KafkaFor(strings.Split(e.brokers, ","), "")
 	keysBefore, err := keyops.Read(ctx, kcfg, "demo")
 	if err != nil {
 		t.Fatal(err)

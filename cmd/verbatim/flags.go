@@ -24,6 +24,9 @@ type kafkaFlags struct {
 	// metrics, once the role serves its operations endpoint, receives
 	// the metrics of every client made from these flags.
 	metrics *prometheus.Registerer
+	// embedded is `verbatim dev`'s own broker, on loopback without TLS or
+	// SASL: the environment's Kafka security is not for it.
+	embedded bool
 }
 
 func addKafkaFlags(fs *flag.FlagSet) kafkaFlags {
@@ -37,11 +40,11 @@ func addKafkaFlags(fs *flag.FlagSet) kafkaFlags {
 // _CA, _CERT, _KEY, _SASL_USER, _SASL_PASSWORD; _INSECURE=true for SASL
 // without TLS to another host than loopback).
 func (k kafkaFlags) config(clientID string, stderr io.Writer) kafkaclient.Config {
-	return kafkaclient.Config{Brokers: strings.Split(*k.brokers, ","), ClientID: clientID, Logger: warnLogger(stderr), Metrics: *k.metrics,
-		TLS: os.Getenv("VERBATIM_KAFKA_TLS") == "true", CAFile: os.Getenv("VERBATIM_KAFKA_CA"),
-		CertFile: os.Getenv("VERBATIM_KAFKA_CERT"), KeyFile: os.Getenv("VERBATIM_KAFKA_KEY"),
-		SASLUser: os.Getenv("VERBATIM_KAFKA_SASL_USER"), SASLPassword: os.Getenv("VERBATIM_KAFKA_SASL_PASSWORD"),
-		Insecure: os.Getenv("VERBATIM_KAFKA_INSECURE") == "true"}
+	c := kafkaclient.Config{Brokers: strings.Split(*k.brokers, ","), ClientID: clientID, Logger: warnLogger(stderr), Metrics: *k.metrics}
+	if k.embedded {
+		return c
+	}
+	return c.WithEnv()
 }
 
 // client returns a client for the role clientID, logging warnings to stderr.

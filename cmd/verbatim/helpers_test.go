@@ -25,7 +25,7 @@ import (
 // an AuditEvent fails the test.
 func auditCounts(ctx context.Context, t *testing.T, brokers string, label func(*verbatimv1.AuditEvent) string) map[string]int {
 	t.Helper()
-	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(brokers, ",")}, kgo.ConsumeTopics(schemas.TopicAudit),
+	cl, err := kafkaclient.New(stacktest.KafkaFor(strings.Split(brokers, ","), ""), kgo.ConsumeTopics(schemas.TopicAudit),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
 	if err != nil {
 		t.Fatal(err)

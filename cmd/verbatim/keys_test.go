@@ -21,6 +21,7 @@ import (
 	"github.com/verbatimrec/verbatim/internal/keyops"
 	"github.com/verbatimrec/verbatim/internal/keys"
 	"github.com/verbatimrec/verbatim/internal/objstore"
+	"github.com/verbatimrec/verbatim/internal/stacktest"
 	"github.com/verbatimrec/verbatim/processors"
 	auditlog "github.com/verbatimrec/verbatim/projections/audit"
 	"github.com/verbatimrec/verbatim/projections/search"
@@ -93,6 +94,7 @@ func TestKeysRewrapKilled(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
+	stacktest.PlainKafka(t) // the commands below reach kfake
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +215,7 @@ func TestKeysReencrypt(t *testing.T) {
 		old[sip], before[sip] = c, e.play(c.CallID)
 	}
 	carol, dave := old["re-0-carol@example.com"], old["re-1-dave@example.com"]
-	kcfg := kafkaclient.Config{Brokers: strings.Split(e.brokers, ",")}
+	kcfg := stacktest.KafkaFor(strings.Split(e.brokers, ","), "")
 	callKey := map[string]string{} // call id -> its own key
 	liveKeys := func() map[string]bool {
 		reg, err := keyops.Read(ctx, kcfg, "demo")

@@ -99,7 +99,7 @@ func splitCR(data []byte, atEOF bool) (int, []byte, error) {
 
 func startAtEnd(ctx context.Context, t *testing.T, brokers, group string) {
 	t.Helper()
-	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(brokers, ",")})
+	cl, err := kafkaclient.New(stacktest.KafkaFor(strings.Split(brokers, ","), ""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestReprocessKilled(t *testing.T) {
 	}
 
 	// On the topic: six reprocessed recordings, each superseding another.
-	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(brokers, ",")}, kgo.ConsumeTopics(schemas.TopicRecordings),
+	cl, err := kafkaclient.New(stacktest.KafkaFor(strings.Split(brokers, ","), ""), kgo.ConsumeTopics(schemas.TopicRecordings),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.KeepControlRecords())
 	if err != nil {
 		t.Fatal(err)

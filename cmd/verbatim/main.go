@@ -138,6 +138,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("unknown command %q", args[0])
 }
 
+// roleNames lists the Kafka roles --grant knows.
+func roleNames() string {
+	names := make([]string, len(kafkaclient.Roles))
+	for i, r := range kafkaclient.Roles {
+		names[i] = r.Name
+	}
+	return strings.Join(names, ", ")
+}
+
 func version() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
@@ -211,7 +220,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return nil
 	}
 	brokers := strings.Join(s.Brokers, ",")
-	kafka := kafkaFlags{brokers: &brokers, metrics: new(prometheus.Registerer)}
+	kafka := kafkaFlags{brokers: &brokers, metrics: new(prometheus.Registerer), embedded: true}
 	octx, stopOps := context.WithCancel(ctx)
 	defer stopOps()
 	srv, ping, err := of.start(octx, "dev", kafka, "verbatim-dev", stderr)
@@ -386,19 +395,49 @@ func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	kafka := addKafkaFlags(fs)
 	create := fs.Bool("create", false, "create missing topics on the brokers")
 	rf := fs.Int("replication-factor", 1, "replication factor for created topics (3 in production)")
+	var grants []string
+	fs.Func("grant", "ROLE=USER: give the SCRAM or certificate user USER the ACLs of ROLE ("+roleNames()+"), as the administrator; repeatable", func(v string) error {
+		grants = append(grants, v)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *create {
+	type grant struct {
+		role kafkaclient.Role
+		user string
+	}
+	var gs []grant
+	for _, g := range grants {
+		name, user, ok := strings.Cut(g, "=")
+		if !ok || user == "" {
+			return fmt.Errorf("--grant %q: want ROLE=USER", g)
+		}
+		r, err := kafkaclient.RoleNamed(name)
+		if err != nil {
+			return fmt.Errorf("--grant %q: %w", g, err)
+		}
+		gs = append(gs, grant{r, "User:" + strings.TrimPrefix(user, "User:")})
+	}
+	if *create || len(gs) > 0 {
 		cl, err := kafka.client("verbatim-topics", stderr)
 		if err != nil {
 			return err
 		}
 		defer cl.Close()
-		if err := kafkaclient.EnsureTopics(ctx, cl, schemas.Topics(), int16(*rf)); err != nil {
-			return err
+		if *create {
+			if err := kafkaclient.EnsureTopics(ctx, cl, schemas.Topics(), int16(*rf)); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "topics present on %s\n", *kafka.brokers)
 		}
-		fmt.Fprintf(stdout, "topics present on %s\n", *kafka.brokers)
+		for _, g := range gs {
+			n, err := kafkaclient.Grant(ctx, kadm.NewClient(cl), g.role, g.user)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s holds the %d ACLs of role %s: %s\n", g.user, n, g.role.Name, g.role.Does)
+		}
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TOPIC\tKEY\tPARTITIONS\tCLEANUP\tRETENTION\tVALUE")

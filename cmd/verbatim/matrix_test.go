@@ -52,7 +52,7 @@ func (e *cliEnv) apiServer(skew time.Duration) *httptest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kcfg := kafkaclient.Config{Brokers: strings.Split(e.brokers, ",")}
+	kcfg := stacktest.KafkaFor(strings.Split(e.brokers, ","), "")
 	regCl, err := kafkaclient.New(kcfg, keyreg.ConsumeOpts()...)
 	if err != nil {
 		t.Fatal(err)

@@ -65,7 +65,7 @@ func TestBrowserSignInSearchPlay(t *testing.T) {
 		}
 	})
 	verbatim("topics", "--create", "--brokers", brokers)
-	cl, err := kafkaclient.New(kafkaclient.Config{Brokers: strings.Split(brokers, ",")})
+	cl, err := kafkaclient.New(stacktest.KafkaFor(strings.Split(brokers, ","), ""))
 	if err != nil {
 		t.Fatal(err)
 	}

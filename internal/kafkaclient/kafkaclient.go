@@ -52,6 +52,19 @@ type Config struct {
 	Insecure bool
 }
 
+// WithEnv is c with its TLS and SASL settings from the environment, the
+// one rule every role and tool follows: VERBATIM_KAFKA_TLS=true,
+// VERBATIM_KAFKA_CA, _CERT and _KEY (PEM files), _SASL_USER and
+// _SASL_PASSWORD (SCRAM-SHA-512), and _INSECURE=true to allow SASL
+// without TLS to brokers not on loopback.
+func (c Config) WithEnv() Config {
+	c.TLS = os.Getenv("VERBATIM_KAFKA_TLS") == "true"
+	c.CAFile, c.CertFile, c.KeyFile = os.Getenv("VERBATIM_KAFKA_CA"), os.Getenv("VERBATIM_KAFKA_CERT"), os.Getenv("VERBATIM_KAFKA_KEY")
+	c.SASLUser, c.SASLPassword = os.Getenv("VERBATIM_KAFKA_SASL_USER"), os.Getenv("VERBATIM_KAFKA_SASL_PASSWORD")
+	c.Insecure = os.Getenv("VERBATIM_KAFKA_INSECURE") == "true"
+	return c
+}
+
 // clients numbers the clients whose metrics are registered.
 var clients atomic.Uint64
 

@@ -25,7 +25,7 @@ func testTransactions(t *testing.T, brokers []string, suffix string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	admin, err := kafkaclient.New(kafkaclient.Config{Brokers: brokers, ClientID: "test-admin"})
+	admin, err := kafkaclient.New(stacktest.KafkaFor(brokers, "test-admin"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func testTransactions(t *testing.T, brokers []string, suffix string) {
 		t.Fatalf("%s cleanup.policy = %q, want compact (last error %v)", keysTopic, policy, lastErr)
 	}
 
-	prod, err := kafkaclient.New(kafkaclient.Config{Brokers: brokers, ClientID: "test-producer"},
+	prod, err := kafkaclient.New(stacktest.KafkaFor(brokers, "test-producer"),
 		kgo.TransactionalID("verbatim-test-"+suffix), kgo.DefaultProduceTopic(calls))
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +97,7 @@ func testTransactions(t *testing.T, brokers []string, suffix string) {
 	produce("aborted-call", false)
 	produce("committed-call", true)
 
-	cons, err := kafkaclient.New(kafkaclient.Config{Brokers: brokers, ClientID: "test-consumer"},
+	cons, err := kafkaclient.New(stacktest.KafkaFor(brokers, "test-consumer"),
 		kgo.ConsumeTopics(calls), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/verbatimrec/verbatim/internal/kafkaclient"
+	"github.com/verbatimrec/verbatim/internal/stacktest"
 	"github.com/verbatimrec/verbatim/schemas"
 )
 
@@ -25,7 +26,7 @@ func testConsumeTransformProduce(t *testing.T, brokers []string, suffix string) 
 	in, out, group := "verbatim.test-in"+suffix, "verbatim.test-out"+suffix, "verbatim-test"+suffix
 	const n = 20
 
-	admin, err := kafkaclient.New(kafkaclient.Config{Brokers: brokers})
+	admin, err := kafkaclient.New(stacktest.KafkaFor(brokers, ""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,8 +48,7 @@ func testConsumeTransformProduce(t *testing.T, brokers []string, suffix string) 
 	// its transaction with commit or abort.
 	process := func(commit bool) {
 		t.Helper()
-		sess, err := kgo.NewGroupTransactSession(
-			kgo.SeedBrokers(brokers...),
+		sess, err := kafkaclient.NewGroupTransactSession(stacktest.KafkaFor(brokers, ""),
 			kgo.TransactionalID("verbatim-test-processor"+suffix),
 			kgo.ConsumerGroup(group),
 			kgo.ConsumeTopics(in),
@@ -85,7 +85,7 @@ func testConsumeTransformProduce(t *testing.T, brokers []string, suffix string) 
 	process(false) // crashed before commit
 	process(true)  // restarted member
 
-	cons, err := kafkaclient.New(kafkaclient.Config{Brokers: brokers},
+	cons, err := kafkaclient.New(stacktest.KafkaFor(brokers, ""),
 		kgo.ConsumeTopics(out), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
