@@ -138,15 +138,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("unknown command %q", args[0])
 }
 
-// roleNames lists the Kafka roles --grant knows.
-func roleNames() string {
-	names := make([]string, len(kafkaclient.Roles))
-	for i, r := range kafkaclient.Roles {
-		names[i] = r.Name
-	}
-	return strings.Join(names, ", ")
-}
-
 func version() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range bi.Settings {
@@ -396,7 +387,7 @@ func runTopics(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	create := fs.Bool("create", false, "create missing topics on the brokers")
 	rf := fs.Int("replication-factor", 1, "replication factor for created topics (3 in production)")
 	var grants []string
-	fs.Func("grant", "ROLE=USER: give the SCRAM or certificate user USER the ACLs of ROLE ("+roleNames()+"), as the administrator; repeatable", func(v string) error {
+	fs.Func("grant", "ROLE=USER: give the SCRAM or certificate user USER the ACLs of ROLE ("+kafkaclient.RoleNames()+"), as the administrator; repeatable", func(v string) error {
 		grants = append(grants, v)
 		return nil
 	})

@@ -59,11 +59,16 @@ func RoleNamed(name string) (Role, error) {
 			return r, nil
 		}
 	}
+	return Role{}, fmt.Errorf("kafkaclient: no role %q (have %s)", name, RoleNames())
+}
+
+// RoleNames lists the roles' names, comma separated.
+func RoleNames() string {
 	names := make([]string, len(Roles))
 	for i, r := range Roles {
 		names[i] = r.Name
 	}
-	return Role{}, fmt.Errorf("kafkaclient: no role %q (have %s)", name, strings.Join(names, ", "))
+	return strings.Join(names, ", ")
 }
 
 // builders are the role's ACLs for principal, one builder per pattern.
