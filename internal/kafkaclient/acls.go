@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"sort"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -115,26 +113,4 @@ func Grant(ctx context.Context, adm *kadm.Client, role Role, principal string) (
 		return n, fmt.Errorf("kafkaclient: grant %s to %s: %w", role.Name, principal, errors.Join(errs...))
 	}
 	return n, nil
-}
-
-// ACLLines describes role's ACLs for principal, one line each, sorted: what
-// `verbatim topics --grant` creates, for the README and for operators who
-// create them with their own tools.
-func (r Role) ACLLines(principal string) []string {
-	var out []string
-	add := func(kind, pattern string, names []string, ops ...string) {
-		for _, n := range names {
-			out = append(out, fmt.Sprintf("%s %s %s %s: %s", principal, kind, pattern, n, strings.Join(ops, ",")))
-		}
-	}
-	add("topic", "literal", r.Read, "READ", "DESCRIBE")
-	add("topic", "literal", r.Write, "WRITE", "DESCRIBE")
-	if r.Groups != "" {
-		add("group", "prefixed", []string{r.Groups}, "READ", "DESCRIBE")
-	}
-	if r.Transactions != "" {
-		add("transactional-id", "prefixed", []string{r.Transactions}, "WRITE", "DESCRIBE")
-	}
-	sort.Strings(out)
-	return slices.Compact(out)
 }
